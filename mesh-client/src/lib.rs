@@ -1,0 +1,1 @@
+//! MESH API client. Filled in by the mesh-client issue.

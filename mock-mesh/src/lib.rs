@@ -1,0 +1,1 @@
+//! Mock MESH server. Filled in by the mock-mesh issue.

@@ -1,0 +1,1 @@
+//! NHS-number extract engine.
