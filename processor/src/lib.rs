@@ -1,1 +1,27 @@
-//! NHS-number extract engine.
+//! The engine behind `ndop`: NHS-number extracts in, POS-ready files out, and the POS's
+//! answers turned back into a filtered extract.
+//!
+//! No async and no network here: this crate reads and writes files, fast, in bounded memory.
+//! - [`nhs`]: the Modulus 11 rule and the classification of one field;
+//! - [`scan`] and `input`: inputs as line-aligned blocks, processed in parallel, merged in order;
+//! - [`validate`]: every line counted into exactly one bucket, bad lines quarantined;
+//! - [`output`] and [`prepare`]: `.dat` + `.ctl` pairs under the MESH limits;
+//! - [`generate`]: synthetic extracts in the 999 test range with their exact truth.
+
+pub mod csv;
+pub mod error;
+pub mod generate;
+mod input;
+mod mmap;
+pub mod nhs;
+pub mod output;
+pub mod prepare;
+pub mod scan;
+pub mod seen;
+pub mod validate;
+
+pub use error::{Error, ErrorKind, Result};
+pub use input::IoMode;
+
+/// Longest line the engine inspects; a longer line is quarantined as `line_too_long`.
+pub const MAX_LINE: usize = 64 * 1024;

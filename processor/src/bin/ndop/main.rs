@@ -1,1 +1,65 @@
-fn main() {}
+//! `ndop`: check an extract against the National Data Opt-out through the POS over MESH.
+//!
+//! A thin binary: parse arguments, call the library, map the result to an exit code
+//! (see [`exit`]). A broken pipe on standard output is not an error.
+
+mod cmd;
+mod exit;
+mod progress;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Check extracts against the National Data Opt-out: validate NHS numbers, prepare POS files,
+/// send them over MESH, collect the replies, reconcile and filter.
+#[derive(Debug, Parser)]
+#[command(name = "ndop", version, after_help = exit::HELP, arg_required_else_help = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Prepare(cmd::prepare::PrepareArgs),
+    Validate(cmd::validate::ValidateArgs),
+    Generate(cmd::generate::GenerateArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Prepare(a) => cmd::prepare::run(a),
+        Command::Validate(a) => cmd::validate::run(a),
+        Command::Generate(a) => cmd::generate::run(a),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            if is_broken_pipe(&e) {
+                return ExitCode::from(exit::OK);
+            }
+            eprintln!("ndop: error: {e:#}");
+            ExitCode::from(code_for(&e))
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn code_for(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        if let Some(p) = cause.downcast_ref::<processor::Error>() {
+            return exit::for_kind(p.kind());
+        }
+        if cause.downcast_ref::<std::io::Error>().is_some() {
+            return exit::OUTPUT;
+        }
+    }
+    exit::USAGE
+}

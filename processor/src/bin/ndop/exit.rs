@@ -1,0 +1,39 @@
+//! Exit codes, defined in one place and printed in `ndop --help`.
+
+use processor::ErrorKind;
+
+/// Success.
+pub const OK: u8 = 0;
+/// Invalid lines were found and `--fail-on-invalid` was given (the reports are still written).
+pub const INVALID_LINES: u8 = 1;
+/// Bad arguments.
+pub const USAGE: u8 = 2;
+/// An input could not be read, or a CSV column is missing.
+pub const INPUT: u8 = 3;
+/// An output could not be written (directory not empty, disk full, permissions).
+pub const OUTPUT: u8 = 4;
+/// MESH failed: connection, authentication, or a message refused.
+pub const MESH: u8 = 5;
+/// The POS did not answer as expected: a file rejected as invalid, replies missing after the
+/// timeout, or numbers returned that were never sent.
+pub const POS: u8 = 6;
+
+/// The text appended to `ndop --help`.
+pub const HELP: &str = "\
+Exit codes:
+  0  success
+  1  invalid lines found and --fail-on-invalid given (reports still written)
+  2  bad arguments
+  3  an input could not be read, or a CSV column is missing
+  4  an output could not be written (directory not empty, disk full, permissions)
+  5  MESH failed: connection, authentication, or a message refused
+  6  the POS did not answer as expected (file rejected, replies missing, unexpected numbers)";
+
+/// The exit code for a processor error.
+pub fn for_kind(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::Usage => USAGE,
+        ErrorKind::Input => INPUT,
+        ErrorKind::Output => OUTPUT,
+    }
+}

@@ -1,0 +1,90 @@
+//! The processor's one error type. Every variant names the file it concerns; none carries an
+//! NHS number or line content (those are personal data and only go to files the user asked for).
+
+use std::io;
+use std::path::PathBuf;
+
+/// What went wrong, with the file it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An input could not be opened, mapped or read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The input (`-` for standard input).
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// A CSV input has no header row, or its header row is malformed.
+    #[error("{}: the CSV header row is missing or malformed", path.display())]
+    BadHeader {
+        /// The input.
+        path: PathBuf,
+    },
+    /// The `--column` named is not in a CSV input's header row.
+    #[error("{}: no column {column} in the header row", path.display())]
+    NoSuchColumn {
+        /// The input.
+        path: PathBuf,
+        /// The column as the user gave it.
+        column: String,
+    },
+    /// The output directory exists and is not empty.
+    #[error("output directory {} is not empty; name a new or empty directory", path.display())]
+    OutputNotEmpty {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// An output file could not be created, written, synced or renamed (a full disk lands here).
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// Options that cannot work together, or a value out of range.
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl Error {
+    pub(crate) fn read(path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Read {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn write(path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Write {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// The broad class of the error, for mapping to exit codes.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Read { .. } | Error::BadHeader { .. } | Error::NoSuchColumn { .. } => {
+                ErrorKind::Input
+            }
+            Error::OutputNotEmpty { .. } | Error::Write { .. } => ErrorKind::Output,
+            Error::Usage(_) => ErrorKind::Usage,
+        }
+    }
+}
+
+/// The broad class of an [`Error`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Bad options.
+    Usage,
+    /// An input problem.
+    Input,
+    /// An output problem.
+    Output,
+}
+
+/// Result with the processor's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

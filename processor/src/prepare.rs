@@ -1,0 +1,81 @@
+//! `prepare`: validate and de-duplicate the inputs, then write POS-ready `.dat` + `.ctl` pairs,
+//! `invalid.csv` and `summary.json` into a new or empty directory.
+//!
+//! If anything fails after the directory was checked, every file this run created there is
+//! removed again: a failed run leaves no partial `.dat` behind.
+
+use crate::error::Result;
+use crate::output::{ensure_empty_dir, write_atomic, write_dat_files, DatFile, DatOptions};
+use crate::scan::ScanOptions;
+use crate::validate::{validate, Counts, InputSummary};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Options of a `prepare` run.
+#[derive(Debug, Clone)]
+pub struct PrepareOptions {
+    /// How to read the inputs.
+    pub scan: ScanOptions,
+    /// How to write the outputs (its `dir` is the output directory).
+    pub dat: DatOptions,
+}
+
+/// `summary.json`: the counts (flattened), the files written and the inputs read.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// The bucket counts.
+    #[serde(flatten)]
+    pub counts: Counts,
+    /// `.dat` files written, in order.
+    pub files: Vec<DatFile>,
+    /// Inputs read, in order.
+    pub inputs: Vec<InputSummary>,
+    /// The POS mailbox the `.ctl` files address.
+    pub to_dts: String,
+    /// Worker threads used.
+    pub threads: usize,
+    /// Wall-clock seconds for the whole run.
+    pub elapsed_seconds: f64,
+}
+
+/// File name of the quarantine report.
+pub const INVALID_CSV: &str = "invalid.csv";
+/// File name of the machine-readable summary.
+pub const SUMMARY_JSON: &str = "summary.json";
+
+/// Runs `prepare`. `progress` is called with the input bytes done so far.
+pub fn prepare(
+    inputs: &[PathBuf],
+    opts: &PrepareOptions,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Summary> {
+    let start = Instant::now();
+    let dir = &opts.dat.dir;
+    ensure_empty_dir(dir)?;
+    let mut created: Vec<PathBuf> = Vec::new();
+    let result = (|| {
+        let invalid_csv = dir.join(INVALID_CSV);
+        created.push(invalid_csv.clone());
+        let v = validate(inputs, &opts.scan, Some(&invalid_csv), progress)?;
+        let files = write_dat_files(&v.set, &opts.dat, &mut created)?;
+        let summary = Summary {
+            counts: v.counts,
+            files,
+            inputs: v.inputs,
+            to_dts: opts.dat.env.pos_mailbox().to_string(),
+            threads: v.threads,
+            elapsed_seconds: start.elapsed().as_secs_f64(),
+        };
+        let json = serde_json::to_vec_pretty(&summary).expect("summary serialises");
+        created.push(dir.join(format!(".{SUMMARY_JSON}.tmp")));
+        created.push(write_atomic(dir, SUMMARY_JSON, &json)?);
+        Ok(summary)
+    })();
+    if result.is_err() {
+        for path in &created {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    result
+}

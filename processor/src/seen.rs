@@ -1,0 +1,127 @@
+//! The set of NHS numbers seen: one bit per nine-digit prefix.
+//!
+//! A valid NHS number is fixed by its first nine digits (the tenth is the check digit), so
+//! 10^9 bits (119 MiB) hold any set of them, whatever the input size. Threads insert
+//! concurrently: a plain load first (cheap for the many repeats of an extract, and it lets the
+//! CPU overlap cache misses), then an atomic `fetch_or` only for a bit not yet set, whose
+//! result decides exactly one winner. Iteration is in ascending number order, which makes every
+//! output independent of thread timing.
+
+use crate::nhs::check_digit_of_prefix;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+const PREFIXES: usize = 1_000_000_000;
+const WORDS: usize = PREFIXES.div_ceil(64);
+
+/// A set of valid NHS numbers.
+pub struct NumberSet {
+    words: Vec<AtomicU64>,
+}
+
+impl Default for NumberSet {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl NumberSet {
+    /// An empty set. The memory is reserved, not touched: only pages holding members become
+    /// resident.
+    pub fn new() -> Self {
+        // `vec![0; n]` asks the allocator for zeroed memory (calloc), which leaves the pages
+        // unmapped until written; AtomicU64 has the same size, alignment and bit validity as u64.
+        let zeroed: Vec<u64> = vec![0; WORDS];
+        let mut zeroed = std::mem::ManuallyDrop::new(zeroed);
+        let (ptr, len, cap) = (zeroed.as_mut_ptr(), zeroed.len(), zeroed.capacity());
+        // SAFETY: same layout (documented for AtomicU64), same allocation, length and capacity;
+        // the original Vec is never dropped.
+        let words = unsafe { Vec::from_raw_parts(ptr.cast::<AtomicU64>(), len, cap) };
+        NumberSet { words }
+    }
+
+    /// Inserts a valid number (below 10^10); true if it was not yet in the set.
+    #[inline]
+    pub fn insert(&self, number: u64) -> bool {
+        let key = (number / 10) as usize;
+        let word = &self.words[key >> 6];
+        let mask = 1u64 << (key & 63);
+        if word.load(Relaxed) & mask != 0 {
+            return false;
+        }
+        word.fetch_or(mask, Relaxed) & mask == 0
+    }
+
+    /// True if the number's prefix is in the set.
+    #[inline]
+    pub fn contains(&self, number: u64) -> bool {
+        let key = (number / 10) as usize;
+        self.words[key >> 6].load(Relaxed) & (1u64 << (key & 63)) != 0
+    }
+
+    /// The number of members.
+    pub fn len(&self) -> u64 {
+        self.words
+            .iter()
+            .map(|w| w.load(Relaxed).count_ones() as u64)
+            .sum()
+    }
+
+    /// True when the set has no member.
+    pub fn is_empty(&self) -> bool {
+        self.words.iter().all(|w| w.load(Relaxed) == 0)
+    }
+
+    /// Calls `f` with every member in ascending order.
+    pub fn for_each(&self, f: impl FnMut(u64)) {
+        self.for_each_word(|_, w| w, f)
+    }
+
+    /// Calls `f` with every member of `self` that is not in `other`, in ascending order.
+    pub fn for_each_not_in(&self, other: &NumberSet, f: impl FnMut(u64)) {
+        self.for_each_word(|i, w| w & !other.words[i].load(Relaxed), f)
+    }
+
+    fn for_each_word(&self, select: impl Fn(usize, u64) -> u64, mut f: impl FnMut(u64)) {
+        for (i, w) in self.words.iter().enumerate() {
+            let mut bits = w.load(Relaxed);
+            if bits == 0 {
+                continue;
+            }
+            bits = select(i, bits);
+            while bits != 0 {
+                let b = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let prefix = (i * 64 + b) as u32;
+                // Only valid numbers are inserted, so a check digit exists.
+                let check = check_digit_of_prefix(prefix).unwrap_or(0);
+                f(prefix as u64 * 10 + check as u64);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_contains_iterate_in_order() {
+        let s = NumberSet::new();
+        assert!(s.is_empty());
+        for n in [9434765919u64, 9000000009, 9694116414, 0] {
+            assert!(s.insert(n));
+            assert!(!s.insert(n));
+            assert!(s.contains(n));
+        }
+        assert_eq!(s.len(), 4);
+        let mut all = Vec::new();
+        s.for_each(|n| all.push(n));
+        assert_eq!(all, vec![0, 9000000009, 9434765919, 9694116414]);
+        let other = NumberSet::new();
+        other.insert(9000000009);
+        let mut diff = Vec::new();
+        s.for_each_not_in(&other, |n| diff.push(n));
+        assert_eq!(diff, vec![0, 9434765919, 9694116414]);
+        assert!(!s.contains(9999999999));
+    }
+}
