@@ -96,8 +96,80 @@ struct Sandbox {
     _log_dir: tempfile::TempDir,
 }
 
+/// Certificates for a TLS sandbox: a throw-away CA, a server certificate for 127.0.0.1 and a
+/// client certificate, all made by `cryptography` from the sandbox's venv.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn generate() -> Pki {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new(python())
+            .args(["-c", GENERATE_PKI])
+            .arg(dir.path())
+            .status()
+            .expect("run python");
+        assert!(status.success(), "certificate generation failed");
+        Pki { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+/// Writes ca.pem, server.pem/server.key (SAN 127.0.0.1), client.pem/client.key into argv[1].
+const GENERATE_PKI: &str = r#"
+import datetime, ipaddress, sys
+from cryptography import x509
+from cryptography.x509.oid import NameOID, ExtendedKeyUsageOID
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+out = sys.argv[1]
+now = datetime.datetime.now(datetime.timezone.utc)
+def name(cn): return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+def save(fname, data):
+    with open(f"{out}/{fname}", "wb") as f: f.write(data)
+def key_pem(k):
+    return k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                           serialization.NoEncryption())
+
+ca_key = ec.generate_private_key(ec.SECP256R1())
+ca = (x509.CertificateBuilder().subject_name(name("test CA")).issuer_name(name("test CA"))
+      .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+      .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=2))
+      .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+      .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                     content_commitment=False, key_encipherment=False, data_encipherment=False,
+                     key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+      .sign(ca_key, hashes.SHA256()))
+save("ca.pem", ca.public_bytes(serialization.Encoding.PEM))
+
+def leaf(cn, fname, eku, san):
+    key = ec.generate_private_key(ec.SECP256R1())
+    b = (x509.CertificateBuilder().subject_name(name(cn)).issuer_name(ca.subject)
+         .public_key(key.public_key()).serial_number(x509.random_serial_number())
+         .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=2))
+         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+         .add_extension(x509.ExtendedKeyUsage([eku]), critical=False))
+    if san: b = b.add_extension(x509.SubjectAlternativeName(san), critical=False)
+    save(f"{fname}.pem", b.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+    save(f"{fname}.key", key_pem(key))
+
+leaf("127.0.0.1", "server", ExtendedKeyUsageOID.SERVER_AUTH,
+     [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+leaf("SERVER001.X26.api.mesh-client.nhs.uk", "client", ExtendedKeyUsageOID.CLIENT_AUTH, None)
+"#;
+
 impl Sandbox {
     async fn start() -> Sandbox {
+        Sandbox::start_with(None).await
+    }
+
+    /// With `pki`, the sandbox serves HTTPS and requires a client certificate signed by its CA.
+    async fn start_with(pki: Option<&Pki>) -> Sandbox {
         let python = python();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -106,7 +178,8 @@ impl Sandbox {
             .port();
         let log_dir = tempfile::tempdir().unwrap();
         let log = std::fs::File::create(log_dir.path().join("sandbox.log")).unwrap();
-        let child = std::process::Command::new(python)
+        let mut command = std::process::Command::new(python);
+        command
             .args([
                 "-m",
                 "uvicorn",
@@ -114,7 +187,18 @@ impl Sandbox {
                 "--host",
                 "127.0.0.1",
             ])
-            .args(["--port", &port.to_string(), "--workers", "1"])
+            .args(["--port", &port.to_string(), "--workers", "1"]);
+        if let Some(pki) = pki {
+            command
+                .arg("--ssl-certfile")
+                .arg(pki.path("server.pem"))
+                .arg("--ssl-keyfile")
+                .arg(pki.path("server.key"))
+                .arg("--ssl-ca-certs")
+                .arg(pki.path("ca.pem"))
+                .args(["--ssl-cert-reqs", "2"]);
+        }
+        let child = command
             .env("STORE_MODE", "memory")
             .env("AUTH_MODE", "full")
             .env("SHARED_KEY", SHARED_KEY)
@@ -123,9 +207,10 @@ impl Sandbox {
             .stderr(log)
             .spawn()
             .expect("start mesh-sandbox");
+        let scheme = if pki.is_some() { "https" } else { "http" };
         let mut sandbox = Sandbox {
             child,
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!("{scheme}://127.0.0.1:{port}"),
             _log_dir: log_dir,
         };
         let health = format!("{}/health", sandbox.url);
@@ -134,10 +219,16 @@ impl Sandbox {
             if let Some(status) = sandbox.child.try_wait().unwrap() {
                 panic!("mesh-sandbox exited with {status}: {}", sandbox.log());
             }
-            if let Ok(r) = http.get(&health).send().await {
-                if r.status().is_success() {
-                    return sandbox;
-                }
+            let ready = if pki.is_some() {
+                // uvicorn listens only once the app is loaded
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .is_ok()
+            } else {
+                matches!(http.get(&health).send().await, Ok(r) if r.status().is_success())
+            };
+            if ready {
+                return sandbox;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -491,5 +582,66 @@ mod sandbox {
         assert_eq!(meta.status_success, Some(false));
         assert_eq!(meta.linked_message_id.as_deref(), Some(id.as_str()));
         assert_eq!(std::fs::read(&dest).unwrap(), b"");
+    }
+
+    /// Mutual TLS as real MESH requires it: our CA bundle and client certificate work; without
+    /// the client certificate, or without the CA, the connection fails (section 2).
+    #[tokio::test]
+    async fn mutual_tls() {
+        let pki = Pki::generate();
+        let sandbox = Sandbox::start_with(Some(&pki)).await;
+        let url = sandbox.url();
+        let tls = |mailbox| {
+            config(url, mailbox)
+                .with_ca_bundle(pki.path("ca.pem"))
+                .with_client_certificate(pki.path("client.pem"), pki.path("client.key"))
+        };
+        let sender = MeshClient::new(tls(SENDER)).unwrap();
+        let recipient = MeshClient::new(tls(RECIPIENT)).unwrap();
+        sender.handshake().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let data = content(70_000);
+        let path = write(dir.path(), "tls.dat", &data);
+        let opts = SendOptions {
+            chunk_size: Some(30_000),
+            compress: true,
+            ..options(RECIPIENT)
+        };
+        let id = sender.send_file(&path, &opts, &|_| {}).await.unwrap();
+        let dest = dir.path().join("tls.out");
+        recipient.download_to(&id, &dest).await.unwrap();
+        assert!(std::fs::read(&dest).unwrap() == data);
+
+        let no_client_cert = config(url, SENDER).with_ca_bundle(pki.path("ca.pem"));
+        let err = MeshClient::new(no_client_cert.with_retries(0, Duration::ZERO))
+            .unwrap()
+            .handshake()
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Transport { .. }), "{err:?}");
+        let no_ca = config(url, SENDER)
+            .with_client_certificate(pki.path("client.pem"), pki.path("client.key"))
+            .with_retries(0, Duration::ZERO);
+        let err = MeshClient::new(no_ca)
+            .unwrap()
+            .handshake()
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Transport { .. }), "{err:?}");
+    }
+
+    /// Bad TLS material is a configuration error, reported before any request.
+    #[test]
+    fn unusable_tls_files_are_config_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let junk = write(dir.path(), "junk.pem", b"not a certificate");
+        let err = MeshClient::new(config("https://127.0.0.1:1", SENDER).with_ca_bundle(&junk))
+            .unwrap_err();
+        assert!(matches!(err, Error::Config(_)), "{err:?}");
+        let err = MeshClient::new(
+            config("https://127.0.0.1:1", SENDER).with_client_certificate(&junk, &junk),
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::Config(_)), "{err:?}");
     }
 }
