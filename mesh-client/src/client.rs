@@ -338,6 +338,61 @@ mod tests {
         assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
     }
 
+    /// A loopback port with nothing listening: every connection is refused.
+    fn dead_url() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        format!("http://127.0.0.1:{port}")
+    }
+
+    fn dead_client(retries: u32, backoff_ms: u64) -> MeshClient {
+        MeshClient::new(
+            ClientConfig::default()
+                .with_url(dead_url())
+                .with_mailbox("X26ABC1", "password")
+                .with_shared_key("TestKey")
+                .with_retries(retries, Duration::from_millis(backoff_ms)),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn safe_requests_are_retried_with_growing_backoff() {
+        let c = dead_client(2, 100);
+        let started = std::time::Instant::now();
+        let err = c.handshake().await.unwrap_err();
+        assert!(matches!(err, Error::Transport { .. }), "{err:?}");
+        // 100 ms, then 200 ms
+        assert!(
+            started.elapsed() >= Duration::from_millis(300),
+            "{:?}",
+            started.elapsed()
+        );
+        let started = std::time::Instant::now();
+        assert!(dead_client(0, 1000).list_inbox(None).await.is_err());
+        assert!(started.elapsed() < Duration::from_millis(900));
+    }
+
+    #[tokio::test]
+    async fn the_first_chunk_of_a_send_is_never_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.dat");
+        std::fs::write(&path, b"payload").unwrap();
+        let opts = crate::SendOptions {
+            to: "X26ABC2".into(),
+            workflow_id: "W".into(),
+            ..Default::default()
+        };
+        let started = std::time::Instant::now();
+        let err = dead_client(3, 1000)
+            .send_file(&path, &opts, &|_| {})
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Transport { .. }), "{err:?}");
+        assert!(started.elapsed() < Duration::from_millis(900));
+    }
+
     #[test]
     fn futures_are_send() {
         fn assert_send<T: Send>(_: &T) {}

@@ -26,6 +26,11 @@ pub const DEFAULT_CHUNK_SIZE: u64 = 75 * 1024 * 1024;
 pub const MAX_CHUNK_SIZE: u64 = 100_000_000;
 
 /// Which MESH to talk to.
+///
+/// The real environments require mutual TLS: set
+/// [`ClientConfig::with_client_certificate`] (the certificate issued for the mailbox's system)
+/// and [`ClientConfig::with_ca_bundle`] (NHS England's CA bundle for that environment, as
+/// shipped with its Python client); this crate does not embed the bundles.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Environment {
     /// The integration environment, [`INT_URL`].
