@@ -1,1 +1,56 @@
-//! Mock MESH server. Filled in by the mock-mesh issue.
+//! `mock-mesh`: a MESH API v1/v2 server (NHS England's "Message Exchange for Social Care and
+//! Health") that NHS England's own `mesh-client` cannot tell from the real one, with the
+//! National Data Opt-out POS workflow built in. Protocol facts: `mesh-protocol.md`; POS facts:
+//! `ndop-domain.md` §2–4.
+//!
+//! Embed it on an ephemeral port:
+//! ```no_run
+//! # async fn demo() -> Result<(), mock_mesh::Error> {
+//! let mesh = mock_mesh::MockMesh::start(mock_mesh::Config::default().with_mailbox("X26NDOP1", "pw")).await?;
+//! println!("{}", mesh.base_url()); // http://127.0.0.1:PORT
+//! mesh.stop().await;
+//! # Ok(()) }
+//! ```
+//!
+//! # Replies of the POS
+//! A complete DATA message with `Mex-WorkflowID: SPINE_NTT_UPHOLDING` sent to a POS mailbox
+//! (`X26OT154` INT, `X26HC065` LIVE) is collected (acknowledged) by the POS, which then puts
+//! two messages into the sender's inbox (see [`pos`] for the exact rules):
+//!
+//! | header | 1. job created | 2. result |
+//! |---|---|---|
+//! | `Mex-From` | the POS mailbox | the POS mailbox |
+//! | `Mex-To` | the sender | the sender |
+//! | `Mex-WorkflowID` | `SPINE_NTT_UPHOLDING` | `SPINE_NTT_UPHOLDING` |
+//! | `Mex-Subject` | `SUCCESS` | the submission's `Mex-Subject` (absent if it had none) |
+//! | `Mex-LocalID` | the submission's `Mex-LocalID` | the submission's `Mex-LocalID` |
+//! | `Mex-FileName` | `<message id>.dat` (default) | the submission's `Mex-FileName` (else `<message id>.dat`) |
+//! | `Mex-Content-Type` | `application/json` | absent |
+//! | body | one line of JSON: `status` `pending` or `failed`, `stages`, `metadata.request.extra.local_id` … | the cleaned file, or `The file contains one or more invalid NHS Numbers.` + line ending |
+//!
+//! The result follows the job-created message after [`PosConfig::delay`]. A job whose stages
+//! fail (empty file; same content already submitted by this sender to this POS mailbox) has
+//! `status: failed` and no result message.
+
+mod api;
+pub mod auth;
+mod body;
+mod clock;
+mod config;
+mod error;
+pub mod headers;
+pub mod pos;
+mod router;
+mod server;
+mod store;
+
+pub use auth::AuthConfig;
+pub use body::ResponseBody;
+pub use clock::Clock;
+pub use config::{
+    load_optout_file, Config, MailboxConfig, PosConfig, PosEnv, StoreMode, WorkflowConfig,
+    POS_INT_MAILBOX, POS_LIVE_MAILBOX, POS_WORKFLOW,
+};
+pub use error::{ApiError, Error};
+pub use headers::ApiVersion;
+pub use server::{serve, App, MockMesh};

@@ -1,1 +1,200 @@
-fn main() {}
+//! `mock-mesh`: runs the mock MESH server. Thin: parses arguments, builds a `Config`, calls
+//! `mock_mesh::serve`, maps the result to an exit code.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+/// Exit codes (also listed in `--help`).
+const EXIT_OK: u8 = 0;
+const EXIT_ERROR: u8 = 1;
+
+/// A MESH API v1/v2 server with the National Data Opt-out POS workflow built in.
+///
+/// Exit codes: 0 = stopped cleanly (Ctrl-C / SIGTERM), 1 = start-up or runtime error,
+/// 2 = bad command line.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the MESH API until Ctrl-C.
+    ///
+    /// Built-in mailboxes (password `password`, shared key `TestKey`): X26ABC1, X26ABC2,
+    /// X26ABC3 (any workflow, like mesh-sandbox) and the POS mailboxes X26OT154 (INT) and
+    /// X26HC065 (LIVE), which answer `SPINE_NTT_UPHOLDING` submissions.
+    ///
+    /// Examples:
+    ///
+    ///   mock-mesh serve --listen 127.0.0.1:8700 --memory
+    ///
+    ///   mock-mesh serve --store /var/tmp/mesh --config testdata/mock-mesh.toml --pos-delay 5
+    ///
+    ///   mock-mesh serve --optout-rate 0.03 --optout-seed 7 --no-auth-replay-check
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Address to listen on, e.g. 127.0.0.1:8700 (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:8700")]
+    listen: SocketAddr,
+    /// Keep messages on disk under DIR (survives restarts). Overrides the config file's `store`.
+    #[arg(long, value_name = "DIR", conflicts_with = "memory")]
+    store: Option<PathBuf>,
+    /// Keep messages in memory only (the default unless --store or the config sets a store).
+    #[arg(long)]
+    memory: bool,
+    /// TOML configuration (mailboxes, workflows, auth, POS); see testdata/mock-mesh.toml.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Seconds between the POS "job created" message and its result, e.g. 2.5.
+    #[arg(long, value_name = "SECS")]
+    pos_delay: Option<f64>,
+    /// Extra opted-out NHS numbers, one per line (first comma-separated field).
+    #[arg(long, value_name = "FILE")]
+    optout_file: Option<PathBuf>,
+    /// Fraction (0..=1) of all numbers treated as opted out, chosen by a hash of the number.
+    #[arg(long, value_name = "R")]
+    optout_rate: Option<f64>,
+    /// Seed of the --optout-rate hash.
+    #[arg(long, value_name = "S")]
+    optout_seed: Option<u64>,
+    /// HMAC shared key (default TestKey).
+    #[arg(long, value_name = "KEY", env = "MOCK_MESH_SHARED_KEY")]
+    shared_key: Option<String>,
+    /// Accept a token more than once (mesh-sandbox behaviour).
+    #[arg(long)]
+    no_auth_replay_check: bool,
+    /// Accept token timestamps more than 2 hours from the server clock (mesh-sandbox behaviour).
+    #[arg(long)]
+    no_auth_timestamp_check: bool,
+    /// Skip authentication entirely (mesh-sandbox AUTH_MODE=none).
+    #[arg(long)]
+    no_auth: bool,
+    /// Days before an unacknowledged message becomes undeliverable (default 5).
+    #[arg(long, value_name = "DAYS")]
+    inbox_expiry_days: Option<f64>,
+    /// Log filter (also RUST_LOG), e.g. info or mock_mesh=debug.
+    #[arg(long, default_value = "info")]
+    log: String,
+}
+
+fn build_config(a: &ServeArgs) -> anyhow::Result<mock_mesh::Config> {
+    let mut c = match &a.config {
+        Some(p) => mock_mesh::Config::from_toml_file(p)?,
+        None => mock_mesh::Config::default(),
+    };
+    if let Some(dir) = &a.store {
+        c = c.with_store_dir(dir);
+    }
+    if a.memory {
+        c.store = mock_mesh::StoreMode::Memory;
+    }
+    if let Some(d) = a.pos_delay {
+        anyhow::ensure!(d.is_finite() && d >= 0.0, "--pos-delay must be >= 0");
+        c.pos.delay = Duration::from_secs_f64(d);
+    }
+    if let Some(f) = &a.optout_file {
+        c.pos.optout_numbers.extend(mock_mesh::load_optout_file(f)?);
+    }
+    if let Some(r) = a.optout_rate {
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&r),
+            "--optout-rate must be within 0..=1"
+        );
+        c.pos.optout_rate = r;
+    }
+    if let Some(s) = a.optout_seed {
+        c.pos.optout_seed = s;
+    }
+    if let Some(k) = &a.shared_key {
+        c.shared_key = k.clone();
+    }
+    if a.no_auth_replay_check {
+        c.auth.check_replay = false;
+    }
+    if a.no_auth_timestamp_check {
+        c.auth.check_timestamp = false;
+    }
+    if a.no_auth {
+        c.auth.enabled = false;
+    }
+    if let Some(d) = a.inbox_expiry_days {
+        anyhow::ensure!(d.is_finite() && d > 0.0, "--inbox-expiry-days must be > 0");
+        c.inbox_expiry = Duration::from_secs_f64(d * 86_400.0);
+    }
+    Ok(c)
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("shutting down");
+}
+
+async fn run(a: ServeArgs) -> anyhow::Result<()> {
+    let config = build_config(&a)?;
+    let listener = tokio::net::TcpListener::bind(a.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", a.listen))?;
+    let addr = listener.local_addr()?;
+    let store = match &config.store {
+        mock_mesh::StoreMode::Memory => "memory".to_string(),
+        mock_mesh::StoreMode::Disk(d) => d.display().to_string(),
+    };
+    tracing::info!(%addr, store = %store, mailboxes = config.mailboxes.len(), "mock-mesh listening on http://{addr}");
+    mock_mesh::serve(listener, config, shutdown_signal()).await?;
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let Command::Serve(args) = cli.command;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&args.log))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("mock-mesh: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::from(EXIT_OK),
+        Err(e) => {
+            eprintln!("mock-mesh: {e:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}

@@ -1,0 +1,508 @@
+//! Server configuration: built-in defaults (the sandbox's mailboxes and workflows plus the two
+//! POS mailboxes), a TOML file format, and builder methods for embedding.
+//!
+//! TOML (every key optional; see `testdata/mock-mesh.toml` for a complete example):
+//! ```toml
+//! shared_key = "TestKey"
+//! builtin_mailboxes = true          # keep X26ABC1/2/3, X26OT154, X26HC065 and their workflows
+//! store = "/var/lib/mock-mesh"       # omit for the memory store
+//! inbox_expiry_days = 5
+//! max_request_bytes = 104857600
+//! max_message_bytes = 21474836480
+//! [auth]
+//! enabled = true
+//! check_timestamp = true
+//! check_replay = true
+//! [pos]
+//! delay_secs = 0.0
+//! optout_rate = 0.0
+//! optout_seed = 0
+//! optout_numbers = [9000000009]
+//! optout_file = "optouts.txt"
+//! chunk_bytes = 78643200
+//! [[mailbox]]
+//! id = "X26NDOP1"
+//! password = "secret"
+//! name = "My test mailbox"
+//! ods_code = "X26"
+//! any_workflow = true
+//! pos = "int"                        # makes it a POS mailbox (INT opt-out table); or "live"
+//! [[workflow]]
+//! id = "SPINE_NTT_UPHOLDING"
+//! senders = ["X26NDOP1"]
+//! receivers = ["X26OT154"]
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::auth::AuthConfig;
+use crate::clock::Clock;
+use crate::error::Error;
+
+/// Workflow of the National Data Opt-out POS ("SPINE NDOP External Upholding").
+pub const POS_WORKFLOW: &str = "SPINE_NTT_UPHOLDING";
+/// INT POS mailbox.
+pub const POS_INT_MAILBOX: &str = "X26OT154";
+/// LIVE POS mailbox.
+pub const POS_LIVE_MAILBOX: &str = "X26HC065";
+
+/// Which published test table a POS mailbox answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PosEnv {
+    /// Spine Integration: 10 of the 20 INT test patients are opted out.
+    Int,
+    /// LIVE: 4 of the 15 LIVE test patients are opted out.
+    Live,
+}
+
+/// A mailbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MailboxConfig {
+    /// Mailbox id, upper-case.
+    pub id: String,
+    /// Password (part of the HMAC input).
+    pub password: String,
+    /// Display name (`recipient_name`, lookups).
+    pub name: String,
+    /// ODS code (endpoint lookup).
+    pub ods_code: String,
+    /// Organisation code.
+    pub org_code: String,
+    /// Organisation name.
+    pub org_name: String,
+    /// Billing entity.
+    pub billing_entity: String,
+    /// Accept and send any workflow (the sandbox's behaviour). When false, sends involving this
+    /// mailbox need a matching `workflow` registration (real MESH error 17).
+    pub any_workflow: bool,
+    /// Answer `SPINE_NTT_UPHOLDING` messages like the POS.
+    pub pos: Option<PosEnv>,
+}
+
+impl MailboxConfig {
+    /// A mailbox accepting any workflow, named after its id, ODS code = first 3 characters.
+    pub fn new(id: &str, password: &str) -> MailboxConfig {
+        let id = id.trim().to_ascii_uppercase();
+        let ods: String = id.chars().take(3).collect();
+        MailboxConfig {
+            name: id.clone(),
+            id,
+            password: password.to_string(),
+            ods_code: ods.clone(),
+            org_code: ods,
+            org_name: String::new(),
+            billing_entity: "England".into(),
+            any_workflow: true,
+            pos: None,
+        }
+    }
+}
+
+/// A workflow registration: who may send it, who receives it (endpoint lookup, workflow search,
+/// and the error-17 check for restricted mailboxes).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowConfig {
+    /// Workflow id.
+    pub id: String,
+    /// Registered senders.
+    #[serde(default)]
+    pub senders: Vec<String>,
+    /// Registered receivers.
+    #[serde(default)]
+    pub receivers: Vec<String>,
+}
+
+/// Where messages live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreMode {
+    /// In process memory; lost on exit.
+    Memory,
+    /// On disk under this directory; survives restarts.
+    Disk(PathBuf),
+}
+
+/// The POS responder's knobs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PosConfig {
+    /// Time between the job-created message and the result (default 0).
+    pub delay: Duration,
+    /// Fraction (0..=1) of all other numbers treated as opted out, chosen by a hash of the number
+    /// and `optout_seed` (independent of file order).
+    pub optout_rate: f64,
+    /// Seed of that hash.
+    pub optout_seed: u64,
+    /// Extra opted-out numbers (all POS mailboxes), e.g. from `--optout-file`.
+    pub optout_numbers: Vec<u64>,
+}
+
+impl Default for PosConfig {
+    fn default() -> Self {
+        PosConfig {
+            delay: Duration::ZERO,
+            optout_rate: 0.0,
+            optout_seed: 0,
+            optout_numbers: Vec::new(),
+        }
+    }
+}
+
+/// Everything the server needs. `Default` = built-in mailboxes and workflows, shared key
+/// `TestKey`, memory store, all auth checks on, POS delay 0.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// HMAC key of the environment.
+    pub shared_key: String,
+    /// Mailboxes.
+    pub mailboxes: Vec<MailboxConfig>,
+    /// Workflow registrations.
+    pub workflows: Vec<WorkflowConfig>,
+    /// Memory or disk.
+    pub store: StoreMode,
+    /// Which auth checks run.
+    pub auth: AuthConfig,
+    /// POS responder.
+    pub pos: PosConfig,
+    /// Per-request body limit (MESH: 100 MB).
+    pub max_request_bytes: u64,
+    /// Per-message limit, sum of all chunks (MESH: 20 GB).
+    pub max_message_bytes: u64,
+    /// A message not acknowledged this long after delivery becomes undeliverable and its
+    /// sender gets a non-delivery report (MESH: 5 days).
+    pub inbox_expiry: Duration,
+    /// Chunk size of POS result messages (default 75 MiB, mesh-client's default).
+    pub pos_chunk_bytes: u64,
+    /// The server clock.
+    pub clock: Clock,
+}
+
+const DAY: u64 = 24 * 3600;
+
+fn builtin_mailboxes() -> Vec<MailboxConfig> {
+    let mb = |id: &str, name: &str, ods: &str, billing: &str, pos: Option<PosEnv>| MailboxConfig {
+        id: id.into(),
+        password: "password".into(),
+        name: name.into(),
+        ods_code: ods.into(),
+        org_code: ods.into(),
+        org_name: String::new(),
+        billing_entity: billing.into(),
+        any_workflow: pos.is_none(),
+        pos,
+    };
+    vec![
+        mb("X26ABC1", "TESTMB1", "X26", "England", None),
+        mb("X26ABC2", "TESTMB2", "X26", "Wales", None),
+        mb("X26ABC3", "TESTMB3", "X27", "England", None),
+        mb(
+            POS_INT_MAILBOX,
+            "NHS Digital POS INT Mailbox",
+            "X26",
+            "England",
+            Some(PosEnv::Int),
+        ),
+        mb(
+            POS_LIVE_MAILBOX,
+            "NHS Digital POS Mailbox",
+            "X26",
+            "England",
+            Some(PosEnv::Live),
+        ),
+    ]
+}
+
+fn builtin_workflows() -> Vec<WorkflowConfig> {
+    let wf = |id: &str, s: &[&str], r: &[&str]| WorkflowConfig {
+        id: id.into(),
+        senders: s.iter().map(|x| x.to_string()).collect(),
+        receivers: r.iter().map(|x| x.to_string()).collect(),
+    };
+    vec![
+        wf("TEST_WORKFLOW", &["X26ABC1"], &["X26ABC2"]),
+        wf("TEST_WORKFLOW_ACK", &["X26ABC2"], &["X26ABC1", "X26ABC3"]),
+        wf(
+            "TEST_WORKFLOW2",
+            &["X26ABC1"],
+            &["X26ABC1", "X26ABC2", "X26ABC3"],
+        ),
+        wf(POS_WORKFLOW, &[], &[POS_INT_MAILBOX, POS_LIVE_MAILBOX]),
+        wf(
+            "SPINE_NTT_UPHOLDING_ACK",
+            &[POS_INT_MAILBOX, POS_LIVE_MAILBOX],
+            &[],
+        ),
+    ]
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            shared_key: "TestKey".into(),
+            mailboxes: builtin_mailboxes(),
+            workflows: builtin_workflows(),
+            store: StoreMode::Memory,
+            auth: AuthConfig::default(),
+            pos: PosConfig::default(),
+            max_request_bytes: 100 * 1024 * 1024,
+            max_message_bytes: 20 * 1024 * 1024 * 1024,
+            inbox_expiry: Duration::from_secs(5 * DAY),
+            pos_chunk_bytes: 75 * 1024 * 1024,
+            clock: Clock::system(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAuth {
+    enabled: Option<bool>,
+    check_timestamp: Option<bool>,
+    check_replay: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePos {
+    delay_secs: Option<f64>,
+    optout_rate: Option<f64>,
+    optout_seed: Option<u64>,
+    #[serde(default)]
+    optout_numbers: Vec<u64>,
+    optout_file: Option<PathBuf>,
+    chunk_bytes: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileMailbox {
+    id: String,
+    password: String,
+    name: Option<String>,
+    ods_code: Option<String>,
+    org_code: Option<String>,
+    org_name: Option<String>,
+    billing_entity: Option<String>,
+    any_workflow: Option<bool>,
+    pos: Option<PosEnv>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    shared_key: Option<String>,
+    builtin_mailboxes: Option<bool>,
+    store: Option<PathBuf>,
+    inbox_expiry_days: Option<f64>,
+    max_request_bytes: Option<u64>,
+    max_message_bytes: Option<u64>,
+    #[serde(default)]
+    auth: FileAuth,
+    #[serde(default)]
+    pos: FilePos,
+    #[serde(default)]
+    mailbox: Vec<FileMailbox>,
+    #[serde(default)]
+    workflow: Vec<WorkflowConfig>,
+}
+
+impl Config {
+    /// Reads a TOML configuration (format in the module docs). Relative paths inside it are
+    /// relative to the file's directory.
+    pub fn from_toml_file(path: &Path) -> Result<Config, Error> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Config::from_toml_str(&text, path)
+    }
+
+    fn from_toml_str(text: &str, path: &Path) -> Result<Config, Error> {
+        let bad = |message: String| Error::Config {
+            path: path.to_path_buf(),
+            message,
+        };
+        let file: FileConfig = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut c = Config::default();
+        if file.builtin_mailboxes == Some(false) {
+            c.mailboxes.clear();
+            c.workflows.clear();
+        }
+        if let Some(k) = file.shared_key {
+            c.shared_key = k;
+        }
+        if let Some(dir) = file.store {
+            c.store = StoreMode::Disk(base.join(dir));
+        }
+        if let Some(d) = file.inbox_expiry_days {
+            if !(d.is_finite() && d > 0.0) {
+                return Err(bad("inbox_expiry_days must be positive".into()));
+            }
+            c.inbox_expiry = Duration::from_secs_f64(d * DAY as f64);
+        }
+        if let Some(n) = file.max_request_bytes {
+            c.max_request_bytes = n;
+        }
+        if let Some(n) = file.max_message_bytes {
+            c.max_message_bytes = n;
+        }
+        c.auth.enabled = file.auth.enabled.unwrap_or(c.auth.enabled);
+        c.auth.check_timestamp = file.auth.check_timestamp.unwrap_or(c.auth.check_timestamp);
+        c.auth.check_replay = file.auth.check_replay.unwrap_or(c.auth.check_replay);
+        if let Some(d) = file.pos.delay_secs {
+            if !(d.is_finite() && d >= 0.0) {
+                return Err(bad("pos.delay_secs must be >= 0".into()));
+            }
+            c.pos.delay = Duration::from_secs_f64(d);
+        }
+        if let Some(r) = file.pos.optout_rate {
+            if !(0.0..=1.0).contains(&r) {
+                return Err(bad("pos.optout_rate must be within 0..=1".into()));
+            }
+            c.pos.optout_rate = r;
+        }
+        if let Some(s) = file.pos.optout_seed {
+            c.pos.optout_seed = s;
+        }
+        c.pos.optout_numbers.extend(file.pos.optout_numbers);
+        if let Some(f) = file.pos.optout_file {
+            let numbers = load_optout_file(&base.join(f))?;
+            c.pos.optout_numbers.extend(numbers);
+        }
+        if let Some(n) = file.pos.chunk_bytes {
+            if n == 0 {
+                return Err(bad("pos.chunk_bytes must be > 0".into()));
+            }
+            c.pos_chunk_bytes = n;
+        }
+        for m in file.mailbox {
+            let mut mb = MailboxConfig::new(&m.id, &m.password);
+            if mb.id.is_empty() || mb.id.contains([' ', ':', '/']) {
+                return Err(bad(format!("invalid mailbox id {:?}", m.id)));
+            }
+            if let Some(v) = m.name {
+                mb.name = v;
+            }
+            if let Some(v) = m.ods_code {
+                mb.ods_code = v;
+            }
+            if let Some(v) = m.org_code {
+                mb.org_code = v;
+            }
+            if let Some(v) = m.org_name {
+                mb.org_name = v;
+            }
+            if let Some(v) = m.billing_entity {
+                mb.billing_entity = v;
+            }
+            mb.pos = m.pos;
+            mb.any_workflow = m.any_workflow.unwrap_or(m.pos.is_none());
+            c.mailboxes.retain(|x| x.id != mb.id);
+            c.mailboxes.push(mb);
+        }
+        for mut w in file.workflow {
+            for id in w.senders.iter_mut().chain(w.receivers.iter_mut()) {
+                *id = id.to_ascii_uppercase();
+            }
+            match c.workflows.iter_mut().find(|x| x.id == w.id) {
+                Some(existing) => {
+                    existing.senders.extend(w.senders);
+                    existing.receivers.extend(w.receivers);
+                }
+                None => c.workflows.push(w),
+            }
+        }
+        Ok(c)
+    }
+
+    /// Uses a disk store under `dir` (created if missing; recovered if it holds messages).
+    pub fn with_store_dir(mut self, dir: impl Into<PathBuf>) -> Config {
+        self.store = StoreMode::Disk(dir.into());
+        self
+    }
+
+    /// Adds (or replaces) a mailbox that accepts any workflow.
+    pub fn with_mailbox(mut self, id: &str, password: &str) -> Config {
+        let mb = MailboxConfig::new(id, password);
+        self.mailboxes.retain(|m| m.id != mb.id);
+        self.mailboxes.push(mb);
+        self
+    }
+}
+
+/// Reads opted-out NHS numbers: one per line, first comma-separated field; blank lines,
+/// `#` comments and a header line are skipped.
+pub fn load_optout_file(path: &Path) -> Result<Vec<u64>, Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let field = line.split(',').next().unwrap_or("").trim();
+        if field.len() == 10 && field.bytes().all(|b| b.is_ascii_digit()) {
+            out.push(field.parse().unwrap_or(0));
+        } else if i == 0 {
+            continue; // header
+        } else {
+            return Err(Error::OptOutFile {
+                path: path.to_path_buf(),
+                line: i + 1,
+            });
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_hold_sandbox_and_pos_mailboxes() {
+        let c = Config::default();
+        for id in ["X26ABC1", "X26ABC2", "X26ABC3", "X26OT154", "X26HC065"] {
+            assert!(c.mailboxes.iter().any(|m| m.id == id), "{id}");
+        }
+        assert_eq!(c.shared_key, "TestKey");
+        let c = c.with_mailbox("x26ndop1", "pw");
+        assert!(c
+            .mailboxes
+            .iter()
+            .any(|m| m.id == "X26NDOP1" && m.any_workflow));
+    }
+
+    #[test]
+    fn toml_overrides() {
+        let c = Config::from_toml_str(
+            r#"
+            shared_key = "K"
+            builtin_mailboxes = false
+            [auth]
+            check_replay = false
+            [pos]
+            delay_secs = 1.5
+            optout_rate = 0.25
+            [[mailbox]]
+            id = "a1"
+            password = "p"
+            pos = "live"
+            [[workflow]]
+            id = "W"
+            receivers = ["a1"]
+            "#,
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.shared_key, "K");
+        assert_eq!(c.mailboxes.len(), 1);
+        assert_eq!(c.mailboxes[0].pos, Some(PosEnv::Live));
+        assert!(!c.mailboxes[0].any_workflow);
+        assert!(!c.auth.check_replay && c.auth.check_timestamp);
+        assert_eq!(c.pos.delay, Duration::from_millis(1500));
+        assert_eq!(c.workflows[0].receivers, vec!["A1".to_string()]);
+        assert!(Config::from_toml_str("nonsense = 1", Path::new("x")).is_err());
+    }
+}

@@ -1,0 +1,848 @@
+//! Messages and their chunks, with the MESH lifecycle (`mesh-protocol.md` §11):
+//! `uploading` → `accepted` (in the recipient's inbox) → `acknowledged`, or `undeliverable`
+//! after the inbox expiry with a non-delivery report (REPORT, code 14) to the sender.
+//!
+//! Metadata lives in memory behind one `std::sync::Mutex` (never held across `.await`).
+//! The disk store adds durability:
+//! * a chunk body is streamed to `tmp/`, fsynced, renamed to `chunks/<id>/<n>` and the directory
+//!   fsynced before anything refers to it;
+//! * every metadata change is appended as one JSON line to `journal.jsonl` and fsynced before the
+//!   request is answered (each record carries a version; recovery keeps the newest per message
+//!   and ignores a torn last line), and the journal is compacted at start-up;
+//! * a message enters an inbox only once all its chunks are stored, so a restart never exposes a
+//!   partial message, and an `uploading` message can still be completed after a restart.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::clock::{from_us, to_us};
+use crate::error::{ApiError, Error};
+use crate::headers::ContentEncoding;
+
+/// Lifecycle state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Status {
+    Uploading,
+    Accepted,
+    Acknowledged,
+    Undeliverable,
+    Error,
+}
+
+impl Status {
+    /// v2 tracking spelling.
+    pub(crate) fn lower(self) -> &'static str {
+        match self {
+            Status::Uploading => "uploading",
+            Status::Accepted => "accepted",
+            Status::Acknowledged => "acknowledged",
+            Status::Undeliverable => "undeliverable",
+            Status::Error => "error",
+        }
+    }
+    /// v1 tracking spelling.
+    pub(crate) fn title(self) -> &'static str {
+        match self {
+            Status::Uploading => "Uploading",
+            Status::Accepted => "Accepted",
+            Status::Acknowledged => "Acknowledged",
+            Status::Undeliverable => "Undeliverable",
+            Status::Error => "Error",
+        }
+    }
+}
+
+/// DATA or REPORT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum MessageType {
+    Data,
+    Report,
+}
+
+/// The error event of a REPORT (or of a failed DATA message).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ErrorEvent {
+    pub event: String,
+    pub code: String,
+    pub description: String,
+    pub linked_message_id: Option<String>,
+}
+
+/// One message's metadata.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Message {
+    pub id: String,
+    pub version: u64,
+    pub message_type: MessageType,
+    pub sender: Option<String>,
+    pub recipient: String,
+    pub workflow_id: String,
+    pub subject: Option<String>,
+    pub local_id: Option<String>,
+    pub partner_id: Option<String>,
+    pub file_name: Option<String>,
+    pub checksum: Option<String>,
+    pub content_type: Option<String>,
+    pub encrypted: bool,
+    pub compressed: bool,
+    pub content_encoding: ContentEncoding,
+    pub total_chunks: u32,
+    /// Stored size of each chunk (as uploaded), `None` while missing.
+    pub chunks: Vec<Option<u64>>,
+    pub status: Status,
+    pub created_us: i64,
+    pub accepted_us: Option<i64>,
+    pub acknowledged_us: Option<i64>,
+    pub status_us: i64,
+    /// Inbox order, assigned on acceptance.
+    pub seq: u64,
+    pub error: Option<ErrorEvent>,
+    /// POS: SHA-256 of the decoded file, recorded when the job was created.
+    pub pos_hash: Option<String>,
+}
+
+impl Message {
+    pub(crate) fn file_size(&self) -> u64 {
+        self.chunks.iter().map(|c| c.unwrap_or(0)).sum()
+    }
+    pub(crate) fn created(&self) -> DateTime<Utc> {
+        from_us(self.created_us)
+    }
+    pub(crate) fn status_time(&self) -> DateTime<Utc> {
+        from_us(self.status_us)
+    }
+    pub(crate) fn all_chunks_present(&self) -> bool {
+        self.chunks.iter().all(Option::is_some)
+    }
+}
+
+/// A chunk body received from a client, not yet committed.
+pub(crate) enum Received {
+    Memory(Bytes),
+    File { tmp: PathBuf, size: u64 },
+}
+
+impl Received {
+    pub(crate) fn size(&self) -> u64 {
+        match self {
+            Received::Memory(b) => b.len() as u64,
+            Received::File { size, .. } => *size,
+        }
+    }
+}
+
+/// Where to read a stored chunk from.
+pub(crate) enum ChunkSource {
+    Memory(Bytes),
+    File { path: PathBuf, size: u64 },
+}
+
+#[derive(Default)]
+struct Inner {
+    messages: HashMap<String, Message>,
+    /// recipient → seq → id, accepted messages only
+    inboxes: HashMap<String, BTreeMap<u64, String>>,
+    /// sender → ids in send order
+    outboxes: HashMap<String, Vec<String>>,
+    /// (deadline µs, id) of accepted DATA messages
+    expiry: BTreeSet<(i64, String)>,
+    next_seq: u64,
+    /// (sender, POS mailbox, file hash) → message id that first submitted it
+    pos_hashes: HashMap<(String, String, String), String>,
+}
+
+impl Inner {
+    /// Adds `m` to the indexes; `new` = first time this message is seen (outbox entry).
+    fn index(&mut self, m: &Message, expiry_us: i64, new: bool) {
+        if let (Some(s), true) = (&m.sender, new) {
+            self.outboxes
+                .entry(s.clone())
+                .or_default()
+                .push(m.id.clone());
+        }
+        if m.status == Status::Accepted {
+            self.inboxes
+                .entry(m.recipient.clone())
+                .or_default()
+                .insert(m.seq, m.id.clone());
+            if m.message_type == MessageType::Data {
+                let at = m.accepted_us.unwrap_or(m.created_us);
+                self.expiry
+                    .insert((at.saturating_add(expiry_us), m.id.clone()));
+            }
+        }
+        if let (Some(h), Some(s)) = (&m.pos_hash, &m.sender) {
+            self.pos_hashes
+                .entry((s.clone(), m.recipient.clone(), h.clone()))
+                .or_insert_with(|| m.id.clone());
+        }
+        self.next_seq = self.next_seq.max(m.seq + 1);
+    }
+
+    fn unindex_inbox(&mut self, m: &Message, expiry_us: i64) {
+        if let Some(ib) = self.inboxes.get_mut(&m.recipient) {
+            ib.remove(&m.seq);
+        }
+        let at = m.accepted_us.unwrap_or(m.created_us);
+        self.expiry
+            .remove(&(at.saturating_add(expiry_us), m.id.clone()));
+    }
+}
+
+/// The message store.
+pub(crate) struct Store {
+    inner: Mutex<Inner>,
+    blobs: Mutex<HashMap<(String, u32), Bytes>>,
+    dir: Option<PathBuf>,
+    journal: Option<Arc<Mutex<std::fs::File>>>,
+    expiry_us: i64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Result of storing a chunk.
+pub(crate) struct ChunkAdded {
+    pub message: Message,
+    pub became_accepted: bool,
+}
+
+impl Store {
+    /// A memory store.
+    pub(crate) fn memory(expiry: std::time::Duration) -> Store {
+        Store {
+            inner: Mutex::new(Inner::default()),
+            blobs: Mutex::new(HashMap::new()),
+            dir: None,
+            journal: None,
+            expiry_us: expiry.as_micros().min(i64::MAX as u128) as i64,
+        }
+    }
+
+    /// Opens (creating or recovering) a disk store. Blocking; call from start-up.
+    pub(crate) fn open(dir: &Path, expiry: std::time::Duration) -> Result<Store, Error> {
+        for sub in ["tmp", "chunks"] {
+            let p = dir.join(sub);
+            std::fs::create_dir_all(&p).map_err(|e| Error::io(&p, e))?;
+        }
+        set_private(dir);
+        // leftovers of interrupted uploads
+        if let Ok(rd) = std::fs::read_dir(dir.join("tmp")) {
+            for e in rd.flatten() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        let journal_path = dir.join("journal.jsonl");
+        let mut latest: HashMap<String, Message> = HashMap::new();
+        match std::fs::read(&journal_path) {
+            Ok(data) => {
+                for line in data.split(|&b| b == b'\n') {
+                    if line.is_empty() {
+                        continue;
+                    }
+                    // a torn last line (crash mid-append) is skipped
+                    let Ok(m) = serde_json::from_slice::<Message>(line) else {
+                        continue;
+                    };
+                    match latest.get(&m.id) {
+                        Some(old) if old.version >= m.version => {}
+                        _ => {
+                            latest.insert(m.id.clone(), m);
+                        }
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&journal_path, e)),
+        }
+        // compact: rewrite the journal with one line per message, atomically
+        let tmp = dir.join("journal.jsonl.tmp");
+        {
+            let mut f = create_private(&tmp).map_err(|e| Error::io(&tmp, e))?;
+            let mut ms: Vec<&Message> = latest.values().collect();
+            ms.sort_by_key(|m| (m.seq, m.created_us));
+            let mut buf = Vec::new();
+            for m in ms {
+                serde_json::to_writer(&mut buf, m).map_err(|e| Error::Store {
+                    path: tmp.clone(),
+                    message: e.to_string(),
+                })?;
+                buf.push(b'\n');
+            }
+            f.write_all(&buf).map_err(|e| Error::io(&tmp, e))?;
+            f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+        }
+        std::fs::rename(&tmp, &journal_path).map_err(|e| Error::io(&journal_path, e))?;
+        sync_dir(dir);
+        let journal = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&journal_path)
+            .map_err(|e| Error::io(&journal_path, e))?;
+        let store = Store {
+            inner: Mutex::new(Inner::default()),
+            blobs: Mutex::new(HashMap::new()),
+            dir: Some(dir.to_path_buf()),
+            journal: Some(Arc::new(Mutex::new(journal))),
+            expiry_us: expiry.as_micros().min(i64::MAX as u128) as i64,
+        };
+        {
+            let mut inner = lock(&store.inner);
+            let mut ms: Vec<Message> = latest.into_values().collect();
+            ms.sort_by_key(|m| (m.seq, m.created_us));
+            for m in ms {
+                inner.index(&m, store.expiry_us, true);
+                inner.messages.insert(m.id.clone(), m);
+            }
+        }
+        Ok(store)
+    }
+
+    /// Where an upload in progress is written (disk store only).
+    pub(crate) fn tmp_path(&self) -> Option<PathBuf> {
+        self.dir.as_ref().map(|d| {
+            d.join("tmp")
+                .join(uuid::Uuid::new_v4().simple().to_string())
+        })
+    }
+
+    fn chunk_path(&self, id: &str, n: u32) -> Option<PathBuf> {
+        self.dir
+            .as_ref()
+            .map(|d| d.join("chunks").join(id).join(n.to_string()))
+    }
+
+    /// A new message id in the real MESH format `yyyyMMddHHmmssffffff_XXXXXX`.
+    pub(crate) fn new_id(&self, now: DateTime<Utc>) -> String {
+        let inner = lock(&self.inner);
+        loop {
+            let id = format!(
+                "{}_{:06X}",
+                now.format("%Y%m%d%H%M%S%6f"),
+                rand::thread_rng().gen_range(0..0x100_0000u32)
+            );
+            if !inner.messages.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    pub(crate) fn get(&self, id: &str) -> Option<Message> {
+        lock(&self.inner).messages.get(id).cloned()
+    }
+
+    /// Inserts a new message (its chunk 1 already committed when it has data).
+    pub(crate) fn insert(&self, mut m: Message) -> Message {
+        let mut inner = lock(&self.inner);
+        if m.status == Status::Accepted {
+            m.seq = inner.next_seq;
+            inner.next_seq += 1;
+        }
+        m.version = 1;
+        inner.index(&m, self.expiry_us, true);
+        inner.messages.insert(m.id.clone(), m.clone());
+        m
+    }
+
+    /// Records chunk `n` of an uploading message, accepting the message when every chunk is
+    /// present. Checks (§5.3): exists (404), caller is the sender (403), still uploading (423),
+    /// `n <= N` and DATA (406), same encoding (417).
+    pub(crate) fn check_chunk_upload(
+        &self,
+        id: &str,
+        caller: &str,
+        n: u32,
+        encoding: crate::headers::ContentEncoding,
+    ) -> Result<Message, ApiError> {
+        let inner = lock(&self.inner);
+        let m = inner.messages.get(id).ok_or(ApiError::NOT_FOUND)?;
+        if m.sender.as_deref() != Some(caller) {
+            return Err(ApiError::FORBIDDEN);
+        }
+        if m.status != Status::Uploading {
+            return Err(ApiError::LOCKED);
+        }
+        if n > m.total_chunks || m.message_type != MessageType::Data {
+            return Err(ApiError::NOT_ACCEPTABLE);
+        }
+        if m.content_encoding != encoding {
+            return Err(ApiError::ENCODING_CHANGED);
+        }
+        Ok(m.clone())
+    }
+
+    /// Second half of a chunk upload, after the body is committed.
+    pub(crate) fn add_chunk(
+        &self,
+        id: &str,
+        n: u32,
+        size: u64,
+        max_message_bytes: u64,
+        now: DateTime<Utc>,
+    ) -> Result<ChunkAdded, ApiError> {
+        let mut inner = lock(&self.inner);
+        let seq = inner.next_seq;
+        let m = inner.messages.get_mut(id).ok_or(ApiError::NOT_FOUND)?;
+        if m.status != Status::Uploading {
+            return Err(ApiError::LOCKED);
+        }
+        let idx = (n as usize).saturating_sub(1);
+        let Some(slot) = m.chunks.get_mut(idx) else {
+            return Err(ApiError::NOT_ACCEPTABLE);
+        };
+        *slot = Some(size);
+        if m.file_size() > max_message_bytes {
+            m.chunks[idx] = None;
+            return Err(ApiError::TOO_LARGE);
+        }
+        m.version += 1;
+        let mut became_accepted = false;
+        if m.all_chunks_present() {
+            m.status = Status::Accepted;
+            m.accepted_us = Some(to_us(now));
+            m.status_us = to_us(now);
+            m.seq = seq;
+            became_accepted = true;
+        }
+        let snapshot = m.clone();
+        if became_accepted {
+            inner.next_seq += 1;
+            inner.index(&snapshot, self.expiry_us, false);
+        }
+        Ok(ChunkAdded {
+            message: snapshot,
+            became_accepted,
+        })
+    }
+
+    /// Acknowledge (§5.8): only the recipient; accepted → acknowledged; otherwise no change.
+    /// Returns the message and whether it changed.
+    pub(crate) fn acknowledge(
+        &self,
+        id: &str,
+        caller: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(Message, bool), ApiError> {
+        let mut inner = lock(&self.inner);
+        let m = inner.messages.get_mut(id).ok_or(ApiError::NO_MESSAGE)?;
+        if m.recipient != caller {
+            return Err(ApiError::FORBIDDEN);
+        }
+        if m.status != Status::Accepted {
+            return Ok((m.clone(), false));
+        }
+        m.status = Status::Acknowledged;
+        m.acknowledged_us = Some(to_us(now));
+        m.status_us = to_us(now);
+        m.version += 1;
+        let snapshot = m.clone();
+        inner.unindex_inbox(&snapshot, self.expiry_us);
+        Ok((snapshot, true))
+    }
+
+    /// Sets a POS file hash on a message; returns the id of an earlier message from the same
+    /// sender to the same POS mailbox with the same content, if there is one.
+    pub(crate) fn record_pos_hash(
+        &self,
+        id: &str,
+        hash: &str,
+    ) -> (Option<Message>, Option<String>) {
+        let mut inner = lock(&self.inner);
+        let Some(m) = inner.messages.get_mut(id) else {
+            return (None, None);
+        };
+        m.pos_hash = Some(hash.to_string());
+        m.version += 1;
+        let snapshot = m.clone();
+        let key = (
+            snapshot.sender.clone().unwrap_or_default(),
+            snapshot.recipient.clone(),
+            hash.to_string(),
+        );
+        let first = inner
+            .pos_hashes
+            .entry(key)
+            .or_insert_with(|| id.to_string())
+            .clone();
+        let dup = (first != id).then_some(first);
+        (Some(snapshot), dup)
+    }
+
+    /// Moves every accepted DATA message whose expiry passed to `undeliverable` and creates a
+    /// non-delivery report (REPORT, SEND/14) in its sender's inbox. Returns all changed and new
+    /// messages (to persist) and the ids whose data can be dropped.
+    pub(crate) fn expire_due(&self, now: DateTime<Utc>, days: u64) -> Vec<Message> {
+        let now_us = to_us(now);
+        let mut inner = lock(&self.inner);
+        let mut changed = Vec::new();
+        loop {
+            let Some((deadline, id)) = inner.expiry.first().cloned() else {
+                break;
+            };
+            if deadline > now_us {
+                break;
+            }
+            inner.expiry.pop_first();
+            let Some(m) = inner.messages.get_mut(&id) else {
+                continue;
+            };
+            if m.status != Status::Accepted {
+                continue;
+            }
+            let description = format!("Message not collected by recipient after {days} days");
+            m.status = Status::Undeliverable;
+            m.status_us = now_us;
+            m.version += 1;
+            m.error = Some(ErrorEvent {
+                event: "SEND".into(),
+                code: "14".into(),
+                description: description.clone(),
+                linked_message_id: None,
+            });
+            let snapshot = m.clone();
+            if let Some(ib) = inner.inboxes.get_mut(&snapshot.recipient) {
+                ib.remove(&snapshot.seq);
+            }
+            changed.push(snapshot.clone());
+            if let Some(sender) = snapshot.sender.clone() {
+                let seq = inner.next_seq;
+                inner.next_seq += 1;
+                let report_id = loop {
+                    let candidate = format!(
+                        "{}_{:06X}",
+                        now.format("%Y%m%d%H%M%S%6f"),
+                        rand::thread_rng().gen_range(0..0x100_0000u32)
+                    );
+                    if !inner.messages.contains_key(&candidate) {
+                        break candidate;
+                    }
+                };
+                let report = Message {
+                    id: report_id,
+                    version: 1,
+                    message_type: MessageType::Report,
+                    sender: None,
+                    recipient: sender,
+                    workflow_id: snapshot.workflow_id.clone(),
+                    subject: Some(match &snapshot.subject {
+                        Some(s) => format!("NDR: {s}"),
+                        None => "NDR".into(),
+                    }),
+                    local_id: snapshot.local_id.clone(),
+                    partner_id: None,
+                    file_name: None,
+                    checksum: None,
+                    content_type: None,
+                    encrypted: false,
+                    compressed: false,
+                    content_encoding: ContentEncoding::Identity,
+                    total_chunks: 0,
+                    chunks: Vec::new(),
+                    status: Status::Accepted,
+                    created_us: now_us,
+                    accepted_us: Some(now_us),
+                    acknowledged_us: None,
+                    status_us: now_us,
+                    seq,
+                    error: Some(ErrorEvent {
+                        event: "SEND".into(),
+                        code: "14".into(),
+                        description,
+                        linked_message_id: Some(snapshot.id.clone()),
+                    }),
+                    pos_hash: None,
+                };
+                inner.index(&report, self.expiry_us, true);
+                // reports are not themselves subject to expiry
+                let at = report.accepted_us.unwrap_or(now_us);
+                inner
+                    .expiry
+                    .remove(&(at.saturating_add(self.expiry_us), report.id.clone()));
+                inner.messages.insert(report.id.clone(), report.clone());
+                changed.push(report);
+            }
+        }
+        changed
+    }
+
+    /// Lists accepted inbox messages after `after` (an id), with an optional workflow filter.
+    /// Returns `(ids, more, total_in_inbox)`; `None` if `after` is unknown.
+    pub(crate) fn list_inbox(
+        &self,
+        mailbox: &str,
+        after: Option<&str>,
+        filter: Option<&WorkflowFilter>,
+        max: usize,
+    ) -> Option<(Vec<String>, bool, usize)> {
+        let inner = lock(&self.inner);
+        let empty = BTreeMap::new();
+        let inbox = inner.inboxes.get(mailbox).unwrap_or(&empty);
+        let start = match after {
+            None => 0,
+            Some(id) => inner.messages.get(id)?.seq + 1,
+        };
+        let mut ids = Vec::new();
+        let mut more = false;
+        for (_, id) in inbox.range(start..) {
+            let Some(m) = inner.messages.get(id) else {
+                continue;
+            };
+            if let Some(f) = filter {
+                if !f.matches(&m.workflow_id) {
+                    continue;
+                }
+            }
+            if ids.len() == max {
+                more = true;
+                break;
+            }
+            ids.push(id.clone());
+        }
+        Some((ids, more, inbox.len()))
+    }
+
+    /// Messages in `sender`'s outbox with this local id.
+    pub(crate) fn by_local_id(&self, sender: &str, local_id: &str) -> Vec<Message> {
+        let inner = lock(&self.inner);
+        inner
+            .outboxes
+            .get(sender)
+            .map(|ids| {
+                ids.iter()
+                    .filter_map(|id| inner.messages.get(id))
+                    .filter(|m| m.local_id.as_deref() == Some(local_id))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Accepted messages in the given mailboxes (POS recovery after a restart).
+    pub(crate) fn accepted_in(&self, mailbox: &str) -> Vec<Message> {
+        let inner = lock(&self.inner);
+        inner
+            .inboxes
+            .get(mailbox)
+            .map(|ib| {
+                ib.values()
+                    .filter_map(|id| inner.messages.get(id).cloned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Makes a received chunk body part of message `id` (rename + directory fsync on disk).
+    pub(crate) async fn commit_chunk(&self, id: &str, n: u32, body: Received) -> Result<(), Error> {
+        match body {
+            Received::Memory(b) => {
+                lock(&self.blobs).insert((id.to_string(), n), b);
+                Ok(())
+            }
+            Received::File { tmp, .. } => {
+                let Some(dest) = self.chunk_path(id, n) else {
+                    return Err(Error::Store {
+                        path: tmp,
+                        message: "file chunk in a memory store".into(),
+                    });
+                };
+                blocking(move || {
+                    let parent = dest.parent().map(Path::to_path_buf).unwrap_or_default();
+                    std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
+                    std::fs::rename(&tmp, &dest).map_err(|e| Error::io(&dest, e))?;
+                    sync_dir(&parent);
+                    if let Some(chunks) = parent.parent() {
+                        sync_dir(chunks);
+                    }
+                    Ok(())
+                })
+                .await
+            }
+        }
+    }
+
+    /// Drops a received but uncommitted body.
+    pub(crate) async fn discard(&self, body: Received) {
+        if let Received::File { tmp, .. } = body {
+            let _ = tokio::fs::remove_file(tmp).await;
+        }
+    }
+
+    /// Where chunk `n` of `id` can be read.
+    pub(crate) fn chunk_source(&self, id: &str, n: u32, size: u64) -> Option<ChunkSource> {
+        match &self.dir {
+            None => lock(&self.blobs)
+                .get(&(id.to_string(), n))
+                .cloned()
+                .map(ChunkSource::Memory),
+            Some(_) => {
+                let path = self.chunk_path(id, n)?;
+                Some(ChunkSource::File { path, size })
+            }
+        }
+    }
+
+    /// Frees the bodies of a message that can no longer be downloaded.
+    pub(crate) async fn drop_data(&self, m: &Message) {
+        match &self.dir {
+            None => {
+                let mut blobs = lock(&self.blobs);
+                for n in 1..=m.total_chunks {
+                    blobs.remove(&(m.id.clone(), n));
+                }
+            }
+            Some(d) => {
+                let p = d.join("chunks").join(&m.id);
+                let _ = tokio::fs::remove_dir_all(p).await;
+            }
+        }
+    }
+
+    /// Appends message snapshots to the journal and fsyncs it (no-op for the memory store).
+    pub(crate) async fn persist(&self, messages: Vec<Message>) -> Result<(), Error> {
+        let Some(journal) = self.journal.clone() else {
+            return Ok(());
+        };
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let path = self.dir.clone().unwrap_or_default().join("journal.jsonl");
+        blocking(move || {
+            let mut buf = Vec::new();
+            for m in &messages {
+                serde_json::to_writer(&mut buf, m).map_err(|e| Error::Store {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+                buf.push(b'\n');
+            }
+            let mut f = lock(&journal);
+            f.write_all(&buf).map_err(|e| Error::io(&path, e))?;
+            f.sync_data().map_err(|e| Error::io(&path, e))
+        })
+        .await
+    }
+}
+
+/// `workflow_filter` grammar (§5.4): `WF` equals, `!WF` not equal, `WF*` begins with,
+/// `*WF*` contains; `!` negates any of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct WorkflowFilter {
+    negate: bool,
+    kind: FilterKind,
+    text: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FilterKind {
+    Equals,
+    Prefix,
+    Contains,
+}
+
+impl WorkflowFilter {
+    pub(crate) fn parse(s: &str) -> WorkflowFilter {
+        let (negate, rest) = match s.strip_prefix('!') {
+            Some(r) => (true, r),
+            None => (false, s),
+        };
+        let (kind, text) = if let Some(inner) = rest
+            .strip_prefix('*')
+            .map(|r| r.strip_suffix('*').unwrap_or(r))
+        {
+            (FilterKind::Contains, inner)
+        } else if let Some(p) = rest.strip_suffix('*') {
+            (FilterKind::Prefix, p)
+        } else {
+            (FilterKind::Equals, rest)
+        };
+        WorkflowFilter {
+            negate,
+            kind,
+            text: text.to_string(),
+        }
+    }
+
+    pub(crate) fn matches(&self, workflow: &str) -> bool {
+        let hit = match self.kind {
+            FilterKind::Equals => workflow == self.text,
+            FilterKind::Prefix => workflow.starts_with(&self.text),
+            FilterKind::Contains => workflow.contains(&self.text),
+        };
+        hit != self.negate
+    }
+}
+
+/// Runs blocking file work off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) => Err(Error::Store {
+            path: PathBuf::new(),
+            message: format!("blocking task failed: {e}"),
+        }),
+    }
+}
+
+/// Creates a file readable and writable by the owner only (0600).
+pub(crate) fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    o.open(path)
+}
+
+fn set_private(dir: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+}
+
+/// fsyncs a directory so a rename in it is durable.
+pub(crate) fn sync_dir(dir: &Path) {
+    if let Ok(f) = std::fs::File::open(dir) {
+        let _ = f.sync_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workflow_filters() {
+        let f = WorkflowFilter::parse;
+        assert!(f("TEST_WORKFLOW").matches("TEST_WORKFLOW"));
+        assert!(!f("TEST_WORKFLOW").matches("TEST_WORKFLOW_ACK"));
+        assert!(f("TEST*").matches("TEST_WORKFLOW_ACK"));
+        assert!(f("*ACK*").matches("TEST_WORKFLOW_ACK"));
+        assert!(f("!*ACK*").matches("TEST_WORKFLOW"));
+        assert!(!f("!TEST*").matches("TEST_WORKFLOW"));
+    }
+
+    #[test]
+    fn ids_have_the_real_format() {
+        let s = Store::memory(std::time::Duration::from_secs(5));
+        let id = s.new_id(Utc::now());
+        assert_eq!(id.len(), 27);
+        assert_eq!(&id[20..21], "_");
+        assert!(id[..20].bytes().all(|b| b.is_ascii_digit()));
+    }
+}
