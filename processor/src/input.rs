@@ -5,13 +5,12 @@
 //! last one of an input whose final line has no line ending. A UTF-8 byte-order mark at the
 //! start of an input is skipped.
 //!
-//! A line longer than a whole block on the read path is cut to [`crate::MAX_LINE`] + 2 bytes
+//! A line longer than a whole block on the read path is cut to the longest line inspected + 2 bytes
 //! and the rest skipped up to its line end: such a line is quarantined as `line_too_long` from
 //! its length alone, so both paths report it identically without holding it in memory.
 
 use crate::error::{Error, Result};
 use crate::mmap::MappedFile;
-use crate::MAX_LINE;
 use memchr::{memchr, memrchr};
 use std::fs::File;
 use std::io::{self, Read};
@@ -63,13 +62,19 @@ pub(crate) struct Blocks {
     path: PathBuf,
     source: Source,
     block_size: usize,
+    max_line: usize,
 }
 
 impl Blocks {
     /// Opens `path` (`-` is standard input).
-    pub(crate) fn open(path: &Path, mode: IoMode, block_size: usize) -> Result<Blocks> {
+    pub(crate) fn open(
+        path: &Path,
+        mode: IoMode,
+        block_size: usize,
+        max_line: usize,
+    ) -> Result<Blocks> {
         assert!(
-            block_size > MAX_LINE + 2,
+            block_size > max_line + 2,
             "block size must exceed the longest line"
         );
         let stream = |reader: Box<dyn Read + Send>| Source::Stream {
@@ -85,6 +90,7 @@ impl Blocks {
                 path: path.to_path_buf(),
                 source: stream(Box::new(io::stdin())),
                 block_size,
+                max_line,
             });
         }
         let file = File::open(path).map_err(|e| Error::read(path, e))?;
@@ -100,6 +106,7 @@ impl Blocks {
             path: path.to_path_buf(),
             source,
             block_size,
+            max_line,
         })
     }
 
@@ -142,7 +149,7 @@ impl Blocks {
                         if *eof {
                             return Ok((!buf.is_empty()).then(|| strip_eol(&buf).to_vec()));
                         }
-                        if buf.len() > MAX_LINE {
+                        if buf.len() > self.max_line {
                             return Err(Error::BadHeader { path });
                         }
                     }
@@ -159,7 +166,7 @@ impl Blocks {
 
     /// The next wave of up to `n` blocks, in input order; empty when the input is exhausted.
     pub(crate) fn next_wave(&mut self, n: usize) -> Result<Vec<&[u8]>> {
-        let block_size = self.block_size;
+        let (block_size, max_line) = (self.block_size, self.max_line);
         match &mut self.source {
             Source::Mapped { map, pos } => {
                 let data = map.bytes();
@@ -195,7 +202,7 @@ impl Blocks {
                         skipping,
                         eof,
                         bom_checked,
-                        block_size,
+                        (block_size, max_line),
                     )
                     .map_err(|e| Error::read(&self.path, e))?;
                     if !got {
@@ -243,7 +250,7 @@ fn fill_block(
     skipping: &mut bool,
     eof: &mut bool,
     bom_checked: &mut bool,
-    block_size: usize,
+    (block_size, max_line): (usize, usize),
 ) -> io::Result<bool> {
     buf.clear();
     // Finish skipping the tail of an over-long line.
@@ -293,7 +300,7 @@ fn fill_block(
         }
         None => {
             // One line fills the whole block: keep enough of it to classify it as too long.
-            buf.truncate(MAX_LINE + 2);
+            buf.truncate(max_line + 2);
             buf.push(b'\n');
             *skipping = true;
         }

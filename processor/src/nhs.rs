@@ -30,7 +30,8 @@ pub enum Reason {
     MissingField,
     /// CSV row whose quoting is malformed (an unterminated or misplaced quote).
     BadQuoting,
-    /// A line longer than [`crate::MAX_LINE`] bytes; its content is not inspected further.
+    /// A line longer than the longest inspected ([`crate::MAX_LINE`] by default); its content is
+    /// not inspected further.
     LineTooLong,
 }
 
@@ -104,7 +105,7 @@ pub fn check_digit_of_prefix(prefix: u32) -> Option<u8> {
 
 /// True when `s` is exactly ten ASCII digits that pass Modulus 11.
 pub fn is_valid(s: &[u8]) -> bool {
-    matches!(check_ten(s), Ok(_))
+    check_ten(s).is_ok()
 }
 
 /// Checks exactly ten bytes that are all ASCII digits; returns the number.
@@ -182,25 +183,24 @@ pub fn classify(field: &[u8], rules: Rules) -> Field {
     } else {
         None
     };
-    let (result, normalised) =
-        if let Some(r) = fast.filter(|r| rules.strict || *r != Err(Reason::NonDigit)) {
-            (r, false)
-        } else {
-            let trimmed = trim(field);
-            if trimmed.is_empty() {
-                return Field::Blank;
-            }
-            if rules.strict {
-                // Whitespace or separators are characters that are not digits.
-                let reason = if field.iter().any(|b| !b.is_ascii_digit()) {
-                    Reason::NonDigit
-                } else {
-                    Reason::WrongLength
-                };
-                return Field::Invalid(reason);
-            }
-            normalise(trimmed)
-        };
+    let (result, normalised) = if let Some(r) = fast.filter(|r| *r != Err(Reason::NonDigit)) {
+        (r, false)
+    } else {
+        let trimmed = trim(field);
+        if trimmed.is_empty() {
+            return Field::Blank;
+        }
+        if rules.strict {
+            // Whitespace or separators are characters that are not digits.
+            let reason = if field.iter().any(|b| !b.is_ascii_digit()) {
+                Reason::NonDigit
+            } else {
+                Reason::WrongLength
+            };
+            return Field::Invalid(reason);
+        }
+        normalise(trimmed)
+    };
     match result {
         Ok(number) => {
             let placeholder = is_repdigit(number);

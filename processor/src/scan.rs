@@ -10,7 +10,6 @@ use crate::csv::{self, Column};
 use crate::error::{Error, Result};
 use crate::input::{Blocks, IoMode};
 use crate::nhs::{self, Field, Reason, Rules};
-use crate::MAX_LINE;
 use memchr::memchr_iter;
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
@@ -36,8 +35,10 @@ pub struct ScanOptions {
     pub threads: usize,
     /// Memory map or plain reads.
     pub io: IoMode,
-    /// Bytes per block (at least a few MiB; must exceed [`MAX_LINE`]).
+    /// Bytes per block (a few MiB; must exceed `max_line` + 2).
     pub block_size: usize,
+    /// Longest line inspected; longer lines are quarantined as `line_too_long`.
+    pub max_line: usize,
 }
 
 impl Default for ScanOptions {
@@ -48,6 +49,7 @@ impl Default for ScanOptions {
             threads: 0,
             io: IoMode::Auto,
             block_size: 8 << 20,
+            max_line: crate::MAX_LINE,
         }
     }
 }
@@ -57,14 +59,16 @@ impl Default for ScanOptions {
 pub(crate) struct LineParser {
     column: Option<usize>,
     rules: Rules,
+    max_line: usize,
 }
 
 impl LineParser {
     /// A parser for one-number-per-line input.
-    pub(crate) fn lines(rules: Rules) -> Self {
+    pub(crate) fn lines(rules: Rules, max_line: usize) -> Self {
         LineParser {
             column: None,
             rules,
+            max_line,
         }
     }
 
@@ -72,7 +76,7 @@ impl LineParser {
     /// report: the field, or the whole line when no field could be cut out.
     #[inline]
     pub(crate) fn classify<'a>(&self, line: &'a [u8]) -> (Field, &'a [u8]) {
-        if line.len() > MAX_LINE {
+        if line.len() > self.max_line {
             return (Field::Invalid(Reason::LineTooLong), line);
         }
         match self.column {
@@ -149,10 +153,10 @@ pub(crate) struct Engine {
 
 impl Engine {
     pub(crate) fn new(opts: &ScanOptions) -> Result<Engine> {
-        if opts.block_size <= MAX_LINE + 2 {
+        if opts.block_size <= opts.max_line + 2 {
             return Err(Error::Usage(format!(
                 "block size must be more than {} bytes",
-                MAX_LINE + 2
+                opts.max_line + 2
             )));
         }
         let pool = rayon::ThreadPoolBuilder::new()
@@ -181,7 +185,8 @@ impl Engine {
     ) -> Result<()> {
         let wave_len = self.threads() * 4;
         for path in inputs {
-            let mut blocks = Blocks::open(path, self.opts.io, self.opts.block_size)?;
+            let mut blocks =
+                Blocks::open(path, self.opts.io, self.opts.block_size, self.opts.max_line)?;
             let (parser, header) = self.parser_for(&mut blocks)?;
             visit(Event::Start {
                 path,
@@ -206,13 +211,13 @@ impl Engine {
     }
 
     fn parser_for(&self, blocks: &mut Blocks) -> Result<(LineParser, Option<Vec<u8>>)> {
-        let rules = self.opts.rules;
+        let (rules, max_line) = (self.opts.rules, self.opts.max_line);
         match &self.opts.format {
-            Format::Lines => Ok((LineParser::lines(rules), None)),
+            Format::Lines => Ok((LineParser::lines(rules, max_line), None)),
             Format::Csv(column) => {
                 let Some(header) = blocks.take_first_line()? else {
                     // An empty input has no header and no rows.
-                    return Ok((LineParser::lines(rules), None));
+                    return Ok((LineParser::lines(rules, max_line), None));
                 };
                 if csv::header_fields(&header).is_none() {
                     return Err(Error::BadHeader {
@@ -227,6 +232,7 @@ impl Engine {
                     LineParser {
                         column: Some(col),
                         rules,
+                        max_line,
                     },
                     Some(header),
                 ))
@@ -258,7 +264,7 @@ mod tests {
 
     #[test]
     fn dat_lines_accept_the_trailing_comma() {
-        let p = LineParser::lines(Rules::default());
+        let p = LineParser::lines(Rules::default(), 100);
         assert!(matches!(p.classify(b"9434765919,").0, Field::Valid { .. }));
         assert!(matches!(p.classify(b"9434765919").0, Field::Valid { .. }));
         assert_eq!(p.classify(b",").0, Field::Blank);
@@ -273,6 +279,7 @@ mod tests {
         let p = LineParser {
             column: Some(1),
             rules: Rules::default(),
+            max_line: 100,
         };
         assert!(matches!(
             p.classify(b"1,9434765919,x").0,

@@ -5,17 +5,24 @@
 //! concurrently: a plain load first (cheap for the many repeats of an extract, and it lets the
 //! CPU overlap cache misses), then an atomic `fetch_or` only for a bit not yet set, whose
 //! result decides exactly one winner. Iteration is in ascending number order, which makes every
-//! output independent of thread timing.
+//! output independent of thread timing. A second, small map with one bit per 64 words says
+//! which parts of the big one were ever written, so counting and iterating a sparse set skip the
+//! untouched memory instead of reading all 119 MiB.
 
 use crate::nhs::check_digit_of_prefix;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 const PREFIXES: usize = 1_000_000_000;
 const WORDS: usize = PREFIXES.div_ceil(64);
+/// Words of the big map covered by one bit of the summary map.
+const GROUP: usize = 64;
+const GROUPS: usize = WORDS.div_ceil(GROUP);
 
 /// A set of valid NHS numbers.
 pub struct NumberSet {
     words: Vec<AtomicU64>,
+    /// Bit `g` is set when word group `g` of `words` may hold a member.
+    groups: Vec<AtomicU64>,
 }
 
 impl Default for NumberSet {
@@ -28,15 +35,10 @@ impl NumberSet {
     /// An empty set. The memory is reserved, not touched: only pages holding members become
     /// resident.
     pub fn new() -> Self {
-        // `vec![0; n]` asks the allocator for zeroed memory (calloc), which leaves the pages
-        // unmapped until written; AtomicU64 has the same size, alignment and bit validity as u64.
-        let zeroed: Vec<u64> = vec![0; WORDS];
-        let mut zeroed = std::mem::ManuallyDrop::new(zeroed);
-        let (ptr, len, cap) = (zeroed.as_mut_ptr(), zeroed.len(), zeroed.capacity());
-        // SAFETY: same layout (documented for AtomicU64), same allocation, length and capacity;
-        // the original Vec is never dropped.
-        let words = unsafe { Vec::from_raw_parts(ptr.cast::<AtomicU64>(), len, cap) };
-        NumberSet { words }
+        NumberSet {
+            words: zeroed_atomics(WORDS),
+            groups: zeroed_atomics(GROUPS.div_ceil(64)),
+        }
     }
 
     /// Inserts a valid number (below 10^10); true if it was not yet in the set.
@@ -48,7 +50,12 @@ impl NumberSet {
         if word.load(Relaxed) & mask != 0 {
             return false;
         }
-        word.fetch_or(mask, Relaxed) & mask == 0
+        let old = word.fetch_or(mask, Relaxed);
+        if old == 0 {
+            let group = key >> 6 >> 6;
+            self.groups[group >> 6].fetch_or(1u64 << (group & 63), Relaxed);
+        }
+        old & mask == 0
     }
 
     /// True if the number's prefix is in the set.
@@ -60,15 +67,32 @@ impl NumberSet {
 
     /// The number of members.
     pub fn len(&self) -> u64 {
-        self.words
-            .iter()
-            .map(|w| w.load(Relaxed).count_ones() as u64)
-            .sum()
+        let mut n = 0u64;
+        self.for_each_group(|range| {
+            n += self.words[range]
+                .iter()
+                .map(|w| w.load(Relaxed).count_ones() as u64)
+                .sum::<u64>()
+        });
+        n
     }
 
     /// True when the set has no member.
     pub fn is_empty(&self) -> bool {
-        self.words.iter().all(|w| w.load(Relaxed) == 0)
+        self.groups.iter().all(|g| g.load(Relaxed) == 0)
+    }
+
+    /// Calls `f` with the word range of every group that was ever written, in order.
+    fn for_each_group(&self, mut f: impl FnMut(std::ops::Range<usize>)) {
+        for (gi, g) in self.groups.iter().enumerate() {
+            let mut bits = g.load(Relaxed);
+            while bits != 0 {
+                let group = gi * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let start = group * GROUP;
+                f(start..(start + GROUP).min(WORDS));
+            }
+        }
     }
 
     /// Calls `f` with every member in ascending order.
@@ -82,22 +106,34 @@ impl NumberSet {
     }
 
     fn for_each_word(&self, select: impl Fn(usize, u64) -> u64, mut f: impl FnMut(u64)) {
-        for (i, w) in self.words.iter().enumerate() {
-            let mut bits = w.load(Relaxed);
-            if bits == 0 {
-                continue;
+        self.for_each_group(|range| {
+            for i in range {
+                let mut bits = self.words[i].load(Relaxed);
+                if bits == 0 {
+                    continue;
+                }
+                bits = select(i, bits);
+                while bits != 0 {
+                    let b = bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    let prefix = (i * 64 + b) as u32;
+                    // Only valid numbers are inserted, so a check digit exists.
+                    let check = check_digit_of_prefix(prefix).unwrap_or(0);
+                    f(prefix as u64 * 10 + check as u64);
+                }
             }
-            bits = select(i, bits);
-            while bits != 0 {
-                let b = bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                let prefix = (i * 64 + b) as u32;
-                // Only valid numbers are inserted, so a check digit exists.
-                let check = check_digit_of_prefix(prefix).unwrap_or(0);
-                f(prefix as u64 * 10 + check as u64);
-            }
-        }
+        })
     }
+}
+
+/// `n` zeroed atomics. `vec![0; n]` asks the allocator for zeroed memory (calloc), which leaves
+/// the pages unmapped until written.
+fn zeroed_atomics(n: usize) -> Vec<AtomicU64> {
+    let mut zeroed = std::mem::ManuallyDrop::new(vec![0u64; n]);
+    let (ptr, len, cap) = (zeroed.as_mut_ptr(), zeroed.len(), zeroed.capacity());
+    // SAFETY: AtomicU64 has the same size, alignment and bit validity as u64 (documented); same
+    // allocation, length and capacity; the original Vec is never dropped.
+    unsafe { Vec::from_raw_parts(ptr.cast::<AtomicU64>(), len, cap) }
 }
 
 #[cfg(test)]
@@ -123,5 +159,11 @@ mod tests {
         s.for_each_not_in(&other, |n| diff.push(n));
         assert_eq!(diff, vec![0, 9434765919, 9694116414]);
         assert!(!s.contains(9999999999));
+        // The last prefix lives in the last, partial group.
+        assert!(s.insert(9999999999));
+        assert_eq!(s.len(), 5);
+        let mut last = 0;
+        s.for_each(|n| last = n);
+        assert_eq!(last, 9999999999);
     }
 }

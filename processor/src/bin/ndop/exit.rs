@@ -13,9 +13,11 @@ pub const INPUT: u8 = 3;
 /// An output could not be written (directory not empty, disk full, permissions).
 pub const OUTPUT: u8 = 4;
 /// MESH failed: connection, authentication, or a message refused.
+#[allow(dead_code)] // used by the MESH subcommands, which land next
 pub const MESH: u8 = 5;
 /// The POS did not answer as expected: a file rejected as invalid, replies missing after the
 /// timeout, or numbers returned that were never sent.
+#[allow(dead_code)] // used by the MESH subcommands, which land next
 pub const POS: u8 = 6;
 
 /// The text appended to `ndop --help`.

@@ -1,0 +1,434 @@
+//! The engine against a naive oracle (strings and a HashSet), on random inputs with malformed
+//! lines, mixed line endings, byte-order marks, missing final newlines and lines that straddle
+//! block boundaries; at 1 and 3 threads, through the memory map and through plain reads.
+//! Also the `ndop` binary end to end on files in a temporary directory.
+
+use processor::csv::Column;
+use processor::nhs::Rules;
+use processor::output::{DatOptions, Environment, LineEnding};
+use processor::prepare::{prepare, PrepareOptions};
+use processor::scan::{Format, ScanOptions};
+use processor::validate::validate;
+use processor::IoMode;
+use proptest::prelude::*;
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+// ---------------------------------------------------------------- the oracle
+
+const MAX_LINE: usize = 40;
+
+fn mod11_ok(d: &str) -> Result<u64, &'static str> {
+    let digits: Vec<u32> = d.chars().map(|c| c.to_digit(10).unwrap()).collect();
+    let sum: u32 = (0..9).map(|i| digits[i] * (10 - i as u32)).sum();
+    let check = match 11 - sum % 11 {
+        11 => 0,
+        10 => return Err("no_check_digit_possible"),
+        c => c,
+    };
+    if check != digits[9] {
+        return Err("check_digit_mismatch");
+    }
+    Ok(d.parse().unwrap())
+}
+
+enum Outcome {
+    Blank,
+    Valid(u64, bool),
+    Invalid(&'static str),
+}
+
+fn naive_field(field: &str, rules: Rules) -> Outcome {
+    let t = field.trim_matches(|c| c == ' ' || c == '\t');
+    if t.is_empty() {
+        return Outcome::Blank;
+    }
+    let digits: String = if rules.strict {
+        field.to_string()
+    } else {
+        let b = t.as_bytes();
+        if b.len() == 12 && (b[3] == b' ' || b[3] == b'-') && b[7] == b[3] {
+            format!("{}{}{}", &t[..3], &t[4..7], &t[8..])
+        } else {
+            t.to_string()
+        }
+    };
+    if !digits.chars().all(|c| c.is_ascii_digit()) {
+        return Outcome::Invalid("non_digit");
+    }
+    if digits.len() != 10 {
+        return Outcome::Invalid("wrong_length");
+    }
+    match mod11_ok(&digits) {
+        Err(r) => Outcome::Invalid(r),
+        Ok(n) => {
+            let rep = digits.chars().all(|c| c == digits.chars().next().unwrap());
+            if rep && rules.reject_placeholders {
+                Outcome::Invalid("placeholder")
+            } else {
+                Outcome::Valid(n, digits != field)
+            }
+        }
+    }
+}
+
+/// A character-by-character CSV field cutter.
+fn naive_csv_field(line: &str, col: usize) -> Result<String, &'static str> {
+    let mut fields = Vec::new();
+    let mut cur = String::new();
+    let chars: Vec<char> = line.chars().collect();
+    let mut i = 0;
+    loop {
+        if i < chars.len() && chars[i] == '"' {
+            i += 1;
+            loop {
+                if i >= chars.len() {
+                    return Err("bad_quoting");
+                }
+                if chars[i] == '"' {
+                    if i + 1 < chars.len() && chars[i + 1] == '"' {
+                        cur.push_str("\"\"");
+                        i += 2;
+                        continue;
+                    }
+                    i += 1;
+                    break;
+                }
+                cur.push(chars[i]);
+                i += 1;
+            }
+            if i < chars.len() && chars[i] != ',' {
+                return Err("bad_quoting");
+            }
+        } else {
+            while i < chars.len() && chars[i] != ',' {
+                cur.push(chars[i]);
+                i += 1;
+            }
+        }
+        fields.push(std::mem::take(&mut cur));
+        if fields.len() > col {
+            return Ok(fields[col].clone());
+        }
+        if i >= chars.len() {
+            return Err("missing_field");
+        }
+        i += 1;
+    }
+}
+
+#[derive(Debug, Default, PartialEq)]
+struct Expect {
+    lines: u64,
+    valid: u64,
+    duplicates: u64,
+    blank: u64,
+    normalised: u64,
+    by_reason: BTreeMap<String, u64>,
+    bad: Vec<(String, u64, String)>,
+    unique: Vec<u64>,
+}
+
+fn oracle(files: &[(PathBuf, Vec<u8>)], col: Option<usize>, rules: Rules) -> Expect {
+    let mut e = Expect::default();
+    let mut seen = HashSet::new();
+    for (path, bytes) in files {
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+        let mut lines: Vec<&str> = text.split('\n').collect();
+        if lines.last() == Some(&"") {
+            lines.pop();
+        }
+        let mut first = 0;
+        if col.is_some() && !lines.is_empty() {
+            first = 1;
+        }
+        for (i, raw) in lines.iter().enumerate().skip(first) {
+            let line = raw.strip_suffix('\r').unwrap_or(raw);
+            e.lines += 1;
+            let outcome = if line.len() > MAX_LINE {
+                Outcome::Invalid("line_too_long")
+            } else {
+                match col {
+                    None => naive_field(line.strip_suffix(',').unwrap_or(line), rules),
+                    Some(c) => {
+                        if line.chars().all(|ch| ch == ' ' || ch == '\t') {
+                            Outcome::Blank
+                        } else {
+                            match naive_csv_field(line, c) {
+                                Err(r) => Outcome::Invalid(r),
+                                Ok(f) => match naive_field(&f, rules) {
+                                    Outcome::Blank => Outcome::Invalid("missing_field"),
+                                    o => o,
+                                },
+                            }
+                        }
+                    }
+                }
+            };
+            match outcome {
+                Outcome::Blank => e.blank += 1,
+                Outcome::Valid(n, normalised) => {
+                    e.valid += 1;
+                    e.normalised += normalised as u64;
+                    if !seen.insert(n) {
+                        e.duplicates += 1;
+                    }
+                }
+                Outcome::Invalid(r) => {
+                    *e.by_reason.entry(r.to_string()).or_default() += 1;
+                    e.bad
+                        .push((path.display().to_string(), i as u64 + 1, r.to_string()));
+                }
+            }
+        }
+    }
+    e.unique = seen.into_iter().collect();
+    e.unique.sort();
+    e
+}
+
+// ---------------------------------------------------------------- the engine under test
+
+fn engine(
+    paths: &[PathBuf],
+    col: Option<usize>,
+    rules: Rules,
+    threads: usize,
+    io: IoMode,
+    block_size: usize,
+    dir: &Path,
+) -> Expect {
+    let opts = ScanOptions {
+        format: match col {
+            Some(c) => Format::Csv(Column::Position(c + 1)),
+            None => Format::Lines,
+        },
+        rules,
+        threads,
+        io,
+        block_size,
+        max_line: MAX_LINE,
+    };
+    let report = dir.join(format!("invalid-{threads}-{io:?}-{block_size}.csv"));
+    let v = validate(paths, &opts, Some(&report), &mut |_| {}).unwrap();
+    assert!(v.counts.check(), "buckets must add up: {:?}", v.counts);
+    let mut unique = Vec::new();
+    v.set.for_each(|n| unique.push(n));
+    let csv = std::fs::read_to_string(&report).unwrap();
+    let bad = csv
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let mut it = l.splitn(4, ',');
+            let file = it.next().unwrap().to_string();
+            let line = it.next().unwrap().parse().unwrap();
+            let reason = it.next().unwrap().to_string();
+            (file, line, reason)
+        })
+        .collect();
+    Expect {
+        lines: v.counts.lines,
+        valid: v.counts.valid,
+        duplicates: v.counts.duplicates,
+        blank: v.counts.blank,
+        normalised: v.counts.normalised,
+        by_reason: v
+            .counts
+            .invalid_by_reason
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect(),
+        bad,
+        unique,
+    }
+}
+
+// ---------------------------------------------------------------- generators
+
+const POOL: &[&str] = &[
+    "9434765919",
+    "9694116414",
+    "9694116538",
+    "9990569479",
+    "9876543210",
+    "9991000100",
+    "0000000000",
+    "9999999999",
+];
+
+fn value() -> impl Strategy<Value = String> {
+    prop_oneof![
+        6 => prop::sample::select(POOL).prop_map(|s| s.to_string()),
+        1 => prop::sample::select(POOL).prop_map(|s| format!("{} {} {}", &s[..3], &s[3..6], &s[6..])),
+        1 => prop::sample::select(POOL).prop_map(|s| format!("{}-{}-{}", &s[..3], &s[3..6], &s[6..])),
+        1 => prop::sample::select(POOL).prop_map(|s| format!("  {s}\t")),
+        1 => prop::sample::select(POOL).prop_map(|s| s[1..].to_string()),
+        1 => Just("9434765918".to_string()),
+        1 => Just("9991234563".to_string()),
+        1 => "[0-9A-Z ,-]{0,14}",
+        1 => Just(String::new()),
+        1 => Just("          ".to_string()),
+        1 => "[0-9]{41,60}",
+    ]
+}
+
+fn lines_file() -> impl Strategy<Value = Vec<u8>> {
+    (
+        prop::collection::vec((value(), any::<bool>(), any::<bool>()), 0..60),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(rows, bom, last_eol)| {
+            let mut out = Vec::new();
+            if bom {
+                out.extend_from_slice(b"\xEF\xBB\xBF");
+            }
+            let n = rows.len();
+            for (i, (v, comma, crlf)) in rows.into_iter().enumerate() {
+                out.extend_from_slice(v.as_bytes());
+                if comma {
+                    out.push(b',');
+                }
+                if i + 1 < n || last_eol {
+                    out.extend_from_slice(if crlf { b"\r\n" } else { b"\n" });
+                }
+            }
+            out
+        })
+}
+
+fn csv_file() -> impl Strategy<Value = Vec<u8>> {
+    let row = (value(), 0u8..6, any::<bool>()).prop_map(|(v, shape, crlf)| {
+        let body = match shape {
+            0 => format!("1,{v},x"),
+            1 => format!("\"a, b\",\"{v}\",\"y\"\"z\""),
+            2 => "only-one-field".to_string(),
+            3 => format!("2,\"{v}"),
+            4 => format!("3,\"{v}\"junk,z"),
+            _ => format!("4,{v}"),
+        };
+        format!("{body}{}", if crlf { "\r\n" } else { "\n" })
+    });
+    prop::collection::vec(row, 0..50).prop_map(|rows| {
+        let mut s = String::from("id,nhs_number,other\n");
+        for r in rows {
+            s.push_str(&r);
+        }
+        s.into_bytes()
+    })
+}
+
+fn write_files(dir: &Path, files: &[Vec<u8>]) -> Vec<(PathBuf, Vec<u8>)> {
+    files
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let p = dir.join(format!("in{i}.txt"));
+            std::fs::write(&p, b).unwrap();
+            (p, b.clone())
+        })
+        .collect()
+}
+
+fn check_all_paths(files: Vec<Vec<u8>>, col: Option<usize>, rules: Rules, block: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let written = write_files(dir.path(), &files);
+    let paths: Vec<PathBuf> = written.iter().map(|(p, _)| p.clone()).collect();
+    let want = oracle(&written, col, rules);
+    for threads in [1, 3] {
+        for io in [IoMode::Mmap, IoMode::Read] {
+            let got = engine(&paths, col, rules, threads, io, block, dir.path());
+            assert_eq!(got, want, "threads {threads}, {io:?}, block {block}");
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn lines_match_the_oracle(
+        files in prop::collection::vec(lines_file(), 1..4),
+        block in (MAX_LINE + 3)..200,
+        strict in any::<bool>(),
+        reject in any::<bool>(),
+    ) {
+        let rules = Rules { strict, reject_placeholders: reject };
+        check_all_paths(files, None, rules, block);
+    }
+
+    #[test]
+    fn csv_matches_the_oracle(
+        files in prop::collection::vec(csv_file(), 1..3),
+        block in (MAX_LINE + 3)..200,
+    ) {
+        check_all_paths(files, Some(1), Rules::default(), block);
+    }
+}
+
+#[test]
+fn a_line_longer_than_a_block_is_reported_the_same_on_both_paths() {
+    let mut data = b"9434765919\n".to_vec();
+    data.extend(std::iter::repeat_n(b'7', 1000));
+    data.extend_from_slice(b"\r\n9694116414,\n");
+    data.extend(std::iter::repeat_n(b'x', 700));
+    check_all_paths(vec![data], None, Rules::default(), MAX_LINE + 3);
+}
+
+// ---------------------------------------------------------------- prepare's output
+
+#[test]
+fn prepare_output_is_identical_whatever_the_threads_and_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut data = Vec::new();
+    for i in 0..20_000u64 {
+        let n = POOL[(i * 7 % 5) as usize];
+        data.extend_from_slice(n.as_bytes());
+        data.extend_from_slice(if i % 3 == 0 { b",\r\n" } else { b"\n" });
+    }
+    let input = dir.path().join("in.dat");
+    std::fs::write(&input, &data).unwrap();
+    let mut outputs = Vec::new();
+    for (k, (threads, io)) in [(1, IoMode::Mmap), (2, IoMode::Read), (3, IoMode::Mmap)]
+        .into_iter()
+        .enumerate()
+    {
+        let out = dir.path().join(format!("out{k}"));
+        let opts = PrepareOptions {
+            scan: ScanOptions {
+                threads,
+                io,
+                block_size: 4096,
+                max_line: 100,
+                ..ScanOptions::default()
+            },
+            dat: DatOptions {
+                dir: out.clone(),
+                mailbox: "X26ABC1".into(),
+                date: chrono::NaiveDate::from_ymd_opt(2026, 11, 23).unwrap(),
+                seq: 1,
+                env: Environment::Int,
+                tag: None,
+                line_ending: LineEnding::Crlf,
+                max_bytes: 20_000_000_000,
+                max_records: Some(2),
+            },
+        };
+        let s = prepare(&[input.clone()], &opts, &mut |_| {}).unwrap();
+        assert_eq!(s.counts.unique, 5);
+        assert_eq!(s.files.len(), 3);
+        let mut all = Vec::new();
+        for f in &s.files {
+            all.push(std::fs::read(out.join(&f.name)).unwrap());
+        }
+        outputs.push(all);
+    }
+    assert_eq!(outputs[0], outputs[1]);
+    assert_eq!(outputs[0], outputs[2]);
+    let joined: Vec<u8> = outputs[0].concat();
+    assert_eq!(
+        String::from_utf8(joined).unwrap(),
+        "9434765919,\r\n9694116414,\r\n9694116538,\r\n9876543210,\r\n9990569479,\r\n"
+    );
+}
