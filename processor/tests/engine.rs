@@ -415,7 +415,7 @@ fn prepare_output_is_identical_whatever_the_threads_and_path() {
                 max_records: Some(2),
             },
         };
-        let s = prepare(&[input.clone()], &opts, &mut |_| {}).unwrap();
+        let s = prepare(std::slice::from_ref(&input), &opts, &mut |_| {}).unwrap();
         assert_eq!(s.counts.unique, 5);
         assert_eq!(s.files.len(), 3);
         let mut all = Vec::new();
