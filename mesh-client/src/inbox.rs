@@ -198,11 +198,12 @@ impl MeshClient {
     /// `Content-Encoding: gzip`, and returns its metadata (with [`MessageMeta::bytes`] set).
     ///
     /// The data streams to `dest` + `.part`, which is fsync'd and renamed to `dest` (then the
-    /// directory is fsync'd) only when complete, so `dest` never holds a partial message. A
-    /// REPORT gives an empty file. Does not acknowledge the message.
+    /// directory is fsync'd) only when complete, so `dest` never holds a partial message. On
+    /// Unix the file is created with mode 0600: messages often hold personal data. A REPORT
+    /// gives an empty file. Does not acknowledge the message.
     pub async fn download_to(&self, id: &str, dest: &Path) -> Result<MessageMeta, Error> {
         let part = part_path(dest);
-        let file = tokio::fs::File::create(&part)
+        let file = create_private(&part)
             .await
             .map_err(|e| Error::io(&part, e))?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
@@ -391,6 +392,23 @@ async fn finish(
         handle.sync_all().await.map_err(|e| Error::io(&dir, e))?;
     }
     Ok(())
+}
+
+/// Creates (or truncates) `path` for writing, readable by its owner only on Unix.
+async fn create_private(path: &Path) -> std::io::Result<tokio::fs::File> {
+    let mut options = tokio::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let file = options.open(path).await?;
+    // An existing file keeps its old mode through `open`; tighten it.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .await?;
+    }
+    Ok(file)
 }
 
 /// `dir/name` → `dir/name.part`.

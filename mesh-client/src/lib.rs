@@ -61,5 +61,5 @@ pub use config::{
 pub use error::{Error, MeshErrorDetail};
 pub use inbox::{MessageMeta, MessageType};
 pub use lookup::Endpoint;
-pub use outbox::SendOptions;
+pub use outbox::{ChunkPlan, SendOptions};
 pub use tracking::Tracking;

@@ -52,20 +52,36 @@ pub struct SendOptions {
     pub chunk_size: Option<u64>,
 }
 
-/// How a file is cut into chunks.
-#[derive(Debug, Clone, Copy)]
-struct Plan {
-    file_size: u64,
-    chunk_size: u64,
-    chunks: u32,
-    compress: bool,
+/// How a file is cut into chunks for sending (section 7): `chunks` pieces of `chunk_size`
+/// bytes of the uncompressed file, the last one shorter, at least one (an empty file is one
+/// empty chunk). From [`MeshClient::plan_send`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ChunkPlan {
+    /// Size of the file.
+    pub file_size: u64,
+    /// Bytes of the file per chunk (before compression).
+    pub chunk_size: u64,
+    /// Number of chunks.
+    pub chunks: u32,
+    /// Whether each chunk is gzip'd.
+    pub compress: bool,
 }
 
-impl Plan {
-    /// Offset and length of chunk `n` (1-based) in the file.
+impl ChunkPlan {
+    /// Offset and length of chunk `n` (1-based, `1..=chunks`) in the file.
     fn span(&self, n: u32) -> (u64, u64) {
-        let start = u64::from(n - 1) * self.chunk_size;
+        let start = (u64::from(n.max(1)) - 1)
+            .saturating_mul(self.chunk_size)
+            .min(self.file_size);
         (start, self.chunk_size.min(self.file_size - start))
+    }
+
+    /// File bytes held by chunks `1..=n` (the progress once chunk `n` is uploaded).
+    pub fn bytes_through(&self, n: u32) -> u64 {
+        u64::from(n)
+            .saturating_mul(self.chunk_size)
+            .min(self.file_size)
     }
 }
 
@@ -179,7 +195,7 @@ impl MeshClient {
         &self,
         file: &mut tokio::fs::File,
         path: &Path,
-        plan: &Plan,
+        plan: &ChunkPlan,
         message_id: &str,
         from: u32,
         progress: &(dyn Fn(u64) + Send + Sync),
@@ -191,10 +207,7 @@ impl MeshClient {
             }
             .await;
             match result {
-                Ok(()) => {
-                    let (start, len) = plan.span(n);
-                    progress(start + len)
-                }
+                Ok(()) => progress(plan.bytes_through(n)),
                 Err(source) => {
                     return Err(Error::PartialSend {
                         message_id: message_id.to_owned(),
@@ -213,7 +226,7 @@ impl MeshClient {
         &self,
         path: &Path,
         opts: &SendOptions,
-        plan: &Plan,
+        plan: &ChunkPlan,
         body: Bytes,
     ) -> Result<String, Error> {
         if opts.to.trim().is_empty() || opts.workflow_id.trim().is_empty() {
@@ -281,7 +294,7 @@ impl MeshClient {
         &self,
         message_id: &str,
         n: u32,
-        plan: &Plan,
+        plan: &ChunkPlan,
         body: Bytes,
     ) -> Result<(), Error> {
         let url = self.endpoint(&[self.mailbox(), "outbox", message_id, &n.to_string()]);
@@ -311,8 +324,15 @@ impl MeshClient {
         }
     }
 
+    /// How [`send_file`](MeshClient::send_file) would cut the file at `path` with `opts`:
+    /// chunk size, number of chunks, compression. Lets a caller driving
+    /// [`send_chunk`](MeshClient::send_chunk) itself know how many chunks there are.
+    pub async fn plan_send(&self, path: &Path, opts: &SendOptions) -> Result<ChunkPlan, Error> {
+        self.plan(path, opts).await
+    }
+
     /// Checks the options against the file and cuts it into chunks.
-    async fn plan(&self, path: &Path, opts: &SendOptions) -> Result<Plan, Error> {
+    async fn plan(&self, path: &Path, opts: &SendOptions) -> Result<ChunkPlan, Error> {
         let chunk_size = opts.chunk_size.unwrap_or(self.config.chunk_size);
         check_chunk_size(chunk_size)?;
         let meta = tokio::fs::metadata(path)
@@ -329,7 +349,7 @@ impl MeshClient {
                 u32::MAX
             ))
         })?;
-        Ok(Plan {
+        Ok(ChunkPlan {
             file_size,
             chunk_size,
             chunks,
@@ -338,7 +358,7 @@ impl MeshClient {
     }
 }
 
-fn with_encoding(request: RequestBuilder, plan: &Plan) -> RequestBuilder {
+fn with_encoding(request: RequestBuilder, plan: &ChunkPlan) -> RequestBuilder {
     if plan.compress {
         request.header(CONTENT_ENCODING, "gzip")
     } else {
@@ -367,7 +387,7 @@ async fn open(path: &Path) -> Result<tokio::fs::File, Error> {
 async fn read_chunk(
     file: &mut tokio::fs::File,
     path: &Path,
-    plan: &Plan,
+    plan: &ChunkPlan,
     n: u32,
 ) -> Result<(Bytes, u64), Error> {
     let (start, len) = plan.span(n);
@@ -407,7 +427,7 @@ mod tests {
 
     #[test]
     fn plan_spans_cover_the_file_exactly() {
-        let plan = Plan {
+        let plan = ChunkPlan {
             file_size: 25,
             chunk_size: 10,
             chunks: 3,
@@ -416,6 +436,17 @@ mod tests {
         assert_eq!(plan.span(1), (0, 10));
         assert_eq!(plan.span(2), (10, 10));
         assert_eq!(plan.span(3), (20, 5));
+        assert_eq!(plan.bytes_through(0), 0);
+        assert_eq!(plan.bytes_through(2), 20);
+        assert_eq!(plan.bytes_through(3), 25);
+        assert_eq!(plan.bytes_through(9), 25);
+        let empty = ChunkPlan {
+            file_size: 0,
+            chunk_size: 10,
+            chunks: 1,
+            compress: true,
+        };
+        assert_eq!(empty.span(1), (0, 0));
     }
 
     #[test]

@@ -253,6 +253,35 @@ impl Drop for Sandbox {
     }
 }
 
+/// Our `mock-mesh`, in process on an ephemeral loopback port with a memory store.
+struct Mock {
+    mesh: mock_mesh::MockMesh,
+    url: String,
+}
+
+impl Mock {
+    async fn start() -> Mock {
+        Mock::start_with(mock_mesh::Config::default()).await
+    }
+
+    async fn start_with(config: mock_mesh::Config) -> Mock {
+        let mesh = mock_mesh::MockMesh::start(config)
+            .await
+            .expect("start mock-mesh");
+        let url = mesh.base_url();
+        assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+        Mock { mesh, url }
+    }
+
+    fn url(&self) -> &str {
+        &self.url
+    }
+
+    async fn stop(self) {
+        self.mesh.stop().await;
+    }
+}
+
 /// The venv python with mesh-sandbox, created on first use by `tools/python-env.sh`.
 fn python() -> PathBuf {
     static PYTHON: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
@@ -334,6 +363,12 @@ mod scenarios {
         assert_eq!(meta.local_id.as_deref(), Some("local-single-1"));
         assert_eq!(meta.status_success, Some(true));
         assert!(!dir.path().join("received.txt.part").exists());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&dest).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "downloads are private: {mode:o}");
+        }
 
         assert_eq!(sender.track(&id).await.unwrap().status, "accepted");
         recipient.acknowledge(&id).await.unwrap();
@@ -643,5 +678,81 @@ mod sandbox {
         )
         .unwrap_err();
         assert!(matches!(err, Error::Config(_)), "{err:?}");
+    }
+}
+
+mod mock {
+    use super::*;
+
+    scenario_tests!(Mock:
+        handshake_and_wrong_credentials,
+        single_chunk_send_download_acknowledge,
+        multi_chunk_send_and_download,
+        gzip_multi_chunk_send_and_download,
+        inbox_paging_and_workflow_filter,
+        unknown_message_and_recipient_errors,
+        resume_after_partial_upload,
+    );
+
+    /// A submission to the INT POS mailbox draws two replies to the sender, both carrying its
+    /// LocalId: the job-created JSON (`Mex-Subject: SUCCESS`) and the cleaned file, here cut
+    /// into several chunks by the mock and reassembled by the client.
+    #[tokio::test]
+    async fn pos_replies_arrive_in_chunks_and_reassemble() {
+        let mock = Mock::start_with(mock_mesh::Config {
+            pos_chunk_bytes: 40,
+            ..mock_mesh::Config::default()
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        // two INT test patients with an opt-out, four without (ndop-domain.md section 4)
+        let request = "9694116414,\r\n9694116538,\r\n9694116422,\r\n9694116546,\r\n\
+                       9694116554,\r\n9694116562,\r\n";
+        let path = write(dir.path(), "req.dat", request.as_bytes());
+        let me = client(mock.url(), SENDER);
+        let opts = SendOptions {
+            to: mock_mesh::POS_INT_MAILBOX.into(),
+            workflow_id: mock_mesh::POS_WORKFLOW.into(),
+            subject: Some("req-1".into()),
+            local_id: Some("req-1_abcd".into()),
+            compress: true,
+            ..SendOptions::default()
+        };
+        let sent = me.send_file(&path, &opts, &|_| {}).await.unwrap();
+        let mut ids = Vec::new();
+        for _ in 0..200 {
+            ids = me.list_inbox(Some(mock_mesh::POS_WORKFLOW)).await.unwrap();
+            if ids.len() >= 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert_eq!(ids.len(), 2, "job-created and result expected");
+        let job = me
+            .download_to(&ids[0], &dir.path().join("job.json"))
+            .await
+            .unwrap();
+        assert_eq!(job.subject.as_deref(), Some("SUCCESS"));
+        assert_eq!(job.local_id.as_deref(), Some("req-1_abcd"));
+        assert_eq!(job.sender.as_deref(), Some(mock_mesh::POS_INT_MAILBOX));
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("job.json")).unwrap()).unwrap();
+        assert_eq!(json["status"], "pending");
+
+        let dest = dir.path().join("result.dat");
+        let result = me.download_to(&ids[1], &dest).await.unwrap();
+        assert_eq!(result.local_id.as_deref(), Some("req-1_abcd"));
+        assert_eq!(result.subject.as_deref(), Some("req-1"));
+        assert_eq!(result.chunks, 2, "52 bytes in chunks of 40");
+        assert_eq!(
+            std::fs::read_to_string(&dest).unwrap(),
+            "9694116538,\r\n9694116546,\r\n9694116554,\r\n9694116562,\r\n"
+        );
+        for id in &ids {
+            me.acknowledge(id).await.unwrap();
+        }
+        assert!(me.list_inbox(None).await.unwrap().is_empty());
+        assert_eq!(me.track(&sent).await.unwrap().status, "acknowledged");
+        mock.stop().await;
     }
 }
