@@ -249,7 +249,7 @@ pub(crate) fn download(
     }
     let mut resp = Response::new(empty());
     if m.message_type == MessageType::Report {
-        message_headers(resp.headers_mut(), &m, 0);
+        message_headers(resp.headers_mut(), &m, 1);
         resp.headers_mut()
             .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
         return Ok(resp);
