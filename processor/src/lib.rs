@@ -9,9 +9,12 @@
 //! - [`generate`]: synthetic extracts in the 999 test range with their exact truth.
 
 pub mod csv;
+pub mod ctl;
 pub mod error;
 pub mod generate;
 mod input;
+pub mod journal;
+pub mod mesh_settings;
 mod mmap;
 pub mod nhs;
 pub mod output;
