@@ -21,6 +21,7 @@ pub mod output;
 pub mod prepare;
 pub mod scan;
 pub mod seen;
+pub mod transfer;
 pub mod validate;
 
 pub use error::{Error, ErrorKind, Result};
