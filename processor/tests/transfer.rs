@@ -84,7 +84,7 @@ impl World {
                 env: Environment::Int,
                 tag: Some("test".into()),
                 line_ending: LineEnding::Crlf,
-                max_bytes: 1 << 20,
+                max_bytes: 100_000_000,
                 max_records: None,
             },
         };
@@ -418,5 +418,72 @@ async fn a_malformed_control_file_stops_the_send_before_anything_goes_out() {
     // had anything gone out, the POS would have answered by now
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(client.list_inbox(None).await.unwrap().is_empty());
+    world.stop().await;
+}
+
+/// A 900,000-line extract (999 test range): the upload is cut into gzip'd chunks and the cleaned reply comes
+/// back in several chunks too; every kept number is accounted for.
+#[tokio::test]
+async fn many_numbers_go_out_in_chunks_and_come_back_in_chunks() {
+    const SEED: u64 = 7;
+    const RATE: f64 = 0.05;
+    let world = World::start(mock_mesh::Config {
+        pos: mock_mesh::PosConfig {
+            optout_rate: RATE,
+            optout_seed: SEED,
+            ..Default::default()
+        },
+        pos_chunk_bytes: 4_000_000,
+        ..Default::default()
+    })
+    .await;
+    let mut numbers: Vec<u64> = Vec::with_capacity(900_000);
+    let mut prefix = 999_000_000u32;
+    while numbers.len() < 900_000 {
+        if let Some(check) = processor::nhs::check_digit_of_prefix(prefix) {
+            numbers.push(u64::from(prefix) * 10 + u64::from(check));
+        }
+        prefix += 1;
+    }
+    let lines: Vec<String> = numbers.iter().map(|n| n.to_string()).collect();
+    let out = world.prepare(&lines);
+    let client = world.client(ME, 5_000_000);
+    let mut journal = Journal::open(&world.work()).unwrap();
+    let sent = transfer::send(&client, &mut journal, &[out], &|_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(sent.files[0].records, 900_000);
+    let started = journal.entries().iter().find_map(|e| match e {
+        Entry::Started(s) => Some(s.chunks),
+        _ => None,
+    });
+    assert_eq!(started, Some(3), "11.7 MB in chunks of 5 MB");
+
+    let collected = transfer::collect(&client, &mut journal, &quick())
+        .await
+        .unwrap();
+    assert!(collected.complete, "{collected:?}");
+    let cleaned = collected
+        .replies
+        .iter()
+        .find(|r| r.reply.reply == ReplyKind::Cleaned)
+        .unwrap();
+    let expected: Vec<u64> = numbers
+        .iter()
+        .copied()
+        .filter(|n| !mock_mesh::pos::opted_out_by_rate(*n, SEED, RATE))
+        .collect();
+    assert!(expected.len() > 800_000 && expected.len() < 900_000);
+    assert_eq!(cleaned.reply.records, Some(expected.len() as u64));
+    let text = std::fs::read_to_string(&cleaned.path).unwrap();
+    let mut got: Vec<u64> = text
+        .lines()
+        .map(|l| l.trim_end_matches(',').parse().unwrap())
+        .collect();
+    got.sort_unstable();
+    assert!(
+        got == expected,
+        "the cleaned file differs from the expected set"
+    );
     world.stop().await;
 }
