@@ -523,6 +523,21 @@ mod scenarios {
     }
 }
 
+/// Calls `$m!($server: scenario, …)` with every scenario, so each server runs them all.
+macro_rules! every_scenario {
+    ($m:ident!($server:ty)) => {
+        $m!($server:
+            handshake_and_wrong_credentials,
+            single_chunk_send_download_acknowledge,
+            multi_chunk_send_and_download,
+            gzip_multi_chunk_send_and_download,
+            inbox_paging_and_workflow_filter,
+            unknown_message_and_recipient_errors,
+            resume_after_partial_upload,
+        );
+    };
+}
+
 /// One `#[tokio::test]` per scenario, each with a fresh `$server`.
 macro_rules! scenario_tests {
     ($server:ty: $($scenario:ident),* $(,)?) => {$(
@@ -538,15 +553,7 @@ macro_rules! scenario_tests {
 mod sandbox {
     use super::*;
 
-    scenario_tests!(Sandbox:
-        handshake_and_wrong_credentials,
-        single_chunk_send_download_acknowledge,
-        multi_chunk_send_and_download,
-        gzip_multi_chunk_send_and_download,
-        inbox_paging_and_workflow_filter,
-        unknown_message_and_recipient_errors,
-        resume_after_partial_upload,
-    );
+    every_scenario!(scenario_tests!(Sandbox));
 
     /// The sandbox's own error texts (section 10.2) reach the typed error.
     #[tokio::test]
@@ -684,15 +691,7 @@ mod sandbox {
 mod mock {
     use super::*;
 
-    scenario_tests!(Mock:
-        handshake_and_wrong_credentials,
-        single_chunk_send_download_acknowledge,
-        multi_chunk_send_and_download,
-        gzip_multi_chunk_send_and_download,
-        inbox_paging_and_workflow_filter,
-        unknown_message_and_recipient_errors,
-        resume_after_partial_upload,
-    );
+    every_scenario!(scenario_tests!(Mock));
 
     /// A submission to the INT POS mailbox draws two replies to the sender, both carrying its
     /// LocalId: the job-created JSON (`Mex-Subject: SUCCESS`) and the cleaned file, here cut

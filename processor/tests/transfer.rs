@@ -12,7 +12,7 @@ use processor::journal::{Entry, Journal, ReplyKind};
 use processor::output::{control_file, DatOptions, Environment, LineEnding};
 use processor::prepare::{prepare, PrepareOptions};
 use processor::scan::ScanOptions;
-use processor::transfer::{self, CollectOptions, SendOutcome};
+use processor::transfer::{self, CollectOptions, CollectReport, CollectedReply, SendOutcome};
 
 const ME: &str = "X26ABC1";
 const OTHER: &str = "X26ABC2";
@@ -103,6 +103,15 @@ fn quick() -> CollectOptions {
         interval: Duration::from_millis(25),
         timeout: Duration::from_secs(20),
     }
+}
+
+/// The (first) reply of this kind, which must be there.
+fn reply(report: &CollectReport, kind: ReplyKind) -> &CollectedReply {
+    report
+        .replies
+        .iter()
+        .find(|r| r.reply.reply == kind)
+        .unwrap_or_else(|| panic!("no {kind:?} reply in {report:?}"))
 }
 
 fn mode(path: &Path) -> u32 {
@@ -280,17 +289,9 @@ async fn an_interrupted_chunked_send_resumes_and_is_never_sent_twice() {
         .await
         .unwrap();
     assert!(collected.complete, "{collected:?}");
-    let job = collected
-        .replies
-        .iter()
-        .find(|r| r.reply.reply == ReplyKind::JobCreated)
-        .unwrap();
+    let job = reply(&collected, ReplyKind::JobCreated);
     assert_eq!(job.reply.job_status.as_deref(), Some("pending"));
-    let cleaned = collected
-        .replies
-        .iter()
-        .find(|r| r.reply.reply == ReplyKind::Cleaned)
-        .unwrap();
+    let cleaned = reply(&collected, ReplyKind::Cleaned);
     assert_eq!(cleaned.reply.records, Some(10));
     assert_eq!(collected.replies.len(), 2);
     world.stop().await;
@@ -330,11 +331,7 @@ async fn an_invalid_file_draws_the_error_reply_and_strangers_stay_in_the_inbox()
         .await
         .unwrap();
     assert!(collected.complete, "{collected:?}");
-    let invalid = collected
-        .replies
-        .iter()
-        .find(|r| r.reply.reply == ReplyKind::InvalidNumbers)
-        .expect("the invalid-numbers reply");
+    let invalid = reply(&collected, ReplyKind::InvalidNumbers);
     assert!(invalid.reply.is_final());
     assert_eq!(
         std::fs::read_to_string(&invalid.path).unwrap().trim_end(),
@@ -389,11 +386,7 @@ async fn collect_times_out_with_the_submission_pending_and_finishes_later() {
         .await
         .unwrap();
     assert!(late.complete);
-    let cleaned = late
-        .replies
-        .iter()
-        .find(|r| r.reply.reply == ReplyKind::Cleaned)
-        .unwrap();
+    let cleaned = reply(&late, ReplyKind::Cleaned);
     assert_eq!(numbers_in(&cleaned.path), ["9694116538"]);
     world.stop().await;
 }
@@ -463,11 +456,7 @@ async fn many_numbers_go_out_in_chunks_and_come_back_in_chunks() {
         .await
         .unwrap();
     assert!(collected.complete, "{collected:?}");
-    let cleaned = collected
-        .replies
-        .iter()
-        .find(|r| r.reply.reply == ReplyKind::Cleaned)
-        .unwrap();
+    let cleaned = reply(&collected, ReplyKind::Cleaned);
     let expected: Vec<u64> = numbers
         .iter()
         .copied()
