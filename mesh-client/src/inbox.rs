@@ -218,6 +218,38 @@ impl MeshClient {
         result
     }
 
+    /// Downloads chunk `chunk` (1-based) of message `id` alone into `dest` (gunzipped, written
+    /// like [`download_to`](MeshClient::download_to)); the metadata's
+    /// [`chunks`](MessageMeta::chunks) says how many there are. For callers that fetch chunks
+    /// themselves, e.g. to spread a very large message over several runs.
+    pub async fn download_chunk_to(
+        &self,
+        id: &str,
+        chunk: u32,
+        dest: &Path,
+    ) -> Result<MessageMeta, Error> {
+        if chunk == 0 {
+            return Err(Error::Config("chunks are numbered from 1".into()));
+        }
+        let part = part_path(dest);
+        let file = create_private(&part)
+            .await
+            .map_err(|e| Error::io(&part, e))?;
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        let result = self.download_chunk(id, chunk, &mut out, &part, 0).await;
+        let result = match result {
+            Ok((mut meta, bytes)) => {
+                meta.bytes = bytes;
+                finish(out, &part, dest).await.map(|()| meta)
+            }
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&part).await;
+        }
+        result
+    }
+
     async fn download_chunks(
         &self,
         id: &str,

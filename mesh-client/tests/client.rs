@@ -415,6 +415,20 @@ mod scenarios {
         assert_eq!(meta.chunks, 4);
         assert_eq!(meta.bytes, data.len() as u64);
         assert!(std::fs::read(&dest).unwrap() == data, "download differs");
+        let one = dir.path().join("chunk2.dat");
+        let meta = recipient.download_chunk_to(&id, 2, &one).await.unwrap();
+        assert_eq!((meta.chunks, meta.bytes), (4, 300_000));
+        assert!(
+            std::fs::read(&one).unwrap() == data[300_000..600_000],
+            "chunk 2 differs"
+        );
+        assert_api_error(
+            &recipient
+                .download_chunk_to(&id, 5, &dir.path().join("none"))
+                .await
+                .unwrap_err(),
+            404,
+        );
         recipient.acknowledge(&id).await.unwrap();
         assert_eq!(sender.track(&id).await.unwrap().status, "acknowledged");
     }
