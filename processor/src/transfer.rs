@@ -613,10 +613,12 @@ pub async fn collect(
                 report.acknowledged_again.push(id);
                 continue;
             }
-            let meta = client
-                .head_message(&id)
-                .await
-                .map_err(mesh(format!("reading the headers of {id}")))?;
+            let meta = match client.head_message(&id).await {
+                Ok(meta) => meta,
+                // taken or expired between the listing and now
+                Err(e) if gone(&e) => continue,
+                Err(e) => return Err(mesh(format!("reading the headers of {id}"))(e)),
+            };
             let Some(local_id) = match_submission(journal, &meta) else {
                 left.insert(id.clone());
                 report
@@ -661,6 +663,11 @@ pub async fn collect(
     }
     report.elapsed_seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// 404 / 410: the message left the inbox (acknowledged elsewhere, expired) after the listing.
+fn gone(e: &mesh_client::Error) -> bool {
+    matches!(e.status(), Some(404 | 410))
 }
 
 fn unrecognised(meta: &MessageMeta, reason: impl Into<String>) -> UnrecognisedMessage {
@@ -745,10 +752,11 @@ async fn store_reply(
         (ReplyKind::Report, path, facts)
     } else {
         let temp = reply_dir.join(format!(".{id_part}.download"));
-        client
-            .download_to(&meta.message_id, &temp)
-            .await
-            .map_err(mesh(format!("downloading {}", meta.message_id)))?;
+        match client.download_to(&meta.message_id, &temp).await {
+            Ok(_) => {}
+            Err(e) if gone(&e) => return Ok(Err("no longer available for download".into())),
+            Err(e) => return Err(mesh(format!("downloading {}", meta.message_id))(e)),
+        }
         let (kind, facts) = match classify(&temp, meta).await {
             Ok(Ok(found)) => found,
             Ok(Err(reason)) => {

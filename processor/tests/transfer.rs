@@ -476,3 +476,109 @@ async fn many_numbers_go_out_in_chunks_and_come_back_in_chunks() {
     );
     world.stop().await;
 }
+
+/// A submission nobody collects expires after 5 days; MESH's non-delivery report (code 14,
+/// linked to it, no body) is the final reply, stored as JSON.
+#[tokio::test]
+async fn a_non_delivery_report_is_a_final_reply() {
+    let clock = mock_mesh::Clock::system();
+    let world = World::start(mock_mesh::Config {
+        clock: clock.clone(),
+        auth: mock_mesh::AuthConfig {
+            check_timestamp: false,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    let out = world.path("to-b");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("x.dat"), "9694116538,\r\n").unwrap();
+    // addressed to an ordinary mailbox that never collects
+    std::fs::write(out.join("x.ctl"), control_file(ME, OTHER, "x-1", "x-1_l")).unwrap();
+    let client = world.client(ME, mesh_client::DEFAULT_CHUNK_SIZE);
+    let mut journal = Journal::open(&world.work()).unwrap();
+    let sent = transfer::send(&client, &mut journal, &[out], &|_, _| {})
+        .await
+        .unwrap();
+    let quick_look = CollectOptions {
+        interval: Duration::from_millis(10),
+        timeout: Duration::ZERO,
+    };
+    let before = transfer::collect(&client, &mut journal, &quick_look)
+        .await
+        .unwrap();
+    assert_eq!((before.polls, before.complete), (1, false));
+    clock.advance(chrono::Duration::days(5) + chrono::Duration::minutes(1));
+
+    let after = transfer::collect(&client, &mut journal, &quick())
+        .await
+        .unwrap();
+    assert!(after.complete, "{after:?}");
+    let ndr = reply(&after, ReplyKind::Report);
+    assert!(ndr.reply.is_final());
+    assert_eq!(ndr.reply.local_id, "x-1_l");
+    assert_eq!(ndr.reply.status_code.as_deref(), Some("14"));
+    assert_eq!(ndr.reply.status_success, Some(false));
+    let stored: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&ndr.path).unwrap()).unwrap();
+    assert_eq!(
+        stored["linked_message_id"],
+        sent.files[0].message_id.as_str()
+    );
+    assert_eq!(mode(&ndr.path), 0o600);
+    assert!(client.list_inbox(None).await.unwrap().is_empty());
+    world.stop().await;
+}
+
+/// A crash after a reply was stored and journaled but before it was acknowledged: the next
+/// collect acknowledges it without storing it twice.
+#[tokio::test]
+async fn a_reply_journaled_but_not_acknowledged_is_acknowledged_next_time() {
+    let world = World::start(mock_mesh::Config::default()).await;
+    let out = world.prepare(&["9694116538".to_string()]);
+    let client = world.client(ME, mesh_client::DEFAULT_CHUNK_SIZE);
+    let mut journal = Journal::open(&world.work()).unwrap();
+    let sent = transfer::send(&client, &mut journal, &[out], &|_, _| {})
+        .await
+        .unwrap();
+    let local_id = sent.files[0].local_id.clone();
+    // let both replies arrive, then "crash" right after journaling the first one
+    let mut ids = Vec::new();
+    for _ in 0..400 {
+        ids = client.list_inbox(None).await.unwrap();
+        if ids.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(ids.len(), 2);
+    journal
+        .append(Entry::Reply(processor::journal::Reply {
+            local_id: local_id.clone(),
+            message_id: ids[0].clone(),
+            reply: ReplyKind::JobCreated,
+            file: "replies/earlier.job.json".into(),
+            sha256: "0".repeat(64),
+            bytes: 1,
+            records: None,
+            job_status: Some("pending".into()),
+            status_code: None,
+            status_event: None,
+            status_description: None,
+            status_success: None,
+            time: processor::journal::now(),
+        }))
+        .unwrap();
+
+    let collected = transfer::collect(&client, &mut journal, &quick())
+        .await
+        .unwrap();
+    assert!(collected.complete);
+    assert_eq!(collected.acknowledged_again, vec![ids[0].clone()]);
+    assert_eq!(collected.replies.len(), 1);
+    assert_eq!(collected.replies[0].reply.message_id, ids[1]);
+    assert_eq!(journal.replies_to(&local_id).count(), 2);
+    assert!(client.list_inbox(None).await.unwrap().is_empty());
+    world.stop().await;
+}
