@@ -1058,6 +1058,60 @@ mod tests {
     }
 
     #[test]
+    fn replies_match_submissions_by_local_id_subject_or_link_and_sender() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = Journal::open(dir.path()).unwrap();
+        journal
+            .append(Entry::Submitted(Submission {
+                local_id: "lid".into(),
+                message_id: "SENT1".into(),
+                file: "a.dat".into(),
+                sha256: "00".into(),
+                records: 1,
+                bytes: 13,
+                subject: "subj".into(),
+                to: "X26OT154".into(),
+                workflow_id: "SPINE_NTT_UPHOLDING".into(),
+                time: journal::now(),
+            }))
+            .unwrap();
+        let data = |from: Option<&str>, local: Option<&str>, subject: Option<&str>| {
+            let mut m = MessageMeta::default();
+            m.sender = from.map(str::to_owned);
+            m.local_id = local.map(str::to_owned);
+            m.subject = subject.map(str::to_owned);
+            m
+        };
+        let ours = Some("lid".to_string());
+        assert_eq!(
+            match_submission(&journal, &data(Some("X26OT154"), Some("lid"), None)),
+            ours
+        );
+        assert_eq!(
+            match_submission(&journal, &data(Some("x26ot154"), None, Some("subj"))),
+            ours
+        );
+        // wrong sender, unknown LocalId, a LocalId that does not match despite the subject,
+        // the job-created subject without a LocalId, no sender at all
+        for m in [
+            data(Some("X26ABC2"), Some("lid"), None),
+            data(Some("X26OT154"), Some("other"), Some("subj")),
+            data(Some("X26OT154"), None, Some("SUCCESS")),
+            data(None, Some("lid"), None),
+        ] {
+            assert_eq!(match_submission(&journal, &m), None, "{m:?}");
+        }
+        let mut report = MessageMeta::default();
+        report.message_type = MessageType::Report;
+        assert_eq!(match_submission(&journal, &report), None);
+        report.linked_message_id = Some("SENT1".into());
+        assert_eq!(match_submission(&journal, &report), ours);
+        report.linked_message_id = None;
+        report.local_id = Some("lid".into());
+        assert_eq!(match_submission(&journal, &report), ours);
+    }
+
+    #[test]
     fn file_names_from_message_ids_are_safe() {
         assert_eq!(
             safe_name("20200529155357895317_3573F8"),
