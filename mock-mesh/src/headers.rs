@@ -3,7 +3,8 @@
 //! `Content-Encoding` / `Accept-Encoding` (§8). Pure functions over `http::HeaderMap`, exposed
 //! publicly for the fuzz targets.
 
-use http::HeaderMap;
+/// The header types of this module's signatures, re-exported for callers (the fuzz targets).
+pub use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::error::{ApiError, ValidationItem};
 
