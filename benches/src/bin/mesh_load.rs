@@ -1,0 +1,490 @@
+//! `mesh_load`: whole-run comparison of `mock-mesh` with NHS England's `mesh-sandbox`, side by
+//! side in one run (docs/PERFORMANCE.md, section "mock-mesh vs mesh-sandbox").
+//!
+//! For each round it starts every server fresh on a free loopback port and measures, one server
+//! after the other: handshakes per second over keep-alive connections (a fresh, valid token on
+//! every request), the time to upload a single-request message and to download it again, and the
+//! time to upload and download a chunked message, sampling the server's resident memory
+//! (`VmRSS`) meanwhile. It prints per-run lines and a table of medians and ratios.
+//!
+//! The sandbox runs as `python -m uvicorn mesh_sandbox.api:app --workers 1` with
+//! `AUTH_MODE=full STORE_MODE=memory SHARED_KEY=TestKey`; mock-mesh runs with a disk store (it
+//! answers 202 only once a chunk is fsynced) and all its auth checks on. Downloads ask for
+//! `Accept-Encoding: identity` so the sandbox does not gzip on the fly.
+//!
+//! Example (from the workspace root):
+//!
+//!   cargo build --release -p mock-mesh -p ndop-benches
+//!   target/release/mesh_load --rounds 3
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use clap::Parser;
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Compares mock-mesh with mesh-sandbox on loopback: handshakes/s, 100 MB and 1 GB transfers,
+/// server memory.
+#[derive(Debug, Parser)]
+struct Args {
+    /// The mock-mesh binary.
+    #[arg(long, default_value = "target/release/mock-mesh")]
+    mock: PathBuf,
+    /// A python with mesh-sandbox and uvicorn (tools/python-env.sh prints it).
+    #[arg(long, default_value = ".venv/bin/python")]
+    python: PathBuf,
+    /// Rounds; medians are over rounds.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Seconds of handshakes per round and server.
+    #[arg(long, default_value_t = 5.0)]
+    handshake_secs: f64,
+    /// Concurrent keep-alive connections for handshakes.
+    #[arg(long, default_value_t = 16)]
+    connections: usize,
+    /// Size of the single-request message.
+    #[arg(long, default_value_t = 100_000_000)]
+    single_bytes: usize,
+    /// Size of the chunked message.
+    #[arg(long, default_value_t = 1_000_000_000)]
+    chunked_bytes: usize,
+    /// Chunk size of the chunked message (MESH: at most 100 MB per request).
+    #[arg(long, default_value_t = 100_000_000)]
+    chunk_bytes: usize,
+    /// Where mock-mesh keeps its disk store (a fresh subdirectory per round; removed after).
+    #[arg(long, default_value = "target/mesh-load-store")]
+    store: PathBuf,
+    /// Servers to run, in order: sandbox, mock (disk store), mock-memory.
+    #[arg(long, value_delimiter = ',', default_value = "sandbox,mock")]
+    servers: Vec<String>,
+}
+
+const KEY: &str = "TestKey";
+const FROM: &str = "X26ABC1";
+const TO: &str = "X26ABC2";
+const PASSWORD: &str = "password";
+
+/// A server child process, killed on drop.
+struct Server {
+    child: Child,
+    url: String,
+    port: u16,
+    _store: Option<tempfile::TempDir>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+async fn start(kind: &str, a: &Args) -> anyhow::Result<Server> {
+    let port = free_port()?;
+    let (child, store) = match kind {
+        "sandbox" => {
+            let c = Command::new(&a.python)
+                .args([
+                    "-m",
+                    "uvicorn",
+                    "mesh_sandbox.api:app",
+                    "--host",
+                    "127.0.0.1",
+                ])
+                .args(["--port", &port.to_string(), "--workers", "1"])
+                .args(["--log-level", "warning", "--no-access-log"])
+                .env("AUTH_MODE", "full")
+                .env("STORE_MODE", "memory")
+                .env("SHARED_KEY", KEY)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .with_context(|| format!("start {}", a.python.display()))?;
+            (c, None)
+        }
+        "mock" | "mock-memory" => {
+            let mut cmd = Command::new(&a.mock);
+            cmd.args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--log",
+                "warn",
+            ]);
+            let store = if kind == "mock" {
+                std::fs::create_dir_all(&a.store)?;
+                let d = tempfile::tempdir_in(&a.store)?;
+                cmd.arg("--store").arg(d.path());
+                Some(d)
+            } else {
+                cmd.arg("--memory");
+                None
+            };
+            let c = cmd
+                .stdout(Stdio::null())
+                .spawn()
+                .with_context(|| format!("start {}", a.mock.display()))?;
+            (c, store)
+        }
+        other => bail!("unknown server {other}"),
+    };
+    let server = Server {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+        port,
+        _store: store,
+    };
+    let http = reqwest::Client::new();
+    for _ in 0..400 {
+        if let Ok(r) = http.get(format!("{}/health", server.url)).send().await {
+            if r.status().is_success() {
+                return Ok(server);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    bail!("{kind} did not come up")
+}
+
+fn token(mailbox: &str) -> String {
+    let ts = chrono::Utc::now().format("%Y%m%d%H%M").to_string();
+    let nonce = uuid::Uuid::new_v4().to_string();
+    mock_mesh::auth::make_header(KEY, mailbox, PASSWORD, &nonce, 0, &ts)
+}
+
+/// One keep-alive connection sending handshakes until `deadline`; returns successes.
+async fn handshake_loop(
+    port: u16,
+    deadline: Instant,
+    errors: Arc<AtomicU64>,
+) -> anyhow::Result<u64> {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    s.set_nodelay(true)?;
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut ok = 0;
+    while Instant::now() < deadline {
+        let req = format!(
+            "POST /messageexchange/{FROM} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+             Authorization: {}\r\nAccept: application/vnd.mesh.v2+json\r\n\
+             mex-ClientVersion: mesh_load==1\r\nmex-OSName: Linux\r\nmex-OSVersion: 6\r\n\
+             Content-Length: 0\r\n\r\n",
+            token(FROM)
+        );
+        s.write_all(req.as_bytes()).await?;
+        // read the head, then Content-Length bytes of body
+        let mut filled = 0;
+        let head_end = loop {
+            let n = s.read(&mut buf[filled..]).await?;
+            if n == 0 {
+                bail!("connection closed");
+            }
+            filled += n;
+            if let Some(i) = find(&buf[..filled], b"\r\n\r\n") {
+                break i + 4;
+            }
+            if filled == buf.len() {
+                bail!("response head too large");
+            }
+        };
+        let head = std::str::from_utf8(&buf[..head_end])?.to_ascii_lowercase();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map(|v| v.trim().parse())
+            .transpose()?
+            .unwrap_or(0);
+        let mut have = filled - head_end;
+        while have < len {
+            let n = s.read(&mut buf).await?;
+            if n == 0 {
+                bail!("connection closed");
+            }
+            have += n;
+        }
+        if head.starts_with("http/1.1 200") {
+            ok += 1;
+        } else {
+            errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    Ok(ok)
+}
+
+fn find(h: &[u8], n: &[u8]) -> Option<usize> {
+    h.windows(n.len()).position(|w| w == n)
+}
+
+async fn handshakes(server: &Server, a: &Args) -> anyhow::Result<f64> {
+    let errors = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(a.handshake_secs);
+    let tasks: Vec<_> = (0..a.connections)
+        .map(|_| tokio::spawn(handshake_loop(server.port, deadline, errors.clone())))
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        ok += t.await??;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let errors = errors.load(Ordering::Relaxed);
+    if errors > 0 {
+        bail!("{errors} handshakes failed");
+    }
+    Ok(ok as f64 / secs)
+}
+
+/// Samples a process's VmRSS (KiB) until stopped; returns the peak.
+struct RssSampler {
+    stop: Arc<AtomicBool>,
+    handle: std::thread::JoinHandle<u64>,
+}
+
+fn vm_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+impl RssSampler {
+    fn start(pid: u32) -> RssSampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let mut peak = 0;
+            while !flag.load(Ordering::Relaxed) {
+                peak = peak.max(vm_rss_kib(pid));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            peak.max(vm_rss_kib(pid))
+        });
+        RssSampler { stop, handle }
+    }
+
+    fn finish(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.join().unwrap_or(0)
+    }
+}
+
+struct Transfer {
+    upload_s: f64,
+    download_s: f64,
+    peak_rss_mib: f64,
+}
+
+/// Uploads `total` bytes (chunks of `chunk` bytes cut from `data`) as one message, downloads it
+/// chunk by chunk (identity), acknowledges it.
+async fn transfer(
+    server: &Server,
+    http: &reqwest::Client,
+    data: &Bytes,
+    total: usize,
+    chunk: usize,
+) -> anyhow::Result<Transfer> {
+    let n = total.div_ceil(chunk).max(1);
+    let part = |i: usize| data.slice(0..(total - i * chunk).min(chunk));
+    let v2 = "application/vnd.mesh.v2+json";
+    let rss = RssSampler::start(server.child.id());
+    let started = Instant::now();
+    let r = http
+        .post(format!("{}/messageexchange/{FROM}/outbox", server.url))
+        .header("authorization", token(FROM))
+        .header("accept", v2)
+        .header("mex-to", TO)
+        .header("mex-workflowid", "TEST_WORKFLOW")
+        .header("mex-chunk-range", format!("1:{n}"))
+        .header("content-type", "application/octet-stream")
+        .body(part(0))
+        .send()
+        .await?;
+    if r.status().as_u16() != 202 {
+        bail!("send: HTTP {}", r.status());
+    }
+    let id = r.json::<serde_json::Value>().await?["message_id"]
+        .as_str()
+        .context("no message_id")?
+        .to_string();
+    for i in 1..n {
+        let r = http
+            .post(format!(
+                "{}/messageexchange/{FROM}/outbox/{id}/{}",
+                server.url,
+                i + 1
+            ))
+            .header("authorization", token(FROM))
+            .header("accept", v2)
+            .header("mex-chunk-range", format!("{}:{n}", i + 1))
+            .header("content-type", "application/octet-stream")
+            .body(part(i))
+            .send()
+            .await?;
+        if r.status().as_u16() != 202 {
+            bail!("chunk {}: HTTP {}", i + 1, r.status());
+        }
+    }
+    let upload_s = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let mut got = 0usize;
+    for i in 0..n {
+        let r = http
+            .get(format!(
+                "{}/messageexchange/{TO}/inbox/{id}/{}",
+                server.url,
+                i + 1
+            ))
+            .header("authorization", token(TO))
+            .header("accept", v2)
+            .header("accept-encoding", "identity")
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            bail!("download chunk {}: HTTP {}", i + 1, r.status());
+        }
+        let mut body = r.bytes_stream();
+        while let Some(b) = body.next().await {
+            got += b?.len();
+        }
+    }
+    let download_s = started.elapsed().as_secs_f64();
+    let peak_rss_mib = rss.finish() as f64 / 1024.0;
+    if got != total {
+        bail!("downloaded {got} of {total} bytes");
+    }
+    let r = http
+        .put(format!(
+            "{}/messageexchange/{TO}/inbox/{id}/status/acknowledged",
+            server.url
+        ))
+        .header("authorization", token(TO))
+        .header("accept", v2)
+        .send()
+        .await?;
+    if !r.status().is_success() {
+        bail!("acknowledge: HTTP {}", r.status());
+    }
+    Ok(Transfer {
+        upload_s,
+        download_s,
+        peak_rss_mib,
+    })
+}
+
+#[derive(Default)]
+struct Results {
+    handshakes: Vec<f64>,
+    single_up: Vec<f64>,
+    single_down: Vec<f64>,
+    single_rss: Vec<f64>,
+    chunked_up: Vec<f64>,
+    chunked_down: Vec<f64>,
+    chunked_rss: Vec<f64>,
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let a = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(run(a))
+}
+
+async fn run(a: Args) -> anyhow::Result<()> {
+    let http = reqwest::Client::builder().no_gzip().build()?;
+    let mut data = vec![0u8; a.chunk_bytes.max(a.single_bytes)];
+    rand::Rng::fill(&mut rand::thread_rng(), &mut data[..]);
+    let data = Bytes::from(data);
+    let mut results: Vec<Results> = a.servers.iter().map(|_| Results::default()).collect();
+    for round in 1..=a.rounds {
+        for (i, kind) in a.servers.iter().enumerate() {
+            let server = start(kind, &a).await?;
+            let hs = handshakes(&server, &a).await?;
+            let single = transfer(&server, &http, &data, a.single_bytes, a.single_bytes).await?;
+            let chunked = transfer(&server, &http, &data, a.chunked_bytes, a.chunk_bytes).await?;
+            println!(
+                "round {round} {kind:<11} handshakes/s {hs:>8.0} | single {} B up {:.3} s down {:.3} s peak RSS {:.0} MiB | chunked {} B up {:.3} s down {:.3} s peak RSS {:.0} MiB",
+                a.single_bytes, single.upload_s, single.download_s, single.peak_rss_mib,
+                a.chunked_bytes, chunked.upload_s, chunked.download_s, chunked.peak_rss_mib
+            );
+            let r = &mut results[i];
+            r.handshakes.push(hs);
+            r.single_up.push(single.upload_s);
+            r.single_down.push(single.download_s);
+            r.single_rss.push(single.peak_rss_mib);
+            r.chunked_up.push(chunked.upload_s);
+            r.chunked_down.push(chunked.download_s);
+            r.chunked_rss.push(chunked.peak_rss_mib);
+            drop(server);
+        }
+    }
+    println!();
+    print!("| metric (median of {} rounds) |", a.rounds);
+    for s in &a.servers {
+        print!(" {s} |");
+    }
+    if a.servers.len() > 1 {
+        print!(" {} vs {} |", a.servers[1], a.servers[0]);
+    }
+    println!();
+    println!(
+        "|---|{}",
+        "---|".repeat(a.servers.len() + usize::from(a.servers.len() > 1))
+    );
+    let rows: [(&str, fn(&Results) -> &Vec<f64>, bool); 7] = [
+        ("handshakes/s", |r| &r.handshakes, true),
+        ("single upload (s)", |r| &r.single_up, false),
+        ("single download (s)", |r| &r.single_down, false),
+        ("single peak RSS (MiB)", |r| &r.single_rss, false),
+        ("chunked upload (s)", |r| &r.chunked_up, false),
+        ("chunked download (s)", |r| &r.chunked_down, false),
+        ("chunked peak RSS (MiB)", |r| &r.chunked_rss, false),
+    ];
+    for (name, get, higher_is_better) in rows {
+        print!("| {name} |");
+        let meds: Vec<f64> = results.iter().map(|r| median(get(r))).collect();
+        for m in &meds {
+            if *m >= 100.0 {
+                print!(" {m:.0} |");
+            } else {
+                print!(" {m:.3} |");
+            }
+        }
+        if meds.len() > 1 {
+            let ratio = if higher_is_better {
+                meds[1] / meds[0]
+            } else {
+                meds[0] / meds[1]
+            };
+            print!(" {ratio:.1}x |");
+        }
+        println!();
+    }
+    Ok(())
+}
