@@ -13,8 +13,7 @@
 //! 2 hours of the server clock, and a token may be used only once. Both failures also read
 //! `Invalid Authentication Token`, so a client learns nothing more than MESH tells it.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashSet;
 use std::sync::Mutex;
 
 use chrono::{NaiveDateTime, TimeZone, Utc};
@@ -183,6 +182,32 @@ impl Default for AuthConfig {
     }
 }
 
+/// Tokens remembered per generation by the replay check. Two generations are kept, so between
+/// `SEEN_GENERATION` and twice that many most recent tokens are remembered (a few MiB), however
+/// long the server runs; an older token could be replayed, but by then (at mesh-client's pace)
+/// its timestamp is long outside the 2-hour window.
+const SEEN_GENERATION: usize = 250_000;
+
+/// The replay memory: HMAC prefixes of accepted tokens, in two generations.
+#[derive(Debug, Default)]
+struct SeenTokens {
+    current: HashSet<u128>,
+    previous: HashSet<u128>,
+}
+
+impl SeenTokens {
+    /// Records a token; false if it was seen before.
+    fn insert(&mut self, key: u128) -> bool {
+        if self.previous.contains(&key) || !self.current.insert(key) {
+            return false;
+        }
+        if self.current.len() >= SEEN_GENERATION {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        true
+    }
+}
+
 /// Token validity window either side of the server clock (§3.1).
 const WINDOW_SECS: i64 = 2 * 3600;
 
@@ -193,8 +218,7 @@ pub(crate) struct Authenticator {
     config: AuthConfig,
     clock: Clock,
     /// first 16 bytes of each accepted token's HMAC → when it was accepted (seconds)
-    seen: Mutex<HashMap<u128, i64>>,
-    inserts: AtomicU64,
+    seen: Mutex<SeenTokens>,
 }
 
 impl Authenticator {
@@ -203,8 +227,7 @@ impl Authenticator {
             shared_key,
             config,
             clock,
-            seen: Mutex::new(HashMap::new()),
-            inserts: AtomicU64::new(0),
+            seen: Mutex::new(SeenTokens::default()),
         }
     }
 
@@ -251,13 +274,12 @@ impl Authenticator {
             };
             let mut key = [0u8; 16];
             key.copy_from_slice(&digest[..16]);
-            let key = u128::from_le_bytes(key);
-            let prune = self.inserts.fetch_add(1, Ordering::Relaxed) % 8192 == 8191;
-            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-            if prune {
-                seen.retain(|_, at| now - *at <= WINDOW_SECS + 60);
-            }
-            if seen.insert(key, now).is_some() {
+            let fresh = self
+                .seen
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(u128::from_le_bytes(key));
+            if !fresh {
                 return Err(ApiError::INVALID_TOKEN);
             }
         }
@@ -349,6 +371,20 @@ mod tests {
         assert!(parse_authorization("nhsmesh A:n:1:t:h").is_ok());
         assert!(parse_authorization("A:n:1:t:h").is_ok());
         assert_eq!(token_mailbox("Bearer X26ABC1:n:1:t:h"), "Bearer X26ABC1");
+    }
+
+    #[test]
+    fn replay_memory_is_bounded_and_keeps_the_recent_generation() {
+        let mut seen = SeenTokens::default();
+        for k in 0..(SEEN_GENERATION as u128 + 10) {
+            assert!(seen.insert(k));
+        }
+        assert!(seen.current.len() + seen.previous.len() <= 2 * SEEN_GENERATION);
+        assert!(!seen.insert(5), "previous generation still remembered");
+        assert!(
+            !seen.insert(SEEN_GENERATION as u128 + 3),
+            "current generation remembered"
+        );
     }
 
     fn auth(check_timestamp: bool, check_replay: bool, clock: Clock) -> Authenticator {

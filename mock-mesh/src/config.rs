@@ -1,7 +1,7 @@
 //! Server configuration: built-in defaults (the sandbox's mailboxes and workflows plus the two
 //! POS mailboxes), a TOML file format, and builder methods for embedding.
 //!
-//! TOML (every key optional; see `testdata/mock-mesh.toml` for a complete example):
+//! TOML (every key optional; see `mock-mesh/mock-mesh.toml` for a complete example):
 //! ```toml
 //! shared_key = "TestKey"
 //! builtin_mailboxes = true          # keep X26ABC1/2/3, X26OT154, X26HC065 and their workflows
@@ -472,6 +472,19 @@ mod tests {
             .mailboxes
             .iter()
             .any(|m| m.id == "X26NDOP1" && m.any_workflow));
+    }
+
+    #[test]
+    fn the_example_file_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("mock-mesh.toml");
+        let c = Config::from_toml_file(&path).unwrap();
+        let ndop = c.mailboxes.iter().find(|m| m.id == "X26NDOP1").unwrap();
+        assert!(!ndop.any_workflow);
+        assert_eq!(c.mailboxes.len(), 6);
+        let pos = c.workflows.iter().find(|w| w.id == POS_WORKFLOW).unwrap();
+        assert_eq!(pos.senders, ["X26NDOP1"]);
+        assert_eq!(pos.receivers, [POS_INT_MAILBOX, POS_LIVE_MAILBOX]);
+        assert_eq!(c.max_request_bytes, Config::default().max_request_bytes);
     }
 
     #[test]

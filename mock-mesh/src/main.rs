@@ -36,7 +36,7 @@ enum Command {
     ///
     ///   mock-mesh serve --listen 127.0.0.1:8700 --memory
     ///
-    ///   mock-mesh serve --store /var/tmp/mesh --config testdata/mock-mesh.toml --pos-delay 5
+    ///   mock-mesh serve --store /var/tmp/mesh --config mock-mesh/mock-mesh.toml --pos-delay 5
     ///
     ///   mock-mesh serve --optout-rate 0.03 --optout-seed 7 --no-auth-replay-check
     Serve(ServeArgs),
@@ -53,7 +53,7 @@ struct ServeArgs {
     /// Keep messages in memory only (the default unless --store or the config sets a store).
     #[arg(long)]
     memory: bool,
-    /// TOML configuration (mailboxes, workflows, auth, POS); see testdata/mock-mesh.toml.
+    /// TOML configuration (mailboxes, workflows, auth, POS); see mock-mesh/mock-mesh.toml.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Seconds between the POS "job created" message and its result, e.g. 2.5.

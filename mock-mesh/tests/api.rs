@@ -29,8 +29,35 @@ struct Mesh {
     shared_key: String,
 }
 
+/// Everything every test's servers log (debug level), to check what never appears in it.
+static LOGS: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+struct LogWriter;
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOGS.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        tracing_subscriber::fmt()
+            .with_env_filter("mock_mesh=debug")
+            .with_ansi(false)
+            .with_writer(|| LogWriter)
+            .init();
+    });
+}
+
 impl Mesh {
     async fn start(mut config: Config) -> Mesh {
+        capture_logs();
         let clock = Clock::system();
         config.clock = clock.clone();
         let shared_key = config.shared_key.clone();
@@ -1415,6 +1442,42 @@ async fn pos_rate_is_deterministic_and_delay_is_honoured() {
     let n = results[0].len();
     assert!((140..260).contains(&n), "about half kept: {n}");
     m.server.stop().await;
+}
+
+#[tokio::test]
+async fn logs_carry_no_nhs_numbers_local_ids_or_bodies() {
+    let m = Mesh::default().await;
+    let int = patients("int");
+    let file: String = int.iter().map(|(n, _)| format!("{n},\r\n")).collect();
+    submit(&m, POS_INT, file.into_bytes(), "LOGCHECK-LOCAL", false).await;
+    submit(&m, POS_INT, b"0123456789\n".to_vec(), "LOGCHECK-BAD", false).await;
+    m.wait_for(A, 4).await;
+    let r = m
+        .send(A, B, "SECRET-BODY-TEXT")
+        .header("mex-subject", "SECRET-SUBJECT")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    m.server.stop().await;
+    let logs = String::from_utf8_lossy(&LOGS.lock().unwrap()).into_owned();
+    assert!(
+        logs.contains("POS job created") && logs.contains("POS result sent"),
+        "{logs}"
+    );
+    assert!(logs.contains("/{mb}/outbox"), "requests are logged");
+    for (n, _) in &int {
+        assert!(!logs.contains(n), "NHS number {n} in the logs");
+    }
+    for secret in [
+        "0123456789",
+        "SECRET-BODY-TEXT",
+        "SECRET-SUBJECT",
+        "LOGCHECK",
+        "password",
+    ] {
+        assert!(!logs.contains(secret), "{secret} in the logs");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
