@@ -483,10 +483,7 @@ impl Store {
         let now_us = to_us(now);
         let mut inner = lock(&self.inner);
         let mut changed = Vec::new();
-        loop {
-            let Some((deadline, id)) = inner.expiry.first().cloned() else {
-                break;
-            };
+        while let Some((deadline, id)) = inner.expiry.first().cloned() {
             if deadline > now_us {
                 break;
             }

@@ -619,8 +619,10 @@ async fn single_message_round_trip_with_every_mex_header() {
 
 #[tokio::test]
 async fn send_error_paths() {
-    let mut c = Config::default();
-    c.max_request_bytes = 1000;
+    let c = Config {
+        max_request_bytes: 1000,
+        ..Config::default()
+    };
     let m = Mesh::start(c).await;
     let outbox = format!("/messageexchange/{A}/outbox");
     let post = || m.req(Method::POST, &outbox, A).body("x");
@@ -1280,8 +1282,10 @@ fn h<'a>(headers: &'a reqwest::header::HeaderMap, name: &str) -> Option<&'a str>
 
 #[tokio::test]
 async fn pos_answers_the_int_test_patients_and_rejects_a_bad_file() {
-    let mut config = Config::default();
-    config.pos_chunk_bytes = 100; // the result of 10 lines spans two chunks
+    let config = Config {
+        pos_chunk_bytes: 100, // the result of 10 lines spans two chunks
+        ..Config::default()
+    };
     let m = Mesh::start(config).await;
     let int = patients("int");
     assert_eq!(int.len(), 20);

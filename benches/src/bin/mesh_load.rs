@@ -397,6 +397,9 @@ struct Results {
     chunked_rss: Vec<f64>,
 }
 
+/// Picks one metric's samples out of a server's results.
+type Metric = fn(&Results) -> &Vec<f64>;
+
 fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
@@ -457,7 +460,7 @@ async fn run(a: Args) -> anyhow::Result<()> {
         "|---|{}",
         "---|".repeat(a.servers.len() + usize::from(a.servers.len() > 1))
     );
-    let rows: [(&str, fn(&Results) -> &Vec<f64>, bool); 7] = [
+    let rows: [(&str, Metric, bool); 7] = [
         ("handshakes/s", |r| &r.handshakes, true),
         ("single upload (s)", |r| &r.single_up, false),
         ("single download (s)", |r| &r.single_down, false),
