@@ -41,7 +41,7 @@ use crate::config::{PosConfig, PosEnv, POS_WORKFLOW};
 use crate::error::Error;
 use crate::headers::ContentEncoding;
 use crate::server::AppState;
-use crate::store::{create_private, ChunkSource, Message, MessageType, Received, Status};
+use crate::store::{create_private, ChunkSource, Message, MessageType, PosStage, Received, Status};
 
 /// The POS's whole answer to a file with any invalid line.
 pub const INVALID_FILE_LINE: &str = "The file contains one or more invalid NHS Numbers.";
@@ -185,7 +185,7 @@ pub(crate) fn recover(state: &Arc<AppState>) {
         .map(|m| m.id.clone())
         .collect();
     for mb in pos_boxes {
-        for m in state.store.accepted_in(&mb) {
+        for m in state.store.pos_pending(&mb) {
             maybe_start(state, &m);
         }
     }
@@ -480,6 +480,7 @@ async fn deliver(
         seq: 0,
         error: None,
         pos_hash: None,
+        pos_stage: PosStage::New,
     });
     state.store.persist(vec![m.clone()]).await?;
     state.on_accepted(&m);
@@ -532,14 +533,18 @@ async fn run_job(state: Arc<AppState>, m: Message, env: PosEnv) -> Result<(), Er
     };
     let pos_mailbox = m.recipient.clone();
     let sender = m.sender.clone().unwrap_or_default();
-    // the POS collects the submission
+    // the POS collects the submission (its data is kept until the job is answered, so that a
+    // restart can finish the job)
     if let Ok((acked, true)) =
         state
             .store
             .acknowledge(&m.id, &pos_mailbox, state.config.clock.now())
     {
-        state.store.persist(vec![acked.clone()]).await?;
-        state.store.drop_data(&acked).await;
+        state.store.persist(vec![acked]).await?;
+    }
+    if m.pos_stage == PosStage::JobSent {
+        tracing::info!(submission = %m.id, "POS job resumed after a restart");
+        return send_result(&state, &m, analysis).await;
     }
     let non_empty = analysis.size > 0;
     let mut duplicate_of = None;
@@ -615,8 +620,29 @@ async fn run_job(state: Arc<AppState>, m: Message, env: PosEnv) -> Result<(), Er
         if let Some(s) = analysis.result.take() {
             s.discard();
         }
-        return Ok(());
+        return finish(&state, &m).await;
     }
+    if let Some(snapshot) = state.store.set_pos_stage(&m.id, PosStage::JobSent) {
+        state.store.persist(vec![snapshot]).await?;
+    }
+    send_result(&state, &m, analysis).await
+}
+
+/// Marks a submission answered and frees its data.
+async fn finish(state: &Arc<AppState>, m: &Message) -> Result<(), Error> {
+    if let Some(snapshot) = state.store.set_pos_stage(&m.id, PosStage::Done) {
+        state.store.persist(vec![snapshot.clone()]).await?;
+        state.store.drop_data(&snapshot).await;
+    }
+    Ok(())
+}
+
+/// After the configured delay, sends the result of a job whose "job created" message is out.
+async fn send_result(
+    state: &Arc<AppState>,
+    m: &Message,
+    mut analysis: Analysis,
+) -> Result<(), Error> {
     if !state.pos.delay.is_zero() {
         tokio::time::sleep(state.pos.delay).await;
     }
@@ -629,13 +655,13 @@ async fn run_job(state: Arc<AppState>, m: Message, env: PosEnv) -> Result<(), Er
                 s.discard();
             }
             let line = format!("{INVALID_FILE_LINE}{}", analysis.line_ending);
-            vec![stage_bytes(&state, line.into_bytes())?]
+            vec![stage_bytes(state, line.into_bytes())?]
         }
     };
     let result = deliver(
-        &state,
-        &pos_mailbox,
-        &sender,
+        state,
+        &m.recipient,
+        m.sender.as_deref().unwrap_or_default(),
         m.local_id.clone(),
         Reply {
             subject: m.subject.clone(),
@@ -653,7 +679,7 @@ async fn run_job(state: Arc<AppState>, m: Message, env: PosEnv) -> Result<(), Er
         kept = analysis.kept_lines,
         "POS result sent"
     );
-    Ok(())
+    finish(state, m).await
 }
 
 /// A small body as a chunk ready to commit (a durable temp file for the disk store).

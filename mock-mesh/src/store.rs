@@ -76,6 +76,19 @@ pub(crate) struct ErrorEvent {
     pub linked_message_id: Option<String>,
 }
 
+/// How far the POS has answered a submission (persisted, so a restart resumes the job).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum PosStage {
+    /// Not answered yet (or not a POS submission).
+    #[default]
+    New,
+    /// The "job created" message is in the sender's inbox; the result is still to come.
+    JobSent,
+    /// Answered completely; the submission's data has been freed.
+    Done,
+}
+
 /// One message's metadata.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Message {
@@ -107,6 +120,9 @@ pub(crate) struct Message {
     pub error: Option<ErrorEvent>,
     /// POS: SHA-256 of the decoded file, recorded when the job was created.
     pub pos_hash: Option<String>,
+    /// POS: progress of the answer to this submission.
+    #[serde(default)]
+    pub pos_stage: PosStage,
 }
 
 impl Message {
@@ -556,6 +572,7 @@ impl Store {
                         linked_message_id: Some(snapshot.id.clone()),
                     }),
                     pos_hash: None,
+                    pos_stage: PosStage::New,
                 };
                 inner.index(&report, self.expiry_us, true);
                 // reports are not themselves subject to expiry
@@ -622,18 +639,32 @@ impl Store {
             .unwrap_or_default()
     }
 
-    /// Accepted messages in the given mailboxes (POS recovery after a restart).
-    pub(crate) fn accepted_in(&self, mailbox: &str) -> Vec<Message> {
+    /// Messages to `mailbox` that the POS has not finished answering (recovery after a
+    /// restart): accepted ones, and collected ones whose result is still to be sent.
+    pub(crate) fn pos_pending(&self, mailbox: &str) -> Vec<Message> {
         let inner = lock(&self.inner);
-        inner
-            .inboxes
-            .get(mailbox)
-            .map(|ib| {
-                ib.values()
-                    .filter_map(|id| inner.messages.get(id).cloned())
-                    .collect()
+        let mut out: Vec<Message> = inner
+            .messages
+            .values()
+            .filter(|m| {
+                m.recipient == mailbox
+                    && m.message_type == MessageType::Data
+                    && m.pos_stage != PosStage::Done
+                    && matches!(m.status, Status::Accepted | Status::Acknowledged)
             })
-            .unwrap_or_default()
+            .cloned()
+            .collect();
+        out.sort_by_key(|m| m.seq);
+        out
+    }
+
+    /// Records the POS's progress on a submission; the snapshot to persist.
+    pub(crate) fn set_pos_stage(&self, id: &str, stage: PosStage) -> Option<Message> {
+        let mut inner = lock(&self.inner);
+        let m = inner.messages.get_mut(id)?;
+        m.pos_stage = stage;
+        m.version += 1;
+        Some(m.clone())
     }
 
     /// Makes a received chunk body part of message `id` (rename + directory fsync on disk).

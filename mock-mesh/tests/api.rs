@@ -723,6 +723,42 @@ async fn send_error_paths() {
 }
 
 #[tokio::test]
+async fn per_message_limit_applies_across_chunks() {
+    let m = Mesh::start(Config {
+        max_message_bytes: 10,
+        ..Config::default()
+    })
+    .await;
+    let first = m
+        .send(A, B, vec![b'x'; 6])
+        .header("mex-chunk-range", "1:2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), StatusCode::ACCEPTED);
+    let id = json(first).await["message_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let chunk2 = |len: usize| {
+        m.req(
+            Method::POST,
+            &format!("/messageexchange/{A}/outbox/{id}/2"),
+            A,
+        )
+        .header("mex-chunk-range", "2:2")
+        .body(vec![b'x'; len])
+        .send()
+    };
+    let r = chunk2(6).await.unwrap();
+    assert_v2_error(r, 413, "SEND", "", "Request entity too large").await;
+    assert!(m.inbox(B).await.is_empty());
+    assert_eq!(chunk2(4).await.unwrap().status(), StatusCode::ACCEPTED);
+    assert_eq!(m.inbox(B).await, vec![id]);
+    m.server.stop().await;
+}
+
+#[tokio::test]
 async fn chunked_message_upload_download_and_chunk_errors() {
     let m = Mesh::default().await;
     let parts: [&[u8]; 3] = [b"first-", b"second-", b"third"];
@@ -1445,6 +1481,40 @@ async fn pos_rate_is_deterministic_and_delay_is_honoured() {
     );
     let n = results[0].len();
     assert!((140..260).contains(&n), "about half kept: {n}");
+    m.server.stop().await;
+}
+
+#[tokio::test]
+async fn pos_job_interrupted_by_a_restart_still_gets_its_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default().with_store_dir(dir.path());
+    config.pos.delay = Duration::from_secs(3600);
+    let m = Mesh::start(config).await;
+    let int = patients("int");
+    let file: String = int.iter().map(|(n, _)| format!("{n},\n")).collect();
+    let want: String = int
+        .iter()
+        .filter(|(_, out)| !out)
+        .map(|(n, _)| format!("{n},\n"))
+        .collect();
+    let sub = submit(&m, POS_INT, file.into_bytes(), "RESTART-1", false).await;
+    let job = m.wait_for(A, 1).await;
+    m.server.stop().await; // the result was an hour away
+
+    let m = Mesh::start(Config::default().with_store_dir(dir.path())).await;
+    let ids = m.wait_for(A, 2).await;
+    assert_eq!(
+        ids[0], job[0],
+        "the job message survived and was not sent twice"
+    );
+    let (job_h, _) = collect(&m, A, &ids[0]).await;
+    assert_eq!(h(&job_h, "mex-subject"), Some("SUCCESS"));
+    let (res_h, result) = collect(&m, A, &ids[1]).await;
+    assert_eq!(h(&res_h, "mex-localid"), Some("RESTART-1"));
+    assert_eq!(String::from_utf8(result).unwrap(), want);
+    assert_eq!(json(m.track(A, &sub).await).await["status"], "acknowledged");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(m.inbox(A).await.is_empty(), "exactly two replies");
     m.server.stop().await;
 }
 

@@ -18,7 +18,7 @@ use crate::body::ResponseBody;
 use crate::config::MailboxConfig;
 use crate::error::ApiError;
 use crate::headers::{parse_chunk_range, parse_content_encoding, parse_send_headers, ApiVersion};
-use crate::store::{create_private, Message, MessageType, Received, Status};
+use crate::store::{create_private, Message, MessageType, PosStage, Received, Status};
 
 /// Streams a request body into the store's staging area, refusing more than `limit` bytes.
 async fn receive_body<B>(ctx: &Ctx<'_>, mut body: B, limit: u64) -> Result<Received, ApiError>
@@ -187,6 +187,7 @@ where
         seq: 0,
         error: None,
         pos_hash: None,
+        pos_stage: PosStage::New,
     });
     if let Err(e) = state.store.persist(vec![m.clone()]).await {
         tracing::error!(error = %e, "could not persist a new message");
