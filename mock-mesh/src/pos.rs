@@ -41,7 +41,7 @@ use crate::config::{PosConfig, PosEnv, POS_WORKFLOW};
 use crate::error::Error;
 use crate::headers::ContentEncoding;
 use crate::server::AppState;
-use crate::store::{create_private, ChunkSource, Message, MessageType, PosStage, Received, Status};
+use crate::store::{create_private, ChunkSource, Message, MessageType, PosStage, Received};
 
 /// The POS's whole answer to a file with any invalid line.
 pub const INVALID_FILE_LINE: &str = "The file contains one or more invalid NHS Numbers.";
@@ -453,34 +453,21 @@ async fn deliver(
     for (i, c) in chunks.into_iter().enumerate() {
         state.store.commit_chunk(&id, i as u32 + 1, c).await?;
     }
-    let now_us = now.timestamp_micros();
     let m = state.store.insert(Message {
-        id,
-        version: 1,
-        message_type: MessageType::Data,
-        sender: Some(from.to_string()),
-        recipient: to.to_string(),
-        workflow_id: POS_WORKFLOW.to_string(),
         subject: reply.subject,
         local_id,
-        partner_id: None,
         file_name: reply.file_name,
-        checksum: None,
         content_type: reply.content_type,
-        encrypted: false,
-        compressed: false,
-        content_encoding: ContentEncoding::Identity,
         total_chunks: sizes.len() as u32,
         chunks: sizes,
-        status: Status::Accepted,
-        created_us: now_us,
-        accepted_us: Some(now_us),
-        acknowledged_us: None,
-        status_us: now_us,
-        seq: 0,
-        error: None,
-        pos_hash: None,
-        pos_stage: PosStage::New,
+        ..Message::new(
+            id,
+            MessageType::Data,
+            Some(from.to_string()),
+            to.to_string(),
+            POS_WORKFLOW.to_string(),
+            now.timestamp_micros(),
+        )
     });
     state.store.persist(vec![m.clone()]).await?;
     state.on_accepted(&m);

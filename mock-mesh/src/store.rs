@@ -126,6 +126,46 @@ pub(crate) struct Message {
 }
 
 impl Message {
+    /// An accepted message created at `now_us` with no optional metadata, no chunks and no
+    /// error; callers fill in the rest with struct update syntax.
+    pub(crate) fn new(
+        id: String,
+        message_type: MessageType,
+        sender: Option<String>,
+        recipient: String,
+        workflow_id: String,
+        now_us: i64,
+    ) -> Message {
+        Message {
+            id,
+            version: 1,
+            message_type,
+            sender,
+            recipient,
+            workflow_id,
+            subject: None,
+            local_id: None,
+            partner_id: None,
+            file_name: None,
+            checksum: None,
+            content_type: None,
+            encrypted: false,
+            compressed: false,
+            content_encoding: ContentEncoding::Identity,
+            total_chunks: 0,
+            chunks: Vec::new(),
+            status: Status::Accepted,
+            created_us: now_us,
+            accepted_us: Some(now_us),
+            acknowledged_us: None,
+            status_us: now_us,
+            seq: 0,
+            error: None,
+            pos_hash: None,
+            pos_stage: PosStage::New,
+        }
+    }
+
     pub(crate) fn file_size(&self) -> u64 {
         self.chunks.iter().map(|c| c.unwrap_or(0)).sum()
     }
@@ -210,6 +250,20 @@ impl Inner {
         let at = m.accepted_us.unwrap_or(m.created_us);
         self.expiry
             .remove(&(at.saturating_add(expiry_us), m.id.clone()));
+    }
+}
+
+/// A message id in the real MESH format `yyyyMMddHHmmssffffff_XXXXXX` (§1) not in `taken`.
+fn fresh_id(taken: &HashMap<String, Message>, now: DateTime<Utc>) -> String {
+    loop {
+        let id = format!(
+            "{}_{:06X}",
+            now.format("%Y%m%d%H%M%S%6f"),
+            rand::thread_rng().gen_range(0..0x100_0000u32)
+        );
+        if !taken.contains_key(&id) {
+            return id;
+        }
     }
 }
 
@@ -338,17 +392,7 @@ impl Store {
 
     /// A new message id in the real MESH format `yyyyMMddHHmmssffffff_XXXXXX`.
     pub(crate) fn new_id(&self, now: DateTime<Utc>) -> String {
-        let inner = lock(&self.inner);
-        loop {
-            let id = format!(
-                "{}_{:06X}",
-                now.format("%Y%m%d%H%M%S%6f"),
-                rand::thread_rng().gen_range(0..0x100_0000u32)
-            );
-            if !inner.messages.contains_key(&id) {
-                return id;
-            }
-        }
+        fresh_id(&lock(&self.inner).messages, now)
     }
 
     pub(crate) fn get(&self, id: &str) -> Option<Message> {
@@ -528,42 +572,13 @@ impl Store {
             if let Some(sender) = snapshot.sender.clone() {
                 let seq = inner.next_seq;
                 inner.next_seq += 1;
-                let report_id = loop {
-                    let candidate = format!(
-                        "{}_{:06X}",
-                        now.format("%Y%m%d%H%M%S%6f"),
-                        rand::thread_rng().gen_range(0..0x100_0000u32)
-                    );
-                    if !inner.messages.contains_key(&candidate) {
-                        break candidate;
-                    }
-                };
+                let report_id = fresh_id(&inner.messages, now);
                 let report = Message {
-                    id: report_id,
-                    version: 1,
-                    message_type: MessageType::Report,
-                    sender: None,
-                    recipient: sender,
-                    workflow_id: snapshot.workflow_id.clone(),
                     subject: Some(match &snapshot.subject {
                         Some(s) => format!("NDR: {s}"),
                         None => "NDR".into(),
                     }),
                     local_id: snapshot.local_id.clone(),
-                    partner_id: None,
-                    file_name: None,
-                    checksum: None,
-                    content_type: None,
-                    encrypted: false,
-                    compressed: false,
-                    content_encoding: ContentEncoding::Identity,
-                    total_chunks: 0,
-                    chunks: Vec::new(),
-                    status: Status::Accepted,
-                    created_us: now_us,
-                    accepted_us: Some(now_us),
-                    acknowledged_us: None,
-                    status_us: now_us,
                     seq,
                     error: Some(ErrorEvent {
                         event: "SEND".into(),
@@ -571,8 +586,14 @@ impl Store {
                         description,
                         linked_message_id: Some(snapshot.id.clone()),
                     }),
-                    pos_hash: None,
-                    pos_stage: PosStage::New,
+                    ..Message::new(
+                        report_id,
+                        MessageType::Report,
+                        None,
+                        sender,
+                        snapshot.workflow_id.clone(),
+                        now_us,
+                    )
                 };
                 inner.index(&report, self.expiry_us, true);
                 // reports are not themselves subject to expiry

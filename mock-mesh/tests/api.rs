@@ -82,6 +82,11 @@ impl Mesh {
         format!("{}{path}", self.server.base_url())
     }
 
+    /// A GET without credentials.
+    fn get(&self, path: &str) -> RequestBuilder {
+        self.http.get(self.url(path))
+    }
+
     /// A fresh, valid token for `mailbox` (new nonce every time).
     fn token(&self, mailbox: &str, password: &str) -> String {
         let ts = self.clock.now().format("%Y%m%d%H%M").to_string();
@@ -304,7 +309,7 @@ async fn every_auth_failure_is_a_403_with_the_mesh_text() {
     let m = Mesh::default().await;
     let path = "/messageexchange/X26ABC1/inbox";
     let get = |auth: Option<String>, accept: &str| {
-        let mut r = m.http.get(m.url(path)).header("accept", accept);
+        let mut r = m.get(path).header("accept", accept);
         if let Some(a) = auth {
             r = r.header("authorization", a);
         }
@@ -322,8 +327,7 @@ async fn every_auth_failure_is_a_403_with_the_mesh_text() {
     assert_v2_error(r, 403, "", "", "Mailbox id does not match token").await;
     // unknown mailbox
     let r = m
-        .http
-        .get(m.url("/messageexchange/NOSUCH1/inbox"))
+        .get("/messageexchange/NOSUCH1/inbox")
         .header("authorization", m.token("NOSUCH1", "password"))
         .header("accept", V2)
         .send()
@@ -372,8 +376,7 @@ async fn sandbox_compatible_auth_switches() {
     let t = make_header("TestKey", A, "password", "n", 0, "202001010000");
     for _ in 0..2 {
         let r = m
-            .http
-            .get(m.url("/messageexchange/X26ABC1/inbox"))
+            .get("/messageexchange/X26ABC1/inbox")
             .header("authorization", &t)
             .send()
             .await
@@ -385,18 +388,12 @@ async fn sandbox_compatible_auth_switches() {
     c.auth.enabled = false;
     let m = Mesh::start(c).await;
     let r = m
-        .http
-        .get(m.url("/messageexchange/X26ABC1/inbox"))
+        .get("/messageexchange/X26ABC1/inbox")
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    let r = m
-        .http
-        .get(m.url("/messageexchange/NOSUCH/inbox"))
-        .send()
-        .await
-        .unwrap();
+    let r = m.get("/messageexchange/NOSUCH/inbox").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     m.server.stop().await;
 }
@@ -422,11 +419,11 @@ async fn accept_header_health_routing() {
         "/healthcheck",
         "/messageexchange/_ping",
     ] {
-        let r = m.http.get(m.url(p)).send().await.unwrap();
+        let r = m.get(p).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::OK, "{p}");
         assert_eq!(json(r).await["status"], "running");
     }
-    let r = m.http.get(m.url("/nope")).send().await.unwrap();
+    let r = m.get("/nope").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert_eq!(json(r).await, serde_json::json!({"detail": "Not Found"}));
     let r = m
@@ -453,8 +450,7 @@ async fn accept_header_health_routing() {
 async fn endpoint_lookup_and_workflow_search() {
     let m = Mesh::default().await;
     let r = m
-        .http
-        .get(m.url("/messageexchange/endpointlookup/X26/TEST_WORKFLOW"))
+        .get("/messageexchange/endpointlookup/X26/TEST_WORKFLOW")
         .header("accept", V2)
         .send()
         .await
@@ -464,8 +460,7 @@ async fn endpoint_lookup_and_workflow_search() {
         serde_json::json!({"results": [{"mailbox_id": B, "mailbox_name": "TESTMB2"}]})
     );
     let r = m
-        .http
-        .get(m.url("/messageexchange/endpointlookup/X26/TEST_WORKFLOW"))
+        .get("/messageexchange/endpointlookup/X26/TEST_WORKFLOW")
         .send()
         .await
         .unwrap();
@@ -474,8 +469,7 @@ async fn endpoint_lookup_and_workflow_search() {
     assert_eq!(v["results"][0]["endpoint_type"], "MESH");
     assert!(v["query_id"].is_string());
     let r = m
-        .http
-        .get(m.url("/messageexchange/workflowsearch/SPINE_NTT_UPHOLDING"))
+        .get("/messageexchange/workflowsearch/SPINE_NTT_UPHOLDING")
         .send()
         .await
         .unwrap();
@@ -487,8 +481,7 @@ async fn endpoint_lookup_and_workflow_search() {
         .collect();
     assert_eq!(found, [POS_INT, POS_LIVE]);
     let r = m
-        .http
-        .get(m.url("/messageexchange/endpointlookup/ZZZ/TEST_WORKFLOW"))
+        .get("/messageexchange/endpointlookup/ZZZ/TEST_WORKFLOW")
         .send()
         .await
         .unwrap();
@@ -1598,8 +1591,7 @@ async fn garbage_requests_get_http_errors_and_the_server_survives() {
         "X26ABC1:a:1:b:0",
     ] {
         let r = m
-            .http
-            .get(m.url("/messageexchange/X26ABC1/inbox"))
+            .get("/messageexchange/X26ABC1/inbox")
             .header("authorization", auth)
             .send()
             .await

@@ -302,16 +302,22 @@ async fn transfer(
     let part = |i: usize| data.slice(0..(total - i * chunk).min(chunk));
     let v2 = "application/vnd.mesh.v2+json";
     let rss = RssSampler::start(server.child.id());
-    let started = Instant::now();
-    let r = http
-        .post(format!("{}/messageexchange/{FROM}/outbox", server.url))
+    // chunk i (0-based) of the upload: chunk 1 to the outbox, the others to the message
+    let upload = |path: String, i: usize| {
+        http.post(format!(
+            "{}/messageexchange/{FROM}/outbox{path}",
+            server.url
+        ))
         .header("authorization", token(FROM))
         .header("accept", v2)
+        .header("mex-chunk-range", format!("{}:{n}", i + 1))
+        .header("content-type", "application/octet-stream")
+        .body(part(i))
+    };
+    let started = Instant::now();
+    let r = upload(String::new(), 0)
         .header("mex-to", TO)
         .header("mex-workflowid", "TEST_WORKFLOW")
-        .header("mex-chunk-range", format!("1:{n}"))
-        .header("content-type", "application/octet-stream")
-        .body(part(0))
         .send()
         .await?;
     if r.status().as_u16() != 202 {
@@ -322,19 +328,7 @@ async fn transfer(
         .context("no message_id")?
         .to_string();
     for i in 1..n {
-        let r = http
-            .post(format!(
-                "{}/messageexchange/{FROM}/outbox/{id}/{}",
-                server.url,
-                i + 1
-            ))
-            .header("authorization", token(FROM))
-            .header("accept", v2)
-            .header("mex-chunk-range", format!("{}:{n}", i + 1))
-            .header("content-type", "application/octet-stream")
-            .body(part(i))
-            .send()
-            .await?;
+        let r = upload(format!("/{id}/{}", i + 1), i).send().await?;
         if r.status().as_u16() != 202 {
             bail!("chunk {}: HTTP {}", i + 1, r.status());
         }

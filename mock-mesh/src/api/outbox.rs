@@ -18,7 +18,7 @@ use crate::body::ResponseBody;
 use crate::config::MailboxConfig;
 use crate::error::ApiError;
 use crate::headers::{parse_chunk_range, parse_content_encoding, parse_send_headers, ApiVersion};
-use crate::store::{create_private, Message, MessageType, PosStage, Received, Status};
+use crate::store::{create_private, Message, MessageType, Received, Status};
 
 /// Streams a request body into the store's staging area, refusing more than `limit` bytes.
 async fn receive_body<B>(ctx: &Ctx<'_>, mut body: B, limit: u64) -> Result<Received, ApiError>
@@ -158,12 +158,6 @@ where
     let complete = total == 1;
     let now_us = now.timestamp_micros();
     let m = state.store.insert(Message {
-        id: id.clone(),
-        version: 1,
-        message_type: MessageType::Data,
-        sender: Some(ctx.mailbox.clone()),
-        recipient: recipient.id.clone(),
-        workflow_id: h.workflow_id,
         subject: h.subject,
         local_id: h.local_id,
         partner_id: h.partner_id,
@@ -180,14 +174,15 @@ where
         } else {
             Status::Uploading
         },
-        created_us: now_us,
         accepted_us: complete.then_some(now_us),
-        acknowledged_us: None,
-        status_us: now_us,
-        seq: 0,
-        error: None,
-        pos_hash: None,
-        pos_stage: PosStage::New,
+        ..Message::new(
+            id.clone(),
+            MessageType::Data,
+            Some(ctx.mailbox.clone()),
+            recipient.id.clone(),
+            h.workflow_id,
+            now_us,
+        )
     });
     if let Err(e) = state.store.persist(vec![m.clone()]).await {
         tracing::error!(error = %e, "could not persist a new message");
