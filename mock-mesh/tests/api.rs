@@ -230,6 +230,12 @@ async fn assert_v2_error(r: Response, status: u16, event: &str, code: &str, msg:
     );
 }
 
+/// Asserts the 410 of a message that is not (or no longer) downloadable.
+async fn assert_gone(r: Response) {
+    let msg = "Message no longer available for download";
+    assert_v2_error(r, 410, "SEND", "Message already accepted", msg).await;
+}
+
 /// Asserts a MESH v1 error body `{"errorEvent","errorCode","errorDescription"}`.
 async fn assert_v1_error(r: Response, status: u16, event: &str, code: &str, msg: &str) {
     assert_eq!(r.status().as_u16(), status);
@@ -596,15 +602,7 @@ async fn single_message_round_trip_with_every_mex_header() {
         .unwrap();
     assert_eq!(json(r).await, serde_json::json!({"messageId": id}));
     assert!(m.inbox(B).await.is_empty());
-    let gone = "Message no longer available for download";
-    assert_v2_error(
-        m.download(B, &id, None).await,
-        410,
-        "SEND",
-        "Message already accepted",
-        gone,
-    )
-    .await;
+    assert_gone(m.download(B, &id, None).await).await;
     let v = json(m.track(A, &id).await).await;
     assert_eq!(v["status"], "acknowledged");
     m.server.stop().await;
@@ -776,15 +774,7 @@ async fn chunked_message_upload_download_and_chunk_errors() {
     };
     // not yet complete: not listed, not downloadable, tracked as uploading
     assert!(m.inbox(B).await.is_empty());
-    let gone = "Message no longer available for download";
-    assert_v2_error(
-        m.download(B, &id, None).await,
-        410,
-        "SEND",
-        "Message already accepted",
-        gone,
-    )
-    .await;
+    assert_gone(m.download(B, &id, None).await).await;
     assert_eq!(json(m.track(A, &id).await).await["status"], "uploading");
     // chunk errors
     let chunks_msg = "Invalid chunk values sent in mex-Chunk-Range header";
@@ -1104,15 +1094,7 @@ async fn uncollected_message_expires_with_a_non_delivery_report() {
     m.clock
         .advance(chrono::Duration::days(1) + chrono::Duration::minutes(1));
     assert!(m.inbox(B).await.is_empty(), "gone after 5 days");
-    let gone = "Message no longer available for download";
-    assert_v2_error(
-        m.download(B, &id, None).await,
-        410,
-        "SEND",
-        "Message already accepted",
-        gone,
-    )
-    .await;
+    assert_gone(m.download(B, &id, None).await).await;
     let v = json(m.track(A, &id).await).await;
     assert_eq!(v["status"], "undeliverable");
     // the sender's inbox holds the NDR
