@@ -28,9 +28,24 @@
 //! | `Mex-Content-Type` | `application/json` | absent |
 //! | body | one line of JSON: `status` `pending` or `failed`, `stages`, `metadata.request.extra.local_id` … | the cleaned file, or `The file contains one or more invalid NHS Numbers.` + line ending |
 //!
+//! Both replies are ordinary `DATA` messages in the sender's inbox. Match them to the request by
+//! `Mex-LocalID` (absent if the submission had none; then by `Mex-Subject`, which the result
+//! echoes); tell them apart by `Mex-Subject: SUCCESS` and `Mex-Content-Type: application/json`
+//! (job created) versus the body (result: NHS-number lines, or the one error line). The result
+//! is cut into chunks of [`Config::pos_chunk_bytes`] (`Mex-Chunk-Range: n:N`, 206 until the last
+//! chunk), like any large message. In the sender's tracking the submission turns `acknowledged`
+//! as soon as the POS has collected it. No MESH collect report is sent.
+//!
 //! The result follows the job-created message after [`PosConfig::delay`]. A job whose stages
 //! fail (empty file; same content already submitted by this sender to this POS mailbox) has
-//! `status: failed` and no result message.
+//! `status: failed` and no result message. With a disk store a job interrupted by a restart is
+//! resumed: the job-created message is not sent twice and the result still comes.
+//!
+//! # Servers
+//! [`serve`] runs the API on a bound listener until a shutdown future completes; [`MockMesh`]
+//! does that on `127.0.0.1:0` for tests; [`App::handle`] answers one request without a socket.
+//! Logs (`tracing`) carry ids, counts, sizes, routes and statuses, never a body, an NHS number, a
+//! local id, a subject or a credential.
 
 mod api;
 pub mod auth;

@@ -1625,3 +1625,66 @@ async fn official_python_mesh_client_drives_the_whole_flow() {
     assert_eq!(passes, 17, "every check ran and passed");
     m.server.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// The binary
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn binary_serves_on_an_ephemeral_port_and_stops_cleanly_on_ctrl_c() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mock-mesh"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log",
+            "info",
+            "--store",
+        ])
+        .arg(dir.path())
+        .args([
+            "--pos-delay",
+            "0.5",
+            "--optout-rate",
+            "0.1",
+            "--optout-seed",
+            "3",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = loop {
+        let line = lines.next().expect("a listening line").unwrap();
+        if let Some(i) = line.find("listening on http://127.0.0.1:") {
+            let rest = &line[i + "listening on ".len()..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || ":/.".contains(c)))
+                .unwrap_or(rest.len());
+            break rest[..end].to_string();
+        }
+    };
+    let http = reqwest::Client::new();
+    let r = http.get(format!("{url}/health")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "{exit:?}");
+    assert!(dir.path().join("journal.jsonl").exists());
+    // bad command lines exit with 2
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_mock-mesh"))
+        .args(["serve", "--store", "x", "--memory"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(bad.code(), Some(2));
+}
