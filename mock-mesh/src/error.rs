@@ -82,12 +82,21 @@ pub struct ValidationItem {
     pub msg: &'static str,
 }
 
+/// FastAPI reports header names lower-case, query and path names as declared (`messageID`).
+fn param_name(location: &str, name: &str) -> String {
+    if location == "header" {
+        name.to_ascii_lowercase()
+    } else {
+        name.to_string()
+    }
+}
+
 impl ValidationItem {
     pub(crate) fn missing(location: &'static str, name: &str) -> ValidationItem {
         ValidationItem {
             kind: "missing",
             location,
-            name: name.to_ascii_lowercase(),
+            name: param_name(location, name),
             msg: "Field required",
         }
     }
@@ -95,7 +104,7 @@ impl ValidationItem {
         ValidationItem {
             kind: "value_error",
             location,
-            name: name.to_ascii_lowercase(),
+            name: param_name(location, name),
             msg,
         }
     }

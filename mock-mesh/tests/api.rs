@@ -624,6 +624,35 @@ async fn send_error_paths() {
         json(r).await["detail"][0]["loc"],
         serde_json::json!(["header", "mex-to"])
     );
+    // a value longer than the sandbox allows → validation
+    let r = post()
+        .header("mex-to", B)
+        .header("mex-workflowid", "TEST_WORKFLOW")
+        .header("mex-subject", "s".repeat(501))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        json(r).await["detail"][0]["type"],
+        "string_too_long",
+        "Mex-Subject at most 500"
+    );
+    // tracking without messageID → validation
+    let r = m
+        .req(
+            Method::GET,
+            &format!("/messageexchange/{A}/outbox/tracking"),
+            A,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        json(r).await["detail"][0]["loc"],
+        serde_json::json!(["query", "messageID"])
+    );
     let with = |to: &str| {
         post()
             .header("mex-to", to)
