@@ -70,6 +70,11 @@ fn parse_u32(s: &str) -> Option<u32> {
     s.parse().ok()
 }
 
+/// Most chunks one message may have. MESH sets no number, only 100 MB per chunk and 20 GB per
+/// message (mesh-client cuts 75 MiB chunks: 273 for 20 GB); a bound keeps a `1:4294967295`
+/// header from making the server allocate a chunk table of gigabytes. 417 beyond it.
+pub const MAX_CHUNKS: u32 = 100_000;
+
 /// Transport encoding of an uploaded body (§8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
 pub enum ContentEncoding {
@@ -247,7 +252,7 @@ pub fn parse_send_headers(headers: &HeaderMap) -> Result<SendHeaders, ApiError> 
     let chunk_range = match get("mex-chunk-range") {
         None => (1, 1),
         Some(v) => match parse_chunk_range(&v) {
-            Some((1, total)) => (1, total),
+            Some((1, total)) if total <= MAX_CHUNKS => (1, total),
             _ => return Err(ApiError::invalid_chunks(None)),
         },
     };
@@ -293,6 +298,7 @@ mod tests {
         assert_eq!(parse_chunk_range("+1:3"), None);
         assert_eq!(parse_chunk_range("a:b"), None);
         assert_eq!(parse_chunk_range("1:99999999999"), None);
+        assert_eq!(parse_chunk_range("1:4294967295"), Some((1, u32::MAX)));
         assert_eq!(parse_chunk_range("1:000000000000000000003"), None); // > 20 chars
     }
 
