@@ -46,6 +46,30 @@ pub enum Error {
     /// Options that cannot work together, or a value out of range.
     #[error("{0}")]
     Usage(String),
+    /// A POS reply says the request was rejected because a line was not a valid NHS number.
+    #[error(
+        "{}: the POS rejected the request: \"{}\"",
+        path.display(),
+        crate::reconcile::POS_INVALID_REPLY
+    )]
+    PosRejected {
+        /// The reply file.
+        path: PathBuf,
+    },
+    /// A file that should hold only NHS numbers (a request sent to, or a result from, the POS)
+    /// has lines that are not valid NHS numbers.
+    #[error(
+        "{}: {invalid} lines are not valid NHS numbers, so this is not a POS {role} file",
+        path.display()
+    )]
+    NotPosFile {
+        /// The file.
+        path: PathBuf,
+        /// `request` or `result`.
+        role: &'static str,
+        /// How many lines are invalid.
+        invalid: u64,
+    },
 }
 
 impl Error {
@@ -71,6 +95,7 @@ impl Error {
             }
             Error::OutputNotEmpty { .. } | Error::Write { .. } => ErrorKind::Output,
             Error::Usage(_) => ErrorKind::Usage,
+            Error::PosRejected { .. } | Error::NotPosFile { .. } => ErrorKind::Pos,
         }
     }
 }
@@ -84,6 +109,8 @@ pub enum ErrorKind {
     Input,
     /// An output problem.
     Output,
+    /// The POS rejected a request, or its reply is not what it should be.
+    Pos,
 }
 
 /// Result with the processor's [`Error`].

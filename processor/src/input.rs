@@ -110,8 +110,8 @@ impl Blocks {
         })
     }
 
-    /// Removes and returns the first line (without its line ending), for a CSV header.
-    /// `None` when the input is empty.
+    /// Removes and returns the first line, with its line ending if it has one, for a CSV
+    /// header. `None` when the input is empty.
     pub(crate) fn take_first_line(&mut self) -> Result<Option<Vec<u8>>> {
         let path = self.path.clone();
         match &mut self.source {
@@ -121,7 +121,7 @@ impl Blocks {
                     return Ok(None);
                 }
                 let end = memchr(b'\n', data).map_or(data.len(), |i| i + 1);
-                let line = strip_eol(&data[..end]).to_vec();
+                let line = data[..end].to_vec();
                 *pos += end;
                 Ok(Some(line))
             }
@@ -144,10 +144,10 @@ impl Blocks {
                     if *bom_checked {
                         if let Some(i) = memchr(b'\n', &buf) {
                             *carry = buf.split_off(i + 1);
-                            return Ok(Some(strip_eol(&buf).to_vec()));
+                            return Ok(Some(buf));
                         }
                         if *eof {
-                            return Ok((!buf.is_empty()).then(|| strip_eol(&buf).to_vec()));
+                            return Ok((!buf.is_empty()).then_some(buf));
                         }
                         if buf.len() > self.max_line {
                             return Err(Error::BadHeader { path });
@@ -228,7 +228,7 @@ impl Blocks {
     }
 }
 
-fn strip_eol(line: &[u8]) -> &[u8] {
+pub(crate) fn strip_eol(line: &[u8]) -> &[u8] {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     line.strip_suffix(b"\r").unwrap_or(line)
 }

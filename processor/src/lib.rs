@@ -11,6 +11,7 @@
 pub mod csv;
 pub mod ctl;
 pub mod error;
+pub mod filter;
 pub mod generate;
 mod input;
 pub mod journal;
@@ -19,6 +20,7 @@ mod mmap;
 pub mod nhs;
 pub mod output;
 pub mod prepare;
+pub mod reconcile;
 pub mod scan;
 pub mod seen;
 pub mod transfer;

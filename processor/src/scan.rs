@@ -136,7 +136,8 @@ pub fn total_len(inputs: &[PathBuf]) -> Option<u64> {
 
 /// What the engine tells the visitor, in input order.
 pub(crate) enum Event<'a, O> {
-    /// An input is about to be read; `header` is its CSV header row (without line ending).
+    /// An input is about to be read; `header` is its CSV header row as read (with its line
+    /// ending, if it has one).
     Start {
         path: &'a Path,
         header: Option<&'a [u8]>,
@@ -215,16 +216,17 @@ impl Engine {
         match &self.opts.format {
             Format::Lines => Ok((LineParser::lines(rules, max_line), None)),
             Format::Csv(column) => {
-                let Some(header) = blocks.take_first_line()? else {
+                let Some(raw) = blocks.take_first_line()? else {
                     // An empty input has no header and no rows.
                     return Ok((LineParser::lines(rules, max_line), None));
                 };
-                if csv::header_fields(&header).is_none() {
+                let header = crate::input::strip_eol(&raw);
+                if csv::header_fields(header).is_none() {
                     return Err(Error::BadHeader {
                         path: blocks.path().to_path_buf(),
                     });
                 }
-                let col = csv::resolve(&header, column).ok_or_else(|| Error::NoSuchColumn {
+                let col = csv::resolve(header, column).ok_or_else(|| Error::NoSuchColumn {
                     path: blocks.path().to_path_buf(),
                     column: column.to_string(),
                 })?;
@@ -234,7 +236,7 @@ impl Engine {
                         rules,
                         max_line,
                     },
-                    Some(header),
+                    Some(raw),
                 ))
             }
         }

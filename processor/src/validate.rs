@@ -137,6 +137,8 @@ pub struct InputSummary {
     pub path: String,
     /// Data lines.
     pub lines: u64,
+    /// Data lines quarantined as invalid.
+    pub invalid: u64,
     /// Bytes read (after the header row, if any).
     pub bytes: u64,
 }
@@ -186,6 +188,7 @@ pub fn validate(
                     per_input.push(InputSummary {
                         path: current.clone(),
                         lines: 0,
+                        invalid: 0,
                         bytes: 0,
                     });
                 }
@@ -200,6 +203,7 @@ pub fn validate(
                     counts.add(&out);
                     if let Some(last) = per_input.last_mut() {
                         last.lines += out.lines;
+                        last.invalid += out.invalid.iter().sum::<u64>();
                         last.bytes += bytes;
                     }
                     done += bytes;

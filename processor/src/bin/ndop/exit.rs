@@ -17,7 +17,6 @@ pub const OUTPUT: u8 = 4;
 pub const MESH: u8 = 5;
 /// The POS did not answer as expected: a file rejected as invalid, replies missing after the
 /// timeout, or numbers returned that were never sent.
-#[allow(dead_code)] // used by the MESH subcommands, which land next
 pub const POS: u8 = 6;
 
 /// The text appended to `ndop --help`.
@@ -37,5 +36,6 @@ pub fn for_kind(kind: ErrorKind) -> u8 {
         ErrorKind::Usage => USAGE,
         ErrorKind::Input => INPUT,
         ErrorKind::Output => OUTPUT,
+        ErrorKind::Pos => POS,
     }
 }

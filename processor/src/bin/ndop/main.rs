@@ -24,6 +24,8 @@ enum Command {
     Prepare(cmd::prepare::PrepareArgs),
     Validate(cmd::validate::ValidateArgs),
     Generate(cmd::generate::GenerateArgs),
+    Reconcile(cmd::reconcile::ReconcileArgs),
+    Filter(cmd::filter::FilterArgs),
 }
 
 fn main() -> ExitCode {
@@ -32,6 +34,8 @@ fn main() -> ExitCode {
         Command::Prepare(a) => cmd::prepare::run(a),
         Command::Validate(a) => cmd::validate::run(a),
         Command::Generate(a) => cmd::generate::run(a),
+        Command::Reconcile(a) => cmd::reconcile::run(a),
+        Command::Filter(a) => cmd::filter::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -1,8 +1,10 @@
 //! One subcommand per file, all of the same shape: an args struct whose doc comments are the
 //! help text, and a `run` that returns an exit code.
 
+pub mod filter;
 pub mod generate;
 pub mod prepare;
+pub mod reconcile;
 pub mod validate;
 
 use clap::Args;
@@ -36,6 +38,13 @@ pub struct InputArgs {
     #[arg(long)]
     pub reject_placeholders: bool,
 
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+/// How the engine reads: shared by every command that scans files.
+#[derive(Debug, Args)]
+pub struct EngineArgs {
     /// Worker threads (default: one per core).
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub threads: usize,
@@ -43,6 +52,17 @@ pub struct InputArgs {
     /// How to read inputs: auto (memory-map regular files), mmap, or read.
     #[arg(long, default_value = "auto", value_name = "MODE")]
     pub io: IoMode,
+}
+
+impl EngineArgs {
+    /// Engine options for one-number-per-line files (POS requests and results).
+    pub fn scan_options(&self) -> ScanOptions {
+        ScanOptions {
+            threads: self.threads,
+            io: self.io,
+            ..ScanOptions::default()
+        }
+    }
 }
 
 impl InputArgs {
@@ -57,9 +77,7 @@ impl InputArgs {
                 strict: self.strict,
                 reject_placeholders: self.reject_placeholders,
             },
-            threads: self.threads,
-            io: self.io,
-            ..ScanOptions::default()
+            ..self.engine.scan_options()
         }
     }
 }

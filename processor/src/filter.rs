@@ -1,0 +1,269 @@
+//! Filtering: the original extract without the patients who opted out.
+//!
+//! Every row of the extract is copied byte for byte (header, other columns and line endings
+//! untouched) when its NHS number is in the set the POS returned; otherwise it is dropped and
+//! counted: as opted out (a valid number the POS did not return), as not checked (a valid number
+//! that was never sent, when the requested set is known), as invalid (with its reason) or as
+//! blank. So `rows = kept + opted_out + not_checked + invalid + blank`.
+//!
+//! Blocks are filtered in parallel and written in input order, so the output is the same
+//! whatever the thread count.
+
+use crate::error::{Error, Result};
+use crate::nhs::{Field, Reason};
+use crate::output::create_private;
+use crate::scan::{for_each_line, Engine, Event, LineParser, ScanOptions};
+use crate::seen::NumberSet;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// What a filter did; the buckets add up to `rows`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct FilterCounts {
+    /// Data rows read (header rows excluded).
+    pub rows: u64,
+    /// Rows written: their patient's number was returned by the POS.
+    pub kept: u64,
+    /// Rows dropped because their patient opted out.
+    pub opted_out: u64,
+    /// Rows dropped because their (valid) number was never sent to the POS. Only counted when
+    /// the requested numbers are known; otherwise such rows count as `opted_out`.
+    pub not_checked: u64,
+    /// Rows dropped because their NHS number is invalid.
+    pub invalid: u64,
+    /// Rows dropped because they are blank.
+    pub blank: u64,
+    /// Header rows copied.
+    pub headers: u64,
+    /// Invalid rows by reason.
+    pub invalid_by_reason: BTreeMap<&'static str, u64>,
+}
+
+impl FilterCounts {
+    /// Checks that every row is in exactly one bucket.
+    pub fn check(&self) -> bool {
+        self.rows == self.kept + self.opted_out + self.not_checked + self.invalid + self.blank
+            && self.invalid == self.invalid_by_reason.values().sum::<u64>()
+    }
+}
+
+/// The filter's summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct FilterSummary {
+    /// The counts.
+    #[serde(flatten)]
+    pub counts: FilterCounts,
+    /// The extract read.
+    pub input: String,
+    /// The file written.
+    pub output: String,
+    /// Worker threads used.
+    pub threads: usize,
+    /// Wall-clock time.
+    pub elapsed_seconds: f64,
+}
+
+#[derive(Default)]
+struct Part {
+    out: Vec<u8>,
+    rows: u64,
+    kept: u64,
+    opted_out: u64,
+    not_checked: u64,
+    blank: u64,
+    invalid: [u64; Reason::ALL.len()],
+}
+
+fn filter_block(
+    parser: &LineParser,
+    allowed: &NumberSet,
+    requested: Option<&NumberSet>,
+    block: &[u8],
+) -> Part {
+    let mut p = Part {
+        out: Vec::with_capacity(block.len()),
+        ..Part::default()
+    };
+    for_each_line(block, |line, raw| {
+        p.rows += 1;
+        match parser.classify(line).0 {
+            Field::Blank => p.blank += 1,
+            Field::Invalid(r) => p.invalid[r as usize] += 1,
+            Field::Valid { number, .. } => {
+                if allowed.contains(number) {
+                    p.kept += 1;
+                    p.out.extend_from_slice(raw);
+                } else if requested.is_some_and(|r| !r.contains(number)) {
+                    p.not_checked += 1;
+                } else {
+                    p.opted_out += 1;
+                }
+            }
+        }
+    });
+    p
+}
+
+/// Writes to `out` (which must not exist; created with mode 0600, atomically) the rows of
+/// `extract` whose NHS number is in `allowed`. With `requested`, valid numbers outside it are
+/// counted as `not_checked` rather than `opted_out`. `progress` gets the bytes read so far.
+pub fn filter(
+    extract: &Path,
+    allowed: &NumberSet,
+    requested: Option<&NumberSet>,
+    opts: &ScanOptions,
+    out: &Path,
+    progress: &mut dyn FnMut(u64),
+) -> Result<FilterSummary> {
+    let started = Instant::now();
+    if out.symlink_metadata().is_ok() {
+        return Err(Error::Write {
+            path: out.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "the output file exists; name a new one",
+            ),
+        });
+    }
+    let name = out
+        .file_name()
+        .ok_or_else(|| Error::Usage(format!("{} is not a file name", out.display())))?;
+    let dir = match out.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
+    let result = (|| {
+        let mut w = BufWriter::with_capacity(1 << 20, create_private(&tmp)?);
+        let engine = Engine::new(opts)?;
+        let mut c = FilterCounts::default();
+        let mut invalid = [0u64; Reason::ALL.len()];
+        let mut done = 0u64;
+        let inputs = [extract.to_path_buf()];
+        engine.run(
+            &inputs,
+            |parser, block| filter_block(parser, allowed, requested, block),
+            |event| {
+                match event {
+                    Event::Start { header, .. } => {
+                        if let Some(h) = header {
+                            c.headers += 1;
+                            w.write_all(h).map_err(|e| Error::write(&tmp, e))?;
+                        }
+                    }
+                    Event::Block { out: p, bytes } => {
+                        w.write_all(&p.out).map_err(|e| Error::write(&tmp, e))?;
+                        c.rows += p.rows;
+                        c.kept += p.kept;
+                        c.opted_out += p.opted_out;
+                        c.not_checked += p.not_checked;
+                        c.blank += p.blank;
+                        for (sum, n) in invalid.iter_mut().zip(p.invalid) {
+                            *sum += n;
+                        }
+                        done += bytes;
+                        progress(done);
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        for (r, n) in Reason::ALL.iter().zip(invalid) {
+            if n > 0 {
+                c.invalid += n;
+                c.invalid_by_reason.insert(r.as_str(), n);
+            }
+        }
+        let file = w
+            .into_inner()
+            .map_err(|e| Error::write(&tmp, e.into_error()))?;
+        file.sync_all().map_err(|e| Error::write(&tmp, e))?;
+        std::fs::rename(&tmp, out).map_err(|e| Error::write(out, e))?;
+        debug_assert!(c.check());
+        Ok((c, engine.threads()))
+    })();
+    let (counts, threads) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    crate::output::sync_dir(&dir)?;
+    Ok(FilterSummary {
+        counts,
+        input: extract.display().to_string(),
+        output: out.display().to_string(),
+        threads,
+        elapsed_seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::csv::Column;
+    use crate::scan::Format;
+
+    #[test]
+    fn keeps_rows_of_returned_patients_byte_for_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let extract = dir.path().join("x.csv");
+        std::fs::write(
+            &extract,
+            "id,\"nhs number\",note\r\n\
+             1,9434765919,\"a, b\"\r\n\
+             2,9694116414,c\n\
+             3,943 476 5919,d\r\n\
+             4,9434765918,e\r\n\
+             \r\n\
+             5,9876543210,f",
+        )
+        .unwrap();
+        let allowed = NumberSet::new();
+        allowed.insert(9434765919);
+        let requested = NumberSet::new();
+        requested.insert(9434765919);
+        requested.insert(9694116414);
+        let opts = ScanOptions {
+            format: Format::Csv(Column::Name("nhs number".into())),
+            ..ScanOptions::default()
+        };
+        let out = dir.path().join("kept.csv");
+        let s = filter(
+            &extract,
+            &allowed,
+            Some(&requested),
+            &opts,
+            &out,
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "id,\"nhs number\",note\r\n1,9434765919,\"a, b\"\r\n3,943 476 5919,d\r\n"
+        );
+        let c = &s.counts;
+        assert_eq!(
+            (
+                c.rows,
+                c.kept,
+                c.opted_out,
+                c.not_checked,
+                c.invalid,
+                c.blank
+            ),
+            (6, 2, 1, 1, 1, 1)
+        );
+        assert_eq!(c.invalid_by_reason["check_digit_mismatch"], 1);
+        assert!(c.check());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&out).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // An existing output is never overwritten.
+        assert!(filter(&extract, &allowed, None, &opts, &out, &mut |_| {}).is_err());
+    }
+}

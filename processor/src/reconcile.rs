@@ -1,0 +1,273 @@
+//! Reconciliation: who opted out.
+//!
+//! The POS answers a request file with the same file minus the numbers of patients who opted
+//! out, so the opted-out patients are *requested minus returned*. Numbers returned that were
+//! never requested cannot happen with a correct service and are reported as `unexpected`. An
+//! empty result means every requested patient opted out; it is not an error. A result that is
+//! the POS's rejection line, or that holds anything but NHS numbers, is an error.
+//!
+//! Both sides are read by the engine into [`NumberSet`]s (119 MiB each, whatever the size of
+//! the files), so this runs at the speed of reading.
+
+use crate::error::{Error, Result};
+use crate::output::{create_private, ensure_empty_dir, sync_dir, write_atomic};
+use crate::scan::{Format, ScanOptions};
+use crate::seen::NumberSet;
+use crate::validate::{validate, InputSummary, Validated};
+use serde::Serialize;
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// The whole body of the POS's reply when a request holds an invalid line.
+pub const POS_INVALID_REPLY: &str = "The file contains one or more invalid NHS Numbers.";
+/// The opted-out numbers, one per line, ascending.
+pub const OPTED_OUT_FILE: &str = "opted-out.txt";
+/// Numbers returned that were never requested, one per line, ascending.
+pub const UNEXPECTED_FILE: &str = "unexpected.txt";
+/// The reconciliation summary.
+pub const SUMMARY_JSON: &str = "summary.json";
+
+/// What a reconciliation found.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReconcileSummary {
+    /// Distinct numbers requested.
+    pub requested: u64,
+    /// Distinct numbers returned by the POS.
+    pub returned: u64,
+    /// Requested but not returned: the patients who opted out.
+    pub opted_out: u64,
+    /// Returned but never requested (should be zero; anything else is a fault upstream).
+    pub unexpected: u64,
+    /// Lines in the request files (duplicates included).
+    pub request_lines: u64,
+    /// Lines in the result files (duplicates included).
+    pub response_lines: u64,
+    /// The request files.
+    pub requests: Vec<InputSummary>,
+    /// The result files.
+    pub responses: Vec<InputSummary>,
+    /// The files written, relative to the output directory.
+    pub files: Vec<String>,
+    /// Worker threads used.
+    pub threads: usize,
+    /// Wall-clock time.
+    pub elapsed_seconds: f64,
+}
+
+/// A reconciliation and the sets it computed, for a filter to use.
+pub struct Reconciled {
+    /// The summary (also written to `summary.json`).
+    pub summary: ReconcileSummary,
+    /// The numbers requested.
+    pub requested: NumberSet,
+    /// The numbers returned: the patients whose data may be used.
+    pub returned: NumberSet,
+}
+
+/// Reads the numbers of POS files (request `.dat` files or result files) into a set. Every line
+/// must be a valid NHS number (optionally followed by a comma) or blank; a file that is the
+/// POS's rejection line gives [`Error::PosRejected`].
+pub fn read_numbers(
+    files: &[PathBuf],
+    role: &'static str,
+    opts: &ScanOptions,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Validated> {
+    for f in files {
+        if is_rejection(f)? {
+            return Err(Error::PosRejected { path: f.clone() });
+        }
+    }
+    let opts = ScanOptions {
+        format: Format::Lines,
+        ..opts.clone()
+    };
+    let v = validate(files, &opts, None, progress)?;
+    if let Some(bad) = v.inputs.iter().find(|i| i.invalid > 0) {
+        return Err(Error::NotPosFile {
+            path: bad.path.clone().into(),
+            role,
+            invalid: bad.invalid,
+        });
+    }
+    Ok(v)
+}
+
+/// True when the file is the POS's rejection reply (standard input is never one: it cannot be
+/// read twice).
+fn is_rejection(path: &Path) -> Result<bool> {
+    if path == Path::new("-") {
+        return Ok(false);
+    }
+    let mut head = Vec::with_capacity(128);
+    File::open(path)
+        .and_then(|f| f.take(128).read_to_end(&mut head))
+        .map_err(|e| Error::read(path, e))?;
+    let text = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&head);
+    Ok(text.trim_ascii().starts_with(POS_INVALID_REPLY.as_bytes()))
+}
+
+/// Reconciles request files against POS result files, writing `opted-out.txt`,
+/// `unexpected.txt` and `summary.json` (mode 0600) into `out_dir`, which must be new or empty.
+/// `progress` is called with the bytes read so far over both sides.
+pub fn reconcile(
+    requests: &[PathBuf],
+    responses: &[PathBuf],
+    opts: &ScanOptions,
+    out_dir: &Path,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Reconciled> {
+    let started = Instant::now();
+    ensure_empty_dir(out_dir)?;
+    let req = read_numbers(requests, "request", opts, progress)?;
+    let done: u64 = req.inputs.iter().map(|i| i.bytes).sum();
+    let resp = read_numbers(responses, "result", opts, &mut |b| progress(done + b))?;
+
+    let opted_out = write_numbers(&out_dir.join(OPTED_OUT_FILE), |f| {
+        req.set.for_each_not_in(&resp.set, f)
+    })?;
+    let unexpected = write_numbers(&out_dir.join(UNEXPECTED_FILE), |f| {
+        resp.set.for_each_not_in(&req.set, f)
+    })?;
+    let mut summary = ReconcileSummary {
+        requested: req.counts.unique,
+        returned: resp.counts.unique,
+        opted_out,
+        unexpected,
+        request_lines: req.counts.lines,
+        response_lines: resp.counts.lines,
+        requests: req.inputs,
+        responses: resp.inputs,
+        files: vec![OPTED_OUT_FILE.into(), UNEXPECTED_FILE.into()],
+        threads: req.threads,
+        elapsed_seconds: 0.0,
+    };
+    summary.elapsed_seconds = started.elapsed().as_secs_f64();
+    let json = serde_json::to_vec_pretty(&summary).expect("summary serialises");
+    write_atomic(out_dir, SUMMARY_JSON, &json)?;
+    sync_dir(out_dir)?;
+    Ok(Reconciled {
+        summary,
+        requested: req.set,
+        returned: resp.set,
+    })
+}
+
+/// Writes the numbers `each` yields, one per line (LF), to a new private file; returns how many.
+fn write_numbers(path: &Path, each: impl FnOnce(&mut dyn FnMut(u64))) -> Result<u64> {
+    let mut out = BufWriter::with_capacity(1 << 20, create_private(path)?);
+    let mut n = 0u64;
+    let mut failed = None;
+    let mut digits = [0u8; 10];
+    each(&mut |number| {
+        if failed.is_some() {
+            return;
+        }
+        crate::nhs::write_digits(number, &mut digits);
+        if let Err(e) = out.write_all(&digits).and_then(|_| out.write_all(b"\n")) {
+            failed = Some(e);
+        }
+        n += 1;
+    });
+    if let Some(e) = failed {
+        return Err(Error::write(path, e));
+    }
+    let file = out
+        .into_inner()
+        .map_err(|e| Error::write(path, e.into_error()))?;
+    file.sync_all().map_err(|e| Error::write(path, e))?;
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, body).unwrap();
+        p
+    }
+
+    #[test]
+    fn opted_out_is_requested_minus_returned() {
+        let dir = tempfile::tempdir().unwrap();
+        let req = write(
+            dir.path(),
+            "req.dat",
+            "9434765919,\r\n9694116414,\r\n9694116538,\r\n",
+        );
+        let resp = write(dir.path(), "resp.dat", "9434765919,\r\n9876543210,\r\n");
+        let out = dir.path().join("out");
+        let r = reconcile(&[req], &[resp], &ScanOptions::default(), &out, &mut |_| {}).unwrap();
+        let s = &r.summary;
+        assert_eq!(
+            (s.requested, s.returned, s.opted_out, s.unexpected),
+            (3, 2, 2, 1)
+        );
+        assert_eq!(
+            std::fs::read_to_string(out.join(OPTED_OUT_FILE)).unwrap(),
+            "9694116414\n9694116538\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(out.join(UNEXPECTED_FILE)).unwrap(),
+            "9876543210\n"
+        );
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join(SUMMARY_JSON)).unwrap()).unwrap();
+        assert_eq!(json["opted_out"], 2);
+        assert!(r.returned.contains(9434765919));
+    }
+
+    #[test]
+    fn an_empty_result_means_everyone_opted_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let req = write(dir.path(), "req.dat", "9434765919,\n9694116414,\n");
+        let resp = write(dir.path(), "resp.dat", "");
+        let out = dir.path().join("out");
+        let r = reconcile(&[req], &[resp], &ScanOptions::default(), &out, &mut |_| {}).unwrap();
+        assert_eq!((r.summary.returned, r.summary.opted_out), (0, 2));
+    }
+
+    #[test]
+    fn a_rejection_or_a_bad_line_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let req = write(dir.path(), "req.dat", "9434765919,\n");
+        let rejected = write(dir.path(), "rej.dat", &format!("{POS_INVALID_REPLY}\r\n"));
+        let e = reconcile(
+            std::slice::from_ref(&req),
+            &[rejected],
+            &ScanOptions::default(),
+            &dir.path().join("a"),
+            &mut |_| {},
+        )
+        .err()
+        .unwrap();
+        assert!(matches!(e, Error::PosRejected { .. }), "{e}");
+        let bad = write(dir.path(), "bad.dat", "9434765919,\n9434765918,\n");
+        let e = reconcile(
+            &[req],
+            &[bad],
+            &ScanOptions::default(),
+            &dir.path().join("b"),
+            &mut |_| {},
+        )
+        .err()
+        .unwrap();
+        assert!(
+            matches!(
+                e,
+                Error::NotPosFile {
+                    invalid: 1,
+                    role: "result",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        // The message names the file but never the number.
+        assert!(!e.to_string().contains("9434765918"));
+    }
+}
