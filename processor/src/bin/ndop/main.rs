@@ -26,6 +26,10 @@ enum Command {
     Generate(cmd::generate::GenerateArgs),
     Reconcile(cmd::reconcile::ReconcileArgs),
     Filter(cmd::filter::FilterArgs),
+    Send(cmd::mesh::SendArgs),
+    Collect(cmd::mesh::CollectArgs),
+    Run(cmd::run::RunArgs),
+    Demo(cmd::run::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +40,10 @@ fn main() -> ExitCode {
         Command::Generate(a) => cmd::generate::run(a),
         Command::Reconcile(a) => cmd::reconcile::run(a),
         Command::Filter(a) => cmd::filter::run(a),
+        Command::Send(a) => cmd::mesh::run_send(a),
+        Command::Collect(a) => cmd::mesh::run_collect(a),
+        Command::Run(a) => cmd::run::run(a),
+        Command::Demo(a) => cmd::run::demo(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -58,6 +66,15 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 
 fn code_for(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
+        if let Some(t) = cause.downcast_ref::<processor::transfer::TransferError>() {
+            return match t {
+                processor::transfer::TransferError::Local(p) => exit::for_kind(p.kind()),
+                processor::transfer::TransferError::Mesh { .. } => exit::MESH,
+            };
+        }
+        if cause.downcast_ref::<mesh_client::Error>().is_some() {
+            return exit::MESH;
+        }
         if let Some(p) = cause.downcast_ref::<processor::Error>() {
             return exit::for_kind(p.kind());
         }

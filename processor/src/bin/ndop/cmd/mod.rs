@@ -3,8 +3,10 @@
 
 pub mod filter;
 pub mod generate;
+pub mod mesh;
 pub mod prepare;
 pub mod reconcile;
+pub mod run;
 pub mod validate;
 
 use clap::Args;
