@@ -72,8 +72,20 @@ fn check_field(field: &[u8]) {
     let [lenient, lenient_rej, strict, strict_rej] = by_rules.map(Option::unwrap);
     if valid_raw {
         // ten bare digits that pass Modulus 11: valid everywhere (placeholders aside)
-        assert!(matches!(lenient, Field::Valid { normalised: false, .. }));
-        assert!(matches!(strict, Field::Valid { normalised: false, .. }));
+        assert!(matches!(
+            lenient,
+            Field::Valid {
+                normalised: false,
+                ..
+            }
+        ));
+        assert!(matches!(
+            strict,
+            Field::Valid {
+                normalised: false,
+                ..
+            }
+        ));
     }
     for (s, l) in [(strict, lenient), (strict_rej, lenient_rej)] {
         if let Field::Valid { number, .. } = s {
