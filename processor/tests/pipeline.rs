@@ -1,0 +1,312 @@
+//! The whole pipeline through the real `ndop` binary against a real mock-mesh on loopback:
+//! `ndop demo`, `ndop run` interrupted and resumed, a 1M-line extract with chunked replies,
+//! and a property test that filter after reconcile keeps exactly the rows of patients who did
+//! not opt out.
+
+use processor::csv::Column;
+use processor::filter::filter;
+use processor::reconcile::reconcile;
+use processor::scan::{Format, ScanOptions};
+use proptest::prelude::*;
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+fn ndop(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ndop"))
+        .args(args)
+        .env("NDOP_MESH_PASSWORD", "password")
+        .env("NDOP_MESH_SHARED_KEY", "TestKey")
+        .env_remove("NDOP_CONFIG")
+        .env_remove("NDOP_MAILBOX")
+        .env_remove("NDOP_MESH_URL")
+        .output()
+        .expect("ndop runs")
+}
+
+/// `(nhs_number, whole row)` of every data row of a CSV whose second column is the number.
+fn rows(path: &Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| (l.split(',').nth(1).unwrap_or("").to_string(), l.to_string()))
+        .collect()
+}
+
+fn lines(path: &Path) -> HashSet<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| l.trim_end_matches(',').to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// The filtered extract holds exactly the extract's rows whose number is valid and not opted
+/// out, in order.
+fn assert_filtered(extract: &Path, cleared: &Path, opted_out: &HashSet<String>) {
+    let expected: Vec<String> = rows(extract)
+        .into_iter()
+        .filter(|(n, _)| processor::nhs::is_valid(n.as_bytes()) && !opted_out.contains(n))
+        .map(|(_, row)| row)
+        .collect();
+    let got: Vec<String> = rows(cleared).into_iter().map(|(_, row)| row).collect();
+    assert_eq!(got.len(), expected.len());
+    assert!(
+        got == expected,
+        "the filtered rows differ from the expected rows"
+    );
+}
+
+#[test]
+fn demo_runs_end_to_end_and_checks_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("demo");
+    let out = ndop(&[
+        "demo",
+        "--work",
+        work.to_str().unwrap(),
+        "--patients",
+        "200",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("agree: yes"), "{stdout}");
+    assert!(
+        stdout.contains("10 of the 20 INT test patients"),
+        "{stdout}"
+    );
+    let opted_out = lines(&work.join("reconciled/opted-out.txt"));
+    assert!(opted_out.contains("9694116414"));
+    assert!(!opted_out.contains("9694116538"));
+    assert_filtered(
+        &work.join("extract.csv"),
+        &work.join("cleared.csv"),
+        &opted_out,
+    );
+    let run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(work.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["filter"]["invalid"], 3);
+}
+
+/// Starts a mock MESH on a runtime of its own.
+fn start_mesh(config: mock_mesh::Config) -> (tokio::runtime::Runtime, mock_mesh::MockMesh) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mesh = rt.block_on(mock_mesh::MockMesh::start(config)).unwrap();
+    (rt, mesh)
+}
+
+fn submissions(work: &Path) -> usize {
+    std::fs::read_to_string(work.join("journal.jsonl"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("\"submitted\""))
+        .count()
+}
+
+#[test]
+fn run_resumes_after_a_timeout_and_never_sends_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = mock_mesh::Config::default();
+    config.pos.delay = Duration::from_millis(1500);
+    let (rt, mesh) = start_mesh(config);
+    let extract = dir.path().join("extract.csv");
+    let gen = ndop(&[
+        "generate",
+        "--lines",
+        "5000",
+        "--seed",
+        "9",
+        "--format",
+        "csv",
+        "--invalid-frac",
+        "0.01",
+        "--out",
+        extract.to_str().unwrap(),
+    ]);
+    assert!(gen.status.success());
+    let work = dir.path().join("work");
+    let url = mesh.base_url();
+    let run = |timeout: &str| {
+        ndop(&[
+            "run",
+            extract.to_str().unwrap(),
+            "--column",
+            "nhs_number",
+            "--work",
+            work.to_str().unwrap(),
+            "--mesh",
+            &url,
+            "--mailbox",
+            "X26ABC1",
+            "--max-records",
+            "1500",
+            "--interval",
+            "0.05",
+            "--timeout",
+            timeout,
+        ])
+    };
+    // The POS takes 1.5 s: a run that waits for nothing stops with replies missing.
+    let first = run("0");
+    assert_eq!(
+        first.status.code(),
+        Some(6),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let sent = submissions(&work);
+    assert!(sent >= 3, "{sent} submissions");
+    assert!(!work.join("cleared.csv").exists());
+    // Resumed: nothing sent again, the replies collected, the extract filtered.
+    let second = run("30");
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    assert_eq!(submissions(&work), sent);
+    // The default POS opts out nobody in the 999 range: every valid row is kept.
+    assert_filtered(&extract, &work.join("cleared.csv"), &HashSet::new());
+    // A third run finds everything done and still sends nothing.
+    assert!(run("30").status.success());
+    assert_eq!(submissions(&work), sent);
+    rt.block_on(mesh.stop());
+}
+
+#[test]
+fn a_million_line_extract_with_chunked_replies() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = mock_mesh::Config::default();
+    config.pos.optout_rate = 0.05;
+    config.pos.optout_seed = 3;
+    config.pos_chunk_bytes = 4 << 20; // a 13 MB result comes back in 4 chunks
+    let (rt, mesh) = start_mesh(config);
+    let extract = dir.path().join("big.dat");
+    let gen = ndop(&[
+        "generate",
+        "--lines",
+        "1000000",
+        "--seed",
+        "5",
+        "--out",
+        extract.to_str().unwrap(),
+    ]);
+    assert!(gen.status.success());
+    let work = dir.path().join("work");
+    let out = ndop(&[
+        "run",
+        extract.to_str().unwrap(),
+        "--work",
+        work.to_str().unwrap(),
+        "--mesh",
+        &mesh.base_url(),
+        "--mailbox",
+        "X26ABC1",
+        "--interval",
+        "0.05",
+        "--timeout",
+        "60",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let requested = run["reconcile"]["requested"].as_u64().unwrap();
+    let opted_out = run["reconcile"]["opted_out"].as_u64().unwrap();
+    assert_eq!(run["reconcile"]["unexpected"], 0);
+    // About 5% opted out, decided by the mock's hash.
+    let rate = opted_out as f64 / requested as f64;
+    assert!((0.04..0.06).contains(&rate), "opt-out rate {rate}");
+    assert_eq!(
+        run["filter"]["kept"].as_u64().unwrap() + run["filter"]["opted_out"].as_u64().unwrap(),
+        run["prepare"]["lines"].as_u64().unwrap()
+            - run["prepare"]["invalid"].as_u64().unwrap()
+            - run["prepare"]["blank"].as_u64().unwrap()
+    );
+    rt.block_on(mesh.stop());
+}
+
+/// A random extract: patients with several rows each, some invalid rows.
+fn extract_strategy() -> impl Strategy<Value = (Vec<u32>, Vec<(usize, bool)>, Vec<bool>)> {
+    (
+        prop::collection::vec(0u32..1_000_000, 1..40),
+        prop::collection::vec((0usize..1000, any::<bool>()), 0..150),
+        prop::collection::vec(any::<bool>(), 40),
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn filter_after_reconcile_keeps_exactly_the_patients_not_opted_out(
+        (prefixes, picks, opt) in extract_strategy()
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let patients: Vec<u64> = prefixes
+            .iter()
+            .filter_map(|&p| {
+                let prefix = 999_000_000 + p;
+                processor::nhs::check_digit_of_prefix(prefix).map(|c| prefix as u64 * 10 + c as u64)
+            })
+            .collect();
+        prop_assume!(!patients.is_empty());
+        let mut csv = String::from("id,nhs_number,x\n");
+        let mut rows = Vec::new();
+        for (i, (pick, bad)) in picks.iter().enumerate() {
+            let n = patients[pick % patients.len()];
+            let field = if *bad && i % 3 == 0 { format!("{}", n + 1) } else { n.to_string() };
+            rows.push((field.clone(), format!("{i},{field},\"v,{i}\"")));
+            csv += &format!("{i},{field},\"v,{i}\"\r\n");
+        }
+        let extract = dir.path().join("x.csv");
+        std::fs::write(&extract, &csv).unwrap();
+        // The request: every distinct valid number; the POS result: those not opted out.
+        let opted: HashSet<u64> = patients
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| opt[*i % opt.len()])
+            .map(|(_, n)| *n)
+            .collect();
+        let mut request: Vec<u64> = patients.clone();
+        request.sort();
+        request.dedup();
+        let req = dir.path().join("req.dat");
+        let resp = dir.path().join("resp.dat");
+        std::fs::write(&req, request.iter().map(|n| format!("{n},\r\n")).collect::<String>()).unwrap();
+        std::fs::write(
+            &resp,
+            request.iter().filter(|n| !opted.contains(n)).map(|n| format!("{n},\r\n")).collect::<String>(),
+        )
+        .unwrap();
+        let opts = ScanOptions { block_size: 512, max_line: 100, ..ScanOptions::default() };
+        let r = reconcile(&[req], &[resp], &opts, &dir.path().join("rec"), &mut |_| {}).unwrap();
+        prop_assert_eq!(r.summary.opted_out, opted.len() as u64);
+        let out = dir.path().join("kept.csv");
+        let csv_opts = ScanOptions { format: Format::Csv(Column::Position(2)), ..opts };
+        let s = filter(&extract, &r.returned, Some(&r.requested), &csv_opts, &out, &mut |_| {}).unwrap();
+        let expected: String = std::iter::once("id,nhs_number,x\n".to_string())
+            .chain(rows.iter().filter_map(|(field, row)| {
+                let n: u64 = field.parse().ok()?;
+                let sent = processor::nhs::is_valid(field.as_bytes()) && request.binary_search(&n).is_ok();
+                (sent && !opted.contains(&n))
+                    .then(|| format!("{row}\r\n"))
+            }))
+            .collect();
+        prop_assert_eq!(std::fs::read_to_string(&out).unwrap(), expected);
+        prop_assert!(s.counts.check());
+    }
+}
