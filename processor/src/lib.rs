@@ -1,11 +1,15 @@
 //! The engine behind `ndop`: NHS-number extracts in, POS-ready files out, and the POS's
 //! answers turned back into a filtered extract.
 //!
-//! No async and no network here: this crate reads and writes files, fast, in bounded memory.
+//! The engine reads and writes files, fast, in bounded memory; only [`transfer`] talks to MESH
+//! (async, through the `mesh-client` crate).
 //! - [`nhs`]: the Modulus 11 rule and the classification of one field;
 //! - [`scan`] and `input`: inputs as line-aligned blocks, processed in parallel, merged in order;
 //! - [`validate`]: every line counted into exactly one bucket, bad lines quarantined;
 //! - [`output`] and [`prepare`]: `.dat` + `.ctl` pairs under the MESH limits;
+//! - [`ctl`], [`journal`], [`mesh_settings`] and [`transfer`]: sending the pairs and collecting
+//!   the POS replies, resumably;
+//! - [`reconcile`] and [`filter`]: who opted out, and the extract without them;
 //! - [`generate`]: synthetic extracts in the 999 test range with their exact truth.
 
 pub mod csv;

@@ -9,7 +9,9 @@ use processor::reconcile::read_numbers;
 use std::io::Write;
 use std::path::PathBuf;
 
-/// Write the rows of the original extract whose NHS number the POS returned: the header, every
+/// Write the original extract without the rows of opted-out patients.
+///
+/// Keeps the rows whose NHS number the POS returned: the header, every
 /// other column and the line endings are copied untouched; rows of patients who opted out, and
 /// rows with an invalid or missing number, are dropped and counted. The summary is printed as
 /// JSON. Use the same --column, --strict and --reject-placeholders as for prepare.

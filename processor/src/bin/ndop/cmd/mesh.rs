@@ -81,8 +81,9 @@ impl PollArgs {
     }
 }
 
-/// Send prepared .dat + .ctl pairs to MESH (each .ctl names the recipient, workflow, Subject
-/// and LocalId), with a progress bar. Each accepted submission is appended to the journal
+/// Send prepared .dat + .ctl pairs to the POS over MESH, journaled, never twice.
+///
+/// Each .ctl names the recipient, workflow, Subject and LocalId. Shows a progress bar. Each accepted submission is appended to the journal
 /// (WORK/ndop-journal.jsonl); pairs already in the journal are never sent twice, and an
 /// interrupted chunked upload resumes where it stopped.
 ///
@@ -106,7 +107,9 @@ pub struct SendArgs {
     pub mesh: MeshArgs,
 }
 
-/// Collect the POS replies to what was sent: poll the inbox, download the messages that belong
+/// Collect the POS replies to what was sent, store them safely, then acknowledge them.
+///
+/// Polls the inbox, downloads the messages that belong
 /// to the journal's submissions (matched by LocalId), classify them (job created, cleaned file,
 /// invalid-NHS-number rejection, delivery report), store them under WORK/replies (synced, mode
 /// 0600) and only then acknowledge them. Messages it does not recognise stay in the inbox and

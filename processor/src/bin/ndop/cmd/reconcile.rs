@@ -7,7 +7,9 @@ use processor::reconcile::{reconcile, OPTED_OUT_FILE, UNEXPECTED_FILE};
 use std::io::Write;
 use std::path::PathBuf;
 
-/// Work out who opted out: the numbers in the request files that are not in the POS result
+/// Work out who opted out: requested minus returned.
+///
+/// The opted-out patients are the numbers in the request files that are not in the POS result
 /// files. Writes OUT/opted-out.txt, OUT/unexpected.txt (numbers returned that were never
 /// requested: there should be none) and OUT/summary.json, and prints the summary as JSON.
 ///

@@ -26,9 +26,10 @@ const RECONCILED: &str = "reconciled";
 /// The run's summary, in the work directory.
 const RUN_JSON: &str = "run.json";
 
-/// Do the whole job on one extract: prepare the POS files, send them over MESH, wait for and
-/// collect the replies, reconcile (who opted out) and write the extract without the opted-out
-/// patients. Everything lives in the work directory (prepared/, replies/, reconciled/, the
+/// Do the whole job on one extract: prepare, send, collect, reconcile, filter.
+///
+/// Prepares the POS files, sends them over MESH, waits for and collects the replies, works out
+/// who opted out and writes the extract without them. Everything lives in the work directory (prepared/, replies/, reconciled/, the
 /// journal, run.json). If the run is interrupted at any step, or collect times out, run the
 /// same command again: it resumes from the journal and never sends a file twice.
 ///
@@ -65,8 +66,9 @@ pub struct RunArgs {
     pub mesh: MeshArgs,
 }
 
-/// Run the whole pipeline on a sample extract against a mock MESH started in this process on a
-/// loopback port: no Spine access, certificates or mailbox needed. The sample holds the
+/// Run the whole pipeline on a sample extract against an in-process mock MESH.
+///
+/// The mock listens on a loopback port: no Spine access, certificates or mailbox needed. The sample holds the
 /// published INT test patients (10 of whom have an opt-out), synthetic patients from the 999
 /// test range with several rows each (one in ten of them given an opt-out in the mock POS) and a few invalid
 /// lines. Prints what happened and where the files are.
@@ -101,6 +103,8 @@ struct Pipeline {
 /// The summary of a pipeline run (`run.json`).
 #[derive(Debug, Serialize)]
 struct RunSummary {
+    /// Wall-clock seconds of each stage of this run (a resumed run skips finished work).
+    stage_seconds: Vec<(&'static str, f64)>,
     prepare: PrepareFacts,
     send: Option<SendReport>,
     collect: CollectReport,
@@ -140,7 +144,14 @@ enum Outcome {
 impl Pipeline {
     fn run(&self) -> anyhow::Result<Outcome> {
         let prepared = self.work.join(PREPARED);
+        let mut clock = std::time::Instant::now();
+        let mut stages: Vec<(&'static str, f64)> = Vec::new();
+        let mut lap = |name: &'static str| {
+            stages.push((name, clock.elapsed().as_secs_f64()));
+            clock = std::time::Instant::now();
+        };
         let facts = self.prepare(&prepared)?;
+        lap("prepare");
         eprintln!(
             "[1/5] prepared {} unique numbers from {} lines ({} invalid, {} duplicates) into {} file(s)",
             thousands(facts.unique),
@@ -160,6 +171,7 @@ impl Pipeline {
             &mut journal,
             std::slice::from_ref(&prepared),
         ))?;
+        lap("send");
         eprintln!(
             "[2/5] sent {} file(s) ({} resumed, {} already sent earlier)",
             sent.sent, sent.resumed, sent.already_sent
@@ -169,6 +181,7 @@ impl Pipeline {
             &mut journal,
             &self.poll,
         ))?;
+        lap("collect");
         describe_collect(&collected, &self.work);
         if !collected.complete {
             return Ok(Outcome::Waiting(collected));
@@ -184,6 +197,7 @@ impl Pipeline {
             ..self.scan.clone()
         };
         let reconciled = reconcile(&requests, &responses, &lines, &rec_dir, &mut |_| {})?;
+        lap("reconcile");
         let r = &reconciled.summary;
         eprintln!(
             "[4/5] reconciled: {} requested, {} returned, {} opted out",
@@ -212,6 +226,7 @@ impl Pipeline {
             &mut |d| bar.set_position(d),
         )?;
         bar.finish_and_clear();
+        lap("filter");
         let c = &filtered.counts;
         eprintln!(
             "[5/5] wrote {}: kept {} of {} rows; dropped {} opted out, {} invalid, {} blank",
@@ -223,6 +238,7 @@ impl Pipeline {
             thousands(c.blank)
         );
         let summary = RunSummary {
+            stage_seconds: stages,
             prepare: facts,
             send: Some(sent),
             collect: collected,
