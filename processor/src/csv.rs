@@ -46,7 +46,10 @@ impl std::fmt::Display for Column {
 /// Finds the 0-based index of `column` in a header row.
 pub fn resolve(header: &[u8], column: &Column) -> Option<usize> {
     match column {
-        Column::Position(p) => Some(p - 1),
+        Column::Position(p) => {
+            let width = header_fields(header)?.len();
+            (*p >= 1 && *p <= width).then(|| p - 1)
+        }
         Column::Name(name) => {
             let names = header_fields(header)?;
             let name = name.trim();

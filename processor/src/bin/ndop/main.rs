@@ -51,10 +51,27 @@ fn main() -> ExitCode {
             if is_broken_pipe(&e) {
                 return ExitCode::from(exit::OK);
             }
-            eprintln!("ndop: error: {e:#}");
+            eprintln!("ndop: error: {}", message(&e));
             ExitCode::from(code_for(&e))
         }
     }
+}
+
+/// The error and its causes, each cause only if the text so far does not already include it
+/// (the processor's errors name their source in their own message).
+fn message(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text += ": ";
+        }
+        text += &part;
+    }
+    text
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
