@@ -1,1 +1,180 @@
-fn main() {}
+//! Criterion benchmarks of the processor engine (the whole-binary comparison with `cat`, `wc` and
+//! `sort -u` on a 100M-line file is in docs/PERFORMANCE.md, "Engine").
+//!
+//! * `engine/validate/{mmap,read}`: `processor::validate::validate` of a generated ~50 MB `.dat`
+//!   extract (CRLF, 10% duplicates, 0.1% invalid), no `invalid.csv`; Throughput::Bytes = input size.
+//! * `engine/prepare/{mmap,read}`: `processor::prepare::prepare` of the same file into a fresh
+//!   directory (`.dat` + `.ctl`, `invalid.csv`, `summary.json`); Throughput::Bytes = input size.
+//! * `engine/classify/*`: `processor::nhs::classify` of one field (bare, 3-3-4 spaced, invalid),
+//!   and `engine/classify_lines`: every line of a 1 MB slice of the file through `classify`
+//!   (Throughput::Bytes = slice size).
+//!
+//! The file is generated once into a tempdir with `processor::generate` (seed 1).
+//! Run quickly: `cargo bench -p ndop-benches --bench engine -- --warm-up-time 1 --measurement-time 3`
+
+use std::fs::File;
+use std::hint::black_box;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::NaiveDate;
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use processor::generate::{generate, GenFormat, GenerateOptions};
+use processor::nhs::{classify, Field, Rules};
+use processor::output::{DatOptions, Environment, LineEnding};
+use processor::prepare::{prepare, PrepareOptions};
+use processor::scan::ScanOptions;
+use processor::validate::validate;
+use processor::IoMode;
+
+/// 13-byte CRLF `.dat` lines: about 50 MB.
+const LINES: u64 = 3_900_000;
+
+struct Data {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    bytes: u64,
+}
+
+fn data() -> Data {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("extract.dat");
+    let mut out = BufWriter::new(File::create(&path).expect("create"));
+    let opts = GenerateOptions {
+        lines: LINES,
+        seed: 1,
+        format: GenFormat::Dat,
+        line_ending: LineEnding::Crlf,
+        ..GenerateOptions::default()
+    };
+    let truth = generate(&mut out, &opts).expect("generate");
+    drop(out);
+    assert_eq!(truth.lines, LINES);
+    let bytes = std::fs::metadata(&path).expect("stat").len();
+    Data {
+        _dir: dir,
+        path,
+        bytes,
+    }
+}
+
+fn scan(io: IoMode) -> ScanOptions {
+    ScanOptions {
+        io,
+        ..ScanOptions::default()
+    }
+}
+
+fn dat_options(dir: &Path) -> DatOptions {
+    DatOptions {
+        dir: dir.to_path_buf(),
+        mailbox: "X26ABC1".to_string(),
+        date: NaiveDate::from_ymd_opt(2026, 11, 23).expect("date"),
+        seq: 1,
+        env: Environment::Int,
+        tag: None,
+        line_ending: LineEnding::Crlf,
+        max_bytes: 20_000_000_000,
+        max_records: None,
+    }
+}
+
+const MODES: [(&str, IoMode); 2] = [("mmap", IoMode::Mmap), ("read", IoMode::Read)];
+
+fn engine(c: &mut Criterion) {
+    let d = data();
+    let inputs = vec![d.path.clone()];
+
+    let mut g = c.benchmark_group("engine/validate");
+    g.throughput(Throughput::Bytes(d.bytes));
+    g.sample_size(10);
+    for (name, io) in MODES {
+        let opts = scan(io);
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let v = validate(&inputs, &opts, None, &mut |_| {}).expect("validate");
+                assert_eq!(v.counts.lines, LINES);
+                black_box(v.counts.unique)
+            })
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("engine/prepare");
+    g.throughput(Throughput::Bytes(d.bytes));
+    g.sample_size(10);
+    for (name, io) in MODES {
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || {
+                    let out = tempfile::tempdir().expect("out dir");
+                    let opts = PrepareOptions {
+                        scan: scan(io),
+                        dat: dat_options(out.path()),
+                    };
+                    (out, opts)
+                },
+                |(out, opts)| {
+                    let s = prepare(&inputs, &opts, &mut |_| {}).expect("prepare");
+                    assert_eq!(s.counts.lines, LINES);
+                    (out, s.files.len())
+                },
+                BatchSize::PerIteration,
+            )
+        });
+    }
+    g.finish();
+}
+
+fn classify_fields(c: &mut Criterion) {
+    let lenient = Rules::default();
+    let strict = Rules {
+        strict: true,
+        reject_placeholders: false,
+    };
+    let mut g = c.benchmark_group("engine/classify");
+    g.throughput(Throughput::Elements(1));
+    let cases: [(&str, &[u8], Rules); 4] = [
+        ("bare", b"9434765919", lenient),
+        ("bare_strict", b"9434765919", strict),
+        ("spaced", b" 943 476 5919 ", lenient),
+        ("check_digit_mismatch", b"9434765918", lenient),
+    ];
+    for (name, field, rules) in cases {
+        g.bench_function(name, |b| b.iter(|| classify(black_box(field), rules)));
+    }
+    g.finish();
+
+    // one classify per line, as the engine calls it: line ending and `.dat` comma removed first
+    let mut buf = Vec::new();
+    let opts = GenerateOptions {
+        lines: 1_000_000 / 13,
+        seed: 2,
+        ..GenerateOptions::default()
+    };
+    generate(&mut buf, &opts).expect("generate");
+    let mut g = c.benchmark_group("engine/classify_lines");
+    g.throughput(Throughput::Bytes(buf.len() as u64));
+    g.bench_function("dat_crlf_1MB", |b| {
+        b.iter(|| {
+            let mut valid = 0u64;
+            for line in black_box(&buf[..]).split(|&b| b == b'\n') {
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                let field = line.strip_suffix(b",").unwrap_or(line);
+                valid += matches!(classify(field, lenient), Field::Valid { .. }) as u64;
+            }
+            valid
+        })
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = engine, classify_fields
+}
+criterion_main!(benches);
