@@ -12,7 +12,7 @@
 use crate::error::{Error, Result};
 use crate::nhs::{Field, Reason};
 use crate::output::create_private;
-use crate::scan::{for_each_line, Engine, Event, LineParser, ScanOptions};
+use crate::scan::{Engine, Event, LineParser, ScanOptions};
 use crate::seen::NumberSet;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -77,6 +77,21 @@ struct Part {
     invalid: [u64; Reason::ALL.len()],
 }
 
+impl Part {
+    /// A row with a valid number: kept, or dropped and counted.
+    #[inline(always)]
+    fn valid(&mut self, prefix: u32, raw: &[u8], allowed: &NumberSet, requested: Option<&NumberSet>) {
+        if allowed.contains_prefix(prefix) {
+            self.kept += 1;
+            self.out.extend_from_slice(raw);
+        } else if requested.is_some_and(|r| !r.contains_prefix(prefix)) {
+            self.not_checked += 1;
+        } else {
+            self.opted_out += 1;
+        }
+    }
+}
+
 fn filter_block(
     parser: &LineParser,
     allowed: &NumberSet,
@@ -87,23 +102,22 @@ fn filter_block(
         out: Vec::with_capacity(block.len()),
         ..Part::default()
     };
-    for_each_line(block, |line, raw| {
+    let mut walk = parser.walk(block);
+    loop {
+        walk.fast_lines(|l, raw| {
+            p.rows += 1;
+            p.valid(l.prefix, raw, allowed, requested);
+        });
+        let Some((field, _, raw)) = walk.next_other() else {
+            break;
+        };
         p.rows += 1;
-        match parser.classify(line).0 {
+        match field {
             Field::Blank => p.blank += 1,
             Field::Invalid(r) => p.invalid[r as usize] += 1,
-            Field::Valid { number, .. } => {
-                if allowed.contains(number) {
-                    p.kept += 1;
-                    p.out.extend_from_slice(raw);
-                } else if requested.is_some_and(|r| !r.contains(number)) {
-                    p.not_checked += 1;
-                } else {
-                    p.opted_out += 1;
-                }
-            }
+            Field::Valid { number, .. } => p.valid((number / 10) as u32, raw, allowed, requested),
         }
-    });
+    }
     p
 }
 

@@ -27,6 +27,7 @@ pub mod prepare;
 pub mod reconcile;
 pub mod scan;
 pub mod seen;
+mod swar;
 pub mod transfer;
 pub mod validate;
 

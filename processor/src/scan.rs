@@ -10,7 +10,8 @@ use crate::csv::{self, Column};
 use crate::error::{Error, Result};
 use crate::input::{Blocks, IoMode};
 use crate::nhs::{self, Field, Reason, Rules};
-use memchr::memchr_iter;
+use crate::swar::{self, FastLine, WINDOW};
+use memchr::{memchr, memchr_iter};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
@@ -98,23 +99,117 @@ impl LineParser {
             }
         }
     }
+
+    /// The lines of a block, in order: a cursor that alternates between runs of fast lines and
+    /// single lines classified the general way (see [`Walk`]).
+    pub(crate) fn walk<'b>(&self, block: &'b [u8]) -> Walk<'_, 'b> {
+        Walk {
+            parser: self,
+            block,
+            pos: 0,
+            // The fast path's lines are 10 or 11 bytes long without their line ending.
+            fast: self.column.is_none() && self.max_line >= 11,
+            ending: swar::Ending::default(),
+        }
+    }
 }
 
-/// Calls `f(line, raw)` for every line of a block: `line` without its line ending (`\n` or
-/// `\r\n`), `raw` with it.
-#[inline]
-pub(crate) fn for_each_line(block: &[u8], mut f: impl FnMut(&[u8], &[u8])) {
-    let mut start = 0;
-    for nl in memchr_iter(b'\n', block) {
-        let raw = &block[start..=nl];
-        let line = &block[start..nl];
-        f(line.strip_suffix(b"\r").unwrap_or(line), raw);
-        start = nl + 1;
+/// A cursor over the lines of a block, used as
+/// ```ignore
+/// let mut walk = parser.walk(block);
+/// loop {
+///     walk.fast_lines(|line, raw| { /* a valid bare number */ });
+///     let Some((field, value, raw)) = walk.next_other() else { break };
+///     /* anything else, as `LineParser::classify` sees it */
+/// }
+/// ```
+/// Lines of ten bare digits that pass Modulus 11 go to `fast_lines` (see [`swar`]; `classify`
+/// would call them valid and not normalised). `fast_lines` is a tight loop of its own, so the
+/// caller's handling of the common line compiles into it with its counters in registers.
+/// `raw` is always the line as read, with its line ending.
+pub(crate) struct Walk<'p, 'b> {
+    parser: &'p LineParser,
+    block: &'b [u8],
+    pos: usize,
+    fast: bool,
+    /// The line ending the fast path expects: the last one it saw.
+    ending: swar::Ending,
+}
+
+impl<'b> Walk<'_, 'b> {
+    /// Hands `f(line, raw)` every line from here on that the fast path takes; stops before the
+    /// first one it does not (or at the end).
+    #[inline(always)]
+    pub(crate) fn fast_lines(&mut self, mut f: impl FnMut(FastLine, &'b [u8])) {
+        if !self.fast {
+            return;
+        }
+        let (block, reject) = (self.block, self.parser.rules.reject_placeholders);
+        let mut pos = self.pos;
+        while block.len() - pos >= WINDOW {
+            let window: &[u8; WINDOW] = block[pos..pos + WINDOW].try_into().expect("window");
+            match swar::parse(window, self.ending) {
+                Some(l) if !(l.placeholder && reject) => {
+                    f(l, &block[pos..pos + l.len]);
+                    pos += l.len;
+                }
+                _ => match swar::ending_of(window) {
+                    // A line ending not seen before: expect it from now on.
+                    Some(e) if e != self.ending => self.ending = e,
+                    _ => break,
+                },
+            }
+        }
+        self.pos = pos;
     }
-    if start < block.len() {
-        let raw = &block[start..];
-        f(raw.strip_suffix(b"\r").unwrap_or(raw), raw);
+
+    /// The next line, classified the general way: `(field, value, raw)`; `None` at the end.
+    #[inline]
+    pub(crate) fn next_other(&mut self) -> Option<(Field, &'b [u8], &'b [u8])> {
+        let (block, pos) = (self.block, self.pos);
+        if pos == block.len() {
+            return None;
+        }
+        let end = memchr(b'\n', &block[pos..]).map_or(block.len(), |i| pos + i + 1);
+        self.pos = end;
+        let raw = &block[pos..end];
+        let (field, value) = self.parser.classify(crate::input::strip_eol(raw));
+        Some((field, value, raw))
     }
+}
+
+/// Walks `block` as one-number-per-line input and panics unless the walk agrees with
+/// [`LineParser::classify`] on every line: the lines tile the block in order, each fast line is
+/// one `classify` calls valid (not normalised) with the same number, and every other line gets
+/// exactly `classify`'s outcome. For the fuzz target `walk_block` and the tests.
+#[doc(hidden)]
+pub fn check_walk(block: &[u8], rules: Rules) {
+    let parser = LineParser::lines(rules, crate::MAX_LINE);
+    let mut walk = parser.walk(block);
+    let mut at = 0;
+    let mut next = |raw: &[u8]| {
+        assert_eq!(raw.as_ptr() as usize - block.as_ptr() as usize, at, "lines out of order");
+        at += raw.len();
+        let eol = memchr(b'\n', raw).map_or(raw.len(), |i| i + 1);
+        assert_eq!(eol, raw.len(), "a line runs past its line end");
+        parser.classify(crate::input::strip_eol(raw)).0
+    };
+    loop {
+        walk.fast_lines(|l, raw| {
+            let want = Field::Valid {
+                number: l.number,
+                normalised: false,
+                placeholder: l.placeholder,
+            };
+            assert_eq!(next(raw), want);
+            assert_eq!(l.prefix as u64, l.number / 10);
+        });
+        let Some((field, _, raw)) = walk.next_other() else {
+            break;
+        };
+        assert_eq!(next(raw), field);
+    }
+    assert_eq!(at, block.len(), "lines do not cover the block");
 }
 
 /// Total size of the inputs when every one is a regular file (for progress bars).
@@ -247,21 +342,104 @@ impl Engine {
 mod tests {
     use super::*;
 
+    /// Every line of `block` as the walk hands it over: `(fast?, valid number or reason, raw)`.
+    fn walked(p: &LineParser, block: &[u8]) -> Vec<(bool, String, Vec<u8>)> {
+        let mut seen = Vec::new();
+        let mut walk = p.walk(block);
+        loop {
+            walk.fast_lines(|l, raw| seen.push((true, l.number.to_string(), raw.to_vec())));
+            let Some((field, _, raw)) = walk.next_other() else {
+                break;
+            };
+            let what = match field {
+                Field::Valid { number, .. } => number.to_string(),
+                Field::Blank => "blank".into(),
+                Field::Invalid(r) => r.to_string(),
+            };
+            seen.push((false, what, raw.to_vec()));
+        }
+        seen
+    }
+
     #[test]
     fn lines_and_endings() {
-        let mut seen = Vec::new();
-        for_each_line(b"a\r\nb\n\nc\r", |l, raw| {
-            seen.push((l.to_vec(), raw.to_vec()))
-        });
-        assert_eq!(
-            seen,
-            vec![
-                (b"a".to_vec(), b"a\r\n".to_vec()),
-                (b"b".to_vec(), b"b\n".to_vec()),
-                (b"".to_vec(), b"\n".to_vec()),
-                (b"c".to_vec(), b"c\r".to_vec()),
-            ]
+        let p = LineParser::lines(Rules::default(), 100);
+        let block = b"9434765919,\r\n9434765919\n\n943 476 5919\r\n9434765919,\n9434765918\n\
+            9434765919\r\n9434765919,\r\n9434765919,\r";
+        let got = walked(&p, block);
+        let want: Vec<(bool, &str, &[u8])> = vec![
+            (true, "9434765919", b"9434765919,\r\n"),
+            (true, "9434765919", b"9434765919\n"),
+            (false, "blank", b"\n"),
+            (false, "9434765919", b"943 476 5919\r\n"),
+            (true, "9434765919", b"9434765919,\n"),
+            (false, "check_digit_mismatch", b"9434765918\n"),
+            (true, "9434765919", b"9434765919\r\n"),
+            (true, "9434765919", b"9434765919,\r\n"),
+            // Too close to the end of the block for the fast path's 16-byte window.
+            (false, "9434765919", b"9434765919,\r"),
+        ];
+        let want: Vec<_> = want
+            .into_iter()
+            .map(|(f, w, r)| (f, w.to_string(), r.to_vec()))
+            .collect();
+        assert_eq!(got, want);
+        // Every line the same whichever way it goes.
+        let csv = LineParser {
+            column: Some(0),
+            ..p
+        };
+        let slow: Vec<_> = walked(&csv, block).into_iter().map(|(_, w, r)| (w, r)).collect();
+        let fast: Vec<_> = got.into_iter().map(|(_, w, r)| (w, r)).collect();
+        assert_eq!(slow.len(), fast.len());
+        assert_eq!(slow[0], fast[0]);
+    }
+
+    #[test]
+    fn placeholders_leave_the_fast_path_when_rejected() {
+        let block = b"9999999999,\r\n9434765919,\r\n0000000000,\r\n9434765919,\r\n9434765919,\r\n";
+        let keep = LineParser::lines(Rules::default(), 100);
+        let kept = walked(&keep, block);
+        // All but the last line, which is too close to the end for the 16-byte window.
+        assert!(kept[..4].iter().all(|l| l.0) && !kept[4].0);
+        let reject = LineParser::lines(
+            Rules {
+                reject_placeholders: true,
+                ..Rules::default()
+            },
+            100,
         );
+        let got = walked(&reject, block);
+        assert_eq!(got[0], (false, "placeholder".into(), b"9999999999,\r\n".to_vec()));
+        assert_eq!(got[2].1, "placeholder");
+        assert!(got[1].0 && got[3].0);
+        // A max_line below the fast path's line length turns it off.
+        let short = LineParser::lines(Rules::default(), 10);
+        assert_eq!(walked(&short, block)[1].1, "line_too_long");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_walk_agrees_with_classify(
+            lines in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec![
+                        "9434765919", "9434765918", "9999999999", "0000000000", "1000000010",
+                        "943476591", " 9434765919", "943 476 5919", "", "x",
+                    ]),
+                    proptest::sample::select(vec!["", ","]),
+                    proptest::sample::select(vec!["\n", "\r\n", "\r", ""]),
+                ),
+                0..40,
+            ),
+            reject in proptest::bool::ANY,
+        ) {
+            let block: String = lines.iter().map(|(v, c, e)| format!("{v}{c}{e}")).collect();
+            check_walk(
+                block.as_bytes(),
+                Rules { strict: false, reject_placeholders: reject },
+            );
+        }
     }
 
     #[test]

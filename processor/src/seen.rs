@@ -44,7 +44,14 @@ impl NumberSet {
     /// Inserts a valid number (below 10^10); true if it was not yet in the set.
     #[inline]
     pub fn insert(&self, number: u64) -> bool {
-        let key = (number / 10) as usize;
+        self.insert_prefix((number / 10) as u32)
+    }
+
+    /// Inserts the valid number with these first nine digits (below 10^9); true if it was not
+    /// yet in the set.
+    #[inline(always)]
+    pub(crate) fn insert_prefix(&self, prefix: u32) -> bool {
+        let key = prefix as usize;
         let word = &self.words[key >> 6];
         let mask = 1u64 << (key & 63);
         if word.load(Relaxed) & mask != 0 {
@@ -61,7 +68,13 @@ impl NumberSet {
     /// True if the number's prefix is in the set.
     #[inline]
     pub fn contains(&self, number: u64) -> bool {
-        let key = (number / 10) as usize;
+        self.contains_prefix((number / 10) as u32)
+    }
+
+    /// True if this nine-digit prefix is in the set.
+    #[inline(always)]
+    pub(crate) fn contains_prefix(&self, prefix: u32) -> bool {
+        let key = prefix as usize;
         self.words[key >> 6].load(Relaxed) & (1u64 << (key & 63)) != 0
     }
 

@@ -1,0 +1,267 @@
+//! The fast path for the commonest line: ten digits, an optional comma, then LF or CRLF.
+//!
+//! Files made for the POS, and most one-number-per-line extracts, are almost all lines such as
+//! `9434765919,\r\n`. Such a line is recognised and checked with a handful of 64-bit word
+//! operations on sixteen bytes loaded at once (SWAR: SIMD within a register), with no search
+//! for the line end and no branch per byte:
+//! - bytes 0..10 are ASCII digits when every byte's high nibble is 3 and stays 3 after adding 6;
+//! - the Modulus 11 sum `10·d0 + 9·d1 + … + 2·d8` is two multiplications: the even and the odd
+//!   digits are spread into 16-bit lanes and multiplied by the weights laid out in reverse, so
+//!   the dot product collects in the top lane; the number is valid exactly when
+//!   `sum + d9 ≡ 0 (mod 11)` (a remainder of 1 would need a check digit of 10, which no digit
+//!   meets);
+//! - the ten digits become a number with the usual three-step SWAR decimal conversion.
+//!
+//! The fast path only ever accepts lines the general classifier calls valid and not normalised;
+//! everything else (invalid, blank, spaced, CSV, a short final line) goes the general way. Tests
+//! check the two agree on every line.
+
+/// A line the fast path accepted: a valid NHS number written as ten bare digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FastLine {
+    /// The ten digits as a number.
+    pub number: u64,
+    /// The first nine digits as a number (what [`crate::seen::NumberSet`] keys on).
+    pub prefix: u32,
+    /// Bytes of the line including its line ending (11 to 13).
+    pub len: usize,
+    /// A repdigit such as `9999999999`.
+    pub placeholder: bool,
+}
+
+/// Bytes the fast path reads at once; a line closer than this to the end of its block goes
+/// the general way.
+pub(crate) const WINDOW: usize = 16;
+
+const HIGH_NIBBLES: u64 = 0xF0F0_F0F0_F0F0_F0F0;
+const THREES: u64 = 0x3030_3030_3030_3030;
+const SIXES: u64 = 0x0606_0606_0606_0606;
+const ONES: u64 = 0x0101_0101_0101_0101;
+const EVEN_BYTES: u64 = 0x00FF_00FF_00FF_00FF;
+/// Weights of digits 0, 2, 4, 6 (10, 8, 6, 4), lane order reversed.
+const EVEN_WEIGHTS: u64 = (10 << 48) | (8 << 32) | (6 << 16) | 4;
+/// Weights of digits 1, 3, 5, 7 (9, 7, 5, 3), lane order reversed.
+const ODD_WEIGHTS: u64 = (9 << 48) | (7 << 32) | (5 << 16) | 3;
+
+/// One of the line endings the fast path knows, after the ten digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ending {
+    /// Which bytes after the digits (bytes 10..16 of the window, as the low bits) to compare.
+    mask: u64,
+    /// What they must be.
+    bits: u64,
+    /// Length of the whole line with this ending.
+    len: usize,
+}
+
+/// `,\r\n`, `,\n`, `\r\n` and `\n`.
+const ENDINGS: [Ending; 4] = [
+    Ending {
+        mask: 0xFF_FFFF,
+        bits: 0x0A_0D_2C,
+        len: 13,
+    },
+    Ending {
+        mask: 0xFFFF,
+        bits: 0x0A_2C,
+        len: 12,
+    },
+    Ending {
+        mask: 0xFFFF,
+        bits: 0x0A_0D,
+        len: 12,
+    },
+    Ending {
+        mask: 0xFF,
+        bits: 0x0A,
+        len: 11,
+    },
+];
+
+impl Default for Ending {
+    /// The POS `.dat` ending, `,\r\n`.
+    fn default() -> Self {
+        ENDINGS[0]
+    }
+}
+
+fn words(window: &[u8; WINDOW]) -> (u64, u64) {
+    let (lo, hi) = window.split_at(8);
+    (
+        u64::from_le_bytes(lo.try_into().expect("8 bytes")),
+        u64::from_le_bytes(hi.try_into().expect("8 bytes")),
+    )
+}
+
+/// The ending that follows ten bytes at the start of `window`, if it is one the fast path knows.
+#[inline]
+pub(crate) fn ending_of(window: &[u8; WINDOW]) -> Option<Ending> {
+    let tail = words(window).1 >> 16;
+    ENDINGS.into_iter().find(|e| tail & e.mask == e.bits)
+}
+
+/// Recognises a bare valid line with the given ending at the start of `window`.
+///
+/// The caller passes the ending it expects (the previous line's) rather than having it found
+/// here: then the position of the next line does not depend on this line's bytes, only on a
+/// well-predicted branch, and the CPU can work on several lines at once.
+#[inline(always)]
+pub(crate) fn parse(window: &[u8; WINDOW], ending: Ending) -> Option<FastLine> {
+    let (a, b) = words(window);
+    let b_digits = b & 0xFFFF;
+    let not_digits = ((a & HIGH_NIBBLES) ^ THREES)
+        | ((a.wrapping_add(SIXES) & HIGH_NIBBLES) ^ THREES)
+        | ((b_digits & 0xF0F0) ^ 0x3030)
+        | (((b_digits + 0x0606) & 0xF0F0) ^ 0x3030)
+        | (((b >> 16) & ending.mask) ^ ending.bits);
+    if not_digits != 0 {
+        return None;
+    }
+    let d = a - THREES; // no borrows: every byte is a digit
+    let d8 = (b & 0xFF) - 0x30;
+    let d9 = ((b >> 8) & 0xFF) - 0x30;
+    let even = d & EVEN_BYTES;
+    let odd = (d >> 8) & EVEN_BYTES;
+    // Every lane of each product stays below 2^16 (at most 9 · 28), so no carry crosses lanes.
+    let sum = (even
+        .wrapping_mul(EVEN_WEIGHTS)
+        .wrapping_add(odd.wrapping_mul(ODD_WEIGHTS))
+        >> 48)
+        + 2 * d8
+        + d9;
+    if sum % 11 != 0 {
+        return None;
+    }
+    // Eight digits to a number: pairs, then fours, then the eight.
+    let pairs = d.wrapping_mul(10).wrapping_add(d >> 8);
+    let eight = ((pairs & 0x0000_00FF_0000_00FF).wrapping_mul(100 + (1_000_000 << 32))
+        .wrapping_add(((pairs >> 16) & 0x0000_00FF_0000_00FF).wrapping_mul(1 + (10_000 << 32))))
+        >> 32;
+    let prefix = eight * 10 + d8;
+    let number = prefix * 10 + d9;
+    let first = a & 0xFF;
+    let placeholder = a == first.wrapping_mul(ONES) && b_digits == first * 0x0101;
+    Some(FastLine {
+        number,
+        prefix: prefix as u32,
+        len: ending.len,
+        placeholder,
+    })
+}
+
+/// [`parse`] with whatever ending the line has.
+#[cfg(test)]
+fn parse_any(window: &[u8; WINDOW]) -> Option<FastLine> {
+    parse(window, ending_of(window)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nhs::{classify, Field, Rules};
+
+    fn window(s: &[u8]) -> [u8; WINDOW] {
+        let mut w = [b'x'; WINDOW];
+        w[..s.len()].copy_from_slice(s);
+        w
+    }
+
+    /// What the general path says of the same line.
+    fn general(line: &[u8]) -> Option<FastLine> {
+        let nl = line.iter().position(|&b| b == b'\n')?;
+        let body = line[..nl].strip_suffix(b"\r").unwrap_or(&line[..nl]);
+        let field = body.strip_suffix(b",").unwrap_or(body);
+        match classify(field, Rules::default()) {
+            Field::Valid {
+                number,
+                normalised: false,
+                placeholder,
+            } if field.len() == 10 => Some(FastLine {
+                number,
+                prefix: (number / 10) as u32,
+                len: nl + 1,
+                placeholder,
+            }),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn accepts_every_ending() {
+        for (line, len) in [
+            (&b"9434765919,\r\n"[..], 13),
+            (b"9434765919,\n", 12),
+            (b"9434765919\r\n", 12),
+            (b"9434765919\n", 11),
+        ] {
+            let got = parse_any(&window(line)).expect("accepted");
+            assert_eq!(got.number, 9434765919);
+            assert_eq!(got.len, len);
+            assert!(!got.placeholder);
+        }
+    }
+
+    #[test]
+    fn leaves_everything_else_to_the_general_path() {
+        for line in [
+            &b"9434765918,\r\n"[..], // check digit mismatch
+            b"1000000010\n",         // remainder 1 would need check digit 10
+            b"943476591,\r\n",       // nine digits
+            b"94347659190\n",        // eleven digits
+            b"9434765919,,\n",       // two commas
+            b"9434765919 \n",        // trailing space
+            b" 9434765919\n",        // leading space
+            b"943 476 5919\n",
+            b"9434765919\r\r\n",
+            b"9434765919\r",         // lone CR is not a line end
+            b"9434765919,x\n",
+            b"943476591:\n", // ':' is '9' + 1
+            b"/434765919\n", // '/' is '0' - 1
+            b"94347659\xB919\n",
+        ] {
+            assert_eq!(parse_any(&window(line)), None, "{:?}", String::from_utf8_lossy(line));
+            assert_eq!(general(line), None);
+        }
+    }
+
+    #[test]
+    fn placeholders_and_the_remainder_zero_case() {
+        let rep = parse_any(&window(b"0000000000,\r\n")).expect("passes Modulus 11");
+        assert!(rep.placeholder && rep.number == 0);
+        assert!(parse_any(&window(b"9999999999\n")).unwrap().placeholder);
+        // 9999999990? remainder check: the general path decides; the two must agree.
+        for line in [&b"9999999990\n"[..], b"1111111119\n", b"9000000009\n"] {
+            assert_eq!(parse_any(&window(line)), general(line));
+        }
+    }
+
+    #[test]
+    fn agrees_with_the_general_path_on_many_numbers() {
+        // Every tenth prefix over a spread of the range, with all ten final digits: valid and
+        // invalid alike, so both sides of the Modulus 11 test are covered.
+        let mut accepted = 0;
+        let mut prefix = 0u64;
+        while prefix < 1_000_000_000 {
+            for check in 0..10 {
+                let line = format!("{:09}{check},\r\n", prefix);
+                let w = window(line.as_bytes());
+                let got = parse_any(&w);
+                assert_eq!(got, general(line.as_bytes()), "{line:?}");
+                accepted += got.is_some() as u32;
+            }
+            prefix += 999_983; // a prime stride reaches every digit position
+        }
+        assert!(accepted > 800, "{accepted}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn agrees_with_the_general_path_on_any_bytes(
+            bytes in proptest::collection::vec(
+                proptest::sample::select(b"0123456789,\r\n /:".to_vec()), WINDOW)
+        ) {
+            let w: [u8; WINDOW] = bytes.try_into().unwrap();
+            proptest::prop_assert_eq!(parse_any(&w), general(&w));
+        }
+    }
+}
