@@ -80,7 +80,13 @@ struct Part {
 impl Part {
     /// A row with a valid number: kept, or dropped and counted.
     #[inline(always)]
-    fn valid(&mut self, prefix: u32, raw: &[u8], allowed: &NumberSet, requested: Option<&NumberSet>) {
+    fn valid(
+        &mut self,
+        prefix: u32,
+        raw: &[u8],
+        allowed: &NumberSet,
+        requested: Option<&NumberSet>,
+    ) {
         if allowed.contains_prefix(prefix) {
             self.kept += 1;
             self.out.extend_from_slice(raw);

@@ -10,8 +10,8 @@ use crate::csv::{self, Column};
 use crate::error::{Error, Result};
 use crate::input::{Blocks, IoMode};
 use crate::nhs::{self, Field, Reason, Rules};
-use crate::swar::{self, FastLine, WINDOW};
-use memchr::{memchr, memchr_iter};
+use crate::swar::{self, FastLine};
+use memchr::memchr;
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
@@ -140,27 +140,11 @@ impl<'b> Walk<'_, 'b> {
     /// Hands `f(line, raw)` every line from here on that the fast path takes; stops before the
     /// first one it does not (or at the end).
     #[inline(always)]
-    pub(crate) fn fast_lines(&mut self, mut f: impl FnMut(FastLine, &'b [u8])) {
-        if !self.fast {
-            return;
+    pub(crate) fn fast_lines(&mut self, f: impl FnMut(FastLine, &'b [u8])) {
+        if self.fast {
+            let reject = self.parser.rules.reject_placeholders;
+            swar::run(self.block, &mut self.pos, &mut self.ending, reject, f);
         }
-        let (block, reject) = (self.block, self.parser.rules.reject_placeholders);
-        let mut pos = self.pos;
-        while block.len() - pos >= WINDOW {
-            let window: &[u8; WINDOW] = block[pos..pos + WINDOW].try_into().expect("window");
-            match swar::parse(window, self.ending) {
-                Some(l) if !(l.placeholder && reject) => {
-                    f(l, &block[pos..pos + l.len]);
-                    pos += l.len;
-                }
-                _ => match swar::ending_of(window) {
-                    // A line ending not seen before: expect it from now on.
-                    Some(e) if e != self.ending => self.ending = e,
-                    _ => break,
-                },
-            }
-        }
-        self.pos = pos;
     }
 
     /// The next line, classified the general way: `(field, value, raw)`; `None` at the end.
@@ -188,7 +172,11 @@ pub fn check_walk(block: &[u8], rules: Rules) {
     let mut walk = parser.walk(block);
     let mut at = 0;
     let mut next = |raw: &[u8]| {
-        assert_eq!(raw.as_ptr() as usize - block.as_ptr() as usize, at, "lines out of order");
+        assert_eq!(
+            raw.as_ptr() as usize - block.as_ptr() as usize,
+            at,
+            "lines out of order"
+        );
         at += raw.len();
         let eol = memchr(b'\n', raw).map_or(raw.len(), |i| i + 1);
         assert_eq!(eol, raw.len(), "a line runs past its line end");
@@ -389,7 +377,10 @@ mod tests {
             column: Some(0),
             ..p
         };
-        let slow: Vec<_> = walked(&csv, block).into_iter().map(|(_, w, r)| (w, r)).collect();
+        let slow: Vec<_> = walked(&csv, block)
+            .into_iter()
+            .map(|(_, w, r)| (w, r))
+            .collect();
         let fast: Vec<_> = got.into_iter().map(|(_, w, r)| (w, r)).collect();
         assert_eq!(slow.len(), fast.len());
         assert_eq!(slow[0], fast[0]);
@@ -410,7 +401,10 @@ mod tests {
             100,
         );
         let got = walked(&reject, block);
-        assert_eq!(got[0], (false, "placeholder".into(), b"9999999999,\r\n".to_vec()));
+        assert_eq!(
+            got[0],
+            (false, "placeholder".into(), b"9999999999,\r\n".to_vec())
+        );
         assert_eq!(got[2].1, "placeholder");
         assert!(got[1].0 && got[3].0);
         // A max_line below the fast path's line length turns it off.

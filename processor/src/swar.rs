@@ -36,7 +36,6 @@ pub(crate) const WINDOW: usize = 16;
 const HIGH_NIBBLES: u64 = 0xF0F0_F0F0_F0F0_F0F0;
 const THREES: u64 = 0x3030_3030_3030_3030;
 const SIXES: u64 = 0x0606_0606_0606_0606;
-const ONES: u64 = 0x0101_0101_0101_0101;
 const EVEN_BYTES: u64 = 0x00FF_00FF_00FF_00FF;
 /// Weights of digits 0, 2, 4, 6 (10, 8, 6, 4), lane order reversed.
 const EVEN_WEIGHTS: u64 = (10 << 48) | (8 << 32) | (6 << 16) | 4;
@@ -85,12 +84,10 @@ impl Default for Ending {
     }
 }
 
+#[inline(always)]
 fn words(window: &[u8; WINDOW]) -> (u64, u64) {
-    let (lo, hi) = window.split_at(8);
-    (
-        u64::from_le_bytes(lo.try_into().expect("8 bytes")),
-        u64::from_le_bytes(hi.try_into().expect("8 bytes")),
-    )
+    let v = u128::from_le_bytes(*window);
+    (v as u64, (v >> 64) as u64)
 }
 
 /// The ending that follows ten bytes at the start of `window`, if it is one the fast path knows.
@@ -107,52 +104,170 @@ pub(crate) fn ending_of(window: &[u8; WINDOW]) -> Option<Ending> {
 /// well-predicted branch, and the CPU can work on several lines at once.
 #[inline(always)]
 pub(crate) fn parse(window: &[u8; WINDOW], ending: Ending) -> Option<FastLine> {
-    let (a, b) = words(window);
-    let b_digits = b & 0xFFFF;
-    let not_digits = ((a & HIGH_NIBBLES) ^ THREES)
-        | ((a.wrapping_add(SIXES) & HIGH_NIBBLES) ^ THREES)
-        | ((b_digits & 0xF0F0) ^ 0x3030)
-        | (((b_digits + 0x0606) & 0xF0F0) ^ 0x3030)
-        | (((b >> 16) & ending.mask) ^ ending.bits);
-    if not_digits != 0 {
-        return None;
-    }
-    let d = a - THREES; // no borrows: every byte is a digit
-    let d8 = (b & 0xFF) - 0x30;
-    let d9 = ((b >> 8) & 0xFF) - 0x30;
-    let even = d & EVEN_BYTES;
-    let odd = (d >> 8) & EVEN_BYTES;
-    // Every lane of each product stays below 2^16 (at most 9 · 28), so no carry crosses lanes.
-    let sum = (even
-        .wrapping_mul(EVEN_WEIGHTS)
-        .wrapping_add(odd.wrapping_mul(ODD_WEIGHTS))
-        >> 48)
-        + 2 * d8
-        + d9;
-    if sum % 11 != 0 {
-        return None;
-    }
-    // Eight digits to a number: pairs, then fours, then the eight.
-    let pairs = d.wrapping_mul(10).wrapping_add(d >> 8);
-    let eight = ((pairs & 0x0000_00FF_0000_00FF).wrapping_mul(100 + (1_000_000 << 32))
-        .wrapping_add(((pairs >> 16) & 0x0000_00FF_0000_00FF).wrapping_mul(1 + (10_000 << 32))))
-        >> 32;
-    let prefix = eight * 10 + d8;
-    let number = prefix * 10 + d9;
-    let first = a & 0xFF;
-    let placeholder = a == first.wrapping_mul(ONES) && b_digits == first * 0x0101;
-    Some(FastLine {
-        number,
-        prefix: prefix as u32,
-        len: ending.len,
-        placeholder,
-    })
+    #[cfg(target_arch = "x86_64")]
+    let prefix = sse2::prefix_if_valid(window, ending);
+    #[cfg(not(target_arch = "x86_64"))]
+    let prefix = portable::prefix_if_valid(window, ending);
+    prefix.map(|prefix| line(window, prefix, ending))
 }
 
-/// [`parse`] with whatever ending the line has.
+/// The line for a window whose ten digits pass, given their first nine as a number.
+#[inline(always)]
+fn line(window: &[u8; WINDOW], prefix: u32, ending: Ending) -> FastLine {
+    FastLine {
+        number: prefix as u64 * 10 + (window[9] - b'0') as u64,
+        prefix,
+        len: ending.len,
+        // A valid repdigit's check digit is its digit (54·d ≡ -d mod 11), so the prefix
+        // decides: 0, 111111111, …, 999999999.
+        placeholder: prefix % 111_111_111 == 0,
+    }
+}
+
+/// True when the bytes after the ten digits are `ending` (`b` holds bytes 8..16).
+#[inline(always)]
+fn ends_with(b: u64, ending: Ending) -> bool {
+    (b >> 16) & ending.mask == ending.bits
+}
+
+/// Sixty-four-bit words only: for every target.
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+mod portable {
+    use super::*;
+
+    /// The first nine digits as a number, when the window holds ten digits that pass
+    /// Modulus 11, then `ending`.
+    #[inline(always)]
+    pub(super) fn prefix_if_valid(window: &[u8; WINDOW], ending: Ending) -> Option<u32> {
+        let (a, b) = words(window);
+        // High nibbles of the ten digits, then again after adding 6 (a carry out of byte 1
+        // of `b` only reaches bytes that are not looked at).
+        let wrong = ((a & HIGH_NIBBLES) ^ THREES)
+            | ((a.wrapping_add(SIXES) & HIGH_NIBBLES) ^ THREES)
+            | ((b & 0xF0F0) ^ 0x3030)
+            | ((b.wrapping_add(0x0606) & 0xF0F0) ^ 0x3030);
+        if wrong != 0 || !ends_with(b, ending) {
+            return None;
+        }
+        let d = a - THREES; // no borrows: every byte is a digit
+        let (d8, d9) = ((b & 0xFF) - 0x30, ((b >> 8) & 0xFF) - 0x30);
+        let even = d & EVEN_BYTES;
+        let odd = (d >> 8) & EVEN_BYTES;
+        // Every lane of each product stays below 2^16 (at most 9 · 28): no carry crosses lanes.
+        let dot = even
+            .wrapping_mul(EVEN_WEIGHTS)
+            .wrapping_add(odd.wrapping_mul(ODD_WEIGHTS))
+            >> 48;
+        if (dot + 2 * d8 + d9) as u32 % 11 != 0 {
+            return None;
+        }
+        // Eight digits to a number: pairs, then fours, then the eight.
+        let pairs = d.wrapping_mul(10).wrapping_add(d >> 8);
+        let eight = ((pairs & 0x0000_00FF_0000_00FF)
+            .wrapping_mul(100 + (1_000_000 << 32))
+            .wrapping_add(
+                ((pairs >> 16) & 0x0000_00FF_0000_00FF).wrapping_mul(1 + (10_000 << 32)),
+            ))
+            >> 32;
+        Some((eight * 10 + d8) as u32)
+    }
+}
+
+/// SSE2, which every x86-64 CPU has: the digit test and both sums on 16-byte vectors.
+#[cfg(target_arch = "x86_64")]
+mod sse2 {
+    use super::*;
+    use std::arch::x86_64::*;
+
+    /// [`portable::prefix_if_valid`], vectorised:
+    /// - `d = window - '0'` per byte; a byte is a digit when `max(d, 9) == 9` (unsigned);
+    /// - `madd` of the first eight digits (as 16-bit lanes) with the weights 10..3, and of the
+    ///   next two with 2, 1, gives the Modulus 11 sum in four 32-bit lanes;
+    /// - `madd` with 10, 1 then 100, 1 turns the first eight digits into two four-digit
+    ///   numbers.
+    #[inline(always)]
+    pub(super) fn prefix_if_valid(window: &[u8; WINDOW], ending: Ending) -> Option<u32> {
+        let b = u64::from_le_bytes(*window.last_chunk::<8>().expect("8 of 16"));
+        // SAFETY: SSE2 is part of the x86-64 baseline, so every intrinsic here is available on
+        // every CPU this code runs on; `window` is 16 readable bytes and `loadu` has no
+        // alignment requirement.
+        let (digits, sum, fours) = unsafe {
+            let v = _mm_loadu_si128(window.as_ptr().cast());
+            let d = _mm_sub_epi8(v, _mm_set1_epi8(b'0' as i8));
+            let nine = _mm_set1_epi8(9);
+            let digits = _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_max_epu8(d, nine), nine));
+            let zero = _mm_setzero_si128();
+            let first8 = _mm_unpacklo_epi8(d, zero);
+            let rest = _mm_unpackhi_epi8(d, zero);
+            let sums = _mm_add_epi32(
+                _mm_madd_epi16(first8, _mm_setr_epi16(10, 9, 8, 7, 6, 5, 4, 3)),
+                _mm_madd_epi16(rest, _mm_setr_epi16(2, 1, 0, 0, 0, 0, 0, 0)),
+            );
+            let sums = _mm_add_epi32(sums, _mm_shuffle_epi32::<0b01_00_11_10>(sums));
+            let sums = _mm_add_epi32(sums, _mm_shuffle_epi32::<0b10_11_00_01>(sums));
+            let pairs = _mm_madd_epi16(first8, _mm_setr_epi16(10, 1, 10, 1, 10, 1, 10, 1));
+            let fours = _mm_madd_epi16(
+                _mm_packs_epi32(pairs, pairs),
+                _mm_setr_epi16(100, 1, 100, 1, 100, 1, 100, 1),
+            );
+            (
+                digits,
+                _mm_cvtsi128_si32(sums) as u32,
+                _mm_cvtsi128_si64(fours) as u64,
+            )
+        };
+        if digits & 0x3FF != 0x3FF || !ends_with(b, ending) || sum % 11 != 0 {
+            return None;
+        }
+        let eight = (fours as u32) * 10_000 + (fours >> 32) as u32;
+        Some(eight * 10 + (b as u32 & 0xFF) - b'0' as u32)
+    }
+}
+
+/// Takes lines from `block[*pos..]` while the fast path accepts them, calling `f(line, raw)`
+/// for each and moving `*pos` past it; stops before the first line it does not take. Lines
+/// with a placeholder are not taken when `reject_placeholders` (the general path rejects them).
+/// `*ending` is the ending expected first, and on return the last one seen.
+#[inline(always)]
+pub(crate) fn run<'b>(
+    block: &'b [u8],
+    pos: &mut usize,
+    ending: &mut Ending,
+    reject_placeholders: bool,
+    mut f: impl FnMut(FastLine, &'b [u8]),
+) {
+    let mut rest = &block[*pos..];
+    let mut expect = *ending;
+    while let Some(window) = rest.first_chunk::<WINDOW>() {
+        let Some(line) = parse(window, expect) else {
+            match ending_of(window) {
+                // A line ending not seen before: expect it from now on.
+                Some(e) if e != expect => {
+                    expect = e;
+                    continue;
+                }
+                _ => break,
+            }
+        };
+        if line.placeholder && reject_placeholders {
+            break;
+        }
+        let (raw, tail) = rest.split_at(expect.len);
+        f(line, raw);
+        rest = tail;
+    }
+    *pos = block.len() - rest.len();
+    *ending = expect;
+}
+
+/// [`parse`] with whatever ending the line has; checks that the portable code agrees.
 #[cfg(test)]
 fn parse_any(window: &[u8; WINDOW]) -> Option<FastLine> {
-    parse(window, ending_of(window)?)
+    let ending = ending_of(window)?;
+    let got = parse(window, ending);
+    let portable = portable::prefix_if_valid(window, ending);
+    assert_eq!(portable, got.map(|l| l.prefix), "{window:?}");
+    got
 }
 
 #[cfg(test)]
@@ -213,13 +328,18 @@ mod tests {
             b" 9434765919\n",        // leading space
             b"943 476 5919\n",
             b"9434765919\r\r\n",
-            b"9434765919\r",         // lone CR is not a line end
+            b"9434765919\r", // lone CR is not a line end
             b"9434765919,x\n",
             b"943476591:\n", // ':' is '9' + 1
             b"/434765919\n", // '/' is '0' - 1
             b"94347659\xB919\n",
         ] {
-            assert_eq!(parse_any(&window(line)), None, "{:?}", String::from_utf8_lossy(line));
+            assert_eq!(
+                parse_any(&window(line)),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
             assert_eq!(general(line), None);
         }
     }
