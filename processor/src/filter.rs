@@ -68,7 +68,8 @@ pub struct FilterSummary {
 
 #[derive(Default)]
 struct Part {
-    out: Vec<u8>,
+    /// The rows to keep, as byte ranges of the block; adjacent rows make one range.
+    keep: Vec<std::ops::Range<usize>>,
     rows: u64,
     kept: u64,
     opted_out: u64,
@@ -78,18 +79,21 @@ struct Part {
 }
 
 impl Part {
-    /// A row with a valid number: kept, or dropped and counted.
+    /// A row with a valid number, at `start..end` of the block: kept, or dropped and counted.
     #[inline(always)]
     fn valid(
         &mut self,
         prefix: u32,
-        raw: &[u8],
+        (start, end): (usize, usize),
         allowed: &NumberSet,
         requested: Option<&NumberSet>,
     ) {
         if allowed.contains_prefix(prefix) {
             self.kept += 1;
-            self.out.extend_from_slice(raw);
+            match self.keep.last_mut() {
+                Some(run) if run.end == start => run.end = end,
+                _ => self.keep.push(start..end),
+            }
         } else if requested.is_some_and(|r| !r.contains_prefix(prefix)) {
             self.not_checked += 1;
         } else {
@@ -104,15 +108,16 @@ fn filter_block(
     requested: Option<&NumberSet>,
     block: &[u8],
 ) -> Part {
-    let mut p = Part {
-        out: Vec::with_capacity(block.len()),
-        ..Part::default()
+    let mut p = Part::default();
+    let at = |raw: &[u8]| {
+        let start = raw.as_ptr() as usize - block.as_ptr() as usize;
+        (start, start + raw.len())
     };
     let mut walk = parser.walk(block);
     loop {
         walk.fast_lines(|l, raw| {
             p.rows += 1;
-            p.valid(l.prefix, raw, allowed, requested);
+            p.valid(l.prefix, at(raw), allowed, requested);
         });
         let Some((field, _, raw)) = walk.next_other() else {
             break;
@@ -121,7 +126,9 @@ fn filter_block(
         match field {
             Field::Blank => p.blank += 1,
             Field::Invalid(r) => p.invalid[r as usize] += 1,
-            Field::Valid { number, .. } => p.valid((number / 10) as u32, raw, allowed, requested),
+            Field::Valid { number, .. } => {
+                p.valid((number / 10) as u32, at(raw), allowed, requested)
+            }
         }
     }
     p
@@ -174,8 +181,11 @@ pub fn filter(
                             w.write_all(h).map_err(|e| Error::write(&tmp, e))?;
                         }
                     }
-                    Event::Block { out: p, bytes } => {
-                        w.write_all(&p.out).map_err(|e| Error::write(&tmp, e))?;
+                    Event::Block { out: p, block } => {
+                        for run in p.keep {
+                            w.write_all(&block[run])
+                                .map_err(|e| Error::write(&tmp, e))?;
+                        }
                         c.rows += p.rows;
                         c.kept += p.kept;
                         c.opted_out += p.opted_out;
@@ -184,7 +194,7 @@ pub fn filter(
                         for (sum, n) in invalid.iter_mut().zip(p.invalid) {
                             *sum += n;
                         }
-                        done += bytes;
+                        done += block.len() as u64;
                         progress(done);
                     }
                 }

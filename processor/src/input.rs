@@ -42,14 +42,54 @@ impl std::str::FromStr for IoMode {
     }
 }
 
-enum Source {
+/// An opened input: the map of a regular file, or a reader for anything else.
+pub(crate) enum Input {
+    Mapped(MappedFile),
+    Stream(Option<Box<dyn Read + Send>>),
+}
+
+impl Input {
+    /// Opens `path` (`-` is standard input).
+    pub(crate) fn open(path: &Path, mode: IoMode) -> Result<Input> {
+        if path == Path::new("-") {
+            return Ok(Input::Stream(Some(Box::new(io::stdin()))));
+        }
+        let file = File::open(path).map_err(|e| Error::read(path, e))?;
+        let meta = file.metadata().map_err(|e| Error::read(path, e))?;
+        if meta.is_file() && meta.len() > 0 && mode != IoMode::Read {
+            let map = MappedFile::open(&file).map_err(|e| Error::read(path, e))?;
+            Ok(Input::Mapped(map))
+        } else {
+            Ok(Input::Stream(Some(Box::new(file))))
+        }
+    }
+}
+
+/// One block of whole lines: a slice of the map, or a buffer that was read into.
+pub(crate) enum Chunk<'m> {
+    Mapped(&'m [u8]),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for Chunk<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Chunk::Mapped(b) => b,
+            Chunk::Owned(v) => v,
+        }
+    }
+}
+
+enum Source<'m> {
     Mapped {
-        map: MappedFile,
+        map: &'m MappedFile,
         pos: usize,
     },
     Stream {
         reader: Box<dyn Read + Send>,
-        bufs: Vec<Vec<u8>>,
+        /// Buffers handed back by [`Blocks::recycle`], for the next waves.
+        spare: Vec<Vec<u8>>,
         carry: Vec<u8>,
         skipping: bool,
         eof: bool,
@@ -57,57 +97,47 @@ enum Source {
     },
 }
 
-/// One input, delivered as waves of blocks of whole lines.
-pub(crate) struct Blocks {
+/// One input, delivered as waves of blocks of whole lines. Blocks of a mapped file borrow
+/// the map, not the cursor, so a wave can be worked on while the next one is cut.
+pub(crate) struct Blocks<'m> {
     path: PathBuf,
-    source: Source,
+    source: Source<'m>,
     block_size: usize,
     max_line: usize,
 }
 
-impl Blocks {
-    /// Opens `path` (`-` is standard input).
-    pub(crate) fn open(
+impl<'m> Blocks<'m> {
+    /// The blocks of an opened input.
+    pub(crate) fn new(
         path: &Path,
-        mode: IoMode,
+        input: &'m mut Input,
         block_size: usize,
         max_line: usize,
-    ) -> Result<Blocks> {
+    ) -> Blocks<'m> {
         assert!(
             block_size > max_line + 2,
             "block size must exceed the longest line"
         );
-        let stream = |reader: Box<dyn Read + Send>| Source::Stream {
-            reader,
-            bufs: Vec::new(),
-            carry: Vec::new(),
-            skipping: false,
-            eof: false,
-            bom_checked: false,
+        let source = match input {
+            Input::Mapped(map) => {
+                let pos = if map.bytes().starts_with(BOM) { 3 } else { 0 };
+                Source::Mapped { map, pos }
+            }
+            Input::Stream(reader) => Source::Stream {
+                reader: reader.take().unwrap_or_else(|| Box::new(io::empty())),
+                spare: Vec::new(),
+                carry: Vec::new(),
+                skipping: false,
+                eof: false,
+                bom_checked: false,
+            },
         };
-        if path == Path::new("-") {
-            return Ok(Blocks {
-                path: path.to_path_buf(),
-                source: stream(Box::new(io::stdin())),
-                block_size,
-                max_line,
-            });
-        }
-        let file = File::open(path).map_err(|e| Error::read(path, e))?;
-        let meta = file.metadata().map_err(|e| Error::read(path, e))?;
-        let source = if meta.is_file() && meta.len() > 0 && mode != IoMode::Read {
-            let map = MappedFile::open(&file).map_err(|e| Error::read(path, e))?;
-            let pos = if map.bytes().starts_with(BOM) { 3 } else { 0 };
-            Source::Mapped { map, pos }
-        } else {
-            stream(Box::new(file))
-        };
-        Ok(Blocks {
+        Blocks {
             path: path.to_path_buf(),
             source,
             block_size,
             max_line,
-        })
+        }
     }
 
     /// Removes and returns the first line, with its line ending if it has one, for a CSV
@@ -165,39 +195,35 @@ impl Blocks {
     }
 
     /// The next wave of up to `n` blocks, in input order; empty when the input is exhausted.
-    pub(crate) fn next_wave(&mut self, n: usize) -> Result<Vec<&[u8]>> {
+    pub(crate) fn next_wave(&mut self, n: usize) -> Result<Vec<Chunk<'m>>> {
         let (block_size, max_line) = (self.block_size, self.max_line);
+        let mut wave = Vec::with_capacity(n);
         match &mut self.source {
             Source::Mapped { map, pos } => {
-                let data = map.bytes();
-                let mut wave = Vec::with_capacity(n);
+                let data: &'m [u8] = map.bytes();
                 while wave.len() < n && *pos < data.len() {
                     let start = *pos;
                     let mut end = (start + block_size).min(data.len());
                     if end < data.len() {
                         end = memchr(b'\n', &data[end - 1..]).map_or(data.len(), |k| end + k);
                     }
-                    wave.push(&data[start..end]);
+                    wave.push(Chunk::Mapped(&data[start..end]));
                     *pos = end;
                 }
-                Ok(wave)
             }
             Source::Stream {
                 reader,
-                bufs,
+                spare,
                 carry,
                 skipping,
                 eof,
                 bom_checked,
             } => {
-                if bufs.len() < n {
-                    bufs.resize_with(n, Vec::new);
-                }
-                let mut filled = 0;
-                for buf in bufs.iter_mut().take(n) {
+                while wave.len() < n {
+                    let mut buf = spare.pop().unwrap_or_default();
                     let got = fill_block(
                         reader.as_mut(),
-                        buf,
+                        &mut buf,
                         carry,
                         skipping,
                         eof,
@@ -206,19 +232,32 @@ impl Blocks {
                     )
                     .map_err(|e| Error::read(&self.path, e))?;
                     if !got {
+                        spare.push(buf);
                         break;
                     }
-                    filled += 1;
+                    wave.push(Chunk::Owned(buf));
                 }
-                Ok(bufs[..filled].iter().map(|b| b.as_slice()).collect())
             }
         }
+        Ok(wave)
     }
 
-    /// Lets go of what the previous waves used (drops scanned pages of a mapped file).
-    pub(crate) fn release(&mut self) {
-        if let Source::Mapped { map, pos } = &mut self.source {
-            map.release_before(*pos);
+    /// Takes back a wave the caller is done with, and every wave before it: the map's pages
+    /// up to its end are released, read buffers are kept for the next waves.
+    pub(crate) fn recycle(&mut self, wave: Vec<Chunk<'m>>) {
+        match &mut self.source {
+            Source::Mapped { map, .. } => {
+                if let Some(Chunk::Mapped(last)) = wave.last() {
+                    let end = last.as_ptr() as usize + last.len() - map.bytes().as_ptr() as usize;
+                    map.release_before(end);
+                }
+            }
+            Source::Stream { spare, .. } => {
+                spare.extend(wave.into_iter().filter_map(|c| match c {
+                    Chunk::Owned(v) => Some(v),
+                    Chunk::Mapped(_) => None,
+                }))
+            }
         }
     }
 

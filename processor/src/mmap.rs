@@ -1,4 +1,4 @@
-//! The memory map: the only `unsafe` in the engine's reading path.
+//! The memory map: with the SSE2 load in `swar`, the only `unsafe` in the engine's reading path.
 //!
 //! A regular file is mapped read-only and scanned in place. Pages that have been scanned are
 //! handed back to the kernel (`madvise(MADV_DONTNEED)`), so the resident set stays bounded by the
@@ -11,7 +11,7 @@ use std::io;
 /// A read-only map of a whole file with a moving "released up to" mark.
 pub(crate) struct MappedFile {
     map: memmap2::Mmap,
-    released: usize,
+    released: std::cell::Cell<usize>,
 }
 
 impl MappedFile {
@@ -25,31 +25,38 @@ impl MappedFile {
         // SAFETY: see the doc comment above; the map is private to this struct and read-only.
         let map = unsafe { memmap2::MmapOptions::new().map(file)? };
         let _ = map.advise(memmap2::Advice::Sequential);
-        Ok(MappedFile { map, released: 0 })
+        Ok(MappedFile {
+            map,
+            released: std::cell::Cell::new(0),
+        })
     }
 
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.map
     }
 
-    /// Drops the resident pages below `offset` (rounded down to a page). Requires `&mut self`,
-    /// so no slice into the map can be alive while pages are discarded.
-    pub(crate) fn release_before(&mut self, offset: usize) {
+    /// Drops the resident pages below `offset` (rounded down to a page), which the caller
+    /// has finished with.
+    ///
+    /// Slices into the map may still be alive, here or ahead of `offset`: that is sound because
+    /// `MADV_DONTNEED` on a read-only shared file mapping only drops page-table entries. The
+    /// memory stays mapped and readable, and a later access reads the same bytes back from the
+    /// file (the same condition as the map itself: the file must not change underneath).
+    pub(crate) fn release_before(&self, offset: usize) {
         let page = page_size();
-        let end = offset / page * page;
-        if end > self.released {
-            // SAFETY: the range lies inside the map (end <= offset <= len) and is page-aligned;
-            // MADV_DONTNEED on a read-only shared file mapping only drops our page-table entries;
-            // a later access would re-read the page from the file, and `&mut self` proves no
-            // reference into the map exists now.
+        let end = offset.min(self.map.len()) / page * page;
+        let released = self.released.get();
+        if end > released {
+            // SAFETY: the range lies inside the map and is page-aligned; see above for why live
+            // slices stay valid.
             let _ = unsafe {
                 self.map.unchecked_advise_range(
                     memmap2::UncheckedAdvice::DontNeed,
-                    self.released,
-                    end - self.released,
+                    released,
+                    end - released,
                 )
             };
-            self.released = end;
+            self.released.set(end);
         }
     }
 }

@@ -8,7 +8,7 @@
 
 use crate::csv::{self, Column};
 use crate::error::{Error, Result};
-use crate::input::{Blocks, IoMode};
+use crate::input::{Blocks, Chunk, Input, IoMode};
 use crate::nhs::{self, Field, Reason, Rules};
 use crate::swar::{self, FastLine};
 use memchr::memchr;
@@ -49,7 +49,7 @@ impl Default for ScanOptions {
             rules: Rules::default(),
             threads: 0,
             io: IoMode::Auto,
-            block_size: 8 << 20,
+            block_size: 2 << 20,
             max_line: crate::MAX_LINE,
         }
     }
@@ -225,9 +225,12 @@ pub(crate) enum Event<'a, O> {
         path: &'a Path,
         header: Option<&'a [u8]>,
     },
-    /// The result of one block of the current input, and the bytes it covered.
-    Block { out: O, bytes: u64 },
+    /// The result of one block of the current input, and the block itself.
+    Block { out: O, block: &'a [u8] },
 }
+
+/// Blocks per worker thread in a wave: enough that the threads finish a wave close together.
+const WAVE_BLOCKS_PER_THREAD: usize = 8;
 
 /// A thread pool and the options to read with.
 pub(crate) struct Engine {
@@ -261,34 +264,49 @@ impl Engine {
 
     /// Reads every input in order, runs `work` on each block in parallel and hands the results
     /// to `visit` in input order.
+    ///
+    /// Waves overlap: while the pool works on one wave, this thread hands the previous wave's
+    /// results to `visit` (which may be writing output), so neither waits for the other.
     pub(crate) fn run<O: Send>(
         &self,
         inputs: &[PathBuf],
         work: impl Fn(&LineParser, &[u8]) -> O + Sync,
         mut visit: impl FnMut(Event<'_, O>) -> Result<()>,
     ) -> Result<()> {
-        let wave_len = self.threads() * 4;
+        let wave_len = self.threads() * WAVE_BLOCKS_PER_THREAD;
         for path in inputs {
+            let mut input = Input::open(path, self.opts.io)?;
             let mut blocks =
-                Blocks::open(path, self.opts.io, self.opts.block_size, self.opts.max_line)?;
+                Blocks::new(path, &mut input, self.opts.block_size, self.opts.max_line);
             let (parser, header) = self.parser_for(&mut blocks)?;
             visit(Event::Start {
                 path,
                 header: header.as_deref(),
             })?;
+            let mut done: Option<(Vec<Chunk>, Vec<O>)> = None;
             loop {
                 let wave = blocks.next_wave(wave_len)?;
-                if wave.is_empty() {
+                if wave.is_empty() && done.is_none() {
                     break;
                 }
-                let sizes: Vec<u64> = wave.iter().map(|b| b.len() as u64).collect();
-                let outs: Vec<O> = self
-                    .pool
-                    .install(|| wave.par_iter().map(|b| work(&parser, b)).collect());
-                for (out, bytes) in outs.into_iter().zip(sizes) {
-                    visit(Event::Block { out, bytes })?;
+                let mut outs = Vec::new();
+                let mut visited = Ok(());
+                self.pool.in_place_scope(|scope| {
+                    scope.spawn(|_| {
+                        outs = wave.par_iter().map(|b| work(&parser, b)).collect();
+                    });
+                    if let Some((chunks, results)) = done.take() {
+                        visited = chunks
+                            .iter()
+                            .zip(results)
+                            .try_for_each(|(chunk, out)| visit(Event::Block { out, block: chunk }));
+                        blocks.recycle(chunks);
+                    }
+                });
+                visited?;
+                if !wave.is_empty() {
+                    done = Some((wave, outs));
                 }
-                blocks.release();
             }
         }
         Ok(())

@@ -204,7 +204,8 @@ pub fn validate(
                         bytes: 0,
                     });
                 }
-                Event::Block { out, bytes } => {
+                Event::Block { out, block } => {
+                    let bytes = block.len() as u64;
                     if let Some(r) = report.as_mut() {
                         for b in &out.bad {
                             let value = &out.values[b.start..b.start + b.len];
