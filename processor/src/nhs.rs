@@ -94,13 +94,42 @@ pub fn check_digit(first9: &[u8; 9]) -> Option<u8> {
 /// The check digit for a nine-digit prefix given as a number below 10^9.
 #[inline]
 pub fn check_digit_of_prefix(prefix: u32) -> Option<u8> {
-    let mut digits = [0u8; 9];
-    let mut p = prefix;
-    for d in digits.iter_mut().rev() {
-        *d = (p % 10) as u8;
-        p /= 10;
+    digits_of_prefix(prefix).map(|d| d[9] - b'0')
+}
+
+/// "00", "01", …, "99".
+const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+    2021222324252627282930313233343536373839\
+    4041424344454647484950515253545556575859\
+    6061626364656667686970717273747576777879\
+    8081828384858687888990919293949596979899";
+
+/// The ten ASCII digits of the valid NHS number whose first nine digits are `prefix` (below
+/// 10^9), or `None` when no check digit fits. Four divisions and a pair table, for writing
+/// sets of numbers out quickly.
+#[inline]
+pub fn digits_of_prefix(prefix: u32) -> Option<[u8; 10]> {
+    let mut d = [b'0'; 10];
+    let (first, rest) = (prefix / 100_000_000, prefix % 100_000_000);
+    d[0] = b'0' + first as u8;
+    let (hi, lo) = (rest / 10_000, rest % 10_000);
+    for (i, pair) in [hi / 100, hi % 100, lo / 100, lo % 100]
+        .into_iter()
+        .enumerate()
+    {
+        let at = pair as usize * 2;
+        d[1 + 2 * i..3 + 2 * i].copy_from_slice(&PAIRS[at..at + 2]);
     }
-    check_digit(&digits)
+    let mut sum = 0u32;
+    for (i, &c) in d[..9].iter().enumerate() {
+        sum += (c - b'0') as u32 * (10 - i as u32);
+    }
+    d[9] = match 11 - sum % 11 {
+        11 => b'0',
+        10 => return None,
+        c => b'0' + c as u8,
+    };
+    Some(d)
 }
 
 /// True when `s` is exactly ten ASCII digits that pass Modulus 11.
@@ -260,6 +289,32 @@ mod tests {
             Field::Invalid(r) => Some(r),
             _ => None,
         }
+    }
+
+    #[test]
+    fn digits_of_prefix_agree_with_the_rule() {
+        let mut prefix = 0u32;
+        while prefix < 1_000_000_000 {
+            let mut nine = [0u8; 9];
+            let mut p = prefix;
+            for d in nine.iter_mut().rev() {
+                *d = (p % 10) as u8;
+                p /= 10;
+            }
+            match (digits_of_prefix(prefix), check_digit(&nine)) {
+                (Some(ten), Some(c)) => {
+                    let want: Vec<u8> = nine.iter().chain([&c]).map(|d| b'0' + d).collect();
+                    assert_eq!(&ten[..], &want[..], "{prefix}");
+                    assert!(is_valid(&ten));
+                }
+                (None, None) => {}
+                other => panic!("{prefix}: {other:?}"),
+            }
+            prefix += 7_919; // a prime stride through the whole range
+        }
+        assert_eq!(&digits_of_prefix(943_476_591).unwrap(), b"9434765919");
+        assert_eq!(&digits_of_prefix(999_999_999).unwrap(), b"9999999999");
+        assert_eq!(&digits_of_prefix(0).unwrap(), b"0000000000");
     }
 
     #[test]

@@ -109,16 +109,32 @@ impl NumberSet {
     }
 
     /// Calls `f` with every member in ascending order.
-    pub fn for_each(&self, f: impl FnMut(u64)) {
+    pub fn for_each(&self, mut f: impl FnMut(u64)) {
+        self.for_each_prefix(|prefix| {
+            // Only valid numbers are inserted, so a check digit exists.
+            let check = check_digit_of_prefix(prefix).unwrap_or(0);
+            f(prefix as u64 * 10 + check as u64)
+        })
+    }
+
+    /// Calls `f` with the nine-digit prefix of every member, in ascending order.
+    pub fn for_each_prefix(&self, f: impl FnMut(u32)) {
         self.for_each_word(|_, w| w, f)
     }
 
     /// Calls `f` with every member of `self` that is not in `other`, in ascending order.
-    pub fn for_each_not_in(&self, other: &NumberSet, f: impl FnMut(u64)) {
-        self.for_each_word(|i, w| w & !other.words[i].load(Relaxed), f)
+    pub fn for_each_not_in(&self, other: &NumberSet, mut f: impl FnMut(u64)) {
+        self.for_each_word(
+            |i, w| w & !other.words[i].load(Relaxed),
+            |prefix| {
+                let check = check_digit_of_prefix(prefix).unwrap_or(0);
+                f(prefix as u64 * 10 + check as u64)
+            },
+        )
     }
 
-    fn for_each_word(&self, select: impl Fn(usize, u64) -> u64, mut f: impl FnMut(u64)) {
+    /// Calls `f` with the prefix of every bit `select` keeps, in ascending order.
+    fn for_each_word(&self, select: impl Fn(usize, u64) -> u64, mut f: impl FnMut(u32)) {
         self.for_each_group(|range| {
             for i in range {
                 let mut bits = self.words[i].load(Relaxed);
@@ -129,10 +145,7 @@ impl NumberSet {
                 while bits != 0 {
                     let b = bits.trailing_zeros() as usize;
                     bits &= bits - 1;
-                    let prefix = (i * 64 + b) as u32;
-                    // Only valid numbers are inserted, so a check digit exists.
-                    let check = check_digit_of_prefix(prefix).unwrap_or(0);
-                    f(prefix as u64 * 10 + check as u64);
+                    f((i * 64 + b) as u32);
                 }
             }
         })
