@@ -41,6 +41,7 @@ use serde::Deserialize;
 use crate::auth::AuthConfig;
 use crate::clock::Clock;
 use crate::error::Error;
+use crate::tls::TlsConfig;
 
 /// Workflow of the National Data Opt-out POS ("SPINE NDOP External Upholding").
 pub const POS_WORKFLOW: &str = "SPINE_NTT_UPHOLDING";
@@ -178,6 +179,8 @@ pub struct Config {
     pub pos_chunk_bytes: u64,
     /// The server clock.
     pub clock: Clock,
+    /// HTTPS (optionally mutual TLS) instead of plain HTTP (default `None`).
+    pub tls: Option<TlsConfig>,
 }
 
 const DAY: u64 = 24 * 3600;
@@ -252,6 +255,7 @@ impl Default for Config {
             inbox_expiry: Duration::from_secs(5 * DAY),
             pos_chunk_bytes: 75 * 1024 * 1024,
             clock: Clock::system(),
+            tls: None,
         }
     }
 }
@@ -419,6 +423,12 @@ impl Config {
     /// Uses a disk store under `dir` (created if missing; recovered if it holds messages).
     pub fn with_store_dir(mut self, dir: impl Into<PathBuf>) -> Config {
         self.store = StoreMode::Disk(dir.into());
+        self
+    }
+
+    /// Serves HTTPS with these certificates instead of plain HTTP.
+    pub fn with_tls(mut self, tls: TlsConfig) -> Config {
+        self.tls = Some(tls);
         self
     }
 

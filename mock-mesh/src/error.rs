@@ -50,6 +50,14 @@ pub enum Error {
         /// 1-based line number.
         line: usize,
     },
+    /// A TLS certificate, key or client CA is unreadable, not PEM, or unusable.
+    #[error("TLS {what}: {message}")]
+    Tls {
+        /// Which PEM, with its path when read from a file (e.g. `private key server.key`).
+        what: String,
+        /// What is wrong.
+        message: String,
+    },
     /// The on-disk store is unreadable.
     #[error("store {path}: {message}")]
     Store {

@@ -44,6 +44,8 @@
 //! # Servers
 //! [`serve`] runs the API on a bound listener until a shutdown future completes; [`MockMesh`]
 //! does that on `127.0.0.1:0` for tests; [`App::handle`] answers one request without a socket.
+//! Plain HTTP by default; [`Config::with_tls`] serves HTTPS instead, and with a client CA
+//! ([`TlsConfig::with_client_ca`]) requires a client certificate signed by it, like real MESH.
 //! Logs (`tracing`) carry ids, counts, sizes, routes and statuses, never a body, an NHS number, a
 //! local id, a subject or a credential.
 
@@ -58,6 +60,7 @@ pub mod pos;
 mod router;
 mod server;
 mod store;
+mod tls;
 
 pub use auth::AuthConfig;
 pub use body::ResponseBody;
@@ -69,3 +72,4 @@ pub use config::{
 pub use error::{ApiError, Error};
 pub use headers::ApiVersion;
 pub use server::{serve, App, MockMesh};
+pub use tls::TlsConfig;

@@ -39,6 +39,11 @@ enum Command {
     ///   mock-mesh serve --store /var/tmp/mesh --config mock-mesh/mock-mesh.toml --pos-delay 5
     ///
     ///   mock-mesh serve --optout-rate 0.03 --optout-seed 7 --no-auth-replay-check
+    ///
+    ///   mock-mesh serve --tls-cert server.pem --tls-key server.key --tls-client-ca client-ca.pem
+    ///
+    /// The last one serves https:// and, like real MESH, refuses any client that does not
+    /// present a certificate issued by the CA in client-ca.pem (mutual TLS).
     Serve(ServeArgs),
 }
 
@@ -83,6 +88,16 @@ struct ServeArgs {
     /// Days before an unacknowledged message becomes undeliverable (default 5).
     #[arg(long, value_name = "DAYS")]
     inbox_expiry_days: Option<f64>,
+    /// Serve HTTPS with this PEM certificate chain (leaf first; needs --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (PKCS#8, RSA or EC).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Mutual TLS: require a client certificate issued by a CA in this PEM file; clients
+    /// without one fail the TLS handshake (needs --tls-cert).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
     /// Log filter (also RUST_LOG), e.g. info or mock_mesh=debug.
     #[arg(long, default_value = "info")]
     log: String,
@@ -132,6 +147,10 @@ fn build_config(a: &ServeArgs) -> anyhow::Result<mock_mesh::Config> {
         anyhow::ensure!(d.is_finite() && d > 0.0, "--inbox-expiry-days must be > 0");
         c.inbox_expiry = Duration::from_secs_f64(d * 86_400.0);
     }
+    if let (Some(cert), Some(key)) = (&a.tls_cert, &a.tls_key) {
+        let tls = mock_mesh::TlsConfig::from_files(cert, key, a.tls_client_ca.as_deref())?;
+        c = c.with_tls(tls);
+    }
     Ok(c)
 }
 
@@ -168,7 +187,12 @@ async fn run(a: ServeArgs) -> anyhow::Result<()> {
         mock_mesh::StoreMode::Memory => "memory".to_string(),
         mock_mesh::StoreMode::Disk(d) => d.display().to_string(),
     };
-    tracing::info!(%addr, store = %store, mailboxes = config.mailboxes.len(), "mock-mesh listening on http://{addr}");
+    let (scheme, client_certificates) = match &config.tls {
+        None => ("http", "none"),
+        Some(tls) if tls.requires_client_certificate() => ("https", "required"),
+        Some(_) => ("https", "not asked for"),
+    };
+    tracing::info!(%addr, store = %store, mailboxes = config.mailboxes.len(), client_certificates, "mock-mesh listening on {scheme}://{addr}");
     mock_mesh::serve(listener, config, shutdown_signal()).await?;
     Ok(())
 }

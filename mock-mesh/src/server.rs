@@ -1,5 +1,5 @@
-//! The server: shared state ([`App`]), the accept loop with graceful shutdown ([`serve`]), and
-//! the embeddable handle ([`MockMesh`]) that binds `127.0.0.1:0`.
+//! The server: shared state ([`App`]), the accept loop with graceful shutdown over plain HTTP or
+//! TLS ([`serve`]), and the embeddable handle ([`MockMesh`]) that binds `127.0.0.1:0`.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -14,9 +14,12 @@ use hyper::body::Body;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
 
 use crate::auth::Authenticator;
 use crate::body::ResponseBody;
@@ -24,6 +27,7 @@ use crate::config::{Config, MailboxConfig, StoreMode};
 use crate::error::Error;
 use crate::pos::PosEngine;
 use crate::store::{Message, Store};
+use crate::tls::TlsConfig;
 
 /// Everything a request handler needs.
 pub(crate) struct AppState {
@@ -151,20 +155,27 @@ impl App {
     }
 }
 
+/// Longest a client may take over the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Serves the MESH API on `listener` until `shutdown` completes, then stops accepting, lets
-/// in-flight requests finish, cancels background work and returns.
+/// in-flight requests finish, cancels background work and returns. Speaks HTTPS when
+/// `config.tls` is set (refusing clients without an accepted certificate if it has a client
+/// CA), plain HTTP otherwise.
 pub async fn serve(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
+    let tls = config.tls.as_ref().map(TlsConfig::acceptor).transpose()?;
     let app = App::new(config).await?;
-    serve_app(listener, app, shutdown).await
+    serve_app(listener, app, tls, shutdown).await
 }
 
 async fn serve_app(
     listener: TcpListener,
     app: App,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -174,28 +185,18 @@ async fn serve_app(
         tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
+                Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     let app = app.clone();
-                    let mut stop = stop_rx.clone();
+                    let stop = stop_rx.clone();
+                    let tls = tls.clone();
                     conns.spawn(async move {
-                        let svc = service_fn(move |req| {
-                            let app = app.clone();
-                            async move { Ok::<_, Infallible>(app.handle(req).await) }
-                        });
-                        let conn = http1::Builder::new()
-                            .timer(TokioTimer::new())
-                            .keep_alive(true)
-                            .serve_connection(TokioIo::new(stream), svc);
-                        tokio::pin!(conn);
-                        if *stop.borrow() {
-                            conn.as_mut().graceful_shutdown();
-                        }
-                        tokio::select! {
-                            _ = conn.as_mut() => {}
-                            _ = stop.changed() => {
-                                conn.as_mut().graceful_shutdown();
-                                let _ = conn.await;
+                        match tls {
+                            None => serve_connection(stream, app, stop).await,
+                            Some(tls) => {
+                                if let Some(stream) = accept_tls(&tls, stream, peer, stop.clone()).await {
+                                    serve_connection(stream, app, stop).await;
+                                }
                             }
                         }
                     });
@@ -217,22 +218,77 @@ async fn serve_app(
     Ok(())
 }
 
+/// The TLS handshake of one connection; `None` (logged, connection dropped) if it fails, times
+/// out or the server stops meanwhile. A missing or untrusted client certificate fails here.
+async fn accept_tls(
+    tls: &TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) -> Option<TlsStream<TcpStream>> {
+    tokio::select! {
+        done = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)) => match done {
+            Ok(Ok(stream)) => Some(stream),
+            Ok(Err(e)) => {
+                tracing::info!(%peer, error = %e, "TLS handshake failed");
+                None
+            }
+            Err(_) => {
+                tracing::info!(%peer, "TLS handshake timed out");
+                None
+            }
+        },
+        _ = stop.wait_for(|stopping| *stopping) => None,
+    }
+}
+
+/// HTTP/1.1 with keep-alive on one connection until the client closes it or the server stops
+/// (then in-flight requests finish first).
+async fn serve_connection<I>(io: I, app: App, mut stop: watch::Receiver<bool>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| {
+        let app = app.clone();
+        async move { Ok::<_, Infallible>(app.handle(req).await) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    if *stop.borrow() {
+        conn.as_mut().graceful_shutdown();
+    }
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = stop.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
 /// A running server on `127.0.0.1:<ephemeral port>`, for tests and `ndop demo`.
 pub struct MockMesh {
     addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), Error>>,
     app: App,
+    https: bool,
 }
 
 impl MockMesh {
-    /// Binds `127.0.0.1:0` and serves on the current tokio runtime.
+    /// Binds `127.0.0.1:0` and serves on the current tokio runtime (HTTPS if `config.tls` is
+    /// set; its certificate must then name `127.0.0.1` for clients to accept it).
     pub async fn start(config: Config) -> Result<MockMesh, Error> {
+        let tls = config.tls.as_ref().map(TlsConfig::acceptor).transpose()?;
+        let https = tls.is_some();
         let listener = TcpListener::bind("127.0.0.1:0").await.map_err(Error::Net)?;
         let addr = listener.local_addr().map_err(Error::Net)?;
         let app = App::new(config).await?;
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve_app(listener, app.clone(), async move {
+        let task = tokio::spawn(serve_app(listener, app.clone(), tls, async move {
             let _ = rx.await;
         }));
         Ok(MockMesh {
@@ -240,6 +296,7 @@ impl MockMesh {
             stop: Some(tx),
             task,
             app,
+            https,
         })
     }
 
@@ -248,9 +305,10 @@ impl MockMesh {
         self.addr
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT`, or `https://…` with TLS.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// The application behind the socket (call [`App::handle`] directly).
