@@ -1,20 +1,22 @@
 //! The fast path for the commonest line: ten digits, an optional comma, then LF or CRLF.
 //!
 //! Files made for the POS, and most one-number-per-line extracts, are almost all lines such as
-//! `9434765919,\r\n`. Such a line is recognised and checked with a handful of 64-bit word
-//! operations on sixteen bytes loaded at once (SWAR: SIMD within a register), with no search
-//! for the line end and no branch per byte:
-//! - bytes 0..10 are ASCII digits when every byte's high nibble is 3 and stays 3 after adding 6;
-//! - the Modulus 11 sum `10·d0 + 9·d1 + … + 2·d8` is two multiplications: the even and the odd
-//!   digits are spread into 16-bit lanes and multiplied by the weights laid out in reverse, so
-//!   the dot product collects in the top lane; the number is valid exactly when
-//!   `sum + d9 ≡ 0 (mod 11)` (a remainder of 1 would need a check digit of 10, which no digit
-//!   meets);
-//! - the ten digits become a number with the usual three-step SWAR decimal conversion.
+//! `9434765919,\r\n`. Such a line is recognised, checked and decoded from sixteen bytes loaded
+//! at once, with no search for the line end and no branch per byte:
+//! - bytes 0..10 must be ASCII digits and the bytes after them the ending the caller expects
+//!   (the previous line's, so the next line's position is known before this one is checked);
+//! - the Modulus 11 sum `10·d0 + 9·d1 + … + 2·d8` is a dot product; the number is valid exactly
+//!   when `sum + d9 ≡ 0 (mod 11)` (a remainder of 1 would need a check digit of 10, which no
+//!   digit meets);
+//! - the first nine digits become the number the de-duplication bitmap is keyed on.
+//!
+//! On x86-64 this is SSE2 (part of the x86-64 baseline, so always there): one compare for the
+//! digits, `pmaddwd` for the sum and for the digits-to-number steps. Elsewhere a portable
+//! version does the same with 64-bit words (SWAR: SIMD within a register); tests run both.
 //!
 //! The fast path only ever accepts lines the general classifier calls valid and not normalised;
-//! everything else (invalid, blank, spaced, CSV, a short final line) goes the general way. Tests
-//! check the two agree on every line.
+//! everything else (invalid, blank, spaced, CSV, a short final line) goes the general way.
+//! Tests, a property test and the `walk_block` fuzz target check the two agree on every line.
 
 /// A line the fast path accepted: a valid NHS number written as ten bare digits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
