@@ -6,6 +6,11 @@
 //! that was never sent, when the requested set is known), as invalid (with its reason) or as
 //! blank. So `rows = kept + opted_out + not_checked + invalid + blank`.
 //!
+//! A UTF-8 byte-order mark at the start of the extract is written back at the start of the
+//! output. The input layer skips it before any line is classified (so the first header or row is
+//! read the same with or without one); the filter looks at the first three bytes itself, without
+//! taking them from the engine's input (see `starts_with_bom`).
+//!
 //! Blocks are filtered in parallel and written in input order, so the output is the same
 //! whatever the thread count.
 
@@ -16,7 +21,7 @@ use crate::scan::{Engine, Event, LineParser, ScanOptions};
 use crate::seen::NumberSet;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::io::{BufWriter, Write};
+use std::io::{BufRead, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -60,10 +65,50 @@ pub struct FilterSummary {
     pub input: String,
     /// The file written.
     pub output: String,
+    /// Whether the extract started with a UTF-8 byte-order mark, written back at the start of
+    /// the output.
+    pub bom: bool,
     /// Worker threads used.
     pub threads: usize,
     /// Wall-clock time.
     pub elapsed_seconds: f64,
+}
+
+/// The UTF-8 byte-order mark.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Whether `extract` starts with a UTF-8 byte-order mark, found without consuming anything the
+/// engine is about to read.
+///
+/// - A regular file is opened a second time and its first three bytes read (both read paths,
+///   `mmap` and `read`, see the same bytes).
+/// - Standard input (`-`) is peeked through its process-wide buffer (`fill_buf` without
+///   `consume`), which is where the engine's reads of standard input start.
+/// - Anything else (a named pipe, `/dev/fd/N`) cannot be looked at without taking bytes from the
+///   engine, so it counts as having none.
+///
+/// Standard input also counts as having none if its first read returned fewer than three bytes
+/// (a writer that sent one or two bytes on their own): more cannot be peeked. Errors count as
+/// none too: the engine reports them when it opens the input.
+fn starts_with_bom(extract: &Path) -> bool {
+    if extract == Path::new("-") {
+        let mut stdin = std::io::stdin().lock();
+        loop {
+            match stdin.fill_buf() {
+                Ok(head) => return head.starts_with(BOM),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => return false,
+            }
+        }
+    }
+    let Ok(file) = std::fs::File::open(extract) else {
+        return false;
+    };
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return false;
+    }
+    let mut head = [0u8; 3];
+    file.take(3).read_exact(&mut head).is_ok() && head == BOM
 }
 
 #[derive(Default)]
@@ -137,6 +182,7 @@ fn filter_block(
 /// Writes to `out` (which must not exist; created with mode 0600, atomically) the rows of
 /// `extract` whose NHS number is in `allowed`. With `requested`, valid numbers outside it are
 /// counted as `not_checked` rather than `opted_out`. `progress` gets the bytes read so far.
+/// A byte-order mark at the start of `extract` starts `out` too.
 pub fn filter(
     extract: &Path,
     allowed: &NumberSet,
@@ -163,8 +209,12 @@ pub fn filter(
         _ => PathBuf::from("."),
     };
     let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
+    let bom = starts_with_bom(extract);
     let result = (|| {
         let mut w = BufWriter::with_capacity(1 << 20, create_private(&tmp)?);
+        if bom {
+            w.write_all(BOM).map_err(|e| Error::write(&tmp, e))?;
+        }
         let engine = Engine::new(opts)?;
         let mut c = FilterCounts::default();
         let mut invalid = [0u64; Reason::ALL.len()];
@@ -227,6 +277,7 @@ pub fn filter(
         counts,
         input: extract.display().to_string(),
         output: out.display().to_string(),
+        bom,
         threads,
         elapsed_seconds: started.elapsed().as_secs_f64(),
     })
@@ -236,6 +287,7 @@ pub fn filter(
 mod tests {
     use super::*;
     use crate::csv::Column;
+    use crate::input::IoMode;
     use crate::scan::Format;
 
     #[test]
@@ -295,5 +347,94 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         // An existing output is never overwritten.
         assert!(filter(&extract, &allowed, None, &opts, &out, &mut |_| {}).is_err());
+    }
+
+    /// Filters `text` (with and without a BOM, through both read paths and a block size that
+    /// cuts the input into many blocks) and checks the output: the expected rows, after a BOM
+    /// exactly when the input had one, with the same counts either way.
+    fn check_bom_round_trip(text: &str, format: Format, want: &str) {
+        let dir = tempfile::tempdir().unwrap();
+        let allowed = NumberSet::new();
+        allowed.insert(9434765919);
+        allowed.insert(9990000018);
+        let mut counts = Vec::new();
+        for (k, (bom, io)) in [
+            (false, IoMode::Auto),
+            (false, IoMode::Read),
+            (true, IoMode::Auto),
+            (true, IoMode::Read),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let extract = dir.path().join(format!("x{k}"));
+            let mut bytes = if bom { BOM.to_vec() } else { Vec::new() };
+            bytes.extend_from_slice(text.as_bytes());
+            std::fs::write(&extract, &bytes).unwrap();
+            let opts = ScanOptions {
+                format: format.clone(),
+                io,
+                block_size: 64,
+                max_line: 40,
+                ..ScanOptions::default()
+            };
+            let out = dir.path().join(format!("out{k}"));
+            let s = filter(&extract, &allowed, None, &opts, &out, &mut |_| {}).unwrap();
+            let got = std::fs::read(&out).unwrap();
+            let (head, rest) = got.split_at(if bom { 3 } else { 0 });
+            assert_eq!(head, if bom { BOM } else { b"" }, "{k}");
+            assert!(!rest.starts_with(BOM), "{k}: one BOM only");
+            assert_eq!(String::from_utf8_lossy(rest), want, "{k}");
+            assert_eq!(s.bom, bom);
+            counts.push(s.counts);
+        }
+        assert!(counts.iter().all(|c| c == &counts[0] && c.check()));
+    }
+
+    #[test]
+    fn a_bom_is_kept_before_a_csv_header() {
+        check_bom_round_trip(
+            "id,nhs_number\r\n1,9434765919\r\n2,9694116414\r\n3,bad\r\n4,9990000018\r\n",
+            Format::Csv(Column::Name("nhs_number".into())),
+            "id,nhs_number\r\n1,9434765919\r\n4,9990000018\r\n",
+        );
+    }
+
+    #[test]
+    fn a_bom_is_kept_before_dat_lines() {
+        // The first line is a kept number: classified the same after the BOM as without it.
+        check_bom_round_trip(
+            "9434765919,\r\n9694116414,\r\n9990000018\n999000001\n9434765919,",
+            Format::Lines,
+            "9434765919,\r\n9990000018\n9434765919,",
+        );
+    }
+
+    #[test]
+    fn a_bom_alone_or_a_short_file_is_handled() {
+        let dir = tempfile::tempdir().unwrap();
+        let allowed = NumberSet::new();
+        for (k, (input, want)) in [
+            (BOM, BOM),
+            (&b"\xEF\xBB"[..], &b""[..]),
+            (&b""[..], &b""[..]),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let extract = dir.path().join(format!("x{k}"));
+            std::fs::write(&extract, input).unwrap();
+            let out = dir.path().join(format!("out{k}"));
+            filter(
+                &extract,
+                &allowed,
+                None,
+                &ScanOptions::default(),
+                &out,
+                &mut |_| {},
+            )
+            .unwrap();
+            assert_eq!(std::fs::read(&out).unwrap(), want, "{k}");
+        }
     }
 }

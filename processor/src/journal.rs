@@ -7,7 +7,10 @@
 //! - `chunk`: chunk `n` of that message was accepted;
 //! - `submitted`: MESH accepted the whole message (the line the issue asks for: LocalId,
 //!   message id, file name, sha256, records, time);
-//! - `reply`: a reply was written safely to the work directory (before it is acknowledged).
+//! - `reply`: a reply was written safely to the work directory (before it is acknowledged);
+//! - `extract`: the identity of the extract `ndop run` started the work directory with, so that a
+//!   resumed run refuses a different file (see [`Extract`]). Journals written before this kind
+//!   existed have none; older versions skip it as an unknown kind.
 //!
 //! Durability: each line is written with one `write` and then `fsync`ed before the caller goes
 //! on (so "journaled" means "on disk"). A crash can leave the last line torn; [`Journal::open`]
@@ -41,6 +44,8 @@ pub enum Entry {
     Submitted(Submission),
     /// A reply was stored in the work directory.
     Reply(Reply),
+    /// The extract `ndop run` prepared from.
+    Extract(Extract),
     /// A line of a kind this version does not know (written by a newer one); kept, ignored.
     #[serde(other)]
     Unknown,
@@ -168,6 +173,88 @@ impl Reply {
             ReplyKind::JobCreated => self.job_status.as_deref() == Some("failed"),
             ReplyKind::Report => self.status_success == Some(false),
         }
+    }
+}
+
+/// The identity of an extract: which file it was and how big and how recent, as one `stat`
+/// gives them, so that `ndop run` resumed in the same work directory can tell that the extract
+/// is still the file it prepared and sent (and that the POS answers will be applied to the rows
+/// they were asked about).
+///
+/// Trade-off: this is the file's identity, not a hash of its content. Size, modification time
+/// (to the nanosecond the file system keeps) and device + inode cost one `stat` and no read. A
+/// SHA-256 would catch every change, but it needs a full extra read of an extract that may be
+/// tens of gigabytes, on the first run (the parallel scan of prepare does not hash) and again on
+/// every resume, where the check must come before anything is sent. What the identity misses: a
+/// rewrite in place that keeps the size and then sets the modification time back (`touch -d`),
+/// or one within the file system's timestamp granularity of the first run's `stat`. What it
+/// refuses although the bytes are the same: a copy (another inode), e.g. restored from a backup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Extract {
+    /// The path as given on the command line.
+    pub path: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// Modification time (RFC 3339, UTC, nanoseconds).
+    pub modified: String,
+    /// Device number of the file system holding it.
+    pub device: u64,
+    /// Inode number.
+    pub inode: u64,
+    /// When it was recorded (RFC 3339, UTC).
+    pub time: String,
+}
+
+impl Extract {
+    /// The identity of the regular file at `path`, now. Standard input, pipes and other
+    /// non-regular files have none (they cannot be read twice either): a usage error.
+    pub fn of(path: &Path) -> Result<Extract> {
+        if path == Path::new("-") {
+            return Err(Error::Usage(
+                "ndop run needs the extract as a file, not standard input: it reads it twice \
+                 (prepare, then filter) and checks it on resume"
+                    .into(),
+            ));
+        }
+        let meta = std::fs::metadata(path).map_err(|e| Error::read(path, e))?;
+        if !meta.is_file() {
+            return Err(Error::Usage(format!(
+                "{} is not a regular file: ndop run reads the extract twice (prepare, then \
+                 filter) and checks it on resume",
+                path.display()
+            )));
+        }
+        use std::os::unix::fs::MetadataExt;
+        let modified = meta.modified().map_err(|e| Error::read(path, e))?;
+        Ok(Extract {
+            path: path.display().to_string(),
+            bytes: meta.len(),
+            modified: chrono::DateTime::<chrono::Utc>::from(modified)
+                .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+            device: meta.dev(),
+            inode: meta.ino(),
+            time: now(),
+        })
+    }
+
+    /// How `now` differs from this record, one phrase per difference (empty if it is the same
+    /// file). The path as given is not compared: the same file reached another way is the same
+    /// extract.
+    pub fn changes(&self, now: &Extract) -> Vec<String> {
+        let mut changes = Vec::new();
+        if (now.device, now.inode) != (self.device, self.inode) {
+            changes.push(format!(
+                "another file: inode {} on device {}, was inode {} on device {}",
+                now.inode, now.device, self.inode, self.device
+            ));
+        }
+        if now.bytes != self.bytes {
+            changes.push(format!("size {} bytes, was {}", now.bytes, self.bytes));
+        }
+        if now.modified != self.modified {
+            changes.push(format!("modified {}, was {}", now.modified, self.modified));
+        }
+        changes
     }
 }
 
@@ -339,6 +426,14 @@ impl Journal {
     /// The reply stored from MESH message `message_id`, if any.
     pub fn reply(&self, message_id: &str) -> Option<&Reply> {
         self.replies().find(|r| r.message_id == message_id)
+    }
+
+    /// The extract `ndop run` last recorded, if any (journals of older versions have none).
+    pub fn extract(&self) -> Option<&Extract> {
+        self.entries.iter().rev().find_map(|e| match e {
+            Entry::Extract(x) => Some(x),
+            _ => None,
+        })
     }
 
     /// Whether the submission with this LocalId has its final reply.
@@ -574,5 +669,82 @@ mod tests {
         assert!(!report.is_final());
         report.status_success = Some(false);
         assert!(report.is_final());
+    }
+
+    #[test]
+    fn the_extract_record_is_the_last_one_and_tells_what_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let extract = dir.path().join("x.dat");
+        std::fs::write(&extract, "9434765919,\r\n").unwrap();
+        let mut j = Journal::open(dir.path()).unwrap();
+        // A journal from before the record existed has none.
+        j.append(submission("a", "11")).unwrap();
+        assert!(j.extract().is_none());
+        let first = Extract::of(&extract).unwrap();
+        assert_eq!(first.bytes, 13);
+        assert_eq!(first.path, extract.display().to_string());
+        j.append(Entry::Extract(first.clone())).unwrap();
+        drop(j);
+        let j = Journal::open(dir.path()).unwrap();
+        assert_eq!(j.extract(), Some(&first));
+        let text = std::fs::read_to_string(j.path()).unwrap();
+        assert!(text
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with(r#"{"kind":"extract","path":"#));
+
+        // The same file, seen again (even by another path): no change.
+        let again = Extract::of(&dir.path().join(".").join("x.dat")).unwrap();
+        assert_eq!(first.changes(&again), Vec::<String>::new());
+        // Rewritten in place: size and time.
+        std::fs::write(&extract, "9434765919,\r\n9694116414,\r\n").unwrap();
+        let t = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        std::fs::File::options()
+            .write(true)
+            .open(&extract)
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+        let changes = first.changes(&Extract::of(&extract).unwrap());
+        assert_eq!(changes.len(), 2, "{changes:?}");
+        assert!(
+            changes[0].starts_with("size 26 bytes, was 13"),
+            "{changes:?}"
+        );
+        assert!(changes[1].starts_with("modified 2023-11-14T22:13:20.000000000Z, was "));
+        // Replaced by another file of the same size and time: the inode.
+        let other = dir.path().join("y.dat");
+        std::fs::write(&other, "9434765919,\r\n9694116414,\r\n").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&other)
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+        std::fs::rename(&other, &extract).unwrap();
+        let replaced = Extract::of(&extract).unwrap();
+        let record = Extract {
+            bytes: replaced.bytes,
+            modified: replaced.modified.clone(),
+            ..first.clone()
+        };
+        let changes = record.changes(&replaced);
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert!(
+            changes[0].starts_with("another file: inode "),
+            "{changes:?}"
+        );
+    }
+
+    #[test]
+    fn only_regular_files_have_an_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        for path in [Path::new("-"), dir.path()] {
+            let e = Extract::of(path).unwrap_err();
+            assert_eq!(e.kind(), crate::ErrorKind::Usage, "{e}");
+        }
+        let e = Extract::of(&dir.path().join("missing")).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Input, "{e}");
     }
 }

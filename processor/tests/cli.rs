@@ -1039,6 +1039,91 @@ fn filter_counts_rows_never_requested_as_not_checked() {
 }
 
 #[test]
+fn filter_keeps_a_bom_through_stdin_and_both_read_paths() {
+    let dir = tempdir();
+    let response = dir.path().join("response.dat");
+    std::fs::write(&response, pos_lines(&NOT_OPTED_OUT)).unwrap();
+    const BOM: &[u8] = b"\xEF\xBB\xBF";
+    for (fixture_name, extra) in [
+        ("extract.csv", vec!["--column", "nhs_number"]),
+        ("int-test-patients.dat", vec![]),
+    ] {
+        let plain = std::fs::read(fixture(fixture_name)).unwrap();
+        // Without a BOM the output has none; with one, the same rows follow it.
+        let mut want_plain = None;
+        for bom in [false, true] {
+            let bytes = if bom {
+                [BOM, &plain].concat()
+            } else {
+                plain.clone()
+            };
+            let input = dir.path().join(format!("{}-{fixture_name}", u8::from(bom)));
+            std::fs::write(&input, &bytes).unwrap();
+            let mut outputs = Vec::new();
+            for (k, (source, io)) in [
+                (p(&input), "mmap"),
+                (p(&input), "read"),
+                (p(&input), "auto"),
+                ("-", "auto"),
+                ("-", "read"),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let cleared = dir
+                    .path()
+                    .join(format!("cleared-{}-{k}-{fixture_name}", u8::from(bom)));
+                let mut args = vec![
+                    "filter",
+                    source,
+                    "--allowed",
+                    p(&response),
+                    "--out",
+                    p(&cleared),
+                    "--io",
+                    io,
+                ];
+                args.extend_from_slice(&extra);
+                let stdin = (source == "-").then_some(bytes.as_slice());
+                let out = ndop_in(dir.path(), &args, stdin);
+                assert_code(&out, 0);
+                assert_mode_0600(&cleared);
+                assert_eq!(
+                    json(&out.stdout)["bom"],
+                    bom,
+                    "{fixture_name} {source} {io}"
+                );
+                outputs.push(std::fs::read(&cleared).unwrap());
+            }
+            for o in &outputs[1..] {
+                assert_eq!(o, &outputs[0], "{fixture_name}, bom {bom}");
+            }
+            let got = &outputs[0];
+            assert_eq!(got.starts_with(BOM), bom, "{fixture_name}");
+            assert!(!got[3..].starts_with(BOM), "{fixture_name}: one BOM only");
+            match &want_plain {
+                None => want_plain = Some(got.clone()),
+                Some(plain_out) => assert_eq!(&got[3..], &plain_out[..], "{fixture_name}"),
+            }
+        }
+        // The rows of the ten patients without an opt-out are there.
+        let kept = String::from_utf8(want_plain.unwrap()).unwrap();
+        assert!(
+            NOT_OPTED_OUT.iter().all(|n| kept.contains(n)),
+            "{fixture_name}"
+        );
+        assert!(
+            !OPTED_OUT.iter().any(|n| kept.contains(n)),
+            "{fixture_name}"
+        );
+        assert_eq!(
+            kept.starts_with("record_id,"),
+            fixture_name.ends_with(".csv")
+        );
+    }
+}
+
+#[test]
 fn reconcile_against_a_rejection_exits_6() {
     let dir = tempdir();
     let request = fixture("int-test-patients.dat");

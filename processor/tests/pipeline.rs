@@ -1,7 +1,7 @@
 //! The whole pipeline through the real `ndop` binary against a real mock-mesh on loopback:
-//! `ndop demo`, `ndop run` interrupted and resumed, a 1M-line extract with chunked replies,
-//! and a property test that filter after reconcile keeps exactly the rows of patients who did
-//! not opt out.
+//! `ndop demo`, `ndop run` interrupted and resumed (and refused on a changed extract), a 1M-line
+//! extract with chunked replies, and a property test that filter after reconcile keeps exactly
+//! the rows of patients who did not opt out.
 
 use processor::csv::Column;
 use processor::filter::filter;
@@ -121,42 +121,10 @@ fn run_resumes_after_a_timeout_and_never_sends_twice() {
     config.pos.delay = Duration::from_millis(1500);
     let (rt, mesh) = start_mesh(config);
     let extract = dir.path().join("extract.csv");
-    let gen = ndop(&[
-        "generate",
-        "--lines",
-        "5000",
-        "--seed",
-        "9",
-        "--format",
-        "csv",
-        "--invalid-frac",
-        "0.01",
-        "--out",
-        extract.to_str().unwrap(),
-    ]);
-    assert!(gen.status.success());
+    generate_csv(&extract, "5000", "9");
     let work = dir.path().join("work");
     let url = mesh.base_url();
-    let run = |timeout: &str| {
-        ndop(&[
-            "run",
-            extract.to_str().unwrap(),
-            "--column",
-            "nhs_number",
-            "--work",
-            work.to_str().unwrap(),
-            "--mesh",
-            &url,
-            "--mailbox",
-            "X26ABC1",
-            "--max-records",
-            "1500",
-            "--interval",
-            "0.05",
-            "--timeout",
-            timeout,
-        ])
-    };
+    let run = |timeout: &str| run_in(&extract, &work, &url, timeout);
     // The POS takes 1.5 s: a run that waits for nothing stops with replies missing.
     let first = run("0");
     assert_eq!(
@@ -181,6 +149,148 @@ fn run_resumes_after_a_timeout_and_never_sends_twice() {
     // A third run finds everything done and still sends nothing.
     assert!(run("30").status.success());
     assert_eq!(submissions(&work), sent);
+    rt.block_on(mesh.stop());
+}
+
+/// `ndop run` on `extract` in `work` against the mock at `url`, waiting up to `timeout`
+/// seconds, in files of at most 1500 records.
+fn run_in(extract: &Path, work: &Path, url: &str, timeout: &str) -> Output {
+    ndop(&[
+        "run",
+        extract.to_str().unwrap(),
+        "--column",
+        "nhs_number",
+        "--work",
+        work.to_str().unwrap(),
+        "--mesh",
+        url,
+        "--mailbox",
+        "X26ABC1",
+        "--max-records",
+        "1500",
+        "--interval",
+        "0.05",
+        "--timeout",
+        timeout,
+    ])
+}
+
+fn generate_csv(out: &Path, lines: &str, seed: &str) {
+    let gen = ndop(&[
+        "generate",
+        "--lines",
+        lines,
+        "--seed",
+        seed,
+        "--format",
+        "csv",
+        "--invalid-frac",
+        "0.01",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(gen.status.success());
+}
+
+#[track_caller]
+fn assert_refused_as_changed(out: &Output, extract: &Path, numbers: &HashSet<String>) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{} is not the extract", extract.display())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("work directory"), "{stderr}");
+    assert!(
+        !numbers
+            .iter()
+            .any(|n| !n.is_empty() && stderr.contains(n.as_str())),
+        "an NHS number was printed: {stderr}"
+    );
+}
+
+#[test]
+fn run_refuses_an_extract_that_changed_and_resumes_on_the_same_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = mock_mesh::Config::default();
+    config.pos.delay = Duration::from_millis(1500);
+    let (rt, mesh) = start_mesh(config);
+    let url = mesh.base_url();
+    let extract = dir.path().join("extract.csv");
+    generate_csv(&extract, "3000", "11");
+    let work = dir.path().join("work");
+    let first = run_in(&extract, &work, &url, "0");
+    assert_eq!(
+        first.status.code(),
+        Some(6),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let sent = submissions(&work);
+    assert!(sent >= 2, "{sent} submissions");
+    let journal = std::fs::read_to_string(work.join("journal.jsonl")).unwrap();
+    assert_eq!(journal.matches("\"kind\":\"extract\"").count(), 1);
+
+    // Another file in its place (the original set aside): refused, nothing sent, no output.
+    let original = dir.path().join("extract.orig");
+    std::fs::rename(&extract, &original).unwrap();
+    let other = dir.path().join("other.csv");
+    generate_csv(&other, "3000", "12");
+    std::fs::rename(&other, &extract).unwrap();
+    let mut numbers: HashSet<String> = rows(&original).into_iter().map(|(n, _)| n).collect();
+    numbers.extend(rows(&extract).into_iter().map(|(n, _)| n));
+    let refused = run_in(&extract, &work, &url, "30");
+    assert_refused_as_changed(&refused, &extract, &numbers);
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("another file: inode"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert_eq!(submissions(&work), sent);
+    assert!(!work.join("cleared.csv").exists());
+
+    // The original back (the same file): resumed, nothing sent again, the extract filtered.
+    std::fs::rename(&original, &extract).unwrap();
+    let resumed = run_in(&extract, &work, &url, "30");
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert_eq!(submissions(&work), sent);
+    assert_filtered(&extract, &work.join("cleared.csv"), &HashSet::new());
+    let cleared = std::fs::read(work.join("cleared.csv")).unwrap();
+
+    // Changed in place (the same inode, a row more): refused, the filtered extract untouched.
+    let mut text = std::fs::read_to_string(&extract).unwrap();
+    text += "R999999,9990000018,2026-11-23,X\r\n";
+    std::fs::write(&extract, &text).unwrap();
+    let refused = run_in(&extract, &work, &url, "30");
+    assert_refused_as_changed(&refused, &extract, &numbers);
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("size "),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert_eq!(submissions(&work), sent);
+    assert_eq!(std::fs::read(work.join("cleared.csv")).unwrap(), cleared);
+
+    // A journal from before extracts were recorded cannot be checked: a warning, and the run
+    // goes on (recording the extract as it is now).
+    let old: String = std::fs::read_to_string(work.join("journal.jsonl"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.contains("\"kind\":\"extract\""))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(work.join("journal.jsonl"), old).unwrap();
+    let unchecked = run_in(&extract, &work, &url, "30");
+    let stderr = String::from_utf8_lossy(&unchecked.stderr);
+    assert!(unchecked.status.success(), "{stderr}");
+    assert!(stderr.contains("has no record of the extract"), "{stderr}");
+    assert_eq!(submissions(&work), sent);
+    let journal = std::fs::read_to_string(work.join("journal.jsonl")).unwrap();
+    assert_eq!(journal.matches("\"kind\":\"extract\"").count(), 1);
     rt.block_on(mesh.stop());
 }
 

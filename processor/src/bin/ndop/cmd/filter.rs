@@ -12,7 +12,8 @@ use std::path::PathBuf;
 /// Write the original extract without the rows of opted-out patients.
 ///
 /// Keeps the rows whose NHS number the POS returned: the header, every
-/// other column and the line endings are copied untouched; rows of patients who opted out, and
+/// other column and the line endings are copied untouched, and so is a UTF-8 byte-order mark
+/// at the start of a file or of standard input; rows of patients who opted out, and
 /// rows with an invalid or missing number, are dropped and counted. The summary is printed as
 /// JSON. Use the same --column, --strict and --reject-placeholders as for prepare.
 ///

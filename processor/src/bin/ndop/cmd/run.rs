@@ -8,7 +8,7 @@ use crate::{exit, progress};
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
 use processor::filter::{filter, FilterSummary};
-use processor::journal::{Journal, ReplyKind};
+use processor::journal::{Entry, Extract, Journal, ReplyKind};
 use processor::mesh_settings::{MeshSettings, Secret};
 use processor::output::{DatOptions, Environment, LineEnding};
 use processor::prepare::{prepare, PrepareOptions, Summary, SUMMARY_JSON};
@@ -32,6 +32,12 @@ const RUN_JSON: &str = "run.json";
 /// who opted out and writes the extract without them. Everything lives in the work directory (prepared/, replies/, reconciled/, the
 /// journal, run.json). If the run is interrupted at any step, or collect times out, run the
 /// same command again: it resumes from the journal and never sends a file twice.
+///
+/// The extract must be a regular file, and the same file on every run in one work directory:
+/// its size, modification time and inode are journaled when it is prepared, and a run that finds
+/// them changed (checked at the start, after prepare and around filter) stops with exit code 3:
+/// nothing more is sent and no output is left from the changed file. A work directory from an
+/// older ndop resumes with a warning.
 ///
 /// Examples:
 ///   export NDOP_MESH_PASSWORD=... NDOP_MESH_SHARED_KEY=... NDOP_MESH_CERT=... NDOP_MESH_KEY=...
@@ -150,7 +156,10 @@ impl Pipeline {
             stages.push((name, clock.elapsed().as_secs_f64()));
             clock = std::time::Instant::now();
         };
+        let mut journal = Journal::open(&self.work)?;
+        let extract = self.check_extract(&mut journal, &prepared)?;
         let facts = self.prepare(&prepared)?;
+        self.unchanged(&extract)?;
         lap("prepare");
         eprintln!(
             "[1/5] prepared {} unique numbers from {} lines ({} invalid, {} duplicates) into {} file(s)",
@@ -165,7 +174,6 @@ impl Pipeline {
         }
         let client = client_for(&self.settings)?;
         let rt = runtime()?;
-        let mut journal = Journal::open(&self.work)?;
         let sent = rt.block_on(send_with_progress(
             &client,
             &mut journal,
@@ -212,6 +220,7 @@ impl Pipeline {
                 rec_dir.display()
             )));
         }
+        self.unchanged(&extract)?;
         remove_if_exists(&self.out)?;
         let bar = progress::bytes(
             "filter",
@@ -226,6 +235,11 @@ impl Pipeline {
             &mut |d| bar.set_position(d),
         )?;
         bar.finish_and_clear();
+        if let Err(e) = self.unchanged(&extract) {
+            // changed while it was being filtered: the output mixes two files
+            remove_if_exists(&self.out)?;
+            return Err(e);
+        }
         lap("filter");
         let c = &filtered.counts;
         eprintln!(
@@ -251,6 +265,58 @@ impl Pipeline {
             &serde_json::to_vec_pretty(&summary)?,
         )?;
         Ok(Outcome::Done(Box::new((summary, reconciled))))
+    }
+
+    /// Checks, before anything is prepared or sent, that the extract is the file this work
+    /// directory was started with, and returns its journaled identity. A work directory that
+    /// has nothing prepared yet (no summary.json in `prepared`) starts afresh: the extract is
+    /// journaled (a later record supersedes one from a run that stopped before finishing
+    /// prepare). A journal without a record (written by an older ndop) cannot be checked: a
+    /// warning, and the extract as it is now is recorded for the runs after this one.
+    fn check_extract(&self, journal: &mut Journal, prepared: &Path) -> anyhow::Result<Extract> {
+        let now = Extract::of(&self.extract)?;
+        if !prepared.join(SUMMARY_JSON).exists() {
+            journal.append(Entry::Extract(now.clone()))?;
+            return Ok(now);
+        }
+        match journal.extract() {
+            Some(recorded) => {
+                let recorded = recorded.clone();
+                self.compare(&recorded, &now)?;
+                Ok(recorded)
+            }
+            None => {
+                eprintln!(
+                    "ndop run: warning: the journal in {} has no record of the extract (it was \
+                     written by an older ndop), so {} cannot be checked to be the file prepared \
+                     there; recording it now",
+                    self.work.display(),
+                    self.extract.display()
+                );
+                journal.append(Entry::Extract(now.clone()))?;
+                Ok(now)
+            }
+        }
+    }
+
+    /// Fails if the extract is no longer the file `recorded` describes.
+    fn unchanged(&self, recorded: &Extract) -> anyhow::Result<()> {
+        self.compare(recorded, &Extract::of(&self.extract)?)
+    }
+
+    fn compare(&self, recorded: &Extract, now: &Extract) -> anyhow::Result<()> {
+        let mut changes = recorded.changes(now);
+        if changes.is_empty() {
+            return Ok(());
+        }
+        if recorded.path != now.path {
+            changes.insert(0, format!("given as {}, was {}", now.path, recorded.path));
+        }
+        bail!(processor::Error::ExtractChanged {
+            path: self.extract.clone(),
+            work: self.work.clone(),
+            changes: changes.join("; "),
+        })
     }
 
     /// Prepares into `dir` unless an earlier run finished doing so (its summary.json exists),
