@@ -8,8 +8,8 @@
 //!
 //! A UTF-8 byte-order mark at the start of the extract is written back at the start of the
 //! output. The input layer skips it before any line is classified (so the first header or row is
-//! read the same with or without one); the filter looks at the first three bytes itself, without
-//! taking them from the engine's input (see `starts_with_bom`).
+//! read the same with or without one) and says it did (`Event::Start::bom`), whatever the input:
+//! a file on either read path, standard input or a pipe.
 //!
 //! Blocks are filtered in parallel and written in input order, so the output is the same
 //! whatever the thread count.
@@ -21,7 +21,7 @@ use crate::scan::{Engine, Event, LineParser, ScanOptions};
 use crate::seen::NumberSet;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufWriter, Read, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -76,40 +76,6 @@ pub struct FilterSummary {
 
 /// The UTF-8 byte-order mark.
 const BOM: &[u8] = b"\xEF\xBB\xBF";
-
-/// Whether `extract` starts with a UTF-8 byte-order mark, found without consuming anything the
-/// engine is about to read.
-///
-/// - A regular file is opened a second time and its first three bytes read (both read paths,
-///   `mmap` and `read`, see the same bytes).
-/// - Standard input (`-`) is peeked through its process-wide buffer (`fill_buf` without
-///   `consume`), which is where the engine's reads of standard input start.
-/// - Anything else (a named pipe, `/dev/fd/N`) cannot be looked at without taking bytes from the
-///   engine, so it counts as having none.
-///
-/// Standard input also counts as having none if its first read returned fewer than three bytes
-/// (a writer that sent one or two bytes on their own): more cannot be peeked. Errors count as
-/// none too: the engine reports them when it opens the input.
-fn starts_with_bom(extract: &Path) -> bool {
-    if extract == Path::new("-") {
-        let mut stdin = std::io::stdin().lock();
-        loop {
-            match stdin.fill_buf() {
-                Ok(head) => return head.starts_with(BOM),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(_) => return false,
-            }
-        }
-    }
-    let Ok(file) = std::fs::File::open(extract) else {
-        return false;
-    };
-    if !file.metadata().is_ok_and(|m| m.is_file()) {
-        return false;
-    }
-    let mut head = [0u8; 3];
-    file.take(3).read_exact(&mut head).is_ok() && head == BOM
-}
 
 #[derive(Default)]
 struct Part {
@@ -209,12 +175,9 @@ pub fn filter(
         _ => PathBuf::from("."),
     };
     let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
-    let bom = starts_with_bom(extract);
+    let mut bom = false;
     let result = (|| {
         let mut w = BufWriter::with_capacity(1 << 20, create_private(&tmp)?);
-        if bom {
-            w.write_all(BOM).map_err(|e| Error::write(&tmp, e))?;
-        }
         let engine = Engine::new(opts)?;
         let mut c = FilterCounts::default();
         let mut invalid = [0u64; Reason::ALL.len()];
@@ -225,7 +188,11 @@ pub fn filter(
             |parser, block| filter_block(parser, allowed, requested, block),
             |event| {
                 match event {
-                    Event::Start { header, .. } => {
+                    Event::Start { header, bom: b, .. } => {
+                        bom = b;
+                        if bom {
+                            w.write_all(BOM).map_err(|e| Error::write(&tmp, e))?;
+                        }
                         if let Some(h) = header {
                             c.headers += 1;
                             w.write_all(h).map_err(|e| Error::write(&tmp, e))?;

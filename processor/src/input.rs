@@ -102,6 +102,8 @@ enum Source<'m> {
 pub(crate) struct Blocks<'m> {
     path: PathBuf,
     source: Source<'m>,
+    /// A byte-order mark was skipped at the start (settled by [`Blocks::skip_bom`]).
+    bom: bool,
     block_size: usize,
     max_line: usize,
 }
@@ -118,9 +120,11 @@ impl<'m> Blocks<'m> {
             block_size > max_line + 2,
             "block size must exceed the longest line"
         );
+        let mut bom = false;
         let source = match input {
             Input::Mapped(map) => {
-                let pos = if map.bytes().starts_with(BOM) { 3 } else { 0 };
+                bom = map.bytes().starts_with(BOM);
+                let pos = if bom { BOM.len() } else { 0 };
                 Source::Mapped { map, pos }
             }
             Input::Stream(reader) => Source::Stream {
@@ -135,9 +139,41 @@ impl<'m> Blocks<'m> {
         Blocks {
             path: path.to_path_buf(),
             source,
+            bom,
             block_size,
             max_line,
         }
+    }
+
+    /// Reads as far as needed to know whether the input starts with a UTF-8 byte-order mark,
+    /// skips it, and says whether there was one. The bytes read stay in the input.
+    pub(crate) fn skip_bom(&mut self) -> Result<bool> {
+        if let Source::Stream {
+            reader,
+            carry,
+            eof,
+            bom_checked,
+            ..
+        } = &mut self.source
+        {
+            let mut chunk = [0u8; 3];
+            while !*bom_checked {
+                if carry.len() >= BOM.len() || *eof {
+                    if carry.starts_with(BOM) {
+                        carry.drain(..BOM.len());
+                        self.bom = true;
+                    }
+                    *bom_checked = true;
+                    break;
+                }
+                let want = BOM.len() - carry.len();
+                let n = read_some(reader.as_mut(), &mut chunk[..want])
+                    .map_err(|e| Error::read(&self.path, e))?;
+                *eof = n == 0;
+                carry.extend_from_slice(&chunk[..n]);
+            }
+        }
+        Ok(self.bom)
     }
 
     /// Removes and returns the first line, with its line ending if it has one, for a CSV

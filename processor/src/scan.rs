@@ -220,10 +220,11 @@ pub fn total_len(inputs: &[PathBuf]) -> Option<u64> {
 /// What the engine tells the visitor, in input order.
 pub(crate) enum Event<'a, O> {
     /// An input is about to be read; `header` is its CSV header row as read (with its line
-    /// ending, if it has one).
+    /// ending, if it has one); `bom` says whether a UTF-8 byte-order mark before it was skipped.
     Start {
         path: &'a Path,
         header: Option<&'a [u8]>,
+        bom: bool,
     },
     /// The result of one block of the current input, and the block itself.
     Block { out: O, block: &'a [u8] },
@@ -278,10 +279,12 @@ impl Engine {
             let mut input = Input::open(path, self.opts.io)?;
             let mut blocks =
                 Blocks::new(path, &mut input, self.opts.block_size, self.opts.max_line);
+            let bom = blocks.skip_bom()?;
             let (parser, header) = self.parser_for(&mut blocks)?;
             visit(Event::Start {
                 path,
                 header: header.as_deref(),
+                bom,
             })?;
             let mut done: Option<(Vec<Chunk>, Vec<O>)> = None;
             loop {

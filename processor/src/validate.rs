@@ -193,7 +193,7 @@ pub fn validate(
         |parser, block| tally(parser, &set, keep_bad, block),
         |event| {
             match event {
-                Event::Start { path, header } => {
+                Event::Start { path, header, .. } => {
                     current = path.display().to_string();
                     line_base = header.is_some() as u64;
                     counts.headers += header.is_some() as u64;

@@ -1039,7 +1039,7 @@ fn filter_counts_rows_never_requested_as_not_checked() {
 }
 
 #[test]
-fn filter_keeps_a_bom_through_stdin_and_both_read_paths() {
+fn filter_keeps_a_bom_through_stdin_pipes_and_both_read_paths() {
     let dir = tempdir();
     let response = dir.path().join("response.dat");
     std::fs::write(&response, pos_lines(&NOT_OPTED_OUT)).unwrap();
@@ -1098,6 +1098,49 @@ fn filter_keeps_a_bom_through_stdin_and_both_read_paths() {
             for o in &outputs[1..] {
                 assert_eq!(o, &outputs[0], "{fixture_name}, bom {bom}");
             }
+            // A named pipe whose writer sends the first two bytes one at a time: the BOM is
+            // still seen, and kept.
+            let fifo = dir
+                .path()
+                .join(format!("fifo-{}-{fixture_name}", u8::from(bom)));
+            let made = std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap();
+            assert!(made.success());
+            let writer = {
+                let (fifo, bytes) = (fifo.clone(), bytes.clone());
+                std::thread::spawn(move || {
+                    use std::io::Write;
+                    let mut f = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+                    for b in &bytes[..2] {
+                        f.write_all(&[*b]).unwrap();
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                    }
+                    f.write_all(&bytes[2..]).unwrap();
+                })
+            };
+            let cleared = dir
+                .path()
+                .join(format!("cleared-{}-fifo-{fixture_name}", u8::from(bom)));
+            let mut args = vec![
+                "filter",
+                p(&fifo),
+                "--allowed",
+                p(&response),
+                "--out",
+                p(&cleared),
+            ];
+            args.extend_from_slice(&extra);
+            let out = ndop_in(dir.path(), &args, None);
+            writer.join().unwrap();
+            assert_code(&out, 0);
+            assert_eq!(json(&out.stdout)["bom"], bom, "{fixture_name} fifo");
+            assert_eq!(
+                std::fs::read(&cleared).unwrap(),
+                outputs[0],
+                "{fixture_name} fifo"
+            );
             let got = &outputs[0];
             assert_eq!(got.starts_with(BOM), bom, "{fixture_name}");
             assert!(!got[3..].starts_with(BOM), "{fixture_name}: one BOM only");
