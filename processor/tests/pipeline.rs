@@ -9,7 +9,7 @@ use processor::reconcile::reconcile;
 use processor::scan::{Format, ScanOptions};
 use proptest::prelude::*;
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -117,24 +117,10 @@ fn submissions(work: &Path) -> usize {
 #[test]
 fn run_resumes_after_a_timeout_and_never_sends_twice() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = mock_mesh::Config::default();
-    config.pos.delay = Duration::from_millis(1500);
-    let (rt, mesh) = start_mesh(config);
-    let extract = dir.path().join("extract.csv");
-    generate_csv(&extract, "5000", "9");
-    let work = dir.path().join("work");
+    let (rt, mesh, extract, work, sent) = interrupted_run(dir.path(), "5000", "9");
+    assert!(sent >= 3, "{sent} submissions");
     let url = mesh.base_url();
     let run = |timeout: &str| run_in(&extract, &work, &url, timeout);
-    // The POS takes 1.5 s: a run that waits for nothing stops with replies missing.
-    let first = run("0");
-    assert_eq!(
-        first.status.code(),
-        Some(6),
-        "{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
-    let sent = submissions(&work);
-    assert!(sent >= 3, "{sent} submissions");
     assert!(!work.join("cleared.csv").exists());
     // Resumed: nothing sent again, the replies collected, the extract filtered.
     let second = run("30");
@@ -150,6 +136,38 @@ fn run_resumes_after_a_timeout_and_never_sends_twice() {
     assert!(run("30").status.success());
     assert_eq!(submissions(&work), sent);
     rt.block_on(mesh.stop());
+}
+
+/// A mock whose POS takes 1.5 s, a generated CSV extract in `dir` and a first `ndop run` in
+/// `dir/work` that waits for nothing, so it stops with the replies missing (exit 6) after
+/// sending. Returns the runtime, the mock, the extract, the work directory and the number of
+/// submissions made.
+fn interrupted_run(
+    dir: &Path,
+    lines: &str,
+    seed: &str,
+) -> (
+    tokio::runtime::Runtime,
+    mock_mesh::MockMesh,
+    PathBuf,
+    PathBuf,
+    usize,
+) {
+    let mut config = mock_mesh::Config::default();
+    config.pos.delay = Duration::from_millis(1500);
+    let (rt, mesh) = start_mesh(config);
+    let extract = dir.join("extract.csv");
+    generate_csv(&extract, lines, seed);
+    let work = dir.join("work");
+    let first = run_in(&extract, &work, &mesh.base_url(), "0");
+    assert_eq!(
+        first.status.code(),
+        Some(6),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let sent = submissions(&work);
+    (rt, mesh, extract, work, sent)
 }
 
 /// `ndop run` on `extract` in `work` against the mock at `url`, waiting up to `timeout`
@@ -212,22 +230,9 @@ fn assert_refused_as_changed(out: &Output, extract: &Path, numbers: &HashSet<Str
 #[test]
 fn run_refuses_an_extract_that_changed_and_resumes_on_the_same_file() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = mock_mesh::Config::default();
-    config.pos.delay = Duration::from_millis(1500);
-    let (rt, mesh) = start_mesh(config);
-    let url = mesh.base_url();
-    let extract = dir.path().join("extract.csv");
-    generate_csv(&extract, "3000", "11");
-    let work = dir.path().join("work");
-    let first = run_in(&extract, &work, &url, "0");
-    assert_eq!(
-        first.status.code(),
-        Some(6),
-        "{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
-    let sent = submissions(&work);
+    let (rt, mesh, extract, work, sent) = interrupted_run(dir.path(), "3000", "11");
     assert!(sent >= 2, "{sent} submissions");
+    let url = mesh.base_url();
     let journal = std::fs::read_to_string(work.join("journal.jsonl")).unwrap();
     assert_eq!(journal.matches("\"kind\":\"extract\"").count(), 1);
 
