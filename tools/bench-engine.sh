@@ -5,16 +5,10 @@
 # RSS from /usr/bin/time -v. Prints medians and the ratios the targets are stated in.
 # Usage: tools/bench-engine.sh [LINES] [RUNS] [SORT_RUNS]   (defaults 100000000 10 2)
 set -euo pipefail
-cd "$(dirname "$0")/.."
 LINES=${1:-100000000}
 RUNS=${2:-10}
 SORT_RUNS=${3:-2}
-B=${BENCH_DATA:-bench-data}
-cargo build --release -q -p processor
-N=$PWD/target/release/ndop
-mkdir -p "$B"
-F="$B/engine-$LINES.dat"
-[ -f "$F" ] || "$N" generate --lines "$LINES" --seed 1 --out "$F" 2>/dev/null
+. "$(dirname "$0")/bench-lib.sh" "$LINES"
 cat "$F" > /dev/null; cat "$F" > /dev/null   # into the page cache
 echo "# $(date -u '+%F %T') UTC, $(nproc) cores, load: $(cut -d' ' -f1-3 /proc/loadavg), ndop $(git rev-parse --short HEAD)"
 hyperfine --style basic --runs "$RUNS" --export-json "$B/engine.json" \

@@ -4,15 +4,10 @@
 # with peak RSS. Needs about 22 GB of free disk; the file is deleted afterwards.
 # Usage: tools/bench-scale.sh [COPIES] [ROUNDS]   (defaults 16 2)
 set -euo pipefail
-cd "$(dirname "$0")/.."
 COPIES=${1:-16}
 ROUNDS=${2:-2}
-B=${BENCH_DATA:-bench-data}
-cargo build --release -q -p processor
-N=$PWD/target/release/ndop
-mkdir -p "$B"
-SRC="$B/engine-100000000.dat"
-[ -f "$SRC" ] || "$N" generate --lines 100000000 --seed 1 --out "$SRC" 2>/dev/null
+. "$(dirname "$0")/bench-lib.sh" 100000000
+SRC="$F"
 BIG="$B/scale.dat"
 trap 'rm -f "$BIG"; rm -rf "$B/scale-out"' EXIT
 for _ in $(seq "$COPIES"); do cat "$SRC"; done > "$BIG"
