@@ -58,6 +58,12 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// A file that would have been overwritten; nothing was written (`pki`, `--tls-generate`).
+    #[error("{path}: already exists; not overwritten (choose an empty directory)")]
+    Exists {
+        /// The existing file.
+        path: PathBuf,
+    },
     /// The on-disk store is unreadable.
     #[error("store {path}: {message}")]
     Store {

@@ -46,6 +46,7 @@
 //! does that on `127.0.0.1:0` for tests; [`App::handle`] answers one request without a socket.
 //! Plain HTTP by default; [`Config::with_tls`] serves HTTPS instead, and with a client CA
 //! ([`TlsConfig::with_client_ca`]) requires a client certificate signed by it, like real MESH.
+//! [`pki`] makes the certificates for that (tests and local mTLS setups).
 //! Logs (`tracing`) carry ids, counts, sizes, routes and statuses, never a body, an NHS number, a
 //! local id, a subject or a credential.
 
@@ -56,6 +57,7 @@ mod clock;
 mod config;
 mod error;
 pub mod headers;
+pub mod pki;
 pub mod pos;
 mod router;
 mod server;

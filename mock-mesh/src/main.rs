@@ -42,8 +42,13 @@ enum Command {
     ///
     ///   mock-mesh serve --tls-cert server.pem --tls-key server.key --tls-client-ca client-ca.pem
     ///
-    /// The last one serves https:// and, like real MESH, refuses any client that does not
-    /// present a certificate issued by the CA in client-ca.pem (mutual TLS).
+    ///   mock-mesh serve --memory --tls-generate /tmp/mesh-tls
+    ///
+    /// The last two serve https:// and, like real MESH, refuse any client that does not
+    /// present a certificate issued by the client CA (mutual TLS). --tls-generate makes a
+    /// throw-away CA (ca.pem), a server certificate for 127.0.0.1 and localhost
+    /// (server.pem, server.key) and a client certificate (client.pem, client.key) in the
+    /// directory first, and logs which files a client should use.
     Serve(ServeArgs),
 }
 
@@ -98,6 +103,15 @@ struct ServeArgs {
     /// without one fail the TLS handshake (needs --tls-cert).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_client_ca: Option<PathBuf>,
+    /// Mutual TLS with certificates made now: writes ca.pem, server.pem, server.key,
+    /// client.pem and client.key (keys mode 0600) into DIR, which must not hold any of them,
+    /// and serves with them. For tests and local setups only.
+    #[arg(
+        long,
+        value_name = "DIR",
+        conflicts_with_all = ["tls_cert", "tls_key", "tls_client_ca"]
+    )]
+    tls_generate: Option<PathBuf>,
     /// Log filter (also RUST_LOG), e.g. info or mock_mesh=debug.
     #[arg(long, default_value = "info")]
     log: String,
@@ -150,6 +164,17 @@ fn build_config(a: &ServeArgs) -> anyhow::Result<mock_mesh::Config> {
     if let (Some(cert), Some(key)) = (&a.tls_cert, &a.tls_key) {
         let tls = mock_mesh::TlsConfig::from_files(cert, key, a.tls_client_ca.as_deref())?;
         c = c.with_tls(tls);
+    }
+    if let Some(dir) = &a.tls_generate {
+        let pki = mock_mesh::pki::Pki::generate(dir)?;
+        c = c.with_tls(pki.tls_config(true)?);
+        tracing::info!(
+            dir = %dir.display(),
+            "TLS certificates written; clients use certificate {}, key {} and trust CA {}",
+            pki.client.cert.display(),
+            pki.client.key.display(),
+            pki.ca.display()
+        );
     }
     Ok(c)
 }

@@ -2,113 +2,39 @@
 //! test time with `rcgen` and written to disk, real TLS clients (reqwest with rustls) and the
 //! `mock-mesh` binary itself for the command-line flags.
 
-use std::error::Error as _;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use mock_mesh::pki::{CertFiles, OtherCa, Pki};
 use mock_mesh::{Config, MockMesh, TlsConfig};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
-};
 
 const PING: &str = "/messageexchange/_ping";
 
-/// A CA that can issue certificates.
-struct Ca {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-}
-
-impl Ca {
-    /// Two CAs made with the same name still have different keys, so one cannot stand in for
-    /// the other.
-    fn new(name: &str) -> Ca {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        Ca { cert, key }
-    }
-
-    /// Writes a leaf certificate and its key as `<name>.pem` / `<name>.key`.
-    fn issue(
-        &self,
-        dir: &Path,
-        name: &str,
-        cn: &str,
-        sans: &[&str],
-        purpose: ExtendedKeyUsagePurpose,
-    ) -> (PathBuf, PathBuf) {
-        let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
-        let mut params = CertificateParams::new(sans).unwrap();
-        params.distinguished_name.push(DnType::CommonName, cn);
-        params.extended_key_usages = vec![purpose];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
-        let cert_path = dir.join(format!("{name}.pem"));
-        let key_path = dir.join(format!("{name}.key"));
-        std::fs::write(&cert_path, cert.pem()).unwrap();
-        std::fs::write(&key_path, key.serialize_pem()).unwrap();
-        (cert_path, key_path)
-    }
-}
-
-/// Everything on disk: the CA, a server certificate for 127.0.0.1/localhost, a client
-/// certificate from the CA and one from another CA of the same name.
-struct Pki {
+/// Everything on disk (`mock_mesh::pki`): the CA, a server certificate for 127.0.0.1/localhost,
+/// a client certificate from the CA, and another CA of the same name with a client certificate.
+struct Certs {
     dir: tempfile::TempDir,
-    ca: PathBuf,
-    server: (PathBuf, PathBuf),
-    client: (PathBuf, PathBuf),
-    rogue_client: (PathBuf, PathBuf),
+    pki: Pki,
+    other: OtherCa,
 }
 
-impl Pki {
-    fn new() -> Pki {
+impl Certs {
+    fn new() -> Certs {
         let dir = tempfile::tempdir().unwrap();
-        let ca = Ca::new("mock-mesh test CA");
-        let ca_path = dir.path().join("ca.pem");
-        std::fs::write(&ca_path, ca.cert.pem()).unwrap();
-        let server = ca.issue(
-            dir.path(),
-            "server",
-            "localhost",
-            &["127.0.0.1", "localhost"],
-            ExtendedKeyUsagePurpose::ServerAuth,
-        );
-        let client_cn = "SERVER001.X26.api.mesh-client.nhs.uk";
-        let client = ca.issue(
-            dir.path(),
-            "client",
-            client_cn,
-            &[],
-            ExtendedKeyUsagePurpose::ClientAuth,
-        );
-        let rogue = Ca::new("mock-mesh test CA");
-        let rogue_client = rogue.issue(
-            dir.path(),
-            "rogue-client",
-            client_cn,
-            &[],
-            ExtendedKeyUsagePurpose::ClientAuth,
-        );
-        Pki {
-            dir,
-            ca: ca_path,
-            server,
-            client,
-            rogue_client,
-        }
+        let pki = Pki::generate(dir.path()).unwrap();
+        let other = OtherCa::generate(dir.path()).unwrap();
+        Certs { dir, pki, other }
     }
 
-    fn tls(&self, mutual: bool) -> TlsConfig {
-        let ca = mutual.then_some(self.ca.as_path());
-        TlsConfig::from_files(&self.server.0, &self.server.1, ca).unwrap()
+    /// Fresh certificates and a server on 127.0.0.1:0 using them; `mutual`: a client
+    /// certificate from the CA is required.
+    async fn serve(mutual: bool) -> (Certs, MockMesh) {
+        let c = Certs::new();
+        let tls = c.pki.tls_config(mutual).unwrap();
+        let mesh = MockMesh::start(Config::default().with_tls(tls)).await;
+        (c, mesh.unwrap())
     }
 
     fn file(&self, name: &str, text: &str) -> PathBuf {
@@ -118,101 +44,85 @@ impl Pki {
     }
 }
 
-/// A rustls HTTP client trusting only the test CA, with this client certificate if any.
-fn https_client(ca: &Path, identity: Option<&(PathBuf, PathBuf)>) -> reqwest::Client {
+/// A rustls HTTP client trusting only this CA, with this client certificate if any.
+fn https_client(ca: &Path, identity: Option<&CertFiles>) -> reqwest::Client {
     let mut b = reqwest::Client::builder()
         .use_rustls_tls()
         .tls_built_in_root_certs(false)
         .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap())
         .timeout(Duration::from_secs(20));
-    if let Some((cert, key)) = identity {
-        let mut pem = std::fs::read(key).unwrap();
-        pem.extend(std::fs::read(cert).unwrap());
+    if let Some(files) = identity {
+        let mut pem = std::fs::read(&files.key).unwrap();
+        pem.extend(std::fs::read(&files.cert).unwrap());
         b = b.identity(reqwest::Identity::from_pem(&pem).unwrap());
     }
     b.build().unwrap()
 }
 
 /// The error and all its sources on one line.
-fn chain(e: &reqwest::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(" / ");
-        out.push_str(&s.to_string());
-        source = s.source();
+fn chain(e: reqwest::Error) -> String {
+    format!("{:#}", anyhow::Error::new(e))
+}
+
+/// GET `{base}/messageexchange/_ping` over HTTPS trusting `ca`, presenting `identity` if any:
+/// the status, or the error chain.
+async fn ping(base: &str, ca: &Path, identity: Option<&CertFiles>) -> Result<u16, String> {
+    https_client(ca, identity)
+        .get(format!("{base}{PING}"))
+        .send()
+        .await
+        .map(|res| res.status().as_u16())
+        .map_err(chain)
+}
+
+/// The ping is answered 200.
+async fn assert_served(base: &str, ca: &Path, identity: Option<&CertFiles>) {
+    assert_eq!(ping(base, ca, identity).await, Ok(200), "{base}");
+}
+
+/// The ping fails (no HTTP answer at all) with `why` in the error chain.
+async fn assert_refused(base: &str, ca: &Path, identity: Option<&CertFiles>, why: &str) {
+    match ping(base, ca, identity).await {
+        Ok(status) => panic!("{base}: answered {status}, expected a TLS failure ({why})"),
+        Err(chain) => assert!(chain.contains(why), "{chain}"),
     }
-    out
 }
 
 #[tokio::test]
 async fn mutual_tls_serves_a_client_with_a_certificate_from_the_ca() {
-    let pki = Pki::new();
-    let mesh = MockMesh::start(Config::default().with_tls(pki.tls(true)))
-        .await
-        .unwrap();
+    let (c, mesh) = Certs::serve(true).await;
     let base = mesh.base_url();
     assert!(base.starts_with("https://127.0.0.1:"), "{base}");
-    let client = https_client(&pki.ca, Some(&pki.client));
-    let res = client.get(format!("{base}{PING}")).send().await.unwrap();
-    assert_eq!(res.status(), 200);
+    assert_served(&base, &c.pki.ca, Some(&c.pki.client)).await;
     // by name too: the certificate names localhost as well as 127.0.0.1
     let port = mesh.local_addr().port();
-    let res = client
-        .get(format!("https://localhost:{port}{PING}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    let by_name = format!("https://localhost:{port}");
+    assert_served(&by_name, &c.pki.ca, Some(&c.pki.client)).await;
     mesh.stop().await;
 }
 
 #[tokio::test]
 async fn mutual_tls_refuses_a_client_without_a_certificate() {
-    let pki = Pki::new();
-    let mesh = MockMesh::start(Config::default().with_tls(pki.tls(true)))
-        .await
-        .unwrap();
-    let err = https_client(&pki.ca, None)
-        .get(format!("{}{PING}", mesh.base_url()))
-        .send()
-        .await
-        .unwrap_err();
-    let chain = chain(&err);
-    assert!(chain.contains("CertificateRequired"), "{chain}");
+    let (c, mesh) = Certs::serve(true).await;
+    assert_refused(&mesh.base_url(), &c.pki.ca, None, "CertificateRequired").await;
     mesh.stop().await;
 }
 
 #[tokio::test]
 async fn mutual_tls_refuses_a_certificate_from_another_ca() {
-    let pki = Pki::new();
-    let mesh = MockMesh::start(Config::default().with_tls(pki.tls(true)))
-        .await
-        .unwrap();
-    let err = https_client(&pki.ca, Some(&pki.rogue_client))
-        .get(format!("{}{PING}", mesh.base_url()))
-        .send()
-        .await
-        .unwrap_err();
-    let chain = chain(&err);
+    let (c, mesh) = Certs::serve(true).await;
+    let base = mesh.base_url();
     // same CA name, other key: the signature check fails on the server, which says so
-    assert!(chain.contains("received fatal alert"), "{chain}");
+    let rogue = Some(&c.other.client);
+    assert_refused(&base, &c.pki.ca, rogue, "received fatal alert").await;
     // the right certificate still works on the same server
-    let res = https_client(&pki.ca, Some(&pki.client))
-        .get(format!("{}{PING}", mesh.base_url()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    assert_served(&base, &c.pki.ca, Some(&c.pki.client)).await;
     mesh.stop().await;
 }
 
 #[tokio::test]
 async fn plain_http_to_the_tls_port_fails_and_the_server_carries_on() {
-    let pki = Pki::new();
-    let mesh = MockMesh::start(Config::default().with_tls(pki.tls(true)))
-        .await
-        .unwrap();
+    let (c, mesh) = Certs::serve(true).await;
     let plain = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .build()
@@ -220,44 +130,29 @@ async fn plain_http_to_the_tls_port_fails_and_the_server_carries_on() {
     let url = format!("http://{}{PING}", mesh.local_addr());
     // the server answers the HTTP request with TLS bytes (an alert), never with HTTP
     let err = plain.get(&url).send().await.unwrap_err();
-    assert!(!err.is_timeout() && !err.is_connect(), "{}", chain(&err));
-    let res = https_client(&pki.ca, Some(&pki.client))
-        .get(format!("{}{PING}", mesh.base_url()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    assert!(!err.is_timeout() && !err.is_connect(), "{}", chain(err));
+    assert_served(&mesh.base_url(), &c.pki.ca, Some(&c.pki.client)).await;
     mesh.stop().await;
 }
 
 #[tokio::test]
 async fn server_only_tls_needs_no_client_certificate_but_the_server_is_verified() {
-    let pki = Pki::new();
-    let mesh = MockMesh::start(Config::default().with_tls(pki.tls(false)))
-        .await
-        .unwrap();
-    let url = format!("{}{PING}", mesh.base_url());
-    let res = https_client(&pki.ca, None).get(&url).send().await.unwrap();
-    assert_eq!(res.status(), 200);
-    // a client that trusts another CA refuses our server
-    let other = pki.file("other-ca.pem", &Ca::new("other").cert.pem());
-    let err = https_client(&other, None)
-        .get(&url)
-        .send()
-        .await
-        .unwrap_err();
-    let chain = chain(&err);
-    assert!(chain.contains("UnknownIssuer"), "{chain}");
+    let (c, mesh) = Certs::serve(false).await;
+    let base = mesh.base_url();
+    assert_served(&base, &c.pki.ca, None).await;
+    // a client that trusts another CA refuses our server; that CA has the same name, so it
+    // is the signature check that fails
+    assert_refused(&base, &c.other.ca, None, "BadSignature").await;
     mesh.stop().await;
 }
 
 #[test]
 fn bad_pem_files_are_named_with_the_reason() {
-    let pki = Pki::new();
-    let (cert, key) = (&pki.server.0, &pki.server.1);
-    let missing = pki.dir.path().join("missing.pem");
-    let garbage = pki.file("garbage.pem", "not a certificate\n");
-    let cut = pki.file(
+    let c = Certs::new();
+    let (cert, key) = (&c.pki.server.cert, &c.pki.server.key);
+    let missing = c.dir.path().join("missing.pem");
+    let garbage = c.file("garbage.pem", "not a certificate\n");
+    let cut = c.file(
         "cut.pem",
         "-----BEGIN CERTIFICATE-----\nMIIB\n", // no END line
     );
@@ -279,12 +174,12 @@ fn bad_pem_files_are_named_with_the_reason() {
             "no PEM PRIVATE KEY block",
         ),
         (cert, key, Some(&cut), "client CA", "END CERTIFICATE"),
-        (cert, &pki.client.1, None, "certificate", "does not fit"),
+        (cert, &c.pki.client.key, None, "certificate", "does not fit"),
     ];
-    for (c, k, ca, what, why) in cases {
-        let e = TlsConfig::from_files(c, k, ca).unwrap_err().to_string();
+    for (crt, k, ca, what, why) in cases {
+        let e = TlsConfig::from_files(crt, k, ca).unwrap_err().to_string();
         let path = match what {
-            "certificate" => c,
+            "certificate" => crt,
             "private key" => k,
             _ => ca.unwrap(),
         };
@@ -302,15 +197,15 @@ fn mock_mesh_bin() -> Command {
 
 #[test]
 fn cli_reports_unreadable_or_invalid_pem_and_exits_1() {
-    let pki = Pki::new();
-    let garbage = pki.file("garbage.key", "hello\n");
-    let missing = pki.dir.path().join("nope.pem");
+    let c = Certs::new();
+    let (server, garbage) = (&c.pki.server, c.file("garbage.key", "hello\n"));
+    let missing = c.dir.path().join("nope.pem");
     for (cert, key, ca, expect) in [
-        (&pki.server.0, &garbage, None, garbage.display().to_string()),
-        (&missing, &pki.server.1, None, missing.display().to_string()),
+        (&server.cert, &garbage, None, garbage.display().to_string()),
+        (&missing, &server.key, None, missing.display().to_string()),
         (
-            &pki.server.0,
-            &pki.server.1,
+            &server.cert,
+            &server.key,
             Some(&garbage),
             "no PEM CERTIFICATE block".to_string(),
         ),
@@ -334,7 +229,7 @@ fn cli_reports_unreadable_or_invalid_pem_and_exits_1() {
     // half a pair is a usage error
     let out = mock_mesh_bin()
         .args(["serve", "--tls-cert"])
-        .arg(&pki.server.0)
+        .arg(&server.cert)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -350,12 +245,16 @@ fn cli_help_documents_the_tls_flags_with_an_example() {
         "--tls-cert <FILE>",
         "--tls-key <FILE>",
         "--tls-client-ca <FILE>",
+        "--tls-generate <DIR>",
     ] {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
     }
-    assert!(
-        help.contains("mock-mesh serve --tls-cert server.pem --tls-key server.key --tls-client-ca")
-    );
+    for example in [
+        "mock-mesh serve --tls-cert server.pem --tls-key server.key --tls-client-ca",
+        "mock-mesh serve --memory --tls-generate /tmp/mesh-tls",
+    ] {
+        assert!(help.contains(example), "{example} missing from:\n{help}");
+    }
 }
 
 /// Kills the child process on drop so a failing test leaves nothing running.
@@ -368,17 +267,13 @@ impl Drop for Child {
     }
 }
 
-#[tokio::test]
-async fn cli_serves_mutual_tls() {
-    let pki = Pki::new();
+/// Runs `mock-mesh serve --memory --listen 127.0.0.1:0` plus `args` until it logs that it
+/// listens on https: the process, the base URL and the log lines up to that one.
+async fn serve_https(args: &[&std::ffi::OsStr]) -> (Child, String, Vec<String>) {
     let mut child = Child(
         mock_mesh_bin()
-            .args(["serve", "--memory", "--listen", "127.0.0.1:0", "--tls-cert"])
-            .arg(&pki.server.0)
-            .arg("--tls-key")
-            .arg(&pki.server.1)
-            .arg("--tls-client-ca")
-            .arg(&pki.ca)
+            .args(["serve", "--memory", "--listen", "127.0.0.1:0"])
+            .args(args)
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -386,8 +281,9 @@ async fn cli_serves_mutual_tls() {
             .unwrap(),
     );
     let stderr = child.0.stderr.take().unwrap();
-    let port = tokio::task::spawn_blocking(move || {
+    let (port, lines) = tokio::task::spawn_blocking(move || {
         let marker = "listening on https://127.0.0.1:";
+        let mut lines = Vec::new();
         for line in BufReader::new(stderr).lines() {
             let line = line.unwrap();
             if let Some(i) = line.find(marker) {
@@ -395,28 +291,105 @@ async fn cli_serves_mutual_tls() {
                     .chars()
                     .take_while(|c| c.is_ascii_digit())
                     .collect();
-                return digits.parse::<u16>().unwrap();
+                return (digits.parse::<u16>().unwrap(), lines);
             }
+            lines.push(line);
         }
-        panic!("mock-mesh exited without a listening line");
+        panic!("mock-mesh exited without a listening line: {lines:#?}");
     })
     .await
     .unwrap();
-    let url = format!("https://127.0.0.1:{port}{PING}");
-    let res = https_client(&pki.ca, Some(&pki.client))
-        .get(&url)
-        .send()
-        .await
+    (child, format!("https://127.0.0.1:{port}"), lines)
+}
+
+#[tokio::test]
+async fn cli_serves_mutual_tls() {
+    let c = Certs::new();
+    let (server, ca) = (&c.pki.server, c.pki.ca.as_os_str());
+    let (_child, base, _) = serve_https(&[
+        "--tls-cert".as_ref(),
+        server.cert.as_os_str(),
+        "--tls-key".as_ref(),
+        server.key.as_os_str(),
+        "--tls-client-ca".as_ref(),
+        ca,
+    ])
+    .await;
+    assert_served(&base, &c.pki.ca, Some(&c.pki.client)).await;
+    assert_refused(&base, &c.pki.ca, None, "CertificateRequired").await;
+}
+
+#[tokio::test]
+async fn cli_tls_generate_writes_certificates_and_serves_mutual_tls_with_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("tls");
+    let (_child, base, log) = serve_https(&["--tls-generate".as_ref(), dir.as_os_str()]).await;
+    // the files the client should use are named in the log; no key material is
+    let files = Pki {
+        ca: dir.join("ca.pem"),
+        server: CertFiles {
+            cert: dir.join("server.pem"),
+            key: dir.join("server.key"),
+        },
+        client: CertFiles {
+            cert: dir.join("client.pem"),
+            key: dir.join("client.key"),
+        },
+    };
+    let log = log.join("\n");
+    for path in [&files.ca, &files.client.cert, &files.client.key] {
+        assert!(path.is_file(), "{}", path.display());
+        assert!(log.contains(&path.display().to_string()), "{log}");
+    }
+    assert!(files.server.cert.is_file() && files.server.key.is_file());
+    assert!(!log.contains("PRIVATE KEY"), "{log}");
+    // mutual TLS with the generated set: its client certificate is served, none is refused,
+    // and so is one from another CA
+    assert_served(&base, &files.ca, Some(&files.client)).await;
+    assert_refused(&base, &files.ca, None, "CertificateRequired").await;
+    let other = OtherCa::generate(tmp.path()).unwrap();
+    assert_refused(
+        &base,
+        &files.ca,
+        Some(&other.client),
+        "received fatal alert",
+    )
+    .await;
+    // a client trusting another CA refuses the server
+    assert_refused(&base, &other.ca, Some(&files.client), "BadSignature").await;
+
+    // the same directory again: refused, naming the first existing file, nothing changed
+    let before = std::fs::read(&files.client.key).unwrap();
+    let out = mock_mesh_bin()
+        .args([
+            "serve",
+            "--memory",
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-generate",
+        ])
+        .arg(&dir)
+        .env_remove("RUST_LOG")
+        .output()
         .unwrap();
-    assert_eq!(res.status(), 200);
-    let err = https_client(&pki.ca, None)
-        .get(&url)
-        .send()
-        .await
-        .unwrap_err();
-    assert!(
-        chain(&err).contains("CertificateRequired"),
-        "{}",
-        chain(&err)
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let expect = format!(
+        "mock-mesh: {}: already exists; not overwritten",
+        files.ca.display()
     );
+    assert!(stderr.contains(&expect), "{stderr}");
+    assert_eq!(stderr.matches("already exists").count(), 1, "{stderr}");
+    assert_eq!(std::fs::read(&files.client.key).unwrap(), before);
+
+    // it makes its own certificates: with --tls-cert and the like it is a usage error
+    let out = mock_mesh_bin()
+        .args(["serve", "--tls-generate"])
+        .arg(&dir)
+        .arg("--tls-client-ca")
+        .arg(&files.ca)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-generate"));
 }
