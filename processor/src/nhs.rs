@@ -206,6 +206,20 @@ fn is_repdigit(n: u64) -> bool {
 /// its trailing comma).
 #[inline]
 pub fn classify(field: &[u8], rules: Rules) -> Field {
+    // Fastest path: ten bare digits that pass (see `swar`); anything else is worked out below.
+    if let Ok(ten) = <&[u8; 10]>::try_from(field) {
+        if let Some(l) = crate::swar::parse_ten(ten) {
+            return if l.placeholder && rules.reject_placeholders {
+                Field::Invalid(Reason::Placeholder)
+            } else {
+                Field::Valid {
+                    number: l.number,
+                    normalised: false,
+                    placeholder: l.placeholder,
+                }
+            };
+        }
+    }
     // Fast path: ten bare digits.
     let fast = if field.len() == 10 {
         Some(check_ten(field))
