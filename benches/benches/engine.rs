@@ -20,9 +20,10 @@ use std::time::Duration;
 
 use chrono::NaiveDate;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use processor::dat::{DatOptions, LineEnding};
 use processor::generate::{generate, GenFormat, GenerateOptions};
 use processor::nhs::{classify, Field, Rules};
-use processor::output::{DatOptions, Environment, LineEnding};
+use processor::pos::PosEnv;
 use processor::prepare::{prepare, PrepareOptions};
 use processor::scan::ScanOptions;
 use processor::validate::validate;
@@ -72,7 +73,7 @@ fn dat_options(dir: &Path) -> DatOptions {
         mailbox: "X26ABC1".to_string(),
         date: NaiveDate::from_ymd_opt(2026, 11, 23).expect("date"),
         seq: 1,
-        env: Environment::Int,
+        env: PosEnv::Int,
         tag: None,
         line_ending: LineEnding::Crlf,
         max_bytes: 20_000_000_000,

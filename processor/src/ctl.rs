@@ -1,5 +1,5 @@
-//! Reading DTSControl (`.ctl`) files: the MESH client's control file that says where its `.dat`
-//! goes (`ndop-domain.md` §2.1–2.2), as written by [`crate::output::control_file`].
+//! DTSControl (`.ctl`) files both ways: the MESH client's control file that says where its
+//! `.dat` goes (`ndop-domain.md` §2.1–2.2), written by [`render`] and read by [`read_control`].
 //!
 //! `ndop send` reads To_DTS, WorkflowId, Subject and LocalId from the `.ctl` next to each
 //! `.dat` and turns them into MESH headers, so a bad control file must stop the send with a
@@ -15,6 +15,29 @@
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::pos::{is_mailbox_id, WORKFLOW_ID};
+
+/// The DTSControl file for one `.dat` (element names are case-sensitive).
+pub fn render(from: &str, to: &str, subject: &str, local_id: &str) -> String {
+    format!(
+        "<DTSControl>\r\n\
+         \x20 <Version>1.0</Version>\r\n\
+         \x20 <AddressType>DTS</AddressType>\r\n\
+         \x20 <MessageType>Data</MessageType>\r\n\
+         \x20 <WorkflowId>{WORKFLOW_ID}</WorkflowId>\r\n\
+         \x20 <From_DTS>{from}</From_DTS>\r\n\
+         \x20 <To_DTS>{to}</To_DTS>\r\n\
+         \x20 <Subject>{subject}</Subject>\r\n\
+         \x20 <LocalId>{local_id}</LocalId>\r\n\
+         \x20 <DTSId></DTSId>\r\n\
+         \x20 <PartnerId></PartnerId>\r\n\
+         \x20 <Compress>Y</Compress>\r\n\
+         \x20 <Encrypted>N</Encrypted>\r\n\
+         \x20 <IsCompressed>N</IsCompressed>\r\n\
+         \x20 <AllowChunking>Y</AllowChunking>\r\n\
+         </DTSControl>\r\n"
+    )
+}
 
 /// Largest control file read; real ones are well under 1 KiB.
 pub const MAX_CTL_BYTES: u64 = 64 * 1024;
@@ -120,7 +143,7 @@ pub fn parse_control(bytes: &[u8]) -> std::result::Result<ControlFile, Malformed
 
 /// A mailbox id: 1 to 20 ASCII letters and digits, upper-cased.
 fn mailbox(element: &str, v: &str) -> std::result::Result<String, MalformedControl> {
-    if v.is_empty() || v.len() > 20 || !v.bytes().all(|b| b.is_ascii_alphanumeric()) {
+    if !is_mailbox_id(v) {
         return bad(format!(
             "<{element}> must be a mailbox id of 1 to 20 letters and digits, not {:?}",
             clip(v)
@@ -324,7 +347,6 @@ fn decode(text: &str) -> std::result::Result<String, MalformedControl> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::{control_file, WORKFLOW_ID};
 
     fn ok(text: &str) -> ControlFile {
         parse_control(text.as_bytes()).unwrap_or_else(|e| panic!("{e}: {text}"))
@@ -338,8 +360,8 @@ mod tests {
     }
 
     #[test]
-    fn reads_what_output_writes() {
-        let text = control_file(
+    fn reads_what_render_writes() {
+        let text = render(
             "X26ABC1",
             "X26OT154",
             "X26ABC1-231126-0001",
@@ -420,7 +442,7 @@ mod tests {
 
     #[test]
     fn arbitrary_bytes_never_panic() {
-        let sample = control_file("X26ABC1", "X26OT154", "s", "l");
+        let sample = render("X26ABC1", "X26OT154", "s", "l");
         let bytes = sample.as_bytes();
         for cut in 0..bytes.len() {
             let _ = parse_control(&bytes[..cut]);

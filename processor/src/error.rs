@@ -66,7 +66,7 @@ pub enum Error {
     #[error(
         "{}: the POS rejected the request: \"{}\"",
         path.display(),
-        crate::reconcile::POS_INVALID_REPLY
+        crate::pos::REJECTION_LINE
     )]
     PosRejected {
         /// The reply file.
@@ -89,14 +89,16 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn read(path: impl Into<PathBuf>, source: io::Error) -> Self {
+    /// An input could not be read: [`Error::Read`].
+    pub fn read(path: impl Into<PathBuf>, source: io::Error) -> Self {
         Error::Read {
             path: path.into(),
             source,
         }
     }
 
-    pub(crate) fn write(path: impl Into<PathBuf>, source: io::Error) -> Self {
+    /// An output could not be written: [`Error::Write`].
+    pub fn write(path: impl Into<PathBuf>, source: io::Error) -> Self {
         Error::Write {
             path: path.into(),
             source,

@@ -15,8 +15,8 @@
 //! whatever the thread count.
 
 use crate::error::{Error, Result};
+use crate::files::create_private;
 use crate::nhs::{Field, Reason};
-use crate::output::create_private;
 use crate::scan::{Engine, Event, LineParser, ScanOptions};
 use crate::seen::NumberSet;
 use serde::Serialize;
@@ -239,7 +239,7 @@ pub fn filter(
             return Err(e);
         }
     };
-    crate::output::sync_dir(&dir)?;
+    crate::files::sync_dir(&dir)?;
     Ok(FilterSummary {
         counts,
         input: extract.display().to_string(),

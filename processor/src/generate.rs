@@ -7,8 +7,8 @@
 //! purpose, one kind at a time, and counted by kind; the truth is what the construction did,
 //! which makes it an independent check of the validator.
 
+use crate::dat::LineEnding;
 use crate::nhs::{check_digit_of_prefix, write_digits, Reason};
-use crate::output::LineEnding;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::{self, Write};

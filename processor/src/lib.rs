@@ -6,15 +6,18 @@
 //! - [`nhs`]: the Modulus 11 rule and the classification of one field;
 //! - [`scan`] and `input`: inputs as line-aligned blocks, processed in parallel, merged in order;
 //! - [`validate`]: every line counted into exactly one bucket, bad lines quarantined;
-//! - [`output`] and [`prepare`]: `.dat` + `.ctl` pairs under the MESH limits;
-//! - [`ctl`], [`journal`], [`mesh_settings`] and [`transfer`]: sending the pairs and collecting
+//! - [`dat`], [`ctl`] and [`prepare`]: `.dat` + `.ctl` pairs under the MESH limits, written by
+//!   the rules of [`files`] (mode 0600, atomic) with the POS facts of [`pos`];
+//! - [`journal`], [`mesh_settings`] and [`transfer`]: sending the pairs and collecting
 //!   the POS replies, resumably;
 //! - [`reconcile`] and [`filter`]: who opted out, and the extract without them;
 //! - [`generate`]: synthetic extracts in the 999 test range with their exact truth.
 
 pub mod csv;
 pub mod ctl;
+pub mod dat;
 pub mod error;
+pub mod files;
 pub mod filter;
 pub mod generate;
 mod input;
@@ -22,7 +25,7 @@ pub mod journal;
 pub mod mesh_settings;
 mod mmap;
 pub mod nhs;
-pub mod output;
+pub mod pos;
 pub mod prepare;
 pub mod reconcile;
 pub mod scan;

@@ -4,8 +4,9 @@
 //! If anything fails after the directory was checked, every file this run created there is
 //! removed again: a failed run leaves no partial `.dat` behind.
 
+use crate::dat::{write_dat_files, DatFile, DatOptions};
 use crate::error::Result;
-use crate::output::{ensure_empty_dir, write_atomic, write_dat_files, DatFile, DatOptions};
+use crate::files::{ensure_empty_dir, write_atomic};
 use crate::scan::ScanOptions;
 use crate::validate::{validate, Counts, InputSummary};
 use serde::Serialize;

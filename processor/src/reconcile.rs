@@ -10,7 +10,8 @@
 //! the files), so this runs at the speed of reading.
 
 use crate::error::{Error, Result};
-use crate::output::{create_private, ensure_empty_dir, sync_dir, write_atomic};
+use crate::files::{create_private, ensure_empty_dir, sync_dir, write_atomic};
+use crate::pos::REJECTION_LINE;
 use crate::scan::{Format, ScanOptions};
 use crate::seen::NumberSet;
 use crate::validate::{validate, InputSummary, Validated};
@@ -20,8 +21,6 @@ use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// The whole body of the POS's reply when a request holds an invalid line.
-pub const POS_INVALID_REPLY: &str = "The file contains one or more invalid NHS Numbers.";
 /// The opted-out numbers, one per line, ascending.
 pub const OPTED_OUT_FILE: &str = "opted-out.txt";
 /// Numbers returned that were never requested, one per line, ascending.
@@ -106,7 +105,7 @@ fn is_rejection(path: &Path) -> Result<bool> {
         .and_then(|f| f.take(128).read_to_end(&mut head))
         .map_err(|e| Error::read(path, e))?;
     let text = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&head);
-    Ok(text.trim_ascii().starts_with(POS_INVALID_REPLY.as_bytes()))
+    Ok(text.trim_ascii().starts_with(REJECTION_LINE.as_bytes()))
 }
 
 /// Reconciles request files against POS result files, writing `opted-out.txt`,
@@ -235,7 +234,7 @@ mod tests {
     fn a_rejection_or_a_bad_line_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let req = write(dir.path(), "req.dat", "9434765919,\n");
-        let rejected = write(dir.path(), "rej.dat", &format!("{POS_INVALID_REPLY}\r\n"));
+        let rejected = write(dir.path(), "rej.dat", &format!("{REJECTION_LINE}\r\n"));
         let e = reconcile(
             std::slice::from_ref(&req),
             &[rejected],

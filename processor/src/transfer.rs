@@ -31,11 +31,11 @@ use sha2::{Digest, Sha256};
 
 use crate::ctl::{read_control, ControlFile};
 use crate::error::Error;
+use crate::files::{create_private_dir, sync_dir, write_atomic};
 use crate::journal::{self, ChunkDone, Entry, Journal, Reply, ReplyKind, Started, Submission};
-use crate::output::{sync_dir, write_atomic};
 
 /// The POS's whole answer to a file with any invalid line (`ndop-domain.md` §3.2).
-pub const INVALID_NUMBERS_LINE: &str = "The file contains one or more invalid NHS Numbers.";
+pub const INVALID_NUMBERS_LINE: &str = crate::pos::REJECTION_LINE;
 
 /// Sub-directory of the work directory where replies are stored.
 pub const REPLY_DIR: &str = "replies";
@@ -890,7 +890,7 @@ fn classify_file(
         line_no += 1;
         hasher.update(&line);
         bytes += n as u64;
-        if !is_cleaned_line(&line) {
+        if !crate::pos::is_reply_line(&line) {
             return Ok(Err(format!(
                 "line {line_no} is not an NHS number line: not a POS reply this tool knows"
             )));
@@ -906,16 +906,6 @@ fn classify_file(
             job_status: None,
         },
     )))
-}
-
-/// `NNNNNNNNNN[,](\r\n|\n)?` with a valid Modulus 11 check digit.
-fn is_cleaned_line(line: &[u8]) -> bool {
-    let mut l = line;
-    if let Some(rest) = l.strip_suffix(b"\n") {
-        l = rest.strip_suffix(b"\r").unwrap_or(rest);
-    }
-    let l = l.strip_suffix(b",").unwrap_or(l);
-    crate::nhs::is_valid(l)
 }
 
 /// A message id reduced to `[A-Za-z0-9_-]` for use in a file name.
@@ -938,23 +928,10 @@ fn safe_name(id: &str) -> String {
     }
 }
 
-/// Creates `dir` (and parents) with mode 0700 for the last component.
-fn create_private_dir(dir: &Path) -> Result<(), Error> {
-    use std::os::unix::fs::DirBuilderExt;
-    match std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-    {
-        Ok(()) => Ok(()),
-        Err(e) => Err(Error::write(dir, e)),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::control_file;
+    use crate::ctl::render as control_file;
 
     fn classify_bytes(bytes: &[u8], job_like: bool) -> Result<(ReplyKind, Facts), String> {
         let dir = tempfile::tempdir().unwrap();

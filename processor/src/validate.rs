@@ -7,8 +7,8 @@
 //! raw value.
 
 use crate::error::{Error, Result};
+use crate::files::create_private;
 use crate::nhs::{Field, Reason};
-use crate::output::create_private;
 use crate::scan::{Engine, Event, LineParser, ScanOptions};
 use crate::seen::NumberSet;
 use serde::Serialize;
@@ -165,6 +165,21 @@ pub struct Validated {
     pub set: NumberSet,
     /// Worker threads used.
     pub threads: usize,
+}
+
+/// The summary of a validation as `ndop validate` prints it and writes it to `summary.json`:
+/// the [`Counts`], the per-input figures, the threads and the wall-clock seconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary<'a> {
+    /// The counts (their keys at the top level).
+    #[serde(flatten)]
+    pub counts: &'a Counts,
+    /// Per input.
+    pub inputs: &'a [InputSummary],
+    /// Worker threads used.
+    pub threads: usize,
+    /// Wall-clock seconds.
+    pub elapsed_seconds: f64,
 }
 
 /// Reads every input once, counting, de-duplicating into a fresh [`NumberSet`] and, when

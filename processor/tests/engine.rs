@@ -4,8 +4,9 @@
 //! Also the `ndop` binary end to end on files in a temporary directory.
 
 use processor::csv::Column;
+use processor::dat::{DatOptions, LineEnding};
 use processor::nhs::Rules;
-use processor::output::{DatOptions, Environment, LineEnding};
+use processor::pos::PosEnv;
 use processor::prepare::{prepare, PrepareOptions};
 use processor::scan::{Format, ScanOptions};
 use processor::validate::validate;
@@ -408,7 +409,7 @@ fn prepare_output_is_identical_whatever_the_threads_and_path() {
                 mailbox: "X26ABC1".into(),
                 date: chrono::NaiveDate::from_ymd_opt(2026, 11, 23).unwrap(),
                 seq: 1,
-                env: Environment::Int,
+                env: PosEnv::Int,
                 tag: None,
                 line_ending: LineEnding::Crlf,
                 max_bytes: 20_000_000_000,

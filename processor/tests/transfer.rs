@@ -8,8 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mesh_client::{ClientConfig, MeshClient};
+use processor::ctl::render as control_file;
+use processor::dat::{DatOptions, LineEnding};
 use processor::journal::{Entry, Journal, ReplyKind};
-use processor::output::{control_file, DatOptions, Environment, LineEnding};
+use processor::pos::PosEnv;
 use processor::prepare::{prepare, PrepareOptions};
 use processor::scan::ScanOptions;
 use processor::transfer::{self, CollectOptions, CollectReport, CollectedReply, SendOutcome};
@@ -81,7 +83,7 @@ impl World {
                 mailbox: ME.into(),
                 date: chrono::NaiveDate::from_ymd_opt(2026, 11, 23).unwrap(),
                 seq: 1,
-                env: Environment::Int,
+                env: PosEnv::Int,
                 tag: Some("test".into()),
                 line_ending: LineEnding::Crlf,
                 max_bytes: 100_000_000,

@@ -3,8 +3,9 @@
 use super::thousands;
 use crate::exit;
 use clap::Args;
+use processor::dat::LineEnding;
+use processor::files::create_private;
 use processor::generate::{generate, GenFormat, GenerateOptions};
-use processor::output::{create_private, LineEnding};
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 

@@ -4,7 +4,8 @@ use super::{describe_counts, parse_size, thousands, InputArgs};
 use crate::{exit, progress};
 use chrono::NaiveDate;
 use clap::Args;
-use processor::output::{check_mailbox, check_tag, DatOptions, Environment, LineEnding};
+use processor::dat::{check_mailbox, check_tag, DatOptions, LineEnding};
+use processor::pos::PosEnv;
 use processor::prepare::{prepare, PrepareOptions, INVALID_CSV, SUMMARY_JSON};
 use std::path::PathBuf;
 
@@ -37,7 +38,7 @@ pub struct PrepareArgs {
 
     /// Spine environment: int sends to X26OT154, live to X26HC065.
     #[arg(long, default_value = "int", value_name = "ENV")]
-    pub env: Environment,
+    pub env: PosEnv,
 
     /// Production date for the file names (default: today).
     #[arg(long, value_name = "YYYY-MM-DD")]

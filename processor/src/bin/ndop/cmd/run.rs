@@ -7,10 +7,11 @@ use super::{describe_counts, thousands, InputArgs};
 use crate::{exit, progress};
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
+use processor::dat::{DatOptions, LineEnding};
 use processor::filter::{filter, FilterSummary};
 use processor::journal::{Entry, Extract, Journal, ReplyKind};
 use processor::mesh_settings::{MeshSettings, Secret};
-use processor::output::{DatOptions, Environment, LineEnding};
+use processor::pos::PosEnv;
 use processor::prepare::{prepare, PrepareOptions, Summary, SUMMARY_JSON};
 use processor::reconcile::{reconcile, ReconcileSummary, Reconciled};
 use processor::scan::{Format, ScanOptions};
@@ -259,7 +260,7 @@ impl Pipeline {
             reconcile: reconciled.summary.clone(),
             filter: filtered,
         };
-        processor::output::write_atomic(
+        processor::files::write_atomic(
             &self.work,
             RUN_JSON,
             &serde_json::to_vec_pretty(&summary)?,
@@ -354,14 +355,14 @@ impl Pipeline {
             .clone()
             .ok_or_else(|| anyhow!("no MESH mailbox: give --mailbox or set NDOP_MAILBOX"))?;
         let env = match self.settings.env.as_deref() {
-            Some("live") => Environment::Live,
-            _ => Environment::Int,
+            Some("live") => PosEnv::Live,
+            _ => PosEnv::Int,
         };
         let opts = PrepareOptions {
             scan: self.scan.clone(),
             dat: DatOptions {
                 dir: dir.to_path_buf(),
-                mailbox: processor::output::check_mailbox(&settings_mailbox)?,
+                mailbox: processor::dat::check_mailbox(&settings_mailbox)?,
                 date: chrono::Local::now().date_naive(),
                 seq: 1,
                 env,
@@ -532,7 +533,7 @@ fn write_sample(path: &Path, patients: u32) -> anyhow::Result<(u64, Vec<u64>)> {
             i % 97
         );
     }
-    processor::output::create_private(path)?;
+    processor::files::create_private(path)?;
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
     Ok((numbers.len() as u64, opted_out))
 }
@@ -540,7 +541,7 @@ fn write_sample(path: &Path, patients: u32) -> anyhow::Result<(u64, Vec<u64>)> {
 pub fn demo(args: DemoArgs) -> anyhow::Result<u8> {
     let work = match args.work {
         Some(w) => {
-            processor::output::ensure_empty_dir(&w)?;
+            processor::files::ensure_empty_dir(&w)?;
             w
         }
         None => tempfile::Builder::new()

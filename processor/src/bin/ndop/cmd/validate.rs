@@ -3,9 +3,9 @@
 use super::{describe_counts, thousands, InputArgs};
 use crate::{exit, progress};
 use clap::Args;
-use processor::output::{ensure_empty_dir, write_atomic};
+use processor::files::{ensure_empty_dir, write_atomic};
 use processor::prepare::{INVALID_CSV, SUMMARY_JSON};
-use processor::validate::validate;
+use processor::validate::{validate, Summary};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -48,21 +48,14 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<u8> {
         &mut |done| bar.set_position(done),
     )?;
     bar.finish_and_clear();
-    let summary = serde_json::json!({
-        "lines": v.counts.lines,
-        "valid": v.counts.valid,
-        "unique": v.counts.unique,
-        "duplicates": v.counts.duplicates,
-        "invalid": v.counts.invalid,
-        "blank": v.counts.blank,
-        "normalised": v.counts.normalised,
-        "placeholder": v.counts.placeholder,
-        "headers": v.counts.headers,
-        "invalid_by_reason": v.counts.invalid_by_reason,
-        "inputs": v.inputs,
-        "threads": v.threads,
-        "elapsed_seconds": start.elapsed().as_secs_f64(),
-    });
+    let summary = Summary {
+        counts: &v.counts,
+        inputs: &v.inputs,
+        threads: v.threads,
+        elapsed_seconds: start.elapsed().as_secs_f64(),
+    };
+    // through a `Value`, so the keys come out sorted as they always have
+    let summary = serde_json::to_value(&summary)?;
     let json = serde_json::to_string_pretty(&summary)?;
     if let Some(dir) = &args.out {
         write_atomic(dir, SUMMARY_JSON, json.as_bytes())?;

@@ -1,4 +1,4 @@
-//! POS-ready output: `.dat` files of unique numbers, split under the MESH limits, each with a
+//! POS-ready `.dat` files of unique numbers, split under the MESH limits, each with a
 //! DTSControl `.ctl` beside it, written atomically with mode 0600.
 //!
 //! Format (NHS "Check for National Data Opt-outs Service", "create the .dat file"): one
@@ -7,19 +7,18 @@
 //! name, synced and renamed; the `.dat` is renamed before its `.ctl`, so a MESH client watching
 //! the folder never picks up a control file whose data is incomplete.
 
+use crate::ctl;
 use crate::error::{Error, Result};
+use crate::files::{create_private, sync_dir, write_atomic};
 use crate::nhs::digits_of_prefix;
+use crate::pos::{is_mailbox_id, PosEnv};
 use crate::seen::NumberSet;
 use chrono::NaiveDate;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-
-/// The POS workflow id ("SPINE NDOP External Upholding").
-pub const WORKFLOW_ID: &str = "SPINE_NTT_UPHOLDING";
 
 /// Line ending of written `.dat` lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -52,38 +51,6 @@ impl std::str::FromStr for LineEnding {
     }
 }
 
-/// The Spine environment, which fixes the POS mailbox.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Environment {
-    /// Integration: POS mailbox `X26OT154`.
-    #[default]
-    Int,
-    /// Live: POS mailbox `X26HC065`.
-    Live,
-}
-
-impl Environment {
-    /// The POS mailbox of this environment.
-    pub fn pos_mailbox(self) -> &'static str {
-        match self {
-            Environment::Int => "X26OT154",
-            Environment::Live => "X26HC065",
-        }
-    }
-}
-
-impl std::str::FromStr for Environment {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "int" => Ok(Environment::Int),
-            "live" => Ok(Environment::Live),
-            _ => Err(format!("expected int or live, got {s:?}")),
-        }
-    }
-}
-
 /// Where and how to write the `.dat`/`.ctl` pairs.
 #[derive(Debug, Clone)]
 pub struct DatOptions {
@@ -96,7 +63,7 @@ pub struct DatOptions {
     /// First 4-digit sequence number.
     pub seq: u32,
     /// INT or LIVE.
-    pub env: Environment,
+    pub env: PosEnv,
     /// Optional project tag for Subject and LocalId.
     pub tag: Option<String>,
     /// Line ending.
@@ -129,7 +96,7 @@ pub struct DatFile {
 /// Checks a MESH mailbox id: 1 to 20 letters and digits (upper-cased).
 pub fn check_mailbox(mailbox: &str) -> Result<String> {
     let m = mailbox.trim().to_ascii_uppercase();
-    if m.is_empty() || m.len() > 20 || !m.bytes().all(|b| b.is_ascii_alphanumeric()) {
+    if !is_mailbox_id(&m) {
         return Err(Error::Usage(format!(
             "mailbox must be 1 to 20 letters and digits, got {mailbox:?}"
         )));
@@ -151,88 +118,6 @@ pub fn check_tag(tag: &str) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-/// Makes `dir` if needed; fails unless it ends up an empty directory.
-pub fn ensure_empty_dir(dir: &Path) -> Result<()> {
-    match std::fs::read_dir(dir) {
-        Ok(mut entries) => {
-            if entries.next().is_some() {
-                return Err(Error::OutputNotEmpty {
-                    path: dir.to_path_buf(),
-                });
-            }
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dir).map_err(|e| Error::write(dir, e))
-        }
-        Err(e) => Err(Error::write(dir, e)),
-    }
-}
-
-/// Creates a new file with mode 0600; fails if it exists.
-pub fn create_private(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| Error::write(path, e))
-}
-
-/// Writes `content` to `dir/name` atomically (temporary name, sync, rename), mode 0600.
-pub fn write_atomic(dir: &Path, name: &str, content: &[u8]) -> Result<PathBuf> {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let path = dir.join(name);
-    let r = (|| {
-        let mut f = create_private(&tmp)?;
-        f.write_all(content).map_err(|e| Error::write(&tmp, e))?;
-        f.sync_all().map_err(|e| Error::write(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| Error::write(&path, e))
-    })();
-    if r.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    r.map(|_| path)
-}
-
-/// Syncs a directory so that renames in it are durable.
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::write(dir, e))
-}
-
-/// The DTSControl file for one `.dat` (element names are case-sensitive).
-pub fn control_file(from: &str, to: &str, subject: &str, local_id: &str) -> String {
-    format!(
-        "<DTSControl>\r\n\
-         \x20 <Version>1.0</Version>\r\n\
-         \x20 <AddressType>DTS</AddressType>\r\n\
-         \x20 <MessageType>Data</MessageType>\r\n\
-         \x20 <WorkflowId>{WORKFLOW_ID}</WorkflowId>\r\n\
-         \x20 <From_DTS>{from}</From_DTS>\r\n\
-         \x20 <To_DTS>{to}</To_DTS>\r\n\
-         \x20 <Subject>{subject}</Subject>\r\n\
-         \x20 <LocalId>{local_id}</LocalId>\r\n\
-         \x20 <DTSId></DTSId>\r\n\
-         \x20 <PartnerId></PartnerId>\r\n\
-         \x20 <Compress>Y</Compress>\r\n\
-         \x20 <Encrypted>N</Encrypted>\r\n\
-         \x20 <IsCompressed>N</IsCompressed>\r\n\
-         \x20 <AllowChunking>Y</AllowChunking>\r\n\
-         </DTSControl>\r\n"
-    )
-}
-
-/// Reads one element's text from a DTSControl file (`None` if absent).
-pub fn control_field<'a>(ctl: &'a str, element: &str) -> Option<&'a str> {
-    let open = format!("<{element}>");
-    let close = format!("</{element}>");
-    let start = ctl.find(&open)? + open.len();
-    let end = start + ctl[start..].find(&close)?;
-    Some(ctl[start..end].trim())
 }
 
 /// Writes the members of `set` in ascending order into `.dat` + `.ctl` pairs. Every path
@@ -377,7 +262,7 @@ impl DatWriter {
         };
         let local_id = format!("{subject}_{}", &sha256[..8]);
         let ctl = format!("{}.ctl", self.stem);
-        let text = control_file(&opts.mailbox, opts.env.pos_mailbox(), &subject, &local_id);
+        let text = ctl::render(&opts.mailbox, opts.env.pos_mailbox(), &subject, &local_id);
         created.push(opts.dir.join(format!(".{ctl}.tmp")));
         created.push(write_atomic(&opts.dir, &ctl, text.as_bytes())?);
         Ok(DatFile {
@@ -395,16 +280,6 @@ impl DatWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn control_file_round_trip() {
-        let ctl = control_file("X26ABC1", "X26OT154", "X26ABC1-231126-0001", "id_1");
-        assert_eq!(control_field(&ctl, "To_DTS"), Some("X26OT154"));
-        assert_eq!(control_field(&ctl, "WorkflowId"), Some(WORKFLOW_ID));
-        assert_eq!(control_field(&ctl, "LocalId"), Some("id_1"));
-        assert_eq!(control_field(&ctl, "DTSId"), Some(""));
-        assert_eq!(control_field(&ctl, "Nope"), None);
-    }
 
     #[test]
     fn names_and_checks() {
