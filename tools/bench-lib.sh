@@ -4,7 +4,7 @@
 # Usage: . tools/bench-lib.sh LINES
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 B=${BENCH_DATA:-bench-data}
-cargo build --release -q -p processor
+cargo build --release -q -p ndop
 N=$PWD/target/release/ndop
 mkdir -p "$B"
 F="$B/engine-$1.dat"

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 LINES=${1:-100000000}
 ROUNDS=${2:-3}
 DATA=${BENCH_DATA:-bench-data}
-cargo build --release -q -p processor -p mock-mesh
+cargo build --release -q -p ndop -p mock-mesh
 mkdir -p "$DATA"
 FILE="$DATA/pipeline-$LINES.dat"
 [ -f "$FILE" ] || target/release/ndop generate --lines "$LINES" --seed 1 --out "$FILE" 2>/dev/null

@@ -43,22 +43,6 @@ pub enum Error {
         /// The underlying error.
         source: io::Error,
     },
-    /// `ndop run` was resumed on an extract that is not the file its work directory was started
-    /// with (see [`crate::journal::Extract`]).
-    #[error(
-        "{} is not the extract the work directory {} was started with ({changes}); put the \
-         original back, or start again in a new work directory",
-        path.display(),
-        work.display()
-    )]
-    ExtractChanged {
-        /// The extract as given now.
-        path: PathBuf,
-        /// The work directory.
-        work: PathBuf,
-        /// What differs: size, modification time, inode (never content).
-        changes: String,
-    },
     /// Options that cannot work together, or a value out of range.
     #[error("{0}")]
     Usage(String),
@@ -108,10 +92,9 @@ impl Error {
     /// The broad class of the error, for mapping to exit codes.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Read { .. }
-            | Error::BadHeader { .. }
-            | Error::NoSuchColumn { .. }
-            | Error::ExtractChanged { .. } => ErrorKind::Input,
+            Error::Read { .. } | Error::BadHeader { .. } | Error::NoSuchColumn { .. } => {
+                ErrorKind::Input
+            }
             Error::OutputNotEmpty { .. } | Error::Write { .. } => ErrorKind::Output,
             Error::Usage(_) => ErrorKind::Usage,
             Error::PosRejected { .. } | Error::NotPosFile { .. } => ErrorKind::Pos,

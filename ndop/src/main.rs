@@ -3,9 +3,14 @@
 //! A thin binary: parse arguments, call the library, map the result to an exit code
 //! (see [`exit`]). A broken pipe on standard output is not an error.
 
+mod args;
 mod cmd;
 mod exit;
+mod pipeline;
 mod progress;
+mod report;
+mod sample;
+mod settings;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -26,10 +31,10 @@ enum Command {
     Generate(cmd::generate::GenerateArgs),
     Reconcile(cmd::reconcile::ReconcileArgs),
     Filter(cmd::filter::FilterArgs),
-    Send(cmd::mesh::SendArgs),
-    Collect(cmd::mesh::CollectArgs),
+    Send(cmd::send::SendArgs),
+    Collect(cmd::collect::CollectArgs),
     Run(cmd::run::RunArgs),
-    Demo(cmd::run::DemoArgs),
+    Demo(cmd::demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,10 +45,10 @@ fn main() -> ExitCode {
         Command::Generate(a) => cmd::generate::run(a),
         Command::Reconcile(a) => cmd::reconcile::run(a),
         Command::Filter(a) => cmd::filter::run(a),
-        Command::Send(a) => cmd::mesh::run_send(a),
-        Command::Collect(a) => cmd::mesh::run_collect(a),
+        Command::Send(a) => cmd::send::run(a),
+        Command::Collect(a) => cmd::collect::run(a),
         Command::Run(a) => cmd::run::run(a),
-        Command::Demo(a) => cmd::run::demo(a),
+        Command::Demo(a) => cmd::demo::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -52,7 +57,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(exit::OK);
             }
             eprintln!("ndop: error: {}", message(&e));
-            ExitCode::from(code_for(&e))
+            ExitCode::from(exit::code_for(&e))
         }
     }
 }
@@ -79,25 +84,4 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
         c.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
-}
-
-fn code_for(e: &anyhow::Error) -> u8 {
-    for cause in e.chain() {
-        if let Some(t) = cause.downcast_ref::<processor::transfer::TransferError>() {
-            return match t {
-                processor::transfer::TransferError::Local(p) => exit::for_kind(p.kind()),
-                processor::transfer::TransferError::Mesh { .. } => exit::MESH,
-            };
-        }
-        if cause.downcast_ref::<mesh_client::Error>().is_some() {
-            return exit::MESH;
-        }
-        if let Some(p) = cause.downcast_ref::<processor::Error>() {
-            return exit::for_kind(p.kind());
-        }
-        if cause.downcast_ref::<std::io::Error>().is_some() {
-            return exit::OUTPUT;
-        }
-    }
-    exit::USAGE
 }

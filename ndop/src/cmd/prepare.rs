@@ -1,6 +1,7 @@
 //! `ndop prepare`: extracts in, POS-ready `.dat` + `.ctl` files out.
 
-use super::{describe_counts, parse_size, thousands, InputArgs};
+use crate::args::{parse_size, InputArgs};
+use crate::report::{describe_counts, thousands};
 use crate::{exit, progress};
 use chrono::NaiveDate;
 use clap::Args;
@@ -74,6 +75,7 @@ pub struct PrepareArgs {
     pub fail_on_invalid: bool,
 }
 
+/// Runs `ndop prepare`.
 pub fn run(args: PrepareArgs) -> anyhow::Result<u8> {
     let mailbox = check_mailbox(&args.mailbox)?;
     if let Some(tag) = &args.tag {

@@ -1,12 +1,12 @@
 //! `ndop filter`: the original extract without the patients who opted out.
 
-use super::{thousands, InputArgs};
+use crate::args::InputArgs;
 use crate::progress;
+use crate::report::{print_json, thousands};
 use anyhow::bail;
 use clap::Args;
 use processor::filter::filter;
 use processor::reconcile::read_numbers;
-use std::io::Write;
 use std::path::PathBuf;
 
 /// Write the original extract without the rows of opted-out patients.
@@ -40,6 +40,7 @@ pub struct FilterArgs {
     pub out: PathBuf,
 }
 
+/// Runs `ndop filter`.
 pub fn run(args: FilterArgs) -> anyhow::Result<u8> {
     let [extract] = args.input.inputs.as_slice() else {
         bail!("filter takes exactly one extract");
@@ -66,9 +67,7 @@ pub fn run(args: FilterArgs) -> anyhow::Result<u8> {
         &mut |done| bar.set_position(done),
     )?;
     bar.finish_and_clear();
-    let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "{}", serde_json::to_string_pretty(&s)?)?;
-    stdout.flush()?;
+    print_json(&s)?;
     let c = &s.counts;
     eprintln!(
         "ndop filter: {} rows: kept {}, dropped {} opted out, {} not checked, {} invalid, {} \

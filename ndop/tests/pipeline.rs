@@ -1,26 +1,20 @@
 //! The whole pipeline through the real `ndop` binary against a real mock-mesh on loopback:
 //! `ndop demo`, `ndop run` interrupted and resumed (and refused on a changed extract), a 1M-line
-//! extract with chunked replies, and a property test that filter after reconcile keeps exactly
-//! the rows of patients who did not opt out.
+//! extract with chunked replies. (The property test that filter after reconcile keeps exactly
+//! the rows of patients who did not opt out is an engine test: `processor/tests/engine.rs`.)
 
-use processor::csv::Column;
-use processor::filter::filter;
-use processor::reconcile::reconcile;
-use processor::scan::{Format, ScanOptions};
-use proptest::prelude::*;
+mod util;
+
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 fn ndop(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ndop"))
+    util::ndop_command()
         .args(args)
         .env("NDOP_MESH_PASSWORD", "password")
         .env("NDOP_MESH_SHARED_KEY", "TestKey")
-        .env_remove("NDOP_CONFIG")
-        .env_remove("NDOP_MAILBOX")
-        .env_remove("NDOP_MESH_URL")
         .output()
         .expect("ndop runs")
 }
@@ -352,76 +346,4 @@ fn a_million_line_extract_with_chunked_replies() {
             - run["prepare"]["blank"].as_u64().unwrap()
     );
     rt.block_on(mesh.stop());
-}
-
-/// A random extract: patients with several rows each, some invalid rows.
-fn extract_strategy() -> impl Strategy<Value = (Vec<u32>, Vec<(usize, bool)>, Vec<bool>)> {
-    (
-        prop::collection::vec(0u32..1_000_000, 1..40),
-        prop::collection::vec((0usize..1000, any::<bool>()), 0..150),
-        prop::collection::vec(any::<bool>(), 40),
-    )
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(24))]
-
-    #[test]
-    fn filter_after_reconcile_keeps_exactly_the_patients_not_opted_out(
-        (prefixes, picks, opt) in extract_strategy()
-    ) {
-        let dir = tempfile::tempdir().unwrap();
-        let patients: Vec<u64> = prefixes
-            .iter()
-            .filter_map(|&p| {
-                let prefix = 999_000_000 + p;
-                processor::nhs::check_digit_of_prefix(prefix).map(|c| prefix as u64 * 10 + c as u64)
-            })
-            .collect();
-        prop_assume!(!patients.is_empty());
-        let mut csv = String::from("id,nhs_number,x\n");
-        let mut rows = Vec::new();
-        for (i, (pick, bad)) in picks.iter().enumerate() {
-            let n = patients[pick % patients.len()];
-            let field = if *bad && i % 3 == 0 { format!("{}", n + 1) } else { n.to_string() };
-            rows.push((field.clone(), format!("{i},{field},\"v,{i}\"")));
-            csv += &format!("{i},{field},\"v,{i}\"\r\n");
-        }
-        let extract = dir.path().join("x.csv");
-        std::fs::write(&extract, &csv).unwrap();
-        // The request: every distinct valid number; the POS result: those not opted out.
-        let opted: HashSet<u64> = patients
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| opt[*i % opt.len()])
-            .map(|(_, n)| *n)
-            .collect();
-        let mut request: Vec<u64> = patients.clone();
-        request.sort();
-        request.dedup();
-        let req = dir.path().join("req.dat");
-        let resp = dir.path().join("resp.dat");
-        std::fs::write(&req, request.iter().map(|n| format!("{n},\r\n")).collect::<String>()).unwrap();
-        std::fs::write(
-            &resp,
-            request.iter().filter(|n| !opted.contains(n)).map(|n| format!("{n},\r\n")).collect::<String>(),
-        )
-        .unwrap();
-        let opts = ScanOptions { block_size: 512, max_line: 100, ..ScanOptions::default() };
-        let r = reconcile(&[req], &[resp], &opts, &dir.path().join("rec"), &mut |_| {}).unwrap();
-        prop_assert_eq!(r.summary.opted_out, opted.len() as u64);
-        let out = dir.path().join("kept.csv");
-        let csv_opts = ScanOptions { format: Format::Csv(Column::Position(2)), ..opts };
-        let s = filter(&extract, &r.returned, Some(&r.requested), &csv_opts, &out, &mut |_| {}).unwrap();
-        let expected: String = std::iter::once("id,nhs_number,x\n".to_string())
-            .chain(rows.iter().filter_map(|(field, row)| {
-                let n: u64 = field.parse().ok()?;
-                let sent = processor::nhs::is_valid(field.as_bytes()) && request.binary_search(&n).is_ok();
-                (sent && !opted.contains(&n))
-                    .then(|| format!("{row}\r\n"))
-            }))
-            .collect();
-        prop_assert_eq!(std::fs::read_to_string(&out).unwrap(), expected);
-        prop_assert!(s.counts.check());
-    }
 }

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use processor::{Error, Result};
 
 /// File name of the journal inside the work directory.
 pub const JOURNAL_FILE: &str = "journal.jsonl";
@@ -255,6 +255,23 @@ impl Extract {
             changes.push(format!("modified {}, was {}", now.modified, self.modified));
         }
         changes
+    }
+
+    /// Fails with [`crate::Error::ExtractChanged`] unless `now` (the extract as given now) is
+    /// the file this record describes; `work` is the work directory, for the message.
+    pub fn verify(&self, now: &Extract, work: &Path) -> std::result::Result<(), crate::Error> {
+        let mut changes = self.changes(now);
+        if changes.is_empty() {
+            return Ok(());
+        }
+        if self.path != now.path {
+            changes.insert(0, format!("given as {}, was {}", now.path, self.path));
+        }
+        Err(crate::Error::ExtractChanged {
+            path: PathBuf::from(&now.path),
+            work: work.to_path_buf(),
+            changes: changes.join("; "),
+        })
     }
 }
 
@@ -738,13 +755,30 @@ mod tests {
     }
 
     #[test]
+    fn a_changed_extract_fails_verification_naming_what_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.csv");
+        std::fs::write(&path, "a\n").unwrap();
+        let recorded = Extract::of(&path).unwrap();
+        recorded
+            .verify(&Extract::of(&path).unwrap(), dir.path())
+            .unwrap();
+        std::fs::write(&path, "ab\n").unwrap();
+        let e = recorded
+            .verify(&Extract::of(&path).unwrap(), dir.path())
+            .unwrap_err();
+        assert!(matches!(e, crate::Error::ExtractChanged { .. }), "{e}");
+        assert!(e.to_string().contains("size 3 bytes, was 2"), "{e}");
+    }
+
+    #[test]
     fn only_regular_files_have_an_identity() {
         let dir = tempfile::tempdir().unwrap();
         for path in [Path::new("-"), dir.path()] {
             let e = Extract::of(path).unwrap_err();
-            assert_eq!(e.kind(), crate::ErrorKind::Usage, "{e}");
+            assert_eq!(e.kind(), processor::ErrorKind::Usage, "{e}");
         }
         let e = Extract::of(&dir.path().join("missing")).unwrap_err();
-        assert_eq!(e.kind(), crate::ErrorKind::Input, "{e}");
+        assert_eq!(e.kind(), processor::ErrorKind::Input, "{e}");
     }
 }

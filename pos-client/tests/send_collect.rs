@@ -1,4 +1,4 @@
-//! `transfer::send` and `transfer::collect` end to end against a real `mock-mesh` on loopback
+//! `pos_client::send` and `pos_client::collect` end to end against a real `mock-mesh` on loopback
 //! (127.0.0.1, ephemeral port): prepared `.dat`/`.ctl` pairs go to the INT POS mailbox, the
 //! POS replies come back, are classified, stored (0600), journaled and acknowledged.
 //! Nothing here mocks HTTP.
@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mesh_client::{ClientConfig, MeshClient};
+use pos_client::journal::{Entry, Journal, ReplyKind};
+use pos_client::{CollectOptions, CollectReport, CollectedReply, SendOutcome};
 use processor::ctl::render as control_file;
 use processor::dat::{DatOptions, LineEnding};
-use processor::journal::{Entry, Journal, ReplyKind};
 use processor::pos::PosEnv;
 use processor::prepare::{prepare, PrepareOptions};
 use processor::scan::ScanOptions;
-use processor::transfer::{self, CollectOptions, CollectReport, CollectedReply, SendOutcome};
 
 const ME: &str = "X26ABC1";
 const OTHER: &str = "X26ABC2";
@@ -141,7 +141,7 @@ async fn the_int_test_patients_go_out_and_the_ten_without_an_opt_out_come_back()
     let mut journal = Journal::open(&world.work()).unwrap();
 
     let seen = std::sync::Mutex::new(Vec::new());
-    let report = transfer::send(
+    let report = pos_client::send(
         &client,
         &mut journal,
         std::slice::from_ref(&out),
@@ -163,7 +163,7 @@ async fn the_int_test_patients_go_out_and_the_ten_without_an_opt_out_come_back()
         file.message_id
     );
 
-    let collected = transfer::collect(&client, &mut journal, &quick())
+    let collected = pos_client::collect(&client, &mut journal, &quick())
         .await
         .unwrap();
     assert!(collected.complete, "{collected:?}");
@@ -199,13 +199,13 @@ async fn the_int_test_patients_go_out_and_the_ten_without_an_opt_out_come_back()
     // a second run (new process) sends nothing and waits for nothing
     let mut journal = Journal::open(&world.work()).unwrap();
     assert!(journal.is_answered(&file.local_id));
-    let again = transfer::send(&client, &mut journal, &[out], &|_, _| {})
+    let again = pos_client::send(&client, &mut journal, &[out], &|_, _| {})
         .await
         .unwrap();
     assert_eq!((again.sent, again.already_sent), (0, 1));
     assert_eq!(again.files[0].outcome, SendOutcome::AlreadySent);
     assert_eq!(again.files[0].message_id, file.message_id);
-    let nothing = transfer::collect(&client, &mut journal, &quick())
+    let nothing = pos_client::collect(&client, &mut journal, &quick())
         .await
         .unwrap();
     assert!(nothing.complete && nothing.replies.is_empty() && nothing.polls == 1);
@@ -239,7 +239,7 @@ async fn an_interrupted_chunked_send_resumes_and_is_never_sent_twice() {
     let interrupted = tokio::select! {
         biased;
         _ = interrupt.notified() => true,
-        r = transfer::send(&client, &mut journal, &inputs, &progress) => {
+        r = pos_client::send(&client, &mut journal, &inputs, &progress) => {
             panic!("the send finished before the interruption: {r:?}")
         }
     };
@@ -260,7 +260,7 @@ async fn an_interrupted_chunked_send_resumes_and_is_never_sent_twice() {
     // next run: same message finished from its first missing chunk
     let mut journal = Journal::open(&world.work()).unwrap();
     let seen = std::sync::Mutex::new(Vec::new());
-    let report = transfer::send(
+    let report = pos_client::send(
         &client,
         &mut journal,
         std::slice::from_ref(&out),
@@ -281,13 +281,13 @@ async fn an_interrupted_chunked_send_resumes_and_is_never_sent_twice() {
     );
 
     // and a third run does nothing
-    let again = transfer::send(&client, &mut journal, &[out], &|_, _| {})
+    let again = pos_client::send(&client, &mut journal, &[out], &|_, _| {})
         .await
         .unwrap();
     assert_eq!(again.already_sent, 1);
 
     // the POS saw one upload (a duplicate would draw a failed job), intact
-    let collected = transfer::collect(&client, &mut journal, &quick())
+    let collected = pos_client::collect(&client, &mut journal, &quick())
         .await
         .unwrap();
     assert!(collected.complete, "{collected:?}");
@@ -326,10 +326,10 @@ async fn an_invalid_file_draws_the_error_reply_and_strangers_stay_in_the_inbox()
     let stranger_id = stranger.send_file(&note, &opts, &|_| {}).await.unwrap();
 
     let mut journal = Journal::open(&world.work()).unwrap();
-    transfer::send(&client, &mut journal, &[out.join("bad.ctl")], &|_, _| {})
+    pos_client::send(&client, &mut journal, &[out.join("bad.ctl")], &|_, _| {})
         .await
         .unwrap();
-    let collected = transfer::collect(&client, &mut journal, &quick())
+    let collected = pos_client::collect(&client, &mut journal, &quick())
         .await
         .unwrap();
     assert!(collected.complete, "{collected:?}");
@@ -337,7 +337,7 @@ async fn an_invalid_file_draws_the_error_reply_and_strangers_stay_in_the_inbox()
     assert!(invalid.reply.is_final());
     assert_eq!(
         std::fs::read_to_string(&invalid.path).unwrap().trim_end(),
-        transfer::INVALID_NUMBERS_LINE
+        processor::pos::REJECTION_LINE
     );
     assert_eq!(mode(&invalid.path), 0o600);
     assert_eq!(collected.unrecognised.len(), 1, "{collected:?}");
@@ -362,11 +362,11 @@ async fn collect_times_out_with_the_submission_pending_and_finishes_later() {
     let out = world.prepare(&["9694116538".to_string(), "9694116414".to_string()]);
     let client = world.client(ME, mesh_client::DEFAULT_CHUNK_SIZE);
     let mut journal = Journal::open(&world.work()).unwrap();
-    let sent = transfer::send(&client, &mut journal, &[out], &|_, _| {})
+    let sent = pos_client::send(&client, &mut journal, &[out], &|_, _| {})
         .await
         .unwrap();
     let local_id = sent.files[0].local_id.clone();
-    let early = transfer::collect(
+    let early = pos_client::collect(
         &client,
         &mut journal,
         &CollectOptions {
@@ -384,7 +384,7 @@ async fn collect_times_out_with_the_submission_pending_and_finishes_later() {
         .iter()
         .all(|r| r.reply.reply == ReplyKind::JobCreated));
 
-    let late = transfer::collect(&client, &mut journal, &quick())
+    let late = pos_client::collect(&client, &mut journal, &quick())
         .await
         .unwrap();
     assert!(late.complete);
@@ -405,7 +405,7 @@ async fn a_malformed_control_file_stops_the_send_before_anything_goes_out() {
     .unwrap();
     let client = world.client(ME, mesh_client::DEFAULT_CHUNK_SIZE);
     let mut journal = Journal::open(&world.work()).unwrap();
-    let err = transfer::send(&client, &mut journal, &[out], &|_, _| {})
+    let err = pos_client::send(&client, &mut journal, &[out], &|_, _| {})
         .await
         .unwrap_err();
     assert!(err.to_string().contains("zz.ctl"), "{err}");
@@ -444,7 +444,7 @@ async fn many_numbers_go_out_in_chunks_and_come_back_in_chunks() {
     let out = world.prepare(&lines);
     let client = world.client(ME, 5_000_000);
     let mut journal = Journal::open(&world.work()).unwrap();
-    let sent = transfer::send(&client, &mut journal, &[out], &|_, _| {})
+    let sent = pos_client::send(&client, &mut journal, &[out], &|_, _| {})
         .await
         .unwrap();
     assert_eq!(sent.files[0].records, 900_000);
@@ -454,7 +454,7 @@ async fn many_numbers_go_out_in_chunks_and_come_back_in_chunks() {
     });
     assert_eq!(started, Some(3), "11.7 MB in chunks of 5 MB");
 
-    let collected = transfer::collect(&client, &mut journal, &quick())
+    let collected = pos_client::collect(&client, &mut journal, &quick())
         .await
         .unwrap();
     assert!(collected.complete, "{collected:?}");
@@ -500,20 +500,20 @@ async fn a_non_delivery_report_is_a_final_reply() {
     std::fs::write(out.join("x.ctl"), control_file(ME, OTHER, "x-1", "x-1_l")).unwrap();
     let client = world.client(ME, mesh_client::DEFAULT_CHUNK_SIZE);
     let mut journal = Journal::open(&world.work()).unwrap();
-    let sent = transfer::send(&client, &mut journal, &[out], &|_, _| {})
+    let sent = pos_client::send(&client, &mut journal, &[out], &|_, _| {})
         .await
         .unwrap();
     let quick_look = CollectOptions {
         interval: Duration::from_millis(10),
         timeout: Duration::ZERO,
     };
-    let before = transfer::collect(&client, &mut journal, &quick_look)
+    let before = pos_client::collect(&client, &mut journal, &quick_look)
         .await
         .unwrap();
     assert_eq!((before.polls, before.complete), (1, false));
     clock.advance(chrono::Duration::days(5) + chrono::Duration::minutes(1));
 
-    let after = transfer::collect(&client, &mut journal, &quick())
+    let after = pos_client::collect(&client, &mut journal, &quick())
         .await
         .unwrap();
     assert!(after.complete, "{after:?}");
@@ -541,7 +541,7 @@ async fn a_reply_journaled_but_not_acknowledged_is_acknowledged_next_time() {
     let out = world.prepare(&["9694116538".to_string()]);
     let client = world.client(ME, mesh_client::DEFAULT_CHUNK_SIZE);
     let mut journal = Journal::open(&world.work()).unwrap();
-    let sent = transfer::send(&client, &mut journal, &[out], &|_, _| {})
+    let sent = pos_client::send(&client, &mut journal, &[out], &|_, _| {})
         .await
         .unwrap();
     let local_id = sent.files[0].local_id.clone();
@@ -556,7 +556,7 @@ async fn a_reply_journaled_but_not_acknowledged_is_acknowledged_next_time() {
     }
     assert_eq!(ids.len(), 2);
     journal
-        .append(Entry::Reply(processor::journal::Reply {
+        .append(Entry::Reply(pos_client::journal::Reply {
             local_id: local_id.clone(),
             message_id: ids[0].clone(),
             reply: ReplyKind::JobCreated,
@@ -569,11 +569,11 @@ async fn a_reply_journaled_but_not_acknowledged_is_acknowledged_next_time() {
             status_event: None,
             status_description: None,
             status_success: None,
-            time: processor::journal::now(),
+            time: pos_client::journal::now(),
         }))
         .unwrap();
 
-    let collected = transfer::collect(&client, &mut journal, &quick())
+    let collected = pos_client::collect(&client, &mut journal, &quick())
         .await
         .unwrap();
     assert!(collected.complete);

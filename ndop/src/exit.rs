@@ -1,5 +1,6 @@
 //! Exit codes, defined in one place and printed in `ndop --help`.
 
+use pos_client::Error as PosError;
 use processor::ErrorKind;
 
 /// Success.
@@ -13,7 +14,6 @@ pub const INPUT: u8 = 3;
 /// An output could not be written (directory not empty, disk full, permissions).
 pub const OUTPUT: u8 = 4;
 /// MESH failed: connection, authentication, or a message refused.
-#[allow(dead_code)] // used by the MESH subcommands, which land next
 pub const MESH: u8 = 5;
 /// The POS did not answer as expected: a file rejected as invalid, replies missing after the
 /// timeout, or numbers returned that were never sent.
@@ -39,4 +39,27 @@ pub fn for_kind(kind: ErrorKind) -> u8 {
         ErrorKind::Output => OUTPUT,
         ErrorKind::Pos => POS,
     }
+}
+
+/// The exit code for an error: the first cause in its chain that this binary knows decides.
+pub fn code_for(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        if let Some(t) = cause.downcast_ref::<PosError>() {
+            return match t {
+                PosError::Local(p) => for_kind(p.kind()),
+                PosError::Mesh { .. } => MESH,
+                PosError::ExtractChanged { .. } => INPUT,
+            };
+        }
+        if cause.downcast_ref::<mesh_client::Error>().is_some() {
+            return MESH;
+        }
+        if let Some(p) = cause.downcast_ref::<processor::Error>() {
+            return for_kind(p.kind());
+        }
+        if cause.downcast_ref::<std::io::Error>().is_some() {
+            return OUTPUT;
+        }
+    }
+    USAGE
 }

@@ -7,15 +7,16 @@
 //! form), `malformed.dat` (lines of every invalid reason, built from test-patient and 999-range
 //! numbers) and `extract.csv` (several rows per INT patient, a quoted comma, one invalid row).
 
+mod util;
+
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
-const NDOP: &str = env!("CARGO_BIN_EXE_ndop");
 const MAILBOX: &str = "X26ABC1";
 
 /// The invalid values in `malformed.dat` and `extract.csv`: none may ever reach stdout or stderr.
@@ -60,11 +61,7 @@ const NOT_OPTED_OUT: [&str; 10] = [
 
 // ---------------------------------------------------------------- helpers
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../testdata")
-        .join(name)
-}
+use util::fixture;
 
 fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
@@ -73,10 +70,9 @@ fn tempdir() -> tempfile::TempDir {
 /// Runs `ndop` in `cwd` with `stdin` (empty when `None`) and checks that neither output stream
 /// holds an invalid value from the fixtures.
 fn ndop_in(cwd: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut child = Command::new(NDOP)
+    let mut child = util::ndop_command()
         .args(args)
         .current_dir(cwd)
-        .env_remove("NDOP_MAILBOX")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -35,9 +35,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use mesh_client::{ClientConfig, Environment};
+use processor::pos::PosEnv;
 use serde::Deserialize;
 
-use crate::error::{Error, Result};
+use processor::{Error, Result};
 
 /// A password or key: printed as `<redacted>` by `Debug`; read it with [`Secret::expose`].
 #[derive(Clone, Default, PartialEq, Eq, Deserialize)]
@@ -219,6 +220,15 @@ impl MeshSettings {
             .unwrap_or("int")
             .parse::<Environment>()
             .map_err(|e| Error::Usage(format!("MESH environment: {e}")))
+    }
+
+    /// The POS environment these settings address, which picks the POS mailbox every `.ctl`
+    /// is written to.
+    pub fn pos_env(&self) -> Result<PosEnv> {
+        Ok(match self.env.as_deref() {
+            Some("live") => PosEnv::Live,
+            _ => PosEnv::Int,
+        })
     }
 
     /// The client configuration. Fails with a message naming the setting (file key and

@@ -1,7 +1,7 @@
 //! `ndop generate`: synthetic extracts in the 999 test range, with their truth.
 
-use super::thousands;
 use crate::exit;
+use crate::report::thousands;
 use clap::Args;
 use processor::dat::LineEnding;
 use processor::files::create_private;
@@ -58,6 +58,7 @@ pub struct GenerateArgs {
     pub out: PathBuf,
 }
 
+/// Runs `ndop generate`.
 pub fn run(args: GenerateArgs) -> anyhow::Result<u8> {
     for (name, f) in [
         ("--dup-frac", args.dup_frac),

@@ -1,12 +1,12 @@
 //! `ndop validate`: the report-only form of prepare.
 
-use super::{describe_counts, thousands, InputArgs};
+use crate::args::InputArgs;
+use crate::report::{describe_counts, print_json, thousands};
 use crate::{exit, progress};
 use clap::Args;
 use processor::files::{ensure_empty_dir, write_atomic};
 use processor::prepare::{INVALID_CSV, SUMMARY_JSON};
 use processor::validate::{validate, Summary};
-use std::io::Write;
 use std::path::PathBuf;
 
 /// Check extracts without writing any .dat: the same input options and checks as prepare,
@@ -31,6 +31,7 @@ pub struct ValidateArgs {
     pub fail_on_invalid: bool,
 }
 
+/// Runs `ndop validate`.
 pub fn run(args: ValidateArgs) -> anyhow::Result<u8> {
     let start = std::time::Instant::now();
     let invalid_csv = match &args.out {
@@ -56,13 +57,11 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<u8> {
     };
     // through a `Value`, so the keys come out sorted as they always have
     let summary = serde_json::to_value(&summary)?;
-    let json = serde_json::to_string_pretty(&summary)?;
     if let Some(dir) = &args.out {
+        let json = serde_json::to_string_pretty(&summary)?;
         write_atomic(dir, SUMMARY_JSON, json.as_bytes())?;
     }
-    let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "{json}")?;
-    stdout.flush()?;
+    print_json(&summary)?;
     eprint!(
         "ndop validate: {} lines in {:.2} s\n{}",
         thousands(v.counts.lines),

@@ -1,20 +1,18 @@
-//! One subcommand per file, all of the same shape: an args struct whose doc comments are the
-//! help text, and a `run` that returns an exit code.
+//! Command-line options shared by several subcommands: what to read and how (every command
+//! that scans extracts), and how to reach MESH and how long to wait (send, collect, run).
 
-pub mod filter;
-pub mod generate;
-pub mod mesh;
-pub mod prepare;
-pub mod reconcile;
-pub mod run;
-pub mod validate;
-
+use anyhow::Context;
 use clap::Args;
+use mesh_client::MeshClient;
+use pos_client::CollectOptions;
 use processor::csv::Column;
 use processor::nhs::Rules;
 use processor::scan::{Format, ScanOptions};
 use processor::IoMode;
 use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::settings::MeshSettings;
 
 /// Input options shared by every command that reads extracts.
 #[derive(Debug, Args)]
@@ -84,19 +82,6 @@ impl InputArgs {
     }
 }
 
-/// Formats 1234567 as `1,234,567`.
-pub fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::with_capacity(s.len() + s.len() / 3);
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 /// Parses a size such as `20GB`, `100MB`, `75MiB` or `1000`.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
@@ -121,27 +106,74 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("size too large: {s:?}"))
 }
 
-/// The human summary of a validation, for standard error.
-pub fn describe_counts(c: &processor::validate::Counts) -> String {
-    let mut s = format!(
-        "  valid      {:>14}  (unique {}, duplicates {}, normalised {}, placeholder {})\n",
-        thousands(c.valid),
-        thousands(c.unique),
-        thousands(c.duplicates),
-        thousands(c.normalised),
-        thousands(c.placeholder)
-    );
-    s += &format!("  invalid    {:>14}", thousands(c.invalid));
-    if !c.invalid_by_reason.is_empty() {
-        let parts: Vec<String> = c
-            .invalid_by_reason
-            .iter()
-            .map(|(r, n)| format!("{r} {}", thousands(*n)))
-            .collect();
-        s += &format!("  ({})", parts.join(", "));
+/// How to reach MESH. Secrets come only from the environment or the configuration file, never
+/// from the command line (where other users could read them).
+#[derive(Debug, Clone, Args)]
+pub struct MeshArgs {
+    /// TOML configuration file with a [mesh] table (mailbox, password, shared_key, cert, key,
+    /// ca, env, chunk_size, compress).
+    #[arg(long, env = "NDOP_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// MESH environment: int, live, or a base URL such as http://127.0.0.1:8700
+    /// [env: NDOP_MESH_URL]
+    #[arg(long = "mesh", value_name = "ENV|URL")]
+    pub mesh: Option<String>,
+
+    /// Your MESH mailbox id [env: NDOP_MAILBOX]. Password, shared key and certificates come
+    /// from NDOP_MESH_PASSWORD, NDOP_MESH_SHARED_KEY, NDOP_MESH_CERT, NDOP_MESH_KEY and
+    /// NDOP_MESH_CA or the configuration file.
+    #[arg(long, value_name = "MAILBOX")]
+    pub mailbox: Option<String>,
+}
+
+impl MeshArgs {
+    /// The settings: these options > environment > configuration file > defaults.
+    pub fn settings(&self) -> anyhow::Result<MeshSettings> {
+        let explicit = MeshSettings {
+            env: self.mesh.clone(),
+            mailbox: self.mailbox.clone(),
+            ..MeshSettings::default()
+        };
+        Ok(MeshSettings::resolve(explicit, self.config.as_deref())?)
     }
-    s += &format!("\n  blank      {:>14}\n", thousands(c.blank));
-    s
+
+    /// A client for these settings.
+    pub fn client(&self) -> anyhow::Result<MeshClient> {
+        client_for(&self.settings()?)
+    }
+}
+
+/// A client for `settings`.
+pub fn client_for(settings: &MeshSettings) -> anyhow::Result<MeshClient> {
+    let config = settings.client_config()?;
+    MeshClient::new(config).context("cannot set up the MESH client")
+}
+
+/// Polling options shared by `collect` and `run`.
+#[derive(Debug, Clone, Args)]
+pub struct PollArgs {
+    /// Seconds between two inbox polls (the real MESH asks for no more than one every few
+    /// minutes).
+    #[arg(long, default_value_t = 300.0, value_name = "SECONDS")]
+    pub interval: f64,
+
+    /// Give up waiting after this many seconds (the POS usually answers within an hour).
+    #[arg(long, default_value_t = 7200.0, value_name = "SECONDS")]
+    pub timeout: f64,
+}
+
+impl PollArgs {
+    /// The collect options these arguments describe.
+    pub fn options(&self) -> anyhow::Result<CollectOptions> {
+        let secs = |s: f64, what: &str| {
+            Duration::try_from_secs_f64(s).with_context(|| format!("bad --{what} {s}"))
+        };
+        Ok(CollectOptions {
+            interval: secs(self.interval, "interval")?,
+            timeout: secs(self.timeout, "timeout")?,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -156,7 +188,5 @@ mod tests {
         assert_eq!(parse_size("13"), Ok(13));
         assert!(parse_size("x").is_err());
         assert!(parse_size("5TB").is_err());
-        assert_eq!(thousands(1234567), "1,234,567");
-        assert_eq!(thousands(12), "12");
     }
 }

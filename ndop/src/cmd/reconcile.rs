@@ -1,10 +1,10 @@
 //! `ndop reconcile`: requested minus returned is who opted out.
 
-use super::{thousands, EngineArgs};
+use crate::args::EngineArgs;
+use crate::report::{print_json, thousands};
 use crate::{exit, progress};
 use clap::Args;
 use processor::reconcile::{reconcile, OPTED_OUT_FILE, UNEXPECTED_FILE};
-use std::io::Write;
 use std::path::PathBuf;
 
 /// Work out who opted out: requested minus returned.
@@ -39,6 +39,7 @@ pub struct ReconcileArgs {
     pub engine: EngineArgs,
 }
 
+/// Runs `ndop reconcile`.
 pub fn run(args: ReconcileArgs) -> anyhow::Result<u8> {
     let total = processor::scan::total_len(&args.request)
         .zip(processor::scan::total_len(&args.response))
@@ -53,9 +54,7 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<u8> {
     )?;
     bar.finish_and_clear();
     let s = &r.summary;
-    let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "{}", serde_json::to_string_pretty(s)?)?;
-    stdout.flush()?;
+    print_json(s)?;
     eprintln!(
         "ndop reconcile: {} requested, {} returned, {} opted out ({}) in {:.2} s",
         thousands(s.requested),

@@ -1,0 +1,59 @@
+//! `ndop send`: prepared pairs to the POS over MESH, journaled, never twice.
+
+use crate::args::MeshArgs;
+use crate::exit;
+use crate::pipeline::{runtime, send_with_progress};
+use crate::report::{print_json, thousands};
+use clap::Args;
+use pos_client::journal::Journal;
+use std::path::PathBuf;
+
+/// Send prepared .dat + .ctl pairs to the POS over MESH, journaled, never twice.
+///
+/// Each .ctl names the recipient, workflow, Subject and LocalId. Shows a progress bar. Each accepted submission is appended to the journal
+/// (WORK/ndop-journal.jsonl); pairs already in the journal are never sent twice, and an
+/// interrupted chunked upload resumes where it stopped.
+///
+/// Examples:
+///   NDOP_MESH_PASSWORD=... NDOP_MESH_SHARED_KEY=... ndop send outbox --mailbox X26ABC1
+///   ndop send outbox/X26ABC1-231126-0001.dat --work job42 --config ndop.toml
+///   ndop send outbox --mesh http://127.0.0.1:8700 --mailbox X26ABC1   (a local mock-mesh)
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct SendArgs {
+    /// A directory of prepared pairs, or .dat files (each with its .ctl beside it).
+    #[arg(required = true, value_name = "DIR|FILE")]
+    pub inputs: Vec<PathBuf>,
+
+    /// Work directory holding the journal (default: the directory given, else the current
+    /// directory).
+    #[arg(long, value_name = "DIR")]
+    pub work: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub mesh: MeshArgs,
+}
+
+/// Runs `ndop send`.
+pub fn run(args: SendArgs) -> anyhow::Result<u8> {
+    let work = match &args.work {
+        Some(w) => w.clone(),
+        None => match args.inputs.as_slice() {
+            [dir] if dir.is_dir() => dir.clone(),
+            _ => PathBuf::from("."),
+        },
+    };
+    let client = args.mesh.client()?;
+    let mut journal = Journal::open(&work)?;
+    let report = runtime()?.block_on(send_with_progress(&client, &mut journal, &args.inputs))?;
+    print_json(&report)?;
+    eprintln!(
+        "ndop send: {} sent, {} resumed, {} already sent ({} bytes); journal {}",
+        report.sent,
+        report.resumed,
+        report.already_sent,
+        thousands(report.bytes_sent),
+        journal.path().display()
+    );
+    Ok(exit::OK)
+}

@@ -1,0 +1,356 @@
+//! The `ndop run` pipeline: prepare, send, collect, reconcile, filter in one resumable go, in
+//! the work directory. Sequencing, progress and printing only: what the journal, the replies
+//! and the extract's identity mean is decided by `pos_client`.
+
+use crate::args::client_for;
+use crate::progress;
+use crate::report::{describe_collect, describe_counts, thousands};
+use crate::settings::MeshSettings;
+use anyhow::{anyhow, bail, Context};
+use mesh_client::MeshClient;
+use pos_client::journal::{Entry, Extract, Journal};
+use pos_client::{CollectOptions, CollectReport, SendReport};
+use processor::dat::{DatOptions, LineEnding};
+use processor::filter::{filter, FilterSummary};
+use processor::prepare::{prepare, PrepareOptions, Summary, SUMMARY_JSON};
+use processor::reconcile::{reconcile, ReconcileSummary, Reconciled};
+use processor::scan::{Format, ScanOptions};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// Prepared files, under the work directory.
+const PREPARED: &str = "prepared";
+/// Reconciliation output, under the work directory.
+const RECONCILED: &str = "reconciled";
+/// The run's summary, in the work directory.
+const RUN_JSON: &str = "run.json";
+
+/// Everything one pipeline run needs.
+pub struct Pipeline {
+    /// The extract (a regular file).
+    pub extract: PathBuf,
+    /// How to read it.
+    pub scan: ScanOptions,
+    /// The work directory.
+    pub work: PathBuf,
+    /// The filtered extract.
+    pub out: PathBuf,
+    /// How to reach MESH.
+    pub settings: MeshSettings,
+    /// Project tag for Subject and LocalId.
+    pub tag: Option<String>,
+    /// Most records in one `.dat`.
+    pub max_records: Option<u64>,
+    /// How to poll for the replies.
+    pub poll: CollectOptions,
+}
+
+/// The summary of a pipeline run (`run.json`).
+#[derive(Debug, Serialize)]
+pub struct RunSummary {
+    /// Wall-clock seconds of each stage of this run (a resumed run skips finished work).
+    pub stage_seconds: Vec<(&'static str, f64)>,
+    /// What was prepared.
+    pub prepare: PrepareFacts,
+    /// What was sent.
+    pub send: Option<SendReport>,
+    /// What was collected.
+    pub collect: CollectReport,
+    /// Who opted out.
+    pub reconcile: ReconcileSummary,
+    /// The filtered extract.
+    pub filter: FilterSummary,
+}
+
+/// The figures of a prepare that the rest of the run needs.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct PrepareFacts {
+    /// Data lines read.
+    pub lines: u64,
+    /// Distinct valid numbers.
+    pub unique: u64,
+    /// Valid lines whose number appeared earlier.
+    pub duplicates: u64,
+    /// Invalid lines.
+    pub invalid: u64,
+    /// Blank lines.
+    pub blank: u64,
+    /// The `.dat` files written.
+    pub files: Vec<String>,
+}
+
+impl From<&Summary> for PrepareFacts {
+    fn from(s: &Summary) -> Self {
+        PrepareFacts {
+            lines: s.counts.lines,
+            unique: s.counts.unique,
+            duplicates: s.counts.duplicates,
+            invalid: s.counts.invalid,
+            blank: s.counts.blank,
+            files: s.files.iter().map(|f| f.name.clone()).collect(),
+        }
+    }
+}
+
+/// Why a pipeline stopped before the end, when it is not an error of its own.
+pub enum Outcome {
+    /// Everything done: the summary, and the sets reconciled.
+    Done(Box<(RunSummary, Reconciled)>),
+    /// Replies still missing after the timeout.
+    Waiting(CollectReport),
+}
+
+impl Pipeline {
+    /// Runs (or resumes) the pipeline.
+    pub fn run(&self) -> anyhow::Result<Outcome> {
+        let prepared = self.work.join(PREPARED);
+        let mut clock = std::time::Instant::now();
+        let mut stages: Vec<(&'static str, f64)> = Vec::new();
+        let mut lap = |name: &'static str| {
+            stages.push((name, clock.elapsed().as_secs_f64()));
+            clock = std::time::Instant::now();
+        };
+        let mut journal = Journal::open(&self.work)?;
+        let extract = self.check_extract(&mut journal, &prepared)?;
+        let facts = self.prepare(&prepared)?;
+        self.unchanged(&extract)?;
+        lap("prepare");
+        eprintln!(
+            "[1/5] prepared {} unique numbers from {} lines ({} invalid, {} duplicates) into {} file(s)",
+            thousands(facts.unique),
+            thousands(facts.lines),
+            thousands(facts.invalid),
+            thousands(facts.duplicates),
+            facts.files.len()
+        );
+        if facts.files.is_empty() {
+            bail!("the extract holds no valid NHS number: nothing to send");
+        }
+        let client = client_for(&self.settings)?;
+        let rt = runtime()?;
+        let sent = rt.block_on(send_with_progress(
+            &client,
+            &mut journal,
+            std::slice::from_ref(&prepared),
+        ))?;
+        lap("send");
+        eprintln!(
+            "[2/5] sent {} file(s) ({} resumed, {} already sent earlier)",
+            sent.sent, sent.resumed, sent.already_sent
+        );
+        let collected = rt.block_on(pos_client::collect(&client, &mut journal, &self.poll))?;
+        lap("collect");
+        describe_collect(&collected, &self.work);
+        if !collected.complete {
+            return Ok(Outcome::Waiting(collected));
+        }
+        eprintln!("[3/5] every file has its POS reply");
+
+        let requests: Vec<PathBuf> = facts.files.iter().map(|f| prepared.join(f)).collect();
+        let responses = pos_client::final_results(&journal, &self.work, &facts.files)?;
+        let rec_dir = self.work.join(RECONCILED);
+        remove_if_exists(&rec_dir)?;
+        let lines = ScanOptions {
+            format: Format::Lines,
+            ..self.scan.clone()
+        };
+        let reconciled = reconcile(&requests, &responses, &lines, &rec_dir, &mut |_| {})?;
+        lap("reconcile");
+        let r = &reconciled.summary;
+        eprintln!(
+            "[4/5] reconciled: {} requested, {} returned, {} opted out",
+            thousands(r.requested),
+            thousands(r.returned),
+            thousands(r.opted_out)
+        );
+        if r.unexpected > 0 {
+            bail!(processor::Error::Usage(format!(
+                "the POS returned {} numbers that were never sent (see {}); stopping before filtering",
+                r.unexpected,
+                rec_dir.display()
+            )));
+        }
+        self.unchanged(&extract)?;
+        remove_if_exists(&self.out)?;
+        let bar = progress::bytes(
+            "filter",
+            processor::scan::total_len(std::slice::from_ref(&self.extract)),
+        );
+        let filtered = filter(
+            &self.extract,
+            &reconciled.returned,
+            Some(&reconciled.requested),
+            &self.scan,
+            &self.out,
+            &mut |d| bar.set_position(d),
+        )?;
+        bar.finish_and_clear();
+        if let Err(e) = self.unchanged(&extract) {
+            // changed while it was being filtered: the output mixes two files
+            remove_if_exists(&self.out)?;
+            return Err(e);
+        }
+        lap("filter");
+        let c = &filtered.counts;
+        eprintln!(
+            "[5/5] wrote {}: kept {} of {} rows; dropped {} opted out, {} invalid, {} blank",
+            self.out.display(),
+            thousands(c.kept),
+            thousands(c.rows),
+            thousands(c.opted_out),
+            thousands(c.invalid),
+            thousands(c.blank)
+        );
+        let summary = RunSummary {
+            stage_seconds: stages,
+            prepare: facts,
+            send: Some(sent),
+            collect: collected,
+            reconcile: reconciled.summary.clone(),
+            filter: filtered,
+        };
+        processor::files::write_atomic(
+            &self.work,
+            RUN_JSON,
+            &serde_json::to_vec_pretty(&summary)?,
+        )?;
+        Ok(Outcome::Done(Box::new((summary, reconciled))))
+    }
+
+    /// Checks, before anything is prepared or sent, that the extract is the file this work
+    /// directory was started with, and returns its journaled identity. A work directory that
+    /// has nothing prepared yet (no summary.json in `prepared`) starts afresh: the extract is
+    /// journaled (a later record supersedes one from a run that stopped before finishing
+    /// prepare). A journal without a record (written by an older ndop) cannot be checked: a
+    /// warning, and the extract as it is now is recorded for the runs after this one.
+    fn check_extract(&self, journal: &mut Journal, prepared: &Path) -> anyhow::Result<Extract> {
+        let now = Extract::of(&self.extract)?;
+        if !prepared.join(SUMMARY_JSON).exists() {
+            journal.append(Entry::Extract(now.clone()))?;
+            return Ok(now);
+        }
+        match journal.extract() {
+            Some(recorded) => {
+                let recorded = recorded.clone();
+                recorded.verify(&now, &self.work)?;
+                Ok(recorded)
+            }
+            None => {
+                eprintln!(
+                    "ndop run: warning: the journal in {} has no record of the extract (it was \
+                     written by an older ndop), so {} cannot be checked to be the file prepared \
+                     there; recording it now",
+                    self.work.display(),
+                    self.extract.display()
+                );
+                journal.append(Entry::Extract(now.clone()))?;
+                Ok(now)
+            }
+        }
+    }
+
+    /// Fails if the extract is no longer the file `recorded` describes.
+    fn unchanged(&self, recorded: &Extract) -> anyhow::Result<()> {
+        Ok(recorded.verify(&Extract::of(&self.extract)?, &self.work)?)
+    }
+
+    /// Prepares into `dir` unless an earlier run finished doing so (its summary.json exists),
+    /// in which case the same files are used again.
+    fn prepare(&self, dir: &Path) -> anyhow::Result<PrepareFacts> {
+        let summary_path = dir.join(SUMMARY_JSON);
+        if summary_path.exists() {
+            let bytes = std::fs::read(&summary_path)
+                .with_context(|| format!("cannot read {}", summary_path.display()))?;
+            let v: serde_json::Value = serde_json::from_slice(&bytes)
+                .with_context(|| format!("{} is not JSON", summary_path.display()))?;
+            let n = |k: &str| v[k].as_u64().unwrap_or(0);
+            let files = v["files"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|f| f["name"].as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            return Ok(PrepareFacts {
+                lines: n("lines"),
+                unique: n("unique"),
+                duplicates: n("duplicates"),
+                invalid: n("invalid"),
+                blank: n("blank"),
+                files,
+            });
+        }
+        // No summary: nothing was sent from here yet (send needs it), so start afresh.
+        remove_if_exists(dir)?;
+        let settings_mailbox = self
+            .settings
+            .mailbox
+            .clone()
+            .ok_or_else(|| anyhow!("no MESH mailbox: give --mailbox or set NDOP_MAILBOX"))?;
+        let opts = PrepareOptions {
+            scan: self.scan.clone(),
+            dat: DatOptions {
+                dir: dir.to_path_buf(),
+                mailbox: processor::dat::check_mailbox(&settings_mailbox)?,
+                date: chrono::Local::now().date_naive(),
+                seq: 1,
+                env: self.settings.pos_env()?,
+                tag: self.tag.clone(),
+                line_ending: LineEnding::Crlf,
+                max_bytes: 20_000_000_000,
+                max_records: self.max_records,
+            },
+        };
+        let bar = progress::bytes(
+            "prepare",
+            processor::scan::total_len(std::slice::from_ref(&self.extract)),
+        );
+        let s = prepare(std::slice::from_ref(&self.extract), &opts, &mut |d| {
+            bar.set_position(d)
+        })?;
+        bar.finish_and_clear();
+        eprint!("{}", describe_counts(&s.counts));
+        Ok(PrepareFacts::from(&s))
+    }
+}
+
+/// Removes a file or a directory tree, if it exists.
+pub fn remove_if_exists(path: &Path) -> anyhow::Result<()> {
+    let r = if path.is_dir() {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
+    };
+    match r {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("cannot remove {}", path.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A single-threaded runtime: the transfers are I/O-bound and sequential.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Sends with a progress bar.
+pub async fn send_with_progress(
+    client: &MeshClient,
+    journal: &mut Journal,
+    inputs: &[PathBuf],
+) -> Result<SendReport, pos_client::Error> {
+    let bar = progress::bytes("send", Some(0));
+    let shown = bar.clone();
+    let report = pos_client::send(client, journal, inputs, &move |sent, total| {
+        shown.set_length(total);
+        shown.set_position(sent);
+    })
+    .await;
+    bar.finish_and_clear();
+    report
+}

@@ -1,0 +1,361 @@
+//! [`send`]: each prepared pair MESH does not already have, chunked, journaled, resumable.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use mesh_client::{MeshClient, SendOptions};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::error::{mesh, usage, Error};
+use crate::journal::{self, ChunkDone, Entry, Journal, Started, Submission};
+use crate::pairs::{find_pairs, Pair};
+
+/// What happened to one pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SendOutcome {
+    /// Sent now.
+    Sent,
+    /// An interrupted upload was finished (or found already complete).
+    Resumed,
+    /// The journal says it was sent before; nothing was sent.
+    AlreadySent,
+}
+
+/// One pair in a [`SendReport`].
+#[derive(Debug, Clone, Serialize)]
+pub struct SentFile {
+    /// The `.dat`.
+    pub file: PathBuf,
+    /// Its LocalId.
+    pub local_id: String,
+    /// Its Subject.
+    pub subject: String,
+    /// The recipient mailbox.
+    pub to: String,
+    /// The MESH message id.
+    pub message_id: String,
+    /// SHA-256 of the `.dat`.
+    pub sha256: String,
+    /// Lines in the `.dat`.
+    pub records: u64,
+    /// Size of the `.dat`.
+    pub bytes: u64,
+    /// What happened.
+    pub outcome: SendOutcome,
+}
+
+/// The result of [`send`].
+#[derive(Debug, Clone, Serialize)]
+pub struct SendReport {
+    /// Every pair, in order.
+    pub files: Vec<SentFile>,
+    /// Pairs sent now.
+    pub sent: usize,
+    /// Interrupted uploads finished.
+    pub resumed: usize,
+    /// Pairs skipped because the journal has them.
+    pub already_sent: usize,
+    /// Bytes of files uploaded by this run.
+    pub bytes_sent: u64,
+}
+
+/// Content facts of a `.dat`.
+struct Digest256 {
+    sha256: String,
+    records: u64,
+    bytes: u64,
+}
+
+/// Sends every pair named by `inputs` (see [`find_pairs`]) that the journal does not already
+/// have, in path order, and journals each submission right after MESH accepts it.
+///
+/// `progress(sent, total)` is called with bytes of files uploaded so far and the bytes this run
+/// has to upload. Each `.ctl`'s `From_DTS`, if present, must be the client's mailbox. A pair
+/// whose LocalId was journaled with other content is refused (its replies would be
+/// ambiguous). Stops at the first failure; what was sent before it stays journaled.
+pub async fn send(
+    client: &MeshClient,
+    journal: &mut Journal,
+    inputs: &[PathBuf],
+    progress: &(dyn Fn(u64, u64) + Send + Sync),
+) -> Result<SendReport, Error> {
+    let pairs = find_pairs(inputs)?;
+    let mut planned = Vec::with_capacity(pairs.len());
+    for pair in pairs {
+        if let Some(from) = &pair.control.from_dts {
+            if !from.eq_ignore_ascii_case(client.mailbox()) {
+                return Err(usage(format!(
+                    "{}: From_DTS is {from} but the MESH mailbox is {} (MESH error 07)",
+                    pair.ctl.display(),
+                    client.mailbox()
+                )));
+            }
+        }
+        let digest = digest(&pair.dat).await?;
+        if let Some(previous) = journal.submission(&pair.control.local_id) {
+            if previous.sha256 != digest.sha256 {
+                return Err(usage(format!(
+                    "{}: LocalId {} was already sent (message {}) with different content; \
+                     prepare the file again to get a new LocalId",
+                    pair.dat.display(),
+                    pair.control.local_id,
+                    previous.message_id
+                )));
+            }
+        }
+        planned.push((pair, digest));
+    }
+    let total: u64 = planned
+        .iter()
+        .filter(|(p, _)| journal.submission(&p.control.local_id).is_none())
+        .map(|(_, d)| d.bytes)
+        .sum();
+    let sent_bytes = AtomicU64::new(0);
+    progress(0, total);
+    let mut report = SendReport {
+        files: Vec::new(),
+        sent: 0,
+        resumed: 0,
+        already_sent: 0,
+        bytes_sent: 0,
+    };
+    for (pair, digest) in planned {
+        let (message_id, outcome) = match journal.submission(&pair.control.local_id) {
+            Some(previous) => (previous.message_id.clone(), SendOutcome::AlreadySent),
+            None => {
+                let base = sent_bytes.load(Ordering::Relaxed);
+                let report_bytes = |n: u64| {
+                    sent_bytes.store(base + n, Ordering::Relaxed);
+                    progress(base + n, total);
+                };
+                let done = send_pair(client, journal, &pair, &digest, &report_bytes).await?;
+                sent_bytes.store(base + digest.bytes, Ordering::Relaxed);
+                done
+            }
+        };
+        match outcome {
+            SendOutcome::Sent => report.sent += 1,
+            SendOutcome::Resumed => report.resumed += 1,
+            SendOutcome::AlreadySent => report.already_sent += 1,
+        }
+        tracing::info!(local_id = %pair.control.local_id, %message_id, ?outcome, "submission");
+        report.files.push(SentFile {
+            file: pair.dat,
+            local_id: pair.control.local_id,
+            subject: pair.control.subject,
+            to: pair.control.to_dts,
+            message_id,
+            sha256: digest.sha256,
+            records: digest.records,
+            bytes: digest.bytes,
+            outcome,
+        });
+    }
+    report.bytes_sent = sent_bytes.load(Ordering::Relaxed);
+    Ok(report)
+}
+
+/// Sends (or resumes) one pair and journals it as submitted.
+async fn send_pair(
+    client: &MeshClient,
+    journal: &mut Journal,
+    pair: &Pair,
+    digest: &Digest256,
+    progress: &(dyn Fn(u64) + Send + Sync),
+) -> Result<(String, SendOutcome), Error> {
+    let c = &pair.control;
+    let file_name = file_name(&pair.dat);
+    let context = format!("sending {}", pair.dat.display());
+    let mut opts = SendOptions {
+        to: c.to_dts.clone(),
+        workflow_id: c.workflow_id.clone(),
+        subject: Some(c.subject.clone()),
+        local_id: Some(c.local_id.clone()),
+        file_name: Some(file_name.clone()),
+        checksum: Some(format!("sha256:{}", digest.sha256)),
+        ..SendOptions::default()
+    };
+    let submitted = |message_id: &str| {
+        Entry::Submitted(Submission {
+            local_id: c.local_id.clone(),
+            message_id: message_id.to_owned(),
+            file: file_name.clone(),
+            sha256: digest.sha256.clone(),
+            records: digest.records,
+            bytes: digest.bytes,
+            subject: c.subject.clone(),
+            to: c.to_dts.clone(),
+            workflow_id: c.workflow_id.clone(),
+            time: journal::now(),
+        })
+    };
+
+    if let Some(upload) = journal.upload_in_progress(&c.local_id, &digest.sha256) {
+        let id = upload.started.message_id.clone();
+        let status = match client.track(&id).await {
+            Ok(t) => Some(t.status),
+            Err(e) if e.status() == Some(404) => None,
+            Err(e) => return Err(mesh(format!("tracking {id}"))(e)),
+        };
+        match status.as_deref() {
+            Some("accepted" | "acknowledged") => {
+                // the last chunk arrived; only its journal line was lost
+                journal.append(submitted(&id))?;
+                progress(digest.bytes);
+                return Ok((id, SendOutcome::Resumed));
+            }
+            Some("uploading") => {
+                opts.chunk_size = Some(upload.started.chunk_size);
+                opts.compress = upload.started.compress;
+                let plan = client
+                    .plan_send(&pair.dat, &opts)
+                    .await
+                    .map_err(mesh(&context))?;
+                if plan.chunks == upload.started.chunks && plan.compress == upload.started.compress
+                {
+                    progress(plan.bytes_through(upload.chunks_done));
+                    tracing::info!(message_id = %id, from_chunk = upload.chunks_done + 1, "resuming upload");
+                    upload_rest(
+                        client,
+                        journal,
+                        pair,
+                        &opts,
+                        &id,
+                        upload.chunks_done + 1,
+                        &plan,
+                        progress,
+                    )
+                    .await?;
+                    journal.append(submitted(&id))?;
+                    return Ok((id, SendOutcome::Resumed));
+                }
+                tracing::warn!(message_id = %id, "cannot resume with the current chunking; sending afresh");
+            }
+            other => {
+                tracing::warn!(message_id = %id, status = ?other, "interrupted upload is gone; sending afresh");
+            }
+        }
+        opts.chunk_size = None;
+        opts.compress = false;
+    }
+
+    let plan = client
+        .plan_send(&pair.dat, &opts)
+        .await
+        .map_err(mesh(&context))?;
+    // pin the cut, so that a resume by a later run cuts the file the same way
+    opts.chunk_size = Some(plan.chunk_size);
+    opts.compress = plan.compress;
+    let id = client
+        .send_chunk(&pair.dat, &opts, None, 1)
+        .await
+        .map_err(mesh(&context))?;
+    if plan.chunks > 1 {
+        journal.append(Entry::Started(Started {
+            local_id: c.local_id.clone(),
+            message_id: id.clone(),
+            file: file_name.clone(),
+            sha256: digest.sha256.clone(),
+            bytes: digest.bytes,
+            chunks: plan.chunks,
+            chunk_size: plan.chunk_size,
+            compress: plan.compress,
+            time: journal::now(),
+        }))?;
+    }
+    progress(plan.bytes_through(1));
+    upload_rest(client, journal, pair, &opts, &id, 2, &plan, progress).await?;
+    journal.append(submitted(&id))?;
+    Ok((id, SendOutcome::Sent))
+}
+
+/// Uploads chunks `from..=N`, journaling each but the last (the caller journals the whole).
+#[allow(clippy::too_many_arguments)]
+async fn upload_rest(
+    client: &MeshClient,
+    journal: &mut Journal,
+    pair: &Pair,
+    opts: &SendOptions,
+    message_id: &str,
+    from: u32,
+    plan: &mesh_client::ChunkPlan,
+    progress: &(dyn Fn(u64) + Send + Sync),
+) -> Result<(), Error> {
+    for n in from..=plan.chunks {
+        client
+            .send_chunk(&pair.dat, opts, Some(message_id), n)
+            .await
+            .map_err(mesh(format!(
+                "sending chunk {n} of {} of {}",
+                plan.chunks,
+                pair.dat.display()
+            )))?;
+        if n < plan.chunks {
+            journal.append(Entry::Chunk(ChunkDone {
+                local_id: pair.control.local_id.clone(),
+                message_id: message_id.to_owned(),
+                chunk: n,
+                time: journal::now(),
+            }))?;
+        }
+        progress(plan.bytes_through(n));
+    }
+    Ok(())
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// SHA-256, line count and size of a file, read once off the async threads.
+async fn digest(path: &Path) -> Result<Digest256, Error> {
+    let owned = path.to_path_buf();
+    let result = tokio::task::spawn_blocking(move || -> std::io::Result<Digest256> {
+        let mut file = std::fs::File::open(&owned)?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let (mut bytes, mut newlines, mut last) = (0u64, 0u64, b'\n');
+        loop {
+            let n = match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            hasher.update(&buf[..n]);
+            newlines += memchr::memchr_iter(b'\n', &buf[..n]).count() as u64;
+            bytes += n as u64;
+            last = buf[n - 1];
+        }
+        Ok(Digest256 {
+            sha256: hex::encode(hasher.finalize()),
+            records: newlines + u64::from(last != b'\n'),
+            bytes,
+        })
+    })
+    .await
+    .map_err(|e| processor::Error::read(path, std::io::Error::other(e)))?;
+    result.map_err(|e| Error::Local(processor::Error::read(path, e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn digests_count_lines_with_or_without_a_final_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x");
+        for (content, records) in [(&b""[..], 0), (b"a\n", 1), (b"a\nb", 2), (b"a\r\nb\r\n", 2)] {
+            std::fs::write(&p, content).unwrap();
+            let d = digest(&p).await.unwrap();
+            assert_eq!((d.records, d.bytes), (records, content.len() as u64));
+            assert_eq!(d.sha256, hex::encode(Sha256::digest(content)));
+        }
+    }
+}
