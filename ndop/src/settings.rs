@@ -223,11 +223,13 @@ impl MeshSettings {
     }
 
     /// The POS environment these settings address, which picks the POS mailbox every `.ctl`
-    /// is written to.
+    /// is written to: derived from the MESH environment as the client parses it (any case,
+    /// surrounding spaces), so that LIVE MESH always means the LIVE POS. INT and any other URL
+    /// (a mock, the sandbox) mean the INT POS.
     pub fn pos_env(&self) -> Result<PosEnv> {
-        Ok(match self.env.as_deref() {
-            Some("live") => PosEnv::Live,
-            _ => PosEnv::Int,
+        Ok(match self.environment()? {
+            Environment::Live => PosEnv::Live,
+            Environment::Int | Environment::Custom(_) => PosEnv::Int,
         })
     }
 
@@ -376,6 +378,29 @@ mod tests {
         assert_eq!(
             MeshSettings::default().environment().unwrap().url(),
             mesh_client::INT_URL
+        );
+    }
+
+    #[test]
+    fn the_pos_environment_follows_the_mesh_environment() {
+        for (value, pos) in [
+            ("live", PosEnv::Live),
+            ("LIVE", PosEnv::Live),
+            (" live ", PosEnv::Live),
+            ("Live", PosEnv::Live),
+            ("int", PosEnv::Int),
+            (" INT", PosEnv::Int),
+            ("http://127.0.0.1:8700", PosEnv::Int),
+            ("https://live.mesh.example", PosEnv::Int),
+        ] {
+            let s = env(&[(ENV_URL, value)]);
+            assert_eq!(s.pos_env().unwrap(), pos, "{value:?}");
+        }
+        assert_eq!(MeshSettings::default().pos_env().unwrap(), PosEnv::Int);
+        assert_eq!(
+            MeshSettings::defaults().pos_env().unwrap(),
+            PosEnv::Int,
+            "the default is INT"
         );
     }
 
