@@ -48,6 +48,7 @@ pub fn code_for(e: &anyhow::Error) -> u8 {
             return match t {
                 PosError::Local(p) => for_kind(p.kind()),
                 PosError::Mesh { .. } => MESH,
+                PosError::BadAnswer(_) => POS,
                 PosError::ExtractChanged { .. } => INPUT,
             };
         }

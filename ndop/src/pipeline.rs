@@ -164,7 +164,7 @@ impl Pipeline {
             thousands(r.opted_out)
         );
         if r.unexpected > 0 {
-            bail!(processor::Error::Usage(format!(
+            bail!(pos_client::Error::BadAnswer(format!(
                 "the POS returned {} numbers that were never sent (see {}); stopping before filtering",
                 r.unexpected,
                 rec_dir.display()

@@ -347,3 +347,114 @@ fn a_million_line_extract_with_chunked_replies() {
     );
     rt.block_on(mesh.stop());
 }
+
+/// A finished `ndop run` in `dir/work` on a small generated extract, against a mock left
+/// running. Returns the runtime, the mock, the extract and the work directory.
+fn finished_run(
+    dir: &Path,
+) -> (
+    tokio::runtime::Runtime,
+    mock_mesh::MockMesh,
+    PathBuf,
+    PathBuf,
+) {
+    let (rt, mesh) = start_mesh(mock_mesh::Config::default());
+    let extract = dir.join("extract.csv");
+    generate_csv(&extract, "600", "21");
+    let work = dir.join("work");
+    let done = run_in(&extract, &work, &mesh.base_url(), "30");
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    (rt, mesh, extract, work)
+}
+
+/// A copy of the work directory `from` at `to`, without its filtered extract.
+fn copy_work(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_work(&path, &target);
+        } else if !path.ends_with("cleared.csv") {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
+}
+
+/// Rewrites the journal of `work` line by line; returns how many lines `change` altered.
+fn edit_journal(work: &Path, change: impl Fn(&str) -> String) -> usize {
+    let path = work.join("journal.jsonl");
+    let old = std::fs::read_to_string(&path).unwrap();
+    let mut altered = 0;
+    let new: String = old
+        .lines()
+        .map(|l| {
+            let c = change(l);
+            altered += usize::from(c != l);
+            c + "\n"
+        })
+        .collect();
+    std::fs::write(&path, new).unwrap();
+    altered
+}
+
+#[test]
+fn run_exits_6_when_the_pos_does_not_answer_as_expected() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rt, mesh, extract, work) = finished_run(dir.path());
+    let url = mesh.base_url();
+
+    // The POS job failed.
+    let failed = dir.path().join("failed");
+    copy_work(&work, &failed);
+    let n = edit_journal(&failed, |l| {
+        l.replace("\"job_status\":\"pending\"", "\"job_status\":\"failed\"")
+    });
+    assert!(n > 0);
+    // MESH reports the file undelivered.
+    let undelivered = dir.path().join("undelivered");
+    copy_work(&work, &undelivered);
+    let n = edit_journal(&undelivered, |l| {
+        let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+        if v["reply"] != "cleaned" {
+            return l.to_string();
+        }
+        v["reply"] = "report".into();
+        v["status_success"] = false.into();
+        v["status_description"] = "not collected".into();
+        v.to_string()
+    });
+    assert!(n > 0);
+    // The POS returned a number that was never sent (9434765919 is outside the 999 range).
+    let unexpected = dir.path().join("unexpected");
+    copy_work(&work, &unexpected);
+    let cleaned = std::fs::read_dir(unexpected.join("replies"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".cleaned.dat"))
+        .expect("a cleaned reply");
+    let mut text = std::fs::read_to_string(&cleaned).unwrap();
+    text += "9434765919,\r\n";
+    std::fs::write(&cleaned, text).unwrap();
+
+    for (w, says) in [
+        (&failed, "failed"),
+        (&undelivered, "was not delivered: not collected"),
+        (&unexpected, "never sent"),
+    ] {
+        let out = run_in(&extract, w, &url, "30");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(6), "{says}: {stderr}");
+        assert!(stderr.contains(says), "{stderr}");
+        assert!(!w.join("cleared.csv").exists(), "{says}");
+        assert!(
+            !stderr.contains("9434765919"),
+            "an NHS number was printed: {stderr}"
+        );
+    }
+    rt.block_on(mesh.stop());
+}

@@ -187,8 +187,8 @@ pub async fn collect(
 
 /// The cleaned file the POS returned for each prepared file named in `files` (`.dat` names, in
 /// that order), as paths under `work`, the work directory. Fails when a file was never sent or
-/// has no final reply yet, when the POS rejected it as holding an invalid number, when its job
-/// failed and when MESH reports it undelivered.
+/// has no final reply yet, when the POS rejected it as holding an invalid number, and (as
+/// [`Error::BadAnswer`]) when its job failed or MESH reports it undelivered.
 pub fn final_results(
     journal: &Journal,
     work: &Path,
@@ -213,13 +213,13 @@ pub fn final_results(
                 return Err(processor::Error::PosRejected { path }.into());
             }
             ReplyKind::JobCreated => {
-                return Err(usage(format!(
+                return Err(Error::BadAnswer(format!(
                     "the POS job for {name} failed (see {})",
                     path.display()
                 )))
             }
             ReplyKind::Report => {
-                return Err(usage(format!(
+                return Err(Error::BadAnswer(format!(
                     "{name} was not delivered: {} (see {})",
                     fin.status_description
                         .as_deref()
@@ -446,6 +446,12 @@ mod tests {
         ] {
             let e = final_results(&journal, work, &names(&["a.dat", file])).unwrap_err();
             assert!(e.to_string().contains(message), "{file}: {e}");
+            let bad_answer = matches!(e, Error::BadAnswer(_));
+            assert_eq!(
+                bad_answer,
+                file == "e.dat" || file == "f.dat",
+                "{file}: {e:?}"
+            );
         }
     }
 

@@ -18,6 +18,10 @@ pub enum Error {
         #[source]
         source: Box<mesh_client::Error>,
     },
+    /// The POS did not answer as expected: its job failed, MESH reports the file undelivered,
+    /// or it returned numbers that were never sent.
+    #[error("{0}")]
+    BadAnswer(String),
     /// A run was resumed on an extract that is not the file its work directory was started
     /// with (see [`crate::journal::Extract::verify`]).
     #[error(
@@ -41,7 +45,7 @@ impl Error {
     pub fn mesh_error(&self) -> Option<&mesh_client::Error> {
         match self {
             Error::Mesh { source, .. } => Some(source.as_ref()),
-            Error::Local(_) | Error::ExtractChanged { .. } => None,
+            Error::Local(_) | Error::BadAnswer(_) | Error::ExtractChanged { .. } => None,
         }
     }
 }
