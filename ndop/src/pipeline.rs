@@ -15,7 +15,7 @@ use processor::filter::{filter, FilterSummary};
 use processor::prepare::{prepare, PrepareOptions, Summary, SUMMARY_JSON};
 use processor::reconcile::{reconcile, ReconcileSummary, Reconciled};
 use processor::scan::{Format, ScanOptions};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// Prepared files, under the work directory.
@@ -63,7 +63,7 @@ pub struct RunSummary {
 }
 
 /// The figures of a prepare that the rest of the run needs.
-#[derive(Debug, Serialize, serde::Deserialize)]
+#[derive(Debug, Serialize)]
 pub struct PrepareFacts {
     /// Data lines read.
     pub lines: u64,
@@ -259,27 +259,7 @@ impl Pipeline {
     fn prepare(&self, dir: &Path) -> anyhow::Result<PrepareFacts> {
         let summary_path = dir.join(SUMMARY_JSON);
         if summary_path.exists() {
-            let bytes = std::fs::read(&summary_path)
-                .with_context(|| format!("cannot read {}", summary_path.display()))?;
-            let v: serde_json::Value = serde_json::from_slice(&bytes)
-                .with_context(|| format!("{} is not JSON", summary_path.display()))?;
-            let n = |k: &str| v[k].as_u64().unwrap_or(0);
-            let files = v["files"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|f| f["name"].as_str().map(String::from))
-                        .collect()
-                })
-                .unwrap_or_default();
-            return Ok(PrepareFacts {
-                lines: n("lines"),
-                unique: n("unique"),
-                duplicates: n("duplicates"),
-                invalid: n("invalid"),
-                blank: n("blank"),
-                files,
-            });
+            return Ok(read_prepared(&summary_path)?);
         }
         // No summary: nothing was sent from here yet (send needs it), so start afresh.
         remove_if_exists(dir)?;
@@ -313,6 +293,45 @@ impl Pipeline {
         eprint!("{}", describe_counts(&s.counts));
         Ok(PrepareFacts::from(&s))
     }
+}
+
+/// The part of `prepared/summary.json` (written by `processor::prepare`) a resumed run needs.
+#[derive(Deserialize)]
+struct PreparedSummary {
+    lines: u64,
+    unique: u64,
+    duplicates: u64,
+    invalid: u64,
+    blank: u64,
+    files: Vec<PreparedFile>,
+}
+
+/// One `.dat` in a [`PreparedSummary`].
+#[derive(Deserialize)]
+struct PreparedFile {
+    name: String,
+}
+
+/// Reads the summary an earlier run's prepare wrote. A summary that does not parse, or lacks
+/// a figure or the file list, is an input error naming the file: read as zeros, it would make
+/// the run stop with a misleading "no valid NHS number".
+fn read_prepared(path: &Path) -> processor::Result<PrepareFacts> {
+    let bytes = std::fs::read(path).map_err(|e| processor::Error::read(path, e))?;
+    let s: PreparedSummary = serde_json::from_slice(&bytes).map_err(|e| {
+        let reason = format!("malformed prepare summary: {e}");
+        processor::Error::read(
+            path,
+            std::io::Error::new(std::io::ErrorKind::InvalidData, reason),
+        )
+    })?;
+    Ok(PrepareFacts {
+        lines: s.lines,
+        unique: s.unique,
+        duplicates: s.duplicates,
+        invalid: s.invalid,
+        blank: s.blank,
+        files: s.files.into_iter().map(|f| f.name).collect(),
+    })
 }
 
 /// Removes a file or a directory tree, if it exists.

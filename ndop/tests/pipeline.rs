@@ -458,3 +458,31 @@ fn run_exits_6_when_the_pos_does_not_answer_as_expected() {
     }
     rt.block_on(mesh.stop());
 }
+
+#[test]
+fn a_resumed_run_refuses_a_malformed_prepare_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rt, mesh, extract, work) = finished_run(dir.path());
+    let summary = work.join("prepared/summary.json");
+    let good = std::fs::read_to_string(&summary).unwrap();
+    for bad in [
+        "{}".to_string(),
+        "not json".to_string(),
+        good.replace("\"files\"", "\"dat_files\""),
+        good.replace("\"unique\"", "\"distinct\""),
+    ] {
+        std::fs::write(&summary, &bad).unwrap();
+        let out = run_in(&extract, &work, &mesh.base_url(), "30");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{bad}: {stderr}");
+        assert!(stderr.contains("summary.json"), "{stderr}");
+        assert!(stderr.contains("malformed"), "{stderr}");
+        assert!(!stderr.contains("no valid NHS number"), "{stderr}");
+    }
+    // The summary as prepare wrote it: the run resumes and finishes.
+    std::fs::write(&summary, &good).unwrap();
+    assert!(run_in(&extract, &work, &mesh.base_url(), "30")
+        .status
+        .success());
+    rt.block_on(mesh.stop());
+}
