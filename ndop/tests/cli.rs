@@ -254,6 +254,19 @@ fn help_documents_every_exit_code() {
     }
 }
 
+#[test]
+fn send_help_names_the_journal_file() {
+    let dir = tempdir();
+    let out = ndop(dir.path(), &["send", "--help"]);
+    assert_code(&out, 0);
+    let help = String::from_utf8_lossy(&out.stdout);
+    let journal = format!("WORK/{}", pos_client::journal::JOURNAL_FILE);
+    assert!(
+        help.contains(&journal),
+        "send --help does not name {journal}:\n{help}"
+    );
+}
+
 // ---------------------------------------------------------------- validate
 
 #[test]

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 /// Send prepared .dat + .ctl pairs to the POS over MESH, journaled, never twice.
 ///
 /// Each .ctl names the recipient, workflow, Subject and LocalId. Shows a progress bar. Each accepted submission is appended to the journal
-/// (WORK/ndop-journal.jsonl); pairs already in the journal are never sent twice, and an
+/// (WORK/journal.jsonl); pairs already in the journal are never sent twice, and an
 /// interrupted chunked upload resumes where it stopped.
 ///
 /// Examples:
