@@ -12,6 +12,9 @@
 //! The file is generated once into a tempdir with `processor::generate` (seed 1).
 //! Run quickly: `cargo bench -p ndop-benches --bench engine -- --warm-up-time 1 --measurement-time 3`
 
+// criterion_group! defines an undocumented `pub fn`; a bench target has no API to document.
+#![allow(missing_docs)]
+
 use std::fs::File;
 use std::hint::black_box;
 use std::io::BufWriter;

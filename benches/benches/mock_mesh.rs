@@ -9,6 +9,9 @@
 //!
 //! Run: `cargo bench -p ndop-benches --bench mock_mesh`
 
+// criterion_group! defines an undocumented `pub fn`; a bench target has no API to document.
+#![allow(missing_docs)]
+
 use std::time::Duration;
 
 use bytes::Bytes;

@@ -306,7 +306,7 @@ fn python() -> PathBuf {
 mod scenarios {
     use super::*;
 
-    pub async fn handshake_and_wrong_credentials(url: &str) {
+    pub(crate) async fn handshake_and_wrong_credentials(url: &str) {
         client(url, SENDER).handshake().await.unwrap();
         client(url, RECIPIENT).handshake().await.unwrap();
 
@@ -320,7 +320,7 @@ mod scenarios {
         assert_eq!(wrong_key.handshake().await.unwrap_err().status(), Some(403));
     }
 
-    pub async fn single_chunk_send_download_acknowledge(url: &str) {
+    pub(crate) async fn single_chunk_send_download_acknowledge(url: &str) {
         let dir = tempfile::tempdir().unwrap();
         let data = b"Hello Bob, single chunk".to_vec();
         let path = write(dir.path(), "hello.txt", &data);
@@ -381,11 +381,11 @@ mod scenarios {
         assert_eq!(tracking.recipient.as_deref(), Some(RECIPIENT));
     }
 
-    pub async fn multi_chunk_send_and_download(url: &str) {
+    pub(crate) async fn multi_chunk_send_and_download(url: &str) {
         chunked_roundtrip(url, false).await;
     }
 
-    pub async fn gzip_multi_chunk_send_and_download(url: &str) {
+    pub(crate) async fn gzip_multi_chunk_send_and_download(url: &str) {
         chunked_roundtrip(url, true).await;
     }
 
@@ -433,7 +433,7 @@ mod scenarios {
         assert_eq!(sender.track(&id).await.unwrap().status, "acknowledged");
     }
 
-    pub async fn inbox_paging_and_workflow_filter(url: &str) {
+    pub(crate) async fn inbox_paging_and_workflow_filter(url: &str) {
         let dir = tempfile::tempdir().unwrap();
         let sender = client(url, SENDER);
         let recipient =
@@ -476,7 +476,7 @@ mod scenarios {
         assert_eq!(recipient.list_inbox(None).await.unwrap(), all[5..]);
     }
 
-    pub async fn unknown_message_and_recipient_errors(url: &str) {
+    pub(crate) async fn unknown_message_and_recipient_errors(url: &str) {
         let dir = tempfile::tempdir().unwrap();
         let (sender, recipient) = (client(url, SENDER), client(url, RECIPIENT));
         let missing = "NOSUCHMESSAGE0000000000000000000";
@@ -499,7 +499,7 @@ mod scenarios {
         assert_eq!(err.mesh_code(), Some("12"));
     }
 
-    pub async fn resume_after_partial_upload(url: &str) {
+    pub(crate) async fn resume_after_partial_upload(url: &str) {
         let dir = tempfile::tempdir().unwrap();
         let data = content(50_000);
         let path = write(dir.path(), "resume.dat", &data);

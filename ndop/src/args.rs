@@ -16,7 +16,7 @@ use crate::settings::MeshSettings;
 
 /// Input options shared by every command that reads extracts.
 #[derive(Debug, Args)]
-pub struct InputArgs {
+pub(crate) struct InputArgs {
     /// Extract files to read; `-` reads standard input. Any size: files are memory-mapped and
     /// scanned in parallel in constant memory.
     #[arg(required = true, value_name = "INPUT")]
@@ -44,7 +44,7 @@ pub struct InputArgs {
 
 /// How the engine reads: shared by every command that scans files.
 #[derive(Debug, Args)]
-pub struct EngineArgs {
+pub(crate) struct EngineArgs {
     /// Worker threads (default: one per core).
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub threads: usize,
@@ -56,7 +56,7 @@ pub struct EngineArgs {
 
 impl EngineArgs {
     /// Engine options for one-number-per-line files (POS requests and results).
-    pub fn scan_options(&self) -> ScanOptions {
+    pub(crate) fn scan_options(&self) -> ScanOptions {
         ScanOptions {
             threads: self.threads,
             io: self.io,
@@ -67,7 +67,7 @@ impl EngineArgs {
 
 impl InputArgs {
     /// The engine options these arguments describe.
-    pub fn scan_options(&self) -> ScanOptions {
+    pub(crate) fn scan_options(&self) -> ScanOptions {
         ScanOptions {
             format: match &self.column {
                 Some(c) => Format::Csv(c.clone()),
@@ -83,7 +83,7 @@ impl InputArgs {
 }
 
 /// Parses a size such as `20GB`, `100MB`, `75MiB` or `1000`.
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
@@ -109,7 +109,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 /// How to reach MESH. Secrets come only from the environment or the configuration file, never
 /// from the command line (where other users could read them).
 #[derive(Debug, Clone, Args)]
-pub struct MeshArgs {
+pub(crate) struct MeshArgs {
     /// TOML configuration file with a [mesh] table (mailbox, password, shared_key, cert, key,
     /// ca, env, chunk_size, compress).
     #[arg(long, env = "NDOP_CONFIG", value_name = "FILE")]
@@ -129,7 +129,7 @@ pub struct MeshArgs {
 
 impl MeshArgs {
     /// The settings: these options > environment > configuration file > defaults.
-    pub fn settings(&self) -> anyhow::Result<MeshSettings> {
+    pub(crate) fn settings(&self) -> anyhow::Result<MeshSettings> {
         let explicit = MeshSettings {
             env: self.mesh.clone(),
             mailbox: self.mailbox.clone(),
@@ -139,20 +139,20 @@ impl MeshArgs {
     }
 
     /// A client for these settings.
-    pub fn client(&self) -> anyhow::Result<MeshClient> {
+    pub(crate) fn client(&self) -> anyhow::Result<MeshClient> {
         client_for(&self.settings()?)
     }
 }
 
 /// A client for `settings`.
-pub fn client_for(settings: &MeshSettings) -> anyhow::Result<MeshClient> {
+pub(crate) fn client_for(settings: &MeshSettings) -> anyhow::Result<MeshClient> {
     let config = settings.client_config()?;
     MeshClient::new(config).context("cannot set up the MESH client")
 }
 
 /// Polling options shared by `collect` and `run`.
 #[derive(Debug, Clone, Args)]
-pub struct PollArgs {
+pub(crate) struct PollArgs {
     /// Seconds between two inbox polls (the real MESH asks for no more than one every few
     /// minutes).
     #[arg(long, default_value_t = 300.0, value_name = "SECONDS")]
@@ -165,7 +165,7 @@ pub struct PollArgs {
 
 impl PollArgs {
     /// The collect options these arguments describe.
-    pub fn options(&self) -> anyhow::Result<CollectOptions> {
+    pub(crate) fn options(&self) -> anyhow::Result<CollectOptions> {
         let secs = |s: f64, what: &str| {
             Duration::try_from_secs_f64(s).with_context(|| format!("bad --{what} {s}"))
         };

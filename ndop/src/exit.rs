@@ -4,23 +4,23 @@ use pos_client::Error as PosError;
 use processor::ErrorKind;
 
 /// Success.
-pub const OK: u8 = 0;
+pub(crate) const OK: u8 = 0;
 /// Invalid lines were found and `--fail-on-invalid` was given (the reports are still written).
-pub const INVALID_LINES: u8 = 1;
+pub(crate) const INVALID_LINES: u8 = 1;
 /// Bad arguments.
-pub const USAGE: u8 = 2;
+pub(crate) const USAGE: u8 = 2;
 /// An input could not be read, or a CSV column is missing.
-pub const INPUT: u8 = 3;
+pub(crate) const INPUT: u8 = 3;
 /// An output could not be written (directory not empty, disk full, permissions).
-pub const OUTPUT: u8 = 4;
+pub(crate) const OUTPUT: u8 = 4;
 /// MESH failed: connection, authentication, or a message refused.
-pub const MESH: u8 = 5;
+pub(crate) const MESH: u8 = 5;
 /// The POS did not answer as expected: a file rejected as invalid, replies missing after the
 /// timeout, or numbers returned that were never sent.
-pub const POS: u8 = 6;
+pub(crate) const POS: u8 = 6;
 
 /// The text appended to `ndop --help`.
-pub const HELP: &str = "\
+pub(crate) const HELP: &str = "\
 Exit codes:
   0  success
   1  invalid lines found and --fail-on-invalid given (reports still written)
@@ -32,7 +32,7 @@ Exit codes:
   6  the POS did not answer as expected (file rejected, replies missing, unexpected numbers)";
 
 /// The exit code for a processor error.
-pub fn for_kind(kind: ErrorKind) -> u8 {
+pub(crate) fn for_kind(kind: ErrorKind) -> u8 {
     match kind {
         ErrorKind::Usage => USAGE,
         ErrorKind::Input => INPUT,
@@ -42,7 +42,7 @@ pub fn for_kind(kind: ErrorKind) -> u8 {
 }
 
 /// The exit code for an error: the first cause in its chain that this binary knows decides.
-pub fn code_for(e: &anyhow::Error) -> u8 {
+pub(crate) fn code_for(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
         if let Some(t) = cause.downcast_ref::<PosError>() {
             return match t {

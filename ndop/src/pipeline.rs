@@ -26,7 +26,7 @@ const RECONCILED: &str = "reconciled";
 const RUN_JSON: &str = "run.json";
 
 /// Everything one pipeline run needs.
-pub struct Pipeline {
+pub(crate) struct Pipeline {
     /// The extract (a regular file).
     pub extract: PathBuf,
     /// How to read it.
@@ -47,7 +47,7 @@ pub struct Pipeline {
 
 /// The summary of a pipeline run (`run.json`).
 #[derive(Debug, Serialize)]
-pub struct RunSummary {
+pub(crate) struct RunSummary {
     /// Wall-clock seconds of each stage of this run (a resumed run skips finished work).
     pub stage_seconds: Vec<(&'static str, f64)>,
     /// What was prepared.
@@ -64,7 +64,7 @@ pub struct RunSummary {
 
 /// The figures of a prepare that the rest of the run needs.
 #[derive(Debug, Serialize)]
-pub struct PrepareFacts {
+pub(crate) struct PrepareFacts {
     /// Data lines read.
     pub lines: u64,
     /// Distinct valid numbers.
@@ -93,7 +93,7 @@ impl From<&Summary> for PrepareFacts {
 }
 
 /// Why a pipeline stopped before the end, when it is not an error of its own.
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Everything done: the summary, and the sets reconciled.
     Done(Box<(RunSummary, Reconciled)>),
     /// Replies still missing after the timeout.
@@ -102,7 +102,7 @@ pub enum Outcome {
 
 impl Pipeline {
     /// Runs (or resumes) the pipeline.
-    pub fn run(&self) -> anyhow::Result<Outcome> {
+    pub(crate) fn run(&self) -> anyhow::Result<Outcome> {
         let prepared = self.work.join(PREPARED);
         let mut clock = std::time::Instant::now();
         let mut stages: Vec<(&'static str, f64)> = Vec::new();
@@ -335,7 +335,7 @@ fn read_prepared(path: &Path) -> processor::Result<PrepareFacts> {
 }
 
 /// Removes a file or a directory tree, if it exists.
-pub fn remove_if_exists(path: &Path) -> anyhow::Result<()> {
+pub(crate) fn remove_if_exists(path: &Path) -> anyhow::Result<()> {
     let r = if path.is_dir() {
         std::fs::remove_dir_all(path)
     } else {
@@ -350,7 +350,7 @@ pub fn remove_if_exists(path: &Path) -> anyhow::Result<()> {
 }
 
 /// A single-threaded runtime: the transfers are I/O-bound and sequential.
-pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -358,7 +358,7 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// Sends with a progress bar.
-pub async fn send_with_progress(
+pub(crate) async fn send_with_progress(
     client: &MeshClient,
     journal: &mut Journal,
     inputs: &[PathBuf],

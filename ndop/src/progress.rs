@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 
 /// A byte-count bar for `total` bytes (a spinner when the total is unknown); hidden when
 /// standard error is not a terminal.
-pub fn bytes(label: &str, total: Option<u64>) -> ProgressBar {
+pub(crate) fn bytes(label: &str, total: Option<u64>) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::Path;
 
 /// Formats 1234567 as `1,234,567`.
-pub fn thousands(n: u64) -> String {
+pub(crate) fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
@@ -20,7 +20,7 @@ pub fn thousands(n: u64) -> String {
 }
 
 /// The human summary of a validation, for standard error.
-pub fn describe_counts(c: &processor::validate::Counts) -> String {
+pub(crate) fn describe_counts(c: &processor::validate::Counts) -> String {
     let mut s = format!(
         "  valid      {:>14}  (unique {}, duplicates {}, normalised {}, placeholder {})\n",
         thousands(c.valid),
@@ -43,7 +43,7 @@ pub fn describe_counts(c: &processor::validate::Counts) -> String {
 }
 
 /// The human account of a collect, for standard error.
-pub fn describe_collect(report: &CollectReport, work: &Path) {
+pub(crate) fn describe_collect(report: &CollectReport, work: &Path) {
     eprintln!(
         "ndop collect: {} replies stored in {} after {} polls; {} left in the inbox; {}",
         report.replies.len(),
@@ -65,7 +65,7 @@ pub fn describe_collect(report: &CollectReport, work: &Path) {
 }
 
 /// Prints a value as pretty JSON on standard output.
-pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+pub(crate) fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{}", serde_json::to_string_pretty(value)?)?;
     stdout.flush()?;

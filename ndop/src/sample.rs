@@ -8,7 +8,7 @@ use std::path::Path;
 const TEST_PATIENTS: &str = include_str!("../../testdata/test-patients.csv");
 
 /// The INT test patients and whether each has an opt-out.
-pub fn int_test_patients() -> Vec<(u64, bool)> {
+pub(crate) fn int_test_patients() -> Vec<(u64, bool)> {
     TEST_PATIENTS
         .lines()
         .skip(1)
@@ -22,7 +22,7 @@ pub fn int_test_patients() -> Vec<(u64, bool)> {
 
 /// Writes the demo extract: `record_id,nhs_number,event_date,code`, rows in a shuffled order.
 /// Returns the number of rows and the synthetic patients picked (one in ten) to have opted out.
-pub fn write_sample(path: &Path, patients: u32) -> anyhow::Result<(u64, Vec<u64>)> {
+pub(crate) fn write_sample(path: &Path, patients: u32) -> anyhow::Result<(u64, Vec<u64>)> {
     // SplitMix64: a fixed seed makes the same sample every time.
     let mut state = 20261123u64;
     let mut next = move || {

@@ -43,16 +43,16 @@ use processor::{Error, Result};
 /// A password or key: printed as `<redacted>` by `Debug`; read it with [`Secret::expose`].
 #[derive(Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
-pub struct Secret(String);
+pub(crate) struct Secret(String);
 
 impl Secret {
     /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Secret {
+    pub(crate) fn new(value: impl Into<String>) -> Secret {
         Secret(value.into())
     }
 
     /// The secret itself: only to hand it to the MESH client.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -66,7 +66,7 @@ impl fmt::Debug for Secret {
 /// One layer of MESH settings; `None` = not set in this layer.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MeshSettings {
+pub(crate) struct MeshSettings {
     /// `int`, `live` or a base URL.
     pub env: Option<String>,
     /// Our mailbox id.
@@ -92,19 +92,19 @@ pub struct MeshSettings {
 }
 
 /// Environment variable: `int`, `live` or a base URL.
-pub const ENV_URL: &str = "NDOP_MESH_URL";
+pub(crate) const ENV_URL: &str = "NDOP_MESH_URL";
 /// Environment variable: our mailbox id.
-pub const ENV_MAILBOX: &str = "NDOP_MAILBOX";
+pub(crate) const ENV_MAILBOX: &str = "NDOP_MAILBOX";
 /// Environment variable: the mailbox password.
-pub const ENV_PASSWORD: &str = "NDOP_MESH_PASSWORD";
+pub(crate) const ENV_PASSWORD: &str = "NDOP_MESH_PASSWORD";
 /// Environment variable: the shared secret.
-pub const ENV_SHARED_KEY: &str = "NDOP_MESH_SHARED_KEY";
+pub(crate) const ENV_SHARED_KEY: &str = "NDOP_MESH_SHARED_KEY";
 /// Environment variable: client certificate file.
-pub const ENV_CERT: &str = "NDOP_MESH_CERT";
+pub(crate) const ENV_CERT: &str = "NDOP_MESH_CERT";
 /// Environment variable: client key file.
-pub const ENV_KEY: &str = "NDOP_MESH_KEY";
+pub(crate) const ENV_KEY: &str = "NDOP_MESH_KEY";
 /// Environment variable: CA bundle file.
-pub const ENV_CA: &str = "NDOP_MESH_CA";
+pub(crate) const ENV_CA: &str = "NDOP_MESH_CA";
 
 /// The whole configuration file: only `[mesh]` is read here; other tables belong to others.
 #[derive(Deserialize)]
@@ -115,7 +115,7 @@ struct ConfigFile {
 
 impl MeshSettings {
     /// The built-in defaults: INT, 75 MiB chunks, gzip on, 3 retries, 600 s timeout.
-    pub fn defaults() -> MeshSettings {
+    pub(crate) fn defaults() -> MeshSettings {
         MeshSettings {
             env: Some("int".into()),
             chunk_size: Some(mesh_client::DEFAULT_CHUNK_SIZE),
@@ -128,7 +128,10 @@ impl MeshSettings {
 
     /// The `[mesh]` table of TOML text (empty settings if there is none). Relative paths are
     /// resolved against `base_dir`.
-    pub fn from_toml(text: &str, base_dir: &Path) -> std::result::Result<MeshSettings, String> {
+    pub(crate) fn from_toml(
+        text: &str,
+        base_dir: &Path,
+    ) -> std::result::Result<MeshSettings, String> {
         let file: ConfigFile = toml::from_str(text).map_err(|e| e.to_string())?;
         let mut s = file.mesh.unwrap_or_default();
         for p in [&mut s.cert, &mut s.key, &mut s.ca].into_iter().flatten() {
@@ -140,7 +143,7 @@ impl MeshSettings {
     }
 
     /// The `[mesh]` table of the TOML file at `path`.
-    pub fn from_file(path: &Path) -> Result<MeshSettings> {
+    pub(crate) fn from_file(path: &Path) -> Result<MeshSettings> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::read(path, e))?;
         let base = path.parent().unwrap_or(Path::new("."));
         let settings = MeshSettings::from_toml(&text, base).map_err(|reason| {
@@ -164,12 +167,12 @@ impl MeshSettings {
     }
 
     /// The settings in the process environment (empty variables count as unset).
-    pub fn from_env() -> MeshSettings {
+    pub(crate) fn from_env() -> MeshSettings {
         MeshSettings::from_lookup(|name| std::env::var(name).ok())
     }
 
     /// The settings from any variable lookup (for tests and embedding).
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> MeshSettings {
+    pub(crate) fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> MeshSettings {
         let get = |name| lookup(name).filter(|v| !v.trim().is_empty());
         MeshSettings {
             env: get(ENV_URL),
@@ -184,7 +187,7 @@ impl MeshSettings {
     }
 
     /// `self` laid over `lower`: every field set in `self` wins.
-    pub fn over(self, lower: MeshSettings) -> MeshSettings {
+    pub(crate) fn over(self, lower: MeshSettings) -> MeshSettings {
         MeshSettings {
             env: self.env.or(lower.env),
             mailbox: self.mailbox.or(lower.mailbox),
@@ -202,7 +205,10 @@ impl MeshSettings {
 
     /// All four layers: `explicit` > the process environment > the `[mesh]` table of
     /// `config_file` (if given) > [`defaults`](MeshSettings::defaults).
-    pub fn resolve(explicit: MeshSettings, config_file: Option<&Path>) -> Result<MeshSettings> {
+    pub(crate) fn resolve(
+        explicit: MeshSettings,
+        config_file: Option<&Path>,
+    ) -> Result<MeshSettings> {
         let file = match config_file {
             Some(path) => MeshSettings::from_file(path)?,
             None => MeshSettings::default(),
@@ -214,7 +220,7 @@ impl MeshSettings {
     }
 
     /// The environment these settings point at (`int` when unset).
-    pub fn environment(&self) -> Result<Environment> {
+    pub(crate) fn environment(&self) -> Result<Environment> {
         self.env
             .as_deref()
             .unwrap_or("int")
@@ -226,7 +232,7 @@ impl MeshSettings {
     /// is written to: derived from the MESH environment as the client parses it (any case,
     /// surrounding spaces), so that LIVE MESH always means the LIVE POS. INT and any other URL
     /// (a mock, the sandbox) mean the INT POS.
-    pub fn pos_env(&self) -> Result<PosEnv> {
+    pub(crate) fn pos_env(&self) -> Result<PosEnv> {
         Ok(match self.environment()? {
             Environment::Live => PosEnv::Live,
             Environment::Int | Environment::Custom(_) => PosEnv::Int,
@@ -237,7 +243,7 @@ impl MeshSettings {
     /// environment variable) when the mailbox, password or shared key is missing, or only one
     /// of certificate and key is given. The URL, chunk size and TLS files are checked when
     /// the client is built ([`mesh_client::MeshClient::new`]).
-    pub fn client_config(&self) -> Result<ClientConfig> {
+    pub(crate) fn client_config(&self) -> Result<ClientConfig> {
         let missing = |what: &str, key: &str, var: &str| {
             Error::Usage(format!(
                 "no MESH {what}: set `{key}` in [mesh] of the configuration file or {var}"

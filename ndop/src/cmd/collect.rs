@@ -21,7 +21,7 @@ use std::path::PathBuf;
 ///   ndop collect --work job42 --interval 60 --timeout 3600
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
-pub struct CollectArgs {
+pub(crate) struct CollectArgs {
     /// Work directory holding the journal written by send.
     #[arg(long, default_value = ".", value_name = "DIR")]
     pub work: PathBuf,
@@ -34,7 +34,7 @@ pub struct CollectArgs {
 }
 
 /// Runs `ndop collect`.
-pub fn run(args: CollectArgs) -> anyhow::Result<u8> {
+pub(crate) fn run(args: CollectArgs) -> anyhow::Result<u8> {
     let client = args.mesh.client()?;
     let mut journal = Journal::open(&args.work)?;
     let opts = args.poll.options()?;

@@ -24,7 +24,7 @@ use std::time::Duration;
 ///   ndop demo --work /tmp/ndop-demo --patients 100000
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
-pub struct DemoArgs {
+pub(crate) struct DemoArgs {
     /// Work directory (must be new or empty; default: a fresh temporary directory, kept).
     #[arg(long, value_name = "DIR")]
     pub work: Option<PathBuf>,
@@ -35,7 +35,7 @@ pub struct DemoArgs {
 }
 
 /// Runs `ndop demo`.
-pub fn run(args: DemoArgs) -> anyhow::Result<u8> {
+pub(crate) fn run(args: DemoArgs) -> anyhow::Result<u8> {
     let work = match args.work {
         Some(w) => {
             processor::files::ensure_empty_dir(&w)?;

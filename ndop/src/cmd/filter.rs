@@ -22,7 +22,7 @@ use std::path::PathBuf;
 ///   ndop filter extract.dat --allowed returned.dat --requested outbox/*.dat --out cleared.dat
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
-pub struct FilterArgs {
+pub(crate) struct FilterArgs {
     #[command(flatten)]
     pub input: InputArgs,
 
@@ -41,7 +41,7 @@ pub struct FilterArgs {
 }
 
 /// Runs `ndop filter`.
-pub fn run(args: FilterArgs) -> anyhow::Result<u8> {
+pub(crate) fn run(args: FilterArgs) -> anyhow::Result<u8> {
     let [extract] = args.input.inputs.as_slice() else {
         bail!("filter takes exactly one extract");
     };

@@ -22,7 +22,7 @@ use std::path::PathBuf;
 ///   ndop generate --lines 5000 --format csv --line-ending lf --out extract.csv
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
-pub struct GenerateArgs {
+pub(crate) struct GenerateArgs {
     /// Data lines to write.
     #[arg(long, value_name = "N")]
     pub lines: u64,
@@ -59,7 +59,7 @@ pub struct GenerateArgs {
 }
 
 /// Runs `ndop generate`.
-pub fn run(args: GenerateArgs) -> anyhow::Result<u8> {
+pub(crate) fn run(args: GenerateArgs) -> anyhow::Result<u8> {
     for (name, f) in [
         ("--dup-frac", args.dup_frac),
         ("--invalid-frac", args.invalid_frac),

@@ -2,12 +2,12 @@
 //! help text, and a `run` that returns an exit code. No command imports another; what they
 //! share is in `args`, `report`, `pipeline` and `sample`.
 
-pub mod collect;
-pub mod demo;
-pub mod filter;
-pub mod generate;
-pub mod prepare;
-pub mod reconcile;
-pub mod run;
-pub mod send;
-pub mod validate;
+pub(crate) mod collect;
+pub(crate) mod demo;
+pub(crate) mod filter;
+pub(crate) mod generate;
+pub(crate) mod prepare;
+pub(crate) mod reconcile;
+pub(crate) mod run;
+pub(crate) mod send;
+pub(crate) mod validate;

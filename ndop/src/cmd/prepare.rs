@@ -25,7 +25,7 @@ use std::path::PathBuf;
 ///   zcat extract.csv.gz | ndop prepare - --column 2 --out outbox --mailbox X26ABC1
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
-pub struct PrepareArgs {
+pub(crate) struct PrepareArgs {
     #[command(flatten)]
     pub input: InputArgs,
 
@@ -76,7 +76,7 @@ pub struct PrepareArgs {
 }
 
 /// Runs `ndop prepare`.
-pub fn run(args: PrepareArgs) -> anyhow::Result<u8> {
+pub(crate) fn run(args: PrepareArgs) -> anyhow::Result<u8> {
     let mailbox = check_mailbox(&args.mailbox)?;
     if let Some(tag) = &args.tag {
         check_tag(tag)?;

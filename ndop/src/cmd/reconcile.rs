@@ -22,7 +22,7 @@ use std::path::PathBuf;
 ///   ndop reconcile --request sent.dat --response returned.dat --out r | jq .opted_out
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
-pub struct ReconcileArgs {
+pub(crate) struct ReconcileArgs {
     /// The .dat files sent to the POS.
     #[arg(long, required = true, num_args = 1.., value_name = "FILE")]
     pub request: Vec<PathBuf>,
@@ -40,7 +40,7 @@ pub struct ReconcileArgs {
 }
 
 /// Runs `ndop reconcile`.
-pub fn run(args: ReconcileArgs) -> anyhow::Result<u8> {
+pub(crate) fn run(args: ReconcileArgs) -> anyhow::Result<u8> {
     let total = processor::scan::total_len(&args.request)
         .zip(processor::scan::total_len(&args.response))
         .map(|(a, b)| a + b);

@@ -27,7 +27,7 @@ use std::path::PathBuf;
 ///   ndop run extract.dat --work job42 --config ndop.toml --interval 60
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     #[command(flatten)]
     pub input: InputArgs,
 
@@ -55,7 +55,7 @@ pub struct RunArgs {
 }
 
 /// Runs `ndop run`.
-pub fn run(args: RunArgs) -> anyhow::Result<u8> {
+pub(crate) fn run(args: RunArgs) -> anyhow::Result<u8> {
     let [extract] = args.input.inputs.as_slice() else {
         bail!(processor::Error::Usage(
             "run takes exactly one extract".into()

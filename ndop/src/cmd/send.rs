@@ -20,7 +20,7 @@ use std::path::PathBuf;
 ///   ndop send outbox --mesh http://127.0.0.1:8700 --mailbox X26ABC1   (a local mock-mesh)
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
-pub struct SendArgs {
+pub(crate) struct SendArgs {
     /// A directory of prepared pairs, or .dat files (each with its .ctl beside it).
     #[arg(required = true, value_name = "DIR|FILE")]
     pub inputs: Vec<PathBuf>,
@@ -35,7 +35,7 @@ pub struct SendArgs {
 }
 
 /// Runs `ndop send`.
-pub fn run(args: SendArgs) -> anyhow::Result<u8> {
+pub(crate) fn run(args: SendArgs) -> anyhow::Result<u8> {
     let work = match &args.work {
         Some(w) => w.clone(),
         None => match args.inputs.as_slice() {

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 ///   ndop validate extract.dat --fail-on-invalid > summary.json
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
-pub struct ValidateArgs {
+pub(crate) struct ValidateArgs {
     #[command(flatten)]
     pub input: InputArgs,
 
@@ -32,7 +32,7 @@ pub struct ValidateArgs {
 }
 
 /// Runs `ndop validate`.
-pub fn run(args: ValidateArgs) -> anyhow::Result<u8> {
+pub(crate) fn run(args: ValidateArgs) -> anyhow::Result<u8> {
     let start = std::time::Instant::now();
     let invalid_csv = match &args.out {
         Some(dir) => {
