@@ -1,4 +1,5 @@
-//! Exit codes, defined in one place and printed in `ndop --help`.
+//! Exit codes, defined in one place and printed in `ndop --help`, and how an error becomes
+//! one (and its message on standard error).
 
 use pos_client::Error as PosError;
 use processor::ErrorKind;
@@ -63,4 +64,30 @@ pub(crate) fn code_for(e: &anyhow::Error) -> u8 {
         }
     }
     USAGE
+}
+
+/// The error and its causes, each cause only if the text so far does not already include it
+/// (the processor's errors name their source in their own message).
+pub(crate) fn message(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text += ": ";
+        }
+        text += &part;
+    }
+    text
+}
+
+/// Whether the error is a broken pipe on an output (a reader that stopped reading): not an
+/// error for `ndop`.
+pub(crate) fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }

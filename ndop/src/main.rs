@@ -53,35 +53,11 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            if is_broken_pipe(&e) {
+            if exit::is_broken_pipe(&e) {
                 return ExitCode::from(exit::OK);
             }
-            eprintln!("ndop: error: {}", message(&e));
+            eprintln!("ndop: error: {}", exit::message(&e));
             ExitCode::from(exit::code_for(&e))
         }
     }
-}
-
-/// The error and its causes, each cause only if the text so far does not already include it
-/// (the processor's errors name their source in their own message).
-fn message(e: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in e.chain() {
-        let part = cause.to_string();
-        if text.contains(&part) {
-            continue;
-        }
-        if !text.is_empty() {
-            text += ": ";
-        }
-        text += &part;
-    }
-    text
-}
-
-fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    })
 }

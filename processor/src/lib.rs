@@ -11,6 +11,9 @@
 //!   the rules of [`files`] (mode 0600, atomic) with the POS facts of [`pos`];
 //! - [`reconcile`] and [`filter`]: who opted out, and the extract without them;
 //! - [`generate`]: synthetic extracts in the 999 test range with their exact truth.
+//!
+//! `unsafe` is in three places, each with a `// SAFETY:` comment: the memory map (`mmap`), the
+//! SSE2 load of the fast path (`swar`) and the number set's words taken as atomics ([`seen`]).
 
 pub mod csv;
 pub mod ctl;
