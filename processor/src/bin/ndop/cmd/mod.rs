@@ -10,7 +10,7 @@ pub mod run;
 pub mod validate;
 
 use clap::Args;
-use processor::csv::Column;
+use processor::csv::{Column, Delimiter};
 use processor::nhs::Rules;
 use processor::scan::{Format, ScanOptions};
 use processor::IoMode;
@@ -24,11 +24,29 @@ pub struct InputArgs {
     #[arg(required = true, value_name = "INPUT")]
     pub inputs: Vec<PathBuf>,
 
-    /// The input is CSV with a header row; take the NHS number from this column (a header
-    /// name, or a 1-based position). Without it, each line holds one number, optionally
-    /// followed by a comma (the POS `.dat` form).
+    /// The input is CSV; take the NHS number from this column (a header name, matched
+    /// ignoring case, spaces and underscores, or a 1-based position). Records follow RFC 4180:
+    /// quoted fields may hold delimiters, doubled quotes and line breaks, and a record may
+    /// span lines (up to 16 MiB a record). Records end at CRLF, LF or CR. Without --column,
+    /// each line holds one number, optionally followed by a comma (the POS `.dat` form; lines
+    /// up to 64 KiB).
     #[arg(long, value_name = "NAME|N")]
     pub column: Option<Column>,
+
+    /// The CSV has no header row (bcp, sqlcmd exports): every record is data, and --column
+    /// must be a position.
+    #[arg(long, requires = "column")]
+    pub no_header: bool,
+
+    /// Skip this many lines at the start (title rows, report banners) before the header row.
+    /// Skipped lines are not records and filter does not copy them.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub skip_lines: u64,
+
+    /// CSV field separator: `,` `tab` `;` or `|`. Default: tab for .tsv and .tab files,
+    /// else comma.
+    #[arg(long, value_name = "D", requires = "column")]
+    pub delimiter: Option<Delimiter>,
 
     /// Accept only ten bare digits: no surrounding whitespace, no `943 476 5919` or
     /// `943-476-5919` forms (by default those are normalised and counted).
@@ -79,6 +97,9 @@ impl InputArgs {
                 strict: self.strict,
                 reject_placeholders: self.reject_placeholders,
             },
+            header: !self.no_header,
+            skip_lines: self.skip_lines,
+            delimiter: self.delimiter,
             ..self.engine.scan_options()
         }
     }
@@ -141,6 +162,18 @@ pub fn describe_counts(c: &processor::validate::Counts) -> String {
         s += &format!("  ({})", parts.join(", "));
     }
     s += &format!("\n  blank      {:>14}\n", thousands(c.blank));
+    if c.unparseable > 0 {
+        let parts: Vec<String> = c
+            .unparseable_by_reason
+            .iter()
+            .map(|(r, n)| format!("{r} {}", thousands(*n)))
+            .collect();
+        s += &format!(
+            "  unparseable{:>14}  ({})\n",
+            thousands(c.unparseable),
+            parts.join(", ")
+        );
+    }
     s
 }
 
