@@ -330,7 +330,7 @@ pub fn record_end(data: &[u8], start: usize, delim: u8, at_eof: bool) -> Scanned
 
 /// Finds the 0-based index of `column` in a header row's cells: `Ok(index)`, or
 /// `Err(positions)` with every 0-based position whose name matches when there is more than one
-/// (an empty list: none matches, or the position is past the last cell).
+/// (`SELECT a.*, b.*`), an empty list when none matches or the position is past the last cell.
 pub fn resolve(cells: &[String], column: &Column) -> Result<usize, Vec<usize>> {
     match column {
         Column::Position(p) => {
@@ -341,24 +341,13 @@ pub fn resolve(cells: &[String], column: &Column) -> Result<usize, Vec<usize>> {
             }
         }
         Column::Name(name) => {
-            let exact: Vec<usize> = (0..cells.len())
-                .filter(|&i| cells[i].trim() == name.trim())
+            let want = squash(name);
+            let matches: Vec<usize> = (0..cells.len())
+                .filter(|&i| squash(&cells[i]) == want)
                 .collect();
-            let matches = if exact.is_empty() {
-                let want = squash(name);
-                (0..cells.len())
-                    .filter(|&i| squash(&cells[i]) == want)
-                    .collect()
-            } else {
-                exact
-            };
             match matches.as_slice() {
                 [one] => Ok(*one),
-                _ => Err(if matches.len() > 1 {
-                    matches
-                } else {
-                    Vec::new()
-                }),
+                _ => Err(if matches.len() > 1 { matches } else { Vec::new() }),
             }
         }
     }
@@ -555,9 +544,10 @@ mod tests {
         let cells = header_fields(b"\"id\",NHS_Number , name,nhs number", b',').unwrap();
         assert_eq!(cells, vec!["id", "NHS_Number ", " name", "nhs number"]);
         let r = |c: &str| resolve(&cells, &c.parse().unwrap());
-        assert_eq!(r("NHS_Number"), Ok(1));
-        assert_eq!(r("nhs number"), Ok(3));
+        assert_eq!(r("NHS_Number"), Err(vec![1, 3]));
+        assert_eq!(r("nhs number"), Err(vec![1, 3]));
         assert_eq!(r("NHSNUMBER"), Err(vec![1, 3]));
+        assert_eq!(r(" NAME "), Ok(2));
         assert_eq!(r("id"), Ok(0));
         assert_eq!(r("3"), Ok(2));
         assert_eq!(r("5"), Err(vec![]));
