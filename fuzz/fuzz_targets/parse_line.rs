@@ -1,4 +1,5 @@
-//! Fuzzes the processor's line parser and validator: the first byte picks the CSV column, the
+//! Fuzzes the processor's line parser and validator: the first byte picks the CSV column and
+//! delimiter, the
 //! rest is one line. `csv::field` cuts the field out, `nhs::classify` runs on the field and on
 //! the whole line under all four [`Rules`] combinations, and `nhs::is_valid` on the raw bytes.
 //! None may panic, and:
@@ -112,12 +113,13 @@ fuzz_target!(|data: &[u8]| {
     if let Some(stripped) = line.strip_suffix(b",") {
         check_field(stripped);
     }
+    let delim = [b',', b'\t', b';', b'|'][usize::from(col >> 3 & 3)];
     let col = usize::from(col % 8);
-    if let Ok(field) = csv::field(line, col) {
+    if let Ok(field) = csv::field(line, col, delim) {
         let base = line.as_ptr() as usize;
         let at = field.as_ptr() as usize;
         assert!(at >= base && at + field.len() <= base + line.len());
         check_field(field);
     }
-    let _ = csv::header_fields(line);
+    let _ = csv::header_fields(line, delim);
 });

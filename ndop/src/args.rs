@@ -5,7 +5,7 @@ use anyhow::Context;
 use clap::Args;
 use mesh_client::MeshClient;
 use pos_client::CollectOptions;
-use processor::csv::Column;
+use processor::csv::{Column, Delimiter};
 use processor::nhs::Rules;
 use processor::scan::{Format, ScanOptions};
 use processor::IoMode;
@@ -22,11 +22,29 @@ pub(crate) struct InputArgs {
     #[arg(required = true, value_name = "INPUT")]
     pub inputs: Vec<PathBuf>,
 
-    /// The input is CSV with a header row; take the NHS number from this column (a header
-    /// name, or a 1-based position). Without it, each line holds one number, optionally
-    /// followed by a comma (the POS `.dat` form).
+    /// The input is CSV; take the NHS number from this column (a header name, matched
+    /// ignoring case, spaces and underscores, or a 1-based position). Records follow RFC 4180:
+    /// quoted fields may hold delimiters, doubled quotes and line breaks, and a record may
+    /// span lines (up to 16 MiB a record). Records end at CRLF, LF or CR. Without --column,
+    /// each line holds one number, optionally followed by a comma (the POS `.dat` form; lines
+    /// up to 64 KiB).
     #[arg(long, value_name = "NAME|N")]
     pub column: Option<Column>,
+
+    /// The CSV has no header row (bcp, sqlcmd exports): every record is data, and --column
+    /// must be a position.
+    #[arg(long, requires = "column")]
+    pub no_header: bool,
+
+    /// Skip this many lines at the start (title rows, report banners) before the header row.
+    /// Skipped lines are not records and filter does not copy them.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub skip_lines: u64,
+
+    /// CSV field separator: `,` `tab` `;` or `|`. Default: tab for .tsv and .tab files,
+    /// else comma.
+    #[arg(long, value_name = "D", requires = "column")]
+    pub delimiter: Option<Delimiter>,
 
     /// Accept only ten bare digits: no surrounding whitespace, no `943 476 5919` or
     /// `943-476-5919` forms (by default those are normalised and counted).
@@ -77,6 +95,9 @@ impl InputArgs {
                 strict: self.strict,
                 reject_placeholders: self.reject_placeholders,
             },
+            header: !self.no_header,
+            skip_lines: self.skip_lines,
+            delimiter: self.delimiter,
             ..self.engine.scan_options()
         }
     }

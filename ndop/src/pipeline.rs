@@ -171,7 +171,10 @@ impl Pipeline {
             )));
         }
         self.unchanged(&extract)?;
+        // filter writes OUT and its rejects report, and overwrites neither: a resumed run
+        // that filters again removes both first
         remove_if_exists(&self.out)?;
+        remove_if_exists(&processor::filter::default_rejects(&self.out))?;
         let bar = progress::bytes(
             "filter",
             processor::scan::total_len(std::slice::from_ref(&self.extract)),
@@ -188,6 +191,7 @@ impl Pipeline {
         if let Err(e) = self.unchanged(&extract) {
             // changed while it was being filtered: the output mixes two files
             remove_if_exists(&self.out)?;
+            remove_if_exists(&processor::filter::default_rejects(&self.out))?;
             return Err(e);
         }
         lap("filter");

@@ -39,6 +39,18 @@ pub(crate) fn describe_counts(c: &processor::validate::Counts) -> String {
         s += &format!("  ({})", parts.join(", "));
     }
     s += &format!("\n  blank      {:>14}\n", thousands(c.blank));
+    if c.unparseable > 0 {
+        let parts: Vec<String> = c
+            .unparseable_by_reason
+            .iter()
+            .map(|(r, n)| format!("{r} {}", thousands(*n)))
+            .collect();
+        s += &format!(
+            "  unparseable{:>14}  ({})\n",
+            thousands(c.unparseable),
+            parts.join(", ")
+        );
+    }
     s
 }
 

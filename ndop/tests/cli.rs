@@ -178,22 +178,32 @@ fn assert_no_dat(dir: &Path) {
 /// The counting invariants of a summary.
 #[track_caller]
 fn assert_invariants(s: &Value) {
-    for key in ["lines", "valid", "unique", "duplicates", "invalid", "blank"] {
+    for key in [
+        "lines",
+        "valid",
+        "unique",
+        "duplicates",
+        "invalid",
+        "blank",
+        "unparseable",
+    ] {
         n(s, key);
     }
     assert_eq!(
         n(s, "lines"),
-        n(s, "valid") + n(s, "invalid") + n(s, "blank"),
+        n(s, "valid") + n(s, "invalid") + n(s, "blank") + n(s, "unparseable"),
         "{s}"
     );
     assert_eq!(n(s, "valid"), n(s, "unique") + n(s, "duplicates"), "{s}");
-    let by_reason: u64 = s["invalid_by_reason"]
-        .as_object()
-        .expect("invalid_by_reason is an object")
-        .values()
-        .map(|v| v.as_u64().unwrap())
-        .sum();
-    assert_eq!(by_reason, n(s, "invalid"), "{s}");
+    for bucket in ["invalid", "unparseable"] {
+        let by_reason: u64 = s[format!("{bucket}_by_reason")]
+            .as_object()
+            .expect("by_reason is an object")
+            .values()
+            .map(|v| v.as_u64().unwrap())
+            .sum();
+        assert_eq!(by_reason, n(s, bucket), "{s}");
+    }
 }
 
 fn prepare_args<'a>(inputs: &[&'a str], out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
@@ -296,7 +306,8 @@ fn validate_reports_every_reason_with_its_line_number() {
         })
     );
 
-    // The report directory: the same summary, and invalid.csv with file, line, reason, value.
+    // The report directory: the same summary, and invalid.csv with file, record, line, reason,
+    // value (a `.dat` line is a record: the two numbers agree).
     assert_eq!(names(&rep), ["invalid.csv", "summary.json"]);
     assert_mode_0600(&rep.join("invalid.csv"));
     assert_mode_0600(&rep.join("summary.json"));
@@ -306,12 +317,13 @@ fn validate_reports_every_reason_with_its_line_number() {
     }
     let invalid = std::fs::read_to_string(rep.join("invalid.csv")).unwrap();
     let rows: Vec<Vec<&str>> = invalid.lines().map(|l| l.split(',').collect()).collect();
-    assert_eq!(rows[0], ["file", "line", "reason", "value"]);
+    assert_eq!(rows[0], ["file", "record", "line", "reason", "value"]);
     let got: Vec<(u64, &str, &str)> = rows[1..]
         .iter()
         .map(|r| {
             assert!(r[0].ends_with("malformed.dat"), "{r:?}");
-            (r[1].parse().unwrap(), r[2], r[3])
+            assert_eq!(r[1], r[2], "record and line");
+            (r[2].parse().unwrap(), r[3], r[4])
         })
         .collect();
     assert_eq!(
@@ -1358,17 +1370,26 @@ fn no_command_prints_an_invalid_value() {
     }
     let s = read_json(&report.join("summary.json"));
     assert_invariants(&s);
-    assert_eq!(n(&s, "invalid"), 4);
-    assert_eq!(n(&s, "valid"), 1);
+    // The open quote of record 4 is never closed: it runs to the end of the file, swallowing
+    // the line of record 5, and the whole record is unparseable (never kept).
+    assert_eq!(n(&s, "invalid"), 3);
+    assert_eq!(n(&s, "unparseable"), 1);
+    assert_eq!(s["unparseable_by_reason"]["unterminated_quote"], 1);
+    assert_eq!(n(&s, "valid"), 0);
     let invalid = std::fs::read_to_string(report.join("invalid.csv")).unwrap();
-    let lines: Vec<u64> = invalid
+    // (The unterminated record's value spans lines inside its quotes: keep the rows' starts.)
+    let at: Vec<(u64, u64)> = invalid
         .lines()
-        .skip(1)
-        .map(|l| l.split(',').nth(1).unwrap().parse().unwrap())
+        .filter(|l| l.starts_with(p(&input)))
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[1].parse().unwrap(), f[2].parse().unwrap())
+        })
         .collect();
-    assert_eq!(lines, [2, 3, 4, 5]);
+    // (record, line): the header is line 1 and not a record.
+    assert_eq!(at, [(1, 2), (2, 3), (3, 4), (4, 5)]);
     assert_eq!(
         std::fs::read_to_string(&cleared).unwrap(),
-        "id,nhs_number\n5,9694116538\n"
+        "id,nhs_number\n"
     );
 }

@@ -1,17 +1,24 @@
-//! CSV (RFC 4180) for extracts: the header row and one field of a record.
+//! CSV (RFC 4180) for extracts: the header row, record boundaries, and one field of a record.
 //!
-//! Records are lines: a quoted field may contain commas and doubled quotes (`""`), but not a
-//! line break; a record whose quote is not closed on its line is quarantined as
-//! [`Reason::BadQuoting`]. Only the fields up to the NHS-number column are parsed, so wide rows
-//! cost little.
+//! A record ends at LF, CRLF or a lone CR outside quotes. A field that starts with `"` is quoted:
+//! inside it the delimiter, doubled quotes (`""`) and line breaks (LF, CRLF, CR) are data, so a
+//! record may span many physical lines. A quote inside an unquoted field is an ordinary byte
+//! (`5" wound`), as Python's `csv` module and spreadsheets read it. These are exactly the record
+//! boundaries of Python's `csv.reader` on a file opened with `newline=''`.
+//!
+//! Two malformations are reported rather than guessed at: text after a closing quote
+//! (`"ab"c`, [`Reason::BadQuoting`]; the record still ends where Python says it does), and a
+//! quote still open at the end of the input ([`Reason::UnterminatedQuote`]). Only the fields up
+//! to the NHS-number column are split out; the rest of a record is crossed with one `memchr3`
+//! per quote or line break, so wide rows cost little.
 
 use crate::nhs::Reason;
-use memchr::memchr;
+use memchr::{memchr, memchr2, memchr3};
 
 /// Which column holds the NHS number: a header name, or a 1-based position.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Column {
-    /// Matches a header field exactly (after trimming), or else ignoring ASCII case.
+    /// Matches a header field exactly (after trimming), or else ignoring ASCII case and spaces.
     Name(String),
     /// 1-based position, as `cut -f` counts.
     Position(usize),
@@ -43,83 +50,385 @@ impl std::fmt::Display for Column {
     }
 }
 
-/// Finds the 0-based index of `column` in a header row.
-pub fn resolve(header: &[u8], column: &Column) -> Option<usize> {
-    match column {
-        Column::Position(p) => {
-            let width = header_fields(header)?.len();
-            (*p >= 1 && *p <= width).then(|| p - 1)
+/// The field separator of a CSV input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Delimiter {
+    /// `,`
+    #[default]
+    Comma,
+    /// A tab (TSV, Excel "Unicode text").
+    Tab,
+    /// `;` (spreadsheets in locales with a decimal comma).
+    Semicolon,
+    /// `|` (SQL tools, bcp).
+    Pipe,
+}
+
+impl Delimiter {
+    /// The byte.
+    pub fn byte(self) -> u8 {
+        match self {
+            Delimiter::Comma => b',',
+            Delimiter::Tab => b'\t',
+            Delimiter::Semicolon => b';',
+            Delimiter::Pipe => b'|',
         }
-        Column::Name(name) => {
-            let names = header_fields(header)?;
-            let name = name.trim();
-            names.iter().position(|h| h.trim() == name).or_else(|| {
-                names
-                    .iter()
-                    .position(|h| h.trim().eq_ignore_ascii_case(name))
-            })
+    }
+
+    /// Its name in summaries: `comma`, `tab`, `semicolon` or `pipe`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Delimiter::Comma => "comma",
+            Delimiter::Tab => "tab",
+            Delimiter::Semicolon => "semicolon",
+            Delimiter::Pipe => "pipe",
+        }
+    }
+
+    /// Every delimiter, for hints about which one a file uses.
+    pub const ALL: [Delimiter; 4] = [
+        Delimiter::Comma,
+        Delimiter::Tab,
+        Delimiter::Semicolon,
+        Delimiter::Pipe,
+    ];
+
+    /// The delimiter a file name implies: tab for `.tsv` and `.tab` (also gzipped), else comma.
+    pub fn for_path(path: &std::path::Path) -> Delimiter {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_ascii_lowercase())
+            .unwrap_or_default();
+        let name = name.strip_suffix(".gz").unwrap_or(&name);
+        if name.ends_with(".tsv") || name.ends_with(".tab") {
+            Delimiter::Tab
+        } else {
+            Delimiter::Comma
         }
     }
 }
 
-/// Every field of a header row, unquoted; `None` if the quoting is malformed.
-pub fn header_fields(line: &[u8]) -> Option<Vec<String>> {
+impl std::str::FromStr for Delimiter {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "," | "comma" => Ok(Delimiter::Comma),
+            "tab" | "\\t" | "\t" => Ok(Delimiter::Tab),
+            ";" | "semicolon" => Ok(Delimiter::Semicolon),
+            "|" | "pipe" => Ok(Delimiter::Pipe),
+            _ => Err(format!(
+                "expected , tab ; or | (or comma, semicolon, pipe), got {s:?}"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Delimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How a scanned record ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// At a line break outside quotes (included in the record), or at the end of the input.
+    Complete,
+    /// The data ran out inside the record: more input is needed to know where it ends (or, at
+    /// the end of the input, `quoted` says whether a quote is still open).
+    Open {
+        /// The data ran out inside a quoted field.
+        quoted: bool,
+    },
+}
+
+/// One record as [`scan_record`] found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scanned {
+    /// Where the record ends: just after its line break (or the data's end).
+    pub end: usize,
+    /// Physical lines the record covers: line breaks inside quotes, plus its own ending.
+    pub breaks: u32,
+    /// The content of the wanted field (between the quotes of a quoted field, doubled quotes
+    /// left as they are), as a range of the data; `None` when the record has fewer fields.
+    pub field: Option<(usize, usize)>,
+    /// Text after a closing quote somewhere in the record (`"ab"c`).
+    pub bad_quoting: bool,
+    /// How it ended.
+    pub how: End,
+}
+
+/// Line breaks in `s`: LF, CRLF and lone CR count one each. `s` is whole (a CR at its end is a
+/// break).
+#[inline]
+pub fn count_breaks(s: &[u8]) -> u32 {
+    let mut n = 0;
+    let mut at = 0;
+    while let Some(k) = memchr2(b'\n', b'\r', &s[at..]) {
+        let i = at + k;
+        n += 1;
+        at = if s[i] == b'\r' && s.get(i + 1) == Some(&b'\n') {
+            i + 2
+        } else {
+            i + 1
+        };
+    }
+    n
+}
+
+/// Scans the record that starts at `data[start]` and cuts out field `want` (0-based).
+/// With `at_eof`, the data's end is the input's end: a record can then always be ended (a CR at
+/// the very end is a whole line break); without it, a record that reaches the end of `data` is
+/// [`End::Open`].
+#[inline]
+pub fn scan_record(data: &[u8], start: usize, want: usize, delim: u8, at_eof: bool) -> Scanned {
+    let len = data.len();
+    let mut s = Scanned {
+        end: len,
+        breaks: 0,
+        field: None,
+        bad_quoting: false,
+        how: End::Open { quoted: false },
+    };
+    // A line break at `i` (a CR or LF outside quotes) ends the record.
+    let finish = |s: &mut Scanned, i: usize| {
+        if data[i] == b'\r' {
+            match data.get(i + 1) {
+                Some(b'\n') => s.end = i + 2,
+                Some(_) => s.end = i + 1,
+                None if at_eof => s.end = i + 1,
+                // A CR at the end of the data: a CRLF may be cut in two.
+                None => return,
+            }
+        } else {
+            s.end = i + 1;
+        }
+        s.breaks += 1;
+        s.how = End::Complete;
+    };
+    let mut p = start;
+    let mut index = 0usize;
+    loop {
+        // `p` is the start of field `index`.
+        let fstart = p;
+        let mut unquoted_from = p;
+        if data.get(p) == Some(&b'"') {
+            let mut q = p + 1;
+            let close = loop {
+                match memchr(b'"', &data[q..]) {
+                    None => {
+                        s.breaks += count_breaks(&data[q..]);
+                        s.how = End::Open { quoted: true };
+                        return s;
+                    }
+                    Some(k) => {
+                        s.breaks += count_breaks(&data[q..q + k]);
+                        let at = q + k;
+                        match data.get(at + 1) {
+                            Some(b'"') => q = at + 2,
+                            None if !at_eof => {
+                                // Closing or the first of a doubled pair: more data decides.
+                                s.how = End::Open { quoted: true };
+                                return s;
+                            }
+                            _ => break at,
+                        }
+                    }
+                }
+            };
+            if index == want {
+                s.field = Some((fstart + 1, close));
+            }
+            p = close + 1;
+            match data.get(p) {
+                None => {
+                    if at_eof {
+                        s.end = len;
+                        s.how = End::Complete;
+                    }
+                    return s;
+                }
+                Some(&b) if b == delim => {
+                    p += 1;
+                    index += 1;
+                    continue;
+                }
+                Some(b'\n' | b'\r') => {
+                    finish(&mut s, p);
+                    return s;
+                }
+                Some(_) => {
+                    s.bad_quoting = true;
+                    unquoted_from = p;
+                }
+            }
+        }
+        if index <= want {
+            // An unquoted field (or the rest of one after a bad closing quote) that may be the
+            // wanted one: find its end.
+            match memchr3(delim, b'\n', b'\r', &data[unquoted_from..]) {
+                None => {
+                    if index == want {
+                        s.field = Some((fstart, len));
+                    }
+                    if at_eof {
+                        s.end = len;
+                        s.how = End::Complete;
+                    }
+                    return s;
+                }
+                Some(k) => {
+                    let i = unquoted_from + k;
+                    if index == want {
+                        s.field = Some((fstart, i));
+                    }
+                    if data[i] == delim {
+                        p = i + 1;
+                        index += 1;
+                        continue;
+                    }
+                    finish(&mut s, i);
+                    return s;
+                }
+            }
+        }
+        // Past the wanted field: only quotes that open a field and line breaks matter.
+        let mut from = unquoted_from;
+        loop {
+            match memchr3(b'"', b'\n', b'\r', &data[from..]) {
+                None => {
+                    if at_eof {
+                        s.end = len;
+                        s.how = End::Complete;
+                    }
+                    return s;
+                }
+                Some(k) => {
+                    let i = from + k;
+                    if data[i] != b'"' {
+                        finish(&mut s, i);
+                        return s;
+                    }
+                    if data[i - 1] == delim {
+                        // A quoted field starts here.
+                        p = i;
+                        index += 1;
+                        break;
+                    }
+                    // A quote inside an unquoted field is data.
+                    from = i + 1;
+                }
+            }
+        }
+    }
+}
+
+/// Where the record that starts at `data[start]` ends, for a caller that wants no field.
+pub fn record_end(data: &[u8], start: usize, delim: u8, at_eof: bool) -> Scanned {
+    scan_record(data, start, usize::MAX, delim, at_eof)
+}
+
+/// Finds the 0-based index of `column` in a header row's cells: `Ok(index)`, or
+/// `Err(positions)` with every 0-based position whose name matches when there is more than one
+/// (`SELECT a.*, b.*`), an empty list when none matches or the position is past the last cell.
+pub fn resolve(cells: &[String], column: &Column) -> Result<usize, Vec<usize>> {
+    match column {
+        Column::Position(p) => {
+            if *p >= 1 && *p <= cells.len() {
+                Ok(p - 1)
+            } else {
+                Err(Vec::new())
+            }
+        }
+        Column::Name(name) => {
+            let want = squash(name);
+            let matches: Vec<usize> = (0..cells.len())
+                .filter(|&i| squash(&cells[i]) == want)
+                .collect();
+            match matches.as_slice() {
+                [one] => Ok(*one),
+                _ => Err(if matches.len() > 1 {
+                    matches
+                } else {
+                    Vec::new()
+                }),
+            }
+        }
+    }
+}
+
+/// A header name as names are compared: ASCII lower case, without spaces or underscores, so
+/// `NHS Number`, `nhs_number` and `NHSNumber` match.
+fn squash(s: &str) -> String {
+    s.chars()
+        .filter(|c| !c.is_whitespace() && *c != '_')
+        .flat_map(|c| c.to_lowercase())
+        .collect()
+}
+
+/// Every field of a header record (without its line ending), unquoted; `None` if the quoting
+/// is malformed.
+pub fn header_fields(record: &[u8], delim: u8) -> Option<Vec<String>> {
     let mut out = Vec::new();
     let mut pos = 0;
     loop {
-        let (value, next) = next_field(line, pos).ok()?;
-        let text = String::from_utf8_lossy(value).replace("\"\"", "\"");
-        out.push(text);
-        if next >= line.len() {
+        let s = scan_record(record, pos, 0, delim, true);
+        if s.bad_quoting || s.how != End::Complete {
+            return None;
+        }
+        let (a, b) = s.field?;
+        let quoted = a > pos;
+        let text = String::from_utf8_lossy(&record[a..b]);
+        out.push(if quoted {
+            text.replace("\"\"", "\"")
+        } else {
+            text.into_owned()
+        });
+        let next = if quoted { b + 1 } else { b };
+        if next >= record.len() || record[next] != delim {
             return Some(out);
         }
         pos = next + 1;
+        if pos == record.len() {
+            out.push(String::new());
+            return Some(out);
+        }
     }
 }
 
-/// The raw content of field `index` (0-based) of a record: the bytes between the quotes for a
-/// quoted field (doubled quotes left as they are), else the bytes between the commas.
-#[inline]
-pub fn field(line: &[u8], index: usize) -> Result<&[u8], Reason> {
-    let mut pos = 0;
-    let mut i = 0;
-    loop {
-        let (value, next) = next_field(line, pos)?;
-        if i == index {
-            return Ok(value);
-        }
-        if next >= line.len() {
-            return Err(Reason::MissingField);
-        }
-        pos = next + 1;
-        i += 1;
+/// The raw content of field `index` (0-based) of one record that has no line break outside
+/// quotes: the bytes between the quotes for a quoted field (doubled quotes left as they are),
+/// else the bytes between the delimiters.
+pub fn field(record: &[u8], index: usize, delim: u8) -> Result<&[u8], Reason> {
+    let s = scan_record(record, 0, index, delim, true);
+    if s.bad_quoting {
+        return Err(Reason::BadQuoting);
     }
+    if s.how != End::Complete {
+        return Err(Reason::UnterminatedQuote);
+    }
+    s.field
+        .map(|(a, b)| &record[a..b])
+        .ok_or(Reason::MissingField)
 }
 
-/// Parses the field starting at `pos`; returns its content and the position of the comma
-/// that ends it (or `line.len()`).
-#[inline]
-fn next_field(line: &[u8], pos: usize) -> Result<(&[u8], usize), Reason> {
-    if line.get(pos) == Some(&b'"') {
-        let mut j = pos + 1;
-        loop {
-            let Some(k) = memchr(b'"', &line[j..]) else {
-                return Err(Reason::BadQuoting);
-            };
-            let q = j + k;
-            if line.get(q + 1) == Some(&b'"') {
-                j = q + 2;
-                continue;
+/// Writes one CSV field, quoted when it holds a comma, quote, CR or LF (RFC 4180).
+pub fn write_field(out: &mut impl std::io::Write, value: &[u8]) -> std::io::Result<()> {
+    if value
+        .iter()
+        .any(|&b| matches!(b, b',' | b'"' | b'\r' | b'\n'))
+    {
+        out.write_all(b"\"")?;
+        for part in value.split(|&b| b == b'"').enumerate() {
+            if part.0 > 0 {
+                out.write_all(b"\"\"")?;
             }
-            let next = q + 1;
-            if next < line.len() && line[next] != b',' {
-                return Err(Reason::BadQuoting);
-            }
-            return Ok((&line[pos + 1..q], next));
+            out.write_all(part.1)?;
         }
+        out.write_all(b"\"")
+    } else {
+        out.write_all(value)
     }
-    let end = memchr(b',', &line[pos.min(line.len())..]).map_or(line.len(), |k| pos + k);
-    Ok((&line[pos.min(line.len())..end], end))
 }
 
 #[cfg(test)]
@@ -129,30 +438,138 @@ mod tests {
     #[test]
     fn fields_plain_and_quoted() {
         let row = br#"1,"Smith, John","9434765919",x"#;
-        assert_eq!(field(row, 0), Ok(&b"1"[..]));
-        assert_eq!(field(row, 1), Ok(&b"Smith, John"[..]));
-        assert_eq!(field(row, 2), Ok(&b"9434765919"[..]));
-        assert_eq!(field(row, 3), Ok(&b"x"[..]));
-        assert_eq!(field(row, 4), Err(Reason::MissingField));
-        assert_eq!(field(b"a,,c", 1), Ok(&b""[..]));
-        assert_eq!(field(b"a,b,", 2), Ok(&b""[..]));
-        assert_eq!(field(br#""say ""hi""",2"#, 1), Ok(&b"2"[..]));
+        fn f(r: &[u8], i: usize) -> Result<&[u8], Reason> {
+            field(r, i, b',')
+        }
+        assert_eq!(f(row, 0), Ok(&b"1"[..]));
+        assert_eq!(f(row, 1), Ok(&b"Smith, John"[..]));
+        assert_eq!(f(row, 2), Ok(&b"9434765919"[..]));
+        assert_eq!(f(row, 3), Ok(&b"x"[..]));
+        assert_eq!(f(row, 4), Err(Reason::MissingField));
+        assert_eq!(f(b"a,,c", 1), Ok(&b""[..]));
+        assert_eq!(f(b"a,b,", 2), Ok(&b""[..]));
+        assert_eq!(f(br#""say ""hi""",2"#, 1), Ok(&b"2"[..]));
+        assert_eq!(field(b"a\tb\t9", 2, b'\t'), Ok(&b"9"[..]));
     }
 
     #[test]
     fn bad_quoting() {
-        assert_eq!(field(br#""open,1"#, 1), Err(Reason::BadQuoting));
-        assert_eq!(field(br#""a"b,1"#, 1), Err(Reason::BadQuoting));
+        assert_eq!(
+            field(br#""open,1"#, 1, b','),
+            Err(Reason::UnterminatedQuote)
+        );
+        assert_eq!(field(br#""a"b,1"#, 1, b','), Err(Reason::BadQuoting));
+        // A quote inside an unquoted field is data.
+        assert_eq!(field(br#"5" wound,1"#, 1, b','), Ok(&b"1"[..]));
+    }
+
+    /// (raw, breaks, field, bad quoting, end) of each record.
+    type Rec = (Vec<u8>, u32, Option<Vec<u8>>, bool, End);
+
+    fn records(data: &[u8], want: usize) -> Vec<Rec> {
+        let mut out = Vec::new();
+        let mut pos = 0;
+        while pos < data.len() {
+            let s = scan_record(data, pos, want, b',', true);
+            out.push((
+                data[pos..s.end].to_vec(),
+                s.breaks,
+                s.field.map(|(a, b)| data[a..b].to_vec()),
+                s.bad_quoting,
+                s.how,
+            ));
+            pos = s.end;
+        }
+        out
+    }
+
+    #[test]
+    fn records_span_quoted_line_breaks() {
+        let data = b"nhs,notes\r\n9434765919,ok\n9694116414,\"linked:\n9434765919, secret\"\r\n\
+            1,\"a\r\nb\rc\",9\r2,x\r\n\r\n";
+        let r = records(data, 0);
+        let raws: Vec<&[u8]> = r.iter().map(|r| &r.0[..]).collect();
+        assert_eq!(
+            raws,
+            vec![
+                &b"nhs,notes\r\n"[..],
+                b"9434765919,ok\n",
+                b"9694116414,\"linked:\n9434765919, secret\"\r\n",
+                b"1,\"a\r\nb\rc\",9\r",
+                b"2,x\r\n",
+                b"\r\n",
+            ]
+        );
+        assert_eq!(
+            r.iter().map(|r| r.1).collect::<Vec<_>>(),
+            vec![1, 1, 2, 3, 1, 1]
+        );
+        assert_eq!(r[2].2.as_deref(), Some(&b"9694116414"[..]));
+        assert!(r.iter().all(|r| r.4 == End::Complete && !r.3));
+        // The field past a multi-line one.
+        assert_eq!(records(data, 2)[3].2.as_deref(), Some(&b"9"[..]));
+    }
+
+    #[test]
+    fn open_records_wait_for_more_data() {
+        let open = |d: &[u8]| scan_record(d, 0, 0, b',', false).how;
+        assert_eq!(open(b"1,\"abc\n"), End::Open { quoted: true });
+        assert_eq!(open(b"1,\"abc\""), End::Open { quoted: true });
+        assert_eq!(open(b"1,abc"), End::Open { quoted: false });
+        assert_eq!(open(b"1,abc\r"), End::Open { quoted: false });
+        assert_eq!(open(b"1,abc\r\n"), End::Complete);
+        assert_eq!(open(b"1,abc\rx"), End::Complete);
+        // At the end of the input.
+        let end = |d: &[u8]| scan_record(d, 0, 0, b',', true);
+        assert_eq!(end(b"1,\"abc\n").how, End::Open { quoted: true });
+        assert_eq!(end(b"1,\"abc\"").how, End::Complete);
+        assert_eq!(end(b"1,abc\r").end, 6);
+    }
+
+    #[test]
+    fn text_after_a_closing_quote_is_bad_quoting() {
+        let r = records(b"1,\"ab\"c,9\n2,\"x\" ,9\n3,\"ok\",9\n", 0);
+        assert_eq!(r.len(), 3);
+        assert_eq!(
+            r.iter().map(|r| r.3).collect::<Vec<_>>(),
+            vec![true, true, false]
+        );
+    }
+
+    #[test]
+    fn line_breaks_are_counted() {
+        assert_eq!(count_breaks(b"a\r\nb\rc\nd"), 3);
+        assert_eq!(count_breaks(b"\r\r\n\n"), 3);
+        assert_eq!(count_breaks(b""), 0);
     }
 
     #[test]
     fn header_resolution() {
-        let h = b"\"id\",NHS_Number , name";
-        assert_eq!(resolve(h, &"NHS_Number".parse().unwrap()), Some(1));
-        assert_eq!(resolve(h, &"nhs_number".parse().unwrap()), Some(1));
-        assert_eq!(resolve(h, &"id".parse().unwrap()), Some(0));
-        assert_eq!(resolve(h, &"3".parse().unwrap()), Some(2));
-        assert_eq!(resolve(h, &"missing".parse().unwrap()), None);
+        let cells = header_fields(b"\"id\",NHS_Number , name,nhs number", b',').unwrap();
+        assert_eq!(cells, vec!["id", "NHS_Number ", " name", "nhs number"]);
+        let r = |c: &str| resolve(&cells, &c.parse().unwrap());
+        assert_eq!(r("NHS_Number"), Err(vec![1, 3]));
+        assert_eq!(r("nhs number"), Err(vec![1, 3]));
+        assert_eq!(r("NHSNUMBER"), Err(vec![1, 3]));
+        assert_eq!(r(" NAME "), Ok(2));
+        assert_eq!(r("id"), Ok(0));
+        assert_eq!(r("3"), Ok(2));
+        assert_eq!(r("5"), Err(vec![]));
+        assert_eq!(r("missing"), Err(vec![]));
         assert!("0".parse::<Column>().is_err());
+        assert_eq!(header_fields(b"a,b,", b',').unwrap().len(), 3);
+        assert_eq!(header_fields(b"a\tb", b'\t').unwrap(), vec!["a", "b"]);
+        assert!(header_fields(b"\"a\"x,b", b',').is_none());
+    }
+
+    #[test]
+    fn delimiters_from_names_and_paths() {
+        assert_eq!("tab".parse::<Delimiter>(), Ok(Delimiter::Tab));
+        assert_eq!(";".parse::<Delimiter>(), Ok(Delimiter::Semicolon));
+        assert!("x".parse::<Delimiter>().is_err());
+        let p = |s: &str| Delimiter::for_path(std::path::Path::new(s));
+        assert_eq!(p("a/x.TSV"), Delimiter::Tab);
+        assert_eq!(p("x.tab.gz"), Delimiter::Tab);
+        assert_eq!(p("x.csv"), Delimiter::Comma);
     }
 }

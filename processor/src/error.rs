@@ -22,12 +22,79 @@ pub enum Error {
         path: PathBuf,
     },
     /// The `--column` named is not in a CSV input's header row.
-    #[error("{}: no column {column} in the header row", path.display())]
+    #[error("{}: no column {column} in the header row{hint}", path.display())]
     NoSuchColumn {
         /// The input.
         path: PathBuf,
         /// The column as the user gave it.
         column: String,
+        /// What was found instead, and what to try (starts with `; ` when not empty).
+        hint: String,
+    },
+    /// The `--column` name matches more than one header cell.
+    #[error(
+        "{}: column {column} matches header cells {positions}; name the one to use by its \
+         position (--column N)",
+        path.display()
+    )]
+    AmbiguousColumn {
+        /// The input.
+        path: PathBuf,
+        /// The column as the user gave it.
+        column: String,
+        /// The 1-based positions that match, e.g. `2 and 5`.
+        positions: String,
+    },
+    /// The header cell of the chosen column is itself a valid NHS number: the file has no
+    /// header row, and its first record would be taken as one (and never checked).
+    #[error(
+        "{}: the header row's cell {position} is a valid NHS number, so the first line looks \
+         like data, not a header; if the file has no header row, use --no-header",
+        path.display()
+    )]
+    HeaderLooksLikeData {
+        /// The input.
+        path: PathBuf,
+        /// The 1-based column position.
+        position: usize,
+    },
+    /// The line taken as the header row is blank.
+    #[error(
+        "{}: line {line}, taken as the header row, is blank; if the header is on line N, use \
+         --skip-lines N-1 (or --no-header if there is none)",
+        path.display()
+    )]
+    BlankHeader {
+        /// The input.
+        path: PathBuf,
+        /// The 1-based line.
+        line: u64,
+    },
+    /// The input is UTF-16 (Excel's "Unicode text"), not UTF-8 or ASCII.
+    #[error(
+        "{}: the file is UTF-16 (Excel \"Unicode text\"); save as CSV UTF-8 (or convert it, \
+         e.g. iconv -f UTF-16 -t UTF-8)",
+        path.display()
+    )]
+    Utf16 {
+        /// The input.
+        path: PathBuf,
+    },
+    /// A CSV record longer than the bound: most often a quote that is never closed, which
+    /// would otherwise swallow the rest of the file.
+    #[error(
+        "{}: the record starting on line {line} runs for more than {} MiB (a quote that is never \
+         closed?); fix the quoting: nothing was written",
+        path.display(),
+        limit >> 20
+    )]
+    RecordTooLong {
+        /// The input.
+        path: PathBuf,
+        /// The 1-based line where the record starts (0: the header).
+        line: u64,
+        /// The bound in bytes ([`crate::MAX_RECORD`]).
+        limit: usize,
     },
     /// The output directory exists and is not empty.
     #[error("output directory {} is not empty; name a new or empty directory", path.display())]
@@ -92,9 +159,14 @@ impl Error {
     /// The broad class of the error, for mapping to exit codes.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Read { .. } | Error::BadHeader { .. } | Error::NoSuchColumn { .. } => {
-                ErrorKind::Input
-            }
+            Error::Read { .. }
+            | Error::BadHeader { .. }
+            | Error::NoSuchColumn { .. }
+            | Error::AmbiguousColumn { .. }
+            | Error::HeaderLooksLikeData { .. }
+            | Error::BlankHeader { .. }
+            | Error::Utf16 { .. }
+            | Error::RecordTooLong { .. } => ErrorKind::Input,
             Error::OutputNotEmpty { .. } | Error::Write { .. } => ErrorKind::Output,
             Error::Usage(_) => ErrorKind::Usage,
             Error::PosRejected { .. } | Error::NotPosFile { .. } => ErrorKind::Pos,

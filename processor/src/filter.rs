@@ -1,10 +1,15 @@
 //! Filtering: the original extract without the patients who opted out.
 //!
-//! Every row of the extract is copied byte for byte (header, other columns and line endings
-//! untouched) when its NHS number is in the set the POS returned; otherwise it is dropped and
-//! counted: as opted out (a valid number the POS did not return), as not checked (a valid number
-//! that was never sent, when the requested set is known), as invalid (with its reason) or as
-//! blank. So `rows = kept + opted_out + not_checked + invalid + blank`.
+//! Fails closed: a record of the extract is copied, byte for byte (header, other columns, line
+//! endings and line breaks inside quoted fields untouched), only when its NHS number was parsed,
+//! validated and found in the set the POS returned. Every other record is dropped and counted:
+//! as opted out (a valid number the POS did not return), as not checked (a valid number that
+//! was never sent, when the requested set is known), as invalid (its number is not valid), as
+//! unparseable (the record itself is broken: an unterminated quote, text after a closing quote)
+//! or as blank. So `rows = kept + opted_out + not_checked + invalid + blank + unparseable`.
+//! Invalid and unparseable records are listed in a rejects report (`file,record,line,reason`:
+//! where to find them, never their content). Lines skipped before the header (`skip_lines`)
+//! are not records and are not copied.
 //!
 //! A UTF-8 byte-order mark at the start of the extract is written back at the start of the
 //! output. The input layer skips it before any line is classified (so the first header or row is
@@ -17,8 +22,9 @@
 use crate::error::{Error, Result};
 use crate::files::create_private;
 use crate::nhs::{Field, Reason};
-use crate::scan::{Engine, Event, LineParser, ScanOptions};
+use crate::scan::{Engine, Event, LineParser, ScanOptions, Span, Spanned};
 use crate::seen::NumberSet;
+use crate::validate::add_reasons;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
@@ -28,7 +34,8 @@ use std::time::Instant;
 /// What a filter did; the buckets add up to `rows`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct FilterCounts {
-    /// Data rows read (header rows excluded).
+    /// Data records read (header rows and skipped lines excluded; a CSV record may span
+    /// lines).
     pub rows: u64,
     /// Rows written: their patient's number was returned by the POS.
     pub kept: u64,
@@ -41,17 +48,30 @@ pub struct FilterCounts {
     pub invalid: u64,
     /// Rows dropped because they are blank.
     pub blank: u64,
+    /// Rows dropped because the record cannot be read (broken quoting).
+    pub unparseable: u64,
     /// Header rows copied.
     pub headers: u64,
+    /// Physical lines skipped before the header (not copied).
+    pub skipped_lines: u64,
     /// Invalid rows by reason.
     pub invalid_by_reason: BTreeMap<&'static str, u64>,
+    /// Unparseable rows by reason.
+    pub unparseable_by_reason: BTreeMap<&'static str, u64>,
 }
 
 impl FilterCounts {
     /// Checks that every row is in exactly one bucket.
     pub fn check(&self) -> bool {
-        self.rows == self.kept + self.opted_out + self.not_checked + self.invalid + self.blank
+        self.rows
+            == self.kept
+                + self.opted_out
+                + self.not_checked
+                + self.invalid
+                + self.blank
+                + self.unparseable
             && self.invalid == self.invalid_by_reason.values().sum::<u64>()
+            && self.unparseable == self.unparseable_by_reason.values().sum::<u64>()
     }
 }
 
@@ -65,6 +85,13 @@ pub struct FilterSummary {
     pub input: String,
     /// The file written.
     pub output: String,
+    /// The rejects report written: where each invalid or unparseable record is.
+    pub rejects: String,
+    /// `gzip` when the extract was decompressed, else `none`.
+    pub compression: &'static str,
+    /// The CSV delimiter (`comma`, `tab`, `semicolon`, `pipe`); absent for `.dat` lines.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delimiter: Option<&'static str>,
     /// Whether the extract started with a UTF-8 byte-order mark, written back at the start of
     /// the output.
     pub bom: bool,
@@ -87,6 +114,15 @@ struct Part {
     not_checked: u64,
     blank: u64,
     invalid: [u64; Reason::ALL.len()],
+    /// Invalid and unparseable records: `(records before it, lines before it, reason)`.
+    rejects: Vec<(u64, u64, Reason)>,
+    span: Span,
+}
+
+impl Spanned for Part {
+    fn span(&self) -> Span {
+        self.span
+    }
 }
 
 impl Part {
@@ -118,13 +154,14 @@ fn filter_block(
     allowed: &NumberSet,
     requested: Option<&NumberSet>,
     block: &[u8],
+    at_eof: bool,
 ) -> Part {
     let mut p = Part::default();
     let at = |raw: &[u8]| {
         let start = raw.as_ptr() as usize - block.as_ptr() as usize;
         (start, start + raw.len())
     };
-    let mut walk = parser.walk(block);
+    let mut walk = parser.walk(block, at_eof);
     loop {
         walk.fast_lines(|l, raw| {
             p.rows += 1;
@@ -133,22 +170,87 @@ fn filter_block(
         let Some((field, _, raw)) = walk.next_other() else {
             break;
         };
-        p.rows += 1;
         match field {
             Field::Blank => p.blank += 1,
-            Field::Invalid(r) => p.invalid[r as usize] += 1,
+            Field::Invalid(r) => {
+                p.invalid[r.index()] += 1;
+                let line = walk.record_line().unwrap_or(p.rows);
+                p.rejects.push((p.rows, line, r));
+            }
             Field::Valid { number, .. } => {
                 p.valid((number / 10) as u32, at(raw), allowed, requested)
             }
         }
+        p.rows += 1;
     }
+    p.span = walk.span(p.rows);
     p
 }
 
+/// The default rejects report of a filter writing `out`: `OUT.rejects.csv` beside it.
+pub fn default_rejects(out: &Path) -> PathBuf {
+    let mut name = out.as_os_str().to_os_string();
+    name.push(".rejects.csv");
+    PathBuf::from(name)
+}
+
+/// A file written under a temporary name in its directory, renamed into place when complete.
+struct Staged {
+    tmp: PathBuf,
+    dest: PathBuf,
+    w: BufWriter<std::fs::File>,
+}
+
+impl Staged {
+    fn create(dest: &Path) -> Result<Staged> {
+        if dest.symlink_metadata().is_ok() {
+            return Err(Error::Write {
+                path: dest.to_path_buf(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "the output file exists; name a new one",
+                ),
+            });
+        }
+        let name = dest
+            .file_name()
+            .ok_or_else(|| Error::Usage(format!("{} is not a file name", dest.display())))?;
+        let tmp = parent_dir(dest).join(format!(".{}.tmp", name.to_string_lossy()));
+        let w = BufWriter::with_capacity(1 << 20, create_private(&tmp)?);
+        Ok(Staged {
+            tmp,
+            dest: dest.to_path_buf(),
+            w,
+        })
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.w
+            .write_all(bytes)
+            .map_err(|e| Error::write(&self.tmp, e))
+    }
+
+    /// Syncs the file and renames it into place.
+    fn commit(self) -> Result<()> {
+        let file = self
+            .w
+            .into_inner()
+            .map_err(|e| Error::write(&self.tmp, e.into_error()))?;
+        file.sync_all().map_err(|e| Error::write(&self.tmp, e))?;
+        std::fs::rename(&self.tmp, &self.dest).map_err(|e| Error::write(&self.dest, e))
+    }
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
 /// Writes to `out` (which must not exist; created with mode 0600, atomically) the rows of
-/// `extract` whose NHS number is in `allowed`. With `requested`, valid numbers outside it are
-/// counted as `not_checked` rather than `opted_out`. `progress` gets the bytes read so far.
-/// A byte-order mark at the start of `extract` starts `out` too.
+/// `extract` whose NHS number is in `allowed`, and the rejects report to
+/// [`default_rejects`]`(out)`. See [`filter_to`].
 pub fn filter(
     extract: &Path,
     allowed: &NumberSet,
@@ -157,51 +259,81 @@ pub fn filter(
     out: &Path,
     progress: &mut dyn FnMut(u64),
 ) -> Result<FilterSummary> {
+    let rejects = default_rejects(out);
+    filter_to(extract, allowed, requested, opts, (out, &rejects), progress)
+}
+
+/// Writes to `out` (which must not exist; created with mode 0600, atomically) the rows of
+/// `extract` whose NHS number is in `allowed`, and to `rejects` (the same) where each invalid
+/// and unparseable record is. With `requested`, valid numbers outside it are counted as
+/// `not_checked` rather than `opted_out`. `progress` gets the bytes read so far. A byte-order
+/// mark at the start of `extract` starts `out` too. On any error neither file is left.
+pub fn filter_to(
+    extract: &Path,
+    allowed: &NumberSet,
+    requested: Option<&NumberSet>,
+    opts: &ScanOptions,
+    (out, rejects): (&Path, &Path),
+    progress: &mut dyn FnMut(u64),
+) -> Result<FilterSummary> {
     let started = Instant::now();
-    if out.symlink_metadata().is_ok() {
-        return Err(Error::Write {
-            path: out.to_path_buf(),
-            source: std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                "the output file exists; name a new one",
-            ),
-        });
-    }
-    let name = out
-        .file_name()
-        .ok_or_else(|| Error::Usage(format!("{} is not a file name", out.display())))?;
-    let dir = match out.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
+    let mut w = Staged::create(out)?;
+    let mut r = match Staged::create(rejects) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = std::fs::remove_file(&w.tmp);
+            return Err(e);
+        }
     };
-    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
+    let (tmp_out, tmp_rejects) = (w.tmp.clone(), r.tmp.clone());
     let mut bom = false;
+    let mut compression = "none";
+    let mut delimiter = None;
     let result = (|| {
-        let mut w = BufWriter::with_capacity(1 << 20, create_private(&tmp)?);
+        r.write(b"file,record,line,reason\n")?;
         let engine = Engine::new(opts)?;
         let mut c = FilterCounts::default();
         let mut invalid = [0u64; Reason::ALL.len()];
         let mut done = 0u64;
         let inputs = [extract.to_path_buf()];
+        let mut file_field = Vec::new();
+        crate::csv::write_field(&mut file_field, extract.display().to_string().as_bytes())
+            .map_err(|e| Error::write(&tmp_rejects, e))?;
         engine.run(
             &inputs,
-            |parser, block| filter_block(parser, allowed, requested, block),
+            |parser, block, at_eof| filter_block(parser, allowed, requested, block, at_eof),
             |event| {
                 match event {
-                    Event::Start { header, bom: b, .. } => {
-                        bom = b;
+                    Event::Start(s) => {
+                        bom = s.bom;
+                        compression = if s.gzip { "gzip" } else { "none" };
+                        delimiter = s.delimiter.map(|d| d.name());
+                        c.skipped_lines += s.skipped_lines;
                         if bom {
-                            w.write_all(BOM).map_err(|e| Error::write(&tmp, e))?;
+                            w.write(BOM)?;
                         }
-                        if let Some(h) = header {
+                        if let Some(h) = s.header {
                             c.headers += 1;
-                            w.write_all(h).map_err(|e| Error::write(&tmp, e))?;
+                            w.write(h)?;
                         }
                     }
-                    Event::Block { out: p, block } => {
+                    Event::Block {
+                        out: p,
+                        block,
+                        record_base,
+                        line_base,
+                    } => {
                         for run in p.keep {
-                            w.write_all(&block[run])
-                                .map_err(|e| Error::write(&tmp, e))?;
+                            w.write(&block[run])?;
+                        }
+                        for (record, line, reason) in p.rejects {
+                            let row = format!(
+                                ",{},{},{reason}\n",
+                                record_base + record + 1,
+                                line_base + line + 1
+                            );
+                            r.write(&file_field)?;
+                            r.write(row.as_bytes())?;
                         }
                         c.rows += p.rows;
                         c.kept += p.kept;
@@ -218,32 +350,34 @@ pub fn filter(
                 Ok(())
             },
         )?;
-        for (r, n) in Reason::ALL.iter().zip(invalid) {
-            if n > 0 {
-                c.invalid += n;
-                c.invalid_by_reason.insert(r.as_str(), n);
-            }
-        }
-        let file = w
-            .into_inner()
-            .map_err(|e| Error::write(&tmp, e.into_error()))?;
-        file.sync_all().map_err(|e| Error::write(&tmp, e))?;
-        std::fs::rename(&tmp, out).map_err(|e| Error::write(out, e))?;
+        add_reasons(
+            &invalid,
+            (&mut c.invalid, &mut c.invalid_by_reason),
+            (&mut c.unparseable, &mut c.unparseable_by_reason),
+        );
+        r.commit()?;
+        w.commit()?;
         debug_assert!(c.check());
         Ok((c, engine.threads()))
     })();
     let (counts, threads) = match result {
         Ok(r) => r,
         Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
+            let _ = std::fs::remove_file(&tmp_out);
+            let _ = std::fs::remove_file(&tmp_rejects);
+            let _ = std::fs::remove_file(rejects);
             return Err(e);
         }
     };
-    crate::files::sync_dir(&dir)?;
+    crate::files::sync_dir(&parent_dir(out))?;
+    crate::files::sync_dir(&parent_dir(rejects))?;
     Ok(FilterSummary {
         counts,
         input: extract.display().to_string(),
         output: out.display().to_string(),
+        rejects: rejects.display().to_string(),
+        compression,
+        delimiter,
         bom,
         threads,
         elapsed_seconds: started.elapsed().as_secs_f64(),

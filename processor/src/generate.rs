@@ -85,8 +85,12 @@ pub struct Truth {
     pub invalid: u64,
     /// Blank lines.
     pub blank: u64,
+    /// Unparseable lines: none are generated (always 0).
+    pub unparseable: u64,
     /// Invalid lines by reason.
     pub invalid_by_reason: BTreeMap<&'static str, u64>,
+    /// Unparseable lines by reason (always empty).
+    pub unparseable_by_reason: BTreeMap<&'static str, u64>,
 }
 
 /// SplitMix64: small, fast, and good enough for test data.

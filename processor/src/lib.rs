@@ -36,5 +36,11 @@ pub mod validate;
 pub use error::{Error, ErrorKind, Result};
 pub use input::IoMode;
 
-/// Longest line the engine inspects; a longer line is quarantined as `line_too_long`.
+/// Longest line of a one-number-per-line file (`.dat`) that the engine inspects; a longer line
+/// is quarantined as `line_too_long`.
 pub const MAX_LINE: usize = 64 * 1024;
+
+/// Longest CSV record (and so longest quoted field) the engine reads: 16 MiB. A longer record,
+/// most often a quote that is never closed, makes the input refused rather than swallow the
+/// rest of the file.
+pub const MAX_RECORD: usize = 16 << 20;

@@ -28,16 +28,20 @@ pub enum Reason {
     Placeholder,
     /// CSV row with too few columns, or an empty NHS-number field.
     MissingField,
-    /// CSV row whose quoting is malformed (an unterminated or misplaced quote).
+    /// CSV record with text after a closing quote (`"ab"c`): the producer did not escape a
+    /// quote, so the record cannot be trusted.
     BadQuoting,
-    /// A line longer than the longest inspected ([`crate::MAX_LINE`] by default); its content is
-    /// not inspected further.
+    /// A line of a one-number-per-line file longer than the longest inspected
+    /// ([`crate::MAX_LINE`] by default); its content is not inspected further.
     LineTooLong,
+    /// CSV record whose quoted field is still open at the end of the input: it runs from its
+    /// starting line to the end of the file.
+    UnterminatedQuote,
 }
 
 impl Reason {
     /// Every reason, in a fixed order (used for counting arrays and reports).
-    pub const ALL: [Reason; 8] = [
+    pub const ALL: [Reason; 9] = [
         Reason::WrongLength,
         Reason::NonDigit,
         Reason::CheckDigitMismatch,
@@ -46,6 +50,7 @@ impl Reason {
         Reason::MissingField,
         Reason::BadQuoting,
         Reason::LineTooLong,
+        Reason::UnterminatedQuote,
     ];
 
     /// Position of this reason in [`Reason::ALL`].
@@ -64,7 +69,17 @@ impl Reason {
             Reason::MissingField => "missing_field",
             Reason::BadQuoting => "bad_quoting",
             Reason::LineTooLong => "line_too_long",
+            Reason::UnterminatedQuote => "unterminated_quote",
         }
+    }
+
+    /// True for the reasons that say the record itself could not be read (`bad_quoting`,
+    /// `unterminated_quote`, `line_too_long`): counted as `unparseable`, not `invalid`.
+    pub fn is_unparseable(self) -> bool {
+        matches!(
+            self,
+            Reason::BadQuoting | Reason::UnterminatedQuote | Reason::LineTooLong
+        )
     }
 }
 

@@ -2,13 +2,23 @@
 //! pool, results merged back in input order.
 //!
 //! Each wave holds a few blocks per thread; the blocks of a wave are processed in parallel and
-//! their results handed to the caller's visitor strictly in order, so line numbers, report rows
-//! and filtered output come out exactly as a single thread would produce them. Memory is bounded
-//! by one wave (the mapped pages of finished waves are released), whatever the input's size.
+//! their results handed to the caller's visitor strictly in order, so record numbers, line
+//! numbers, report rows and filtered output come out exactly as a single thread would produce
+//! them. Memory is bounded by one wave (the mapped pages of finished waves are released) plus
+//! at most one CSV record ([`crate::MAX_RECORD`]), whatever the input's size.
+//!
+//! CSV records may span lines (a quoted field with a line break), so a block cut at a line
+//! break may end inside a record. Each block is parsed on the guess that it starts at a record
+//! boundary; a block whose last record is still open says where that record starts (its
+//! *tail*), and the next block is then parsed again, in order, from the tail's start with the
+//! block appended. A guess is only ever used when the block before it ended at a record
+//! boundary, which is exactly when the guess is right, so the result is that of one thread
+//! reading the file from the start. Wrong guesses are rare (a cut must fall on a line break
+//! inside quotes) and cost one block's parse on the ordering thread.
 
-use crate::csv::{self, Column};
+use crate::csv::{self, Column, Delimiter, End};
 use crate::error::{Error, Result};
-use crate::input::{Blocks, Chunk, Input, IoMode};
+use crate::input::{line_end, strip_eol, Blocks, Chunk, Input, IoMode};
 use crate::nhs::{self, Field, Reason, Rules};
 use crate::swar::{self, FastLine};
 use memchr::memchr;
@@ -21,7 +31,8 @@ pub enum Format {
     /// One number per line; a trailing comma (the POS `.dat` form `9434765919,`) is allowed.
     #[default]
     Lines,
-    /// CSV with a header row; the number is in the given column.
+    /// CSV (RFC 4180: quoted fields may hold delimiters, quotes and line breaks); the number is
+    /// in the given column. See [`ScanOptions::header`] and [`ScanOptions::delimiter`].
     Csv(Column),
 }
 
@@ -38,8 +49,19 @@ pub struct ScanOptions {
     pub io: IoMode,
     /// Bytes per block (a few MiB; must exceed `max_line` + 2).
     pub block_size: usize,
-    /// Longest line inspected; longer lines are quarantined as `line_too_long`.
+    /// Longest line of a one-number-per-line input inspected; longer lines are quarantined as
+    /// `line_too_long`.
     pub max_line: usize,
+    /// Longest CSV record; a longer one makes the input refused ([`Error::RecordTooLong`]).
+    pub max_record: usize,
+    /// CSV field separator; `None`: tab for `.tsv`/`.tab` files, else comma.
+    pub delimiter: Option<Delimiter>,
+    /// CSV: the first record (after `skip_lines`) is a header row. Without one, the column
+    /// must be a position.
+    pub header: bool,
+    /// Physical lines skipped at the start of every input, before the header (title rows,
+    /// report banners). They are not records and are not copied by `filter`.
+    pub skip_lines: u64,
 }
 
 impl Default for ScanOptions {
@@ -51,65 +73,122 @@ impl Default for ScanOptions {
             io: IoMode::Auto,
             block_size: 2 << 20,
             max_line: crate::MAX_LINE,
+            max_record: crate::MAX_RECORD,
+            delimiter: None,
+            header: true,
+            skip_lines: 0,
         }
     }
 }
 
-/// Classifies whole lines for one input (its column is resolved from its header).
+/// The CSV reading of one input.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CsvRead {
+    /// 0-based column of the NHS number.
+    column: usize,
+    delim: u8,
+}
+
+/// Classifies the records of one input (its column is resolved from its header).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct LineParser {
-    column: Option<usize>,
+    csv: Option<CsvRead>,
     rules: Rules,
     max_line: usize,
+    max_record: usize,
+}
+
+/// Blank for a CSV record: nothing but spaces and tabs.
+fn is_blank(line: &[u8]) -> bool {
+    line.iter().all(|&b| b == b' ' || b == b'\t')
 }
 
 impl LineParser {
     /// A parser for one-number-per-line input.
     pub(crate) fn lines(rules: Rules, max_line: usize) -> Self {
         LineParser {
-            column: None,
+            csv: None,
             rules,
             max_line,
+            max_record: crate::MAX_RECORD,
         }
     }
 
-    /// Classifies one line (without its line ending). Invalid lines come with the value to
-    /// report: the field, or the whole line when no field could be cut out.
+    /// A parser for CSV records with the NHS number in field `column` (0-based).
+    pub(crate) fn csv(column: usize, delim: u8, rules: Rules, max_record: usize) -> Self {
+        LineParser {
+            csv: Some(CsvRead { column, delim }),
+            rules,
+            max_line: crate::MAX_LINE,
+            max_record,
+        }
+    }
+
+    /// True for CSV input.
+    pub(crate) fn is_csv(&self) -> bool {
+        self.csv.is_some()
+    }
+
+    /// Classifies one line (without its line ending) of a one-number-per-line input. Invalid
+    /// lines come with the value to report: the field, or the whole line when no field could
+    /// be cut out. CSV input is classified record by record by [`Walk::next_other`].
     #[inline]
     pub(crate) fn classify<'a>(&self, line: &'a [u8]) -> (Field, &'a [u8]) {
         if line.len() > self.max_line {
             return (Field::Invalid(Reason::LineTooLong), line);
         }
-        match self.column {
+        let field = line.strip_suffix(b",").unwrap_or(line);
+        (nhs::classify(field, self.rules), field)
+    }
+
+    /// The field of a CSV record that starts at `start` of the data `s` was scanned in,
+    /// classified: `(field, value)`.
+    #[inline]
+    fn classify_record<'a>(
+        &self,
+        record: &'a [u8],
+        start: usize,
+        s: &csv::Scanned,
+    ) -> (Field, &'a [u8]) {
+        if s.bad_quoting {
+            return (Field::Invalid(Reason::BadQuoting), strip_eol(record));
+        }
+        match s.field {
             None => {
-                let field = line.strip_suffix(b",").unwrap_or(line);
-                (nhs::classify(field, self.rules), field)
-            }
-            Some(col) => {
-                if line.iter().all(|&b| b == b' ' || b == b'\t') {
-                    return (Field::Blank, line);
+                let line = strip_eol(record);
+                if is_blank(line) {
+                    (Field::Blank, line)
+                } else {
+                    (Field::Invalid(Reason::MissingField), line)
                 }
-                match csv::field(line, col) {
-                    Err(reason) => (Field::Invalid(reason), line),
-                    Ok(field) => match nhs::classify(field, self.rules) {
-                        Field::Blank => (Field::Invalid(Reason::MissingField), field),
-                        other => (other, field),
-                    },
+            }
+            Some((a, b)) => {
+                let field = &record[a - start..b - start];
+                match nhs::classify(field, self.rules) {
+                    Field::Blank if is_blank(strip_eol(record)) => (Field::Blank, field),
+                    Field::Blank => (Field::Invalid(Reason::MissingField), field),
+                    other => (other, field),
                 }
             }
         }
     }
 
-    /// The lines of a block, in order: a cursor that alternates between runs of fast lines and
-    /// single lines classified the general way (see [`Walk`]).
-    pub(crate) fn walk<'b>(&self, block: &'b [u8]) -> Walk<'_, 'b> {
+    /// The records of a block, in order: a cursor that alternates between runs of fast lines
+    /// and single records classified the general way (see [`Walk`]). With `at_eof` the block
+    /// ends the input (a CSV record still open there is `unterminated_quote`, or ends there).
+    pub(crate) fn walk<'b>(&self, block: &'b [u8], at_eof: bool) -> Walk<'_, 'b> {
         Walk {
             parser: self,
             block,
             pos: 0,
             // The fast path's lines are 10 or 11 bytes long without their line ending.
-            fast: self.column.is_none() && self.max_line >= 11,
+            fast: self.csv.is_none() && self.max_line >= 11,
             ending: swar::Ending::default(),
+            at_eof,
+            lines: 0,
+            record_line: 0,
+            tail: None,
+            too_long: None,
         }
     }
 }
@@ -134,6 +213,15 @@ pub(crate) struct Walk<'p, 'b> {
     fast: bool,
     /// The line ending the fast path expects: the last one it saw.
     ending: swar::Ending,
+    at_eof: bool,
+    /// CSV: physical lines before `pos`, within the block.
+    lines: u64,
+    /// CSV: the physical line (within the block, 0-based) where the last record returned starts.
+    record_line: u64,
+    /// CSV: where the record still open at the end of the block starts.
+    tail: Option<usize>,
+    /// CSV: the line (within the block) of a record longer than the bound.
+    too_long: Option<u64>,
 }
 
 impl<'b> Walk<'_, 'b> {
@@ -147,19 +235,90 @@ impl<'b> Walk<'_, 'b> {
         }
     }
 
-    /// The next line, classified the general way: `(field, value, raw)`; `None` at the end.
+    /// The next record, classified the general way: `(field, value, raw)`; `None` at the end
+    /// (or, for CSV, at a record the block does not finish: see [`Walk::span`]).
     #[inline]
     pub(crate) fn next_other(&mut self) -> Option<(Field, &'b [u8], &'b [u8])> {
         let (block, pos) = (self.block, self.pos);
         if pos == block.len() {
             return None;
         }
-        let end = memchr(b'\n', &block[pos..]).map_or(block.len(), |i| pos + i + 1);
-        self.pos = end;
-        let raw = &block[pos..end];
-        let (field, value) = self.parser.classify(crate::input::strip_eol(raw));
+        let Some(c) = self.parser.csv else {
+            let end = memchr(b'\n', &block[pos..]).map_or(block.len(), |i| pos + i + 1);
+            self.pos = end;
+            let raw = &block[pos..end];
+            let (field, value) = self.parser.classify(strip_eol(raw));
+            return Some((field, value, raw));
+        };
+        let s = csv::scan_record(block, pos, c.column, c.delim, self.at_eof);
+        if s.end - pos > self.parser.max_record {
+            self.too_long = Some(self.lines);
+            self.pos = block.len();
+            return None;
+        }
+        let (field, value, raw) = match s.how {
+            End::Open { .. } if !self.at_eof => {
+                self.tail = Some(pos);
+                self.pos = block.len();
+                return None;
+            }
+            End::Open { .. } => {
+                let raw = &block[pos..];
+                (Field::Invalid(Reason::UnterminatedQuote), raw, raw)
+            }
+            End::Complete => {
+                let raw = &block[pos..s.end];
+                let (field, value) = self.parser.classify_record(raw, pos, &s);
+                (field, value, raw)
+            }
+        };
+        self.pos = pos + raw.len();
+        self.record_line = self.lines;
+        self.lines += s.breaks as u64;
         Some((field, value, raw))
     }
+
+    /// CSV: the physical line, counted from the block's start (0-based), where the record last
+    /// returned by [`Walk::next_other`] starts; `None` for one-number-per-line input, whose
+    /// lines are its records.
+    #[inline]
+    pub(crate) fn record_line(&self) -> Option<u64> {
+        self.parser.is_csv().then_some(self.record_line)
+    }
+
+    /// What the walk covered, once it has ended: `records` records (counted by the caller),
+    /// their physical lines, and a record it could not finish.
+    pub(crate) fn span(&self, records: u64) -> Span {
+        Span {
+            records,
+            lines: if self.parser.is_csv() {
+                self.lines
+            } else {
+                records
+            },
+            tail: self.tail,
+            too_long: self.too_long,
+        }
+    }
+}
+
+/// What one block's result covered, for the engine's numbering and carry-over.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Span {
+    /// Whole records.
+    pub(crate) records: u64,
+    /// Physical lines they cover.
+    pub(crate) lines: u64,
+    /// Where a record the block does not finish starts (CSV; its result is not counted).
+    pub(crate) tail: Option<usize>,
+    /// The block's line (0-based) where a record longer than the bound starts.
+    pub(crate) too_long: Option<u64>,
+}
+
+/// A block's result, as the engine needs to see it.
+pub(crate) trait Spanned {
+    /// What the block's walk covered.
+    fn span(&self) -> Span;
 }
 
 /// Walks `block` as one-number-per-line input and panics unless the walk agrees with
@@ -169,7 +328,7 @@ impl<'b> Walk<'_, 'b> {
 #[doc(hidden)]
 pub fn check_walk(block: &[u8], rules: Rules) {
     let parser = LineParser::lines(rules, crate::MAX_LINE);
-    let mut walk = parser.walk(block);
+    let mut walk = parser.walk(block, true);
     let mut at = 0;
     let mut next = |raw: &[u8]| {
         assert_eq!(
@@ -180,7 +339,7 @@ pub fn check_walk(block: &[u8], rules: Rules) {
         at += raw.len();
         let eol = memchr(b'\n', raw).map_or(raw.len(), |i| i + 1);
         assert_eq!(eol, raw.len(), "a line runs past its line end");
-        parser.classify(crate::input::strip_eol(raw)).0
+        parser.classify(strip_eol(raw)).0
     };
     loop {
         walk.fast_lines(|l, raw| {
@@ -219,15 +378,37 @@ pub fn total_len(inputs: &[PathBuf]) -> Option<u64> {
 
 /// What the engine tells the visitor, in input order.
 pub(crate) enum Event<'a, O> {
-    /// An input is about to be read; `header` is its CSV header row as read (with its line
-    /// ending, if it has one); `bom` says whether a UTF-8 byte-order mark before it was skipped.
-    Start {
-        path: &'a Path,
-        header: Option<&'a [u8]>,
-        bom: bool,
+    /// An input is about to be read.
+    Start(&'a Started<'a>),
+    /// The result of one block of the current input, and the block itself (for CSV, possibly
+    /// the end of an earlier block joined to it: see the module docs).
+    Block {
+        /// The block's result.
+        out: O,
+        /// The bytes it covers.
+        block: &'a [u8],
+        /// Records of this input before the block's first.
+        record_base: u64,
+        /// Physical lines of this input before the block's first (skipped lines and the header
+        /// included), so the block's first record starts on line `line_base + 1`.
+        line_base: u64,
     },
-    /// The result of one block of the current input, and the block itself.
-    Block { out: O, block: &'a [u8] },
+}
+
+/// How an input was opened, for the visitor and the summaries.
+pub(crate) struct Started<'a> {
+    /// The path as given.
+    pub(crate) path: &'a Path,
+    /// The CSV header record as read (with its line ending, if it has one).
+    pub(crate) header: Option<&'a [u8]>,
+    /// A UTF-8 byte-order mark before it was skipped.
+    pub(crate) bom: bool,
+    /// The input was gzip-compressed.
+    pub(crate) gzip: bool,
+    /// The CSV delimiter in use.
+    pub(crate) delimiter: Option<Delimiter>,
+    /// Physical lines skipped before the header (`skip_lines`, or fewer in a shorter input).
+    pub(crate) skipped_lines: u64,
 }
 
 /// Blocks per worker thread in a wave: enough that the threads finish a wave close together.
@@ -239,6 +420,14 @@ pub(crate) struct Engine {
     opts: ScanOptions,
 }
 
+/// The ordering thread's running state within one input.
+struct Order {
+    record_base: u64,
+    line_base: u64,
+    /// The start of a CSV record the last block did not finish.
+    pending: Option<Vec<u8>>,
+}
+
 impl Engine {
     pub(crate) fn new(opts: &ScanOptions) -> Result<Engine> {
         if opts.block_size <= opts.max_line + 2 {
@@ -246,6 +435,14 @@ impl Engine {
                 "block size must be more than {} bytes",
                 opts.max_line + 2
             )));
+        }
+        if !opts.header {
+            if let Format::Csv(Column::Name(name)) = &opts.format {
+                return Err(Error::Usage(format!(
+                    "--no-header needs the column as a position (--column N): without a header \
+                     row there is no column {name:?}"
+                )));
+            }
         }
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(opts.threads)
@@ -263,29 +460,94 @@ impl Engine {
         self.pool.current_num_threads()
     }
 
-    /// Reads every input in order, runs `work` on each block in parallel and hands the results
-    /// to `visit` in input order.
+    /// Reads every input in order, runs `work(parser, block, at_eof)` on each block in parallel
+    /// and hands the results to `visit` in input order.
     ///
     /// Waves overlap: while the pool works on one wave, this thread hands the previous wave's
     /// results to `visit` (which may be writing output), so neither waits for the other.
-    pub(crate) fn run<O: Send>(
+    pub(crate) fn run<O: Send + Spanned>(
         &self,
         inputs: &[PathBuf],
-        work: impl Fn(&LineParser, &[u8]) -> O + Sync,
+        work: impl Fn(&LineParser, &[u8], bool) -> O + Sync,
         mut visit: impl FnMut(Event<'_, O>) -> Result<()>,
     ) -> Result<()> {
         let wave_len = self.threads() * WAVE_BLOCKS_PER_THREAD;
+        let csv = matches!(self.opts.format, Format::Csv(_));
+        let max_record = self.opts.max_record;
         for path in inputs {
             let mut input = Input::open(path, self.opts.io)?;
-            let mut blocks =
-                Blocks::new(path, &mut input, self.opts.block_size, self.opts.max_line);
+            let gzip = input.gzip;
+            let mut blocks = Blocks::new(
+                path,
+                &mut input,
+                self.opts.block_size,
+                self.opts.max_line,
+                csv,
+            );
             let bom = blocks.skip_bom()?;
-            let (parser, header) = self.parser_for(&mut blocks)?;
-            visit(Event::Start {
+            let mut skipped_lines = 0;
+            while skipped_lines < self.opts.skip_lines {
+                let line = blocks.take_prefix(max_record, |d, eof| line_end(d, csv, eof));
+                match at_line(line, skipped_lines)? {
+                    Some(_) => skipped_lines += 1,
+                    None => break,
+                }
+            }
+            let (parser, header, header_lines, delimiter) =
+                self.parser_for(&mut blocks, skipped_lines)?;
+            visit(Event::Start(&Started {
                 path,
                 header: header.as_deref(),
                 bom,
-            })?;
+                gzip,
+                delimiter,
+                skipped_lines,
+            }))?;
+            let mut order = Order {
+                record_base: 0,
+                line_base: skipped_lines + header_lines,
+                pending: None,
+            };
+            // Hands one block's result to `visit`, after parsing it again from the start of
+            // an unfinished record carried over from the block before, if there is one.
+            let mut deliver = |out: O, block: &[u8], order: &mut Order, at_eof: bool| {
+                let joined;
+                let (out, block) = match order.pending.take() {
+                    Some(mut start) => {
+                        start.extend_from_slice(block);
+                        joined = start;
+                        (work(&parser, &joined, at_eof), &joined[..])
+                    }
+                    None => (out, block),
+                };
+                let span = out.span();
+                if let Some(line) = span.too_long {
+                    return Err(Error::RecordTooLong {
+                        path: path.clone(),
+                        line: order.line_base + line + 1,
+                        limit: max_record,
+                    });
+                }
+                visit(Event::Block {
+                    out,
+                    block,
+                    record_base: order.record_base,
+                    line_base: order.line_base,
+                })?;
+                order.record_base += span.records;
+                order.line_base += span.lines;
+                if let Some(t) = span.tail {
+                    if block.len() - t > max_record {
+                        return Err(Error::RecordTooLong {
+                            path: path.clone(),
+                            line: order.line_base + 1,
+                            limit: max_record,
+                        });
+                    }
+                    order.pending = Some(block[t..].to_vec());
+                }
+                Ok(())
+            };
             let mut done: Option<(Vec<Chunk>, Vec<O>)> = None;
             loop {
                 let wave = blocks.next_wave(wave_len)?;
@@ -296,13 +558,13 @@ impl Engine {
                 let mut visited = Ok(());
                 self.pool.in_place_scope(|scope| {
                     scope.spawn(|_| {
-                        outs = wave.par_iter().map(|b| work(&parser, b)).collect();
+                        outs = wave.par_iter().map(|b| work(&parser, b, false)).collect();
                     });
                     if let Some((chunks, results)) = done.take() {
                         visited = chunks
                             .iter()
                             .zip(results)
-                            .try_for_each(|(chunk, out)| visit(Event::Block { out, block: chunk }));
+                            .try_for_each(|(chunk, out)| deliver(out, chunk, &mut order, false));
                         blocks.recycle(chunks);
                     }
                 });
@@ -311,40 +573,144 @@ impl Engine {
                     done = Some((wave, outs));
                 }
             }
+            // The input's last record, when no line break ends it (or its quote never closes).
+            if order.pending.is_some() {
+                let out = work(&parser, &[], true);
+                deliver(out, &[], &mut order, true)?;
+            }
         }
         Ok(())
     }
 
-    fn parser_for(&self, blocks: &mut Blocks) -> Result<(LineParser, Option<Vec<u8>>)> {
-        let (rules, max_line) = (self.opts.rules, self.opts.max_line);
-        match &self.opts.format {
-            Format::Lines => Ok((LineParser::lines(rules, max_line), None)),
-            Format::Csv(column) => {
-                let Some(raw) = blocks.take_first_line()? else {
-                    // An empty input has no header and no rows.
-                    return Ok((LineParser::lines(rules, max_line), None));
-                };
-                let header = crate::input::strip_eol(&raw);
-                if csv::header_fields(header).is_none() {
-                    return Err(Error::BadHeader {
-                        path: blocks.path().to_path_buf(),
-                    });
-                }
-                let col = csv::resolve(header, column).ok_or_else(|| Error::NoSuchColumn {
-                    path: blocks.path().to_path_buf(),
-                    column: column.to_string(),
-                })?;
-                Ok((
-                    LineParser {
-                        column: Some(col),
-                        rules,
-                        max_line,
-                    },
-                    Some(raw),
-                ))
-            }
+    /// Reads the header of a CSV input (after `skipped` lines) and works out the parser, the
+    /// header record, the physical lines it covers and the delimiter.
+    #[allow(clippy::type_complexity)]
+    fn parser_for(
+        &self,
+        blocks: &mut Blocks,
+        skipped: u64,
+    ) -> Result<(LineParser, Option<Vec<u8>>, u64, Option<Delimiter>)> {
+        let (rules, max_record) = (self.opts.rules, self.opts.max_record);
+        let Format::Csv(column) = &self.opts.format else {
+            return Ok((LineParser::lines(rules, self.opts.max_line), None, 0, None));
+        };
+        let path = blocks.path().to_path_buf();
+        let delimiter = self
+            .opts
+            .delimiter
+            .unwrap_or_else(|| Delimiter::for_path(&path));
+        let delim = delimiter.byte();
+        let parser = |col| LineParser::csv(col, delim, rules, max_record);
+        if !self.opts.header {
+            let Column::Position(p) = column else {
+                unreachable!("checked in Engine::new")
+            };
+            return Ok((parser(p - 1), None, 0, Some(delimiter)));
         }
+        let raw = blocks.take_prefix(max_record, |d, eof| {
+            let s = csv::record_end(d, 0, delim, eof);
+            (s.how == End::Complete || eof).then_some(s.end)
+        });
+        let Some(raw) = at_line(raw, skipped)? else {
+            // An empty input has no header and no records.
+            return Ok((parser(0), None, 0, Some(delimiter)));
+        };
+        let line = skipped + 1;
+        let text = strip_eol(&raw);
+        if is_blank(text) {
+            return Err(Error::BlankHeader { path, line });
+        }
+        if text.contains(&0) {
+            return Err(Error::Utf16 { path });
+        }
+        let cells = csv::header_fields(text, delim)
+            .ok_or_else(|| Error::BadHeader { path: path.clone() })?;
+        let col = match csv::resolve(&cells, column) {
+            Ok(col) => col,
+            Err(positions) if positions.len() > 1 => {
+                let names: Vec<String> = positions.iter().map(|p| (p + 1).to_string()).collect();
+                return Err(Error::AmbiguousColumn {
+                    path,
+                    column: column.to_string(),
+                    positions: names.join(" and "),
+                });
+            }
+            Err(_) => {
+                return Err(Error::NoSuchColumn {
+                    hint: header_hint(&cells, text, delimiter),
+                    path,
+                    column: column.to_string(),
+                })
+            }
+        };
+        if matches!(
+            nhs::classify(cells[col].as_bytes(), Rules::default()),
+            Field::Valid { .. }
+        ) {
+            return Err(Error::HeaderLooksLikeData {
+                path,
+                position: col + 1,
+            });
+        }
+        let lines = csv::count_breaks(&raw).max(1) as u64;
+        Ok((parser(col), Some(raw), lines, Some(delimiter)))
     }
+}
+
+/// Puts the line number in a [`Error::RecordTooLong`] from reading the start of an input.
+fn at_line<T>(r: Result<T>, before: u64) -> Result<T> {
+    r.map_err(|e| match e {
+        Error::RecordTooLong { path, limit, .. } => Error::RecordTooLong {
+            path,
+            line: before + 1,
+            limit,
+        },
+        e => e,
+    })
+}
+
+/// What a header row that lacks the wanted column holds instead, and what to try. Digits are
+/// shown as `#`: the row may be a patient's record.
+fn header_hint(cells: &[String], text: &[u8], delimiter: Delimiter) -> String {
+    let others: Vec<String> = Delimiter::ALL
+        .iter()
+        .filter(|d| **d != delimiter)
+        .map(|d| (d, text.iter().filter(|&&b| b == d.byte()).count()))
+        .filter(|(_, n)| *n > 0)
+        .map(|(d, n)| format!("{n} {d}"))
+        .collect();
+    if cells.len() == 1 {
+        let mut hint = format!(
+            "; the header row (delimiter: {delimiter}) has a single cell, {}",
+            show_cell(&cells[0])
+        );
+        if !others.is_empty() {
+            hint += &format!(
+                " holding {} characters: is the file separated by another delimiter \
+                 (--delimiter tab, ';' or '|')?",
+                others.join(", ")
+            );
+        } else {
+            hint += ": if it is a title row, skip it with --skip-lines N";
+        }
+        return hint;
+    }
+    let shown: Vec<String> = cells.iter().take(20).map(|c| show_cell(c)).collect();
+    format!(
+        "; the header row (delimiter: {delimiter}) has {} cells: {}{}",
+        cells.len(),
+        shown.join(", "),
+        if cells.len() > 20 { ", ..." } else { "" }
+    )
+}
+
+fn show_cell(cell: &str) -> String {
+    let short: String = cell
+        .chars()
+        .take(40)
+        .map(|c| if c.is_ascii_digit() { '#' } else { c })
+        .collect();
+    format!("{short:?}")
 }
 
 #[cfg(test)]
@@ -354,7 +720,7 @@ mod tests {
     /// Every line of `block` as the walk hands it over: `(fast?, valid number or reason, raw)`.
     fn walked(p: &LineParser, block: &[u8]) -> Vec<(bool, String, Vec<u8>)> {
         let mut seen = Vec::new();
-        let mut walk = p.walk(block);
+        let mut walk = p.walk(block, true);
         loop {
             walk.fast_lines(|l, raw| seen.push((true, l.number.to_string(), raw.to_vec())));
             let Some((field, _, raw)) = walk.next_other() else {
@@ -394,10 +760,7 @@ mod tests {
             .collect();
         assert_eq!(got, want);
         // Every line the same whichever way it goes.
-        let csv = LineParser {
-            column: Some(0),
-            ..p
-        };
+        let csv = LineParser::csv(0, b',', Rules::default(), 100);
         let slow: Vec<_> = walked(&csv, block)
             .into_iter()
             .map(|(_, w, r)| (w, r))
@@ -471,18 +834,34 @@ mod tests {
 
     #[test]
     fn csv_rows() {
-        let p = LineParser {
-            column: Some(1),
-            rules: Rules::default(),
-            max_line: 100,
-        };
-        assert!(matches!(
-            p.classify(b"1,9434765919,x").0,
-            Field::Valid { .. }
-        ));
-        assert_eq!(p.classify(b"1,,x").0, Field::Invalid(Reason::MissingField));
-        assert_eq!(p.classify(b"1").0, Field::Invalid(Reason::MissingField));
-        assert_eq!(p.classify(b"  ").0, Field::Blank);
-        assert_eq!(p.classify(b"1,\"943").0, Field::Invalid(Reason::BadQuoting));
+        let p = LineParser::csv(1, b',', Rules::default(), 1000);
+        let got = walked(
+            &p,
+            b"1,9434765919,x\n1,,x\n1\n  \n1,\"943\n2,\"a\"b,9434765919\r\n3,\"9434765919\"\r",
+        );
+        let what: Vec<&str> = got.iter().map(|g| g.1.as_str()).collect();
+        assert_eq!(
+            what,
+            vec![
+                "9434765919",
+                "missing_field",
+                "missing_field",
+                "blank",
+                // The quote opened on the line before closes before `a`: text after it.
+                "bad_quoting",
+                "9434765919",
+            ]
+        );
+        let got = walked(&p, b"1,9434765919\n1,\"943\n2,x\n");
+        assert_eq!(got[1].1, "unterminated_quote");
+        assert_eq!(got[1].2, b"1,\"943\n2,x\n");
+        // Not at the end of the input: the open record is left for the next block.
+        let mut walk = p.walk(b"1,9434765919\n2,\"94347\n", false);
+        assert!(walk.next_other().is_some());
+        assert!(walk.next_other().is_none());
+        assert_eq!(walk.span(1).tail, Some(13));
+        let got = walked(&p, b"2,\"a\"b,9434765919\r\n3,\"9434765919\"\r");
+        assert_eq!(got[0].1, "bad_quoting");
+        assert_eq!(got[1].1, "9434765919");
     }
 }

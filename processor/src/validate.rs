@@ -1,15 +1,19 @@
-//! Validation and de-duplication: every input line counted into exactly one bucket.
+//! Validation and de-duplication: every input record counted into exactly one bucket.
 //!
-//! Buckets: blank, invalid (one [`Reason`] each), or valid; valid lines are either the first
-//! occurrence of their number (unique) or a duplicate. So `lines = valid + invalid + blank` and
-//! `valid = unique + duplicates`, which [`Counts::check`] asserts. Invalid lines go to
-//! `invalid.csv` with their file, physical line number (1-based, header included), reason and
-//! raw value.
+//! A record is a line of a one-number-per-line file, or a CSV record (which may span lines).
+//! Buckets: blank, unparseable (the record itself is broken: [`Reason::is_unparseable`]),
+//! invalid (its NHS number is not valid; one [`Reason`] each), or valid; valid records are
+//! either the first occurrence of their number (unique) or a duplicate. So
+//! `lines = valid + invalid + blank + unparseable` and `valid = unique + duplicates`, which
+//! [`Counts::check`] asserts. Invalid and unparseable records go to `invalid.csv` with their
+//! file, record number (1-based, data records only), starting physical line (1-based, header
+//! and skipped lines included), reason and raw value.
 
+use crate::csv::write_field;
 use crate::error::{Error, Result};
 use crate::files::create_private;
 use crate::nhs::{Field, Reason};
-use crate::scan::{Engine, Event, LineParser, ScanOptions};
+use crate::scan::{Engine, Event, LineParser, ScanOptions, Span, Spanned};
 use crate::seen::NumberSet;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -22,7 +26,8 @@ pub const VALUE_MAX: usize = 256;
 /// The counts of a run; the buckets add up (see the module docs).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Counts {
-    /// Data lines read (CSV header rows are not data lines; see `headers`).
+    /// Data records read: lines of a one-number-per-line file, CSV records (a CSV record may
+    /// span lines; header rows and skipped lines are not data records, see `headers`).
     pub lines: u64,
     /// Lines holding a valid NHS number.
     pub valid: u64,
@@ -30,8 +35,10 @@ pub struct Counts {
     pub unique: u64,
     /// Valid lines whose number appeared earlier (in any input).
     pub duplicates: u64,
-    /// Lines quarantined as invalid.
+    /// Records quarantined because their NHS number is not valid.
     pub invalid: u64,
+    /// Records quarantined because they cannot be read (broken quoting, over-long lines).
+    pub unparseable: u64,
     /// Lines with nothing but whitespace (and, for `.dat` lines, a lone comma).
     pub blank: u64,
     /// Valid lines that needed whitespace trimmed or 3-3-4 separators removed.
@@ -40,16 +47,19 @@ pub struct Counts {
     pub placeholder: u64,
     /// CSV header rows read (one per non-empty CSV input).
     pub headers: u64,
-    /// Invalid lines by reason.
+    /// Invalid records by reason.
     pub invalid_by_reason: BTreeMap<&'static str, u64>,
+    /// Unparseable records by reason.
+    pub unparseable_by_reason: BTreeMap<&'static str, u64>,
 }
 
 impl Counts {
     /// Checks the bucket invariants.
     pub fn check(&self) -> bool {
-        self.lines == self.valid + self.invalid + self.blank
+        self.lines == self.valid + self.invalid + self.blank + self.unparseable
             && self.valid == self.unique + self.duplicates
             && self.invalid == self.invalid_by_reason.values().sum::<u64>()
+            && self.unparseable == self.unparseable_by_reason.values().sum::<u64>()
     }
 
     fn add(&mut self, t: &Tally) {
@@ -59,18 +69,40 @@ impl Counts {
         self.blank += t.blank;
         self.normalised += t.normalised;
         self.placeholder += t.placeholder;
-        for r in Reason::ALL {
-            let n = t.invalid[r.index()];
-            if n > 0 {
-                self.invalid += n;
-                *self.invalid_by_reason.entry(r.as_str()).or_default() += n;
-            }
+        add_reasons(
+            &t.invalid,
+            (&mut self.invalid, &mut self.invalid_by_reason),
+            (&mut self.unparseable, &mut self.unparseable_by_reason),
+        );
+    }
+}
+
+/// Adds counts by reason (indexed as [`Reason::ALL`]) to the invalid or the unparseable
+/// total and map, as each reason belongs.
+pub(crate) fn add_reasons(
+    by_reason: &[u64; Reason::ALL.len()],
+    invalid: (&mut u64, &mut BTreeMap<&'static str, u64>),
+    unparseable: (&mut u64, &mut BTreeMap<&'static str, u64>),
+) {
+    for r in Reason::ALL {
+        let n = by_reason[r.index()];
+        if n > 0 {
+            let (total, map) = if r.is_unparseable() {
+                (&mut *unparseable.0, &mut *unparseable.1)
+            } else {
+                (&mut *invalid.0, &mut *invalid.1)
+            };
+            *total += n;
+            *map.entry(r.as_str()).or_default() += n;
         }
     }
 }
 
-/// One quarantined line of a block.
+/// One quarantined record of a block.
 struct BadLine {
+    /// Records of the block before it.
+    record: u64,
+    /// Physical lines of the block before it.
     line: u64,
     reason: Reason,
     start: usize,
@@ -89,13 +121,33 @@ struct Tally {
     invalid: [u64; Reason::ALL.len()],
     bad: Vec<BadLine>,
     values: Vec<u8>,
+    /// CSV: the valid numbers' prefixes, for the ordering thread to insert (see [`tally`]).
+    prefixes: Vec<u32>,
+    span: Span,
 }
 
-fn tally(parser: &LineParser, set: &NumberSet, keep_bad: bool, block: &[u8]) -> Tally {
+impl Spanned for Tally {
+    fn span(&self) -> Span {
+        self.span
+    }
+}
+
+/// Counts one block. One-number-per-line blocks insert their numbers into `set` as they go.
+/// A CSV block may be a guess the engine throws away (see [`crate::scan`]), so it must leave
+/// `set` alone: it lists its numbers, and the ordering thread inserts them once the block is
+/// known to be right.
+fn tally(
+    parser: &LineParser,
+    set: &NumberSet,
+    keep_bad: bool,
+    block: &[u8],
+    at_eof: bool,
+) -> Tally {
     let mut t = Tally::default();
+    let defer = parser.is_csv();
     // The fast path's counters are locals, apart from `t`, so they can live in registers.
     let (mut fast, mut fast_placeholder, mut fast_duplicates) = (0u64, 0u64, 0u64);
-    let mut walk = parser.walk(block);
+    let mut walk = parser.walk(block, at_eof);
     loop {
         walk.fast_lines(|l, _| {
             fast += 1;
@@ -115,7 +167,9 @@ fn tally(parser: &LineParser, set: &NumberSet, keep_bad: bool, block: &[u8]) -> 
                 t.valid += 1;
                 t.normalised += normalised as u64;
                 t.placeholder += placeholder as u64;
-                if !set.insert(number) {
+                if defer {
+                    t.prefixes.push((number / 10) as u32);
+                } else if !set.insert(number) {
                     t.duplicates += 1;
                 }
             }
@@ -123,8 +177,10 @@ fn tally(parser: &LineParser, set: &NumberSet, keep_bad: bool, block: &[u8]) -> 
                 t.invalid[reason.index()] += 1;
                 if keep_bad {
                     let value = &value[..value.len().min(VALUE_MAX)];
+                    let record = t.lines + fast;
                     t.bad.push(BadLine {
-                        line: t.lines + fast,
+                        record,
+                        line: walk.record_line().unwrap_or(record),
                         reason,
                         start: t.values.len(),
                         len: value.len(),
@@ -139,6 +195,7 @@ fn tally(parser: &LineParser, set: &NumberSet, keep_bad: bool, block: &[u8]) -> 
     t.valid += fast;
     t.placeholder += fast_placeholder;
     t.duplicates += fast_duplicates;
+    t.span = walk.span(t.lines);
     t
 }
 
@@ -147,12 +204,19 @@ fn tally(parser: &LineParser, set: &NumberSet, keep_bad: bool, block: &[u8]) -> 
 pub struct InputSummary {
     /// The path as given (`-` for standard input).
     pub path: String,
-    /// Data lines.
+    /// Data records.
     pub lines: u64,
-    /// Data lines quarantined as invalid.
+    /// Data records quarantined as invalid or unparseable.
     pub invalid: u64,
-    /// Bytes read (after the header row, if any).
+    /// Bytes read (after the header row, if any; decompressed).
     pub bytes: u64,
+    /// `gzip` when the input was decompressed, else `none`.
+    pub compression: &'static str,
+    /// The CSV delimiter (`comma`, `tab`, `semicolon`, `pipe`); absent for `.dat` lines.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delimiter: Option<&'static str>,
+    /// Physical lines skipped before the header (`--skip-lines`).
+    pub skipped_lines: u64,
 }
 
 /// The result of validating a set of inputs.
@@ -200,34 +264,43 @@ pub fn validate(
         None => None,
     };
     let keep_bad = report.is_some();
-    let mut line_base = 0u64; // physical lines of the current input before the current block
     let mut done = 0u64;
     let mut current = String::new();
     engine.run(
         inputs,
-        |parser, block| tally(parser, &set, keep_bad, block),
+        |parser, block, at_eof| tally(parser, &set, keep_bad, block, at_eof),
         |event| {
             match event {
-                Event::Start { path, header, .. } => {
-                    current = path.display().to_string();
-                    line_base = header.is_some() as u64;
-                    counts.headers += header.is_some() as u64;
+                Event::Start(s) => {
+                    current = s.path.display().to_string();
+                    counts.headers += s.header.is_some() as u64;
                     per_input.push(InputSummary {
                         path: current.clone(),
                         lines: 0,
                         invalid: 0,
                         bytes: 0,
+                        compression: if s.gzip { "gzip" } else { "none" },
+                        delimiter: s.delimiter.map(|d| d.name()),
+                        skipped_lines: s.skipped_lines,
                     });
                 }
-                Event::Block { out, block } => {
+                Event::Block {
+                    out,
+                    block,
+                    record_base,
+                    line_base,
+                } => {
                     let bytes = block.len() as u64;
                     if let Some(r) = report.as_mut() {
                         for b in &out.bad {
                             let value = &out.values[b.start..b.start + b.len];
-                            r.row(&current, line_base + b.line + 1, b.reason, value)?;
+                            let at = (record_base + b.record + 1, line_base + b.line + 1);
+                            r.row(&current, at, b.reason, value)?;
                         }
                     }
-                    line_base += out.lines;
+                    for &prefix in &out.prefixes {
+                        counts.duplicates += !set.insert_prefix(prefix) as u64;
+                    }
                     counts.add(&out);
                     if let Some(last) = per_input.last_mut() {
                         last.lines += out.lines;
@@ -255,7 +328,7 @@ pub fn validate(
     })
 }
 
-/// The `invalid.csv` report: `file,line,reason,value`.
+/// The `invalid.csv` report: `file,record,line,reason,value`.
 struct InvalidCsv {
     path: PathBuf,
     out: BufWriter<std::fs::File>,
@@ -265,7 +338,7 @@ impl InvalidCsv {
     fn create(path: &Path) -> Result<Self> {
         let file = create_private(path)?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
-        out.write_all(b"file,line,reason,value\n")
+        out.write_all(b"file,record,line,reason,value\n")
             .map_err(|e| Error::write(path, e))?;
         Ok(InvalidCsv {
             path: path.to_path_buf(),
@@ -273,11 +346,12 @@ impl InvalidCsv {
         })
     }
 
-    fn row(&mut self, file: &str, line: u64, reason: Reason, value: &[u8]) -> Result<()> {
+    fn row(&mut self, file: &str, at: (u64, u64), reason: Reason, value: &[u8]) -> Result<()> {
+        let (record, line) = at;
         let r = (|| {
-            write_csv_field(&mut self.out, file.as_bytes())?;
-            write!(self.out, ",{line},{reason},")?;
-            write_csv_field(&mut self.out, value)?;
+            write_field(&mut self.out, file.as_bytes())?;
+            write!(self.out, ",{record},{line},{reason},")?;
+            write_field(&mut self.out, value)?;
             self.out.write_all(b"\n")
         })();
         r.map_err(|e| Error::write(&self.path, e))
@@ -290,24 +364,5 @@ impl InvalidCsv {
             .into_inner()
             .map_err(|e| Error::write(&path, e.into_error()))?;
         file.sync_all().map_err(|e| Error::write(&path, e))
-    }
-}
-
-/// Writes one CSV field, quoted when it holds a comma, quote, CR or LF (RFC 4180).
-pub(crate) fn write_csv_field(out: &mut impl Write, value: &[u8]) -> std::io::Result<()> {
-    if value
-        .iter()
-        .any(|&b| matches!(b, b',' | b'"' | b'\r' | b'\n'))
-    {
-        out.write_all(b"\"")?;
-        for part in value.split(|&b| b == b'"').enumerate() {
-            if part.0 > 0 {
-                out.write_all(b"\"\"")?;
-            }
-            out.write_all(part.1)?;
-        }
-        out.write_all(b"\"")
-    } else {
-        out.write_all(value)
     }
 }

@@ -76,48 +76,120 @@ fn naive_field(field: &str, rules: Rules) -> Outcome {
     }
 }
 
-/// A character-by-character CSV field cutter.
-fn naive_csv_field(line: &str, col: usize) -> Result<String, &'static str> {
-    let mut fields = Vec::new();
-    let mut cur = String::new();
-    let chars: Vec<char> = line.chars().collect();
+/// One CSV record as a byte-by-byte state machine reads it (Python's `csv` module, not strict).
+#[derive(Debug, Clone)]
+struct NaiveRecord {
+    /// The raw bytes, line ending included.
+    raw: Vec<u8>,
+    /// 1-based physical line where it starts.
+    line: u64,
+    /// Fields; a quoted field's content keeps its doubled quotes (as the engine reports it).
+    fields: Vec<Vec<u8>>,
+    /// Text after a closing quote.
+    bad: bool,
+    /// A quote still open at the end of the input.
+    unterminated: bool,
+}
+
+/// Splits `data` into CSV records: a record ends at LF, CRLF or CR outside quotes; a field
+/// starting with `"` is quoted, and inside it anything but `"` is data and `""` is a quote.
+fn naive_records(data: &[u8], delim: u8, first_line: u64) -> Vec<NaiveRecord> {
+    #[derive(PartialEq)]
+    enum S {
+        StartField,
+        InField,
+        InQuoted,
+        QuoteInQuoted,
+    }
+    let mut out = Vec::new();
+    let mut line = first_line;
     let mut i = 0;
-    loop {
-        if i < chars.len() && chars[i] == '"' {
+    while i < data.len() {
+        let (start, start_line) = (i, line);
+        let mut fields = Vec::new();
+        let mut cur = Vec::new();
+        let mut bad = false;
+        let mut state = S::StartField;
+        let mut ended = false;
+        while i < data.len() {
+            let c = data[i];
             i += 1;
-            loop {
-                if i >= chars.len() {
-                    return Err("bad_quoting");
-                }
-                if chars[i] == '"' {
-                    if i + 1 < chars.len() && chars[i + 1] == '"' {
-                        cur.push_str("\"\"");
-                        i += 2;
-                        continue;
-                    }
+            let brk = c == b'\n' || c == b'\r';
+            if brk {
+                if c == b'\r' && data.get(i) == Some(&b'\n') {
                     i += 1;
+                    if state == S::InQuoted {
+                        cur.extend_from_slice(b"\r\n");
+                    }
+                } else if state == S::InQuoted {
+                    cur.push(c);
+                }
+                line += 1;
+                if state != S::InQuoted {
+                    ended = true;
                     break;
                 }
-                cur.push(chars[i]);
-                i += 1;
+                continue;
             }
-            if i < chars.len() && chars[i] != ',' {
-                return Err("bad_quoting");
-            }
-        } else {
-            while i < chars.len() && chars[i] != ',' {
-                cur.push(chars[i]);
-                i += 1;
+            match state {
+                S::StartField if c == b'"' => state = S::InQuoted,
+                S::StartField | S::InField if c == delim => {
+                    fields.push(std::mem::take(&mut cur));
+                    state = S::StartField;
+                }
+                S::StartField | S::InField => {
+                    cur.push(c);
+                    state = S::InField;
+                }
+                S::InQuoted if c == b'"' => state = S::QuoteInQuoted,
+                S::InQuoted => cur.push(c),
+                S::QuoteInQuoted if c == b'"' => {
+                    cur.extend_from_slice(b"\"\"");
+                    state = S::InQuoted;
+                }
+                S::QuoteInQuoted if c == delim => {
+                    fields.push(std::mem::take(&mut cur));
+                    state = S::StartField;
+                }
+                S::QuoteInQuoted => {
+                    bad = true;
+                    cur.push(c);
+                    state = S::InField;
+                }
             }
         }
-        fields.push(std::mem::take(&mut cur));
-        if fields.len() > col {
-            return Ok(fields[col].clone());
-        }
-        if i >= chars.len() {
-            return Err("missing_field");
-        }
-        i += 1;
+        let unterminated = !ended && state == S::InQuoted;
+        fields.push(cur);
+        out.push(NaiveRecord {
+            raw: data[start..i].to_vec(),
+            line: start_line,
+            fields,
+            bad,
+            unterminated,
+        });
+    }
+    out
+}
+
+/// What the engine should make of one CSV record with the number in field `col`.
+fn naive_record_outcome(r: &NaiveRecord, col: usize, rules: Rules) -> Outcome {
+    if r.unterminated {
+        return Outcome::Invalid("unterminated_quote");
+    }
+    if r.bad {
+        return Outcome::Invalid("bad_quoting");
+    }
+    let text = r.raw.strip_suffix(b"\n").unwrap_or(&r.raw);
+    let text = text.strip_suffix(b"\r").unwrap_or(text);
+    let blank = text.iter().all(|&b| b == b' ' || b == b'\t');
+    match r.fields.get(col) {
+        None if blank => Outcome::Blank,
+        None => Outcome::Invalid("missing_field"),
+        Some(f) => match naive_field(&String::from_utf8_lossy(f), rules) {
+            Outcome::Blank if blank => Outcome::Blank,
+            Outcome::Blank => Outcome::Invalid("missing_field"),
+            o => o,
+        },
     }
 }
 
@@ -129,7 +201,8 @@ struct Expect {
     blank: u64,
     normalised: u64,
     by_reason: BTreeMap<String, u64>,
-    bad: Vec<(String, u64, String)>,
+    /// (file, record, line, reason)
+    bad: Vec<(String, u64, u64, String)>,
     unique: Vec<u64>,
 }
 
@@ -137,39 +210,38 @@ fn oracle(files: &[(PathBuf, Vec<u8>)], col: Option<usize>, rules: Rules) -> Exp
     let mut e = Expect::default();
     let mut seen = HashSet::new();
     for (path, bytes) in files {
-        let text = String::from_utf8(bytes.clone()).unwrap();
-        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-        let mut lines: Vec<&str> = text.split('\n').collect();
-        if lines.last() == Some(&"") {
-            lines.pop();
-        }
-        let mut first = 0;
-        if col.is_some() && !lines.is_empty() {
-            first = 1;
-        }
-        for (i, raw) in lines.iter().enumerate().skip(first) {
-            let line = raw.strip_suffix('\r').unwrap_or(raw);
-            e.lines += 1;
-            let outcome = if line.len() > MAX_LINE {
-                Outcome::Invalid("line_too_long")
-            } else {
-                match col {
-                    None => naive_field(line.strip_suffix(',').unwrap_or(line), rules),
-                    Some(c) => {
-                        if line.chars().all(|ch| ch == ' ' || ch == '\t') {
-                            Outcome::Blank
-                        } else {
-                            match naive_csv_field(line, c) {
-                                Err(r) => Outcome::Invalid(r),
-                                Ok(f) => match naive_field(&f, rules) {
-                                    Outcome::Blank => Outcome::Invalid("missing_field"),
-                                    o => o,
-                                },
-                            }
-                        }
-                    }
+        let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+        // (record number, line, outcome)
+        let outcomes: Vec<(u64, u64, Outcome)> = match col {
+            None => {
+                let text = String::from_utf8(bytes.to_vec()).unwrap();
+                let mut lines: Vec<&str> = text.split('\n').collect();
+                if lines.last() == Some(&"") {
+                    lines.pop();
                 }
-            };
+                lines
+                    .iter()
+                    .enumerate()
+                    .map(|(i, raw)| {
+                        let line = raw.strip_suffix('\r').unwrap_or(raw);
+                        let o = if line.len() > MAX_LINE {
+                            Outcome::Invalid("line_too_long")
+                        } else {
+                            naive_field(line.strip_suffix(',').unwrap_or(line), rules)
+                        };
+                        (i as u64 + 1, i as u64 + 1, o)
+                    })
+                    .collect()
+            }
+            Some(c) => naive_records(bytes, b',', 1)
+                .iter()
+                .skip(1) // the header
+                .enumerate()
+                .map(|(i, r)| (i as u64 + 1, r.line, naive_record_outcome(r, c, rules)))
+                .collect(),
+        };
+        for (record, line, outcome) in outcomes {
+            e.lines += 1;
             match outcome {
                 Outcome::Blank => e.blank += 1,
                 Outcome::Valid(n, normalised) => {
@@ -182,7 +254,7 @@ fn oracle(files: &[(PathBuf, Vec<u8>)], col: Option<usize>, rules: Rules) -> Exp
                 Outcome::Invalid(r) => {
                     *e.by_reason.entry(r.to_string()).or_default() += 1;
                     e.bad
-                        .push((path.display().to_string(), i as u64 + 1, r.to_string()));
+                        .push((path.display().to_string(), record, line, r.to_string()));
                 }
             }
         }
@@ -213,22 +285,20 @@ fn engine(
         io,
         block_size,
         max_line: MAX_LINE,
+        ..ScanOptions::default()
     };
     let report = dir.join(format!("invalid-{threads}-{io:?}-{block_size}.csv"));
     let v = validate(paths, &opts, Some(&report), &mut |_| {}).unwrap();
     assert!(v.counts.check(), "buckets must add up: {:?}", v.counts);
     let mut unique = Vec::new();
     v.set.for_each(|n| unique.push(n));
-    let csv = std::fs::read_to_string(&report).unwrap();
-    let bad = csv
-        .lines()
+    let report = std::fs::read(&report).unwrap();
+    let bad = naive_records(&report, b',', 1)
+        .iter()
         .skip(1)
-        .map(|l| {
-            let mut it = l.splitn(4, ',');
-            let file = it.next().unwrap().to_string();
-            let line = it.next().unwrap().parse().unwrap();
-            let reason = it.next().unwrap().to_string();
-            (file, line, reason)
+        .map(|r| {
+            let f = |i: usize| String::from_utf8(r.fields[i].clone()).unwrap();
+            (f(0), f(1).parse().unwrap(), f(2).parse().unwrap(), f(3))
         })
         .collect();
     Expect {
@@ -241,6 +311,7 @@ fn engine(
             .counts
             .invalid_by_reason
             .iter()
+            .chain(&v.counts.unparseable_by_reason)
             .map(|(k, v)| (k.to_string(), *v))
             .collect(),
         bad,
@@ -302,20 +373,52 @@ fn lines_file() -> impl Strategy<Value = Vec<u8>> {
         })
 }
 
+/// Free text for other columns: delimiters, quotes and every kind of line break.
+fn text() -> impl Strategy<Value = String> {
+    prop::collection::vec(
+        prop::sample::select(vec![
+            "a",
+            "b c",
+            ",",
+            "\"\"",
+            "\n",
+            "\r\n",
+            "\r",
+            "9434765919",
+            " ",
+        ]),
+        0..6,
+    )
+    .prop_map(|parts| parts.concat())
+}
+
+fn eol() -> impl Strategy<Value = &'static str> {
+    prop::sample::select(vec!["\n", "\r\n", "\r"])
+}
+
 fn csv_file() -> impl Strategy<Value = Vec<u8>> {
-    let row = (value(), 0u8..6, any::<bool>()).prop_map(|(v, shape, crlf)| {
+    let row = (value(), 0u8..10, text(), eol()).prop_map(|(v, shape, t, eol)| {
         let body = match shape {
             0 => format!("1,{v},x"),
             1 => format!("\"a, b\",\"{v}\",\"y\"\"z\""),
             2 => "only-one-field".to_string(),
             3 => format!("2,\"{v}"),
             4 => format!("3,\"{v}\"junk,z"),
+            5 => format!("\"{t}\",{v},\"{t}\""),
+            6 => format!("5,\"{v}\",\"{t}\"{t}"),
+            7 => format!("6,{v},7\" wound"),
+            8 => String::new(),
             _ => format!("4,{v}"),
         };
-        format!("{body}{}", if crlf { "\r\n" } else { "\n" })
+        format!("{body}{eol}")
     });
-    prop::collection::vec(row, 0..50).prop_map(|rows| {
-        let mut s = String::from("id,nhs_number,other\n");
+    (prop::collection::vec(row, 0..50), eol(), any::<bool>()).prop_map(|(rows, eol, bom)| {
+        let mut s = String::new();
+        if bom {
+            s.push('\u{feff}');
+        }
+        s.push_str("id,nhs_number,other");
+        s.push_str(eol);
         for r in rows {
             s.push_str(&r);
         }
@@ -508,5 +611,101 @@ proptest! {
             .collect();
         prop_assert_eq!(std::fs::read_to_string(&out).unwrap(), expected);
         prop_assert!(s.counts.check());
+    }
+}
+
+// ---------------------------------------------------------------- filter fails closed
+
+/// Filters `file` (CSV, number in the second column) keeping the numbers of `POOL` picked by
+/// `mask`, at 1 and 3 threads, mapped and read, and checks the output against the oracle: the
+/// BOM, the header, then exactly the raw bytes of the records whose number is valid and
+/// allowed, in order. And the safety invariant on its own: read back with the oracle, every
+/// record of the output holds a valid, allowed number.
+fn check_filter(file: &[u8], mask: u8, block: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("extract.csv");
+    std::fs::write(&input, file).unwrap();
+    let allowed = processor::seen::NumberSet::new();
+    let mut allowed_numbers = HashSet::new();
+    for (i, n) in POOL.iter().enumerate() {
+        if mask & (1 << i) != 0 {
+            let n: u64 = n.parse().unwrap();
+            allowed.insert(n);
+            allowed_numbers.insert(n);
+        }
+    }
+    let bom = file.starts_with(b"\xEF\xBB\xBF");
+    let body = if bom { &file[3..] } else { file };
+    let records = naive_records(body, b',', 1);
+    let mut want = Vec::new();
+    if bom {
+        want.extend_from_slice(b"\xEF\xBB\xBF");
+    }
+    if let Some(header) = records.first() {
+        want.extend_from_slice(&header.raw);
+    }
+    let mut kept = 0u64;
+    for r in records.iter().skip(1) {
+        if let Outcome::Valid(n, _) = naive_record_outcome(r, 1, Rules::default()) {
+            if allowed_numbers.contains(&n) {
+                want.extend_from_slice(&r.raw);
+                kept += 1;
+            }
+        }
+    }
+    for threads in [1, 3] {
+        for io in [IoMode::Mmap, IoMode::Read] {
+            let out = dir.path().join(format!("out-{threads}-{io:?}.csv"));
+            let opts = ScanOptions {
+                format: Format::Csv(Column::Name("nhs_number".into())),
+                threads,
+                io,
+                block_size: block,
+                max_line: MAX_LINE,
+                ..ScanOptions::default()
+            };
+            let s = processor::filter::filter(&input, &allowed, None, &opts, &out, &mut |_| {})
+                .unwrap();
+            assert!(s.counts.check(), "{:?}", s.counts);
+            assert_eq!(s.counts.rows, records.len().saturating_sub(1) as u64);
+            assert_eq!(s.counts.kept, kept);
+            let got = std::fs::read(&out).unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&got),
+                String::from_utf8_lossy(&want),
+                "threads {threads}, {io:?}, block {block}"
+            );
+            let got_body = if bom { &got[3..] } else { &got[..] };
+            for r in naive_records(got_body, b',', 1).iter().skip(1) {
+                match naive_record_outcome(r, 1, Rules::default()) {
+                    Outcome::Valid(n, _) => assert!(allowed_numbers.contains(&n), "{r:?}"),
+                    _ => panic!("a record without a valid number was kept: {r:?}"),
+                }
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn filter_keeps_only_allowed_records(
+        file in csv_file(),
+        mask in any::<u8>(),
+        block in (MAX_LINE + 3)..200,
+    ) {
+        check_filter(&file, mask, block);
+    }
+}
+
+#[test]
+fn the_issue_example_keeps_no_text_of_an_opted_out_patient() {
+    // 9434765919 is allowed; 9694116414 opted out, and its notes hold a line that looks like
+    // an allowed record.
+    let file =
+        b"id,nhs_number,notes\n1,9434765919,ok\n2,9694116414,\"linked:\n3,9434765919, secret\"\n";
+    for block in [MAX_LINE + 3, 50, 64, 1 << 20] {
+        check_filter(file, 0b1, block);
     }
 }

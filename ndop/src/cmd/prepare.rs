@@ -133,7 +133,7 @@ pub(crate) fn run(args: PrepareArgs) -> anyhow::Result<u8> {
         args.out.join(SUMMARY_JSON).display()
     );
     eprint!("{text}");
-    if args.fail_on_invalid && c.invalid > 0 {
+    if args.fail_on_invalid && c.invalid + c.unparseable > 0 {
         eprintln!(
             "ndop prepare: {} invalid line(s) and --fail-on-invalid given",
             thousands(c.invalid)

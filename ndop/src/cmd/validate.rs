@@ -68,7 +68,7 @@ pub(crate) fn run(args: ValidateArgs) -> anyhow::Result<u8> {
         start.elapsed().as_secs_f64(),
         describe_counts(&v.counts)
     );
-    if args.fail_on_invalid && v.counts.invalid > 0 {
+    if args.fail_on_invalid && v.counts.invalid + v.counts.unparseable > 0 {
         return Ok(exit::INVALID_LINES);
     }
     Ok(exit::OK)
