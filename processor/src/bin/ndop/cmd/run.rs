@@ -222,6 +222,7 @@ impl Pipeline {
         }
         self.unchanged(&extract)?;
         remove_if_exists(&self.out)?;
+        remove_if_exists(&processor::filter::default_rejects(&self.out))?;
         let bar = progress::bytes(
             "filter",
             processor::scan::total_len(std::slice::from_ref(&self.extract)),
@@ -238,6 +239,7 @@ impl Pipeline {
         if let Err(e) = self.unchanged(&extract) {
             // changed while it was being filtered: the output mixes two files
             remove_if_exists(&self.out)?;
+            remove_if_exists(&processor::filter::default_rejects(&self.out))?;
             return Err(e);
         }
         lap("filter");
