@@ -8,12 +8,12 @@
 //!
 //! Two malformations are reported rather than guessed at: text after a closing quote
 //! (`"ab"c`, [`Reason::BadQuoting`]; the record still ends where Python says it does), and a
-//! quote still open at the end of the input ([`Reason::UnterminatedQuote`]). Only the fields up
-//! to the NHS-number column are split out; the rest of a record is crossed with one `memchr3`
-//! per quote or line break, so wide rows cost little.
+//! quote still open at the end of the input ([`Reason::UnterminatedQuote`]). The grammar's
+//! bytes are found 64 at a time (`Specials`), so a record costs a few bit operations per
+//! delimiter, quote and line break.
 
 use crate::nhs::Reason;
-use memchr::{memchr, memchr2, memchr3};
+use memchr::memchr2;
 
 /// Which column holds the NHS number: a header name, or a 1-based position.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,13 +176,100 @@ pub fn count_breaks(s: &[u8]) -> u32 {
     n
 }
 
+/// The positions of the bytes that matter to the CSV grammar (quote, delimiter, LF, CR) in a
+/// block, found 64 bytes at a time ([`crate::swar::csv_specials`]) and handed out in order, so
+/// a record costs a few bit operations per delimiter or quote instead of a search per field.
+pub(crate) struct Specials<'a> {
+    data: &'a [u8],
+    delim: u8,
+    /// Start of the current 64-byte window.
+    base: usize,
+    /// The window's delimiters.
+    delims: u64,
+    /// The window's quotes and line breaks.
+    others: u64,
+    /// The bits not handed out yet (all those from some position on).
+    live: u64,
+}
+
+impl<'a> Specials<'a> {
+    /// A cursor over `data` from `from`.
+    pub(crate) fn new(data: &'a [u8], delim: u8, from: usize) -> Self {
+        let mut s = Specials {
+            data,
+            delim,
+            base: 0,
+            delims: 0,
+            others: 0,
+            live: 0,
+        };
+        s.load(from);
+        s
+    }
+
+    /// Makes the window holding `at` current, with the bits from `at` on live.
+    #[inline(always)]
+    fn load(&mut self, at: usize) {
+        self.base = at & !63;
+        (self.delims, self.others) = match self.data.get(self.base..self.base + 64) {
+            Some(chunk) => crate::swar::csv_specials(chunk.try_into().unwrap(), self.delim),
+            None => crate::swar::csv_specials_portable(
+                self.data.get(self.base..).unwrap_or_default(),
+                self.delim,
+            ),
+        };
+        self.live = !0u64 << (at - self.base);
+    }
+
+    /// The next special byte's position (delimiters too unless `sparse`), consumed; `None` at
+    /// the end of the data.
+    #[inline(always)]
+    fn next(&mut self, sparse: bool) -> Option<usize> {
+        loop {
+            let wanted = if sparse {
+                self.others
+            } else {
+                self.others | self.delims
+            };
+            let m = wanted & self.live;
+            if m != 0 {
+                let i = m.trailing_zeros();
+                self.live = !1u64 << i;
+                return Some(self.base + i as usize);
+            }
+            if self.base + 64 >= self.data.len() {
+                self.live = 0;
+                return None;
+            }
+            self.load(self.base + 64);
+        }
+    }
+
+    /// Drops the special bytes before `to` (which is at or after every one handed out).
+    #[inline(always)]
+    fn seek(&mut self, to: usize) {
+        if to >= self.base + 64 {
+            self.load(to);
+        } else if to > self.base {
+            self.live &= !0u64 << (to - self.base);
+        }
+    }
+}
+
 /// Scans the record that starts at `data[start]` and cuts out field `want` (0-based).
 /// With `at_eof`, the data's end is the input's end: a record can then always be ended (a CR at
 /// the very end is a whole line break); without it, a record that reaches the end of `data` is
 /// [`End::Open`].
-#[inline]
 pub fn scan_record(data: &[u8], start: usize, want: usize, delim: u8, at_eof: bool) -> Scanned {
+    scan_with(&mut Specials::new(data, delim, start), start, want, at_eof)
+}
+
+/// [`scan_record`] with a cursor that the caller keeps from one record to the next.
+#[inline]
+pub(crate) fn scan_with(sp: &mut Specials, start: usize, want: usize, at_eof: bool) -> Scanned {
+    let (data, delim) = (sp.data, sp.delim);
     let len = data.len();
+    sp.seek(start);
     let mut s = Scanned {
         end: len,
         breaks: 0,
@@ -190,137 +277,172 @@ pub fn scan_record(data: &[u8], start: usize, want: usize, delim: u8, at_eof: bo
         bad_quoting: false,
         how: End::Open { quoted: false },
     };
-    // A line break at `i` (a CR or LF outside quotes) ends the record.
-    let finish = |s: &mut Scanned, i: usize| {
-        if data[i] == b'\r' {
-            match data.get(i + 1) {
-                Some(b'\n') => s.end = i + 2,
-                Some(_) => s.end = i + 1,
-                None if at_eof => s.end = i + 1,
-                // A CR at the end of the data: a CRLF may be cut in two.
-                None => return,
-            }
-        } else {
-            s.end = i + 1;
-        }
-        s.breaks += 1;
-        s.how = End::Complete;
-    };
-    let mut p = start;
+    let finish = |s: &mut Scanned, i: usize| line_break(s, data, i, at_eof);
+    let end_of_data = |s: &mut Scanned| end_of(s, len, at_eof);
     let mut index = 0usize;
-    loop {
-        // `p` is the start of field `index`.
-        let fstart = p;
-        let mut unquoted_from = p;
-        if data.get(p) == Some(&b'"') {
-            let mut q = p + 1;
+    let mut fstart = start;
+    'field: loop {
+        if data.get(fstart) == Some(&b'"') {
+            sp.seek(fstart + 1);
             let close = loop {
-                match memchr(b'"', &data[q..]) {
-                    None => {
-                        s.breaks += count_breaks(&data[q..]);
-                        s.how = End::Open { quoted: true };
-                        return s;
-                    }
-                    Some(k) => {
-                        s.breaks += count_breaks(&data[q..q + k]);
-                        let at = q + k;
-                        match data.get(at + 1) {
-                            Some(b'"') => q = at + 2,
-                            None if !at_eof => {
-                                // Closing or the first of a doubled pair: more data decides.
-                                s.how = End::Open { quoted: true };
-                                return s;
-                            }
-                            _ => break at,
+                let Some(p) = sp.next(true) else {
+                    s.how = End::Open { quoted: true };
+                    return s;
+                };
+                match data[p] {
+                    b'"' => match data.get(p + 1) {
+                        Some(b'"') => sp.seek(p + 2),
+                        None if !at_eof => {
+                            // Closing, or the first of a doubled pair: more data decides.
+                            s.how = End::Open { quoted: true };
+                            return s;
                         }
-                    }
+                        _ => break p,
+                    },
+                    b'\n' => s.breaks += 1,
+                    // A CRLF counts once, at its LF.
+                    b'\r' if data.get(p + 1) != Some(&b'\n') => s.breaks += 1,
+                    _ => {}
                 }
             };
             if index == want {
                 s.field = Some((fstart + 1, close));
             }
-            p = close + 1;
+            let p = close + 1;
             match data.get(p) {
                 None => {
-                    if at_eof {
-                        s.end = len;
-                        s.how = End::Complete;
-                    }
+                    end_of_data(&mut s);
                     return s;
                 }
                 Some(&b) if b == delim => {
-                    p += 1;
+                    if index >= want {
+                        rest_of_record(sp, &mut s, p + 1, at_eof);
+                        return s;
+                    }
+                    sp.seek(p + 1);
                     index += 1;
-                    continue;
+                    fstart = p + 1;
+                    continue 'field;
                 }
                 Some(b'\n' | b'\r') => {
                     finish(&mut s, p);
                     return s;
                 }
                 Some(_) => {
+                    // Text after the closing quote: the field goes on unquoted.
                     s.bad_quoting = true;
-                    unquoted_from = p;
+                    sp.seek(p);
                 }
             }
         }
-        if index <= want {
-            // An unquoted field (or the rest of one after a bad closing quote) that may be the
-            // wanted one: find its end.
-            match memchr3(delim, b'\n', b'\r', &data[unquoted_from..]) {
-                None => {
-                    if index == want {
-                        s.field = Some((fstart, len));
-                    }
-                    if at_eof {
-                        s.end = len;
-                        s.how = End::Complete;
-                    }
-                    return s;
-                }
-                Some(k) => {
-                    let i = unquoted_from + k;
-                    if index == want {
-                        s.field = Some((fstart, i));
-                    }
-                    if data[i] == delim {
-                        p = i + 1;
-                        index += 1;
-                        continue;
-                    }
-                    finish(&mut s, i);
-                    return s;
-                }
-            }
-        }
-        // Past the wanted field: only quotes that open a field and line breaks matter.
-        let mut from = unquoted_from;
+        // An unquoted field (or the rest of one after a bad closing quote): a quote in it is
+        // data.
         loop {
-            match memchr3(b'"', b'\n', b'\r', &data[from..]) {
-                None => {
-                    if at_eof {
-                        s.end = len;
-                        s.how = End::Complete;
-                    }
+            let Some(p) = sp.next(false) else {
+                if index == want {
+                    s.field = Some((fstart, len));
+                }
+                end_of_data(&mut s);
+                return s;
+            };
+            let b = data[p];
+            if b == b'"' {
+                continue;
+            }
+            if index == want {
+                s.field = Some((fstart, p));
+            }
+            if b == delim {
+                if index >= want {
+                    rest_of_record(sp, &mut s, p + 1, at_eof);
                     return s;
                 }
-                Some(k) => {
-                    let i = from + k;
-                    if data[i] != b'"' {
-                        finish(&mut s, i);
-                        return s;
-                    }
-                    if data[i - 1] == delim {
-                        // A quoted field starts here.
-                        p = i;
-                        index += 1;
-                        break;
-                    }
-                    // A quote inside an unquoted field is data.
-                    from = i + 1;
-                }
+                index += 1;
+                fstart = p + 1;
+                continue 'field;
             }
+            finish(&mut s, p);
+            return s;
         }
     }
+}
+
+/// Ends a record whose wanted field is behind: from `from` (just after a delimiter), only
+/// quotes and line breaks matter, and a quote opens a quoted field when a delimiter is just
+/// before it.
+#[inline]
+fn rest_of_record(sp: &mut Specials, s: &mut Scanned, from: usize, at_eof: bool) {
+    let (data, delim) = (sp.data, sp.delim);
+    let len = data.len();
+    sp.seek(from);
+    let mut p = match sp.next(true) {
+        Some(p) => p,
+        None => return end_of(s, len, at_eof),
+    };
+    loop {
+        match data[p] {
+            b'"' if data[p - 1] == delim => {
+                // A quoted field: to its closing quote.
+                let close = loop {
+                    let Some(q) = sp.next(true) else {
+                        s.how = End::Open { quoted: true };
+                        return;
+                    };
+                    match data[q] {
+                        b'"' => match data.get(q + 1) {
+                            Some(b'"') => sp.seek(q + 2),
+                            None if !at_eof => {
+                                s.how = End::Open { quoted: true };
+                                return;
+                            }
+                            _ => break q,
+                        },
+                        b'\n' => s.breaks += 1,
+                        _ if data.get(q + 1) != Some(&b'\n') => s.breaks += 1,
+                        _ => {}
+                    }
+                };
+                match data.get(close + 1) {
+                    None => return end_of(s, len, at_eof),
+                    Some(&b) if b == delim || b == b'\n' || b == b'\r' => {}
+                    Some(_) => s.bad_quoting = true,
+                }
+            }
+            b'"' => {}
+            _ => return line_break(s, data, p, at_eof),
+        }
+        p = match sp.next(true) {
+            Some(p) => p,
+            None => return end_of(s, len, at_eof),
+        };
+    }
+}
+
+/// The data ran out outside quotes: at the end of the input that ends the record.
+#[inline]
+fn end_of(s: &mut Scanned, len: usize, at_eof: bool) {
+    if at_eof {
+        s.end = len;
+        s.how = End::Complete;
+    }
+}
+
+/// A line break at `i` (a CR or LF outside quotes) ends the record (a CR at the end of the
+/// data does only at the end of the input: it may be the first half of a CRLF).
+#[inline]
+fn line_break(s: &mut Scanned, data: &[u8], i: usize, at_eof: bool) {
+    if data[i] == b'\r' {
+        match data.get(i + 1) {
+            Some(b'\n') => s.end = i + 2,
+            Some(_) => s.end = i + 1,
+            None if at_eof => s.end = i + 1,
+            None => return,
+        }
+    } else {
+        s.end = i + 1;
+    }
+    s.breaks += 1;
+    s.how = End::Complete;
 }
 
 /// Where the record that starts at `data[start]` ends, for a caller that wants no field.

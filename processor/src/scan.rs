@@ -189,6 +189,7 @@ impl LineParser {
             record_line: 0,
             tail: None,
             too_long: None,
+            specials: self.csv.map(|c| csv::Specials::new(block, c.delim, 0)),
         }
     }
 }
@@ -222,6 +223,8 @@ pub(crate) struct Walk<'p, 'b> {
     tail: Option<usize>,
     /// CSV: the line (within the block) of a record longer than the bound.
     too_long: Option<u64>,
+    /// CSV: where the grammar's bytes are, kept from one record to the next.
+    specials: Option<csv::Specials<'b>>,
 }
 
 impl<'b> Walk<'_, 'b> {
@@ -250,7 +253,8 @@ impl<'b> Walk<'_, 'b> {
             let (field, value) = self.parser.classify(strip_eol(raw));
             return Some((field, value, raw));
         };
-        let s = csv::scan_record(block, pos, c.column, c.delim, self.at_eof);
+        let specials = self.specials.as_mut()?;
+        let s = csv::scan_with(specials, pos, c.column, self.at_eof);
         if s.end - pos > self.parser.max_record {
             self.too_long = Some(self.lines);
             self.pos = block.len();
