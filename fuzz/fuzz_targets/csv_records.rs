@@ -102,10 +102,12 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(got.end, n.end, "end of the record at {start}");
         assert_eq!(got.breaks, n.breaks, "line breaks");
         if !n.unterminated {
-            // The field is cut out the same (an unterminated record's field is not used).
-            let field = got.field.map(|(a, b)| data[a..b].to_vec());
-            assert_eq!(field, n.field, "field {want}");
             assert_eq!(got.bad_quoting, n.bad, "bad quoting");
+            if !n.bad {
+                // The field is cut out the same (the field of a broken record is not used).
+                let field = got.field.map(|(a, b)| data[a..b].to_vec());
+                assert_eq!(field, n.field, "field {want}");
+            }
         }
         assert_eq!(
             got.how == (End::Open { quoted: true }),
