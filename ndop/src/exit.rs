@@ -24,10 +24,11 @@ pub(crate) const POS: u8 = 6;
 pub(crate) const HELP: &str = "\
 Exit codes:
   0  success
-  1  invalid lines found and --fail-on-invalid given (reports still written)
+  1  invalid or unparseable records found and --fail-on-invalid given (reports still written)
   2  bad arguments
-  3  an input could not be read, a CSV column is missing, or (run) the extract changed since
-     the work directory was started
+  3  an input could not be read or is refused (a missing or ambiguous CSV column, a header
+     that looks like data, a blank header line, UTF-16, a record over 16 MiB: a quote never
+     closed), or (run) the extract changed since the work directory was started
   4  an output could not be written (directory not empty, disk full, permissions)
   5  MESH failed: connection, authentication, or a message refused
   6  the POS did not answer as expected (file rejected, replies missing, unexpected numbers)";

@@ -73,6 +73,8 @@ pub(crate) struct PrepareFacts {
     pub duplicates: u64,
     /// Invalid lines.
     pub invalid: u64,
+    /// Records that could not be read (broken CSV quoting).
+    pub unparseable: u64,
     /// Blank lines.
     pub blank: u64,
     /// The `.dat` files written.
@@ -86,6 +88,7 @@ impl From<&Summary> for PrepareFacts {
             unique: s.counts.unique,
             duplicates: s.counts.duplicates,
             invalid: s.counts.invalid,
+            unparseable: s.counts.unparseable,
             blank: s.counts.blank,
             files: s.files.iter().map(|f| f.name.clone()).collect(),
         }
@@ -116,10 +119,12 @@ impl Pipeline {
         self.unchanged(&extract)?;
         lap("prepare");
         eprintln!(
-            "[1/5] prepared {} unique numbers from {} lines ({} invalid, {} duplicates) into {} file(s)",
+            "[1/5] prepared {} unique numbers from {} records ({} invalid, {} unparseable, {} \
+             duplicates) into {} file(s)",
             thousands(facts.unique),
             thousands(facts.lines),
             thousands(facts.invalid),
+            thousands(facts.unparseable),
             thousands(facts.duplicates),
             facts.files.len()
         );
@@ -197,13 +202,16 @@ impl Pipeline {
         lap("filter");
         let c = &filtered.counts;
         eprintln!(
-            "[5/5] wrote {}: kept {} of {} rows; dropped {} opted out, {} invalid, {} blank",
+            "[5/5] wrote {}: kept {} of {} rows; dropped {} opted out, {} invalid, {} \
+             unparseable, {} blank (where each rejected record is: {})",
             self.out.display(),
             thousands(c.kept),
             thousands(c.rows),
             thousands(c.opted_out),
             thousands(c.invalid),
-            thousands(c.blank)
+            thousands(c.unparseable),
+            thousands(c.blank),
+            filtered.rejects
         );
         let summary = RunSummary {
             stage_seconds: stages,
@@ -306,6 +314,9 @@ struct PreparedSummary {
     unique: u64,
     duplicates: u64,
     invalid: u64,
+    /// Absent from summaries written before CSV records were read as RFC 4180.
+    #[serde(default)]
+    unparseable: u64,
     blank: u64,
     files: Vec<PreparedFile>,
 }
@@ -333,6 +344,7 @@ fn read_prepared(path: &Path) -> processor::Result<PrepareFacts> {
         unique: s.unique,
         duplicates: s.duplicates,
         invalid: s.invalid,
+        unparseable: s.unparseable,
         blank: s.blank,
         files: s.files.into_iter().map(|f| f.name).collect(),
     })
