@@ -16,14 +16,14 @@ use tokio::sync::mpsc;
 pub type ResponseBody = UnsyncBoxBody<Bytes, std::io::Error>;
 
 /// A body made of one buffer.
-pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {
+pub(crate) fn full(bytes: impl Into<Bytes>) -> ResponseBody {
     Full::new(bytes.into())
         .map_err(|never| match never {})
         .boxed_unsync()
 }
 
 /// An empty body.
-pub fn empty() -> ResponseBody {
+pub(crate) fn empty() -> ResponseBody {
     Empty::new().map_err(|never| match never {}).boxed_unsync()
 }
 
@@ -63,7 +63,7 @@ impl Body for ChannelBody {
 
 /// Streams everything `reader` yields, read on a blocking thread. `len` is the exact length if
 /// known (it must be exact: hyper trusts it for `Content-Length`).
-pub fn stream_reader(reader: Box<dyn Read + Send>, len: Option<u64>) -> ResponseBody {
+pub(crate) fn stream_reader(reader: Box<dyn Read + Send>, len: Option<u64>) -> ResponseBody {
     let (tx, rx) = mpsc::channel(4);
     tokio::task::spawn_blocking(move || pump(reader, tx));
     ChannelBody { rx, len }.boxed_unsync()

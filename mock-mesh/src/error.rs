@@ -13,12 +13,11 @@
 
 use std::path::PathBuf;
 
-use bytes::Bytes;
-use http::{header, HeaderValue, Response, StatusCode};
+use http::{Response, StatusCode};
 use serde_json::json;
 
-use crate::body::{full, ResponseBody};
-use crate::headers::ApiVersion;
+use crate::body::ResponseBody;
+use crate::response::{json as json_response, ApiVersion, JsonType};
 
 /// Library-level errors (start-up, configuration, storage).
 #[derive(Debug, thiserror::Error)]
@@ -357,16 +356,11 @@ impl ApiError {
             ApiError::MethodNotAllowed => (json!({"detail": "Method Not Allowed"}), false),
         };
         let content_type = if v2 {
-            "application/vnd.mesh.v2+json"
+            JsonType::MeshV2
         } else {
-            "application/json"
+            JsonType::Plain
         };
-        let bytes = Bytes::from(body.to_string());
-        let mut resp = Response::new(full(bytes));
-        *resp.status_mut() = status;
-        resp.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-        resp
+        json_response(status, &body, content_type)
     }
 }
 

@@ -51,6 +51,7 @@
 //! local id, a subject or a credential.
 
 mod api;
+mod app;
 pub mod auth;
 mod body;
 mod clock;
@@ -59,11 +60,14 @@ mod error;
 pub mod headers;
 pub mod pki;
 pub mod pos;
+mod response;
 mod router;
 mod server;
+mod state;
 mod store;
 mod tls;
 
+pub use app::App;
 pub use auth::AuthConfig;
 pub use body::ResponseBody;
 pub use clock::Clock;
@@ -72,6 +76,6 @@ pub use config::{
     POS_INT_MAILBOX, POS_LIVE_MAILBOX, POS_WORKFLOW,
 };
 pub use error::{ApiError, Error};
-pub use headers::ApiVersion;
-pub use server::{serve, App, MockMesh};
+pub use response::ApiVersion;
+pub use server::{serve, MockMesh};
 pub use tls::TlsConfig;

@@ -15,10 +15,11 @@ use flate2::read::MultiGzDecoder;
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use serde_json::json;
 
-use super::{empty_ok, json, set, Ctx, JsonType};
+use super::Ctx;
 use crate::body::{empty, full, stream_reader, ResponseBody};
 use crate::error::{ApiError, ValidationItem};
-use crate::headers::{accepts_gzip, ApiVersion, ContentEncoding};
+use crate::headers::{accepts_gzip, ContentEncoding};
+use crate::response::{compact_time, empty_ok, json, set, ApiVersion, JsonType};
 use crate::store::{ChunkSource, Message, MessageType, Status, WorkflowFilter};
 
 /// `GET /messageexchange/{mb}/inbox`.
@@ -115,11 +116,6 @@ pub(crate) fn count(ctx: &Ctx<'_>) -> Result<Response<ResponseBody>, ApiError> {
         ApiVersion::V2 => json!({ "count": n }),
     };
     Ok(json(StatusCode::OK, &body, JsonType::Plain))
-}
-
-/// `yyyyMMddHHmmss`.
-pub(crate) fn compact_time(t: chrono::DateTime<chrono::Utc>) -> String {
-    t.format("%Y%m%d%H%M%S").to_string()
 }
 
 /// The metadata headers of a download / HEAD (§6).

@@ -13,11 +13,13 @@ use hyper::body::Body;
 use serde_json::{json, Value};
 use std::io::Write;
 
-use super::{json, Ctx, JsonType};
+use super::Ctx;
 use crate::body::ResponseBody;
 use crate::config::MailboxConfig;
 use crate::error::ApiError;
-use crate::headers::{parse_chunk_range, parse_content_encoding, parse_send_headers, ApiVersion};
+use crate::headers::{parse_chunk_range, parse_content_encoding, parse_send_headers};
+use crate::pos;
+use crate::response::{json, ApiVersion, JsonType};
 use crate::store::{create_private, Message, MessageType, Received, Status};
 
 /// Streams a request body into the store's staging area, refusing more than `limit` bytes.
@@ -190,7 +192,7 @@ where
     }
     tracing::debug!(message_id = %id, chunks = total, "message created");
     if complete {
-        state.on_accepted(&m);
+        pos::job::on_accepted(state, &m);
     }
     let body = match ctx.version {
         ApiVersion::V1 => json!({"messageID": id}),
@@ -246,7 +248,7 @@ where
         return Err(ApiError::INTERNAL);
     }
     if added.became_accepted {
-        state.on_accepted(&added.message);
+        pos::job::on_accepted(state, &added.message);
     }
     let body = match ctx.version {
         ApiVersion::V1 => json!({"messageID": id, "blockID": n}),
