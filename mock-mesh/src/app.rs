@@ -58,6 +58,20 @@ impl App {
         crate::router::handle(&self.state, req).await
     }
 
+    /// Test hook (fault injection): the next `times` journal appends of a disk store write
+    /// their first `torn_bytes` bytes and then fail as if the disk were full (`ENOSPC`), the
+    /// torn-write sequence of a nearly full disk. No-op for a memory store.
+    #[doc(hidden)]
+    pub fn inject_journal_fault(&self, torn_bytes: usize, times: u32) {
+        self.state.store.inject_journal_fault(torn_bytes, times);
+    }
+
+    /// Test hook: bytes in the disk store's journal (0 for a memory store).
+    #[doc(hidden)]
+    pub fn journal_len(&self) -> u64 {
+        self.state.store.journal_len()
+    }
+
     /// Cancels background work (POS jobs, expiry sweeper) and waits for it.
     pub async fn shutdown(&self) {
         let tasks = self.state.take_tasks();

@@ -74,6 +74,20 @@ pub enum Error {
 }
 
 impl Error {
+    /// True for a full disk (or quota): an I/O error with `ENOSPC` / `EDQUOT`.
+    pub(crate) fn is_storage_full(&self) -> bool {
+        match self {
+            Error::Io { source, .. } => {
+                source.kind() == std::io::ErrorKind::StorageFull
+                    || source.kind() == std::io::ErrorKind::QuotaExceeded
+                    || source.raw_os_error() == Some(28)
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
         Error::Io {
             path: path.into(),
@@ -284,6 +298,8 @@ impl ApiError {
     pub const LOCKED: ApiError = ApiError::Generic(StatusCode::LOCKED);
     /// 406: chunk number beyond the total.
     pub const NOT_ACCEPTABLE: ApiError = ApiError::Generic(StatusCode::NOT_ACCEPTABLE);
+    /// 507 Insufficient Storage: the disk is full; nothing was stored.
+    pub const INSUFFICIENT_STORAGE: ApiError = ApiError::Generic(StatusCode::INSUFFICIENT_STORAGE);
     /// 500.
     pub const INTERNAL: ApiError = ApiError::Generic(StatusCode::INTERNAL_SERVER_ERROR);
 

@@ -20,7 +20,7 @@ use crate::error::ApiError;
 use crate::headers::{parse_chunk_range, parse_content_encoding, parse_send_headers};
 use crate::pos;
 use crate::response::{json, ApiVersion, JsonType};
-use crate::store::{create_private, Message, MessageType, Received, Status};
+use crate::store::{create_private, Message, MessageType, Place, Received, Status};
 
 /// Streams a request body into the store's staging area, refusing more than `limit` bytes.
 async fn receive_body<B>(ctx: &Ctx<'_>, mut body: B, limit: u64) -> Result<Received, ApiError>
@@ -150,16 +150,12 @@ where
     let now = state.config.clock.now();
     let id = state.store.new_id(now);
     let size = received.size();
-    if let Err(e) = state.store.commit_chunk(&id, 1, received).await {
-        tracing::error!(error = %e, "could not store chunk 1");
-        return Err(ApiError::INTERNAL);
-    }
     let total = h.chunk_range.1;
     let mut chunks = vec![None; total as usize];
     chunks[0] = Some(size);
     let complete = total == 1;
     let now_us = now.timestamp_micros();
-    let m = state.store.insert(Message {
+    let m = Message {
         subject: h.subject,
         local_id: h.local_id,
         partner_id: h.partner_id,
@@ -185,11 +181,17 @@ where
             h.workflow_id,
             now_us,
         )
-    });
-    if let Err(e) = state.store.persist(vec![m.clone()]).await {
-        tracing::error!(error = %e, "could not persist a new message");
-        return Err(ApiError::INTERNAL);
-    }
+    };
+    let place = Place {
+        id: id.clone(),
+        n: 1,
+        body: received,
+    };
+    let m = state
+        .store
+        .commit(Some(place), move |inner| Ok(vec![inner.new_message(m)?]))
+        .await?
+        .remove(0);
     tracing::debug!(message_id = %id, chunks = total, "message created");
     if complete {
         pos::job::on_accepted(state, &m);
@@ -235,20 +237,23 @@ where
         .min(state.config.max_message_bytes.saturating_sub(already));
     let received = receive_body(ctx, body, limit).await?;
     let size = received.size();
-    if let Err(e) = state.store.commit_chunk(id, n, received).await {
-        tracing::error!(error = %e, "could not store a chunk");
-        return Err(ApiError::INTERNAL);
-    }
-    let now = state.config.clock.now();
-    let added = state
+    let now_us = state.config.clock.now().timestamp_micros();
+    let max = state.config.max_message_bytes;
+    let place = Place {
+        id: id.to_string(),
+        n,
+        body: received,
+    };
+    let owned_id = id.to_string();
+    let m = state
         .store
-        .add_chunk(id, n, size, state.config.max_message_bytes, now)?;
-    if let Err(e) = state.store.persist(vec![added.message.clone()]).await {
-        tracing::error!(error = %e, "could not persist a chunk");
-        return Err(ApiError::INTERNAL);
-    }
-    if added.became_accepted {
-        pos::job::on_accepted(state, &added.message);
+        .commit(Some(place), move |inner| {
+            Ok(vec![inner.with_chunk(&owned_id, n, size, max, now_us)?])
+        })
+        .await?
+        .remove(0);
+    if m.status == Status::Accepted {
+        pos::job::on_accepted(state, &m);
     }
     let body = match ctx.version {
         ApiVersion::V1 => json!({"messageID": id, "blockID": n}),

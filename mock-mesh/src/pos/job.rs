@@ -91,26 +91,37 @@ async fn deliver(
     let now = state.config.clock.now();
     let id = state.store.new_id(now);
     let sizes: Vec<Option<u64>> = chunks.iter().map(|c| Some(c.size())).collect();
+    let total = sizes.len() as u32;
     for (i, c) in chunks.into_iter().enumerate() {
         state.store.commit_chunk(&id, i as u32 + 1, c).await?;
     }
-    let m = state.store.insert(Message {
+    let m = Message {
         subject: reply.subject,
         local_id,
         file_name: reply.file_name,
         content_type: reply.content_type,
-        total_chunks: sizes.len() as u32,
+        total_chunks: total,
         chunks: sizes,
         ..Message::new(
-            id,
+            id.clone(),
             MessageType::Data,
             Some(from.to_string()),
             to.to_string(),
             POS_WORKFLOW.to_string(),
             now.timestamp_micros(),
         )
-    });
-    state.store.persist(vec![m.clone()]).await?;
+    };
+    let m = match state
+        .store
+        .commit(None, move |inner| Ok(vec![inner.new_message(m)?]))
+        .await
+    {
+        Ok(mut v) => v.remove(0),
+        Err(e) => {
+            state.store.drop_data_of(&id, total).await;
+            return Err(e.into());
+        }
+    };
     on_accepted(state, &m);
     Ok(m)
 }

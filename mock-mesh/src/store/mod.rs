@@ -4,16 +4,20 @@
 //!
 //! Metadata lives in memory behind one `std::sync::Mutex` (never held across `.await`).
 //! The disk store adds durability:
-//! * a chunk body is streamed to `tmp/`, fsynced, renamed to `chunks/<id>/<n>` and the directory
-//!   fsynced before anything refers to it;
-//! * every metadata change is appended as one JSON line to `journal.jsonl` and fsynced before the
-//!   request is answered (each record carries a version; recovery keeps the newest per message
-//!   and ignores a torn last line), and the journal is compacted at start-up;
+//! * a chunk body is streamed to `tmp/` and fsynced; only once [`Store::commit`] has checked,
+//!   under the journal lock, that the message still takes it (a chunk that lost the race with
+//!   its retry is refused and deleted) is it renamed to `chunks/<id>/<n>` and the directory
+//!   fsynced;
+//! * every metadata change is appended as one JSON line to `journal.jsonl` and fsynced
+//!   *before* it is applied in memory, so a message is visible to its recipient, and answered
+//!   `202`, only once its record is durable; a failed append is cut back to the last good
+//!   record (`journal.rs`), and a full disk is answered `507`;
 //! * a message enters an inbox only once all its chunks are stored, so a restart never exposes a
-//!   partial message, and an `uploading` message can still be completed after a restart.
+//!   partial message, and an `uploading` message can still be completed after a restart;
+//! * recovery keeps the newest version of each message, survives torn fragments, compacts the
+//!   journal and reclaims chunk files no record owns.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -23,7 +27,9 @@ use rand::Rng;
 
 use crate::clock::to_us;
 use crate::error::{ApiError, Error};
+use journal::{Fault, Journal};
 
+mod journal;
 mod message;
 
 pub(crate) use message::{ErrorEvent, Message, MessageType, PosStage, Status, WorkflowFilter};
@@ -49,8 +55,9 @@ pub(crate) enum ChunkSource {
     File { path: PathBuf, size: u64 },
 }
 
+/// The metadata and its indexes.
 #[derive(Default)]
-struct Inner {
+pub(crate) struct Inner {
     messages: HashMap<String, Message>,
     /// recipient → seq → id, accepted messages only
     inboxes: HashMap<String, BTreeMap<u64, String>>,
@@ -91,9 +98,78 @@ impl Inner {
         self.next_seq = self.next_seq.max(m.seq + 1);
     }
 
+    /// Makes `m` the current version of its message, re-indexing it.
+    fn apply(&mut self, m: Message, expiry_us: i64) {
+        let new = match self.messages.get(&m.id) {
+            Some(old) => {
+                let old = old.clone();
+                self.unindex_inbox(&old, expiry_us);
+                false
+            }
+            None => true,
+        };
+        self.index(&m, expiry_us, new);
+        self.messages.insert(m.id.clone(), m);
+    }
+
+    /// The new version of message `id` with chunk `n` (of `size` bytes) stored, accepted if
+    /// that was its last missing chunk. Refused if the message is gone (404), no longer
+    /// uploading (423: the chunk lost a race with the last one), `n` is out of range (406) or
+    /// the message would exceed `max_message_bytes` (413).
+    pub(crate) fn with_chunk(
+        &mut self,
+        id: &str,
+        n: u32,
+        size: u64,
+        max_message_bytes: u64,
+        now_us: i64,
+    ) -> Result<Message, ApiError> {
+        let mut m = self.messages.get(id).ok_or(ApiError::NOT_FOUND)?.clone();
+        if m.status != Status::Uploading {
+            return Err(ApiError::LOCKED);
+        }
+        let idx = (n as usize).saturating_sub(1);
+        let Some(slot) = m.chunks.get_mut(idx) else {
+            return Err(ApiError::NOT_ACCEPTABLE);
+        };
+        *slot = Some(size);
+        if m.file_size() > max_message_bytes {
+            return Err(ApiError::TOO_LARGE);
+        }
+        m.version += 1;
+        if m.all_chunks_present() {
+            m.status = Status::Accepted;
+            m.accepted_us = Some(now_us);
+            m.status_us = now_us;
+            m.seq = self.reserve_seq();
+        }
+        Ok(m)
+    }
+
+    /// A brand-new message, version 1, with an inbox sequence number if it is accepted.
+    pub(crate) fn new_message(&mut self, mut m: Message) -> Result<Message, ApiError> {
+        if self.messages.contains_key(&m.id) {
+            return Err(ApiError::INTERNAL);
+        }
+        m.version = 1;
+        if m.status == Status::Accepted {
+            m.seq = self.reserve_seq();
+        }
+        Ok(m)
+    }
+
+    /// Reserves the next inbox sequence number.
+    pub(crate) fn reserve_seq(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
+
     fn unindex_inbox(&mut self, m: &Message, expiry_us: i64) {
         if let Some(ib) = self.inboxes.get_mut(&m.recipient) {
-            ib.remove(&m.seq);
+            if ib.get(&m.seq) == Some(&m.id) {
+                ib.remove(&m.seq);
+            }
         }
         let at = m.accepted_us.unwrap_or(m.created_us);
         self.expiry
@@ -117,10 +193,10 @@ fn fresh_id(taken: &HashMap<String, Message>, now: DateTime<Utc>) -> String {
 
 /// The message store.
 pub(crate) struct Store {
-    inner: Mutex<Inner>,
-    blobs: Mutex<HashMap<(String, u32), Bytes>>,
+    inner: Arc<Mutex<Inner>>,
+    blobs: Arc<Mutex<HashMap<(String, u32), Bytes>>>,
     dir: Option<PathBuf>,
-    journal: Option<Arc<Mutex<std::fs::File>>>,
+    journal: Option<Arc<Mutex<Journal>>>,
     expiry_us: i64,
 }
 
@@ -128,18 +204,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Result of storing a chunk.
-pub(crate) struct ChunkAdded {
-    pub message: Message,
-    pub became_accepted: bool,
-}
-
 impl Store {
     /// A memory store.
     pub(crate) fn memory(expiry: std::time::Duration) -> Store {
         Store {
-            inner: Mutex::new(Inner::default()),
-            blobs: Mutex::new(HashMap::new()),
+            inner: Arc::new(Mutex::new(Inner::default())),
+            blobs: Arc::new(Mutex::new(HashMap::new())),
             dir: None,
             journal: None,
             expiry_us: expiry.as_micros().min(i64::MAX as u128) as i64,
@@ -147,6 +217,11 @@ impl Store {
     }
 
     /// Opens (creating or recovering) a disk store. Blocking; call from start-up.
+    ///
+    /// Recovery: the journal is read (tolerating torn fragments) and compacted; staging files
+    /// in `tmp/` are removed; chunk files that no live record owns (a crash between the rename
+    /// and the journal record, or data of messages that can no longer be downloaded) are
+    /// reclaimed.
     pub(crate) fn open(dir: &Path, expiry: std::time::Duration) -> Result<Store, Error> {
         for sub in ["tmp", "chunks"] {
             let p = dir.join(sub);
@@ -159,64 +234,18 @@ impl Store {
                 let _ = std::fs::remove_file(e.path());
             }
         }
-        let journal_path = dir.join("journal.jsonl");
-        let mut latest: HashMap<String, Message> = HashMap::new();
-        match std::fs::read(&journal_path) {
-            Ok(data) => {
-                for line in data.split(|&b| b == b'\n') {
-                    if line.is_empty() {
-                        continue;
-                    }
-                    // a torn last line (crash mid-append) is skipped
-                    let Ok(m) = serde_json::from_slice::<Message>(line) else {
-                        continue;
-                    };
-                    match latest.get(&m.id) {
-                        Some(old) if old.version >= m.version => {}
-                        _ => {
-                            latest.insert(m.id.clone(), m);
-                        }
-                    }
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(&journal_path, e)),
-        }
-        // compact: rewrite the journal with one line per message, atomically
-        let tmp = dir.join("journal.jsonl.tmp");
-        {
-            let mut f = create_private(&tmp).map_err(|e| Error::io(&tmp, e))?;
-            let mut ms: Vec<&Message> = latest.values().collect();
-            ms.sort_by_key(|m| (m.seq, m.created_us));
-            let mut buf = Vec::new();
-            for m in ms {
-                serde_json::to_writer(&mut buf, m).map_err(|e| Error::Store {
-                    path: tmp.clone(),
-                    message: e.to_string(),
-                })?;
-                buf.push(b'\n');
-            }
-            f.write_all(&buf).map_err(|e| Error::io(&tmp, e))?;
-            f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-        }
-        std::fs::rename(&tmp, &journal_path).map_err(|e| Error::io(&journal_path, e))?;
-        sync_dir(dir);
-        let journal = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&journal_path)
-            .map_err(|e| Error::io(&journal_path, e))?;
+        let (journal, messages) = Journal::recover(dir)?;
+        reclaim_orphans(&dir.join("chunks"), &messages);
         let store = Store {
-            inner: Mutex::new(Inner::default()),
-            blobs: Mutex::new(HashMap::new()),
+            inner: Arc::new(Mutex::new(Inner::default())),
+            blobs: Arc::new(Mutex::new(HashMap::new())),
             dir: Some(dir.to_path_buf()),
             journal: Some(Arc::new(Mutex::new(journal))),
             expiry_us: expiry.as_micros().min(i64::MAX as u128) as i64,
         };
         {
             let mut inner = lock(&store.inner);
-            let mut ms: Vec<Message> = latest.into_values().collect();
-            ms.sort_by_key(|m| (m.seq, m.created_us));
-            for m in ms {
+            for m in messages {
                 inner.index(&m, store.expiry_us, true);
                 inner.messages.insert(m.id.clone(), m);
             }
@@ -247,19 +276,6 @@ impl Store {
         lock(&self.inner).messages.get(id).cloned()
     }
 
-    /// Inserts a new message (its chunk 1 already committed when it has data).
-    pub(crate) fn insert(&self, mut m: Message) -> Message {
-        let mut inner = lock(&self.inner);
-        if m.status == Status::Accepted {
-            m.seq = inner.next_seq;
-            inner.next_seq += 1;
-        }
-        m.version = 1;
-        inner.index(&m, self.expiry_us, true);
-        inner.messages.insert(m.id.clone(), m.clone());
-        m
-    }
-
     /// Records chunk `n` of an uploading message, accepting the message when every chunk is
     /// present. Checks (§5.3): exists (404), caller is the sender (403), still uploading (423),
     /// `n <= N` and DATA (406), same encoding (417).
@@ -285,50 +301,6 @@ impl Store {
             return Err(ApiError::ENCODING_CHANGED);
         }
         Ok(m.clone())
-    }
-
-    /// Second half of a chunk upload, after the body is committed.
-    pub(crate) fn add_chunk(
-        &self,
-        id: &str,
-        n: u32,
-        size: u64,
-        max_message_bytes: u64,
-        now: DateTime<Utc>,
-    ) -> Result<ChunkAdded, ApiError> {
-        let mut inner = lock(&self.inner);
-        let seq = inner.next_seq;
-        let m = inner.messages.get_mut(id).ok_or(ApiError::NOT_FOUND)?;
-        if m.status != Status::Uploading {
-            return Err(ApiError::LOCKED);
-        }
-        let idx = (n as usize).saturating_sub(1);
-        let Some(slot) = m.chunks.get_mut(idx) else {
-            return Err(ApiError::NOT_ACCEPTABLE);
-        };
-        *slot = Some(size);
-        if m.file_size() > max_message_bytes {
-            m.chunks[idx] = None;
-            return Err(ApiError::TOO_LARGE);
-        }
-        m.version += 1;
-        let mut became_accepted = false;
-        if m.all_chunks_present() {
-            m.status = Status::Accepted;
-            m.accepted_us = Some(to_us(now));
-            m.status_us = to_us(now);
-            m.seq = seq;
-            became_accepted = true;
-        }
-        let snapshot = m.clone();
-        if became_accepted {
-            inner.next_seq += 1;
-            inner.index(&snapshot, self.expiry_us, false);
-        }
-        Ok(ChunkAdded {
-            message: snapshot,
-            became_accepted,
-        })
     }
 
     /// Acknowledge (§5.8): only the recipient; accepted → acknowledged; otherwise no change.
@@ -588,21 +560,27 @@ impl Store {
 
     /// Frees the bodies of a message that can no longer be downloaded.
     pub(crate) async fn drop_data(&self, m: &Message) {
+        self.drop_data_of(&m.id, m.total_chunks).await;
+    }
+
+    /// Frees the bodies of message `id` (of `total` chunks).
+    pub(crate) async fn drop_data_of(&self, id: &str, total: u32) {
         match &self.dir {
             None => {
                 let mut blobs = lock(&self.blobs);
-                for n in 1..=m.total_chunks {
-                    blobs.remove(&(m.id.clone(), n));
+                for n in 1..=total {
+                    blobs.remove(&(id.to_string(), n));
                 }
             }
             Some(d) => {
-                let p = d.join("chunks").join(&m.id);
+                let p = d.join("chunks").join(id);
                 let _ = tokio::fs::remove_dir_all(p).await;
             }
         }
     }
 
-    /// Appends message snapshots to the journal and fsyncs it (no-op for the memory store).
+    /// Appends message snapshots to the journal and fsyncs it (no-op for the memory store). A
+    /// failed append leaves the journal as it was.
     pub(crate) async fn persist(&self, messages: Vec<Message>) -> Result<(), Error> {
         let Some(journal) = self.journal.clone() else {
             return Ok(());
@@ -610,21 +588,209 @@ impl Store {
         if messages.is_empty() {
             return Ok(());
         }
-        let path = self.dir.clone().unwrap_or_default().join("journal.jsonl");
-        blocking(move || {
-            let mut buf = Vec::new();
-            for m in &messages {
-                serde_json::to_writer(&mut buf, m).map_err(|e| Error::Store {
-                    path: path.clone(),
-                    message: e.to_string(),
-                })?;
-                buf.push(b'\n');
+        blocking(move || lock(&journal).append(&messages)).await
+    }
+
+    /// Test hook: the next `times` journal appends write `torn_bytes` bytes and then fail as if
+    /// the disk were full. No-op for the memory store.
+    pub(crate) fn inject_journal_fault(&self, torn_bytes: usize, times: u32) {
+        if let Some(j) = &self.journal {
+            lock(j).inject(Fault { torn_bytes, times });
+        }
+    }
+
+    /// Bytes in the journal (0 for the memory store).
+    pub(crate) fn journal_len(&self) -> u64 {
+        self.journal.as_ref().map_or(0, |j| lock(j).len())
+    }
+
+    /// One metadata change, durable before visible. `change` computes the new versions of the
+    /// messages it touches from the current state (it may only reserve inbox sequence numbers,
+    /// nothing else); if it refuses, nothing happens and a staged chunk in `place` is deleted.
+    /// Otherwise the staged chunk is moved into place, the new versions are journaled and
+    /// fsynced, and only then applied (indexed into inboxes). On the disk store the whole step
+    /// runs under the journal lock, so two changes to one message cannot interleave: a chunk
+    /// that loses a race is refused before its bytes go anywhere near the accepted data.
+    pub(crate) async fn commit<F>(
+        &self,
+        place: Option<Place>,
+        change: F,
+    ) -> Result<Vec<Message>, Refused>
+    where
+        F: FnOnce(&mut Inner) -> Result<Vec<Message>, ApiError> + Send + 'static,
+    {
+        let expiry_us = self.expiry_us;
+        let inner = self.inner.clone();
+        let Some(journal) = self.journal.clone() else {
+            let mut guard = lock(&inner);
+            let changed = change(&mut guard).map_err(Refused::Api)?;
+            if let Some(Place {
+                id,
+                n,
+                body: Received::Memory(b),
+            }) = place
+            {
+                lock(&self.blobs).insert((id, n), b);
             }
-            let mut f = lock(&journal);
-            f.write_all(&buf).map_err(|e| Error::io(&path, e))?;
-            f.sync_data().map_err(|e| Error::io(&path, e))
+            for m in &changed {
+                guard.apply(m.clone(), expiry_us);
+            }
+            return Ok(changed);
+        };
+        let dest = place.as_ref().and_then(|p| self.chunk_path(&p.id, p.n));
+        let done = tokio::task::spawn_blocking(move || {
+            let mut journal = lock(&journal);
+            let (changed, had_chunk) = {
+                let mut guard = lock(&inner);
+                let had = place.as_ref().is_some_and(|p| {
+                    guard
+                        .messages
+                        .get(&p.id)
+                        .and_then(|m| m.chunks.get(p.n as usize - 1).copied().flatten())
+                        .is_some()
+                });
+                match change(&mut guard) {
+                    Ok(c) => (c, had),
+                    Err(e) => {
+                        drop(guard);
+                        if let Some(Place {
+                            body: Received::File { tmp, .. },
+                            ..
+                        }) = place
+                        {
+                            let _ = std::fs::remove_file(tmp);
+                        }
+                        return Err(Refused::Api(e));
+                    }
+                }
+            };
+            let placed = match (place, &dest) {
+                (
+                    Some(Place {
+                        body: Received::File { tmp, .. },
+                        ..
+                    }),
+                    Some(dest),
+                ) => {
+                    put_in_place(&tmp, dest).map_err(Refused::Store)?;
+                    Some(dest)
+                }
+                _ => None,
+            };
+            if let Err(e) = journal.append(&changed) {
+                if let (Some(dest), false) = (placed, had_chunk) {
+                    let _ = std::fs::remove_file(dest);
+                    if let Some(parent) = dest.parent() {
+                        let _ = std::fs::remove_dir(parent); // only if now empty
+                    }
+                }
+                return Err(Refused::Store(e));
+            }
+            let mut guard = lock(&inner);
+            for m in &changed {
+                guard.apply(m.clone(), expiry_us);
+            }
+            Ok(changed)
         })
-        .await
+        .await;
+        match done {
+            Ok(r) => r,
+            Err(e) => Err(Refused::Store(Error::Store {
+                path: PathBuf::new(),
+                message: format!("blocking task failed: {e}"),
+            })),
+        }
+    }
+}
+
+/// A staged chunk body to become chunk `n` of message `id` once a [`Store::commit`] allows it.
+pub(crate) struct Place {
+    pub(crate) id: String,
+    pub(crate) n: u32,
+    pub(crate) body: Received,
+}
+
+/// Why a [`Store::commit`] did not happen.
+#[derive(Debug)]
+pub(crate) enum Refused {
+    /// The change is not allowed (the message is gone, complete, …): an answer for the client.
+    Api(ApiError),
+    /// The store could not make it durable; nothing changed.
+    Store(Error),
+}
+
+impl From<Refused> for ApiError {
+    fn from(r: Refused) -> ApiError {
+        match r {
+            Refused::Api(e) => e,
+            Refused::Store(e) if e.is_storage_full() => {
+                tracing::error!(error = %e, "store full; request refused");
+                ApiError::INSUFFICIENT_STORAGE
+            }
+            Refused::Store(e) => {
+                tracing::error!(error = %e, "could not store a change");
+                ApiError::INTERNAL
+            }
+        }
+    }
+}
+
+impl From<Refused> for Error {
+    fn from(r: Refused) -> Error {
+        match r {
+            Refused::Store(e) => e,
+            Refused::Api(e) => Error::Store {
+                path: PathBuf::new(),
+                message: format!("change refused: {}", e.status()),
+            },
+        }
+    }
+}
+
+/// Renames a staged chunk to its place and makes the rename durable.
+fn put_in_place(tmp: &Path, dest: &Path) -> Result<(), Error> {
+    let parent = dest.parent().map(Path::to_path_buf).unwrap_or_default();
+    std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
+    std::fs::rename(tmp, dest).map_err(|e| Error::io(dest, e))?;
+    sync_dir(&parent);
+    if let Some(chunks) = parent.parent() {
+        sync_dir(chunks);
+    }
+    Ok(())
+}
+
+/// Removes chunk data that no live record owns: directories of unknown messages or of
+/// messages that can no longer be downloaded (undeliverable, failed, answered by the POS), and
+/// chunk files an uploading or accepted message does not list.
+fn reclaim_orphans(chunks: &Path, messages: &[Message]) {
+    let by_id: HashMap<&str, &Message> = messages.iter().map(|m| (m.id.as_str(), m)).collect();
+    let Ok(rd) = std::fs::read_dir(chunks) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let live = by_id.get(name.as_ref()).filter(|m| match m.status {
+            Status::Uploading | Status::Accepted => true,
+            Status::Acknowledged => m.pos_stage != PosStage::Done,
+            Status::Undeliverable | Status::Error => false,
+        });
+        let Some(m) = live else {
+            tracing::info!(message_id = %name, "reclaiming chunk data no record owns");
+            let _ = std::fs::remove_dir_all(e.path());
+            continue;
+        };
+        let Ok(files) = std::fs::read_dir(e.path()) else {
+            continue;
+        };
+        for f in files.flatten() {
+            let n: Option<usize> = f.file_name().to_string_lossy().parse().ok();
+            let listed =
+                n.is_some_and(|n| n >= 1 && m.chunks.get(n - 1).copied().flatten().is_some());
+            if !listed {
+                let _ = std::fs::remove_file(f.path());
+            }
+        }
     }
 }
 
