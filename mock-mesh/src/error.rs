@@ -300,6 +300,8 @@ impl ApiError {
     pub const NOT_ACCEPTABLE: ApiError = ApiError::Generic(StatusCode::NOT_ACCEPTABLE);
     /// 507 Insufficient Storage: the disk is full; nothing was stored.
     pub const INSUFFICIENT_STORAGE: ApiError = ApiError::Generic(StatusCode::INSUFFICIENT_STORAGE);
+    /// 408: the client sent nothing for longer than the body timeout.
+    pub const TIMEOUT: ApiError = ApiError::Generic(StatusCode::REQUEST_TIMEOUT);
     /// 500.
     pub const INTERNAL: ApiError = ApiError::Generic(StatusCode::INTERNAL_SERVER_ERROR);
 

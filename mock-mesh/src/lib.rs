@@ -72,10 +72,10 @@ pub use auth::AuthConfig;
 pub use body::ResponseBody;
 pub use clock::Clock;
 pub use config::{
-    load_optout_file, Config, MailboxConfig, PosConfig, PosEnv, StoreMode, WorkflowConfig,
+    load_optout_file, Config, Limits, MailboxConfig, PosConfig, PosEnv, StoreMode, WorkflowConfig,
     POS_INT_MAILBOX, POS_LIVE_MAILBOX, POS_WORKFLOW,
 };
 pub use error::{ApiError, Error};
 pub use response::ApiVersion;
-pub use server::{serve, MockMesh};
+pub use server::{serve, serve_app, MockMesh};
 pub use tls::TlsConfig;

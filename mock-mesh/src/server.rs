@@ -5,6 +5,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::server::conn::http1;
@@ -12,7 +13,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{oneshot, watch, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
@@ -34,12 +35,30 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let tls = config.tls.as_ref().map(TlsConfig::acceptor).transpose()?;
     let app = App::new(config).await?;
-    serve_app(listener, app, tls, shutdown).await
+    serve_app(listener, app, shutdown).await
 }
 
-async fn serve_app(
+/// [`serve`] for an [`App`] already started (its store recovered), so that a caller can bind
+/// and announce the socket only once requests can be served.
+pub async fn serve_app(
+    listener: TcpListener,
+    app: App,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let tls = app
+        .state
+        .config
+        .tls
+        .as_ref()
+        .map(TlsConfig::acceptor)
+        .transpose()?;
+    accept_loop(listener, app, tls, shutdown).await
+}
+
+/// Accepts connections until `shutdown`, at most `limits.max_connections` at once (the rest
+/// wait in the listen backlog), then drains them and stops the app.
+async fn accept_loop(
     listener: TcpListener,
     app: App,
     tls: Option<TlsAcceptor>,
@@ -47,8 +66,18 @@ async fn serve_app(
 ) -> Result<(), Error> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut conns = JoinSet::new();
+    let slots = Arc::new(Semaphore::new(
+        app.state.config.limits.max_connections.max(1),
+    ));
     tokio::pin!(shutdown);
     loop {
+        let slot = tokio::select! {
+            _ = &mut shutdown => break,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(s) => s,
+                Err(_) => break,
+            },
+        };
         tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -58,6 +87,7 @@ async fn serve_app(
                     let stop = stop_rx.clone();
                     let tls = tls.clone();
                     conns.spawn(async move {
+                        let _slot = slot;
                         match tls {
                             None => serve_connection(stream, app, stop).await,
                             Some(tls) => {
@@ -115,6 +145,7 @@ async fn serve_connection<I>(io: I, app: App, mut stop: watch::Receiver<bool>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let header_timeout = app.state.config.limits.body_timeout;
     let svc = service_fn(move |req| {
         let app = app.clone();
         async move { Ok::<_, Infallible>(app.handle(req).await) }
@@ -122,6 +153,7 @@ where
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .keep_alive(true)
+        .header_read_timeout(header_timeout)
         .serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
     if *stop.borrow() {
@@ -155,7 +187,7 @@ impl MockMesh {
         let addr = listener.local_addr().map_err(Error::Net)?;
         let app = App::new(config).await?;
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve_app(listener, app.clone(), tls, async move {
+        let task = tokio::spawn(accept_loop(listener, app.clone(), tls, async move {
             let _ = rx.await;
         }));
         Ok(MockMesh {

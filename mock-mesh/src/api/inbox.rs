@@ -284,11 +284,14 @@ pub(crate) fn download(
         resp.headers_mut()
             .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
     }
+    let timeout = ctx.state.config.limits.response_timeout;
     let body = match (source, decode) {
         (ChunkSource::Memory(b), false) => full(b),
-        (ChunkSource::Memory(b), true) => {
-            stream_reader(Box::new(MultiGzDecoder::new(std::io::Cursor::new(b))), None)
-        }
+        (ChunkSource::Memory(b), true) => stream_reader(
+            Box::new(MultiGzDecoder::new(std::io::Cursor::new(b))),
+            None,
+            timeout,
+        ),
         (ChunkSource::File { path, size }, decode) => {
             let f = std::fs::File::open(&path).map_err(|_| ApiError::NO_MESSAGE)?;
             let reader: Box<dyn Read + Send> = if decode {
@@ -299,7 +302,7 @@ pub(crate) fn download(
             } else {
                 Box::new(f)
             };
-            stream_reader(reader, (!decode).then_some(size))
+            stream_reader(reader, (!decode).then_some(size), timeout)
         }
     };
     *resp.body_mut() = body;
