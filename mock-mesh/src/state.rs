@@ -38,7 +38,8 @@ impl State {
                 config.auth.clone(),
                 config.clock.clone(),
             ),
-            pos: PosEngine::new(&config.pos, config.pos_chunk_bytes),
+            pos: PosEngine::new(&config.pos, config.pos_chunk_bytes)
+                .with_max_decoded(config.limits.pos_max_decoded_bytes),
             mailboxes,
             store,
             config,

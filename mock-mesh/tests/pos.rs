@@ -5,6 +5,8 @@
 mod common;
 use common::*;
 
+use std::collections::HashMap;
+
 #[tokio::test]
 async fn pos_answers_the_int_test_patients_and_rejects_a_bad_file() {
     let config = Config {
@@ -241,4 +243,36 @@ async fn logs_carry_no_nhs_numbers_local_ids_or_bodies() {
     ] {
         assert!(!logs.contains(secret), "{secret} in the logs");
     }
+}
+
+#[tokio::test]
+async fn a_gzip_bomb_is_decoded_under_a_limit_and_rejected_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default().with_store_dir(dir.path());
+    config.limits.pos_max_decoded_bytes = 100_000;
+    let m = Mesh::start(config).await;
+    // 22 kB of valid lines fit; 220 kB (a few hundred bytes of gzip) do not
+    let small = "9434765919\n".repeat(2_000).into_bytes();
+    let bomb = "9434765919\n".repeat(20_000).into_bytes();
+    submit(&m, POS_INT, small.clone(), "SMALL", true).await;
+    submit(&m, POS_INT, bomb, "BOMB", true).await;
+    let ids = m.wait_for(A, 4).await;
+    let mut results = HashMap::new();
+    for id in &ids {
+        let (h_, body) = collect(&m, A, id).await;
+        if h(&h_, "mex-subject") != Some("SUCCESS") {
+            results.insert(h(&h_, "mex-localid").unwrap().to_string(), body);
+        }
+    }
+    assert_eq!(results["SMALL"], small);
+    assert_eq!(
+        results["BOMB"], b"The file contains one or more invalid NHS Numbers.\r\n",
+        "rejected as an unreadable file is (CRLF: no line was read)"
+    );
+    m.server.stop().await;
+    // no result file of the cut-off job is left behind
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+        0
+    );
 }

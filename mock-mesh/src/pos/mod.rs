@@ -115,6 +115,8 @@ pub(crate) struct PosEngine {
     seed: u64,
     delay: Duration,
     chunk_bytes: u64,
+    /// Most bytes decoded from one submission (a gzip bomb is cut off here).
+    max_decoded: u64,
 }
 
 impl PosEngine {
@@ -141,7 +143,14 @@ impl PosEngine {
             seed: c.optout_seed,
             delay: c.delay,
             chunk_bytes: chunk_bytes.max(1),
+            max_decoded: u64::MAX,
         }
+    }
+
+    /// Caps the bytes decoded from one submission; a larger one is rejected as unreadable.
+    pub(crate) fn with_max_decoded(mut self, bytes: u64) -> PosEngine {
+        self.max_decoded = bytes;
+        self
     }
 
     pub(crate) fn opted_out(&self, env: PosEnv, n: u64) -> bool {
@@ -257,11 +266,35 @@ struct Analysis {
     result: Option<ResultSink>,
 }
 
+/// One streaming pass over a submission: hash, validate, and write the kept lines to `sink`.
+/// An error (unreadable data, or more than the engine's decode limit) frees the sink's files.
 fn analyse(
     mut reader: Box<dyn Read + Send>,
     engine: &PosEngine,
     env: PosEnv,
     mut sink: ResultSink,
+) -> std::io::Result<Analysis> {
+    match analyse_stream(&mut reader, engine, env, &mut sink) {
+        Err(e) => {
+            sink.discard();
+            Err(e)
+        }
+        Ok(mut a) => {
+            if a.invalid || a.size == 0 {
+                sink.discard();
+            } else {
+                a.result = Some(sink);
+            }
+            Ok(a)
+        }
+    }
+}
+
+fn analyse_stream(
+    reader: &mut Box<dyn Read + Send>,
+    engine: &PosEngine,
+    env: PosEnv,
+    sink: &mut ResultSink,
 ) -> std::io::Result<Analysis> {
     let mut buf = vec![0u8; 4 << 20];
     let mut carry: Vec<u8> = Vec::new();
@@ -307,6 +340,11 @@ fn analyse(
         let data = &buf[..n];
         hasher.update(data);
         a.size += n as u64;
+        if a.size > engine.max_decoded {
+            return Err(std::io::Error::other(
+                "the decoded submission is over the POS limit",
+            ));
+        }
         if a.invalid {
             continue; // only the hash matters now
         }
@@ -357,11 +395,6 @@ fn analyse(
     a.hash = hex::encode(hasher.finalize());
     if a.line_ending.is_empty() {
         a.line_ending = "\r\n";
-    }
-    if a.invalid || a.size == 0 {
-        sink.discard();
-    } else {
-        a.result = Some(sink);
     }
     Ok(a)
 }
