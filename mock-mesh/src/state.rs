@@ -66,10 +66,24 @@ impl State {
         t.drain(..).collect()
     }
 
-    /// Applies the inbox expiry (undeliverable + NDR), persisting the changes.
+    /// Applies the upload expiry (unfinished uploads abandoned) and the inbox expiry
+    /// (undeliverable + NDR), persisting the changes.
     pub(crate) async fn expire(&self) {
+        let now = self.config.clock.now();
+        let abandoned = self
+            .store
+            .abandon_uploads(now, self.config.limits.upload_expiry);
+        if !abandoned.is_empty() {
+            for m in &abandoned {
+                tracing::info!(message_id = %m.id, "unfinished upload expired; its data is freed");
+                self.store.drop_data(m).await;
+            }
+            if let Err(e) = self.store.persist(abandoned).await {
+                tracing::error!(error = %e, "could not persist upload expiry");
+            }
+        }
         let days = (self.config.inbox_expiry.as_secs() / 86_400).max(1);
-        let changed = self.store.expire_due(self.config.clock.now(), days);
+        let changed = self.store.expire_due(now, days);
         if changed.is_empty() {
             return;
         }

@@ -155,3 +155,38 @@ async fn eight_concurrent_senders_lose_nothing() {
     let m = std::sync::Arc::into_inner(m).unwrap();
     m.server.stop().await;
 }
+
+#[tokio::test]
+async fn an_unfinished_upload_expires_and_frees_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = Mesh::start(Config::default().with_store_dir(dir.path())).await;
+    let r = m
+        .send(A, B, "chunk one of two")
+        .header("mex-chunk-range", "1:2")
+        .send()
+        .await
+        .unwrap();
+    let id = json(r).await["message_id"].as_str().unwrap().to_string();
+    let data = dir.path().join("chunks").join(&id);
+    assert!(data.exists());
+    m.clock.advance(chrono::Duration::hours(23));
+    assert_eq!(json(m.track(A, &id).await).await["status"], "uploading");
+    m.clock
+        .advance(chrono::Duration::hours(1) + chrono::Duration::minutes(1));
+    assert_eq!(json(m.track(A, &id).await).await["status"], "error");
+    assert!(!data.exists(), "its chunk data is freed");
+    let r = m
+        .req(
+            Method::POST,
+            &format!("/messageexchange/{A}/outbox/{id}/2"),
+            A,
+        )
+        .header("mex-chunk-range", "2:2")
+        .body("too late")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 423);
+    assert!(m.inbox(B).await.is_empty());
+    m.server.stop().await;
+}

@@ -65,6 +65,8 @@ pub(crate) struct Inner {
     outboxes: HashMap<String, Vec<String>>,
     /// (deadline µs, id) of accepted DATA messages
     expiry: BTreeSet<(i64, String)>,
+    /// (created µs, id) of messages still uploading
+    uploads: BTreeSet<(i64, String)>,
     next_seq: u64,
     /// (sender, POS mailbox, file hash) → message id that first submitted it
     pos_hashes: HashMap<(String, String, String), String>,
@@ -78,6 +80,9 @@ impl Inner {
                 .entry(s.clone())
                 .or_default()
                 .push(m.id.clone());
+        }
+        if m.status == Status::Uploading {
+            self.uploads.insert((m.created_us, m.id.clone()));
         }
         if m.status == Status::Accepted {
             self.inboxes
@@ -174,6 +179,7 @@ impl Inner {
         let at = m.accepted_us.unwrap_or(m.created_us);
         self.expiry
             .remove(&(at.saturating_add(expiry_us), m.id.clone()));
+        self.uploads.remove(&(m.created_us, m.id.clone()));
     }
 }
 
@@ -424,6 +430,37 @@ impl Store {
                 inner.messages.insert(report.id.clone(), report.clone());
                 changed.push(report);
             }
+        }
+        changed
+    }
+
+    /// Abandons every upload started more than `max_age` before `now` and still incomplete:
+    /// it turns `error` (no longer completable; 423 for a late chunk). Returns the changed
+    /// messages (to persist, and whose data to drop).
+    pub(crate) fn abandon_uploads(
+        &self,
+        now: DateTime<Utc>,
+        max_age: std::time::Duration,
+    ) -> Vec<Message> {
+        let now_us = to_us(now);
+        let age_us = max_age.as_micros().min(i64::MAX as u128) as i64;
+        let mut inner = lock(&self.inner);
+        let mut changed = Vec::new();
+        while let Some((created, id)) = inner.uploads.first().cloned() {
+            if created.saturating_add(age_us) > now_us {
+                break;
+            }
+            inner.uploads.pop_first();
+            let Some(m) = inner.messages.get_mut(&id) else {
+                continue;
+            };
+            if m.status != Status::Uploading {
+                continue;
+            }
+            m.status = Status::Error;
+            m.status_us = now_us;
+            m.version += 1;
+            changed.push(m.clone());
         }
         changed
     }
