@@ -29,6 +29,12 @@ pub(super) struct Journal {
     dirty: bool,
     /// Test hook: the next appends write a torn prefix and fail with ENOSPC.
     fault: Option<Fault>,
+    /// Records in the journal (whole messages after a rewrite, plus every append since).
+    records: usize,
+    /// Messages at the last rewrite.
+    live: usize,
+    /// Fewest records worth a compaction.
+    pub(super) compact_min: usize,
 }
 
 /// An injected journal failure (tests only): the next `times` appends write their first
@@ -88,12 +94,30 @@ impl Journal {
             good_len: buf.len() as u64,
             dirty: false,
             fault: None,
+            records: messages.len(),
+            live: messages.len(),
+            compact_min: 4096,
         })
     }
 
     /// Bytes in the journal.
     pub(super) fn len(&self) -> u64 {
         self.good_len
+    }
+
+    /// True once the journal holds more than twice as many records as messages (and enough
+    /// to be worth it): old versions dominate, so [`Journal::compact`] is due.
+    pub(super) fn compaction_due(&self, messages: usize) -> bool {
+        self.records > self.compact_min.max(2 * messages.max(self.live))
+    }
+
+    /// Rewrites the journal as exactly `messages` (one line each), keeping the test hook.
+    pub(super) fn compact(&mut self, dir: &Path, messages: &[Message]) -> Result<(), Error> {
+        let mut fresh = Journal::rewrite(dir, messages)?;
+        fresh.fault = self.fault.take();
+        fresh.compact_min = self.compact_min;
+        *self = fresh;
+        Ok(())
     }
 
     /// Arms the test hook.
@@ -113,6 +137,7 @@ impl Journal {
         match self.write(&buf) {
             Ok(()) => {
                 self.good_len += buf.len() as u64;
+                self.records += messages.len();
                 Ok(())
             }
             Err(e) => {

@@ -625,7 +625,15 @@ impl Store {
         if messages.is_empty() {
             return Ok(());
         }
-        blocking(move || lock(&journal).append(&messages)).await
+        let inner = self.inner.clone();
+        let dir = self.dir.clone().unwrap_or_default();
+        blocking(move || {
+            let mut journal = lock(&journal);
+            journal.append(&messages)?;
+            compact_if_due(&mut journal, &inner, &dir);
+            Ok(())
+        })
+        .await
     }
 
     /// Test hook: the next `times` journal appends write `torn_bytes` bytes and then fail as if
@@ -675,6 +683,7 @@ impl Store {
             return Ok(changed);
         };
         let dest = place.as_ref().and_then(|p| self.chunk_path(&p.id, p.n));
+        let dir = self.dir.clone().unwrap_or_default();
         let done = tokio::task::spawn_blocking(move || {
             let mut journal = lock(&journal);
             let (changed, had_chunk) = {
@@ -723,10 +732,13 @@ impl Store {
                 }
                 return Err(Refused::Store(e));
             }
-            let mut guard = lock(&inner);
-            for m in &changed {
-                guard.apply(m.clone(), expiry_us);
+            {
+                let mut guard = lock(&inner);
+                for m in &changed {
+                    guard.apply(m.clone(), expiry_us);
+                }
             }
+            compact_if_due(&mut journal, &inner, &dir);
             Ok(changed)
         })
         .await;
@@ -781,6 +793,22 @@ impl From<Refused> for Error {
                 message: format!("change refused: {}", e.status()),
             },
         }
+    }
+}
+
+/// Rewrites the journal from the current messages once old versions dominate it, so that it
+/// stays proportional to the messages it describes. Called under the journal lock after every
+/// change has been applied in memory. A failed compaction leaves the old journal in use.
+fn compact_if_due(journal: &mut Journal, inner: &Mutex<Inner>, dir: &Path) {
+    let count = lock(inner).messages.len();
+    if !journal.compaction_due(count) {
+        return;
+    }
+    let mut messages: Vec<Message> = lock(inner).messages.values().cloned().collect();
+    messages.sort_by_key(|m| (m.seq, m.created_us));
+    match journal.compact(dir, &messages) {
+        Ok(()) => tracing::info!(messages = messages.len(), "journal compacted"),
+        Err(e) => tracing::warn!(error = %e, "journal compaction failed; the old journal stays"),
     }
 }
 
@@ -876,6 +904,49 @@ pub(crate) fn sync_dir(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_journal_stays_proportional_to_the_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let expiry = std::time::Duration::from_secs(3600);
+        let store = Store::open(dir.path(), expiry).unwrap();
+        lock(store.journal.as_ref().unwrap()).compact_min = 8;
+        let m = Message::new(
+            "ID1".into(),
+            MessageType::Data,
+            Some("A".into()),
+            "B".into(),
+            "W".into(),
+            0,
+        );
+        store
+            .commit(None, move |inner| Ok(vec![inner.new_message(m)?]))
+            .await
+            .unwrap();
+        let one_record = store.journal_len();
+        for i in 0..200 {
+            let stage = if i % 2 == 0 {
+                PosStage::JobSent
+            } else {
+                PosStage::New
+            };
+            let snapshot = store.set_pos_stage("ID1", stage).unwrap();
+            store.persist(vec![snapshot]).await.unwrap();
+        }
+        assert!(
+            store.journal_len() <= 10 * one_record,
+            "{}",
+            store.journal_len()
+        );
+        let version = store.get("ID1").unwrap().version;
+        drop(store);
+        let store = Store::open(dir.path(), expiry).unwrap();
+        assert_eq!(
+            store.get("ID1").unwrap().version,
+            version,
+            "the newest version kept"
+        );
+    }
 
     #[test]
     fn ids_have_the_real_format() {
