@@ -47,6 +47,15 @@
 //! Plain HTTP by default; [`Config::with_tls`] serves HTTPS instead, and with a client CA
 //! ([`TlsConfig::with_client_ca`]) requires a client certificate signed by it, like real MESH.
 //! [`pki`] makes the certificates for that (tests and local mTLS setups).
+//!
+//! # What it survives
+//! A message is visible to its recipient, and answered `202`, only once its journal record is
+//! fsynced; a failed journal write is cut back and answered `507` on a full disk; a chunk that
+//! loses the race with its retry is refused and never touches accepted data; recovery tolerates
+//! torn records and reclaims data no record owns. Every wait on a client has a timeout and
+//! every resource a cap ([`Limits`]): body and response timeouts, concurrent connections, the
+//! declared chunk count, unfinished uploads, and the bytes the POS decodes.
+//!
 //! Logs (`tracing`) carry ids, counts, sizes, routes and statuses, never a body, an NHS number, a
 //! local id, a subject or a credential.
 

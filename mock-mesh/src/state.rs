@@ -7,12 +7,17 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
 
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use crate::auth::Authenticator;
 use crate::config::{Config, MailboxConfig};
 use crate::pos::PosEngine;
 use crate::store::Store;
+
+/// POS jobs that read their submission at the same time; the rest wait, so POS work can never
+/// take every blocking thread from the uploads and downloads.
+const POS_READERS: usize = 2;
 
 /// Everything a request handler needs.
 pub(crate) struct State {
@@ -21,6 +26,8 @@ pub(crate) struct State {
     pub(crate) auth: Authenticator,
     pub(crate) store: Store,
     pub(crate) pos: PosEngine,
+    /// POS jobs reading a submission at once (each holds a blocking thread while it reads).
+    pub(crate) pos_readers: Semaphore,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -40,6 +47,7 @@ impl State {
             ),
             pos: PosEngine::new(&config.pos, config.pos_chunk_bytes)
                 .with_max_decoded(config.limits.pos_max_decoded_bytes),
+            pos_readers: Semaphore::new(POS_READERS),
             mailboxes,
             store,
             config,

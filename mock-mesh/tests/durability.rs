@@ -214,3 +214,23 @@ async fn completing_a_chunked_message_leaves_the_inbox_alone() {
     assert_eq!(m.inbox(B).await, vec![first, id]);
     m.server.stop().await;
 }
+
+#[tokio::test]
+async fn a_failed_acknowledgement_record_leaves_the_message_downloadable() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = on_disk(dir.path()).await;
+    let id = m.send_ok(A, B, b"collect me").await;
+    m.server.app().inject_journal_fault(12, 1);
+    assert_eq!(m.ack(B, &id).await.status().as_u16(), 507);
+    assert_eq!(m.inbox(B).await, vec![id.clone()]);
+    assert_eq!(body_of(&m, B, &id, None).await, b"collect me");
+    assert_eq!(m.ack(B, &id).await.status(), StatusCode::OK);
+    assert!(m.inbox(B).await.is_empty());
+    m.server.stop().await;
+    let m = on_disk(dir.path()).await;
+    assert!(
+        m.inbox(B).await.is_empty(),
+        "the acknowledgement is durable"
+    );
+    m.server.stop().await;
+}

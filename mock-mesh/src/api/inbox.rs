@@ -315,12 +315,8 @@ pub(crate) async fn acknowledge(
     id: &str,
 ) -> Result<Response<ResponseBody>, ApiError> {
     let now = ctx.state.config.clock.now();
-    let (m, changed) = ctx.state.store.acknowledge(id, &ctx.mailbox, now)?;
+    let (m, changed) = ctx.state.store.acknowledge(id, &ctx.mailbox, now).await?;
     if changed {
-        if let Err(e) = ctx.state.store.persist(vec![m.clone()]).await {
-            tracing::error!(error = %e, "could not persist an acknowledgement");
-            return Err(ApiError::INTERNAL);
-        }
         ctx.state.store.drop_data(&m).await;
     }
     Ok(match ctx.version {

@@ -149,11 +149,13 @@ async fn run_job(state: Arc<State>, m: Message, env: PosEnv) -> Result<(), Error
             .and_then(|p| p.parent().map(PathBuf::from)),
     );
     let job_state = state.clone();
+    let reading = state.pos_readers.acquire().await;
     let analysis = crate::store::blocking(move || {
         let reader = open_message(sources, gzip).map_err(io_err)?;
         analyse(reader, &job_state.pos, env, sink).map_err(io_err)
     })
     .await;
+    drop(reading);
     let mut analysis = match analysis {
         Ok(a) => a,
         Err(e) => {
@@ -174,13 +176,10 @@ async fn run_job(state: Arc<State>, m: Message, env: PosEnv) -> Result<(), Error
     let sender = m.sender.clone().unwrap_or_default();
     // the POS collects the submission (its data is kept until the job is answered, so that a
     // restart can finish the job)
-    if let Ok((acked, true)) =
-        state
-            .store
-            .acknowledge(&m.id, &pos_mailbox, state.config.clock.now())
-    {
-        state.store.persist(vec![acked]).await?;
-    }
+    state
+        .store
+        .acknowledge(&m.id, &pos_mailbox, state.config.clock.now())
+        .await?;
     if m.pos_stage == PosStage::JobSent {
         tracing::info!(submission = %m.id, "POS job resumed after a restart");
         return send_result(&state, &m, analysis).await;

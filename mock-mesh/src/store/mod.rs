@@ -310,28 +310,40 @@ impl Store {
     }
 
     /// Acknowledge (§5.8): only the recipient; accepted → acknowledged; otherwise no change.
-    /// Returns the message and whether it changed.
-    pub(crate) fn acknowledge(
+    /// Returns the message and whether it changed. Durable before visible, like every
+    /// [`Store::commit`]: a failed journal write leaves the message in the inbox.
+    pub(crate) async fn acknowledge(
         &self,
         id: &str,
         caller: &str,
         now: DateTime<Utc>,
-    ) -> Result<(Message, bool), ApiError> {
-        let mut inner = lock(&self.inner);
-        let m = inner.messages.get_mut(id).ok_or(ApiError::NO_MESSAGE)?;
-        if m.recipient != caller {
-            return Err(ApiError::FORBIDDEN);
+    ) -> Result<(Message, bool), Refused> {
+        let (owned_id, caller) = (id.to_string(), caller.to_string());
+        let now_us = to_us(now);
+        let changed = self
+            .commit(None, move |inner| {
+                let m = inner.messages.get(&owned_id).ok_or(ApiError::NO_MESSAGE)?;
+                if m.recipient != caller {
+                    return Err(ApiError::FORBIDDEN);
+                }
+                if m.status != Status::Accepted {
+                    return Ok(Vec::new());
+                }
+                let mut m = m.clone();
+                m.status = Status::Acknowledged;
+                m.acknowledged_us = Some(now_us);
+                m.status_us = now_us;
+                m.version += 1;
+                Ok(vec![m])
+            })
+            .await?;
+        match changed.into_iter().next() {
+            Some(m) => Ok((m, true)),
+            None => Ok((
+                self.get(id).ok_or(Refused::Api(ApiError::NO_MESSAGE))?,
+                false,
+            )),
         }
-        if m.status != Status::Accepted {
-            return Ok((m.clone(), false));
-        }
-        m.status = Status::Acknowledged;
-        m.acknowledged_us = Some(to_us(now));
-        m.status_us = to_us(now);
-        m.version += 1;
-        let snapshot = m.clone();
-        inner.unindex_inbox(&snapshot, self.expiry_us);
-        Ok((snapshot, true))
     }
 
     /// Sets a POS file hash on a message; returns the id of an earlier message from the same
