@@ -185,3 +185,33 @@ async fn the_declared_chunk_count_is_capped() {
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     m.server.stop().await;
 }
+
+#[tokio::test]
+async fn connections_beyond_the_cap_wait_until_one_closes() {
+    let mut config = Config::default();
+    config.limits.max_connections = 2;
+    let m = Mesh::start(config).await;
+    let addr = m.server.local_addr();
+    let first = TcpStream::connect(addr).await.unwrap();
+    let _second = TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let health = || {
+        reqwest::Client::new()
+            .get(m.url("/health"))
+            .timeout(Duration::from_millis(500))
+            .send()
+    };
+    assert!(health().await.is_err(), "a third connection waits");
+    drop(first);
+    let r = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Ok(r) = health().await {
+                return r;
+            }
+        }
+    })
+    .await
+    .expect("served once a slot is free");
+    assert_eq!(r.status(), StatusCode::OK);
+    m.server.stop().await;
+}
