@@ -1,16 +1,18 @@
 //! Response bodies: small in-memory bodies, and streamed chunk bodies fed by a blocking reader
 //! (a file, optionally gunzipped) through a bounded channel so that a 20 GB message never sits
-//! in memory.
+//! in memory, with a timeout so that a client that stops reading holds nothing for ever.
 
 use std::io::Read;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::SendTimeoutError;
 
 /// The body type of every response.
 pub type ResponseBody = UnsyncBoxBody<Bytes, std::io::Error>;
@@ -61,39 +63,75 @@ impl Body for ChannelBody {
     }
 }
 
-/// Streams everything `reader` yields, read on a blocking thread. `len` is the exact length if
-/// known (it must be exact: hyper trusts it for `Content-Length`).
-pub(crate) fn stream_reader(reader: Box<dyn Read + Send>, len: Option<u64>) -> ResponseBody {
+/// Streams everything `reader` yields. `len` is the exact length if known (it must be exact:
+/// hyper trusts it for `Content-Length`). The reads run on blocking threads one buffer at a
+/// time, so a client that stops reading holds no thread; if it takes no data for `timeout`
+/// the body is cut off (hyper then closes the connection).
+pub(crate) fn stream_reader(
+    reader: Box<dyn Read + Send>,
+    len: Option<u64>,
+    timeout: Duration,
+) -> ResponseBody {
     let (tx, rx) = mpsc::channel(4);
-    tokio::task::spawn_blocking(move || pump(reader, tx));
+    tokio::spawn(pump(reader, tx, timeout));
     ChannelBody { rx, len }.boxed_unsync()
 }
 
-fn pump(mut reader: Box<dyn Read + Send>, tx: mpsc::Sender<std::io::Result<Bytes>>) {
+async fn pump(
+    mut reader: Box<dyn Read + Send>,
+    tx: mpsc::Sender<std::io::Result<Bytes>>,
+    timeout: Duration,
+) {
     loop {
-        let mut buf = BytesMut::zeroed(READ_BUF);
-        let mut filled = 0;
-        // fill the buffer as far as possible: fewer, larger frames
-        while filled < READ_BUF {
-            match reader.read(&mut buf[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
-                    return;
-                }
-            }
-        }
-        if filled == 0 {
+        let read = tokio::task::spawn_blocking(move || {
+            let r = fill(&mut reader);
+            (reader, r)
+        })
+        .await;
+        let Ok((back, r)) = read else {
             return;
+        };
+        reader = back;
+        let (buf, last) = match r {
+            Ok(Some(b)) => {
+                let last = b.len() < READ_BUF;
+                (b, last)
+            }
+            Ok(None) => return,
+            Err(e) => {
+                let _ = tx.send_timeout(Err(e), timeout).await;
+                return;
+            }
+        };
+        match tx.send_timeout(Ok(buf), timeout).await {
+            Ok(()) => {}
+            Err(SendTimeoutError::Timeout(_)) => {
+                tracing::info!("download cut off: the client took no data in time");
+                return;
+            }
+            Err(SendTimeoutError::Closed(_)) => return, // client went away
         }
-        buf.truncate(filled);
-        if tx.blocking_send(Ok(buf.freeze())).is_err() {
-            return; // client went away
-        }
-        if filled < READ_BUF {
+        if last {
             return;
         }
     }
+}
+
+/// Reads up to one buffer (fewer, larger frames); `None` at the end.
+fn fill(reader: &mut Box<dyn Read + Send>) -> std::io::Result<Option<Bytes>> {
+    let mut buf = BytesMut::zeroed(READ_BUF);
+    let mut filled = 0;
+    while filled < READ_BUF {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if filled == 0 {
+        return Ok(None);
+    }
+    buf.truncate(filled);
+    Ok(Some(buf.freeze()))
 }

@@ -181,6 +181,44 @@ pub struct Config {
     pub clock: Clock,
     /// HTTPS (optionally mutual TLS) instead of plain HTTP (default `None`).
     pub tls: Option<TlsConfig>,
+    /// Timeouts and caps that keep slow or hostile clients from starving the others.
+    pub limits: Limits,
+}
+
+/// Bounds on what one client can hold: every wait has a timeout, every resource a cap.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Longest wait for the next piece of a request body (or for the request head); a client
+    /// that stalls longer is dropped and its staged data deleted (default 60 s).
+    pub body_timeout: Duration,
+    /// Longest wait for a client to take the next piece of a response body; a download whose
+    /// client stops reading is cut off (default 60 s).
+    pub response_timeout: Duration,
+    /// Connections served at once; more wait in the listen backlog (default 1,024).
+    pub max_connections: usize,
+    /// Largest `N` a `Mex-Chunk-Range: 1:N` may declare (default 200: the 20 GB message limit
+    /// over MESH's 100 MB per request); beyond it the send is refused with `417
+    /// InvalidHeaderChunks`, as a malformed range is.
+    pub max_chunks: u32,
+    /// An upload still incomplete this long after its first chunk is abandoned: its data is
+    /// freed and it turns `error` in tracking (default 1 day).
+    pub upload_expiry: Duration,
+    /// Most bytes the POS decodes from one (gzip) submission (default 20 GB, the MESH message
+    /// limit); a larger submission is treated as unreadable and rejected whole.
+    pub pos_max_decoded_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            body_timeout: Duration::from_secs(60),
+            response_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+            max_chunks: 200,
+            upload_expiry: Duration::from_secs(DAY),
+            pos_max_decoded_bytes: 20 * 1024 * 1024 * 1024,
+        }
+    }
 }
 
 const DAY: u64 = 24 * 3600;
@@ -256,6 +294,7 @@ impl Default for Config {
             pos_chunk_bytes: 75 * 1024 * 1024,
             clock: Clock::system(),
             tls: None,
+            limits: Limits::default(),
         }
     }
 }

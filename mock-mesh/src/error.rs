@@ -13,12 +13,11 @@
 
 use std::path::PathBuf;
 
-use bytes::Bytes;
-use http::{header, HeaderValue, Response, StatusCode};
+use http::{Response, StatusCode};
 use serde_json::json;
 
-use crate::body::{full, ResponseBody};
-use crate::headers::ApiVersion;
+use crate::body::ResponseBody;
+use crate::response::{json as json_response, ApiVersion, JsonType};
 
 /// Library-level errors (start-up, configuration, storage).
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +71,20 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+}
+
+impl Error {
+    /// True for a full disk (or quota): an I/O error with `ENOSPC` / `EDQUOT`.
+    pub(crate) fn is_storage_full(&self) -> bool {
+        match self {
+            Error::Io { source, .. } => {
+                source.kind() == std::io::ErrorKind::StorageFull
+                    || source.kind() == std::io::ErrorKind::QuotaExceeded
+                    || source.raw_os_error() == Some(28)
+            }
+            _ => false,
+        }
+    }
 }
 
 impl Error {
@@ -285,6 +298,10 @@ impl ApiError {
     pub const LOCKED: ApiError = ApiError::Generic(StatusCode::LOCKED);
     /// 406: chunk number beyond the total.
     pub const NOT_ACCEPTABLE: ApiError = ApiError::Generic(StatusCode::NOT_ACCEPTABLE);
+    /// 507 Insufficient Storage: the disk is full; nothing was stored.
+    pub const INSUFFICIENT_STORAGE: ApiError = ApiError::Generic(StatusCode::INSUFFICIENT_STORAGE);
+    /// 408: the client sent nothing for longer than the body timeout.
+    pub const TIMEOUT: ApiError = ApiError::Generic(StatusCode::REQUEST_TIMEOUT);
     /// 500.
     pub const INTERNAL: ApiError = ApiError::Generic(StatusCode::INTERNAL_SERVER_ERROR);
 
@@ -357,16 +374,11 @@ impl ApiError {
             ApiError::MethodNotAllowed => (json!({"detail": "Method Not Allowed"}), false),
         };
         let content_type = if v2 {
-            "application/vnd.mesh.v2+json"
+            JsonType::MeshV2
         } else {
-            "application/json"
+            JsonType::Plain
         };
-        let bytes = Bytes::from(body.to_string());
-        let mut resp = Response::new(full(bytes));
-        *resp.status_mut() = status;
-        resp.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-        resp
+        json_response(status, &body, content_type)
     }
 }
 

@@ -7,15 +7,7 @@
 pub use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::error::{ApiError, ValidationItem};
-
-/// The API version a request asked for through its `Accept` header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ApiVersion {
-    /// `application/json`, `application/vnd.mesh.v1+json`, or no vnd type at all.
-    V1,
-    /// `application/vnd.mesh.v2+json` (or any higher number).
-    V2,
-}
+pub use crate::response::ApiVersion;
 
 /// Reads the API version from an `Accept` value (§4): split on `;` (not `,`); the first piece
 /// containing `vnd.mesh` must be exactly `application/vnd.mesh.v<digits>+json`.

@@ -47,10 +47,20 @@
 //! Plain HTTP by default; [`Config::with_tls`] serves HTTPS instead, and with a client CA
 //! ([`TlsConfig::with_client_ca`]) requires a client certificate signed by it, like real MESH.
 //! [`pki`] makes the certificates for that (tests and local mTLS setups).
+//!
+//! # What it survives
+//! A message is visible to its recipient, and answered `202`, only once its journal record is
+//! fsynced; a failed journal write is cut back and answered `507` on a full disk; a chunk that
+//! loses the race with its retry is refused and never touches accepted data; recovery tolerates
+//! torn records and reclaims data no record owns. Every wait on a client has a timeout and
+//! every resource a cap ([`Limits`]): body and response timeouts, concurrent connections, the
+//! declared chunk count, unfinished uploads, and the bytes the POS decodes.
+//!
 //! Logs (`tracing`) carry ids, counts, sizes, routes and statuses, never a body, an NHS number, a
 //! local id, a subject or a credential.
 
 mod api;
+mod app;
 pub mod auth;
 mod body;
 mod clock;
@@ -59,19 +69,22 @@ mod error;
 pub mod headers;
 pub mod pki;
 pub mod pos;
+mod response;
 mod router;
 mod server;
+mod state;
 mod store;
 mod tls;
 
+pub use app::App;
 pub use auth::AuthConfig;
 pub use body::ResponseBody;
 pub use clock::Clock;
 pub use config::{
-    load_optout_file, Config, MailboxConfig, PosConfig, PosEnv, StoreMode, WorkflowConfig,
+    load_optout_file, Config, Limits, MailboxConfig, PosConfig, PosEnv, StoreMode, WorkflowConfig,
     POS_INT_MAILBOX, POS_LIVE_MAILBOX, POS_WORKFLOW,
 };
 pub use error::{ApiError, Error};
-pub use headers::ApiVersion;
-pub use server::{serve, App, MockMesh};
+pub use response::ApiVersion;
+pub use server::{serve, serve_app, MockMesh};
 pub use tls::TlsConfig;

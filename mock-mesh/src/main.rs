@@ -204,6 +204,8 @@ async fn shutdown_signal() {
 
 async fn run(a: ServeArgs) -> anyhow::Result<()> {
     let config = build_config(&a)?;
+    // recover the store first: "listening" means requests can be served
+    let app = mock_mesh::App::new(config.clone()).await?;
     let listener = tokio::net::TcpListener::bind(a.listen)
         .await
         .with_context(|| format!("cannot listen on {}", a.listen))?;
@@ -218,7 +220,7 @@ async fn run(a: ServeArgs) -> anyhow::Result<()> {
         Some(_) => ("https", "not asked for"),
     };
     tracing::info!(%addr, store = %store, mailboxes = config.mailboxes.len(), client_certificates, "mock-mesh listening on {scheme}://{addr}");
-    mock_mesh::serve(listener, config, shutdown_signal()).await?;
+    mock_mesh::serve_app(listener, app, shutdown_signal()).await?;
     Ok(())
 }
 

@@ -13,8 +13,9 @@ use hyper::body::Body;
 use crate::api::{self, Ctx};
 use crate::body::ResponseBody;
 use crate::error::ApiError;
-use crate::headers::{parse_api_version, ApiVersion};
-use crate::server::AppState;
+use crate::headers::parse_api_version;
+use crate::response::ApiVersion;
+use crate::state::State;
 
 /// Which endpoint a path names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,7 +182,7 @@ fn resolve(path: &str) -> Option<(Option<String>, Route)> {
 }
 
 /// Answers one request.
-pub(crate) async fn handle<B>(state: &Arc<AppState>, req: Request<B>) -> Response<ResponseBody>
+pub(crate) async fn handle<B>(state: &Arc<State>, req: Request<B>) -> Response<ResponseBody>
 where
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: std::fmt::Display,
@@ -222,7 +223,7 @@ where
 }
 
 async fn dispatch<B>(
-    state: &Arc<AppState>,
+    state: &Arc<State>,
     req: Request<B>,
     mailbox: Option<String>,
     route: Route,
@@ -277,7 +278,7 @@ where
         }
         Route::Acknowledge { id } => api::inbox::acknowledge(&ctx, &id).await,
         Route::Count => api::inbox::count(&ctx),
-        Route::Update => Ok(api::empty_ok()),
+        Route::Update => Ok(crate::response::empty_ok()),
         Route::Health | Route::EndpointLookup { .. } | Route::WorkflowSearch { .. } => {
             Err(ApiError::NoRoute)
         }

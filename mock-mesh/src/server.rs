@@ -1,159 +1,27 @@
-//! The server: shared state ([`App`]), the accept loop with graceful shutdown over plain HTTP or
-//! TLS ([`serve`]), and the embeddable handle ([`MockMesh`]) that binds `127.0.0.1:0`.
+//! The sockets: the accept loop with graceful shutdown over plain HTTP or TLS ([`serve`]), and
+//! the embeddable handle ([`MockMesh`]) that binds `127.0.0.1:0`. Everything else is
+//! [`App`]'s.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Request, Response};
-use hyper::body::Body;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{oneshot, watch, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-use crate::auth::Authenticator;
-use crate::body::ResponseBody;
-use crate::config::{Config, MailboxConfig, StoreMode};
+use crate::app::App;
+use crate::config::Config;
 use crate::error::Error;
-use crate::pos::PosEngine;
-use crate::store::{Message, Store};
 use crate::tls::TlsConfig;
-
-/// Everything a request handler needs.
-pub(crate) struct AppState {
-    pub config: Config,
-    pub mailboxes: HashMap<String, MailboxConfig>,
-    pub auth: Authenticator,
-    pub store: Store,
-    pub pos: PosEngine,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
-}
-
-impl AppState {
-    /// Password of a known mailbox.
-    pub(crate) fn password_of(&self, id: &str) -> Option<&str> {
-        self.mailboxes.get(id).map(|m| m.password.as_str())
-    }
-
-    /// Runs `f` as a background task that [`App::shutdown`] cancels.
-    pub(crate) fn spawn(&self, f: impl Future<Output = ()> + Send + 'static) {
-        let h = tokio::spawn(f);
-        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
-        tasks.retain(|t| !t.is_finished());
-        tasks.push(h);
-    }
-
-    /// Applies the inbox expiry (undeliverable + NDR), persisting the changes.
-    pub(crate) async fn expire(&self) {
-        let days = (self.config.inbox_expiry.as_secs() / 86_400).max(1);
-        let changed = self.store.expire_due(self.config.clock.now(), days);
-        if changed.is_empty() {
-            return;
-        }
-        for m in changed.iter().filter(|m| m.sender.is_some()) {
-            tracing::info!(message_id = %m.id, "message expired undelivered; non-delivery report sent");
-            self.store.drop_data(m).await;
-        }
-        if let Err(e) = self.store.persist(changed).await {
-            tracing::error!(error = %e, "could not persist expiry");
-        }
-    }
-
-    /// Called once a message is complete and in its recipient's inbox.
-    pub(crate) fn on_accepted(self: &Arc<Self>, m: &Message) {
-        tracing::info!(
-            message_id = %m.id,
-            chunks = m.total_chunks,
-            bytes = m.file_size(),
-            "message accepted into inbox"
-        );
-        crate::pos::maybe_start(self, m);
-    }
-}
-
-/// The application: state plus the routing function. Cheap to clone.
-#[derive(Clone)]
-pub struct App {
-    pub(crate) state: Arc<AppState>,
-}
-
-impl App {
-    /// Opens the store (recovering a disk store) and restarts pending POS jobs. Must run inside
-    /// a tokio runtime.
-    pub async fn new(config: Config) -> Result<App, Error> {
-        let store = match &config.store {
-            StoreMode::Memory => Store::memory(config.inbox_expiry),
-            StoreMode::Disk(dir) => {
-                let dir = dir.clone();
-                let expiry = config.inbox_expiry;
-                crate::store::blocking(move || Store::open(&dir, expiry)).await?
-            }
-        };
-        let mailboxes = config
-            .mailboxes
-            .iter()
-            .map(|m| (m.id.clone(), m.clone()))
-            .collect();
-        let state = Arc::new(AppState {
-            auth: Authenticator::new(
-                config.shared_key.clone(),
-                config.auth.clone(),
-                config.clock.clone(),
-            ),
-            pos: PosEngine::new(&config.pos, config.pos_chunk_bytes),
-            mailboxes,
-            store,
-            config,
-            tasks: Mutex::new(Vec::new()),
-        });
-        crate::pos::recover(&state);
-        let sweeper = Arc::downgrade(&state);
-        state.spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(30));
-            loop {
-                tick.tick().await;
-                let Some(state) = sweeper.upgrade() else {
-                    return;
-                };
-                state.expire().await;
-            }
-        });
-        Ok(App { state })
-    }
-
-    /// Answers one request: the whole API as a plain async function, no socket needed.
-    pub async fn handle<B>(&self, req: Request<B>) -> Response<ResponseBody>
-    where
-        B: Body<Data = Bytes> + Send + Unpin + 'static,
-        B::Error: std::fmt::Display,
-    {
-        crate::router::handle(&self.state, req).await
-    }
-
-    /// Cancels background work (POS jobs, expiry sweeper) and waits for it.
-    pub async fn shutdown(&self) {
-        let tasks: Vec<_> = {
-            let mut t = self.state.tasks.lock().unwrap_or_else(|p| p.into_inner());
-            t.drain(..).collect()
-        };
-        for t in &tasks {
-            t.abort();
-        }
-        for t in tasks {
-            let _ = t.await;
-        }
-    }
-}
 
 /// Longest a client may take over the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -167,12 +35,30 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let tls = config.tls.as_ref().map(TlsConfig::acceptor).transpose()?;
     let app = App::new(config).await?;
-    serve_app(listener, app, tls, shutdown).await
+    serve_app(listener, app, shutdown).await
 }
 
-async fn serve_app(
+/// [`serve`] for an [`App`] already started (its store recovered), so that a caller can bind
+/// and announce the socket only once requests can be served.
+pub async fn serve_app(
+    listener: TcpListener,
+    app: App,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let tls = app
+        .state
+        .config
+        .tls
+        .as_ref()
+        .map(TlsConfig::acceptor)
+        .transpose()?;
+    accept_loop(listener, app, tls, shutdown).await
+}
+
+/// Accepts connections until `shutdown`, at most `limits.max_connections` at once (the rest
+/// wait in the listen backlog), then drains them and stops the app.
+async fn accept_loop(
     listener: TcpListener,
     app: App,
     tls: Option<TlsAcceptor>,
@@ -180,8 +66,18 @@ async fn serve_app(
 ) -> Result<(), Error> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut conns = JoinSet::new();
+    let slots = Arc::new(Semaphore::new(
+        app.state.config.limits.max_connections.max(1),
+    ));
     tokio::pin!(shutdown);
     loop {
+        let slot = tokio::select! {
+            _ = &mut shutdown => break,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(s) => s,
+                Err(_) => break,
+            },
+        };
         tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -191,6 +87,7 @@ async fn serve_app(
                     let stop = stop_rx.clone();
                     let tls = tls.clone();
                     conns.spawn(async move {
+                        let _slot = slot;
                         match tls {
                             None => serve_connection(stream, app, stop).await,
                             Some(tls) => {
@@ -248,6 +145,7 @@ async fn serve_connection<I>(io: I, app: App, mut stop: watch::Receiver<bool>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let header_timeout = app.state.config.limits.body_timeout;
     let svc = service_fn(move |req| {
         let app = app.clone();
         async move { Ok::<_, Infallible>(app.handle(req).await) }
@@ -255,6 +153,7 @@ where
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .keep_alive(true)
+        .header_read_timeout(header_timeout)
         .serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
     if *stop.borrow() {
@@ -288,7 +187,7 @@ impl MockMesh {
         let addr = listener.local_addr().map_err(Error::Net)?;
         let app = App::new(config).await?;
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve_app(listener, app.clone(), tls, async move {
+        let task = tokio::spawn(accept_loop(listener, app.clone(), tls, async move {
             let _ = rx.await;
         }));
         Ok(MockMesh {

@@ -4,10 +4,10 @@
 use http::StatusCode;
 use serde_json::json;
 
-use super::{empty_ok, json, Ctx, JsonType};
+use super::Ctx;
 use crate::body::ResponseBody;
 use crate::error::{ApiError, ValidationItem};
-use crate::headers::ApiVersion;
+use crate::response::{empty_ok, json, ApiVersion, JsonType};
 
 /// v2: empty 200; v1: `{"mailboxId": ...}`.
 pub(crate) fn handshake(ctx: &Ctx<'_>) -> Result<http::Response<ResponseBody>, ApiError> {

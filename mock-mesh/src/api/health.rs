@@ -3,12 +3,12 @@
 use http::StatusCode;
 use serde_json::json;
 
-use super::{json, JsonType};
 use crate::body::ResponseBody;
-use crate::server::AppState;
+use crate::response::{json, JsonType};
+use crate::state::State;
 
 /// `GET /messageexchange/_ping`, `/health`, `/_status`, `/_ping`, `/healthcheck`, `/messageexchange/deepping`.
-pub(crate) fn ping(_state: &AppState) -> http::Response<ResponseBody> {
+pub(crate) fn ping(_state: &State) -> http::Response<ResponseBody> {
     json(
         StatusCode::OK,
         &json!({"env": "local", "build_label": env!("CARGO_PKG_VERSION"), "status": "running", "outcome": "Yes"}),

@@ -15,10 +15,11 @@ use flate2::read::MultiGzDecoder;
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use serde_json::json;
 
-use super::{empty_ok, json, set, Ctx, JsonType};
+use super::Ctx;
 use crate::body::{empty, full, stream_reader, ResponseBody};
 use crate::error::{ApiError, ValidationItem};
-use crate::headers::{accepts_gzip, ApiVersion, ContentEncoding};
+use crate::headers::{accepts_gzip, ContentEncoding};
+use crate::response::{compact_time, empty_ok, json, set, ApiVersion, JsonType};
 use crate::store::{ChunkSource, Message, MessageType, Status, WorkflowFilter};
 
 /// `GET /messageexchange/{mb}/inbox`.
@@ -115,11 +116,6 @@ pub(crate) fn count(ctx: &Ctx<'_>) -> Result<Response<ResponseBody>, ApiError> {
         ApiVersion::V2 => json!({ "count": n }),
     };
     Ok(json(StatusCode::OK, &body, JsonType::Plain))
-}
-
-/// `yyyyMMddHHmmss`.
-pub(crate) fn compact_time(t: chrono::DateTime<chrono::Utc>) -> String {
-    t.format("%Y%m%d%H%M%S").to_string()
 }
 
 /// The metadata headers of a download / HEAD (§6).
@@ -288,11 +284,14 @@ pub(crate) fn download(
         resp.headers_mut()
             .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
     }
+    let timeout = ctx.state.config.limits.response_timeout;
     let body = match (source, decode) {
         (ChunkSource::Memory(b), false) => full(b),
-        (ChunkSource::Memory(b), true) => {
-            stream_reader(Box::new(MultiGzDecoder::new(std::io::Cursor::new(b))), None)
-        }
+        (ChunkSource::Memory(b), true) => stream_reader(
+            Box::new(MultiGzDecoder::new(std::io::Cursor::new(b))),
+            None,
+            timeout,
+        ),
         (ChunkSource::File { path, size }, decode) => {
             let f = std::fs::File::open(&path).map_err(|_| ApiError::NO_MESSAGE)?;
             let reader: Box<dyn Read + Send> = if decode {
@@ -303,7 +302,7 @@ pub(crate) fn download(
             } else {
                 Box::new(f)
             };
-            stream_reader(reader, (!decode).then_some(size))
+            stream_reader(reader, (!decode).then_some(size), timeout)
         }
     };
     *resp.body_mut() = body;
@@ -316,12 +315,8 @@ pub(crate) async fn acknowledge(
     id: &str,
 ) -> Result<Response<ResponseBody>, ApiError> {
     let now = ctx.state.config.clock.now();
-    let (m, changed) = ctx.state.store.acknowledge(id, &ctx.mailbox, now)?;
+    let (m, changed) = ctx.state.store.acknowledge(id, &ctx.mailbox, now).await?;
     if changed {
-        if let Err(e) = ctx.state.store.persist(vec![m.clone()]).await {
-            tracing::error!(error = %e, "could not persist an acknowledgement");
-            return Err(ApiError::INTERNAL);
-        }
         ctx.state.store.drop_data(&m).await;
     }
     Ok(match ctx.version {

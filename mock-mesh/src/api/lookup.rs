@@ -4,13 +4,12 @@
 use http::StatusCode;
 use serde_json::json;
 
-use super::{json, JsonType};
 use crate::body::ResponseBody;
 use crate::config::MailboxConfig;
-use crate::headers::ApiVersion;
-use crate::server::AppState;
+use crate::response::{json, ApiVersion, JsonType};
+use crate::state::State;
 
-fn receivers<'a>(state: &'a AppState, workflow: &str) -> Vec<&'a MailboxConfig> {
+fn receivers<'a>(state: &'a State, workflow: &str) -> Vec<&'a MailboxConfig> {
     let mut out: Vec<&MailboxConfig> = Vec::new();
     for w in state.config.workflows.iter().filter(|w| w.id == workflow) {
         for r in &w.receivers {
@@ -26,7 +25,7 @@ fn receivers<'a>(state: &'a AppState, workflow: &str) -> Vec<&'a MailboxConfig> 
 
 /// `GET /messageexchange/endpointlookup/{ods_code}/{workflow_id}`.
 pub(crate) fn endpoint_lookup(
-    state: &AppState,
+    state: &State,
     version: ApiVersion,
     ods: &str,
     workflow: &str,
@@ -48,7 +47,7 @@ pub(crate) fn endpoint_lookup(
 }
 
 /// `GET /messageexchange/workflowsearch/{workflow_id}` (always the v2 shape).
-pub(crate) fn workflow_search(state: &AppState, workflow: &str) -> http::Response<ResponseBody> {
+pub(crate) fn workflow_search(state: &State, workflow: &str) -> http::Response<ResponseBody> {
     let hits = receivers(state, workflow);
     let body = json!({
         "results": hits.iter().map(|m| json!({"mailbox_id": m.id, "mailbox_name": m.name})).collect::<Vec<_>>(),

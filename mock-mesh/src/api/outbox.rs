@@ -11,14 +11,77 @@ use http::StatusCode;
 use http_body_util::BodyExt;
 use hyper::body::Body;
 use serde_json::{json, Value};
-use std::io::Write;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
 
-use super::{json, Ctx, JsonType};
+use super::Ctx;
 use crate::body::ResponseBody;
 use crate::config::MailboxConfig;
 use crate::error::ApiError;
-use crate::headers::{parse_chunk_range, parse_content_encoding, parse_send_headers, ApiVersion};
-use crate::store::{create_private, Message, MessageType, Received, Status};
+use crate::headers::{parse_chunk_range, parse_content_encoding, parse_send_headers};
+use crate::pos;
+use crate::response::{json, ApiVersion, JsonType};
+use crate::store::{create_private, Message, MessageType, Place, Received, Status};
+
+/// Write size of the staging writer: frames are gathered into buffers of this size, each
+/// written by a short blocking call while the next one fills.
+const STAGE_BUF: usize = 1 << 20;
+
+/// A staged file that is deleted when dropped unless kept: a client that disconnects
+/// mid-upload (hyper drops the handler's future) leaves nothing in `tmp/`.
+struct Staged {
+    path: Option<PathBuf>,
+}
+
+impl Staged {
+    fn keep(mut self) -> PathBuf {
+        self.path.take().unwrap_or_default()
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if let Some(p) = self.path.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// The next data frame of a request body; `None` at the end. A client that sends nothing for
+/// `timeout` is refused (408).
+async fn next_data<B>(body: &mut B, timeout: Duration) -> Result<Option<Bytes>, ApiError>
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: std::fmt::Display,
+{
+    loop {
+        match tokio::time::timeout(timeout, body.frame()).await {
+            Err(_) => return Err(ApiError::TIMEOUT),
+            Ok(None) => return Ok(None),
+            Ok(Some(Err(_))) => return Err(ApiError::BAD_BODY),
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    return Ok(Some(data));
+                }
+            }
+        }
+    }
+}
+
+type Write = tokio::task::JoinHandle<std::io::Result<(std::fs::File, BytesMut)>>;
+
+/// Writes `buf` to `file` on a blocking thread (one short call, never a thread per upload).
+fn write_in_background(mut file: std::fs::File, buf: BytesMut) -> Write {
+    tokio::task::spawn_blocking(move || {
+        file.write_all(&buf)?;
+        Ok((file, buf))
+    })
+}
+
+async fn finish_write(w: Write) -> std::io::Result<(std::fs::File, BytesMut)> {
+    w.await.map_err(std::io::Error::other)?
+}
 
 /// Streams a request body into the store's staging area, refusing more than `limit` bytes.
 async fn receive_body<B>(ctx: &Ctx<'_>, mut body: B, limit: u64) -> Result<Received, ApiError>
@@ -36,67 +99,73 @@ where
             return Err(ApiError::TOO_LARGE);
         }
     }
+    let timeout = ctx.state.config.limits.body_timeout;
     let store = &ctx.state.store;
     let Some(tmp) = store.tmp_path() else {
         // memory store
         let mut buf = BytesMut::new();
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|_| ApiError::BAD_BODY)?;
-            if let Ok(data) = frame.into_data() {
-                if buf.len() as u64 + data.len() as u64 > limit {
-                    return Err(ApiError::TOO_LARGE);
-                }
-                buf.extend_from_slice(&data);
+        while let Some(data) = next_data(&mut body, timeout).await? {
+            if buf.len() as u64 + data.len() as u64 > limit {
+                return Err(ApiError::TOO_LARGE);
             }
+            buf.extend_from_slice(&data);
         }
         return Ok(Received::Memory(buf.freeze()));
     };
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(32);
-    let path = tmp.clone();
-    let writer = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
-        let f = create_private(&path)?;
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
-        let mut size = 0u64;
-        while let Some(data) = rx.blocking_recv() {
-            w.write_all(&data)?;
-            size += data.len() as u64;
-        }
-        let f = w.into_inner().map_err(|e| e.into_error())?;
-        f.sync_all()?;
-        Ok(size)
-    });
-    let mut total = 0u64;
-    let mut failure = None;
-    while let Some(frame) = body.frame().await {
-        let Ok(frame) = frame else {
-            failure = Some(ApiError::BAD_BODY);
-            break;
-        };
-        if let Ok(data) = frame.into_data() {
-            total += data.len() as u64;
-            if total > limit {
-                failure = Some(ApiError::TOO_LARGE);
-                break;
-            }
-            if tx.send(data).await.is_err() {
-                failure = Some(ApiError::INTERNAL);
-                break;
-            }
-        }
-    }
-    drop(tx);
-    let written = writer.await;
-    let received = match (failure, written) {
-        (None, Ok(Ok(size))) => return Ok(Received::File { tmp, size }),
-        (Some(e), _) => e,
-        (None, Ok(Err(e))) => {
+    let staged = Staged {
+        path: Some(tmp.clone()),
+    };
+    let stage_err = |e: std::io::Error| {
+        let e = crate::error::Error::io(&tmp, e);
+        if e.is_storage_full() {
+            tracing::error!(error = %e, "store full; upload refused");
+            ApiError::INSUFFICIENT_STORAGE
+        } else {
             tracing::error!(error = %e, "could not stage a chunk");
             ApiError::INTERNAL
         }
-        (None, Err(_)) => ApiError::INTERNAL,
     };
-    let _ = tokio::fs::remove_file(&tmp).await;
-    Err(received)
+    let mut file = Some(create_private(&tmp).map_err(stage_err)?);
+    let mut buf = BytesMut::with_capacity(STAGE_BUF);
+    let mut spare = BytesMut::new();
+    let mut writing: Option<Write> = None;
+    let mut total = 0u64;
+    while let Some(data) = next_data(&mut body, timeout).await? {
+        total += data.len() as u64;
+        if total > limit {
+            return Err(ApiError::TOO_LARGE);
+        }
+        buf.extend_from_slice(&data);
+        if buf.len() >= STAGE_BUF {
+            if let Some(w) = writing.take() {
+                let (f, mut old) = finish_write(w).await.map_err(stage_err)?;
+                old.clear();
+                spare = old;
+                file = Some(f);
+            }
+            let next = std::mem::replace(&mut buf, std::mem::take(&mut spare));
+            buf.reserve(STAGE_BUF);
+            let f = file.take().ok_or(ApiError::INTERNAL)?;
+            writing = Some(write_in_background(f, next));
+        }
+    }
+    if let Some(w) = writing.take() {
+        let (f, _) = finish_write(w).await.map_err(stage_err)?;
+        file = Some(f);
+    }
+    let mut f = file.take().ok_or(ApiError::INTERNAL)?;
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        f.write_all(&buf)?;
+        f.sync_all()
+    })
+    .await
+    .map_err(std::io::Error::other)
+    .and_then(|r| r)
+    .map_err(stage_err)?;
+    Ok(Received::File {
+        tmp: staged.keep(),
+        size: total,
+    })
 }
 
 /// Real MESH error 17: a mailbox restricted to registered workflows.
@@ -128,6 +197,10 @@ where
 {
     let state = ctx.state;
     let h = parse_send_headers(ctx.headers)?;
+    if h.chunk_range.1 > state.config.limits.max_chunks {
+        // a declared chunk count costs journal space and memory up front: bounded
+        return Err(ApiError::invalid_chunks(None));
+    }
     let recipient = state.mailboxes.get(&h.to).ok_or(ApiError::UNREGISTERED)?;
     let sender = state
         .mailboxes
@@ -148,16 +221,12 @@ where
     let now = state.config.clock.now();
     let id = state.store.new_id(now);
     let size = received.size();
-    if let Err(e) = state.store.commit_chunk(&id, 1, received).await {
-        tracing::error!(error = %e, "could not store chunk 1");
-        return Err(ApiError::INTERNAL);
-    }
     let total = h.chunk_range.1;
     let mut chunks = vec![None; total as usize];
     chunks[0] = Some(size);
     let complete = total == 1;
     let now_us = now.timestamp_micros();
-    let m = state.store.insert(Message {
+    let m = Message {
         subject: h.subject,
         local_id: h.local_id,
         partner_id: h.partner_id,
@@ -183,14 +252,20 @@ where
             h.workflow_id,
             now_us,
         )
-    });
-    if let Err(e) = state.store.persist(vec![m.clone()]).await {
-        tracing::error!(error = %e, "could not persist a new message");
-        return Err(ApiError::INTERNAL);
-    }
+    };
+    let place = Place {
+        id: id.clone(),
+        n: 1,
+        body: received,
+    };
+    let m = state
+        .store
+        .commit(Some(place), move |inner| Ok(vec![inner.new_message(m)?]))
+        .await?
+        .remove(0);
     tracing::debug!(message_id = %id, chunks = total, "message created");
     if complete {
-        state.on_accepted(&m);
+        pos::job::on_accepted(state, &m);
     }
     let body = match ctx.version {
         ApiVersion::V1 => json!({"messageID": id}),
@@ -233,20 +308,23 @@ where
         .min(state.config.max_message_bytes.saturating_sub(already));
     let received = receive_body(ctx, body, limit).await?;
     let size = received.size();
-    if let Err(e) = state.store.commit_chunk(id, n, received).await {
-        tracing::error!(error = %e, "could not store a chunk");
-        return Err(ApiError::INTERNAL);
-    }
-    let now = state.config.clock.now();
-    let added = state
+    let now_us = state.config.clock.now().timestamp_micros();
+    let max = state.config.max_message_bytes;
+    let place = Place {
+        id: id.to_string(),
+        n,
+        body: received,
+    };
+    let owned_id = id.to_string();
+    let m = state
         .store
-        .add_chunk(id, n, size, state.config.max_message_bytes, now)?;
-    if let Err(e) = state.store.persist(vec![added.message.clone()]).await {
-        tracing::error!(error = %e, "could not persist a chunk");
-        return Err(ApiError::INTERNAL);
-    }
-    if added.became_accepted {
-        state.on_accepted(&added.message);
+        .commit(Some(place), move |inner| {
+            Ok(vec![inner.with_chunk(&owned_id, n, size, max, now_us)?])
+        })
+        .await?
+        .remove(0);
+    if m.status == Status::Accepted {
+        pos::job::on_accepted(state, &m);
     }
     let body = match ctx.version {
         ApiVersion::V1 => json!({"messageID": id, "blockID": n}),

@@ -4,25 +4,25 @@
 use http::{Response, StatusCode};
 use serde_json::{json, Map, Value};
 
-use super::inbox::compact_time;
-use super::{json, Ctx, JsonType};
+use super::Ctx;
 use crate::body::ResponseBody;
 use crate::clock::from_us;
 use crate::error::{ApiError, ValidationItem};
-use crate::headers::{ApiVersion, ContentEncoding};
-use crate::server::AppState;
+use crate::headers::ContentEncoding;
+use crate::response::{compact_time, json, ApiVersion, JsonType};
+use crate::state::State;
 use crate::store::{Message, MessageType, Status};
 
 fn iso(us: i64) -> String {
     from_us(us).format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
 }
 
-fn expiry_us(state: &AppState, m: &Message) -> i64 {
+fn expiry_us(state: &State, m: &Message) -> i64 {
     let from = m.accepted_us.unwrap_or(m.created_us);
     from.saturating_add(state.config.inbox_expiry.as_micros().min(i64::MAX as u128) as i64)
 }
 
-fn v2_body(state: &AppState, m: &Message) -> Value {
+fn v2_body(state: &State, m: &Message) -> Value {
     let rcpt = state.mailboxes.get(&m.recipient);
     let mut o = Map::new();
     o.insert("message_id".into(), m.id.clone().into());
@@ -59,7 +59,7 @@ fn v2_body(state: &AppState, m: &Message) -> Value {
     Value::Object(o)
 }
 
-fn v1_body(state: &AppState, m: &Message) -> Value {
+fn v1_body(state: &State, m: &Message) -> Value {
     let rcpt = state.mailboxes.get(&m.recipient);
     let sender = m.sender.as_ref().and_then(|s| state.mailboxes.get(s));
     let field = |f: fn(&crate::config::MailboxConfig) -> &String,

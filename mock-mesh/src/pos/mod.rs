@@ -17,7 +17,7 @@
 //!    `The file contains one or more invalid NHS Numbers.` followed by the file's first line
 //!    ending (CRLF if it has none).
 //!
-//! Opted out: the published test patients with an opt-out (`testdata/test-patients.csv`: INT
+//! Opted out: the published test patients with an opt-out ([`PUBLISHED_TEST_PATIENTS`]: INT
 //! table for INT POS mailboxes, LIVE table for LIVE ones), plus
 //! [`PosConfig::optout_numbers`](crate::PosConfig::optout_numbers), plus a fraction
 //! [`PosConfig::optout_rate`](crate::PosConfig::optout_rate) of every other number chosen by
@@ -26,28 +26,28 @@
 //!
 //! Nothing here logs an NHS number or file content: only ids, counts and sizes.
 
+pub(crate) mod job;
+
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use flate2::read::MultiGzDecoder;
-use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::config::{PosConfig, PosEnv, POS_WORKFLOW};
-use crate::error::Error;
-use crate::headers::ContentEncoding;
-use crate::server::AppState;
-use crate::store::{create_private, ChunkSource, Message, MessageType, PosStage, Received};
+use crate::config::{PosConfig, PosEnv};
+use crate::store::{create_private, ChunkSource, Received};
 
 /// The POS's whole answer to a file with any invalid line.
 pub const INVALID_FILE_LINE: &str = "The file contains one or more invalid NHS Numbers.";
 
-/// The published test patients (environment, number, opted out).
-const TEST_PATIENTS: &str = include_str!("../../testdata/test-patients.csv");
+/// The published NHS test patients, as CSV with the header `environment,nhs_number,opted_out`:
+/// one row per patient, `environment` `int` or `live` (which POS table the patient is in),
+/// `opted_out` `yes` or `no`. The POS opts out the `yes` rows of its environment's table; the
+/// `ndop` demo builds its sample extract from the same rows.
+pub const PUBLISHED_TEST_PATIENTS: &str = include_str!("../../data/test-patients.csv");
 
 /// NHS Data Dictionary Modulus 11 check of ten ASCII digits (`ndop-domain.md` §1.1): weights
 /// 10..2 on the first nine digits; check = 11 − (sum mod 11); 11 → 0; 10 → never valid.
@@ -115,13 +115,15 @@ pub(crate) struct PosEngine {
     seed: u64,
     delay: Duration,
     chunk_bytes: u64,
+    /// Most bytes decoded from one submission (a gzip bomb is cut off here).
+    max_decoded: u64,
 }
 
 impl PosEngine {
     pub(crate) fn new(c: &PosConfig, chunk_bytes: u64) -> PosEngine {
         let mut int = HashSet::new();
         let mut live = HashSet::new();
-        for line in TEST_PATIENTS.lines().skip(1) {
+        for line in PUBLISHED_TEST_PATIENTS.lines().skip(1) {
             let f: Vec<&str> = line.trim().split(',').collect();
             if let [env, number, "yes"] = f.as_slice() {
                 if let Ok(n) = number.parse::<u64>() {
@@ -141,7 +143,14 @@ impl PosEngine {
             seed: c.optout_seed,
             delay: c.delay,
             chunk_bytes: chunk_bytes.max(1),
+            max_decoded: u64::MAX,
         }
+    }
+
+    /// Caps the bytes decoded from one submission; a larger one is rejected as unreadable.
+    pub(crate) fn with_max_decoded(mut self, bytes: u64) -> PosEngine {
+        self.max_decoded = bytes;
+        self
     }
 
     pub(crate) fn opted_out(&self, env: PosEnv, n: u64) -> bool {
@@ -150,44 +159,6 @@ impl PosEngine {
             PosEnv::Live => &self.live,
         };
         table.contains(&n) || self.extra.contains(&n) || opted_out_by_rate(n, self.seed, self.rate)
-    }
-}
-
-/// Starts a POS job if `m` is a submission to a POS mailbox.
-pub(crate) fn maybe_start(state: &Arc<AppState>, m: &Message) {
-    let Some(env) = state.mailboxes.get(&m.recipient).and_then(|mb| mb.pos) else {
-        return;
-    };
-    let from_pos = m
-        .sender
-        .as_ref()
-        .and_then(|s| state.mailboxes.get(s))
-        .is_some_and(|mb| mb.pos.is_some());
-    if m.workflow_id != POS_WORKFLOW || m.message_type != MessageType::Data || from_pos {
-        return;
-    }
-    let job_state = state.clone();
-    let m = m.clone();
-    state.spawn(async move {
-        let id = m.id.clone();
-        if let Err(e) = run_job(job_state, m, env).await {
-            tracing::error!(message_id = %id, error = %e, "POS job failed");
-        }
-    });
-}
-
-/// After a restart: answer submissions still waiting in POS inboxes.
-pub(crate) fn recover(state: &Arc<AppState>) {
-    let pos_boxes: Vec<String> = state
-        .mailboxes
-        .values()
-        .filter(|m| m.pos.is_some())
-        .map(|m| m.id.clone())
-        .collect();
-    for mb in pos_boxes {
-        for m in state.store.pos_pending(&mb) {
-            maybe_start(state, &m);
-        }
     }
 }
 
@@ -295,11 +266,35 @@ struct Analysis {
     result: Option<ResultSink>,
 }
 
+/// One streaming pass over a submission: hash, validate, and write the kept lines to `sink`.
+/// An error (unreadable data, or more than the engine's decode limit) frees the sink's files.
 fn analyse(
     mut reader: Box<dyn Read + Send>,
     engine: &PosEngine,
     env: PosEnv,
     mut sink: ResultSink,
+) -> std::io::Result<Analysis> {
+    match analyse_stream(&mut reader, engine, env, &mut sink) {
+        Err(e) => {
+            sink.discard();
+            Err(e)
+        }
+        Ok(mut a) => {
+            if a.invalid || a.size == 0 {
+                sink.discard();
+            } else {
+                a.result = Some(sink);
+            }
+            Ok(a)
+        }
+    }
+}
+
+fn analyse_stream(
+    reader: &mut Box<dyn Read + Send>,
+    engine: &PosEngine,
+    env: PosEnv,
+    sink: &mut ResultSink,
 ) -> std::io::Result<Analysis> {
     let mut buf = vec![0u8; 4 << 20];
     let mut carry: Vec<u8> = Vec::new();
@@ -345,6 +340,11 @@ fn analyse(
         let data = &buf[..n];
         hasher.update(data);
         a.size += n as u64;
+        if a.size > engine.max_decoded {
+            return Err(std::io::Error::other(
+                "the decoded submission is over the POS limit",
+            ));
+        }
         if a.invalid {
             continue; // only the hash matters now
         }
@@ -396,11 +396,6 @@ fn analyse(
     if a.line_ending.is_empty() {
         a.line_ending = "\r\n";
     }
-    if a.invalid || a.size == 0 {
-        sink.discard();
-    } else {
-        a.result = Some(sink);
-    }
     Ok(a)
 }
 
@@ -425,264 +420,6 @@ fn open_message(sources: Vec<ChunkSource>, gzip: bool) -> std::io::Result<Box<dy
     Ok(reader)
 }
 
-fn io_err(e: std::io::Error) -> Error {
-    Error::Store {
-        path: PathBuf::from("<pos>"),
-        message: e.to_string(),
-    }
-}
-
-/// Fields of a message the POS sends.
-struct Reply {
-    subject: Option<String>,
-    file_name: Option<String>,
-    content_type: Option<String>,
-}
-
-async fn deliver(
-    state: &Arc<AppState>,
-    from: &str,
-    to: &str,
-    local_id: Option<String>,
-    reply: Reply,
-    chunks: Vec<Received>,
-) -> Result<Message, Error> {
-    let now = state.config.clock.now();
-    let id = state.store.new_id(now);
-    let sizes: Vec<Option<u64>> = chunks.iter().map(|c| Some(c.size())).collect();
-    for (i, c) in chunks.into_iter().enumerate() {
-        state.store.commit_chunk(&id, i as u32 + 1, c).await?;
-    }
-    let m = state.store.insert(Message {
-        subject: reply.subject,
-        local_id,
-        file_name: reply.file_name,
-        content_type: reply.content_type,
-        total_chunks: sizes.len() as u32,
-        chunks: sizes,
-        ..Message::new(
-            id,
-            MessageType::Data,
-            Some(from.to_string()),
-            to.to_string(),
-            POS_WORKFLOW.to_string(),
-            now.timestamp_micros(),
-        )
-    });
-    state.store.persist(vec![m.clone()]).await?;
-    state.on_accepted(&m);
-    Ok(m)
-}
-
-async fn run_job(state: Arc<AppState>, m: Message, env: PosEnv) -> Result<(), Error> {
-    let received = state.config.clock.now();
-    let sources: Vec<ChunkSource> = (1..=m.total_chunks)
-        .filter_map(|n| {
-            let size = m.chunks.get(n as usize - 1).copied().flatten()?;
-            state.store.chunk_source(&m.id, n, size)
-        })
-        .collect();
-    if sources.len() != m.total_chunks as usize {
-        return Err(Error::Store {
-            path: PathBuf::from(&m.id),
-            message: "chunk data missing".into(),
-        });
-    }
-    let gzip = m.content_encoding == ContentEncoding::Gzip;
-    let sink = ResultSink::new(
-        state.pos.chunk_bytes,
-        state
-            .store
-            .tmp_path()
-            .and_then(|p| p.parent().map(PathBuf::from)),
-    );
-    let job_state = state.clone();
-    let analysis = crate::store::blocking(move || {
-        let reader = open_message(sources, gzip).map_err(io_err)?;
-        analyse(reader, &job_state.pos, env, sink).map_err(io_err)
-    })
-    .await;
-    let mut analysis = match analysis {
-        Ok(a) => a,
-        Err(e) => {
-            // e.g. a corrupt gzip stream: the POS cannot read it, so treat it as invalid
-            tracing::warn!(message_id = %m.id, error = %e, "POS could not read the submission");
-            Analysis {
-                size: 1,
-                hash: String::new(),
-                lines: 0,
-                kept_lines: 0,
-                invalid: true,
-                line_ending: "\r\n",
-                result: None,
-            }
-        }
-    };
-    let pos_mailbox = m.recipient.clone();
-    let sender = m.sender.clone().unwrap_or_default();
-    // the POS collects the submission (its data is kept until the job is answered, so that a
-    // restart can finish the job)
-    if let Ok((acked, true)) =
-        state
-            .store
-            .acknowledge(&m.id, &pos_mailbox, state.config.clock.now())
-    {
-        state.store.persist(vec![acked]).await?;
-    }
-    if m.pos_stage == PosStage::JobSent {
-        tracing::info!(submission = %m.id, "POS job resumed after a restart");
-        return send_result(&state, &m, analysis).await;
-    }
-    let non_empty = analysis.size > 0;
-    let mut duplicate_of = None;
-    if non_empty && !analysis.hash.is_empty() {
-        let (snapshot, dup) = state.store.record_pos_hash(&m.id, &analysis.hash);
-        if let Some(s) = snapshot {
-            state.store.persist(vec![s]).await?;
-        }
-        duplicate_of = dup;
-    }
-    let unique = duplicate_of.is_none();
-    let passed = non_empty && unique;
-    let stage = |name: &str, p: Option<bool>| json!({"stage": name, "passed": p});
-    let iso = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
-    let now = state.config.clock.now();
-    let job = json!({
-        "version": 1,
-        "id": rand::random::<u32>() % 90_000_000 + 10_000_000,
-        "status": if passed { "pending" } else { "failed" },
-        "received": iso(received),
-        "submitted": iso(crate::clock::from_us(m.accepted_us.unwrap_or(m.created_us))),
-        "finished": if passed { serde_json::Value::Null } else { iso(now).into() },
-        "stages": [
-            stage("validate_non_empty_file", Some(non_empty)),
-            stage("validate_is_unique_upload", non_empty.then_some(unique)),
-            stage("validate_in_order", passed.then_some(true)),
-        ],
-        "runs": [],
-        "sender_id": sender,
-        "dataset_id": "mesh_to_pos",
-        "metadata": {
-            "request": {
-                "extra": {
-                    "sending_mailbox": sender,
-                    "landing_mailbox": pos_mailbox,
-                    "message_id": m.id,
-                    "filename": m.file_name.clone().unwrap_or_else(|| format!("{}.dat", m.id)),
-                    "local_id": m.local_id,
-                    "subject": m.subject,
-                    "compressed": m.compressed || gzip,
-                }
-            },
-            "filename": m.file_name.clone().unwrap_or_else(|| format!("{}.dat", m.id)),
-            "filesize": analysis.size,
-            "file_hash": analysis.hash,
-        },
-    });
-    let mut job_body = job.to_string().into_bytes();
-    job_body.push(b'\n');
-    let job_msg = deliver(
-        &state,
-        &pos_mailbox,
-        &sender,
-        m.local_id.clone(),
-        Reply {
-            subject: Some("SUCCESS".into()),
-            file_name: None,
-            content_type: Some("application/json".into()),
-        },
-        vec![stage_bytes(&state, job_body)?],
-    )
-    .await?;
-    tracing::info!(
-        submission = %m.id,
-        job_message = %job_msg.id,
-        lines = analysis.lines,
-        bytes = analysis.size,
-        non_empty,
-        unique,
-        "POS job created"
-    );
-    if !passed {
-        if let Some(s) = analysis.result.take() {
-            s.discard();
-        }
-        return finish(&state, &m).await;
-    }
-    if let Some(snapshot) = state.store.set_pos_stage(&m.id, PosStage::JobSent) {
-        state.store.persist(vec![snapshot]).await?;
-    }
-    send_result(&state, &m, analysis).await
-}
-
-/// Marks a submission answered and frees its data.
-async fn finish(state: &Arc<AppState>, m: &Message) -> Result<(), Error> {
-    if let Some(snapshot) = state.store.set_pos_stage(&m.id, PosStage::Done) {
-        state.store.persist(vec![snapshot.clone()]).await?;
-        state.store.drop_data(&snapshot).await;
-    }
-    Ok(())
-}
-
-/// After the configured delay, sends the result of a job whose "job created" message is out.
-async fn send_result(
-    state: &Arc<AppState>,
-    m: &Message,
-    mut analysis: Analysis,
-) -> Result<(), Error> {
-    if !state.pos.delay.is_zero() {
-        tokio::time::sleep(state.pos.delay).await;
-    }
-    let chunks = match (analysis.invalid, analysis.result.take()) {
-        (false, Some(sink)) => {
-            crate::store::blocking(move || sink.finish().map_err(io_err)).await?
-        }
-        (_, other) => {
-            if let Some(s) = other {
-                s.discard();
-            }
-            let line = format!("{INVALID_FILE_LINE}{}", analysis.line_ending);
-            vec![stage_bytes(state, line.into_bytes())?]
-        }
-    };
-    let result = deliver(
-        state,
-        &m.recipient,
-        m.sender.as_deref().unwrap_or_default(),
-        m.local_id.clone(),
-        Reply {
-            subject: m.subject.clone(),
-            file_name: m.file_name.clone(),
-            content_type: None,
-        },
-        chunks,
-    )
-    .await?;
-    tracing::info!(
-        submission = %m.id,
-        result_message = %result.id,
-        invalid = analysis.invalid,
-        lines = analysis.lines,
-        kept = analysis.kept_lines,
-        "POS result sent"
-    );
-    finish(state, m).await
-}
-
-/// A small body as a chunk ready to commit (a durable temp file for the disk store).
-fn stage_bytes(state: &AppState, data: Vec<u8>) -> Result<Received, Error> {
-    match state.store.tmp_path() {
-        None => Ok(Received::Memory(Bytes::from(data))),
-        Some(tmp) => {
-            let size = data.len() as u64;
-            let mut f = create_private(&tmp).map_err(|e| Error::io(&tmp, e))?;
-            f.write_all(&data).map_err(|e| Error::io(&tmp, e))?;
-            f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-            Ok(Received::File { tmp, size })
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -695,7 +432,7 @@ mod tests {
         assert!(is_valid_nhs_number(b"0000000000"));
         assert!(!is_valid_nhs_number(b"943476591"));
         assert!(!is_valid_nhs_number(b"94347659a9"));
-        for line in TEST_PATIENTS.lines().skip(1) {
+        for line in PUBLISHED_TEST_PATIENTS.lines().skip(1) {
             let n = line.split(',').nth(1).unwrap();
             assert!(is_valid_nhs_number(n.as_bytes()), "{n}");
         }
@@ -758,7 +495,10 @@ mod tests {
     fn int_patients_filtered_with_line_endings_kept() {
         let mut input = Vec::new();
         let mut expected = Vec::new();
-        for line in TEST_PATIENTS.lines().filter(|l| l.starts_with("int,")) {
+        for line in PUBLISHED_TEST_PATIENTS
+            .lines()
+            .filter(|l| l.starts_with("int,"))
+        {
             let f: Vec<&str> = line.split(',').collect();
             let l = format!("{},\r\n", f[1]);
             input.extend_from_slice(l.as_bytes());

@@ -4,181 +4,38 @@
 //!
 //! Metadata lives in memory behind one `std::sync::Mutex` (never held across `.await`).
 //! The disk store adds durability:
-//! * a chunk body is streamed to `tmp/`, fsynced, renamed to `chunks/<id>/<n>` and the directory
-//!   fsynced before anything refers to it;
-//! * every metadata change is appended as one JSON line to `journal.jsonl` and fsynced before the
-//!   request is answered (each record carries a version; recovery keeps the newest per message
-//!   and ignores a torn last line), and the journal is compacted at start-up;
+//! * a chunk body is streamed to `tmp/` and fsynced; only once [`Store::commit`] has checked,
+//!   under the journal lock, that the message still takes it (a chunk that lost the race with
+//!   its retry is refused and deleted) is it renamed to `chunks/<id>/<n>` and the directory
+//!   fsynced;
+//! * every metadata change is appended as one JSON line to `journal.jsonl` and fsynced
+//!   *before* it is applied in memory, so a message is visible to its recipient, and answered
+//!   `202`, only once its record is durable; a failed append is cut back to the last good
+//!   record (`journal.rs`), and a full disk is answered `507`;
 //! * a message enters an inbox only once all its chunks are stored, so a restart never exposes a
-//!   partial message, and an `uploading` message can still be completed after a restart.
+//!   partial message, and an `uploading` message can still be completed after a restart;
+//! * recovery keeps the newest version of each message, survives torn fragments, compacts the
+//!   journal and reclaims chunk files no record owns.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use rand::Rng;
-use serde::{Deserialize, Serialize};
 
-use crate::clock::{from_us, to_us};
+use crate::clock::to_us;
 use crate::error::{ApiError, Error};
-use crate::headers::ContentEncoding;
+pub(crate) use disk::{blocking, create_private, sync_dir, Place, Refused};
+use disk::{compact_if_due, put_in_place, reclaim_orphans, set_private};
+use journal::{Fault, Journal};
 
-/// Lifecycle state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum Status {
-    Uploading,
-    Accepted,
-    Acknowledged,
-    Undeliverable,
-    Error,
-}
+mod disk;
+mod journal;
+mod message;
 
-impl Status {
-    /// v2 tracking spelling.
-    pub(crate) fn lower(self) -> &'static str {
-        match self {
-            Status::Uploading => "uploading",
-            Status::Accepted => "accepted",
-            Status::Acknowledged => "acknowledged",
-            Status::Undeliverable => "undeliverable",
-            Status::Error => "error",
-        }
-    }
-    /// v1 tracking spelling.
-    pub(crate) fn title(self) -> &'static str {
-        match self {
-            Status::Uploading => "Uploading",
-            Status::Accepted => "Accepted",
-            Status::Acknowledged => "Acknowledged",
-            Status::Undeliverable => "Undeliverable",
-            Status::Error => "Error",
-        }
-    }
-}
-
-/// DATA or REPORT.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) enum MessageType {
-    Data,
-    Report,
-}
-
-/// The error event of a REPORT (or of a failed DATA message).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct ErrorEvent {
-    pub event: String,
-    pub code: String,
-    pub description: String,
-    pub linked_message_id: Option<String>,
-}
-
-/// How far the POS has answered a submission (persisted, so a restart resumes the job).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum PosStage {
-    /// Not answered yet (or not a POS submission).
-    #[default]
-    New,
-    /// The "job created" message is in the sender's inbox; the result is still to come.
-    JobSent,
-    /// Answered completely; the submission's data has been freed.
-    Done,
-}
-
-/// One message's metadata.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Message {
-    pub id: String,
-    pub version: u64,
-    pub message_type: MessageType,
-    pub sender: Option<String>,
-    pub recipient: String,
-    pub workflow_id: String,
-    pub subject: Option<String>,
-    pub local_id: Option<String>,
-    pub partner_id: Option<String>,
-    pub file_name: Option<String>,
-    pub checksum: Option<String>,
-    pub content_type: Option<String>,
-    pub encrypted: bool,
-    pub compressed: bool,
-    pub content_encoding: ContentEncoding,
-    pub total_chunks: u32,
-    /// Stored size of each chunk (as uploaded), `None` while missing.
-    pub chunks: Vec<Option<u64>>,
-    pub status: Status,
-    pub created_us: i64,
-    pub accepted_us: Option<i64>,
-    pub acknowledged_us: Option<i64>,
-    pub status_us: i64,
-    /// Inbox order, assigned on acceptance.
-    pub seq: u64,
-    pub error: Option<ErrorEvent>,
-    /// POS: SHA-256 of the decoded file, recorded when the job was created.
-    pub pos_hash: Option<String>,
-    /// POS: progress of the answer to this submission.
-    #[serde(default)]
-    pub pos_stage: PosStage,
-}
-
-impl Message {
-    /// An accepted message created at `now_us` with no optional metadata, no chunks and no
-    /// error; callers fill in the rest with struct update syntax.
-    pub(crate) fn new(
-        id: String,
-        message_type: MessageType,
-        sender: Option<String>,
-        recipient: String,
-        workflow_id: String,
-        now_us: i64,
-    ) -> Message {
-        Message {
-            id,
-            version: 1,
-            message_type,
-            sender,
-            recipient,
-            workflow_id,
-            subject: None,
-            local_id: None,
-            partner_id: None,
-            file_name: None,
-            checksum: None,
-            content_type: None,
-            encrypted: false,
-            compressed: false,
-            content_encoding: ContentEncoding::Identity,
-            total_chunks: 0,
-            chunks: Vec::new(),
-            status: Status::Accepted,
-            created_us: now_us,
-            accepted_us: Some(now_us),
-            acknowledged_us: None,
-            status_us: now_us,
-            seq: 0,
-            error: None,
-            pos_hash: None,
-            pos_stage: PosStage::New,
-        }
-    }
-
-    pub(crate) fn file_size(&self) -> u64 {
-        self.chunks.iter().map(|c| c.unwrap_or(0)).sum()
-    }
-    pub(crate) fn created(&self) -> DateTime<Utc> {
-        from_us(self.created_us)
-    }
-    pub(crate) fn status_time(&self) -> DateTime<Utc> {
-        from_us(self.status_us)
-    }
-    pub(crate) fn all_chunks_present(&self) -> bool {
-        self.chunks.iter().all(Option::is_some)
-    }
-}
+pub(crate) use message::{ErrorEvent, Message, MessageType, PosStage, Status, WorkflowFilter};
 
 /// A chunk body received from a client, not yet committed.
 pub(crate) enum Received {
@@ -201,8 +58,9 @@ pub(crate) enum ChunkSource {
     File { path: PathBuf, size: u64 },
 }
 
+/// The metadata and its indexes.
 #[derive(Default)]
-struct Inner {
+pub(crate) struct Inner {
     messages: HashMap<String, Message>,
     /// recipient → seq → id, accepted messages only
     inboxes: HashMap<String, BTreeMap<u64, String>>,
@@ -210,6 +68,8 @@ struct Inner {
     outboxes: HashMap<String, Vec<String>>,
     /// (deadline µs, id) of accepted DATA messages
     expiry: BTreeSet<(i64, String)>,
+    /// (created µs, id) of messages still uploading
+    uploads: BTreeSet<(i64, String)>,
     next_seq: u64,
     /// (sender, POS mailbox, file hash) → message id that first submitted it
     pos_hashes: HashMap<(String, String, String), String>,
@@ -223,6 +83,9 @@ impl Inner {
                 .entry(s.clone())
                 .or_default()
                 .push(m.id.clone());
+        }
+        if m.status == Status::Uploading {
+            self.uploads.insert((m.created_us, m.id.clone()));
         }
         if m.status == Status::Accepted {
             self.inboxes
@@ -243,13 +106,83 @@ impl Inner {
         self.next_seq = self.next_seq.max(m.seq + 1);
     }
 
+    /// Makes `m` the current version of its message, re-indexing it.
+    fn apply(&mut self, m: Message, expiry_us: i64) {
+        let new = match self.messages.get(&m.id) {
+            Some(old) => {
+                let old = old.clone();
+                self.unindex_inbox(&old, expiry_us);
+                false
+            }
+            None => true,
+        };
+        self.index(&m, expiry_us, new);
+        self.messages.insert(m.id.clone(), m);
+    }
+
+    /// The new version of message `id` with chunk `n` (of `size` bytes) stored, accepted if
+    /// that was its last missing chunk. Refused if the message is gone (404), no longer
+    /// uploading (423: the chunk lost a race with the last one), `n` is out of range (406) or
+    /// the message would exceed `max_message_bytes` (413).
+    pub(crate) fn with_chunk(
+        &mut self,
+        id: &str,
+        n: u32,
+        size: u64,
+        max_message_bytes: u64,
+        now_us: i64,
+    ) -> Result<Message, ApiError> {
+        let mut m = self.messages.get(id).ok_or(ApiError::NOT_FOUND)?.clone();
+        if m.status != Status::Uploading {
+            return Err(ApiError::LOCKED);
+        }
+        let idx = (n as usize).saturating_sub(1);
+        let Some(slot) = m.chunks.get_mut(idx) else {
+            return Err(ApiError::NOT_ACCEPTABLE);
+        };
+        *slot = Some(size);
+        if m.file_size() > max_message_bytes {
+            return Err(ApiError::TOO_LARGE);
+        }
+        m.version += 1;
+        if m.all_chunks_present() {
+            m.status = Status::Accepted;
+            m.accepted_us = Some(now_us);
+            m.status_us = now_us;
+            m.seq = self.reserve_seq();
+        }
+        Ok(m)
+    }
+
+    /// A brand-new message, version 1, with an inbox sequence number if it is accepted.
+    pub(crate) fn new_message(&mut self, mut m: Message) -> Result<Message, ApiError> {
+        if self.messages.contains_key(&m.id) {
+            return Err(ApiError::INTERNAL);
+        }
+        m.version = 1;
+        if m.status == Status::Accepted {
+            m.seq = self.reserve_seq();
+        }
+        Ok(m)
+    }
+
+    /// Reserves the next inbox sequence number.
+    pub(crate) fn reserve_seq(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
+
     fn unindex_inbox(&mut self, m: &Message, expiry_us: i64) {
         if let Some(ib) = self.inboxes.get_mut(&m.recipient) {
-            ib.remove(&m.seq);
+            if ib.get(&m.seq) == Some(&m.id) {
+                ib.remove(&m.seq);
+            }
         }
         let at = m.accepted_us.unwrap_or(m.created_us);
         self.expiry
             .remove(&(at.saturating_add(expiry_us), m.id.clone()));
+        self.uploads.remove(&(m.created_us, m.id.clone()));
     }
 }
 
@@ -269,10 +202,10 @@ fn fresh_id(taken: &HashMap<String, Message>, now: DateTime<Utc>) -> String {
 
 /// The message store.
 pub(crate) struct Store {
-    inner: Mutex<Inner>,
-    blobs: Mutex<HashMap<(String, u32), Bytes>>,
+    inner: Arc<Mutex<Inner>>,
+    blobs: Arc<Mutex<HashMap<(String, u32), Bytes>>>,
     dir: Option<PathBuf>,
-    journal: Option<Arc<Mutex<std::fs::File>>>,
+    journal: Option<Arc<Mutex<Journal>>>,
     expiry_us: i64,
 }
 
@@ -280,18 +213,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Result of storing a chunk.
-pub(crate) struct ChunkAdded {
-    pub message: Message,
-    pub became_accepted: bool,
-}
-
 impl Store {
     /// A memory store.
     pub(crate) fn memory(expiry: std::time::Duration) -> Store {
         Store {
-            inner: Mutex::new(Inner::default()),
-            blobs: Mutex::new(HashMap::new()),
+            inner: Arc::new(Mutex::new(Inner::default())),
+            blobs: Arc::new(Mutex::new(HashMap::new())),
             dir: None,
             journal: None,
             expiry_us: expiry.as_micros().min(i64::MAX as u128) as i64,
@@ -299,6 +226,11 @@ impl Store {
     }
 
     /// Opens (creating or recovering) a disk store. Blocking; call from start-up.
+    ///
+    /// Recovery: the journal is read (tolerating torn fragments) and compacted; staging files
+    /// in `tmp/` are removed; chunk files that no live record owns (a crash between the rename
+    /// and the journal record, or data of messages that can no longer be downloaded) are
+    /// reclaimed.
     pub(crate) fn open(dir: &Path, expiry: std::time::Duration) -> Result<Store, Error> {
         for sub in ["tmp", "chunks"] {
             let p = dir.join(sub);
@@ -311,64 +243,18 @@ impl Store {
                 let _ = std::fs::remove_file(e.path());
             }
         }
-        let journal_path = dir.join("journal.jsonl");
-        let mut latest: HashMap<String, Message> = HashMap::new();
-        match std::fs::read(&journal_path) {
-            Ok(data) => {
-                for line in data.split(|&b| b == b'\n') {
-                    if line.is_empty() {
-                        continue;
-                    }
-                    // a torn last line (crash mid-append) is skipped
-                    let Ok(m) = serde_json::from_slice::<Message>(line) else {
-                        continue;
-                    };
-                    match latest.get(&m.id) {
-                        Some(old) if old.version >= m.version => {}
-                        _ => {
-                            latest.insert(m.id.clone(), m);
-                        }
-                    }
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(&journal_path, e)),
-        }
-        // compact: rewrite the journal with one line per message, atomically
-        let tmp = dir.join("journal.jsonl.tmp");
-        {
-            let mut f = create_private(&tmp).map_err(|e| Error::io(&tmp, e))?;
-            let mut ms: Vec<&Message> = latest.values().collect();
-            ms.sort_by_key(|m| (m.seq, m.created_us));
-            let mut buf = Vec::new();
-            for m in ms {
-                serde_json::to_writer(&mut buf, m).map_err(|e| Error::Store {
-                    path: tmp.clone(),
-                    message: e.to_string(),
-                })?;
-                buf.push(b'\n');
-            }
-            f.write_all(&buf).map_err(|e| Error::io(&tmp, e))?;
-            f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-        }
-        std::fs::rename(&tmp, &journal_path).map_err(|e| Error::io(&journal_path, e))?;
-        sync_dir(dir);
-        let journal = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&journal_path)
-            .map_err(|e| Error::io(&journal_path, e))?;
+        let (journal, messages) = Journal::recover(dir)?;
+        reclaim_orphans(&dir.join("chunks"), &messages);
         let store = Store {
-            inner: Mutex::new(Inner::default()),
-            blobs: Mutex::new(HashMap::new()),
+            inner: Arc::new(Mutex::new(Inner::default())),
+            blobs: Arc::new(Mutex::new(HashMap::new())),
             dir: Some(dir.to_path_buf()),
             journal: Some(Arc::new(Mutex::new(journal))),
             expiry_us: expiry.as_micros().min(i64::MAX as u128) as i64,
         };
         {
             let mut inner = lock(&store.inner);
-            let mut ms: Vec<Message> = latest.into_values().collect();
-            ms.sort_by_key(|m| (m.seq, m.created_us));
-            for m in ms {
+            for m in messages {
                 inner.index(&m, store.expiry_us, true);
                 inner.messages.insert(m.id.clone(), m);
             }
@@ -399,19 +285,6 @@ impl Store {
         lock(&self.inner).messages.get(id).cloned()
     }
 
-    /// Inserts a new message (its chunk 1 already committed when it has data).
-    pub(crate) fn insert(&self, mut m: Message) -> Message {
-        let mut inner = lock(&self.inner);
-        if m.status == Status::Accepted {
-            m.seq = inner.next_seq;
-            inner.next_seq += 1;
-        }
-        m.version = 1;
-        inner.index(&m, self.expiry_us, true);
-        inner.messages.insert(m.id.clone(), m.clone());
-        m
-    }
-
     /// Records chunk `n` of an uploading message, accepting the message when every chunk is
     /// present. Checks (§5.3): exists (404), caller is the sender (403), still uploading (423),
     /// `n <= N` and DATA (406), same encoding (417).
@@ -439,73 +312,41 @@ impl Store {
         Ok(m.clone())
     }
 
-    /// Second half of a chunk upload, after the body is committed.
-    pub(crate) fn add_chunk(
-        &self,
-        id: &str,
-        n: u32,
-        size: u64,
-        max_message_bytes: u64,
-        now: DateTime<Utc>,
-    ) -> Result<ChunkAdded, ApiError> {
-        let mut inner = lock(&self.inner);
-        let seq = inner.next_seq;
-        let m = inner.messages.get_mut(id).ok_or(ApiError::NOT_FOUND)?;
-        if m.status != Status::Uploading {
-            return Err(ApiError::LOCKED);
-        }
-        let idx = (n as usize).saturating_sub(1);
-        let Some(slot) = m.chunks.get_mut(idx) else {
-            return Err(ApiError::NOT_ACCEPTABLE);
-        };
-        *slot = Some(size);
-        if m.file_size() > max_message_bytes {
-            m.chunks[idx] = None;
-            return Err(ApiError::TOO_LARGE);
-        }
-        m.version += 1;
-        let mut became_accepted = false;
-        if m.all_chunks_present() {
-            m.status = Status::Accepted;
-            m.accepted_us = Some(to_us(now));
-            m.status_us = to_us(now);
-            m.seq = seq;
-            became_accepted = true;
-        }
-        let snapshot = m.clone();
-        if became_accepted {
-            inner.next_seq += 1;
-            inner.index(&snapshot, self.expiry_us, false);
-        }
-        Ok(ChunkAdded {
-            message: snapshot,
-            became_accepted,
-        })
-    }
-
     /// Acknowledge (§5.8): only the recipient; accepted → acknowledged; otherwise no change.
-    /// Returns the message and whether it changed.
-    pub(crate) fn acknowledge(
+    /// Returns the message and whether it changed. Durable before visible, like every
+    /// [`Store::commit`]: a failed journal write leaves the message in the inbox.
+    pub(crate) async fn acknowledge(
         &self,
         id: &str,
         caller: &str,
         now: DateTime<Utc>,
-    ) -> Result<(Message, bool), ApiError> {
-        let mut inner = lock(&self.inner);
-        let m = inner.messages.get_mut(id).ok_or(ApiError::NO_MESSAGE)?;
-        if m.recipient != caller {
-            return Err(ApiError::FORBIDDEN);
+    ) -> Result<(Message, bool), Refused> {
+        let (owned_id, caller) = (id.to_string(), caller.to_string());
+        let now_us = to_us(now);
+        let changed = self
+            .commit(None, move |inner| {
+                let m = inner.messages.get(&owned_id).ok_or(ApiError::NO_MESSAGE)?;
+                if m.recipient != caller {
+                    return Err(ApiError::FORBIDDEN);
+                }
+                if m.status != Status::Accepted {
+                    return Ok(Vec::new());
+                }
+                let mut m = m.clone();
+                m.status = Status::Acknowledged;
+                m.acknowledged_us = Some(now_us);
+                m.status_us = now_us;
+                m.version += 1;
+                Ok(vec![m])
+            })
+            .await?;
+        match changed.into_iter().next() {
+            Some(m) => Ok((m, true)),
+            None => Ok((
+                self.get(id).ok_or(Refused::Api(ApiError::NO_MESSAGE))?,
+                false,
+            )),
         }
-        if m.status != Status::Accepted {
-            return Ok((m.clone(), false));
-        }
-        m.status = Status::Acknowledged;
-        m.acknowledged_us = Some(to_us(now));
-        m.status_us = to_us(now);
-        m.version += 1;
-        let snapshot = m.clone();
-        inner.unindex_inbox(&snapshot, self.expiry_us);
-        Ok((snapshot, true))
     }
 
     /// Sets a POS file hash on a message; returns the id of an earlier message from the same
@@ -604,6 +445,37 @@ impl Store {
                 inner.messages.insert(report.id.clone(), report.clone());
                 changed.push(report);
             }
+        }
+        changed
+    }
+
+    /// Abandons every upload started more than `max_age` before `now` and still incomplete:
+    /// it turns `error` (no longer completable; 423 for a late chunk). Returns the changed
+    /// messages (to persist, and whose data to drop).
+    pub(crate) fn abandon_uploads(
+        &self,
+        now: DateTime<Utc>,
+        max_age: std::time::Duration,
+    ) -> Vec<Message> {
+        let now_us = to_us(now);
+        let age_us = max_age.as_micros().min(i64::MAX as u128) as i64;
+        let mut inner = lock(&self.inner);
+        let mut changed = Vec::new();
+        while let Some((created, id)) = inner.uploads.first().cloned() {
+            if created.saturating_add(age_us) > now_us {
+                break;
+            }
+            inner.uploads.pop_first();
+            let Some(m) = inner.messages.get_mut(&id) else {
+                continue;
+            };
+            if m.status != Status::Uploading {
+                continue;
+            }
+            m.status = Status::Error;
+            m.status_us = now_us;
+            m.version += 1;
+            changed.push(m.clone());
         }
         changed
     }
@@ -740,21 +612,27 @@ impl Store {
 
     /// Frees the bodies of a message that can no longer be downloaded.
     pub(crate) async fn drop_data(&self, m: &Message) {
+        self.drop_data_of(&m.id, m.total_chunks).await;
+    }
+
+    /// Frees the bodies of message `id` (of `total` chunks).
+    pub(crate) async fn drop_data_of(&self, id: &str, total: u32) {
         match &self.dir {
             None => {
                 let mut blobs = lock(&self.blobs);
-                for n in 1..=m.total_chunks {
-                    blobs.remove(&(m.id.clone(), n));
+                for n in 1..=total {
+                    blobs.remove(&(id.to_string(), n));
                 }
             }
             Some(d) => {
-                let p = d.join("chunks").join(&m.id);
+                let p = d.join("chunks").join(id);
                 let _ = tokio::fs::remove_dir_all(p).await;
             }
         }
     }
 
-    /// Appends message snapshots to the journal and fsyncs it (no-op for the memory store).
+    /// Appends message snapshots to the journal and fsyncs it (no-op for the memory store). A
+    /// failed append leaves the journal as it was.
     pub(crate) async fn persist(&self, messages: Vec<Message>) -> Result<(), Error> {
         let Some(journal) = self.journal.clone() else {
             return Ok(());
@@ -762,129 +640,136 @@ impl Store {
         if messages.is_empty() {
             return Ok(());
         }
-        let path = self.dir.clone().unwrap_or_default().join("journal.jsonl");
+        let inner = self.inner.clone();
+        let dir = self.dir.clone().unwrap_or_default();
         blocking(move || {
-            let mut buf = Vec::new();
-            for m in &messages {
-                serde_json::to_writer(&mut buf, m).map_err(|e| Error::Store {
-                    path: path.clone(),
-                    message: e.to_string(),
-                })?;
-                buf.push(b'\n');
-            }
-            let mut f = lock(&journal);
-            f.write_all(&buf).map_err(|e| Error::io(&path, e))?;
-            f.sync_data().map_err(|e| Error::io(&path, e))
+            let mut journal = lock(&journal);
+            journal.append(&messages)?;
+            compact_if_due(&mut journal, &inner, &dir);
+            Ok(())
         })
         .await
     }
-}
 
-/// `workflow_filter` grammar (§5.4): `WF` equals, `!WF` not equal, `WF*` begins with,
-/// `*WF*` contains; `!` negates any of them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct WorkflowFilter {
-    negate: bool,
-    kind: FilterKind,
-    text: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum FilterKind {
-    Equals,
-    Prefix,
-    Contains,
-}
-
-impl WorkflowFilter {
-    pub(crate) fn parse(s: &str) -> WorkflowFilter {
-        let (negate, rest) = match s.strip_prefix('!') {
-            Some(r) => (true, r),
-            None => (false, s),
-        };
-        let (kind, text) = if let Some(inner) = rest
-            .strip_prefix('*')
-            .map(|r| r.strip_suffix('*').unwrap_or(r))
-        {
-            (FilterKind::Contains, inner)
-        } else if let Some(p) = rest.strip_suffix('*') {
-            (FilterKind::Prefix, p)
-        } else {
-            (FilterKind::Equals, rest)
-        };
-        WorkflowFilter {
-            negate,
-            kind,
-            text: text.to_string(),
+    /// Test hook: the next `times` journal appends write `torn_bytes` bytes and then fail as if
+    /// the disk were full. No-op for the memory store.
+    pub(crate) fn inject_journal_fault(&self, torn_bytes: usize, times: u32) {
+        if let Some(j) = &self.journal {
+            lock(j).inject(Fault { torn_bytes, times });
         }
     }
 
-    pub(crate) fn matches(&self, workflow: &str) -> bool {
-        let hit = match self.kind {
-            FilterKind::Equals => workflow == self.text,
-            FilterKind::Prefix => workflow.starts_with(&self.text),
-            FilterKind::Contains => workflow.contains(&self.text),
+    /// Bytes in the journal (0 for the memory store).
+    pub(crate) fn journal_len(&self) -> u64 {
+        self.journal.as_ref().map_or(0, |j| lock(j).len())
+    }
+
+    /// One metadata change, durable before visible. `change` computes the new versions of the
+    /// messages it touches from the current state (it may only reserve inbox sequence numbers,
+    /// nothing else); if it refuses, nothing happens and a staged chunk in `place` is deleted.
+    /// Otherwise the staged chunk is moved into place, the new versions are journaled and
+    /// fsynced, and only then applied (indexed into inboxes). On the disk store the whole step
+    /// runs under the journal lock, so two changes to one message cannot interleave: a chunk
+    /// that loses a race is refused before its bytes go anywhere near the accepted data.
+    pub(crate) async fn commit<F>(
+        &self,
+        place: Option<Place>,
+        change: F,
+    ) -> Result<Vec<Message>, Refused>
+    where
+        F: FnOnce(&mut Inner) -> Result<Vec<Message>, ApiError> + Send + 'static,
+    {
+        let expiry_us = self.expiry_us;
+        let inner = self.inner.clone();
+        let Some(journal) = self.journal.clone() else {
+            let mut guard = lock(&inner);
+            let changed = change(&mut guard).map_err(Refused::Api)?;
+            if let Some(Place {
+                id,
+                n,
+                body: Received::Memory(b),
+            }) = place
+            {
+                lock(&self.blobs).insert((id, n), b);
+            }
+            for m in &changed {
+                guard.apply(m.clone(), expiry_us);
+            }
+            return Ok(changed);
         };
-        hit != self.negate
-    }
-}
-
-/// Runs blocking file work off the async threads.
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
-) -> Result<T, Error> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(r) => r,
-        Err(e) => Err(Error::Store {
-            path: PathBuf::new(),
-            message: format!("blocking task failed: {e}"),
-        }),
-    }
-}
-
-/// Creates a file readable and writable by the owner only (0600).
-pub(crate) fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
-    let mut o = std::fs::OpenOptions::new();
-    o.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        o.mode(0o600);
-    }
-    o.open(path)
-}
-
-fn set_private(dir: &Path) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
-    }
-    #[cfg(not(unix))]
-    let _ = dir;
-}
-
-/// fsyncs a directory so a rename in it is durable.
-pub(crate) fn sync_dir(dir: &Path) {
-    if let Ok(f) = std::fs::File::open(dir) {
-        let _ = f.sync_all();
+        let dest = place.as_ref().and_then(|p| self.chunk_path(&p.id, p.n));
+        let dir = self.dir.clone().unwrap_or_default();
+        let done = tokio::task::spawn_blocking(move || {
+            let mut journal = lock(&journal);
+            let (changed, had_chunk) = {
+                let mut guard = lock(&inner);
+                let had = place.as_ref().is_some_and(|p| {
+                    guard
+                        .messages
+                        .get(&p.id)
+                        .and_then(|m| m.chunks.get(p.n as usize - 1).copied().flatten())
+                        .is_some()
+                });
+                match change(&mut guard) {
+                    Ok(c) => (c, had),
+                    Err(e) => {
+                        drop(guard);
+                        if let Some(Place {
+                            body: Received::File { tmp, .. },
+                            ..
+                        }) = place
+                        {
+                            let _ = std::fs::remove_file(tmp);
+                        }
+                        return Err(Refused::Api(e));
+                    }
+                }
+            };
+            let placed = match (place, &dest) {
+                (
+                    Some(Place {
+                        body: Received::File { tmp, .. },
+                        ..
+                    }),
+                    Some(dest),
+                ) => {
+                    put_in_place(&tmp, dest).map_err(Refused::Store)?;
+                    Some(dest)
+                }
+                _ => None,
+            };
+            if let Err(e) = journal.append(&changed) {
+                if let (Some(dest), false) = (placed, had_chunk) {
+                    let _ = std::fs::remove_file(dest);
+                    if let Some(parent) = dest.parent() {
+                        let _ = std::fs::remove_dir(parent); // only if now empty
+                    }
+                }
+                return Err(Refused::Store(e));
+            }
+            {
+                let mut guard = lock(&inner);
+                for m in &changed {
+                    guard.apply(m.clone(), expiry_us);
+                }
+            }
+            compact_if_due(&mut journal, &inner, &dir);
+            Ok(changed)
+        })
+        .await;
+        match done {
+            Ok(r) => r,
+            Err(e) => Err(Refused::Store(Error::Store {
+                path: PathBuf::new(),
+                message: format!("blocking task failed: {e}"),
+            })),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn workflow_filters() {
-        let f = WorkflowFilter::parse;
-        assert!(f("TEST_WORKFLOW").matches("TEST_WORKFLOW"));
-        assert!(!f("TEST_WORKFLOW").matches("TEST_WORKFLOW_ACK"));
-        assert!(f("TEST*").matches("TEST_WORKFLOW_ACK"));
-        assert!(f("*ACK*").matches("TEST_WORKFLOW_ACK"));
-        assert!(f("!*ACK*").matches("TEST_WORKFLOW"));
-        assert!(!f("!TEST*").matches("TEST_WORKFLOW"));
-    }
 
     #[test]
     fn ids_have_the_real_format() {

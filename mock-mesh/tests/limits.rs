@@ -1,0 +1,217 @@
+//! Bounded everything (issue 10), over loopback: clients that trickle their bodies or never
+//! read their downloads hold no thread and cannot starve the others; a stalled body times
+//! out; a disconnect mid-upload leaves no staging file; a declared chunk count is capped.
+
+mod common;
+use common::*;
+
+use std::time::Instant;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Sends a request head (and `first` body bytes of a declared `len`) on a raw socket.
+async fn raw(
+    m: &Mesh,
+    method: &str,
+    path: &str,
+    extra: &str,
+    len: usize,
+    first: &[u8],
+) -> TcpStream {
+    let addr = m.server.local_addr();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nauthorization: {}\r\naccept: {V2}\r\n\
+         {extra}content-length: {len}\r\n\r\n",
+        m.token(A, "password")
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(first).await.unwrap();
+    s.flush().await.unwrap();
+    s
+}
+
+fn staged_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir.join("tmp")).unwrap().count()
+}
+
+/// Polls `f` until true or `limit` passes.
+async fn eventually(limit: Duration, f: impl Fn() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    f()
+}
+
+#[test]
+fn slow_uploads_and_unread_downloads_do_not_block_others() {
+    // few blocking threads, so that a design holding one per slow client starves at once
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(6)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Mesh::start(Config::default().with_store_dir(dir.path())).await;
+        let big: Vec<u8> = (0..16u32 << 20).map(|i| (i % 251) as u8).collect();
+        let r = m.send(A, B, big.clone()).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        let big_id = json(r).await["message_id"].as_str().unwrap().to_string();
+        let mut hold = Vec::new();
+        for _ in 0..12 {
+            let s = raw(
+                &m,
+                "POST",
+                &format!("/messageexchange/{A}/outbox"),
+                &format!("mex-to: {B}\r\nmex-workflowid: TEST_WORKFLOW\r\n"),
+                1 << 20,
+                &[b'x'; 3000],
+            )
+            .await;
+            hold.push(s);
+        }
+        for _ in 0..12 {
+            let path = format!("/messageexchange/{B}/inbox/{big_id}");
+            let addr = m.server.local_addr();
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            let head = format!(
+                "GET {path} HTTP/1.1\r\nhost: {addr}\r\nauthorization: {}\r\naccept: {V2}\r\n\r\n",
+                m.token(B, "password")
+            );
+            s.write_all(head.as_bytes()).await.unwrap();
+            hold.push(s); // never read
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let start = Instant::now();
+        let work = async {
+            let id = m.send_ok(A, C, b"still served").await;
+            let r = m.download(C, &id, None).await;
+            assert_eq!(r.bytes().await.unwrap().as_ref(), b"still served");
+            let r = m.download(B, &big_id, None).await;
+            assert_eq!(r.bytes().await.unwrap().len(), big.len());
+        };
+        tokio::time::timeout(Duration::from_secs(15), work)
+            .await
+            .expect("other clients are served while slow ones hang");
+        assert!(start.elapsed() < Duration::from_secs(15));
+        drop(hold);
+        m.server.stop().await;
+    });
+}
+
+#[tokio::test]
+async fn a_stalled_body_times_out_and_leaves_no_staging_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default().with_store_dir(dir.path());
+    config.limits.body_timeout = Duration::from_millis(300);
+    let m = Mesh::start(config).await;
+    let mut s = raw(
+        &m,
+        "POST",
+        &format!("/messageexchange/{A}/outbox"),
+        &format!("mex-to: {B}\r\nmex-workflowid: TEST_WORKFLOW\r\n"),
+        100,
+        b"only part of it",
+    )
+    .await;
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the server gave up on the stalled body");
+    let text = String::from_utf8_lossy(&buf);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+    assert!(eventually(Duration::from_secs(2), || staged_files(dir.path()) == 0).await);
+    m.server.stop().await;
+}
+
+#[tokio::test]
+async fn a_disconnect_mid_upload_leaves_no_staging_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = Mesh::start(Config::default().with_store_dir(dir.path())).await;
+    let s = raw(
+        &m,
+        "POST",
+        &format!("/messageexchange/{A}/outbox"),
+        &format!("mex-to: {B}\r\nmex-workflowid: TEST_WORKFLOW\r\n"),
+        10 << 20,
+        &vec![b'x'; 2 << 20],
+    )
+    .await;
+    assert!(
+        eventually(Duration::from_secs(5), || staged_files(dir.path()) == 1).await,
+        "the upload is being staged"
+    );
+    drop(s);
+    assert!(
+        eventually(Duration::from_secs(5), || staged_files(dir.path()) == 0).await,
+        "the staging file is removed when the client goes away"
+    );
+    assert!(m.inbox(B).await.is_empty());
+    m.server.stop().await;
+}
+
+#[tokio::test]
+async fn the_declared_chunk_count_is_capped() {
+    let m = Mesh::default().await;
+    let r = m
+        .send(A, B, "x")
+        .header("mex-chunk-range", "1:100000")
+        .send()
+        .await
+        .unwrap();
+    assert_v2_error(
+        r,
+        417,
+        "SEND",
+        "InvalidHeaderChunks",
+        "Invalid chunk values sent in mex-Chunk-Range header",
+    )
+    .await;
+    let r = m
+        .send(A, B, "x")
+        .header("mex-chunk-range", "1:200")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    m.server.stop().await;
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_wait_until_one_closes() {
+    let mut config = Config::default();
+    config.limits.max_connections = 2;
+    let m = Mesh::start(config).await;
+    let addr = m.server.local_addr();
+    let first = TcpStream::connect(addr).await.unwrap();
+    let _second = TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let health = || {
+        reqwest::Client::new()
+            .get(m.url("/health"))
+            .timeout(Duration::from_millis(500))
+            .send()
+    };
+    assert!(health().await.is_err(), "a third connection waits");
+    drop(first);
+    let r = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Ok(r) = health().await {
+                return r;
+            }
+        }
+    })
+    .await
+    .expect("served once a slot is free");
+    assert_eq!(r.status(), StatusCode::OK);
+    m.server.stop().await;
+}
