@@ -4,12 +4,9 @@
 use anyhow::Context;
 use std::path::Path;
 
-/// The published test patients (`environment,nhs_number,opted_out`).
-const TEST_PATIENTS: &str = include_str!("../../testdata/test-patients.csv");
-
 /// The INT test patients and whether each has an opt-out.
 pub(crate) fn int_test_patients() -> Vec<(u64, bool)> {
-    TEST_PATIENTS
+    mock_mesh::pos::PUBLISHED_TEST_PATIENTS
         .lines()
         .skip(1)
         .filter_map(|l| {
