@@ -5,15 +5,19 @@
 //! `pos-client` crate sends the prepared files to the POS over MESH and collects the replies;
 //! the `ndop` crate is the command).
 //! - [`nhs`]: the Modulus 11 rule and the classification of one field;
-//! - [`scan`] and `input`: inputs as line-aligned blocks, processed in parallel, merged in order;
-//! - [`validate`]: every line counted into exactly one bucket, bad lines quarantined;
+//! - [`csv`] and `header`: RFC 4180 records (quoted delimiters, quotes and line breaks) and the
+//!   header row's checks;
+//! - [`scan`] and `input`: inputs (plain or gzip) as blocks cut at line breaks, processed in
+//!   parallel, merged in order, a CSV record cut by a block carried over to the next;
+//! - [`validate`]: every record counted into exactly one bucket, bad records quarantined;
 //! - [`dat`], [`ctl`] and [`prepare`]: `.dat` + `.ctl` pairs under the MESH limits, written by
 //!   the rules of [`files`] (mode 0600, atomic) with the POS facts of [`pos`];
 //! - [`reconcile`] and [`filter`]: who opted out, and the extract without them;
 //! - [`generate`]: synthetic extracts in the 999 test range with their exact truth.
 //!
 //! `unsafe` is in three places, each with a `// SAFETY:` comment: the memory map (`mmap`), the
-//! SSE2 load of the fast path (`swar`) and the number set's words taken as atomics ([`seen`]).
+//! SSE2 loads of the fast path and of the CSV grammar's masks (`swar`) and the number set's
+//! words taken as atomics ([`seen`]).
 
 pub mod csv;
 pub mod ctl;
@@ -22,6 +26,7 @@ pub mod error;
 pub mod files;
 pub mod filter;
 pub mod generate;
+mod header;
 mod input;
 mod mmap;
 pub mod nhs;

@@ -619,43 +619,7 @@ impl Engine {
             // An empty input has no header and no records.
             return Ok((parser(0), None, 0, Some(delimiter)));
         };
-        let line = skipped + 1;
-        let text = strip_eol(&raw);
-        if is_blank(text) {
-            return Err(Error::BlankHeader { path, line });
-        }
-        if text.contains(&0) {
-            return Err(Error::Utf16 { path });
-        }
-        let cells = csv::header_fields(text, delim)
-            .ok_or_else(|| Error::BadHeader { path: path.clone() })?;
-        let col = match csv::resolve(&cells, column) {
-            Ok(col) => col,
-            Err(positions) if positions.len() > 1 => {
-                let names: Vec<String> = positions.iter().map(|p| (p + 1).to_string()).collect();
-                return Err(Error::AmbiguousColumn {
-                    path,
-                    column: column.to_string(),
-                    positions: names.join(" and "),
-                });
-            }
-            Err(_) => {
-                return Err(Error::NoSuchColumn {
-                    hint: header_hint(&cells, text, delimiter),
-                    path,
-                    column: column.to_string(),
-                })
-            }
-        };
-        if matches!(
-            nhs::classify(cells[col].as_bytes(), Rules::default()),
-            Field::Valid { .. }
-        ) {
-            return Err(Error::HeaderLooksLikeData {
-                path,
-                position: col + 1,
-            });
-        }
+        let col = crate::header::column_of(&path, &raw, column, delimiter, skipped + 1)?;
         let lines = csv::count_breaks(&raw).max(1) as u64;
         Ok((parser(col), Some(raw), lines, Some(delimiter)))
     }
@@ -671,50 +635,6 @@ fn at_line<T>(r: Result<T>, before: u64) -> Result<T> {
         },
         e => e,
     })
-}
-
-/// What a header row that lacks the wanted column holds instead, and what to try. Digits are
-/// shown as `#`: the row may be a patient's record.
-fn header_hint(cells: &[String], text: &[u8], delimiter: Delimiter) -> String {
-    let others: Vec<String> = Delimiter::ALL
-        .iter()
-        .filter(|d| **d != delimiter)
-        .map(|d| (d, text.iter().filter(|&&b| b == d.byte()).count()))
-        .filter(|(_, n)| *n > 0)
-        .map(|(d, n)| format!("{n} {d}"))
-        .collect();
-    if cells.len() == 1 {
-        let mut hint = format!(
-            "; the header row (delimiter: {delimiter}) has a single cell, {}",
-            show_cell(&cells[0])
-        );
-        if !others.is_empty() {
-            hint += &format!(
-                " holding {} characters: is the file separated by another delimiter \
-                 (--delimiter tab, ';' or '|')?",
-                others.join(", ")
-            );
-        } else {
-            hint += ": if it is a title row, skip it with --skip-lines N";
-        }
-        return hint;
-    }
-    let shown: Vec<String> = cells.iter().take(20).map(|c| show_cell(c)).collect();
-    format!(
-        "; the header row (delimiter: {delimiter}) has {} cells: {}{}",
-        cells.len(),
-        shown.join(", "),
-        if cells.len() > 20 { ", ..." } else { "" }
-    )
-}
-
-fn show_cell(cell: &str) -> String {
-    let short: String = cell
-        .chars()
-        .take(40)
-        .map(|c| if c.is_ascii_digit() { '#' } else { c })
-        .collect();
-    format!("{short:?}")
 }
 
 #[cfg(test)]
