@@ -147,6 +147,9 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<u8> {
     println!("                replies/               the POS replies as received");
     println!("                reconciled/            opted-out.txt, summary.json");
     println!("                cleared.csv            the extract without opted-out patients");
+    println!(
+        "                cleared.csv.rejects.csv  where each invalid or unparseable record is"
+    );
     println!("                run.json               everything above as JSON");
     Ok(if agrees { exit::OK } else { exit::POS })
 }
