@@ -45,11 +45,13 @@ pub enum Error {
         /// The 1-based positions that match, e.g. `2 and 5`.
         positions: String,
     },
-    /// The header cell of the chosen column is itself a valid NHS number: the file has no
-    /// header row, and its first record would be taken as one (and never checked).
+    /// The header cell of the chosen column is a valid NHS number, or holds six digits or more
+    /// (an invalid or mangled one): the file has no header row, and its first record would be
+    /// taken as one and copied unchecked.
     #[error(
-        "{}: the header row's cell {position} is a valid NHS number, so the first line looks \
-         like data, not a header; if the file has no header row, use --no-header",
+        "{}: the header row's cell {position} holds an NHS number (or as many digits as one), so \
+         the first line looks like data, not a header; if the file has no header row, use \
+         --no-header",
         path.display()
     )]
     HeaderLooksLikeData {

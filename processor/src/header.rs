@@ -49,10 +49,11 @@ pub(crate) fn column_of(
             })
         }
     };
-    if matches!(
-        nhs::classify(cells[col].as_bytes(), Rules::default()),
-        Field::Valid { .. }
-    ) {
+    // A valid number, or anything holding as many digits as one might (an invalid or mangled
+    // number): such a row is data, and taken as the header it would be copied unchecked.
+    let cell = cells[col].as_bytes();
+    let digits = cell.iter().filter(|b| b.is_ascii_digit()).count();
+    if digits >= 6 || matches!(nhs::classify(cell, Rules::default()), Field::Valid { .. }) {
         return Err(Error::HeaderLooksLikeData {
             path,
             position: col + 1,
@@ -131,6 +132,16 @@ mod tests {
             col("9434765919,x\n", "1"),
             Err(Error::HeaderLooksLikeData { position: 1, .. })
         ));
+        // An invalid or mangled number is data too: it must not be copied through as a header.
+        for cell in ["9434765918", "943 476 591", "9.43477E+09", "'9434765919"] {
+            assert!(
+                matches!(
+                    col(&format!("x,{cell}\n"), "2"),
+                    Err(Error::HeaderLooksLikeData { position: 2, .. })
+                ),
+                "{cell}"
+            );
+        }
         let e = col("nhs,x,NHS\n", "nhs").unwrap_err().to_string();
         assert!(e.contains("cells 1 and 3"), "{e}");
         let e = col("id\tnhs_number\n", "nhs_number")
