@@ -4,7 +4,7 @@
 
 use crate::error::{Error, Result};
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{BufWriter, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -66,6 +66,70 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::write(dir, e))
+}
+
+/// A file written as a stream by the same rule as [`write_atomic`]: under a temporary name in
+/// its directory (`.NAME.tmp`, mode 0600), synced and renamed into place by
+/// [`AtomicFile::commit`]. Until then the destination does not exist.
+pub struct AtomicFile {
+    tmp: PathBuf,
+    dest: PathBuf,
+    w: BufWriter<File>,
+}
+
+impl AtomicFile {
+    /// Starts `dest`, which must not exist.
+    pub fn create(dest: &Path) -> Result<AtomicFile> {
+        if dest.symlink_metadata().is_ok() {
+            return Err(Error::Write {
+                path: dest.to_path_buf(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "the output file exists; name a new one",
+                ),
+            });
+        }
+        let name = dest
+            .file_name()
+            .ok_or_else(|| Error::Usage(format!("{} is not a file name", dest.display())))?;
+        let tmp = parent_dir(dest).join(format!(".{}.tmp", name.to_string_lossy()));
+        let w = BufWriter::with_capacity(1 << 20, create_private(&tmp)?);
+        Ok(AtomicFile {
+            tmp,
+            dest: dest.to_path_buf(),
+            w,
+        })
+    }
+
+    /// The temporary name, to remove if the file is given up.
+    pub fn tmp(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// Appends `bytes`.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.w
+            .write_all(bytes)
+            .map_err(|e| Error::write(&self.tmp, e))
+    }
+
+    /// Syncs the file and renames it into place (the caller syncs the directory).
+    pub fn commit(self) -> Result<()> {
+        let file = self
+            .w
+            .into_inner()
+            .map_err(|e| Error::write(&self.tmp, e.into_error()))?;
+        file.sync_all().map_err(|e| Error::write(&self.tmp, e))?;
+        std::fs::rename(&self.tmp, &self.dest).map_err(|e| Error::write(&self.dest, e))
+    }
+}
+
+/// The directory `path` is in (`.` for a bare file name).
+pub fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
 }
 
 #[cfg(test)]

@@ -20,14 +20,13 @@
 //! whatever the thread count.
 
 use crate::error::{Error, Result};
-use crate::files::create_private;
+use crate::files::{parent_dir, sync_dir, AtomicFile};
 use crate::nhs::{Field, Reason};
 use crate::scan::{Engine, Event, LineParser, ScanOptions, Span, Spanned};
 use crate::seen::NumberSet;
 use crate::validate::add_reasons;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -194,60 +193,6 @@ pub fn default_rejects(out: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// A file written under a temporary name in its directory, renamed into place when complete.
-struct Staged {
-    tmp: PathBuf,
-    dest: PathBuf,
-    w: BufWriter<std::fs::File>,
-}
-
-impl Staged {
-    fn create(dest: &Path) -> Result<Staged> {
-        if dest.symlink_metadata().is_ok() {
-            return Err(Error::Write {
-                path: dest.to_path_buf(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::AlreadyExists,
-                    "the output file exists; name a new one",
-                ),
-            });
-        }
-        let name = dest
-            .file_name()
-            .ok_or_else(|| Error::Usage(format!("{} is not a file name", dest.display())))?;
-        let tmp = parent_dir(dest).join(format!(".{}.tmp", name.to_string_lossy()));
-        let w = BufWriter::with_capacity(1 << 20, create_private(&tmp)?);
-        Ok(Staged {
-            tmp,
-            dest: dest.to_path_buf(),
-            w,
-        })
-    }
-
-    fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        self.w
-            .write_all(bytes)
-            .map_err(|e| Error::write(&self.tmp, e))
-    }
-
-    /// Syncs the file and renames it into place.
-    fn commit(self) -> Result<()> {
-        let file = self
-            .w
-            .into_inner()
-            .map_err(|e| Error::write(&self.tmp, e.into_error()))?;
-        file.sync_all().map_err(|e| Error::write(&self.tmp, e))?;
-        std::fs::rename(&self.tmp, &self.dest).map_err(|e| Error::write(&self.dest, e))
-    }
-}
-
-fn parent_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
-
 /// Writes to `out` (which must not exist; created with mode 0600, atomically) the rows of
 /// `extract` whose NHS number is in `allowed`, and the rejects report to
 /// [`default_rejects`]`(out)`. See [`filter_to`].
@@ -277,15 +222,15 @@ pub fn filter_to(
     progress: &mut dyn FnMut(u64),
 ) -> Result<FilterSummary> {
     let started = Instant::now();
-    let mut w = Staged::create(out)?;
-    let mut r = match Staged::create(rejects) {
+    let mut w = AtomicFile::create(out)?;
+    let mut r = match AtomicFile::create(rejects) {
         Ok(r) => r,
         Err(e) => {
-            let _ = std::fs::remove_file(&w.tmp);
+            let _ = std::fs::remove_file(w.tmp());
             return Err(e);
         }
     };
-    let (tmp_out, tmp_rejects) = (w.tmp.clone(), r.tmp.clone());
+    let (tmp_out, tmp_rejects) = (w.tmp().to_path_buf(), r.tmp().to_path_buf());
     let mut bom = false;
     let mut compression = "none";
     let mut delimiter = None;
@@ -369,8 +314,8 @@ pub fn filter_to(
             return Err(e);
         }
     };
-    crate::files::sync_dir(&parent_dir(out))?;
-    crate::files::sync_dir(&parent_dir(rejects))?;
+    sync_dir(&parent_dir(out))?;
+    sync_dir(&parent_dir(rejects))?;
     Ok(FilterSummary {
         counts,
         input: extract.display().to_string(),

@@ -34,6 +34,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::Parser;
+use processor::generate::Rng;
 use processor::nhs::{check_digit_of_prefix, write_digits};
 use serde_json::json;
 
@@ -73,33 +74,6 @@ struct Args {
     /// Share of patients who opted out (left out of --allowed-out).
     #[arg(long, default_value_t = 0.02)]
     opt_out: f64,
-}
-
-/// SplitMix64: small, fast, deterministic.
-struct Rng(u64);
-
-impl Rng {
-    #[inline]
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform below `n` (n < 2^32).
-    #[inline]
-    fn below(&mut self, n: u64) -> u64 {
-        ((self.next() >> 32) * n) >> 32
-    }
-    #[inline]
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    #[inline]
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len() as u64) as usize]
-    }
 }
 
 /// ODS-style provider codes.
@@ -279,6 +253,12 @@ fn valid_digits(p: u32) -> Option<[u8; 10]> {
 }
 
 /// Writes one invalid NHS number of a random kind; returns the kind's index.
+/// One of `items`, uniformly.
+#[inline]
+fn pick<T: Copy>(rng: &mut Rng, items: &[T]) -> T {
+    items[rng.below(items.len() as u64) as usize]
+}
+
 fn push_invalid(buf: &mut Vec<u8>, rng: &mut Rng) -> usize {
     let d = loop {
         if let Some(d) = valid_digits(rng.below(RANGE) as u32) {
@@ -405,7 +385,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
         // event_date
-        let r = rng.next();
+        let r = rng.next_u64();
         buf.extend_from_slice(b",20");
         push_2(&mut buf, 19 + (r & 7) % 7);
         buf.push(b'-');
@@ -413,9 +393,9 @@ fn main() -> anyhow::Result<()> {
         buf.push(b'-');
         push_2(&mut buf, 1 + ((r >> 24) & 0xFFFF) % 28);
         buf.push(b',');
-        buf.extend_from_slice(rng.pick(PROVIDERS).as_bytes());
+        buf.extend_from_slice(pick(&mut rng, PROVIDERS).as_bytes());
         buf.push(b',');
-        buf.extend_from_slice(rng.pick(CODES).as_bytes());
+        buf.extend_from_slice(pick(&mut rng, CODES).as_bytes());
         buf.push(b',');
         buf.extend_from_slice(&descriptions[rng.below(descriptions.len() as u64) as usize]);
         buf.push(b',');
@@ -424,7 +404,7 @@ fn main() -> anyhow::Result<()> {
         if has_break {
             with_breaks += 1;
             buf.push(b'"');
-            buf.extend_from_slice(rng.pick(NOTES).as_bytes());
+            buf.extend_from_slice(pick(&mut rng, NOTES).as_bytes());
             // one line break, sometimes two; CRLF or LF each
             let breaks = 1 + (rng.below(4) == 0) as u64;
             for _ in 0..breaks {
@@ -437,13 +417,13 @@ fn main() -> anyhow::Result<()> {
                 }
                 if rng.below(2) == 0 {
                     lookalike_tails += 1;
-                    buf.extend_from_slice(rng.pick(TAIL_BEFORE).as_bytes());
+                    buf.extend_from_slice(pick(&mut rng, TAIL_BEFORE).as_bytes());
                     buf.push(b',');
                     buf.extend_from_slice(&pool[rng.below(patients) as usize].digits);
                     buf.push(b',');
-                    buf.extend_from_slice(rng.pick(TAIL_AFTER).as_bytes());
+                    buf.extend_from_slice(pick(&mut rng, TAIL_AFTER).as_bytes());
                 } else {
-                    buf.extend_from_slice(rng.pick(CONTINUATIONS).as_bytes());
+                    buf.extend_from_slice(pick(&mut rng, CONTINUATIONS).as_bytes());
                 }
             }
             buf.push(b'"');
@@ -452,7 +432,7 @@ fn main() -> anyhow::Result<()> {
                 0..=4 => {}
                 5 | 6 => buf.extend_from_slice(&notes[rng.below(notes.len() as u64) as usize]),
                 _ => {
-                    let (a, b) = (rng.pick(NOTES), rng.pick(NOTES));
+                    let (a, b) = (pick(&mut rng, NOTES), pick(&mut rng, NOTES));
                     buf.push(b'"');
                     buf.extend_from_slice(a.as_bytes());
                     buf.extend_from_slice(b", ");
