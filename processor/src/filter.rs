@@ -268,9 +268,7 @@ pub fn filter_to(
                         record_base,
                         line_base,
                     } => {
-                        for run in p.keep {
-                            w.write(&block[run])?;
-                        }
+                        w.write_ranges(block, &p.keep)?;
                         for (record, line, reason) in p.rejects {
                             let row = format!(
                                 ",{},{},{reason}\n",

@@ -15,9 +15,9 @@
 //! - [`reconcile`] and [`filter`]: who opted out, and the extract without them;
 //! - [`generate`]: synthetic extracts in the 999 test range with their exact truth.
 //!
-//! `unsafe` is in three places, each with a `// SAFETY:` comment: the memory map (`mmap`), the
-//! SSE2 loads of the fast path and of the CSV grammar's masks (`swar`) and the number set's
-//! words taken as atomics ([`seen`]).
+//! `unsafe` is in four places, each with a `// SAFETY:` comment: the memory map (`mmap`), the
+//! SSE2 loads of the fast path and of the CSV grammar's masks (`swar`), the number set's
+//! words taken as atomics ([`seen`]) and the writeback hint of a streamed output ([`files`]).
 
 pub mod csv;
 pub mod ctl;
