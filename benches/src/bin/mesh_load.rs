@@ -147,7 +147,8 @@ async fn start(kind: &str, a: &Args) -> anyhow::Result<Server> {
         _store: store,
     };
     let http = reqwest::Client::new();
-    for _ in 0..400 {
+    // Up to a minute: on a busy machine the sandbox's Python imports alone take seconds.
+    for _ in 0..2400 {
         if let Ok(r) = http.get(format!("{}/health", server.url)).send().await {
             if r.status().is_success() {
                 return Ok(server);
