@@ -62,4 +62,4 @@ pub use error::{Error, MeshErrorDetail};
 pub use inbox::{MessageMeta, MessageType};
 pub use lookup::Endpoint;
 pub use outbox::{ChunkPlan, SendOptions};
-pub use tracking::Tracking;
+pub use tracking::{LocalIdLookup, LocalIdTracking, Tracking};

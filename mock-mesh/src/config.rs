@@ -20,6 +20,14 @@
 //! optout_numbers = [9000000009]
 //! optout_file = "optouts.txt"
 //! chunk_bytes = 78643200
+//! [limits]
+//! body_timeout_secs = 60             # a request body (or head) that stalls longer is dropped
+//! response_timeout_secs = 60         # a download whose client stops reading is cut off
+//! max_connections = 1024
+//! max_chunks = 4096                  # largest N in Mex-Chunk-Range 1:N (else 417)
+//! max_uploads_per_mailbox = 100      # unfinished chunked messages per sender (else 429)
+//! upload_expiry_hours = 24           # an unfinished upload is abandoned after this
+//! pos_max_decoded_bytes = 21474836480
 //! [[mailbox]]
 //! id = "X26NDOP1"
 //! password = "secret"
@@ -196,10 +204,15 @@ pub struct Limits {
     pub response_timeout: Duration,
     /// Connections served at once; more wait in the listen backlog (default 1,024).
     pub max_connections: usize,
-    /// Largest `N` a `Mex-Chunk-Range: 1:N` may declare (default 200: the 20 GB message limit
-    /// over MESH's 100 MB per request); beyond it the send is refused with `417
-    /// InvalidHeaderChunks`, as a malformed range is.
+    /// Largest `N` a `Mex-Chunk-Range: 1:N` may declare; beyond it the send is refused with
+    /// `417 InvalidHeaderChunks`, as a malformed range is. Default [`MAX_CHUNKS`] (4,096): the
+    /// 20 GiB message limit over the 5 MiB MESH asks every chunk but the last to reach, so any
+    /// client within the MESH rules can send a 20 GiB message (NHS England's mesh-client, with
+    /// its 75 MiB chunks, needs 274; 100 MB chunks need 200).
     pub max_chunks: u32,
+    /// Chunked messages one mailbox may have begun and not finished at once; chunk 1 of one
+    /// more is refused with 429 until one completes or expires (default 100).
+    pub max_uploads_per_mailbox: usize,
     /// An upload still incomplete this long after its first chunk is abandoned: its data is
     /// freed and it turns `error` in tracking (default 1 day).
     pub upload_expiry: Duration,
@@ -214,7 +227,8 @@ impl Default for Limits {
             body_timeout: Duration::from_secs(60),
             response_timeout: Duration::from_secs(60),
             max_connections: 1024,
-            max_chunks: 200,
+            max_chunks: MAX_CHUNKS,
+            max_uploads_per_mailbox: 100,
             upload_expiry: Duration::from_secs(DAY),
             pos_max_decoded_bytes: 20 * 1024 * 1024 * 1024,
         }
@@ -222,6 +236,10 @@ impl Default for Limits {
 }
 
 const DAY: u64 = 24 * 3600;
+
+/// The default [`Limits::max_chunks`]: 20 GiB (MESH's message limit) over 5 MiB (the smallest
+/// chunk but the last that MESH accepts, mesh-client 3.0 change log), rounded up.
+pub const MAX_CHUNKS: u32 = (20u64 << 30).div_ceil(5 << 20) as u32;
 
 fn builtin_mailboxes() -> Vec<MailboxConfig> {
     let mb = |id: &str, name: &str, ods: &str, billing: &str, pos: Option<PosEnv>| MailboxConfig {
@@ -333,6 +351,71 @@ struct FileMailbox {
     pos: Option<PosEnv>,
 }
 
+/// Changes to [`Limits`], as the `[limits]` table of the TOML file and the `serve` flags give
+/// them: `None` keeps the current value.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitOverrides {
+    /// [`Limits::body_timeout`], in seconds.
+    pub body_timeout_secs: Option<f64>,
+    /// [`Limits::response_timeout`], in seconds.
+    pub response_timeout_secs: Option<f64>,
+    /// [`Limits::max_connections`].
+    pub max_connections: Option<usize>,
+    /// [`Limits::max_chunks`].
+    pub max_chunks: Option<u32>,
+    /// [`Limits::max_uploads_per_mailbox`].
+    pub max_uploads_per_mailbox: Option<usize>,
+    /// [`Limits::upload_expiry`], in hours.
+    pub upload_expiry_hours: Option<f64>,
+    /// [`Limits::pos_max_decoded_bytes`].
+    pub pos_max_decoded_bytes: Option<u64>,
+}
+
+impl LimitOverrides {
+    /// Applies the values that are set to `limits`; a zero, negative or non-finite value is
+    /// an error naming its key.
+    pub fn apply(&self, limits: &mut Limits) -> Result<(), String> {
+        let secs = |v: f64, key: &str| {
+            if v.is_finite() && v > 0.0 {
+                Ok(Duration::from_secs_f64(v))
+            } else {
+                Err(format!("limits.{key} must be > 0"))
+            }
+        };
+        let positive = |v: u64, key: &str| {
+            if v > 0 {
+                Ok(v)
+            } else {
+                Err(format!("limits.{key} must be > 0"))
+            }
+        };
+        if let Some(v) = self.body_timeout_secs {
+            limits.body_timeout = secs(v, "body_timeout_secs")?;
+        }
+        if let Some(v) = self.response_timeout_secs {
+            limits.response_timeout = secs(v, "response_timeout_secs")?;
+        }
+        if let Some(v) = self.max_connections {
+            limits.max_connections = positive(v as u64, "max_connections")? as usize;
+        }
+        if let Some(v) = self.max_chunks {
+            limits.max_chunks = positive(u64::from(v), "max_chunks")? as u32;
+        }
+        if let Some(v) = self.max_uploads_per_mailbox {
+            limits.max_uploads_per_mailbox =
+                positive(v as u64, "max_uploads_per_mailbox")? as usize;
+        }
+        if let Some(v) = self.upload_expiry_hours {
+            limits.upload_expiry = secs(v * 3600.0, "upload_expiry_hours")?;
+        }
+        if let Some(v) = self.pos_max_decoded_bytes {
+            limits.pos_max_decoded_bytes = positive(v, "pos_max_decoded_bytes")?;
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
@@ -346,6 +429,8 @@ struct FileConfig {
     auth: FileAuth,
     #[serde(default)]
     pos: FilePos,
+    #[serde(default)]
+    limits: LimitOverrides,
     #[serde(default)]
     mailbox: Vec<FileMailbox>,
     #[serde(default)]
@@ -419,6 +504,7 @@ impl Config {
             }
             c.pos_chunk_bytes = n;
         }
+        file.limits.apply(&mut c.limits).map_err(bad)?;
         for m in file.mailbox {
             let mut mb = MailboxConfig::new(&m.id, &m.password);
             if mb.id.is_empty() || mb.id.contains([' ', ':', '/']) {
@@ -547,6 +633,11 @@ mod tests {
             [pos]
             delay_secs = 1.5
             optout_rate = 0.25
+            [limits]
+            body_timeout_secs = 0.5
+            max_chunks = 300
+            max_uploads_per_mailbox = 2
+            upload_expiry_hours = 0.5
             [[mailbox]]
             id = "a1"
             password = "p"
@@ -566,5 +657,29 @@ mod tests {
         assert_eq!(c.pos.delay, Duration::from_millis(1500));
         assert_eq!(c.workflows[0].receivers, vec!["A1".to_string()]);
         assert!(Config::from_toml_str("nonsense = 1", Path::new("x")).is_err());
+        assert_eq!(c.limits.body_timeout, Duration::from_millis(500));
+        assert_eq!(
+            (c.limits.max_chunks, c.limits.max_uploads_per_mailbox),
+            (300, 2)
+        );
+        assert_eq!(c.limits.upload_expiry, Duration::from_secs(1800));
+        assert_eq!(c.limits.max_connections, Limits::default().max_connections);
+        let e = Config::from_toml_str("[limits]\nmax_chunks = 0", Path::new("x")).unwrap_err();
+        assert!(
+            e.to_string().contains("limits.max_chunks must be > 0"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_example_file_parses_and_the_chunk_cap_lets_mesh_client_send_20_gib() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("mock-mesh.toml");
+        let c = Config::from_toml_file(&path).unwrap();
+        assert_eq!(c.limits.max_chunks, MAX_CHUNKS);
+        assert_eq!(MAX_CHUNKS, 4096);
+        // NHS England's mesh-client cuts at 75 MiB by default
+        let needed = c.max_message_bytes.div_ceil(75 << 20);
+        assert_eq!(needed, 274);
+        assert!(u64::from(Limits::default().max_chunks) >= needed);
     }
 }

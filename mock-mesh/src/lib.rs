@@ -81,8 +81,8 @@ pub use auth::AuthConfig;
 pub use body::ResponseBody;
 pub use clock::Clock;
 pub use config::{
-    load_optout_file, Config, Limits, MailboxConfig, PosConfig, PosEnv, StoreMode, WorkflowConfig,
-    POS_INT_MAILBOX, POS_LIVE_MAILBOX, POS_WORKFLOW,
+    load_optout_file, Config, LimitOverrides, Limits, MailboxConfig, PosConfig, PosEnv, StoreMode,
+    WorkflowConfig, MAX_CHUNKS, POS_INT_MAILBOX, POS_LIVE_MAILBOX, POS_WORKFLOW,
 };
 pub use error::{ApiError, Error};
 pub use response::ApiVersion;

@@ -93,6 +93,25 @@ struct ServeArgs {
     /// Days before an unacknowledged message becomes undeliverable (default 5).
     #[arg(long, value_name = "DAYS")]
     inbox_expiry_days: Option<f64>,
+    /// Drop a client whose request body (or head) stalls this long (default 60).
+    #[arg(long, value_name = "SECS")]
+    body_timeout_secs: Option<f64>,
+    /// Cut off a download whose client stops reading for this long (default 60).
+    #[arg(long, value_name = "SECS")]
+    response_timeout_secs: Option<f64>,
+    /// Connections served at once; more wait in the listen backlog (default 1024).
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// Largest N of `Mex-Chunk-Range: 1:N` (417 InvalidHeaderChunks beyond; default 4096 =
+    /// 20 GiB over 5 MiB chunks).
+    #[arg(long, value_name = "N")]
+    max_chunks: Option<u32>,
+    /// Unfinished chunked messages one mailbox may have at once (429 beyond; default 100).
+    #[arg(long, value_name = "N")]
+    max_uploads_per_mailbox: Option<usize>,
+    /// Hours after which an unfinished chunked upload is abandoned (default 24).
+    #[arg(long, value_name = "HOURS")]
+    upload_expiry_hours: Option<f64>,
     /// Serve HTTPS with this PEM certificate chain (leaf first; needs --tls-key).
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -161,6 +180,17 @@ fn build_config(a: &ServeArgs) -> anyhow::Result<mock_mesh::Config> {
         anyhow::ensure!(d.is_finite() && d > 0.0, "--inbox-expiry-days must be > 0");
         c.inbox_expiry = Duration::from_secs_f64(d * 86_400.0);
     }
+    mock_mesh::LimitOverrides {
+        body_timeout_secs: a.body_timeout_secs,
+        response_timeout_secs: a.response_timeout_secs,
+        max_connections: a.max_connections,
+        max_chunks: a.max_chunks,
+        max_uploads_per_mailbox: a.max_uploads_per_mailbox,
+        upload_expiry_hours: a.upload_expiry_hours,
+        pos_max_decoded_bytes: None,
+    }
+    .apply(&mut c.limits)
+    .map_err(|e| anyhow::anyhow!("{}", e.replace("limits.", "--").replace('_', "-")))?;
     if let (Some(cert), Some(key)) = (&a.tls_cert, &a.tls_key) {
         let tls = mock_mesh::TlsConfig::from_files(cert, key, a.tls_client_ca.as_deref())?;
         c = c.with_tls(tls);

@@ -234,3 +234,83 @@ async fn a_failed_acknowledgement_record_leaves_the_message_downloadable() {
     );
     m.server.stop().await;
 }
+
+/// Tracking by local id (§5.11), which `ndop send` relies on to adopt a message it lost track
+/// of: an unfinished chunked upload is found as `Uploading` with its declared chunk count and
+/// checksum; only the sender finds it; it is the same one message after a restart, and its
+/// completion (not a second message) is what a retry must produce; a second message with the
+/// same local id makes the answer 300.
+#[tokio::test]
+async fn tracking_by_local_id_finds_unfinished_uploads_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let by_local = |m: &Mesh, mb: &str, l: &str| {
+        m.req(
+            Method::GET,
+            &format!("/messageexchange/{mb}/outbox/tracking/{l}"),
+            mb,
+        )
+        .send()
+    };
+    let m = on_disk(dir.path()).await;
+    let r = m
+        .send(A, B, &b"part one, "[..])
+        .header("mex-chunk-range", "1:2")
+        .header("mex-localid", "lost-1")
+        .header("mex-content-checksum", "sha256:abc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let id = json(r).await["message_id"].as_str().unwrap().to_string();
+    let v = json(by_local(&m, A, "lost-1").await.unwrap()).await;
+    assert_eq!(
+        (v["messageId"].as_str(), v["status"].as_str()),
+        (Some(id.as_str()), Some("Uploading"))
+    );
+    assert_eq!(
+        (v["chunkCount"].as_u64(), v["checksum"].as_str()),
+        (Some(2), Some("sha256:abc"))
+    );
+    // the recipient (or anyone else) does not find it
+    assert_eq!(
+        by_local(&m, B, "lost-1").await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+    m.server.stop().await;
+
+    // after a restart: still one message, still uploading; finishing it accepts that one
+    let m = on_disk(dir.path()).await;
+    let v = json(by_local(&m, A, "lost-1").await.unwrap()).await;
+    assert_eq!(
+        (v["messageId"].as_str(), v["status"].as_str()),
+        (Some(id.as_str()), Some("Uploading"))
+    );
+    let r = m
+        .req(
+            Method::POST,
+            &format!("/messageexchange/{A}/outbox/{id}/2"),
+            A,
+        )
+        .header("mex-chunk-range", "2:2")
+        .body("part two")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let v = json(by_local(&m, A, "lost-1").await.unwrap()).await;
+    assert_eq!(
+        (v["messageId"].as_str(), v["status"].as_str()),
+        (Some(id.as_str()), Some("Accepted"))
+    );
+    assert_eq!(m.inbox(B).await, vec![id.clone()]);
+    // a second message under the same local id: MESH cannot say which
+    m.send(A, B, &b"again"[..])
+        .header("mex-localid", "lost-1")
+        .send()
+        .await
+        .unwrap();
+    let r = by_local(&m, A, "lost-1").await.unwrap();
+    assert_eq!(r.status(), StatusCode::MULTIPLE_CHOICES);
+    assert!(r.text().await.unwrap().contains("Multiple Choices"));
+    m.server.stop().await;
+}

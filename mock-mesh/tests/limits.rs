@@ -162,9 +162,13 @@ async fn a_disconnect_mid_upload_leaves_no_staging_file() {
 #[tokio::test]
 async fn the_declared_chunk_count_is_capped() {
     let m = Mesh::default().await;
+    // one past 20 GiB in 5 MiB chunks
     let r = m
         .send(A, B, "x")
-        .header("mex-chunk-range", "1:100000")
+        .header(
+            "mex-chunk-range",
+            format!("1:{}", mock_mesh::MAX_CHUNKS + 1),
+        )
         .send()
         .await
         .unwrap();
@@ -178,11 +182,67 @@ async fn the_declared_chunk_count_is_capped() {
     .await;
     let r = m
         .send(A, B, "x")
-        .header("mex-chunk-range", "1:200")
+        .header("mex-chunk-range", "1:100000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 417);
+    // what NHS England's mesh-client declares for 20 GiB in its default 75 MiB chunks, and
+    // the cap itself
+    for n in [274, mock_mesh::MAX_CHUNKS] {
+        let r = m
+            .send(A, B, "x")
+            .header("mex-chunk-range", format!("1:{n}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED, "1:{n}");
+    }
+    m.server.stop().await;
+}
+
+#[tokio::test]
+async fn unfinished_uploads_per_mailbox_are_capped() {
+    let mut config = Config::default();
+    config.limits.max_uploads_per_mailbox = 2;
+    let m = Mesh::start(config).await;
+    let first = |from: &str, to: &str| {
+        m.send(from, to, "part")
+            .header("mex-chunk-range", "1:2")
+            .send()
+    };
+    let a = json(first(A, B).await.unwrap()).await["message_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(first(A, B).await.unwrap().status(), StatusCode::ACCEPTED);
+    let r = first(A, B).await.unwrap();
+    assert_eq!(r.status().as_u16(), 429);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("unfinished chunked uploads"));
+    // single-chunk messages and other senders are not held back
+    assert_eq!(
+        m.send(A, B, "whole").send().await.unwrap().status(),
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(first(B, A).await.unwrap().status(), StatusCode::ACCEPTED);
+    // finishing one frees a place
+    let r = m
+        .req(
+            Method::POST,
+            &format!("/messageexchange/{A}/outbox/{a}/2"),
+            A,
+        )
+        .header("mex-chunk-range", "2:2")
+        .body("two")
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
+    assert_eq!(first(A, B).await.unwrap().status(), StatusCode::ACCEPTED);
     m.server.stop().await;
 }
 

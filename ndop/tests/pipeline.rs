@@ -10,14 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-fn ndop(args: &[&str]) -> Output {
-    util::ndop_command()
-        .args(args)
-        .env("NDOP_MESH_PASSWORD", "password")
-        .env("NDOP_MESH_SHARED_KEY", "TestKey")
-        .output()
-        .expect("ndop runs")
-}
+use util::{generate_csv, ndop, start_mesh};
 
 /// `(nhs_number, whole row)` of every data row of a CSV whose second column is the number.
 fn rows(path: &Path) -> Vec<(String, String)> {
@@ -87,17 +80,6 @@ fn demo_runs_end_to_end_and_checks_itself() {
     let run: serde_json::Value =
         serde_json::from_slice(&std::fs::read(work.join("run.json")).unwrap()).unwrap();
     assert_eq!(run["filter"]["invalid"], 3);
-}
-
-/// Starts a mock MESH on a runtime of its own.
-fn start_mesh(config: mock_mesh::Config) -> (tokio::runtime::Runtime, mock_mesh::MockMesh) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let mesh = rt.block_on(mock_mesh::MockMesh::start(config)).unwrap();
-    (rt, mesh)
 }
 
 fn submissions(work: &Path) -> usize {
@@ -185,23 +167,6 @@ fn run_in(extract: &Path, work: &Path, url: &str, timeout: &str) -> Output {
         "--timeout",
         timeout,
     ])
-}
-
-fn generate_csv(out: &Path, lines: &str, seed: &str) {
-    let gen = ndop(&[
-        "generate",
-        "--lines",
-        lines,
-        "--seed",
-        seed,
-        "--format",
-        "csv",
-        "--invalid-frac",
-        "0.01",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(gen.status.success());
 }
 
 #[track_caller]

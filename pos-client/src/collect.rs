@@ -391,6 +391,7 @@ mod tests {
             to: "X26OT154".into(),
             workflow_id: "SPINE_NTT_UPHOLDING".into(),
             time: journal::now(),
+            adopted: false,
         })
     }
 
@@ -471,6 +472,7 @@ mod tests {
                 to: "X26OT154".into(),
                 workflow_id: "SPINE_NTT_UPHOLDING".into(),
                 time: journal::now(),
+                adopted: false,
             }))
             .unwrap();
         let data = |from: Option<&str>, local: Option<&str>, subject: Option<&str>| {

@@ -3,10 +3,15 @@
 //! never sends a file twice and `ndop collect` knows what it is waiting for.
 //!
 //! Each line has a `kind`:
+//! - `sending`: a pair is about to be sent, and how it will be cut (written before chunk 1
+//!   leaves, so that a crash after MESH accepted it but before `started`/`submitted` was
+//!   written leaves a trace: the next run looks the LocalId up in MESH tracking and adopts or
+//!   resumes the message instead of sending it again);
 //! - `started`: chunk 1 of a multi-chunk message was accepted (MESH gave it a message id);
 //! - `chunk`: chunk `n` of that message was accepted;
 //! - `submitted`: MESH accepted the whole message (the line the issue asks for: LocalId,
-//!   message id, file name, sha256, records, time);
+//!   message id, file name, sha256, records, time); `adopted` when the message was found in
+//!   MESH by its LocalId after an interrupted send rather than seen accepted;
 //! - `reply`: a reply was written safely to the work directory (before it is acknowledged);
 //! - `extract`: the identity of the extract `ndop run` started the work directory with, so that a
 //!   resumed run refuses a different file (see [`Extract`]). Journals written before this kind
@@ -36,6 +41,8 @@ pub const JOURNAL_FILE: &str = "journal.jsonl";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Entry {
+    /// A pair is about to be sent.
+    Sending(Sending),
     /// Chunk 1 of a multi-chunk message was accepted.
     Started(Started),
     /// A later chunk was accepted.
@@ -49,6 +56,24 @@ pub enum Entry {
     /// A line of a kind this version does not know (written by a newer one); kept, ignored.
     #[serde(other)]
     Unknown,
+}
+
+/// A pair about to be sent: what is needed to recognise and resume it if the process dies
+/// before MESH's answer is journaled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sending {
+    /// The submission's LocalId.
+    pub local_id: String,
+    /// SHA-256 of the `.dat` (lower-case hex).
+    pub sha256: String,
+    /// Chunks the message is cut into.
+    pub chunks: u32,
+    /// Bytes of the file per chunk.
+    pub chunk_size: u64,
+    /// Whether chunks are gzip'd.
+    pub compress: bool,
+    /// When (RFC 3339, UTC).
+    pub time: String,
 }
 
 /// A message whose upload began: what is needed to resume it.
@@ -110,6 +135,9 @@ pub struct Submission {
     pub workflow_id: String,
     /// When MESH accepted it (RFC 3339, UTC).
     pub time: String,
+    /// Found in MESH by its LocalId after an interrupted send (not sent again).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopted: bool,
 }
 
 /// What a collected reply is (`ndop-domain.md` §2.3, §3.2).
@@ -427,6 +455,24 @@ impl Journal {
         current
     }
 
+    /// The last `sending` line of this LocalId and content, unless a `submitted` line of the
+    /// same follows it: a send that may have reached MESH without its answer being journaled.
+    pub fn sending(&self, local_id: &str, sha256: &str) -> Option<&Sending> {
+        let mut current = None;
+        for e in &self.entries {
+            match e {
+                Entry::Sending(s) if s.local_id == local_id && s.sha256 == sha256 => {
+                    current = Some(s);
+                }
+                Entry::Submitted(s) if s.local_id == local_id && s.sha256 == sha256 => {
+                    current = None;
+                }
+                _ => {}
+            }
+        }
+        current
+    }
+
     /// Every reply, in order.
     pub fn replies(&self) -> impl Iterator<Item = &Reply> {
         self.entries.iter().filter_map(|e| match e {
@@ -529,6 +575,7 @@ mod tests {
             to: "X26OT154".into(),
             workflow_id: "SPINE_NTT_UPHOLDING".into(),
             time: now(),
+            adopted: false,
         })
     }
 
@@ -670,6 +717,42 @@ mod tests {
         assert!(j.upload_in_progress("a", "other content").is_none());
         j.append(submission("a", "11")).unwrap();
         assert!(j.upload_in_progress("a", "11").is_none());
+    }
+
+    #[test]
+    fn a_sending_line_stays_open_until_its_submission() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path()).unwrap();
+        let sending = Sending {
+            local_id: "a".into(),
+            sha256: "11".into(),
+            chunks: 1,
+            chunk_size: 100,
+            compress: false,
+            time: now(),
+        };
+        j.append(Entry::Sending(sending.clone())).unwrap();
+        drop(j);
+        let mut j = Journal::open(dir.path()).unwrap();
+        assert_eq!(j.sending("a", "11"), Some(&sending));
+        assert!(j.sending("a", "22").is_none() && j.sending("b", "11").is_none());
+        let mut adopted = submission("a", "11");
+        if let Entry::Submitted(s) = &mut adopted {
+            s.adopted = true;
+        }
+        j.append(adopted).unwrap();
+        assert!(j.sending("a", "11").is_none());
+        assert!(j.submission("a").unwrap().adopted);
+        let text = std::fs::read_to_string(j.path()).unwrap();
+        assert!(
+            text.starts_with(r#"{"kind":"sending","local_id":"a""#),
+            "{text}"
+        );
+        assert!(text.trim_end().ends_with(r#""adopted":true}"#), "{text}");
+        // a plain submission does not carry the flag
+        j.append(submission("b", "22")).unwrap();
+        let text = std::fs::read_to_string(j.path()).unwrap();
+        assert!(!text.lines().last().unwrap().contains("adopted"), "{text}");
     }
 
     #[test]

@@ -6,6 +6,11 @@
 //! - a pair whose LocalId and SHA-256 are journaled as submitted is never sent again;
 //! - a chunked upload that was cut off resumes from its first missing chunk (the journal
 //!   records each accepted chunk; MESH tracking confirms the message is still uploading);
+//! - a pair about to be sent is journaled first (`sending`), and before any pair goes out
+//!   its LocalId is looked up in MESH tracking: a message MESH accepted in a run that died
+//!   before journaling it is adopted (journaled `submitted`, `adopted`), an upload it left
+//!   unfinished is resumed, never sent a second time. LocalIds are unique per pair and per
+//!   prepare run, and the message found must carry the pair's SHA-256 checksum;
 //! - a reply is written to the work directory (temporary name, fsync, rename, mode 0600),
 //!   journaled, and only then acknowledged, so MESH never forgets a reply we have not kept.
 //!

@@ -4,12 +4,12 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use mesh_client::{MeshClient, SendOptions};
+use mesh_client::{LocalIdLookup, MeshClient, SendOptions};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::error::{mesh, usage, Error};
-use crate::journal::{self, ChunkDone, Entry, Journal, Started, Submission};
+use crate::journal::{self, ChunkDone, Entry, Journal, Sending, Started, Submission};
 use crate::pairs::{find_pairs, Pair};
 
 /// What happened to one pair.
@@ -18,7 +18,8 @@ use crate::pairs::{find_pairs, Pair};
 pub enum SendOutcome {
     /// Sent now.
     Sent,
-    /// An interrupted upload was finished (or found already complete).
+    /// An interrupted upload was finished, or found already complete in MESH (by its message
+    /// id, or by its LocalId when the process died before MESH's answer was journaled).
     Resumed,
     /// The journal says it was sent before; nothing was sent.
     AlreadySent,
@@ -178,7 +179,7 @@ async fn send_pair(
         checksum: Some(format!("sha256:{}", digest.sha256)),
         ..SendOptions::default()
     };
-    let submitted = |message_id: &str| {
+    let submitted = |message_id: &str, adopted: bool| {
         Entry::Submitted(Submission {
             local_id: c.local_id.clone(),
             message_id: message_id.to_owned(),
@@ -190,6 +191,7 @@ async fn send_pair(
             to: c.to_dts.clone(),
             workflow_id: c.workflow_id.clone(),
             time: journal::now(),
+            adopted,
         })
     };
 
@@ -203,7 +205,7 @@ async fn send_pair(
         match status.as_deref() {
             Some("accepted" | "acknowledged") => {
                 // the last chunk arrived; only its journal line was lost
-                journal.append(submitted(&id))?;
+                journal.append(submitted(&id, false))?;
                 progress(digest.bytes);
                 return Ok((id, SendOutcome::Resumed));
             }
@@ -229,7 +231,7 @@ async fn send_pair(
                         progress,
                     )
                     .await?;
-                    journal.append(submitted(&id))?;
+                    journal.append(submitted(&id, false))?;
                     return Ok((id, SendOutcome::Resumed));
                 }
                 tracing::warn!(message_id = %id, "cannot resume with the current chunking; sending afresh");
@@ -240,6 +242,51 @@ async fn send_pair(
         }
         opts.chunk_size = None;
         opts.compress = false;
+    } else {
+        // Chunk 1 may have reached MESH in a run that died before journaling its answer.
+        let sending = journal.sending(&c.local_id, &digest.sha256).cloned();
+        match look_up(client, pair, digest, sending.as_ref()).await? {
+            Found::Nothing => {}
+            Found::Complete(id) => {
+                tracing::info!(message_id = %id, "MESH already has this submission; adopted, not sent again");
+                journal.append(submitted(&id, true))?;
+                progress(digest.bytes);
+                return Ok((id, SendOutcome::Resumed));
+            }
+            Found::Uploading(id, sending) => {
+                opts.chunk_size = Some(sending.chunk_size);
+                opts.compress = sending.compress;
+                let plan = client
+                    .plan_send(&pair.dat, &opts)
+                    .await
+                    .map_err(mesh(&context))?;
+                if plan.chunks != sending.chunks || plan.compress != sending.compress {
+                    return Err(usage(format!(
+                        "{}: MESH holds an unfinished upload of LocalId {} (message {id}) that \
+                         cannot be finished with the current settings; wait for MESH to expire \
+                         it, or prepare the file again to get a new LocalId",
+                        pair.dat.display(),
+                        c.local_id
+                    )));
+                }
+                journal.append(Entry::Started(Started {
+                    local_id: c.local_id.clone(),
+                    message_id: id.clone(),
+                    file: file_name.clone(),
+                    sha256: digest.sha256.clone(),
+                    bytes: digest.bytes,
+                    chunks: plan.chunks,
+                    chunk_size: plan.chunk_size,
+                    compress: plan.compress,
+                    time: journal::now(),
+                }))?;
+                tracing::info!(message_id = %id, "found an unfinished upload by its LocalId; resuming it");
+                progress(plan.bytes_through(1));
+                upload_rest(client, journal, pair, &opts, &id, 2, &plan, progress).await?;
+                journal.append(submitted(&id, false))?;
+                return Ok((id, SendOutcome::Resumed));
+            }
+        }
     }
 
     let plan = client
@@ -249,10 +296,21 @@ async fn send_pair(
     // pin the cut, so that a resume by a later run cuts the file the same way
     opts.chunk_size = Some(plan.chunk_size);
     opts.compress = plan.compress;
+    // write-ahead: from here on MESH may hold the message before the journal knows its id
+    journal.append(Entry::Sending(Sending {
+        local_id: c.local_id.clone(),
+        sha256: digest.sha256.clone(),
+        chunks: plan.chunks,
+        chunk_size: plan.chunk_size,
+        compress: plan.compress,
+        time: journal::now(),
+    }))?;
+    crash_point("after-sending");
     let id = client
         .send_chunk(&pair.dat, &opts, None, 1)
         .await
         .map_err(mesh(&context))?;
+    crash_point("after-accept");
     if plan.chunks > 1 {
         journal.append(Entry::Started(Started {
             local_id: c.local_id.clone(),
@@ -268,7 +326,7 @@ async fn send_pair(
     }
     progress(plan.bytes_through(1));
     upload_rest(client, journal, pair, &opts, &id, 2, &plan, progress).await?;
-    journal.append(submitted(&id))?;
+    journal.append(submitted(&id, false))?;
     Ok((id, SendOutcome::Sent))
 }
 
@@ -293,6 +351,7 @@ async fn upload_rest(
                 plan.chunks,
                 pair.dat.display()
             )))?;
+        crash_point(&format!("after-chunk-{n}"));
         if n < plan.chunks {
             journal.append(Entry::Chunk(ChunkDone {
                 local_id: pair.control.local_id.clone(),
@@ -304,6 +363,97 @@ async fn upload_rest(
         progress(plan.bytes_through(n));
     }
     Ok(())
+}
+
+/// What MESH holds under a pair's LocalId before chunk 1 is (re)sent.
+enum Found {
+    /// Nothing usable: send it.
+    Nothing,
+    /// The whole message, accepted: its id.
+    Complete(String),
+    /// An upload that is still open, begun as `sending` says: its id.
+    Uploading(String, Sending),
+}
+
+/// Looks the pair's LocalId up in MESH tracking (`mesh-protocol.md` §5.11), so that a message
+/// MESH accepted in a run that died before journaling it is adopted instead of sent again.
+///
+/// `sending` is the pair's open write-ahead line: with one, MESH may hold the message, so a
+/// failed lookup stops the send (fail closed); without one nothing of this work directory can
+/// be in MESH, and a failed lookup only costs the check against a copy sent from elsewhere.
+/// A message found must carry this content's checksum (ndop always sends `sha256:HEX`);
+/// a LocalId used by other content, or by several messages, is refused.
+async fn look_up(
+    client: &MeshClient,
+    pair: &Pair,
+    digest: &Digest256,
+    sending: Option<&Sending>,
+) -> Result<Found, Error> {
+    let local_id = &pair.control.local_id;
+    let t = match client.track_local_id(local_id).await {
+        Ok(LocalIdLookup::One(t)) => t,
+        Ok(LocalIdLookup::None) => return Ok(Found::Nothing),
+        Ok(LocalIdLookup::Several) => {
+            return Err(usage(format!(
+                "{}: MESH holds several messages with LocalId {local_id} from this mailbox, so \
+                 ndop cannot tell whether this file was already sent; check them with MESH \
+                 tracking, and prepare the file again (new LocalId) if it must be sent",
+                pair.dat.display()
+            )))
+        }
+        Ok(_) => return Ok(Found::Nothing),
+        Err(e) if sending.is_some() => {
+            return Err(mesh(format!(
+                "looking up LocalId {local_id} in MESH tracking (an earlier send of {} may have \
+                 reached MESH; run again when MESH answers, so that it is not sent twice)",
+                pair.dat.display()
+            ))(e))
+        }
+        Err(e) => {
+            tracing::warn!(%local_id, error = %e, "MESH tracking by LocalId failed; sending");
+            return Ok(Found::Nothing);
+        }
+    };
+    let checksum = format!("sha256:{}", digest.sha256);
+    if !t.checksum.eq_ignore_ascii_case(&checksum) {
+        return Err(usage(format!(
+            "{}: LocalId {local_id} is already used in MESH by message {} with other content \
+             (checksum {:?}); prepare the file again to get a new LocalId",
+            pair.dat.display(),
+            t.message_id,
+            t.checksum
+        )));
+    }
+    match t.status.as_str() {
+        "accepted" | "acknowledged" => Ok(Found::Complete(t.message_id)),
+        "uploading" => match sending {
+            Some(s) if s.chunks == t.chunk_count => Ok(Found::Uploading(t.message_id, s.clone())),
+            _ => Err(usage(format!(
+                "{}: MESH holds an unfinished upload of LocalId {local_id} (message {}) that \
+                 this work directory did not start; finish it where it was started, wait for \
+                 MESH to expire it, or prepare the file again to get a new LocalId",
+                pair.dat.display(),
+                t.message_id
+            ))),
+        },
+        // failed, expired or not delivered: MESH has nothing the POS will answer; send it again
+        status => {
+            tracing::warn!(message_id = %t.message_id, status, "an earlier send of this LocalId did not arrive; sending again");
+            Ok(Found::Nothing)
+        }
+    }
+}
+
+/// Test-only fault injection: when the environment variable `NDOP_TEST_CRASH_AT` names
+/// `point`, the process aborts there (as `kill -9` would), so that tests can check that a rerun
+/// never sends twice. Points: `after-sending` (write-ahead line journaled, nothing sent),
+/// `after-accept` (MESH accepted chunk 1, or the whole single-chunk message, before the
+/// journal knows), `after-chunk-N` (chunk N ≥ 2 accepted, before its journal line). Never
+/// set it outside tests.
+fn crash_point(point: &str) {
+    if std::env::var_os("NDOP_TEST_CRASH_AT").is_some_and(|v| v == point) {
+        std::process::abort();
+    }
 }
 
 fn file_name(path: &Path) -> String {

@@ -89,7 +89,10 @@ pub struct DatFile {
     pub ctl: String,
     /// DTSControl Subject.
     pub subject: String,
-    /// DTSControl LocalId (unique per content: it ends with 8 hex digits of the SHA-256).
+    /// DTSControl LocalId, unique per pair and per prepare run: the Subject, 8 hex digits of
+    /// the SHA-256, and 8 hex digits drawn once per process ([`run_tag`]). `ndop send` looks
+    /// LocalIds up in MESH to adopt a message an interrupted run sent, so the same file prepared
+    /// again (another run, another work directory) must not share one.
     pub local_id: String,
 }
 
@@ -260,7 +263,7 @@ impl DatWriter {
             Some(tag) => format!("{tag}_{}", self.stem),
             None => self.stem.clone(),
         };
-        let local_id = format!("{subject}_{}", &sha256[..8]);
+        let local_id = format!("{subject}_{}_{}", &sha256[..8], run_tag());
         let ctl = format!("{}.ctl", self.stem);
         let text = ctl::render(&opts.mailbox, opts.env.pos_mailbox(), &subject, &local_id);
         created.push(opts.dir.join(format!(".{ctl}.tmp")));
@@ -275,6 +278,19 @@ impl DatWriter {
             local_id,
         })
     }
+}
+
+/// 8 hex digits that differ between runs (time and process id, mixed), the same for every file
+/// of one run.
+pub fn run_tag() -> &'static str {
+    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TAG.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let seed = nanos ^ u64::from(std::process::id()).rotate_left(32);
+        format!("{:08x}", crate::generate::Rng(seed).next_u64() as u32)
+    })
 }
 
 #[cfg(test)]

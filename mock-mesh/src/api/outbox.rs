@@ -258,9 +258,17 @@ where
         n: 1,
         body: received,
     };
+    let max_uploads = state.config.limits.max_uploads_per_mailbox;
     let m = state
         .store
-        .commit(Some(place), move |inner| Ok(vec![inner.new_message(m)?]))
+        .commit(Some(place), move |inner| {
+            // checked under the store's lock, so concurrent first chunks cannot overshoot
+            if !complete && inner.uploads_from(&m.sender.clone().unwrap_or_default()) >= max_uploads
+            {
+                return Err(TOO_MANY_UPLOADS);
+            }
+            Ok(vec![inner.new_message(m)?])
+        })
         .await?
         .remove(0);
     tracing::debug!(message_id = %id, chunks = total, "message created");
@@ -273,6 +281,17 @@ where
     };
     Ok(json(StatusCode::ACCEPTED, &body, JsonType::Plain))
 }
+
+/// 429 for chunk 1 of a chunked message when the sender already has
+/// `limits.max_uploads_per_mailbox` unfinished: each holds staged data until it completes or
+/// expires. Real MESH documents no such limit; the mock's body names the cause.
+const TOO_MANY_UPLOADS: ApiError = ApiError::Mesh {
+    status: StatusCode::TOO_MANY_REQUESTS,
+    event: "SEND",
+    code: "TooManyUploads",
+    msg: "Too many unfinished chunked uploads from this mailbox; finish them or let them expire",
+    message_id: None,
+};
 
 /// `POST /messageexchange/{mb}/outbox/{id}/{n}`.
 pub(crate) async fn upload_chunk<B>(

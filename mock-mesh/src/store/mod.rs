@@ -154,6 +154,18 @@ impl Inner {
         Ok(m)
     }
 
+    /// Chunked messages `sender` has begun and not finished (nor abandoned).
+    pub(crate) fn uploads_from(&self, sender: &str) -> usize {
+        self.uploads
+            .iter()
+            .filter(|(_, id)| {
+                self.messages.get(id).is_some_and(|m| {
+                    m.status == Status::Uploading && m.sender.as_deref() == Some(sender)
+                })
+            })
+            .count()
+    }
+
     /// A brand-new message, version 1, with an inbox sequence number if it is accepted.
     pub(crate) fn new_message(&mut self, mut m: Message) -> Result<Message, ApiError> {
         if self.messages.contains_key(&m.id) {
