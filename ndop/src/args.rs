@@ -4,6 +4,7 @@
 use anyhow::Context;
 use clap::Args;
 use mesh_client::MeshClient;
+use pos_client::folder::Folders;
 use pos_client::CollectOptions;
 use processor::csv::{Column, Delimiter};
 use processor::nhs::Rules;
@@ -169,6 +170,41 @@ impl MeshArgs {
 pub(crate) fn client_for(settings: &MeshSettings) -> anyhow::Result<MeshClient> {
     let config = settings.client_config()?;
     MeshClient::new(config).context("cannot set up the MESH client")
+}
+
+/// Folder mode: an installed NHS England MESH client (the Java program that syncs a mailbox
+/// with IN/OUT/SENT/FAILED folders) instead of the MESH API. Shared by send, collect and run.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct FolderArgs {
+    /// Work through the MESH client's folders under DIR (the mailbox's InterfaceRoot, holding
+    /// IN, OUT, SENT and FAILED in any case) instead of calling the MESH API.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["mesh", "meshclient_cfg"])]
+    pub mesh_folder: Option<PathBuf>,
+
+    /// Work through the MESH client's folders, taking the folder root of --mailbox from this
+    /// meshclient.cfg (ClientIdentity -> InterfaceRoot).
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "mesh",
+        requires = "mailbox"
+    )]
+    pub meshclient_cfg: Option<PathBuf>,
+}
+
+impl FolderArgs {
+    /// The MESH client's folders, if folder mode was asked for.
+    pub(crate) fn folders(&self, mailbox: Option<&str>) -> anyhow::Result<Option<Folders>> {
+        let root = match (&self.mesh_folder, &self.meshclient_cfg) {
+            (Some(dir), _) => dir.clone(),
+            (None, Some(cfg)) => {
+                let mailbox = mailbox.context("--meshclient-cfg needs --mailbox")?;
+                pos_client::folder::cfg::interface_root(cfg, mailbox)?
+            }
+            (None, None) => return Ok(None),
+        };
+        Ok(Some(Folders::open(&root)?))
+    }
 }
 
 /// Polling options shared by `collect` and `run`.

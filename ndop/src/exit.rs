@@ -30,7 +30,8 @@ Exit codes:
      that looks like data, a blank header line, UTF-16, a record over 16 MiB: a quote never
      closed), or (run) the extract changed since the work directory was started
   4  an output could not be written (directory not empty, disk full, permissions)
-  5  MESH failed: connection, authentication, or a message refused
+  5  MESH failed: connection, authentication, or a message refused (folder mode: a file
+     the MESH client moved to FAILED)
   6  the POS did not answer as expected (file rejected, replies missing, unexpected numbers)";
 
 /// The exit code for a processor error.
@@ -49,7 +50,7 @@ pub(crate) fn code_for(e: &anyhow::Error) -> u8 {
         if let Some(t) = cause.downcast_ref::<PosError>() {
             return match t {
                 PosError::Local(p) => for_kind(p.kind()),
-                PosError::Mesh { .. } => MESH,
+                PosError::Mesh { .. } | PosError::Refused(_) => MESH,
                 PosError::BadAnswer(_) => POS,
                 PosError::ExtractChanged { .. } => INPUT,
             };

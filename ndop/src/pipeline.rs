@@ -8,6 +8,7 @@ use crate::report::{describe_collect, describe_counts, thousands};
 use crate::settings::MeshSettings;
 use anyhow::{anyhow, bail, Context};
 use mesh_client::MeshClient;
+use pos_client::folder::{FolderCollectReport, FolderSendReport, Folders};
 use pos_client::journal::{Entry, Extract, Journal};
 use pos_client::{CollectOptions, CollectReport, SendReport};
 use processor::dat::{DatOptions, LineEnding};
@@ -43,6 +44,8 @@ pub(crate) struct Pipeline {
     pub max_records: Option<u64>,
     /// How to poll for the replies.
     pub poll: CollectOptions,
+    /// Folder mode: the installed MESH client's folders instead of the MESH API.
+    pub folders: Option<Folders>,
 }
 
 /// The summary of a pipeline run (`run.json`).
@@ -54,6 +57,12 @@ pub(crate) struct RunSummary {
     pub prepare: PrepareFacts,
     /// What was sent.
     pub send: Option<SendReport>,
+    /// What was handed to the MESH client and sent by it (folder mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub folder_send: Option<FolderSendReport>,
+    /// Folder mode's alerts: delay reports, Status ERROR, unreadable control files.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub alerts: Vec<String>,
     /// What was collected.
     pub collect: CollectReport,
     /// Who opted out.
@@ -131,19 +140,37 @@ impl Pipeline {
         if facts.files.is_empty() {
             bail!("the extract holds no valid NHS number: nothing to send");
         }
-        let client = client_for(&self.settings)?;
         let rt = runtime()?;
-        let sent = rt.block_on(send_with_progress(
-            &client,
-            &mut journal,
-            std::slice::from_ref(&prepared),
-        ))?;
-        lap("send");
-        eprintln!(
-            "[2/5] sent {} file(s) ({} resumed, {} already sent earlier)",
-            sent.sent, sent.resumed, sent.already_sent
-        );
-        let collected = rt.block_on(pos_client::collect(&client, &mut journal, &self.poll))?;
+        let prepared_dirs = std::slice::from_ref(&prepared);
+        let (sent, folder_sent, collected, alerts) = match &self.folders {
+            Some(folders) => {
+                let sent = rt.block_on(pos_client::folder::send(
+                    folders,
+                    &mut journal,
+                    prepared_dirs,
+                    self.settings.mailbox.as_deref(),
+                    &self.poll,
+                ))?;
+                lap("send");
+                eprintln!(
+                    "[2/5] the MESH client sent {} file(s) ({} handed to it now, {} sent earlier)",
+                    sent.sent, sent.queued, sent.already_sent
+                );
+                let got = rt.block_on(folder_collect(folders, &mut journal, &self.poll))?;
+                (None, Some(sent), got.report, got.alerts)
+            }
+            None => {
+                let client = client_for(&self.settings)?;
+                let sent = rt.block_on(send_with_progress(&client, &mut journal, prepared_dirs))?;
+                lap("send");
+                eprintln!(
+                    "[2/5] sent {} file(s) ({} resumed, {} already sent earlier)",
+                    sent.sent, sent.resumed, sent.already_sent
+                );
+                let got = rt.block_on(pos_client::collect(&client, &mut journal, &self.poll))?;
+                (Some(sent), None, got, Vec::new())
+            }
+        };
         lap("collect");
         describe_collect(&collected, &self.work);
         if !collected.complete {
@@ -216,7 +243,9 @@ impl Pipeline {
         let summary = RunSummary {
             stage_seconds: stages,
             prepare: facts,
-            send: Some(sent),
+            send: sent,
+            folder_send: folder_sent,
+            alerts,
             collect: collected,
             reconcile: reconciled.summary.clone(),
             filter: filtered,
@@ -388,4 +417,29 @@ pub(crate) async fn send_with_progress(
     .await;
     bar.finish_and_clear();
     report
+}
+
+/// Folder mode's collect: waits for the MESH client to send what was handed to it (a refusal
+/// is an error), then collects from IN; alerts go to standard error, and pairs still in OUT
+/// count as pending.
+pub(crate) async fn folder_collect(
+    folders: &Folders,
+    journal: &mut Journal,
+    opts: &CollectOptions,
+) -> Result<FolderCollectReport, pos_client::Error> {
+    let confirmed = pos_client::folder::confirm(folders, journal, opts).await?;
+    let mut got = pos_client::folder::collect(folders, journal, opts).await?;
+    for alert in &got.alerts {
+        eprintln!("ndop: ALERT: {alert}");
+    }
+    if !confirmed.waiting.is_empty() {
+        eprintln!(
+            "ndop: {} file(s) still in {} : is the MESH client running?",
+            confirmed.waiting.len(),
+            folders.outbox.display()
+        );
+        got.report.pending.extend(confirmed.waiting);
+        got.report.complete = false;
+    }
+    Ok(got)
 }

@@ -96,11 +96,7 @@ pub async fn collect(
     opts: &CollectOptions,
 ) -> Result<CollectReport, Error> {
     let started = Instant::now();
-    let work_dir = journal
-        .path()
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
+    let work_dir = work_dir_of(journal);
     let reply_dir = work_dir.join(REPLY_DIR);
     create_private_dir(&reply_dir)?;
     let mut report = CollectReport {
@@ -166,12 +162,7 @@ pub async fn collect(
                 }
             }
         }
-        report.pending = journal
-            .submissions()
-            .filter(|s| !journal.is_answered(&s.local_id))
-            .map(|s| s.local_id.clone())
-            .collect();
-        report.pending.dedup();
+        report.pending = pending(journal);
         if report.pending.is_empty() {
             report.complete = true;
             break;
@@ -237,7 +228,7 @@ fn gone(e: &mesh_client::Error) -> bool {
     matches!(e.status(), Some(404 | 410))
 }
 
-fn unrecognised(meta: &MessageMeta, reason: impl Into<String>) -> UnrecognisedMessage {
+pub(crate) fn unrecognised(meta: &MessageMeta, reason: impl Into<String>) -> UnrecognisedMessage {
     UnrecognisedMessage {
         message_id: meta.message_id.clone(),
         message_type: match meta.message_type {
@@ -254,7 +245,7 @@ fn unrecognised(meta: &MessageMeta, reason: impl Into<String>) -> UnrecognisedMe
 /// The LocalId of the journaled submission `meta` answers, if any: a data message must come
 /// from the mailbox the submission went to and carry its LocalId (or, lacking one, its
 /// Subject); a MESH report must carry its LocalId or link to its message id.
-fn match_submission(journal: &Journal, meta: &MessageMeta) -> Option<String> {
+pub(crate) fn match_submission(journal: &Journal, meta: &MessageMeta) -> Option<String> {
     let by_local_id = meta.local_id.as_deref().and_then(|l| journal.submission(l));
     match meta.message_type {
         MessageType::Report => by_local_id
@@ -293,58 +284,94 @@ async fn store_reply(
     meta: &MessageMeta,
     local_id: &str,
 ) -> Result<Result<CollectedReply, String>, Error> {
-    let id_part = safe_name(&meta.message_id);
-    let (kind, path, facts) = if meta.message_type == MessageType::Report {
-        // a report has no body; its meaning is in the headers: keep them as JSON
-        let json = serde_json::to_vec_pretty(&serde_json::json!({
-            "message_id": meta.message_id,
-            "local_id": meta.local_id,
-            "linked_message_id": meta.linked_message_id,
-            "workflow_id": meta.workflow_id,
-            "status_code": meta.status_code,
-            "status_event": meta.status_event,
-            "status_description": meta.status_description,
-            "status_success": meta.status_success,
-        }))
-        .map_err(|e| processor::Error::write(reply_dir, std::io::Error::other(e)))?;
-        let name = format!("{local_id}.report.{id_part}.json");
-        let path = write_atomic(reply_dir, &name, &json)?;
-        sync_dir(reply_dir)?;
-        let facts = Facts {
-            sha256: hex::encode(Sha256::digest(&json)),
-            bytes: json.len() as u64,
-            records: None,
-            job_status: None,
-        };
-        (ReplyKind::Report, path, facts)
+    let stored = if meta.message_type == MessageType::Report {
+        store_report(reply_dir, meta, local_id)?
     } else {
-        let temp = reply_dir.join(format!(".{id_part}.download"));
+        let temp = reply_dir.join(format!(".{}.download", safe_name(&meta.message_id)));
         match client.download_to(&meta.message_id, &temp).await {
             Ok(_) => {}
             Err(e) if gone(&e) => return Ok(Err("no longer available for download".into())),
             Err(e) => return Err(mesh(format!("downloading {}", meta.message_id))(e)),
         }
-        let (kind, facts) = match classify(&temp, meta).await {
-            Ok(Ok(found)) => found,
-            Ok(Err(reason)) => {
-                let _ = std::fs::remove_file(&temp);
-                return Ok(Err(reason));
-            }
-            Err(e) => {
-                let _ = std::fs::remove_file(&temp);
-                return Err(e);
-            }
-        };
-        let ext = match kind {
-            ReplyKind::JobCreated => "job.json",
-            ReplyKind::Cleaned => "cleaned.dat",
-            _ => "invalid.txt",
-        };
-        let path = reply_dir.join(format!("{local_id}.{id_part}.{ext}"));
-        std::fs::rename(&temp, &path).map_err(|e| processor::Error::write(&path, e))?;
-        sync_dir(reply_dir)?;
-        (kind, path, facts)
+        match keep_data(&temp, reply_dir, meta, local_id).await? {
+            Ok(stored) => stored,
+            Err(reason) => return Ok(Err(reason)),
+        }
     };
+    journal_reply(journal, work_dir, meta, local_id, stored).map(Ok)
+}
+
+/// A reply stored in the reply directory: its kind, path and content facts.
+pub(crate) type Stored = (ReplyKind, PathBuf, Facts);
+
+/// Stores a report (no body; its meaning is in the headers) as JSON in `reply_dir`.
+pub(crate) fn store_report(
+    reply_dir: &Path,
+    meta: &MessageMeta,
+    local_id: &str,
+) -> Result<Stored, Error> {
+    let json = serde_json::to_vec_pretty(&serde_json::json!({
+        "message_id": meta.message_id,
+        "local_id": meta.local_id,
+        "linked_message_id": meta.linked_message_id,
+        "workflow_id": meta.workflow_id,
+        "status_code": meta.status_code,
+        "status_event": meta.status_event,
+        "status_description": meta.status_description,
+        "status_success": meta.status_success,
+    }))
+    .map_err(|e| processor::Error::write(reply_dir, std::io::Error::other(e)))?;
+    let name = format!("{local_id}.report.{}.json", safe_name(&meta.message_id));
+    let path = write_atomic(reply_dir, &name, &json)?;
+    sync_dir(reply_dir)?;
+    let facts = Facts {
+        sha256: hex::encode(Sha256::digest(&json)),
+        bytes: json.len() as u64,
+        records: None,
+        job_status: None,
+    };
+    Ok((ReplyKind::Report, path, facts))
+}
+
+/// Classifies a data reply written (synced) to `temp` in `reply_dir` and renames it to its
+/// final name; a file that is not a POS reply is removed and `Ok(Err(reason))`.
+pub(crate) async fn keep_data(
+    temp: &Path,
+    reply_dir: &Path,
+    meta: &MessageMeta,
+    local_id: &str,
+) -> Result<Result<Stored, String>, Error> {
+    let (kind, facts) = match classify(temp, meta).await {
+        Ok(Ok(found)) => found,
+        Ok(Err(reason)) => {
+            let _ = std::fs::remove_file(temp);
+            return Ok(Err(reason));
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(temp);
+            return Err(e);
+        }
+    };
+    let ext = match kind {
+        ReplyKind::JobCreated => "job.json",
+        ReplyKind::Cleaned => "cleaned.dat",
+        _ => "invalid.txt",
+    };
+    let id_part = safe_name(&meta.message_id);
+    let path = reply_dir.join(format!("{local_id}.{id_part}.{ext}"));
+    std::fs::rename(temp, &path).map_err(|e| processor::Error::write(&path, e))?;
+    sync_dir(reply_dir)?;
+    Ok(Ok((kind, path, facts)))
+}
+
+/// Journals a stored reply.
+pub(crate) fn journal_reply(
+    journal: &mut Journal,
+    work_dir: &Path,
+    meta: &MessageMeta,
+    local_id: &str,
+    (kind, path, facts): Stored,
+) -> Result<CollectedReply, Error> {
     let relative = path
         .strip_prefix(work_dir)
         .unwrap_or(&path)
@@ -367,11 +394,31 @@ async fn store_reply(
     };
     let duplicate = reply.is_final() && journal.is_answered(local_id);
     journal.append(Entry::Reply(reply.clone()))?;
-    Ok(Ok(CollectedReply {
+    Ok(CollectedReply {
         reply,
         path,
         duplicate,
-    }))
+    })
+}
+
+/// The journal's directory: where replies are stored.
+pub(crate) fn work_dir_of(journal: &Journal) -> PathBuf {
+    journal
+        .path()
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// LocalIds of journaled submissions still without a final reply.
+pub(crate) fn pending(journal: &Journal) -> Vec<String> {
+    let mut pending: Vec<String> = journal
+        .submissions()
+        .filter(|s| !journal.is_answered(&s.local_id))
+        .map(|s| s.local_id.clone())
+        .collect();
+    pending.dedup();
+    pending
 }
 
 #[cfg(test)]

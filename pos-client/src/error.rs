@@ -22,6 +22,13 @@ pub enum Error {
     /// or it returned numbers that were never sent.
     #[error("{0}")]
     BadAnswer(String),
+    /// The MESH client could not send a file and moved it to its FAILED folder (folder mode):
+    /// each file with the status record that says why, and both readings of its code.
+    #[error(
+        "the MESH client moved {0} to its FAILED folder: fix the cause, then prepare the file \
+         again and remove it from FAILED"
+    )]
+    Refused(String),
     /// A run was resumed on an extract that is not the file its work directory was started
     /// with (see [`crate::journal::Extract::verify`]).
     #[error(
@@ -45,7 +52,10 @@ impl Error {
     pub fn mesh_error(&self) -> Option<&mesh_client::Error> {
         match self {
             Error::Mesh { source, .. } => Some(source.as_ref()),
-            Error::Local(_) | Error::BadAnswer(_) | Error::ExtractChanged { .. } => None,
+            Error::Local(_)
+            | Error::BadAnswer(_)
+            | Error::Refused(_)
+            | Error::ExtractChanged { .. } => None,
         }
     }
 }

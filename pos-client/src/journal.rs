@@ -53,6 +53,9 @@ pub enum Entry {
     Reply(Reply),
     /// The extract `ndop run` prepared from.
     Extract(Extract),
+    /// A pair handed to an installed MESH client's OUT folder (folder mode), journaled before
+    /// the rename into OUT; the `submitted` line follows when the client has sent it.
+    Queued(Queued),
     /// A line of a kind this version does not know (written by a newer one); kept, ignored.
     #[serde(other)]
     Unknown,
@@ -301,6 +304,32 @@ impl Extract {
             changes: changes.join("; "),
         })
     }
+}
+
+/// A pair handed to the MESH client (folder mode): written into its OUT folder as
+/// `{base}.dat` + `{base}.ctl`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Queued {
+    /// The submission's LocalId.
+    pub local_id: String,
+    /// Base name of the pair in OUT (and then SENT or FAILED).
+    pub base: String,
+    /// File name of the prepared `.dat`.
+    pub file: String,
+    /// SHA-256 of the `.dat` (lower-case hex).
+    pub sha256: String,
+    /// Lines (records) in the `.dat`.
+    pub records: u64,
+    /// Size of the `.dat`.
+    pub bytes: u64,
+    /// Subject from the `.ctl`.
+    pub subject: String,
+    /// Recipient mailbox (To_DTS).
+    pub to: String,
+    /// Workflow id.
+    pub workflow_id: String,
+    /// When (RFC 3339, UTC).
+    pub time: String,
 }
 
 /// An upload that began but was not journaled as submitted.

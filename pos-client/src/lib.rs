@@ -28,10 +28,12 @@
 //! engine's (`processor`); this crate adds the network, the journal and the reply rules.
 //! No NHS number, secret or message body is ever logged: only ids, names, counts and sizes.
 //!
-//! Modules, bottom to top: `error`, [`journal`], `reply`, `pairs`, `send`, `collect`.
+//! Modules, bottom to top: `error`, [`journal`], `reply`, `pairs`, `send`, `collect`,
+//! [`folder`] (the same pipeline through an installed MESH client's folders).
 
 mod collect;
 mod error;
+pub mod folder;
 pub mod journal;
 mod pairs;
 mod reply;

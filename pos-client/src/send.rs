@@ -64,10 +64,10 @@ pub struct SendReport {
 }
 
 /// Content facts of a `.dat`.
-struct Digest256 {
-    sha256: String,
-    records: u64,
-    bytes: u64,
+pub(crate) struct Digest256 {
+    pub(crate) sha256: String,
+    pub(crate) records: u64,
+    pub(crate) bytes: u64,
 }
 
 /// Sends every pair named by `inputs` (see [`find_pairs`]) that the journal does not already
@@ -463,7 +463,7 @@ fn file_name(path: &Path) -> String {
 }
 
 /// SHA-256, line count and size of a file, read once off the async threads.
-async fn digest(path: &Path) -> Result<Digest256, Error> {
+pub(crate) async fn digest(path: &Path) -> Result<Digest256, Error> {
     let owned = path.to_path_buf();
     let result = tokio::task::spawn_blocking(move || -> std::io::Result<Digest256> {
         let mut file = std::fs::File::open(&owned)?;

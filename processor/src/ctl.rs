@@ -69,18 +69,7 @@ fn bad<T>(reason: impl Into<String>) -> std::result::Result<T, MalformedControl>
 /// Reads and checks the control file at `path`. A malformed file is an
 /// [`Error::Read`] whose source says what is wrong.
 pub fn read_control(path: &Path) -> Result<ControlFile> {
-    use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|e| Error::read(path, e))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_CTL_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| Error::read(path, e))?;
-    if bytes.len() as u64 > MAX_CTL_BYTES {
-        return Err(invalid(
-            path,
-            MalformedControl(format!("larger than {MAX_CTL_BYTES} bytes")),
-        ));
-    }
+    let bytes = read_capped(path)?;
     parse_control(&bytes).map_err(|e| invalid(path, e))
 }
 
@@ -97,7 +86,7 @@ pub fn parse_control(bytes: &[u8]) -> std::result::Result<ControlFile, Malformed
         Ok(t) => t.strip_prefix('\u{feff}').unwrap_or(t),
         Err(e) => return bad(format!("not UTF-8 (byte {})", e.valid_up_to())),
     };
-    let fields = parse_elements(text)?;
+    let fields = parse_elements(text, "DTSControl", true)?;
     let get = |name: &str| {
         fields
             .iter()
@@ -172,8 +161,14 @@ fn clip(v: &str) -> String {
     v.chars().take(40).collect()
 }
 
-/// The direct children of `<DTSControl>` as (name, decoded trimmed text), in file order.
-fn parse_elements(text: &str) -> std::result::Result<Vec<(String, String)>, MalformedControl> {
+/// The children of the root element `root` as (name, decoded trimmed text), in file order; a
+/// grandchild (e.g. `StatusRecord/Event`) as (`Parent/Name`, text) before its parent, which then
+/// appears with empty text. With `unique`, a child name appearing twice is an error.
+fn parse_elements(
+    text: &str,
+    root: &str,
+    unique: bool,
+) -> std::result::Result<Vec<(String, String)>, MalformedControl> {
     let mut fields: Vec<(String, String)> = Vec::new();
     // open elements, outermost first
     let mut stack: Vec<String> = Vec::new();
@@ -184,17 +179,21 @@ fn parse_elements(text: &str) -> std::result::Result<Vec<(String, String)>, Malf
     let mut leaf_text = String::new();
     // whether the current depth-1 element has child elements
     let mut has_children = false;
+    // text of the current depth-3 element (a grandchild of the root)
+    let mut nested_text = String::new();
     while let Some(lt) = rest.find('<') {
         let between = &rest[..lt];
         if stack.len() == 2 {
             leaf_text.push_str(between);
+        } else if stack.len() == 3 {
+            nested_text.push_str(between);
         } else if stack.len() < 3 && !between.trim().is_empty() {
             let where_ = if stack.is_empty() {
-                "outside <DTSControl>"
+                "outside"
             } else {
-                "between the elements of <DTSControl>"
+                "between the elements of"
             };
-            return bad(format!("text {where_} at byte {offset}"));
+            return bad(format!("text {where_} <{root}> at byte {offset}"));
         }
         let tag_start = lt;
         let after = &rest[tag_start..];
@@ -235,7 +234,11 @@ fn parse_elements(text: &str) -> std::result::Result<Vec<(String, String)>, Malf
                     } else {
                         decode(leaf_text.trim())?
                     };
-                    push_field(&mut fields, name, value)?;
+                    push_field(&mut fields, name, value, unique)?;
+                } else if stack.len() == 2 {
+                    let parent = &stack[1];
+                    fields.push((format!("{parent}/{name}"), decode(nested_text.trim())?));
+                    nested_text.clear();
                 }
                 leaf_text.clear();
             } else {
@@ -254,15 +257,15 @@ fn parse_elements(text: &str) -> std::result::Result<Vec<(String, String)>, Malf
                         if root_seen {
                             return bad("more than one root element");
                         }
-                        if name != "DTSControl" {
+                        if name != root {
                             return bad(format!(
-                                "the root element is <{}>, not <DTSControl>",
+                                "the root element is <{}>, not <{root}>",
                                 clip(name)
                             ));
                         }
                         root_seen = true;
                         if self_closing {
-                            return bad("<DTSControl/> is empty");
+                            return bad(format!("<{root}/> is empty"));
                         }
                         stack.push(name.to_owned());
                     }
@@ -270,14 +273,18 @@ fn parse_elements(text: &str) -> std::result::Result<Vec<(String, String)>, Malf
                         has_children = false;
                         leaf_text.clear();
                         if self_closing {
-                            push_field(&mut fields, name, String::new())?;
+                            push_field(&mut fields, name, String::new(), unique)?;
                         } else {
                             stack.push(name.to_owned());
                         }
                     }
                     _ => {
-                        // a child of a depth-1 element (e.g. StatusRecord/DateTime): ignored
+                        // a child of a depth-1 element (e.g. StatusRecord/DateTime)
                         has_children = true;
+                        nested_text.clear();
+                        if self_closing && stack.len() == 2 {
+                            fields.push((format!("{}/{name}", stack[1]), String::new()));
+                        }
                         if !self_closing {
                             if stack.len() >= 16 {
                                 return bad("elements nested too deeply");
@@ -293,16 +300,16 @@ fn parse_elements(text: &str) -> std::result::Result<Vec<(String, String)>, Malf
     }
     if !rest.trim().is_empty() {
         return bad(if root_seen {
-            "text after the end of the root element"
+            "text after the end of the root element".to_owned()
         } else {
-            "text outside <DTSControl>"
+            format!("text outside <{root}>")
         });
     }
     if let Some(open) = stack.last() {
         return bad(format!("<{open}> is never closed"));
     }
     if !root_seen {
-        return bad("no <DTSControl> element");
+        return bad(format!("no <{root}> element"));
     }
     Ok(fields)
 }
@@ -311,8 +318,9 @@ fn push_field(
     fields: &mut Vec<(String, String)>,
     name: &str,
     value: String,
+    unique: bool,
 ) -> std::result::Result<(), MalformedControl> {
-    if fields.iter().any(|(n, _)| n == name) {
+    if unique && fields.iter().any(|(n, _)| n == name) {
         return bad(format!("<{name}> appears twice"));
     }
     fields.push((name.to_owned(), value));
@@ -342,6 +350,345 @@ fn decode(text: &str) -> std::result::Result<String, MalformedControl> {
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// The children (`Name`) and grandchildren (`Parent/Name`) of the root element `root` of a small
+/// XML file such as `meshclient.cfg`, as (name, decoded trimmed text) in file order; an element
+/// with children of its own appears by its name, with empty text, after them (so each
+/// `<Client>` block of a `meshclient.cfg` ends with a `Client` entry). Names may repeat. The same
+/// restricted reader as [`parse_control`]: no DOCTYPE, no external entities.
+pub fn elements(
+    bytes: &[u8],
+    root: &str,
+) -> std::result::Result<Vec<(String, String)>, MalformedControl> {
+    let text = match std::str::from_utf8(bytes) {
+        Ok(t) => t.strip_prefix('\u{feff}').unwrap_or(t),
+        Err(e) => return bad(format!("not UTF-8 (byte {})", e.valid_up_to())),
+    };
+    parse_elements(text, root, false)
+}
+
+/// The first value of element `name` among `fields`: matched exactly, else ignoring case (the
+/// MESH client's files vary by era, `mesh-client-folders.md` §7).
+pub fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    fields
+        .iter()
+        .find(|(n, _)| n == name)
+        .or_else(|| fields.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)))
+        .map(|(_, v)| v.as_str())
+}
+
+/// A `<StatusRecord>` as the MESH client writes it into a `.ctl` (`mesh-client-folders.md` §3,
+/// §5), read leniently: `Event` and `Status` upper-cased (`Transfer to DTS Server` is
+/// `TRANSFER`), an all-digit `StatusCode` as two digits (`0` is `00`), any other code verbatim.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StatusRecord {
+    /// `DateTime`, `yyyyMMddHHmmss`, as given (its time zone is not documented).
+    pub date_time: String,
+    /// `Event`: `TRANSFER`, `COLLECT`, `SEND`, `RECEIVE`, …
+    pub event: String,
+    /// `Status`: `SUCCESS` or `ERROR` (or whatever else the file says, upper-cased).
+    pub status: String,
+    /// `StatusCode`: `00`, `05`, `12`, `EPL-152`, …
+    pub code: String,
+    /// `Description`, free text.
+    pub description: String,
+}
+
+impl StatusRecord {
+    /// A record dated now (UTC), with the event, status and code normalised.
+    pub fn now(event: &str, status: &str, code: &str, description: &str) -> StatusRecord {
+        StatusRecord {
+            date_time: chrono::Utc::now().format("%Y%m%d%H%M%S").to_string(),
+            event: normalise_event(event),
+            status: status.trim().to_ascii_uppercase(),
+            code: normalise_code(code),
+            description: description.trim().to_owned(),
+        }
+    }
+
+    /// Whether `Status` says ERROR (an unknown code with ERROR is an error too).
+    pub fn is_error(&self) -> bool {
+        self.status == "ERROR"
+    }
+
+    /// A delay report: TRANSFER SUCCESS 05, the client will try again.
+    pub fn is_delay(&self) -> bool {
+        self.event == "TRANSFER" && self.code == "05"
+    }
+
+    /// What the code means by the MESH client user guide and by the DTS specification (the two
+    /// tables disagree on 06 and 17, `mesh-client-folders.md` §5), each reading prefixed with
+    /// its source; empty for a code neither table knows.
+    pub fn readings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let lookup = |table: &[(&str, &str, &'static str)]| {
+            table
+                .iter()
+                .find(|(e, c, _)| (e.is_empty() || *e == self.event) && *c == self.code)
+                .map(|(_, _, d)| *d)
+        };
+        if let Some(d) = lookup(GUIDE_CODES) {
+            out.push(format!("client user guide: {d}"));
+        }
+        if let Some(d) = lookup(DTS_CODES) {
+            out.push(format!("DTS specification: {d}"));
+        }
+        out
+    }
+
+    /// One line for a person: event, status, code, description and both readings.
+    pub fn describe(&self) -> String {
+        let mut s = format!("{} {} {}", self.event, self.status, self.code);
+        if !self.description.is_empty() {
+            s += &format!(" \"{}\"", clip_long(&self.description));
+        }
+        let readings = self.readings();
+        if !readings.is_empty() {
+            s += &format!(" ({})", readings.join("; "));
+        }
+        s
+    }
+}
+
+fn clip_long(v: &str) -> String {
+    v.chars().take(200).collect()
+}
+
+/// Table A of `mesh-client-folders.md` §5 (the client user guide): (event, code, meaning).
+const GUIDE_CODES: &[(&str, &str, &str)] = &[
+    ("COLLECT", "00", "data collect success confirmation"),
+    ("COLLECT", "01", ".ctl file is missing or inaccessible"),
+    ("COLLECT", "02", ".dat file is missing or inaccessible"),
+    ("TRANSFER", "00", "data transfer success confirmation"),
+    (
+        "TRANSFER",
+        "03",
+        "server authentication error: invalid certificate, unreachable certificate or path problem",
+    ),
+    (
+        "TRANSFER",
+        "04",
+        "client authentication error: invalid MESH username or authentication string",
+    ),
+    (
+        "TRANSFER",
+        "05",
+        "delay report: the client failed to transfer the data file and will try again",
+    ),
+    (
+        "TRANSFER",
+        "06",
+        "transfer fail: the maximum attempts to retry have been reached",
+    ),
+    ("SEND", "07", "invalid From_DTS"),
+    ("SEND", "08", "invalid To_DTS"),
+    ("SEND", "12", "unregistered To_DTS"),
+    ("SEND", "13", "non delivery: SMTP delivery failure"),
+    ("SEND", "14", "non delivery: MESH delivery failure"),
+    ("RECEIVE", "00", "poll success"),
+    ("RECEIVE", "15", "poll fail: check the MESH client log file"),
+    (
+        "RECEIVE",
+        "16",
+        "server authentication error: invalid server certificate",
+    ),
+    (
+        "RECEIVE",
+        "17",
+        "client authentication error: invalid MESH username or authentication string",
+    ),
+];
+
+/// Table B of `mesh-client-folders.md` §5 (mesh-sandbox `ErrorCodeMap`, "from the DTS spec",
+/// plus the endpoint-lookup codes): (event, code, meaning); an empty event matches any.
+const DTS_CODES: &[(&str, &str, &str)] = &[
+    ("COLLECT", "02", "data file is missing or inaccessible"),
+    ("TRANSFER", "06", "malformed control file"),
+    ("SEND", "07", "invalid From address"),
+    ("SEND", "08", "To_DTS missing"),
+    ("SEND", "09", "invalid control file version"),
+    ("SEND", "11", "invalid message type"),
+    ("SEND", "12", "unregistered recipient"),
+    (
+        "SEND",
+        "14",
+        "message not collected by the recipient, or mailbox deactivated",
+    ),
+    ("SEND", "17", "workflow id not registered for the mailbox"),
+    ("SEND", "18", "ONS workflow not enabled"),
+    ("SEND", "19", "invalid expiry period"),
+    ("RECEIVE", "20", "message does not exist"),
+    ("", "EPL-150", "multiple mailbox matches"),
+    ("", "EPL-151", "no mailbox matches"),
+    ("", "EPL-152", "invalid NHS number"),
+    ("", "EPL-153", "NHS number not found"),
+    ("", "EPL-154", "NHS number does not match the demographics"),
+];
+
+/// `StatusCode` compared leniently: trimmed; all digits → at least two digits (`0` → `00`,
+/// `007` → `07`); anything else upper-cased and kept.
+pub fn normalise_code(code: &str) -> String {
+    let t = code.trim();
+    if !t.is_empty() && t.len() <= 9 && t.bytes().all(|b| b.is_ascii_digit()) {
+        let n: u32 = t.parse().unwrap_or(0);
+        format!("{n:02}")
+    } else {
+        t.to_ascii_uppercase()
+    }
+}
+
+/// `Event` compared leniently: trimmed, upper-cased, the older `Transfer to DTS Server` as
+/// `TRANSFER`.
+pub fn normalise_event(event: &str) -> String {
+    let e = event.trim().to_ascii_uppercase();
+    if e.starts_with("TRANSFER") {
+        "TRANSFER".into()
+    } else {
+        e
+    }
+}
+
+/// A DTSControl file as the MESH client leaves it in SENT, FAILED or IN, read leniently
+/// (element names ignoring case; any `MessageType`; nothing required): what folder mode needs to
+/// correlate it with a submission.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ClientControl {
+    /// `MessageType`, upper-cased (`DATA`, `REPORT`).
+    pub message_type: Option<String>,
+    /// `From_DTS`.
+    pub from_dts: Option<String>,
+    /// `To_DTS`.
+    pub to_dts: Option<String>,
+    /// `WorkflowId`.
+    pub workflow_id: Option<String>,
+    /// `Subject`.
+    pub subject: Option<String>,
+    /// `LocalId`.
+    pub local_id: Option<String>,
+    /// `DTSId`: the MESH message id (of the message itself, or of the one a report is about).
+    pub dts_id: Option<String>,
+    /// The last `StatusRecord`, if any.
+    pub status: Option<StatusRecord>,
+}
+
+/// Reads a control file written by the MESH client leniently (see [`ClientControl`]); only
+/// XML that is not a `DTSControl` is refused.
+pub fn parse_client_control(bytes: &[u8]) -> std::result::Result<ClientControl, MalformedControl> {
+    let fields = elements(bytes, "DTSControl")?;
+    let get = |name: &str| {
+        field(&fields, name)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    };
+    let last = |name: &str| {
+        fields
+            .iter()
+            .rev()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    };
+    let status = last("StatusRecord/Event").map(|event| StatusRecord {
+        date_time: last("StatusRecord/DateTime").unwrap_or("").to_owned(),
+        event: normalise_event(event),
+        status: last("StatusRecord/Status")
+            .unwrap_or("")
+            .trim()
+            .to_ascii_uppercase(),
+        code: normalise_code(last("StatusRecord/StatusCode").unwrap_or("")),
+        description: last("StatusRecord/Description").unwrap_or("").to_owned(),
+    });
+    Ok(ClientControl {
+        message_type: get("MessageType").map(|t| t.to_ascii_uppercase()),
+        from_dts: get("From_DTS"),
+        to_dts: get("To_DTS"),
+        workflow_id: get("WorkflowId"),
+        subject: get("Subject"),
+        local_id: get("LocalId"),
+        dts_id: get("DTSId"),
+        status,
+    })
+}
+
+/// Reads the file at `path` (at most [`MAX_CTL_BYTES`]) with [`parse_client_control`]; also
+/// returns the raw bytes, to keep for audit.
+pub fn read_client_control(path: &Path) -> Result<(ClientControl, Vec<u8>)> {
+    let bytes = read_capped(path)?;
+    let control = parse_client_control(&bytes).map_err(|e| invalid(path, e))?;
+    Ok((control, bytes))
+}
+
+/// A DTSControl file of the given leaf elements, in order, then `status` as a `StatusRecord`;
+/// values are XML-escaped.
+pub fn render_fields(fields: &[(&str, &str)], status: Option<&StatusRecord>) -> String {
+    let mut out = String::from("<DTSControl>\r\n");
+    for (name, value) in fields {
+        out += &format!("  <{name}>{}</{name}>\r\n", escape(value));
+    }
+    if let Some(s) = status {
+        out += &format!(
+            "  <StatusRecord>\r\n    <DateTime>{}</DateTime>\r\n    <Event>{}</Event>\r\n    \
+             <Status>{}</Status>\r\n    <StatusCode>{}</StatusCode>\r\n    \
+             <Description>{}</Description>\r\n  </StatusRecord>\r\n",
+            escape(&s.date_time),
+            escape(&s.event),
+            escape(&s.status),
+            escape(&s.code),
+            escape(&s.description)
+        );
+    }
+    out + "</DTSControl>\r\n"
+}
+
+/// A control file as the MESH client rewrites it after a transfer: every leaf element of
+/// `original` kept in order, `DTSId` set to `dts_id` (added if missing), any `StatusRecord`
+/// replaced by `status`.
+pub fn rewrite(
+    original: &[u8],
+    dts_id: &str,
+    status: &StatusRecord,
+) -> std::result::Result<String, MalformedControl> {
+    let fields = elements(original, "DTSControl")?;
+    let mut kept: Vec<(&str, &str)> = Vec::new();
+    let mut has_id = false;
+    for (name, value) in &fields {
+        if name.contains('/') || name.eq_ignore_ascii_case("StatusRecord") {
+            continue;
+        }
+        if name.eq_ignore_ascii_case("DTSId") {
+            has_id = true;
+            kept.push((name, dts_id));
+        } else {
+            kept.push((name, value));
+        }
+    }
+    if !has_id {
+        kept.push(("DTSId", dts_id));
+    }
+    Ok(render_fields(&kept, Some(status)))
+}
+
+fn escape(v: &str) -> String {
+    v.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// The bytes of a small file, at most [`MAX_CTL_BYTES`].
+fn read_capped(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| Error::read(path, e))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_CTL_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::read(path, e))?;
+    if bytes.len() as u64 > MAX_CTL_BYTES {
+        return Err(invalid(
+            path,
+            MalformedControl(format!("larger than {MAX_CTL_BYTES} bytes")),
+        ));
+    }
+    Ok(bytes)
 }
 
 #[cfg(test)]
@@ -468,5 +815,96 @@ mod tests {
             .to_string()
             .contains("larger"));
         assert!(read_control(&dir.path().join("none.ctl")).is_err());
+    }
+
+    #[test]
+    fn client_control_files_are_read_leniently() {
+        // the 2010-era example of the client user guide, with a space inside a tag
+        let old = "<DTSControl>\n<Version>1.0</Version> <AddressType>DTS</AddressType> \
+            <MessageType>Data</MessageType>\n<From_DTS>X26ABC1</From_DTS> <To_DTS>X26OT154</To_DTS> \
+            <Subject>s</Subject> <LocalId>l</LocalId>\n<DTSId>DTS-20101216101210-927652</DTSId> \
+            <IsCompressed >Y</IsCompressed >\n<StatusRecord> <DateTime>20101216102012</DateTime> \
+            <Event>Transfer to DTS Server</Event>\n<Status>Success</Status> <StatusCode>0</StatusCode> \
+            <Description></Description> </StatusRecord>\n</DTSControl>";
+        let c = parse_client_control(old.as_bytes()).unwrap();
+        assert_eq!(c.dts_id.as_deref(), Some("DTS-20101216101210-927652"));
+        let s = c.status.unwrap();
+        assert_eq!(
+            (s.event.as_str(), s.status.as_str(), s.code.as_str()),
+            ("TRANSFER", "SUCCESS", "00")
+        );
+        assert!(!s.is_error() && !s.is_delay());
+        // the 2025 collect report: lower-case element names and an unknown code kept verbatim
+        let report = "<?xml version=\"1.0\"?><dtscontrol_wrong/>";
+        assert!(parse_client_control(report.as_bytes()).is_err());
+        let c = parse_client_control(
+            b"<DTSControl><messagetype>report</messagetype><localid>L1</localid>\
+              <StatusRecord><Event>send</Event><Status>error</Status><StatusCode> epl-152 </StatusCode>\
+              <Description>Invalid NHS Number</Description></StatusRecord></DTSControl>",
+        )
+        .unwrap();
+        assert_eq!(c.message_type.as_deref(), Some("REPORT"));
+        assert_eq!(c.local_id.as_deref(), Some("L1"));
+        let s = c.status.unwrap();
+        assert!(s.is_error());
+        assert_eq!(s.code, "EPL-152");
+        assert_eq!(s.readings(), ["DTS specification: invalid NHS number"]);
+        assert!(
+            s.describe()
+                .contains("SEND ERROR EPL-152 \"Invalid NHS Number\""),
+            "{}",
+            s.describe()
+        );
+        let unknown = StatusRecord::now("SEND", "ERROR", "99", "");
+        assert!(unknown.is_error() && unknown.readings().is_empty());
+        assert!(StatusRecord::now("Transfer", "Success", "5", "").is_delay());
+        // 06 reads differently in the two tables: both are shown
+        let r = StatusRecord::now("TRANSFER", "ERROR", "06", "").readings();
+        assert_eq!(r.len(), 2, "{r:?}");
+        assert_eq!(normalise_code("007"), "07");
+    }
+
+    #[test]
+    fn a_rewritten_control_file_keeps_its_fields_and_gains_the_id_and_status() {
+        let original = render("X26ABC1", "X26OT154", "s-1", "l_1");
+        let status = StatusRecord::now(
+            "TRANSFER",
+            "SUCCESS",
+            "00",
+            "Data Transfer success <ok> & done",
+        );
+        let text = rewrite(original.as_bytes(), "20250227121034456686_DD8A76", &status).unwrap();
+        // still a valid send control file, and read back the same
+        assert_eq!(ok(&text), ok(&original));
+        let c = parse_client_control(text.as_bytes()).unwrap();
+        assert_eq!(c.dts_id.as_deref(), Some("20250227121034456686_DD8A76"));
+        assert_eq!(c.status.as_ref(), Some(&status));
+        // rewriting again replaces, not adds
+        let again = rewrite(text.as_bytes(), "X", &status).unwrap();
+        assert_eq!(again.matches("<StatusRecord>").count(), 1);
+        assert_eq!(again.matches("<DTSId>").count(), 1);
+    }
+
+    #[test]
+    fn elements_read_repeated_blocks() {
+        let cfg = b"<MESHConfig><PollPeriod>1</PollPeriod>\
+            <Client><ClientIdentity>A1</ClientIdentity><InterfaceRoot>/x/a</InterfaceRoot></Client>\
+            <Client><InterfaceRoot>/x/b</InterfaceRoot><ClientIdentity>B2</ClientIdentity></Client>\
+            </MESHConfig>";
+        let f = elements(cfg, "MESHConfig").unwrap();
+        let names: Vec<&str> = f.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "PollPeriod",
+                "Client/ClientIdentity",
+                "Client/InterfaceRoot",
+                "Client",
+                "Client/InterfaceRoot",
+                "Client/ClientIdentity",
+                "Client"
+            ]
+        );
+        assert!(elements(cfg, "DTSControl").is_err());
     }
 }

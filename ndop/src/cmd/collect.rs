@@ -1,8 +1,8 @@
 //! `ndop collect`: the POS replies, stored safely before they are acknowledged.
 
-use crate::args::{MeshArgs, PollArgs};
+use crate::args::{FolderArgs, MeshArgs, PollArgs};
 use crate::exit;
-use crate::pipeline::runtime;
+use crate::pipeline::{folder_collect, runtime};
 use crate::report::{describe_collect, print_json};
 use clap::Args;
 use pos_client::journal::Journal;
@@ -19,6 +19,13 @@ use std::path::PathBuf;
 /// Examples:
 ///   ndop collect --work outbox --mailbox X26ABC1
 ///   ndop collect --work job42 --interval 60 --timeout 3600
+///   ndop collect --work job42 --mesh-folder /mesh/data/X26ABC1 --mailbox X26ABC1
+///
+/// With --mesh-folder or --meshclient-cfg, it first waits for the MESH client to send what
+/// `ndop send` handed it (SENT; FAILED is exit 5 with the status code), then scans IN for .ctl
+/// files (reports have no .dat), takes the ones that answer the journal's submissions (copied
+/// into WORK/replies, synced, then removed from IN) and leaves everything else in IN, listed.
+/// Delay reports (code 05) and any Status ERROR are printed as alerts.
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub(crate) struct CollectArgs {
@@ -31,13 +38,27 @@ pub(crate) struct CollectArgs {
 
     #[command(flatten)]
     pub mesh: MeshArgs,
+
+    #[command(flatten)]
+    pub folder: FolderArgs,
 }
 
 /// Runs `ndop collect`.
 pub(crate) fn run(args: CollectArgs) -> anyhow::Result<u8> {
+    let opts = args.poll.options()?;
+    if let Some(folders) = args.folder.folders(args.mesh.mailbox.as_deref())? {
+        let mut journal = Journal::open(&args.work)?;
+        let report = runtime()?.block_on(folder_collect(&folders, &mut journal, &opts))?;
+        print_json(&report)?;
+        describe_collect(&report.report, &args.work);
+        return Ok(if report.report.complete {
+            exit::OK
+        } else {
+            exit::POS
+        });
+    }
     let client = args.mesh.client()?;
     let mut journal = Journal::open(&args.work)?;
-    let opts = args.poll.options()?;
     let report = runtime()?.block_on(pos_client::collect(&client, &mut journal, &opts))?;
     print_json(&report)?;
     describe_collect(&report, &args.work);

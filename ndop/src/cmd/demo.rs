@@ -22,6 +22,7 @@ use std::time::Duration;
 /// Examples:
 ///   ndop demo
 ///   ndop demo --work /tmp/ndop-demo --patients 100000
+///   ndop demo --mesh-folder   (through MESH client folders, with the stand-in client)
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub(crate) struct DemoArgs {
@@ -32,6 +33,12 @@ pub(crate) struct DemoArgs {
     /// Synthetic 999-range patients in the sample, each with 1 to 4 rows.
     #[arg(long, default_value_t = 500, value_name = "N")]
     pub patients: u32,
+
+    /// Go through MESH client folders (WORK/mesh-client/X26ABC1/{IN,OUT,SENT,FAILED,TEMP}),
+    /// synced with the mock by the stand-in client `mesh-folder-client` (a test double of NHS
+    /// England's Java MESH client), instead of calling the MESH API.
+    #[arg(long)]
+    pub mesh_folder: bool,
 }
 
 /// Runs `ndop demo`.
@@ -73,6 +80,40 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<u8> {
         mesh.base_url(),
         work.join("mesh-store").display()
     );
+    let stand_in = if args.mesh_folder {
+        let root = work.join("mesh-client").join("X26ABC1");
+        for name in ["IN", "OUT", "SENT", "FAILED", "TEMP"] {
+            std::fs::create_dir_all(root.join(name))
+                .with_context(|| format!("cannot create {}", root.join(name).display()))?;
+        }
+        let client = mesh_client::MeshClient::new(
+            mesh_client::ClientConfig::default()
+                .with_url(mesh.base_url())
+                .with_mailbox("X26ABC1", "password")
+                .with_shared_key("TestKey"),
+        )?;
+        let stand_in = mesh_folder_client::StandIn {
+            root: root.clone(),
+            client,
+            poll: Duration::from_millis(200),
+            min_age: Duration::from_secs(1),
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = server_rt.spawn(async move {
+            stand_in
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        eprintln!(
+            "ndop demo: through the MESH client folders in {} (stand-in client polling every 200 ms)",
+            root.display()
+        );
+        Some((root, stop, task))
+    } else {
+        None
+    };
     let settings = MeshSettings {
         env: Some(mesh.base_url()),
         mailbox: Some("X26ABC1".into()),
@@ -96,8 +137,16 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<u8> {
             interval: Duration::from_millis(50),
             timeout: Duration::from_secs(60),
         },
+        folders: match &stand_in {
+            Some((root, _, _)) => Some(pos_client::folder::Folders::open(root)?),
+            None => None,
+        },
     };
     let outcome = pipeline.run();
+    if let Some((_, stop, task)) = stand_in {
+        let _ = stop.send(());
+        let _ = server_rt.block_on(task);
+    }
     server_rt.block_on(mesh.stop());
     let Outcome::Done(done) = outcome? else {
         bail!("the mock POS did not answer within a minute");
@@ -120,9 +169,14 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<u8> {
     let f = &summary.filter.counts;
     println!("ndop demo: done.");
     println!(
-        "  sent        {} unique NHS numbers in {} file(s) over MESH to the POS mailbox X26OT154",
+        "  sent        {} unique NHS numbers in {} file(s) over MESH to the POS mailbox X26OT154{}",
         thousands(summary.prepare.unique),
-        summary.prepare.files.len()
+        summary.prepare.files.len(),
+        if args.mesh_folder {
+            " (through the MESH client folders)"
+        } else {
+            ""
+        }
     );
     println!(
         "  opted out   {} patients ({} of the 20 INT test patients: {})",

@@ -1,6 +1,6 @@
 //! `ndop run`: prepare, send, collect, reconcile and filter one extract in one resumable go.
 
-use crate::args::{InputArgs, MeshArgs, PollArgs};
+use crate::args::{FolderArgs, InputArgs, MeshArgs, PollArgs};
 use crate::exit;
 use crate::pipeline::{Outcome, Pipeline};
 use crate::report::print_json;
@@ -25,6 +25,12 @@ use std::path::PathBuf;
 ///   export NDOP_MESH_PASSWORD=... NDOP_MESH_SHARED_KEY=... NDOP_MESH_CERT=... NDOP_MESH_KEY=...
 ///   ndop run extract.csv --column nhs_number --work job42 --mailbox X26ABC1 --mesh int
 ///   ndop run extract.dat --work job42 --config ndop.toml --interval 60
+///   ndop run extract.csv --column nhs_number --work job42 --mailbox X26ABC1 \
+///       --mesh-folder /mesh/data/X26ABC1 --interval 60   (through an installed MESH client)
+///
+/// With --mesh-folder DIR (the mailbox's folder root) or --meshclient-cfg FILE --mailbox ID,
+/// the files go through an installed MESH client's folders instead of the MESH API (see
+/// `ndop send --help` and `ndop collect --help`); everything else is the same.
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub(crate) struct RunArgs {
@@ -52,6 +58,9 @@ pub(crate) struct RunArgs {
 
     #[command(flatten)]
     pub mesh: MeshArgs,
+
+    #[command(flatten)]
+    pub folder: FolderArgs,
 }
 
 /// Runs `ndop run`.
@@ -77,6 +86,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<u8> {
         tag: args.tag.clone(),
         max_records: args.max_records,
         poll: args.poll.options()?,
+        folders: args.folder.folders(args.mesh.mailbox.as_deref())?,
     };
     match pipeline.run()? {
         Outcome::Done(done) => {

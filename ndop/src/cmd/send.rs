@@ -1,6 +1,6 @@
 //! `ndop send`: prepared pairs to the POS over MESH, journaled, never twice.
 
-use crate::args::MeshArgs;
+use crate::args::{FolderArgs, MeshArgs};
 use crate::exit;
 use crate::pipeline::{runtime, send_with_progress};
 use crate::report::{print_json, thousands};
@@ -18,6 +18,12 @@ use std::path::PathBuf;
 ///   NDOP_MESH_PASSWORD=... NDOP_MESH_SHARED_KEY=... ndop send outbox --mailbox X26ABC1
 ///   ndop send outbox/X26ABC1-231126-0001.dat --work job42 --config ndop.toml
 ///   ndop send outbox --mesh http://127.0.0.1:8700 --mailbox X26ABC1   (a local mock-mesh)
+///   ndop send outbox --mesh-folder /mesh/data/X26ABC1 --mailbox X26ABC1 (an installed MESH client)
+///   ndop send outbox --meshclient-cfg /mesh/app/meshclient.cfg --mailbox X26ABC1
+///
+/// With --mesh-folder or --meshclient-cfg, each pair is handed to the installed MESH client
+/// (written under a dot-name, journaled, renamed into OUT, .dat first) and the command returns;
+/// `ndop collect` confirms what the client sent (SENT) or refused (FAILED: exit 5).
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub(crate) struct SendArgs {
@@ -32,6 +38,9 @@ pub(crate) struct SendArgs {
 
     #[command(flatten)]
     pub mesh: MeshArgs,
+
+    #[command(flatten)]
+    pub folder: FolderArgs,
 }
 
 /// Runs `ndop send`.
@@ -43,6 +52,30 @@ pub(crate) fn run(args: SendArgs) -> anyhow::Result<u8> {
             _ => PathBuf::from("."),
         },
     };
+    if let Some(folders) = args.folder.folders(args.mesh.mailbox.as_deref())? {
+        let mut journal = Journal::open(&work)?;
+        let look_once = pos_client::CollectOptions {
+            interval: std::time::Duration::ZERO,
+            timeout: std::time::Duration::ZERO,
+        };
+        let report = runtime()?.block_on(pos_client::folder::send(
+            &folders,
+            &mut journal,
+            &args.inputs,
+            args.mesh.mailbox.as_deref(),
+            &look_once,
+        ))?;
+        print_json(&report)?;
+        eprintln!(
+            "ndop send: {} handed to the MESH client in {}, {} sent, {} already sent; journal {}",
+            report.queued,
+            folders.outbox.display(),
+            report.sent,
+            report.already_sent,
+            journal.path().display()
+        );
+        return Ok(exit::OK);
+    }
     let client = args.mesh.client()?;
     let mut journal = Journal::open(&work)?;
     let report = runtime()?.block_on(send_with_progress(&client, &mut journal, &args.inputs))?;
