@@ -19,6 +19,7 @@
 //! SSE2 loads of the fast path and of the CSV grammar's masks (`swar`) and the number set's
 //! words taken as atomics ([`seen`]).
 
+pub mod consent;
 pub mod csv;
 pub mod ctl;
 pub mod dat;

@@ -96,6 +96,7 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<u8> {
             interval: Duration::from_millis(50),
             timeout: Duration::from_secs(60),
         },
+        consent: None,
     };
     let outcome = pipeline.run();
     server_rt.block_on(mesh.stop());

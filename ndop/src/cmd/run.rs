@@ -25,6 +25,7 @@ use std::path::PathBuf;
 ///   export NDOP_MESH_PASSWORD=... NDOP_MESH_SHARED_KEY=... NDOP_MESH_CERT=... NDOP_MESH_KEY=...
 ///   ndop run extract.csv --column nhs_number --work job42 --mailbox X26ABC1 --mesh int
 ///   ndop run extract.dat --work job42 --config ndop.toml --interval 60
+///   ndop run extract.dat --work job42 --config ndop.toml --consent-out job42/consents.ndjson
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub(crate) struct RunArgs {
@@ -52,6 +53,9 @@ pub(crate) struct RunArgs {
 
     #[command(flatten)]
     pub mesh: MeshArgs,
+
+    #[command(flatten)]
+    pub consent: crate::cmd::reconcile::ConsentArgs,
 }
 
 /// Runs `ndop run`.
@@ -77,6 +81,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<u8> {
         tag: args.tag.clone(),
         max_records: args.max_records,
         poll: args.poll.options()?,
+        consent: Some(args.consent),
     };
     match pipeline.run()? {
         Outcome::Done(done) => {
