@@ -12,6 +12,7 @@ use hyper::body::Body;
 use crate::body::ResponseBody;
 use crate::config::{Config, StoreMode};
 use crate::error::Error;
+use crate::fhir::ConsentStore;
 use crate::state::State;
 use crate::store::Store;
 
@@ -25,15 +26,27 @@ impl App {
     /// Opens the store (recovering a disk store) and restarts pending POS jobs. Must run inside
     /// a tokio runtime.
     pub async fn new(config: Config) -> Result<App, Error> {
-        let store = match &config.store {
-            StoreMode::Memory => Store::memory(config.inbox_expiry),
+        let now = config.clock.now().to_rfc3339();
+        let (store, consents) = match &config.store {
+            StoreMode::Memory => (
+                Store::memory(config.inbox_expiry),
+                ConsentStore::memory(&now),
+            ),
             StoreMode::Disk(dir) => {
                 let dir = dir.clone();
                 let expiry = config.inbox_expiry;
-                crate::store::blocking(move || Store::open(&dir, expiry)).await?
+                crate::store::blocking(move || {
+                    let store = Store::open(&dir, expiry)?;
+                    Ok((store, ConsentStore::open(&dir, &now)?))
+                })
+                .await?
             }
         };
-        let state = Arc::new(State::new(config, store));
+        tracing::info!(
+            consents = consents.len(),
+            "NDOP FHIR API ready under /STU3/"
+        );
+        let state = Arc::new(State::new(config, store, consents));
         crate::pos::job::recover(&state);
         let sweeper = Arc::downgrade(&state);
         state.spawn(async move {

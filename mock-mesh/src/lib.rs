@@ -66,6 +66,7 @@ mod body;
 mod clock;
 mod config;
 mod error;
+mod fhir;
 pub mod headers;
 pub mod pki;
 pub mod pos;

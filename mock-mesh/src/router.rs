@@ -187,6 +187,9 @@ where
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: std::fmt::Display,
 {
+    if crate::fhir::owns(req.uri().path()) {
+        return crate::fhir::handle(state, req).await;
+    }
     let started = Instant::now();
     let method = req.method().clone();
     let resolved = resolve(req.uri().path());

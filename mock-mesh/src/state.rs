@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::auth::Authenticator;
 use crate::config::{Config, MailboxConfig};
+use crate::fhir::ConsentStore;
 use crate::pos::PosEngine;
 use crate::store::Store;
 
@@ -26,14 +27,16 @@ pub(crate) struct State {
     pub(crate) auth: Authenticator,
     pub(crate) store: Store,
     pub(crate) pos: PosEngine,
+    /// The NDOP FHIR API's Consents; the POS reads their opt-out state.
+    pub(crate) consents: std::sync::Arc<ConsentStore>,
     /// POS jobs reading a submission at once (each holds a blocking thread while it reads).
     pub(crate) pos_readers: Semaphore,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl State {
-    /// The state over an opened store.
-    pub(crate) fn new(config: Config, store: Store) -> State {
+    /// The state over an opened store and Consent store.
+    pub(crate) fn new(config: Config, store: Store, consents: ConsentStore) -> State {
         let mailboxes = config
             .mailboxes
             .iter()
@@ -46,7 +49,9 @@ impl State {
                 config.clock.clone(),
             ),
             pos: PosEngine::new(&config.pos, config.pos_chunk_bytes)
-                .with_max_decoded(config.limits.pos_max_decoded_bytes),
+                .with_max_decoded(config.limits.pos_max_decoded_bytes)
+                .with_consents(consents.optouts()),
+            consents: std::sync::Arc::new(consents),
             pos_readers: Semaphore::new(POS_READERS),
             mailboxes,
             store,

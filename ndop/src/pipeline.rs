@@ -46,6 +46,8 @@ pub(crate) struct Pipeline {
     pub poll: CollectOptions,
     /// Folder mode: the installed MESH client's folders instead of the MESH API.
     pub folders: Option<Folders>,
+    /// The result as FHIR Consent resources, if asked for.
+    pub consent: Option<crate::cmd::reconcile::ConsentArgs>,
 }
 
 /// The summary of a pipeline run (`run.json`).
@@ -201,6 +203,13 @@ impl Pipeline {
                 r.unexpected,
                 rec_dir.display()
             )));
+        }
+        if let Some(c) = &self.consent {
+            // a resumed run writes them again; only a file inside the work directory is ours
+            if let Some(out) = c.consent_out.as_ref().filter(|p| p.starts_with(&self.work)) {
+                remove_if_exists(out)?;
+            }
+            c.export(&reconciled, &responses, &lines)?;
         }
         self.unchanged(&extract)?;
         // filter writes OUT and its rejects report, and overwrites neither: a resumed run

@@ -19,6 +19,7 @@
 //! SSE2 loads of the fast path and of the CSV grammar's masks (`swar`), the number set's
 //! words taken as atomics ([`seen`]) and the writeback hint of a streamed output ([`files`]).
 
+pub mod consent;
 pub mod csv;
 pub mod ctl;
 pub mod dat;

@@ -17,7 +17,10 @@
 //!    `The file contains one or more invalid NHS Numbers.` followed by the file's first line
 //!    ending (CRLF if it has none).
 //!
-//! Opted out: the published test patients with an opt-out ([`PUBLISHED_TEST_PATIENTS`]: INT
+//! Opted out: for an INT POS mailbox, a patient with a Consent in the NDOP FHIR API (`/STU3/`)
+//! is opted out exactly when the Consent is `active` (the API is seeded with the INT table,
+//! so both interfaces answer from one truth); otherwise
+//! the published test patients with an opt-out ([`PUBLISHED_TEST_PATIENTS`]: INT
 //! table for INT POS mailboxes, LIVE table for LIVE ones), plus
 //! [`PosConfig::optout_numbers`](crate::PosConfig::optout_numbers), plus a fraction
 //! [`PosConfig::optout_rate`](crate::PosConfig::optout_rate) of every other number chosen by
@@ -117,6 +120,8 @@ pub(crate) struct PosEngine {
     chunk_bytes: u64,
     /// Most bytes decoded from one submission (a gzip bomb is cut off here).
     max_decoded: u64,
+    /// The FHIR API's opt-out state (INT): where a patient has a Consent, it decides.
+    consents: Option<crate::fhir::consent::OptOuts>,
 }
 
 impl PosEngine {
@@ -144,6 +149,7 @@ impl PosEngine {
             delay: c.delay,
             chunk_bytes: chunk_bytes.max(1),
             max_decoded: u64::MAX,
+            consents: None,
         }
     }
 
@@ -153,7 +159,18 @@ impl PosEngine {
         self
     }
 
+    /// Answers INT submissions from the FHIR API's Consents first (one truth for both).
+    pub(crate) fn with_consents(mut self, consents: crate::fhir::consent::OptOuts) -> PosEngine {
+        self.consents = Some(consents);
+        self
+    }
+
     pub(crate) fn opted_out(&self, env: PosEnv, n: u64) -> bool {
+        if let (PosEnv::Int, Some(c)) = (env, &self.consents) {
+            if let Some(&active) = c.read().unwrap_or_else(|p| p.into_inner()).get(&n) {
+                return active;
+            }
+        }
         let table = match env {
             PosEnv::Int => &self.int,
             PosEnv::Live => &self.live,

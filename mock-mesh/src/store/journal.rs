@@ -7,11 +7,17 @@
 //! anywhere (a crash mid-append, or a fragment an older version left behind): a line that does
 //! not parse is searched for a whole record after the fragment, so no record after a tear is
 //! ever dropped.
+//!
+//! The same file discipline serves other record types: [`Journal::open_file`] and
+//! [`parse_lines`] take any serde type (the FHIR Consent versions use them).
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 use super::{create_private, sync_dir, Message};
 use crate::error::Error;
@@ -20,7 +26,7 @@ use crate::error::Error;
 const RECORD_START: &[u8] = br#"{"id":"#;
 
 /// The open journal: appends only, cut back on failure.
-pub(super) struct Journal {
+pub(crate) struct Journal {
     file: File,
     path: PathBuf,
     /// Length of the journal up to its last durable record.
@@ -74,9 +80,19 @@ impl Journal {
     /// Replaces the journal with exactly `messages` (write a temporary file, fsync, rename,
     /// fsync the directory) and opens it for appending.
     pub(super) fn rewrite(dir: &Path, messages: &[Message]) -> Result<Journal, Error> {
-        let path = dir.join("journal.jsonl");
-        let tmp = dir.join("journal.jsonl.tmp");
-        let buf = encode(messages, &tmp)?;
+        Journal::open_file(dir, "journal.jsonl", messages)
+    }
+
+    /// Replaces `dir/name` with exactly `records` (one JSON line each; temporary file, fsync,
+    /// rename, directory fsync) and opens it for appending.
+    pub(crate) fn open_file<T: Serialize>(
+        dir: &Path,
+        name: &str,
+        records: &[T],
+    ) -> Result<Journal, Error> {
+        let path = dir.join(name);
+        let tmp = dir.join(format!("{name}.tmp"));
+        let buf = encode(records, &tmp)?;
         {
             let mut f = create_private(&tmp).map_err(|e| Error::io(&tmp, e))?;
             f.write_all(&buf).map_err(|e| Error::io(&tmp, e))?;
@@ -94,8 +110,8 @@ impl Journal {
             good_len: buf.len() as u64,
             dirty: false,
             fault: None,
-            records: messages.len(),
-            live: messages.len(),
+            records: records.len(),
+            live: records.len(),
             compact_min: 4096,
         })
     }
@@ -126,7 +142,7 @@ impl Journal {
     }
 
     /// Appends `messages` and fsyncs. On failure the journal is cut back to where it was.
-    pub(super) fn append(&mut self, messages: &[Message]) -> Result<(), Error> {
+    pub(crate) fn append<T: Serialize>(&mut self, messages: &[T]) -> Result<(), Error> {
         if messages.is_empty() {
             return Ok(());
         }
@@ -171,7 +187,7 @@ impl Journal {
     }
 }
 
-fn encode(messages: &[Message], path: &Path) -> Result<Vec<u8>, Error> {
+fn encode<T: Serialize>(messages: &[T], path: &Path) -> Result<Vec<u8>, Error> {
     let mut buf = Vec::new();
     for m in messages {
         serde_json::to_writer(&mut buf, m).map_err(|e| Error::Store {
@@ -186,19 +202,25 @@ fn encode(messages: &[Message], path: &Path) -> Result<Vec<u8>, Error> {
 /// Every whole record in `data`. A line that does not parse (a torn fragment, possibly with a
 /// whole record glued after it) is searched for the last record start that parses.
 pub(super) fn parse_records(data: &[u8]) -> Vec<Message> {
+    parse_lines(data, RECORD_START)
+}
+
+/// Every whole record of type `T` in `data`, one per line, each starting with `start`; torn
+/// fragments are skipped as in [`parse_records`].
+pub(crate) fn parse_lines<T: DeserializeOwned>(data: &[u8], start: &[u8]) -> Vec<T> {
     let mut out = Vec::new();
     for line in data.split(|&b| b == b'\n') {
         if line.is_empty() {
             continue;
         }
-        if let Ok(m) = serde_json::from_slice::<Message>(line) {
+        if let Ok(m) = serde_json::from_slice::<T>(line) {
             out.push(m);
             continue;
         }
         let mut end = line.len();
-        while let Some(i) = memchr::memmem::rfind(&line[..end], RECORD_START) {
+        while let Some(i) = memchr::memmem::rfind(&line[..end], start) {
             if i > 0 {
-                if let Ok(m) = serde_json::from_slice::<Message>(&line[i..]) {
+                if let Ok(m) = serde_json::from_slice::<T>(&line[i..]) {
                     out.push(m);
                     break;
                 }

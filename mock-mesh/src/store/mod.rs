@@ -29,7 +29,8 @@ use crate::clock::to_us;
 use crate::error::{ApiError, Error};
 pub(crate) use disk::{blocking, create_private, sync_dir, Place, Refused};
 use disk::{compact_if_due, put_in_place, reclaim_orphans, set_private};
-use journal::{Fault, Journal};
+use journal::Fault;
+pub(crate) use journal::{parse_lines, Journal};
 
 mod disk;
 mod journal;

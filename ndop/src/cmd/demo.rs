@@ -141,6 +141,7 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<u8> {
             Some((root, _, _)) => Some(pos_client::folder::Folders::open(root)?),
             None => None,
         },
+        consent: None,
     };
     let outcome = pipeline.run();
     if let Some((_, stop, task)) = stand_in {

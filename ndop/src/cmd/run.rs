@@ -27,6 +27,7 @@ use std::path::PathBuf;
 ///   ndop run extract.dat --work job42 --config ndop.toml --interval 60
 ///   ndop run extract.csv --column nhs_number --work job42 --mailbox X26ABC1 \
 ///       --mesh-folder /mesh/data/X26ABC1 --interval 60   (through an installed MESH client)
+///   ndop run extract.dat --work job42 --config ndop.toml --consent-out job42/consents.ndjson
 ///
 /// With --mesh-folder DIR (the mailbox's folder root) or --meshclient-cfg FILE --mailbox ID,
 /// the files go through an installed MESH client's folders instead of the MESH API (see
@@ -61,6 +62,7 @@ pub(crate) struct RunArgs {
 
     #[command(flatten)]
     pub folder: FolderArgs,
+    pub consent: crate::cmd::reconcile::ConsentArgs,
 }
 
 /// Runs `ndop run`.
@@ -87,6 +89,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<u8> {
         max_records: args.max_records,
         poll: args.poll.options()?,
         folders: args.folder.folders(args.mesh.mailbox.as_deref())?,
+        consent: Some(args.consent),
     };
     match pipeline.run()? {
         Outcome::Done(done) => {
