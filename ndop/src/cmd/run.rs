@@ -62,6 +62,8 @@ pub(crate) struct RunArgs {
 
     #[command(flatten)]
     pub folder: FolderArgs,
+
+    #[command(flatten)]
     pub consent: crate::cmd::reconcile::ConsentArgs,
 }
 

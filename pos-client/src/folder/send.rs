@@ -202,6 +202,7 @@ pub async fn send(
                         to: q.to,
                         workflow_id: q.workflow_id,
                         time: journal::now(),
+                        adopted: false,
                     }))?;
                     tracing::info!(local_id = %f.local_id, message_id = %id, "sent by the MESH client");
                     f.message_id = Some(id);
