@@ -25,6 +25,7 @@ use std::path::PathBuf;
 ///   export NDOP_MESH_PASSWORD=... NDOP_MESH_SHARED_KEY=... NDOP_MESH_CERT=... NDOP_MESH_KEY=...
 ///   ndop run extract.csv --column nhs_number --work job42 --mailbox X26ABC1 --mesh int
 ///   ndop run extract.dat --work job42 --config ndop.toml --interval 60
+///   ndop run population.csv --column nhs_number --work pop-2026-11-20 --cache /srv/ndop-cache
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub(crate) struct RunArgs {
@@ -46,6 +47,10 @@ pub(crate) struct RunArgs {
     /// Most records in one .dat file (default: only the 20 GB MESH limit splits).
     #[arg(long, value_name = "N")]
     pub max_records: Option<u64>,
+
+    /// When the run completes, import its checks into this results cache (see `ndop cache`).
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
 
     #[command(flatten)]
     pub poll: PollArgs,
@@ -81,6 +86,19 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<u8> {
     match pipeline.run()? {
         Outcome::Done(done) => {
             print_json(&done.0)?;
+            if let Some(dir) = &args.cache {
+                let s = crate::cached::import(
+                    dir,
+                    std::slice::from_ref(&args.work),
+                    &args.input.engine.scan_options(),
+                )?;
+                eprintln!(
+                    "ndop run: cached {} batch(es) in {} ({} already there)",
+                    s.added.len(),
+                    dir.display(),
+                    s.already_present
+                );
+            }
             Ok(exit::OK)
         }
         Outcome::Waiting(report) => {
