@@ -59,8 +59,10 @@ fn check(
     cache: Option<&Path>,
 ) -> Check {
     let at: DateTime<Utc> = at.parse().unwrap();
-    let mut config = mock_mesh::Config::default();
-    config.clock = mock_mesh::Clock::starting_at(at);
+    let mut config = mock_mesh::Config {
+        clock: mock_mesh::Clock::starting_at(at),
+        ..Default::default()
+    };
     config.auth.check_timestamp = false;
     config.pos.optout_rate = 0.3;
     config.pos.optout_seed = seed;
@@ -513,4 +515,102 @@ fn concurrent_import_and_filter_both_succeed() {
         "--json",
     ]));
     assert_eq!(st["batches"].as_array().unwrap().len(), 3 + 2 * 2);
+}
+
+/// The venv python with DuckDB, made (once, under a lock) by `tools/python-env.sh`.
+fn python() -> PathBuf {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/python-env.sh");
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("run tools/python-env.sh");
+    assert!(out.status.success(), "tools/python-env.sh failed");
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+#[test]
+fn duckdb_joins_the_parquet_export_like_filter_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let pop = numbers(0, 300);
+    let c = check(
+        dir.path(),
+        "run",
+        &pop,
+        "2026-11-01T09:00:00Z",
+        6,
+        Some(&cache),
+    );
+    let mut nums = pop[100..].to_vec();
+    nums.extend(numbers(6000, 30)); // never checked
+    let extract = dir.path().join("extract.csv");
+    let rows = write_extract(&extract, &nums);
+    let as_of = ["--as-of", "2026-11-02T09:00:00Z", "--max-age", "3d"];
+    let cleared = dir.path().join("cleared.csv");
+    ok(&filter(&extract, &cache, &cleared, &as_of));
+    let mut kept = kept_ids(&cleared);
+    kept.sort();
+    let export = |name: &str, extra: &[&str]| {
+        let out = dir.path().join(name);
+        let mut args = vec![
+            "cache",
+            "export",
+            "--cache",
+            cache.to_str().unwrap(),
+            "--format",
+            "parquet",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(&as_of);
+        args.extend_from_slice(extra);
+        let s = ok(&ndop(&args));
+        assert!(s["numbers"].as_u64().unwrap() > 0);
+        out
+    };
+    let allow = export("allow.parquet", &[]);
+    let allow_int = export("allow-int.parquet", &["--type", "int64"]);
+    let deny = export("deny.parquet", &["--list", "opted-out"]);
+    let out = std::process::Command::new(python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/duckdb_join.py"))
+        .args([&extract, &allow, &allow_int, &deny])
+        .output()
+        .expect("run the DuckDB script");
+    let v = ok(&out);
+    let ids = |key: &str| -> Vec<String> {
+        v[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(!kept.is_empty());
+    assert_eq!(
+        ids("semi"),
+        kept,
+        "DuckDB's semi-join differs from filter --cache"
+    );
+    assert_eq!(ids("semi_int"), kept);
+    // the anti-join keeps every row whose number is not a derived opt-out, checked or not
+    let opted: HashSet<u64> = c.requested.difference(&c.returned).copied().collect();
+    let mut anti_want: Vec<String> = rows
+        .iter()
+        .filter(|(_, n)| n.parse::<u64>().map_or(true, |n| !opted.contains(&n)))
+        .map(|(id, _)| id.clone())
+        .collect();
+    anti_want.sort();
+    assert_eq!(ids("anti"), anti_want);
+    assert!(ids("anti").len() > kept.len());
+    let meta = &v["metadata"];
+    assert_eq!(meta["as_of"], "2026-11-02T09:00:00Z");
+    assert_eq!(meta["max_age"], "3d");
+    assert_eq!(meta["environment"], "int");
+    assert_eq!(meta["batch_ids"], "1,2");
+    assert!(meta["checked_at_min"]
+        .as_str()
+        .unwrap()
+        .starts_with("2026-11-01T09:00"));
+    assert_eq!(v["column_type"], "VARCHAR");
 }
