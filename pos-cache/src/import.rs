@@ -153,10 +153,12 @@ pub fn read_work_dir(work: &Path, scan: &ScanOptions) -> Result<(Vec<NewBatch>, 
                 ));
             }
         }
-        let requested =
-            crate::bitmap_of(&read_numbers(std::slice::from_ref(&request), "request", scan, &mut |_| {})?.set);
-        let returned =
-            crate::bitmap_of(&read_numbers(std::slice::from_ref(&response), "result", scan, &mut |_| {})?.set);
+        let requested = crate::bitmap_of(
+            &read_numbers(std::slice::from_ref(&request), "request", scan, &mut |_| {})?.set,
+        );
+        let returned = crate::bitmap_of(
+            &read_numbers(std::slice::from_ref(&response), "result", scan, &mut |_| {})?.set,
+        );
         let unexpected = (&returned - &requested).len();
         if unexpected > 0 {
             return Err(Error::Journal(pos_client::Error::BadAnswer(format!(

@@ -652,3 +652,147 @@ fn deserialize(path: &Path, v: rusqlite::types::ValueRef<'_>) -> Result<RoaringB
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(local_id: &str, at: i64, requested: &[u32], returned: &[u32]) -> NewBatch {
+        NewBatch {
+            local_id: local_id.into(),
+            environment: "int".into(),
+            mailbox: None,
+            pos_mailbox: "X26OT154".into(),
+            request_message_id: format!("REQ_{local_id}"),
+            response_message_id: format!("RES_{local_id}"),
+            request_file: format!("{local_id}.dat"),
+            sent_at: at,
+            answered_at: at,
+            checked_at: at,
+            request_sha256: format!("{local_id}-req"),
+            response_sha256: format!("{local_id}-res"),
+            requested: requested.iter().copied().collect(),
+            returned: returned.iter().copied().collect(),
+            source: "test".into(),
+        }
+    }
+
+    fn count(c: &Cache, table: &str) -> i64 {
+        c.conn
+            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_failed_import_leaves_the_cache_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Cache::open(dir.path(), true).unwrap();
+        c.add_batches(&[batch("a", 1000, &[1, 2], &[1])], serde_json::json!({}))
+            .unwrap();
+        // a write that fails half-way (the second batch of two)
+        c.conn
+            .execute_batch(
+                "CREATE TRIGGER boom BEFORE INSERT ON batches WHEN NEW.local_id = 'boom'
+                 BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+            )
+            .unwrap();
+        let failed = c.add_batches(
+            &[batch("b", 2000, &[3], &[3]), batch("boom", 3000, &[4], &[])],
+            serde_json::json!({}),
+        );
+        assert!(failed.is_err());
+        assert_eq!(count(&c, "batches"), 1);
+        assert_eq!(count(&c, "audit"), 1);
+        // the same content again is already present
+        let (added, present) = c
+            .add_batches(&[batch("a", 1000, &[1, 2], &[1])], serde_json::json!({}))
+            .unwrap();
+        assert!(added.is_empty());
+        assert_eq!(present, 1);
+    }
+
+    #[test]
+    fn the_audit_log_is_append_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Cache::open(dir.path(), true).unwrap();
+        c.audit("export", Some(1), Some(2), &serde_json::json!({"n": 1}))
+            .unwrap();
+        assert!(c
+            .conn
+            .execute("UPDATE audit SET command = 'x'", [])
+            .is_err());
+        assert!(c.conn.execute("DELETE FROM audit", []).is_err());
+        assert_eq!(c.audit_records().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn newer_and_foreign_databases_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let c = Cache::open(dir.path(), true).unwrap();
+            assert_eq!(c.schema_version().unwrap(), SCHEMA_VERSION);
+            c.conn
+                .execute("UPDATE cache_schema SET version = 99", [])
+                .unwrap();
+        }
+        let e = Cache::open(dir.path(), false).err().unwrap().to_string();
+        assert!(
+            e.contains("schema version 99") && e.contains("newer ndop"),
+            "{e}"
+        );
+
+        let other = tempfile::tempdir().unwrap();
+        Connection::open(other.path().join(DB_FILE))
+            .unwrap()
+            .execute_batch("CREATE TABLE t (x INTEGER)")
+            .unwrap();
+        let e = Cache::open(other.path(), false).err().unwrap().to_string();
+        assert!(e.contains("not an ndop cache"), "{e}");
+
+        let none = tempfile::tempdir().unwrap();
+        let e = Cache::open(&none.path().join("c"), false)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("no cache in"), "{e}");
+    }
+
+    #[test]
+    fn the_newest_check_in_the_window_decides() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Cache::open(dir.path(), true).unwrap();
+        let day = 86_400_000;
+        c.add_batches(
+            &[
+                batch("old", 0, &[1, 2, 3], &[1, 2]),
+                batch("new", 5 * day, &[2, 3, 4], &[3, 4]),
+            ],
+            serde_json::json!({}),
+        )
+        .unwrap();
+        let v = c.view(6 * day, 7 * day, None).unwrap();
+        assert_eq!(v.allowed.iter().collect::<Vec<_>>(), vec![1, 3, 4]);
+        assert_eq!(v.covered.len(), 4);
+        let v = c.view(6 * day, 3 * day, None).unwrap();
+        assert_eq!(v.allowed.iter().collect::<Vec<_>>(), vec![3, 4]);
+        let v = c.view(4 * day, 7 * day, None).unwrap();
+        assert_eq!(v.allowed.iter().collect::<Vec<_>>(), vec![1, 2]);
+        assert!(c
+            .view(6 * day, 7 * day, Some("live"))
+            .unwrap()
+            .covered
+            .is_empty());
+        c.add_batches(
+            &[NewBatch {
+                environment: "live".into(),
+                ..batch("l", 5 * day, &[9], &[9])
+            }],
+            serde_json::json!({}),
+        )
+        .unwrap();
+        let e = c.view(6 * day, 7 * day, None).unwrap_err().to_string();
+        assert!(e.contains("--environment"), "{e}");
+        let s = c.status(6 * day, 3 * day).unwrap();
+        assert_eq!((s.numbers_covered, s.fresh, s.stale), (5, 4, 1));
+    }
+}
