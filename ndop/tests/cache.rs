@@ -59,19 +59,7 @@ fn check(
     cache: Option<&Path>,
 ) -> Check {
     let at: DateTime<Utc> = at.parse().unwrap();
-    let mut config = mock_mesh::Config {
-        clock: mock_mesh::Clock::starting_at(at),
-        ..Default::default()
-    };
-    config.auth.check_timestamp = false;
-    config.pos.optout_rate = 0.3;
-    config.pos.optout_seed = seed;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let mesh = rt.block_on(mock_mesh::MockMesh::start(config)).unwrap();
+    let (rt, mesh) = mesh_at(at, seed);
     let extract = dir.join(format!("{name}.dat"));
     let text: String = population.iter().map(|n| format!("{n}\n")).collect();
     std::fs::write(&extract, text).unwrap();
@@ -111,6 +99,24 @@ fn check(
         returned: requested.difference(&opted_out).copied().collect(),
         requested,
     }
+}
+
+/// A mock MESH whose clock reads `at` and whose POS opts out 30% of numbers by `seed`.
+fn mesh_at(at: DateTime<Utc>, seed: u64) -> (tokio::runtime::Runtime, mock_mesh::MockMesh) {
+    let mut config = mock_mesh::Config {
+        clock: mock_mesh::Clock::starting_at(at),
+        ..Default::default()
+    };
+    config.auth.check_timestamp = false;
+    config.pos.optout_rate = 0.3;
+    config.pos.optout_seed = seed;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mesh = rt.block_on(mock_mesh::MockMesh::start(config)).unwrap();
+    (rt, mesh)
 }
 
 /// The naive oracle: for each number, the newest check at or before `as_of`, no older than
@@ -613,4 +619,83 @@ fn duckdb_joins_the_parquet_export_like_filter_cache() {
         .unwrap()
         .starts_with("2026-11-01T09:00"));
     assert_eq!(v["column_type"], "VARCHAR");
+}
+
+#[test]
+fn refresh_sends_only_the_stale_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let now = Utc::now();
+    let rfc = |t: DateTime<Utc>| t.to_rfc3339();
+    let old = numbers(0, 150);
+    let fresh = numbers(1000, 150);
+    let never = numbers(7000, 50);
+    let days = chrono::Duration::days;
+    check(
+        dir.path(),
+        "old",
+        &old,
+        &rfc(now - days(10)),
+        7,
+        Some(&cache),
+    );
+    check(
+        dir.path(),
+        "fresh",
+        &fresh,
+        &rfc(now - days(2)),
+        8,
+        Some(&cache),
+    );
+    let population = dir.path().join("population.csv");
+    let all: Vec<u64> = old.iter().chain(&fresh).chain(&never).copied().collect();
+    write_extract(&population, &all);
+    let (rt, mesh) = mesh_at(now, 9);
+    let work = dir.path().join("refresh");
+    let url = mesh.base_url();
+    let refresh = ndop(&[
+        "cache",
+        "refresh",
+        "--population",
+        population.to_str().unwrap(),
+        "--column",
+        "nhs_number",
+        "--cache",
+        cache.to_str().unwrap(),
+        "--work",
+        work.to_str().unwrap(),
+        "--stale-only",
+        "--older-than",
+        "7d",
+        "--mesh",
+        &url,
+        "--mailbox",
+        "X26ABC1",
+        "--interval",
+        "0.05",
+        "--timeout",
+        "30",
+    ]);
+    ok(&refresh);
+    rt.block_on(mesh.stop());
+    let sent: BTreeSet<u64> = std::fs::read_to_string(work.join("stale.dat"))
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    let want: BTreeSet<u64> = old.iter().chain(&never).copied().collect();
+    assert_eq!(sent, want);
+    // now every valid number of the population has a fresh check
+    let out = dir.path().join("cleared.csv");
+    let s = ok(&filter(&population, &cache, &out, &[]));
+    assert_eq!(s["not_checked"], 0, "{s}");
+    let st = ok(&ndop(&[
+        "cache",
+        "status",
+        "--cache",
+        cache.to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(st["stale"], 0);
+    assert_eq!(st["numbers_covered"], all.len());
 }

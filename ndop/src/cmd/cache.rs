@@ -1,11 +1,14 @@
 //! `ndop cache`: keep POS answers for a bounded time and hand them to data platforms.
 
-use crate::args::EngineArgs;
+use crate::args::{EngineArgs, MeshArgs, PollArgs};
 use crate::cached::{import, WindowArgs};
 use crate::exit;
+use crate::pipeline::{Outcome, Pipeline};
 use crate::report::{print_json, thousands};
 use clap::{Args, Subcommand};
 use pos_cache::{format_age, format_time, Cache, ExportFormat, ExportList, NumberType};
+use processor::scan::{Format, ScanOptions};
+use processor::validate::validate;
 use std::path::PathBuf;
 
 /// The POS results cache: keep the answers of completed checks for a bounded time, apply them
@@ -41,6 +44,7 @@ enum CacheCommand {
     Import(ImportArgs),
     Status(StatusArgs),
     Export(ExportArgs),
+    Refresh(RefreshArgs),
     Purge(PurgeArgs),
     Audit(AuditArgs),
 }
@@ -123,6 +127,52 @@ struct ExportArgs {
     window: WindowArgs,
 }
 
+/// Check the population (or only its stale part) through the POS and import the answers.
+///
+/// Made for cron or a systemd timer: the same resumable pipeline as `ndop run` in WORK (use a
+/// new work directory for each refresh; run the same command again to resume one that timed
+/// out), then the answers are imported. Exit 0 when the cache was refreshed; otherwise a
+/// non-zero exit code (see `ndop --help`) and the reason on standard error, e.g. 6 when replies
+/// are still missing or the POS refused the upload. With --stale-only, only the numbers whose
+/// newest check is older than --older-than (or that were never checked) are sent; that list
+/// is written once to WORK/stale.dat (mode 0600) so that a resumed refresh sends the same.
+///
+/// Examples:
+///   ndop cache refresh --population patients.csv --column nhs_number --cache /srv/ndop-cache \
+///       --work /srv/ndop-work/refresh-$(date +%F) --config /etc/ndop/ndop.toml
+///   ndop cache refresh --population patients.dat --cache C --work W --stale-only --older-than 5d
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+struct RefreshArgs {
+    /// The population: every NHS number the organisation may disclose (a CSV with --column,
+    /// else one number per line).
+    #[arg(long, value_name = "FILE")]
+    population: PathBuf,
+    /// The population's NHS number column (header name or 1-based position).
+    #[arg(long, value_name = "NAME|N")]
+    column: Option<processor::csv::Column>,
+    #[command(flatten)]
+    dir: CacheDir,
+    /// Work directory of this refresh (created if needed; reuse it to resume).
+    #[arg(long, value_name = "DIR")]
+    work: PathBuf,
+    /// Send only the numbers whose newest check is older than --older-than, or never checked.
+    #[arg(long, requires = "older_than")]
+    stale_only: bool,
+    /// With --stale-only: the age beyond which a check is refreshed (e.g. 5d).
+    #[arg(long, value_name = "AGE")]
+    older_than: Option<String>,
+    /// Most records in one .dat file.
+    #[arg(long, value_name = "N")]
+    max_records: Option<u64>,
+    #[command(flatten)]
+    engine: EngineArgs,
+    #[command(flatten)]
+    poll: PollArgs,
+    #[command(flatten)]
+    mesh: MeshArgs,
+}
+
 /// Delete whole batches checked longer ago than AGE, and give the space back.
 ///
 /// Examples:
@@ -160,6 +210,7 @@ pub(crate) fn run(args: CacheArgs) -> anyhow::Result<u8> {
         CacheCommand::Import(a) => run_import(a),
         CacheCommand::Status(a) => run_status(a),
         CacheCommand::Export(a) => run_export(a),
+        CacheCommand::Refresh(a) => run_refresh(a),
         CacheCommand::Purge(a) => run_purge(a),
         CacheCommand::Audit(a) => run_audit(a),
     }
@@ -259,6 +310,85 @@ fn run_export(a: ExportArgs) -> anyhow::Result<u8> {
         format_age(w.max_age)
     );
     Ok(exit::OK)
+}
+
+fn run_refresh(a: RefreshArgs) -> anyhow::Result<u8> {
+    let lines = a.engine.scan_options();
+    let population_scan = ScanOptions {
+        format: match &a.column {
+            Some(c) => Format::Csv(c.clone()),
+            None => Format::Lines,
+        },
+        ..lines.clone()
+    };
+    let mut extract = a.population.clone();
+    let mut scan = population_scan.clone();
+    if a.stale_only {
+        let stale = a.work.join("stale.dat");
+        if !stale.exists() {
+            let age = pos_cache::parse_age(a.older_than.as_deref().unwrap_or_default())?;
+            let cache = Cache::open(&a.dir.cache, false)?;
+            let pop = validate(
+                std::slice::from_ref(&a.population),
+                &population_scan,
+                None,
+                &mut |_| {},
+            )?;
+            let part = cache.stale_part(
+                &pos_cache::bitmap_of(&pop.set),
+                chrono::Utc::now().timestamp_millis(),
+                age,
+            )?;
+            processor::files::create_private_dir(&a.work)?;
+            let mut text = Vec::with_capacity(part.len() as usize * 12);
+            for p in &part {
+                text.extend_from_slice(
+                    format!("{:010}\r\n", pos_cache::number_of_prefix(p)).as_bytes(),
+                );
+            }
+            processor::files::write_atomic(&a.work, "stale.dat", &text)?;
+            eprintln!(
+                "ndop cache refresh: {} of {} numbers are stale or never checked",
+                thousands(part.len()),
+                thousands(pop.set.len())
+            );
+            if part.is_empty() {
+                return Ok(exit::OK);
+            }
+        }
+        extract = stale;
+        scan = lines.clone();
+    }
+    let out = a.work.join("population-cleared.out");
+    let pipeline = Pipeline {
+        extract,
+        scan,
+        work: a.work.clone(),
+        out,
+        settings: a.mesh.settings()?,
+        tag: Some("refresh".into()),
+        max_records: a.max_records,
+        poll: a.poll.options()?,
+    };
+    match pipeline.run()? {
+        Outcome::Done(_) => {
+            let s = import(&a.dir.cache, std::slice::from_ref(&a.work), &lines)?;
+            eprintln!(
+                "ndop cache refresh: {} batch(es) added to {} ({} already there)",
+                s.added.len(),
+                a.dir.cache.display(),
+                s.already_present
+            );
+            Ok(exit::OK)
+        }
+        Outcome::Waiting(_) => {
+            eprintln!(
+                "ndop cache refresh: the POS has not answered yet; run the same command again \
+                 (with the same --work) to resume"
+            );
+            Ok(exit::POS)
+        }
+    }
 }
 
 fn run_purge(a: PurgeArgs) -> anyhow::Result<u8> {
