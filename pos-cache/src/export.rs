@@ -147,12 +147,8 @@ fn provenance(view: &View, list: ExportList) -> Vec<(String, String)> {
 
 /// Ten ASCII digits of a number below 10^10.
 fn digits(n: u64) -> [u8; 10] {
-    let mut d = [b'0'; 10];
-    let mut v = n;
-    for slot in d.iter_mut().rev() {
-        *slot = b'0' + (v % 10) as u8;
-        v /= 10;
-    }
+    let mut d = [0u8; 10];
+    processor::nhs::write_digits(n, &mut d);
     d
 }
 
