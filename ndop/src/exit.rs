@@ -55,6 +55,12 @@ pub(crate) fn code_for(e: &anyhow::Error) -> u8 {
                 PosError::ExtractChanged { .. } => INPUT,
             };
         }
+        if let Some(c) = cause.downcast_ref::<pos_cache::Error>() {
+            return match c {
+                pos_cache::Error::Journal(PosError::BadAnswer(_)) => POS,
+                c => for_kind(c.kind()),
+            };
+        }
         if cause.downcast_ref::<mesh_client::Error>().is_some() {
             return MESH;
         }

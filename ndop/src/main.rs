@@ -4,6 +4,7 @@
 //! (see [`exit`]). A broken pipe on standard output is not an error.
 
 mod args;
+mod cached;
 mod cmd;
 mod exit;
 mod pipeline;
@@ -35,6 +36,7 @@ enum Command {
     Collect(cmd::collect::CollectArgs),
     Run(cmd::run::RunArgs),
     Demo(cmd::demo::DemoArgs),
+    Cache(cmd::cache::CacheArgs),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
         Command::Collect(a) => cmd::collect::run(a),
         Command::Run(a) => cmd::run::run(a),
         Command::Demo(a) => cmd::demo::run(a),
+        Command::Cache(a) => cmd::cache::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

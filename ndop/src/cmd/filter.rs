@@ -1,10 +1,12 @@
 //! `ndop filter`: the original extract without the patients who opted out.
 
 use crate::args::InputArgs;
+use crate::cached::WindowArgs;
 use crate::progress;
 use crate::report::{print_json, thousands};
 use anyhow::bail;
 use clap::Args;
+use pos_cache::{number_set_of, sha256_file, Cache};
 use processor::filter::{default_rejects, filter_to};
 use processor::reconcile::read_numbers;
 use std::path::PathBuf;
@@ -26,6 +28,15 @@ use std::path::PathBuf;
 ///   ndop filter extract.csv --column nhs_number --allowed inbox/*.dat --out cleared.csv
 ///   ndop filter extract.tsv --column 3 --no-header --allowed returned.dat --out cleared.tsv
 ///   ndop filter extract.dat --allowed returned.dat --requested outbox/*.dat --out cleared.dat
+///   ndop filter extract.csv --column nhs_number --cache /srv/ndop-cache --out cleared.csv
+///   ndop filter extract.csv --column nhs_number --cache C --as-of 2026-11-20 --max-age 3d \
+///       --fail-on-not-checked --out cleared.csv
+///
+/// With --cache, the numbers come from the results cache (see `ndop cache --help`) as of
+/// --as-of: a row is kept only if the newest check of its number at or before that time is at
+/// most --max-age old (default 7d) and the POS returned the number. Numbers never checked, or
+/// last checked too long ago, are counted as `not_checked` and dropped. The use is recorded in
+/// the cache's audit log (counts, SHA-256 of the extract and the output, batches relied on).
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub(crate) struct FilterArgs {
@@ -33,13 +44,24 @@ pub(crate) struct FilterArgs {
     pub input: InputArgs,
 
     /// The POS result files: the numbers whose rows may be kept.
-    #[arg(long, required = true, num_args = 1.., value_name = "FILE")]
+    #[arg(long, required_unless_present = "cache", conflicts_with = "cache", num_args = 1.., value_name = "FILE")]
     pub allowed: Vec<PathBuf>,
 
     /// The .dat files that were sent. With them, rows whose number was never sent are counted
     /// as `not_checked` instead of `opted_out`.
-    #[arg(long, num_args = 1.., value_name = "FILE")]
+    #[arg(long, num_args = 1.., value_name = "FILE", conflicts_with = "cache")]
     pub requested: Vec<PathBuf>,
+
+    /// Take the numbers from this results cache instead of --allowed files.
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub window: WindowArgs,
+
+    /// Exit 1 (after writing the output) when any row was dropped as not checked.
+    #[arg(long)]
+    pub fail_on_not_checked: bool,
 
     /// The filtered extract to write (must not exist; created with mode 0600).
     #[arg(long, value_name = "FILE")]
@@ -57,16 +79,33 @@ pub(crate) fn run(args: FilterArgs) -> anyhow::Result<u8> {
         bail!("filter takes exactly one extract");
     };
     let lines = args.input.engine.scan_options();
-    let allowed = read_numbers(&args.allowed, "result", &lines, &mut |_| {})?;
-    let requested = if args.requested.is_empty() {
-        None
+    let mut cached = None;
+    let (allowed, requested) = if let Some(dir) = &args.cache {
+        let window = args.window.resolve()?;
+        let cache = Cache::open(dir, false)?;
+        let view = window.view(&cache)?;
+        if view.batches.is_empty() {
+            eprintln!(
+                "ndop filter: warning: the cache holds no check within {} before {}: every row \
+                 will be dropped as not checked (refresh the cache)",
+                pos_cache::format_age(window.max_age),
+                pos_cache::format_time(window.as_of)
+            );
+        }
+        let sets = (
+            number_set_of(&view.allowed),
+            Some(number_set_of(&view.covered)),
+        );
+        cached = Some((cache, window, view));
+        sets
     } else {
-        Some(read_numbers(
-            &args.requested,
-            "request",
-            &lines,
-            &mut |_| {},
-        )?)
+        let allowed = read_numbers(&args.allowed, "result", &lines, &mut |_| {})?.set;
+        let requested = if args.requested.is_empty() {
+            None
+        } else {
+            Some(read_numbers(&args.requested, "request", &lines, &mut |_| {})?.set)
+        };
+        (allowed, requested)
     };
     let bar = progress::bytes("filter", processor::scan::total_len(&args.input.inputs));
     let rejects = args
@@ -75,14 +114,33 @@ pub(crate) fn run(args: FilterArgs) -> anyhow::Result<u8> {
         .unwrap_or_else(|| default_rejects(&args.out));
     let s = filter_to(
         extract,
-        &allowed.set,
-        requested.as_ref().map(|r| &r.set),
+        &allowed,
+        requested.as_ref(),
         &args.input.scan_options(),
         (&args.out, &rejects),
         &mut |done| bar.set_position(done),
     )?;
     bar.finish_and_clear();
-    print_json(&s)?;
+    let mut summary = serde_json::to_value(&s)?;
+    if let Some((mut cache, window, view)) = cached {
+        let mut record = window.audit(&view);
+        record["input"] = extract.display().to_string().into();
+        // standard input cannot be read twice: no hash for it
+        if extract.as_path() != std::path::Path::new("-") {
+            record["input_sha256"] = sha256_file(extract)?.into();
+        }
+        record["output"] = args.out.display().to_string().into();
+        record["output_sha256"] = sha256_file(&args.out)?.into();
+        record["counts"] = serde_json::to_value(&s.counts)?;
+        cache.audit("filter", Some(window.as_of), Some(window.max_age), &record)?;
+        summary["cache"] = serde_json::json!({
+            "as_of": pos_cache::format_time(window.as_of),
+            "max_age": pos_cache::format_age(window.max_age),
+            "environment": view.environment,
+            "batch_ids": view.batch_ids(),
+        });
+    }
+    print_json(&summary)?;
     let c = &s.counts;
     eprintln!(
         "ndop filter: {} rows: kept {}, dropped {} opted out, {} not checked, {} invalid, {} \
@@ -97,5 +155,12 @@ pub(crate) fn run(args: FilterArgs) -> anyhow::Result<u8> {
         args.out.display(),
         s.elapsed_seconds
     );
+    if args.fail_on_not_checked && c.not_checked > 0 {
+        eprintln!(
+            "ndop filter: {} rows not checked (--fail-on-not-checked)",
+            thousands(c.not_checked)
+        );
+        return Ok(crate::exit::INVALID_LINES);
+    }
     Ok(crate::exit::OK)
 }

@@ -2,6 +2,7 @@
 //! help text, and a `run` that returns an exit code. No command imports another; what they
 //! share is in `args`, `report`, `pipeline` and `sample`.
 
+pub(crate) mod cache;
 pub(crate) mod collect;
 pub(crate) mod demo;
 pub(crate) mod filter;

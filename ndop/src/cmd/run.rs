@@ -28,6 +28,7 @@ use std::path::PathBuf;
 ///   ndop run extract.csv --column nhs_number --work job42 --mailbox X26ABC1 \
 ///       --mesh-folder /mesh/data/X26ABC1 --interval 60   (through an installed MESH client)
 ///   ndop run extract.dat --work job42 --config ndop.toml --consent-out job42/consents.ndjson
+///   ndop run population.csv --column nhs_number --work pop-2026-11-20 --cache /srv/ndop-cache
 ///
 /// With --mesh-folder DIR (the mailbox's folder root) or --meshclient-cfg FILE --mailbox ID,
 /// the files go through an installed MESH client's folders instead of the MESH API (see
@@ -53,6 +54,10 @@ pub(crate) struct RunArgs {
     /// Most records in one .dat file (default: only the 20 GB MESH limit splits).
     #[arg(long, value_name = "N")]
     pub max_records: Option<u64>,
+
+    /// When the run completes, import its checks into this results cache (see `ndop cache`).
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
 
     #[command(flatten)]
     pub poll: PollArgs,
@@ -96,6 +101,19 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<u8> {
     match pipeline.run()? {
         Outcome::Done(done) => {
             print_json(&done.0)?;
+            if let Some(dir) = &args.cache {
+                let s = crate::cached::import(
+                    dir,
+                    std::slice::from_ref(&args.work),
+                    &args.input.engine.scan_options(),
+                )?;
+                eprintln!(
+                    "ndop run: cached {} batch(es) in {} ({} already there)",
+                    s.added.len(),
+                    dir.display(),
+                    s.already_present
+                );
+            }
             Ok(exit::OK)
         }
         Outcome::Waiting(report) => {

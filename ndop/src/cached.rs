@@ -1,0 +1,128 @@
+//! What the commands that use the results cache share: the as-of window options (filter,
+//! cache export, cache status) and importing work directories (cache import, run --cache).
+
+use anyhow::Context;
+use clap::Args;
+use pos_cache::{Age, Cache, ImportSummary, View};
+use processor::scan::ScanOptions;
+use std::path::{Path, PathBuf};
+
+/// Which results of the cache apply: as of when, and how old they may be.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct WindowArgs {
+    /// The disclosure time the cache is applied as of: 2026-11-20 (00:00 UTC) or
+    /// 2026-11-20T14:00:00Z. Default: now. Checks made after it are not used.
+    #[arg(long, value_name = "DATE")]
+    pub as_of: Option<String>,
+
+    /// Oldest check that may be used, counted back from --as-of: 7d, 12h, 21d. Numbers whose
+    /// newest check is older are `not_checked`. Above 21d needs --allow-stale-cache.
+    #[arg(long, default_value = "7d", value_name = "AGE")]
+    pub max_age: String,
+
+    /// Accept a --max-age above 21 days (recorded in the cache's audit log). Confirm the
+    /// cache rule with your IG lead first.
+    #[arg(long)]
+    pub allow_stale_cache: bool,
+
+    /// Use only results of this POS environment (int or live) when the cache holds both.
+    #[arg(long, value_name = "ENV")]
+    pub environment: Option<String>,
+}
+
+/// The window resolved: as-of time, maximum age, and whether the 21-day ceiling was overridden.
+pub(crate) struct Window {
+    pub as_of: i64,
+    pub max_age: Age,
+    pub overridden: bool,
+    pub environment: Option<String>,
+}
+
+impl WindowArgs {
+    /// Checks and resolves the options; a maximum age over 21 days without the override is
+    /// refused.
+    pub(crate) fn resolve(&self) -> anyhow::Result<Window> {
+        let as_of = match &self.as_of {
+            Some(t) => pos_cache::parse_time(t)?,
+            None => chrono::Utc::now().timestamp_millis(),
+        };
+        let max_age = pos_cache::parse_age(&self.max_age)?;
+        let over = max_age > pos_cache::HARD_MAX_AGE;
+        if over && !self.allow_stale_cache {
+            return Err(pos_cache::Error::Usage(format!(
+                "--max-age {} is over the 21-day ceiling: results that old must not be applied; \
+                 refresh the cache (ndop cache refresh), or give --allow-stale-cache if your IG \
+                 lead has agreed (the override is recorded in the audit log)",
+                self.max_age
+            ))
+            .into());
+        }
+        Ok(Window {
+            as_of,
+            max_age,
+            overridden: over,
+            environment: self.environment.clone(),
+        })
+    }
+}
+
+impl Window {
+    /// The cache's view for this window.
+    pub(crate) fn view(&self, cache: &Cache) -> anyhow::Result<View> {
+        Ok(cache.view(self.as_of, self.max_age, self.environment.as_deref())?)
+    }
+
+    /// The audit fields every window-using command records.
+    pub(crate) fn audit(&self, view: &View) -> serde_json::Value {
+        let mut overrides = Vec::new();
+        if self.overridden {
+            overrides.push(format!(
+                "allow-stale-cache: max age {} is over 21d",
+                pos_cache::format_age(self.max_age)
+            ));
+        }
+        serde_json::json!({
+            "environment": view.environment,
+            "batch_ids": view.batch_ids(),
+            "checked_at_range": view.checked_range(),
+            "overrides": overrides,
+        })
+    }
+}
+
+/// Imports `works` (completed `ndop run` work directories) into the cache in `dir`, creating
+/// it if needed: one transaction, audited.
+pub(crate) fn import(
+    dir: &Path,
+    works: &[PathBuf],
+    scan: &ScanOptions,
+) -> anyhow::Result<ImportSummary> {
+    let mut batches = Vec::new();
+    let mut skipped = Vec::new();
+    for w in works {
+        let (b, s) = pos_cache::read_work_dir(w, scan)
+            .with_context(|| format!("cannot import {}", w.display()))?;
+        batches.extend(b);
+        skipped.extend(s);
+    }
+    let mut cache = Cache::open(dir, true)?;
+    let requested = batches.iter().map(|b| b.requested.len()).sum();
+    let returned = batches.iter().map(|b| b.returned.len()).sum();
+    let audit = serde_json::json!({
+        "work_dirs": works.iter().map(|w| w.display().to_string()).collect::<Vec<_>>(),
+        "batches_read": batches.len(),
+        "requested": requested,
+        "returned": returned,
+        "request_sha256": batches.iter().map(|b| b.request_sha256.clone()).collect::<Vec<_>>(),
+        "response_sha256": batches.iter().map(|b| b.response_sha256.clone()).collect::<Vec<_>>(),
+        "skipped": skipped.iter().map(|s| serde_json::json!({"local_id": s.local_id, "reason": s.reason})).collect::<Vec<_>>(),
+    });
+    let (added, already_present) = cache.add_batches(&batches, audit)?;
+    Ok(ImportSummary {
+        added,
+        already_present,
+        skipped,
+        requested,
+        returned,
+    })
+}

@@ -1,0 +1,701 @@
+//! The results cache through the real `ndop` binary against real mock-mesh servers on
+//! loopback: two runs on different injected dates (the mock's clock set back, so the POS
+//! answers carry those dates), imported; `filter --cache` at several as-of dates and maximum
+//! ages against a naive oracle; the 21-day refusal and its audited override; idempotent and
+//! concurrent import; exports read back (CSV by hand, Parquet by DuckDB).
+
+mod util;
+
+use chrono::{DateTime, Utc};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+fn ndop(args: &[&str]) -> Output {
+    util::ndop_command()
+        .args(args)
+        .env("NDOP_MESH_PASSWORD", "password")
+        .env("NDOP_MESH_SHARED_KEY", "TestKey")
+        .output()
+        .expect("ndop runs")
+}
+
+#[track_caller]
+fn ok(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+/// The first `n` valid numbers of the 999 test range from prefix `999000000 + start`.
+fn numbers(start: u32, n: usize) -> Vec<u64> {
+    (999_000_000 + start..)
+        .filter_map(|p| processor::nhs::check_digit_of_prefix(p).map(|c| p as u64 * 10 + c as u64))
+        .take(n)
+        .collect()
+}
+
+/// One `ndop run` of `population` (a line file) against a fresh mock whose clock reads `at`
+/// and which opts out a share of numbers chosen by `seed`. Returns the work directory, the
+/// numbers requested and the numbers returned (read from the run's own reconciliation).
+struct Check {
+    work: PathBuf,
+    at: i64,
+    requested: HashSet<u64>,
+    returned: HashSet<u64>,
+}
+
+fn check(
+    dir: &Path,
+    name: &str,
+    population: &[u64],
+    at: &str,
+    seed: u64,
+    cache: Option<&Path>,
+) -> Check {
+    let at: DateTime<Utc> = at.parse().unwrap();
+    let (rt, mesh) = mesh_at(at, seed);
+    let extract = dir.join(format!("{name}.dat"));
+    let text: String = population.iter().map(|n| format!("{n}\n")).collect();
+    std::fs::write(&extract, text).unwrap();
+    let work = dir.join(name);
+    let url = mesh.base_url();
+    let mut args = vec![
+        "run",
+        extract.to_str().unwrap(),
+        "--work",
+        work.to_str().unwrap(),
+        "--mesh",
+        &url,
+        "--mailbox",
+        "X26ABC1",
+        "--max-records",
+        "150",
+        "--interval",
+        "0.05",
+        "--timeout",
+        "30",
+    ];
+    if let Some(c) = cache {
+        args.extend(["--cache", c.to_str().unwrap()]);
+    }
+    ok(&ndop(&args));
+    rt.block_on(mesh.stop());
+    let opted_out: HashSet<u64> = std::fs::read_to_string(work.join("reconciled/opted-out.txt"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.trim_end_matches(',').parse().ok())
+        .collect();
+    let requested: HashSet<u64> = population.iter().copied().collect();
+    assert!(!opted_out.is_empty() && opted_out.len() < requested.len());
+    Check {
+        work,
+        at: at.timestamp_millis(),
+        returned: requested.difference(&opted_out).copied().collect(),
+        requested,
+    }
+}
+
+/// A mock MESH whose clock reads `at` and whose POS opts out 30% of numbers by `seed`.
+fn mesh_at(at: DateTime<Utc>, seed: u64) -> (tokio::runtime::Runtime, mock_mesh::MockMesh) {
+    let mut config = mock_mesh::Config {
+        clock: mock_mesh::Clock::starting_at(at),
+        ..Default::default()
+    };
+    config.auth.check_timestamp = false;
+    config.pos.optout_rate = 0.3;
+    config.pos.optout_seed = seed;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mesh = rt.block_on(mock_mesh::MockMesh::start(config)).unwrap();
+    (rt, mesh)
+}
+
+/// The naive oracle: for each number, the newest check at or before `as_of`, no older than
+/// `max_age`, that requested it decides. `Some(true)` allowed, `Some(false)` opted out, `None`
+/// not checked.
+fn oracle(checks: &[&Check], n: u64, as_of: i64, max_age: i64) -> Option<bool> {
+    checks
+        .iter()
+        .filter(|c| c.at <= as_of && as_of - c.at <= max_age && c.requested.contains(&n))
+        .max_by_key(|c| c.at)
+        .map(|c| c.returned.contains(&n))
+}
+
+const DAY: i64 = 86_400_000;
+
+fn ms(t: &str) -> i64 {
+    t.parse::<DateTime<Utc>>().unwrap().timestamp_millis()
+}
+
+/// A CSV extract `id,nhs_number` with the numbers (each twice), an invalid and a blank row.
+fn write_extract(path: &Path, nums: &[u64]) -> Vec<(String, String)> {
+    let mut rows: Vec<(String, String)> = Vec::new();
+    for (i, n) in nums.iter().chain(nums.iter().step_by(7)).enumerate() {
+        rows.push((format!("R{i}"), n.to_string()));
+    }
+    rows.push(("BAD".into(), "9990000001".into()));
+    rows.push(("EMPTY".into(), String::new()));
+    let text: String = std::iter::once("id,nhs_number\n".to_string())
+        .chain(rows.iter().map(|(id, n)| format!("{id},{n}\n")))
+        .collect();
+    std::fs::write(path, text).unwrap();
+    rows
+}
+
+fn kept_ids(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap().to_string())
+        .collect()
+}
+
+fn filter(extract: &Path, cache: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "filter",
+        extract.to_str().unwrap(),
+        "--column",
+        "nhs_number",
+        "--cache",
+        cache.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    ndop(&args)
+}
+
+#[test]
+fn cache_applies_the_newest_fresh_check_as_of_a_date() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let pop1 = numbers(0, 300);
+    let pop2 = numbers(2000, 300)
+        .into_iter()
+        .chain(pop1[200..].iter().copied())
+        .collect::<Vec<_>>();
+    let c1 = check(dir.path(), "run1", &pop1, "2026-10-01T12:00:00Z", 1, None);
+    // the second run imports itself on success
+    let c2 = check(
+        dir.path(),
+        "run2",
+        &pop2,
+        "2026-10-10T12:00:00Z",
+        2,
+        Some(&cache),
+    );
+    let imported = ok(&ndop(&[
+        "cache",
+        "import",
+        c1.work.to_str().unwrap(),
+        "--cache",
+        cache.to_str().unwrap(),
+    ]));
+    assert_eq!(imported["added"].as_array().unwrap().len(), 2, "{imported}");
+    // idempotent: both again add nothing
+    let again = ok(&ndop(&[
+        "cache",
+        "import",
+        c1.work.to_str().unwrap(),
+        c2.work.to_str().unwrap(),
+        "--cache",
+        cache.to_str().unwrap(),
+    ]));
+    assert_eq!(again["added"].as_array().unwrap().len(), 0);
+    assert_eq!(again["already_present"], 5);
+    for f in ["", "cache.sqlite", "cache.sqlite-wal", "cache.sqlite-shm"] {
+        let p = cache.join(f);
+        if p.exists() {
+            let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, if f.is_empty() { 0o700 } else { 0o600 }, "{f}");
+        }
+    }
+
+    // an extract: numbers of both runs, of neither, repeats, an invalid and a blank row
+    let mut nums = pop1[150..].to_vec();
+    nums.extend(&pop2[..100]);
+    nums.extend(numbers(5000, 40));
+    let extract = dir.path().join("extract.csv");
+    let rows = write_extract(&extract, &nums);
+    let checks = [&c1, &c2];
+    let cases = [
+        ("2026-10-01T00:00:00Z", "7d"),  // before any check
+        ("2026-10-05T00:00:00Z", "7d"),  // the first only
+        ("2026-10-09T13:00:00Z", "7d"),  // the first too old, the second not yet made
+        ("2026-10-12T00:00:00Z", "7d"),  // the second only
+        ("2026-10-12T00:00:00Z", "14d"), // both: the newer decides where they overlap
+        ("2026-10-12T00:00:00Z", "36h"),
+        ("2026-10-30T00:00:00Z", "21d"),
+    ];
+    for (i, (as_of, age)) in cases.iter().enumerate() {
+        let out = dir.path().join(format!("cleared{i}.csv"));
+        let s = ok(&filter(
+            &extract,
+            &cache,
+            &out,
+            &["--as-of", as_of, "--max-age", age],
+        ));
+        let max_age = pos_cache::parse_age(age).unwrap();
+        let (mut opted, mut unchecked) = (0u64, 0u64);
+        let mut want = Vec::new();
+        for (id, n) in &rows {
+            if !processor::nhs::is_valid(n.as_bytes()) {
+                continue;
+            }
+            match oracle(&checks, n.parse().unwrap(), ms(as_of), max_age) {
+                Some(true) => want.push(id.clone()),
+                Some(false) => opted += 1,
+                None => unchecked += 1,
+            }
+        }
+        assert_eq!(kept_ids(&out), want, "as of {as_of}, max age {age}");
+        assert_eq!(s["opted_out"], opted, "{as_of} {age}: {s}");
+        assert_eq!(s["not_checked"], unchecked, "{as_of} {age}: {s}");
+        assert_eq!(s["invalid"], 2);
+    }
+
+    // --fail-on-not-checked: the output is written, the exit code is 1
+    let out = dir.path().join("strict.csv");
+    let strict = filter(
+        &extract,
+        &cache,
+        &out,
+        &["--as-of", "2026-10-12", "--fail-on-not-checked"],
+    );
+    assert_eq!(strict.status.code(), Some(1));
+    assert!(out.exists());
+
+    // over 21 days: refused, then overridden and audited
+    let out = dir.path().join("stale.csv");
+    let refused = filter(
+        &extract,
+        &cache,
+        &out,
+        &["--as-of", "2026-10-30", "--max-age", "30d"],
+    );
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--allow-stale-cache"));
+    assert!(!out.exists());
+    ok(&filter(
+        &extract,
+        &cache,
+        &out,
+        &[
+            "--as-of",
+            "2026-10-30",
+            "--max-age",
+            "30d",
+            "--allow-stale-cache",
+        ],
+    ));
+    let audit = ok(&ndop(&[
+        "cache",
+        "audit",
+        "--cache",
+        cache.to_str().unwrap(),
+        "--json",
+    ]));
+    let records = audit.as_array().unwrap();
+    let last = records.last().unwrap();
+    assert_eq!(last["command"], "filter");
+    assert_eq!(last["max_age"], "30d");
+    assert!(last["record"]["overrides"][0]
+        .as_str()
+        .unwrap()
+        .contains("allow-stale-cache"));
+    assert_eq!(
+        records.iter().filter(|r| r["command"] == "import").count(),
+        3
+    );
+    // no NHS number anywhere in the audit log
+    let text = audit.to_string();
+    for n in c1.requested.iter().chain(&c2.requested) {
+        assert!(
+            !text.contains(&n.to_string()),
+            "an NHS number in the audit log"
+        );
+    }
+
+    // status: what is stale at an as-of date
+    let st = ok(&ndop(&[
+        "cache",
+        "status",
+        "--cache",
+        cache.to_str().unwrap(),
+        "--as-of",
+        "2026-10-12",
+        "--json",
+    ]));
+    let all: HashSet<u64> = c1.requested.union(&c2.requested).copied().collect();
+    assert_eq!(st["numbers_covered"], all.len());
+    assert_eq!(st["fresh"], c2.requested.len());
+    assert_eq!(st["stale"], all.len() - c2.requested.len());
+
+    // export: the allow-list and the derived opted-out list as of a date, against the oracle
+    let as_of = "2026-10-12T00:00:00Z";
+    let allow_csv = dir.path().join("allow.csv");
+    ok(&ndop(&[
+        "cache",
+        "export",
+        "--cache",
+        cache.to_str().unwrap(),
+        "--format",
+        "csv",
+        "--out",
+        allow_csv.to_str().unwrap(),
+        "--as-of",
+        as_of,
+        "--max-age",
+        "14d",
+    ]));
+    let deny_dat = dir.path().join("deny.dat");
+    ok(&ndop(&[
+        "cache",
+        "export",
+        "--cache",
+        cache.to_str().unwrap(),
+        "--list",
+        "opted-out",
+        "--format",
+        "dat",
+        "--out",
+        deny_dat.to_str().unwrap(),
+        "--as-of",
+        as_of,
+        "--max-age",
+        "14d",
+    ]));
+    let mut want_allow = BTreeSet::new();
+    let mut want_deny = BTreeSet::new();
+    for n in &all {
+        match oracle(&checks, *n, ms(as_of), 14 * DAY) {
+            Some(true) => want_allow.insert(format!("{n:010}")),
+            Some(false) => want_deny.insert(format!("{n:010}")),
+            None => false,
+        };
+    }
+    let got_allow: Vec<String> = std::fs::read_to_string(&allow_csv)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(got_allow[0], "nhs_number");
+    assert_eq!(
+        got_allow[1..].to_vec(),
+        want_allow.iter().cloned().collect::<Vec<_>>()
+    );
+    let got_deny: Vec<String> = std::fs::read_to_string(&deny_dat)
+        .unwrap()
+        .lines()
+        .map(|l| l.trim_end_matches(',').to_string())
+        .collect();
+    assert_eq!(got_deny, want_deny.iter().cloned().collect::<Vec<_>>());
+    assert_eq!(
+        std::fs::metadata(&deny_dat).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // purge: the first run's batches go, the audit log stays
+    let purged = ok(&ndop(&[
+        "cache",
+        "purge",
+        "--cache",
+        cache.to_str().unwrap(),
+        "--older-than",
+        "7d",
+        "--as-of",
+        "2026-10-12",
+    ]));
+    assert_eq!(purged["deleted_batches"].as_array().unwrap().len(), 2);
+    let st = ok(&ndop(&[
+        "cache",
+        "status",
+        "--cache",
+        cache.to_str().unwrap(),
+        "--json",
+        "--as-of",
+        "2026-10-12",
+    ]));
+    assert_eq!(st["batches"].as_array().unwrap().len(), 3);
+    assert_eq!(st["numbers_covered"], c2.requested.len());
+}
+
+#[test]
+fn concurrent_import_and_filter_both_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let pop = numbers(0, 400);
+    let c = check(
+        dir.path(),
+        "run",
+        &pop,
+        "2026-11-01T09:00:00Z",
+        3,
+        Some(&cache),
+    );
+    // two more runs (other numbers, so the kept rows do not change) imported while filtering
+    let others = [
+        check(
+            dir.path(),
+            "other1",
+            &numbers(3000, 200),
+            "2026-11-01T10:00:00Z",
+            4,
+            None,
+        ),
+        check(
+            dir.path(),
+            "other2",
+            &numbers(4000, 200),
+            "2026-11-01T11:00:00Z",
+            5,
+            None,
+        ),
+    ];
+    let extract = dir.path().join("extract.csv");
+    write_extract(&extract, &pop);
+    let mut children = Vec::new();
+    for i in 0..4 {
+        let mut cmd = util::ndop_command();
+        if i % 2 == 0 {
+            cmd.args([
+                "cache",
+                "import",
+                others[i / 2].work.to_str().unwrap(),
+                "--cache",
+                cache.to_str().unwrap(),
+            ]);
+        } else {
+            let out = dir.path().join(format!("out{i}.csv"));
+            cmd.args([
+                "filter",
+                extract.to_str().unwrap(),
+                "--column",
+                "nhs_number",
+                "--cache",
+                cache.to_str().unwrap(),
+                "--as-of",
+                "2026-11-02",
+                "--out",
+                out.to_str().unwrap(),
+            ]);
+        }
+        children.push(
+            cmd.stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+    }
+    let mut kept = HashMap::new();
+    for (i, child) in children.into_iter().enumerate() {
+        let out = child.wait_with_output().unwrap();
+        let v = ok(&out);
+        if i % 2 == 1 {
+            kept.insert(i, v["kept"].clone());
+        }
+    }
+    let want = pop
+        .iter()
+        .chain(pop.iter().step_by(7))
+        .filter(|n| c.returned.contains(n))
+        .count();
+    for v in kept.values() {
+        assert_eq!(*v, want);
+    }
+    let st = ok(&ndop(&[
+        "cache",
+        "status",
+        "--cache",
+        cache.to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(st["batches"].as_array().unwrap().len(), 3 + 2 * 2);
+}
+
+/// The venv python with DuckDB, made (once, under a lock) by `tools/python-env.sh`.
+fn python() -> PathBuf {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/python-env.sh");
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("run tools/python-env.sh");
+    assert!(out.status.success(), "tools/python-env.sh failed");
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+#[test]
+fn duckdb_joins_the_parquet_export_like_filter_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let pop = numbers(0, 300);
+    let c = check(
+        dir.path(),
+        "run",
+        &pop,
+        "2026-11-01T09:00:00Z",
+        6,
+        Some(&cache),
+    );
+    let mut nums = pop[100..].to_vec();
+    nums.extend(numbers(6000, 30)); // never checked
+    let extract = dir.path().join("extract.csv");
+    let rows = write_extract(&extract, &nums);
+    let as_of = ["--as-of", "2026-11-02T09:00:00Z", "--max-age", "3d"];
+    let cleared = dir.path().join("cleared.csv");
+    ok(&filter(&extract, &cache, &cleared, &as_of));
+    let mut kept = kept_ids(&cleared);
+    kept.sort();
+    let export = |name: &str, extra: &[&str]| {
+        let out = dir.path().join(name);
+        let mut args = vec![
+            "cache",
+            "export",
+            "--cache",
+            cache.to_str().unwrap(),
+            "--format",
+            "parquet",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(&as_of);
+        args.extend_from_slice(extra);
+        let s = ok(&ndop(&args));
+        assert!(s["numbers"].as_u64().unwrap() > 0);
+        out
+    };
+    let allow = export("allow.parquet", &[]);
+    let allow_int = export("allow-int.parquet", &["--type", "int64"]);
+    let deny = export("deny.parquet", &["--list", "opted-out"]);
+    let out = std::process::Command::new(python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/duckdb_join.py"))
+        .args([&extract, &allow, &allow_int, &deny])
+        .output()
+        .expect("run the DuckDB script");
+    let v = ok(&out);
+    let ids = |key: &str| -> Vec<String> {
+        v[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(!kept.is_empty());
+    assert_eq!(
+        ids("semi"),
+        kept,
+        "DuckDB's semi-join differs from filter --cache"
+    );
+    assert_eq!(ids("semi_int"), kept);
+    // the anti-join keeps every row whose number is not a derived opt-out, checked or not
+    let opted: HashSet<u64> = c.requested.difference(&c.returned).copied().collect();
+    let mut anti_want: Vec<String> = rows
+        .iter()
+        .filter(|(_, n)| n.parse::<u64>().map_or(true, |n| !opted.contains(&n)))
+        .map(|(id, _)| id.clone())
+        .collect();
+    anti_want.sort();
+    assert_eq!(ids("anti"), anti_want);
+    assert!(ids("anti").len() > kept.len());
+    let meta = &v["metadata"];
+    assert_eq!(meta["as_of"], "2026-11-02T09:00:00Z");
+    assert_eq!(meta["max_age"], "3d");
+    assert_eq!(meta["environment"], "int");
+    assert_eq!(meta["batch_ids"], "1,2");
+    assert!(meta["checked_at_min"]
+        .as_str()
+        .unwrap()
+        .starts_with("2026-11-01T09:00"));
+    assert_eq!(v["column_type"], "VARCHAR");
+}
+
+#[test]
+fn refresh_sends_only_the_stale_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let now = Utc::now();
+    let rfc = |t: DateTime<Utc>| t.to_rfc3339();
+    let old = numbers(0, 150);
+    let fresh = numbers(1000, 150);
+    let never = numbers(7000, 50);
+    let days = chrono::Duration::days;
+    check(
+        dir.path(),
+        "old",
+        &old,
+        &rfc(now - days(10)),
+        7,
+        Some(&cache),
+    );
+    check(
+        dir.path(),
+        "fresh",
+        &fresh,
+        &rfc(now - days(2)),
+        8,
+        Some(&cache),
+    );
+    let population = dir.path().join("population.csv");
+    let all: Vec<u64> = old.iter().chain(&fresh).chain(&never).copied().collect();
+    write_extract(&population, &all);
+    let (rt, mesh) = mesh_at(now, 9);
+    let work = dir.path().join("refresh");
+    let url = mesh.base_url();
+    let refresh = ndop(&[
+        "cache",
+        "refresh",
+        "--population",
+        population.to_str().unwrap(),
+        "--column",
+        "nhs_number",
+        "--cache",
+        cache.to_str().unwrap(),
+        "--work",
+        work.to_str().unwrap(),
+        "--stale-only",
+        "--older-than",
+        "7d",
+        "--mesh",
+        &url,
+        "--mailbox",
+        "X26ABC1",
+        "--interval",
+        "0.05",
+        "--timeout",
+        "30",
+    ]);
+    ok(&refresh);
+    rt.block_on(mesh.stop());
+    let sent: BTreeSet<u64> = std::fs::read_to_string(work.join("stale.dat"))
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    let want: BTreeSet<u64> = old.iter().chain(&never).copied().collect();
+    assert_eq!(sent, want);
+    // now every valid number of the population has a fresh check
+    let out = dir.path().join("cleared.csv");
+    let s = ok(&filter(&population, &cache, &out, &[]));
+    assert_eq!(s["not_checked"], 0, "{s}");
+    let st = ok(&ndop(&[
+        "cache",
+        "status",
+        "--cache",
+        cache.to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(st["stale"], 0);
+    assert_eq!(st["numbers_covered"], all.len());
+}

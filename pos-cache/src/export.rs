@@ -1,0 +1,259 @@
+//! The join-ready table for data platforms: one `nhs_number` column, sorted and distinct, as a
+//! POS `.dat`, a CSV or a Parquet file, with its provenance in the Parquet file's metadata.
+
+use crate::error::{Error, Result};
+use crate::store::View;
+use crate::time::{format_age, format_time};
+use parquet::basic::{Compression, Encoding};
+use parquet::data_type::{ByteArray, ByteArrayType, Int64Type};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
+use parquet::file::writer::SerializedFileWriter;
+use parquet::schema::parser::parse_message_type;
+use processor::files::AtomicFile;
+use roaring::RoaringBitmap;
+use serde::Serialize;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Which list to export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExportList {
+    /// The numbers that may be used (what the POS returned): fails closed when joined.
+    Allowed,
+    /// The numbers checked and not returned (derived): fails open when joined.
+    OptedOut,
+}
+
+/// The file format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExportFormat {
+    /// POS line format: `NNNNNNNNNN,` and CRLF per number, no header.
+    Dat,
+    /// A header `nhs_number`, then one number per line (CRLF).
+    Csv,
+    /// Apache Parquet, one required column `nhs_number`.
+    Parquet,
+}
+
+/// The Parquet column's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NumberType {
+    /// A 10-character string (keeps leading zeros): the default.
+    String,
+    /// A 64-bit integer (join against zero-padded strings with care).
+    Int64,
+}
+
+/// What an export wrote.
+#[derive(Debug, Serialize)]
+pub struct ExportSummary {
+    /// The file written.
+    pub out: String,
+    /// The list.
+    pub list: ExportList,
+    /// The format.
+    pub format: ExportFormat,
+    /// Numbers written.
+    pub numbers: u64,
+    /// SHA-256 of the file written.
+    pub sha256: String,
+    /// Provenance (also in the Parquet file's key-value metadata).
+    pub metadata: Vec<(String, String)>,
+}
+
+/// Rows per Parquet row group.
+const ROW_GROUP: usize = 1 << 20;
+
+/// Writes `list` of `view` to `out` (which must not exist; mode 0600, written under a temporary
+/// name and renamed into place).
+pub fn export(
+    view: &View,
+    list: ExportList,
+    format: ExportFormat,
+    number_type: NumberType,
+    out: &Path,
+) -> Result<ExportSummary> {
+    let opted_out;
+    let set: &RoaringBitmap = match list {
+        ExportList::Allowed => &view.allowed,
+        ExportList::OptedOut => {
+            opted_out = &view.covered - &view.allowed;
+            &opted_out
+        }
+    };
+    let metadata = provenance(view, list);
+    let mut file = AtomicFile::create(out)?;
+    let written = match format {
+        ExportFormat::Dat => write_lines(&mut file, set, b"", b",\r\n"),
+        ExportFormat::Csv => write_lines(&mut file, set, b"nhs_number\r\n", b"\r\n"),
+        ExportFormat::Parquet => write_parquet(&mut file, set, number_type, &metadata),
+    };
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(file.tmp());
+        return Err(e);
+    }
+    file.commit()?;
+    processor::files::sync_dir(&processor::files::parent_dir(out))?;
+    Ok(ExportSummary {
+        out: out.display().to_string(),
+        list,
+        format,
+        numbers: set.len(),
+        sha256: crate::import::sha256_file(out)?,
+        metadata,
+    })
+}
+
+/// The file-level facts a platform keeps with the table.
+fn provenance(view: &View, list: ExportList) -> Vec<(String, String)> {
+    let (from, to) = view.checked_range().unwrap_or_default();
+    let ids: Vec<String> = view.batches.iter().map(|b| b.id.to_string()).collect();
+    let local_ids: Vec<&str> = view.batches.iter().map(|b| b.local_id.as_str()).collect();
+    let mut m = vec![
+        (
+            "list".to_string(),
+            match list {
+                ExportList::Allowed => "allowed: numbers the POS returned (no national data \
+                                        opt-out at check time); keep rows with a semi-join"
+                    .to_string(),
+                ExportList::OptedOut => "opted-out: derived (requested minus returned); drop \
+                                         rows with an anti-join, never NOT IN"
+                    .to_string(),
+            },
+        ),
+        ("as_of".into(), format_time(view.as_of)),
+        ("max_age".into(), format_age(view.max_age)),
+        ("checked_at_min".into(), from),
+        ("checked_at_max".into(), to),
+        (
+            "environment".into(),
+            view.environment.clone().unwrap_or_default(),
+        ),
+        ("batch_ids".into(), ids.join(",")),
+        ("local_ids".into(), local_ids.join(",")),
+        ("numbers_covered".into(), view.covered.len().to_string()),
+        (
+            "created_by".into(),
+            concat!("ndop ", env!("CARGO_PKG_VERSION")).into(),
+        ),
+    ];
+    m.retain(|(_, v)| !v.is_empty());
+    m
+}
+
+/// Ten ASCII digits of a number below 10^10.
+fn digits(n: u64) -> [u8; 10] {
+    let mut d = [0u8; 10];
+    processor::nhs::write_digits(n, &mut d);
+    d
+}
+
+fn write_lines(
+    file: &mut AtomicFile,
+    set: &RoaringBitmap,
+    header: &[u8],
+    end: &[u8],
+) -> Result<()> {
+    let mut buf = Vec::with_capacity(1 << 20);
+    buf.extend_from_slice(header);
+    for p in set {
+        buf.extend_from_slice(&digits(crate::number_of_prefix(p)));
+        buf.extend_from_slice(end);
+        if buf.len() >= (1 << 20) - 16 {
+            file.write(&buf)?;
+            buf.clear();
+        }
+    }
+    file.write(&buf)?;
+    Ok(())
+}
+
+/// `std::io::Write` over an [`AtomicFile`], for the Parquet writer.
+struct Sink<'a>(&'a mut AtomicFile);
+
+impl std::io::Write for Sink<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf).map_err(std::io::Error::other)?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn write_parquet(
+    file: &mut AtomicFile,
+    set: &RoaringBitmap,
+    number_type: NumberType,
+    metadata: &[(String, String)],
+) -> Result<()> {
+    let perr = |e: parquet::errors::ParquetError| {
+        Error::Files(processor::Error::write(
+            file_tmp_name(),
+            std::io::Error::other(e.to_string()),
+        ))
+    };
+    let (column, encoding) = match number_type {
+        NumberType::String => (
+            "required binary nhs_number (STRING);",
+            Encoding::DELTA_BYTE_ARRAY,
+        ),
+        NumberType::Int64 => ("required int64 nhs_number;", Encoding::DELTA_BINARY_PACKED),
+    };
+    let schema =
+        Arc::new(parse_message_type(&format!("message ndop_cache {{ {column} }}")).map_err(perr)?);
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_dictionary_enabled(false)
+        .set_encoding(encoding)
+        .set_key_value_metadata(Some(
+            metadata
+                .iter()
+                .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
+                .collect(),
+        ))
+        .set_sorting_columns(Some(vec![parquet::file::metadata::SortingColumn {
+            column_idx: 0,
+            descending: false,
+            nulls_first: false,
+        }]))
+        .build();
+    let mut writer =
+        SerializedFileWriter::new(Sink(file), schema, Arc::new(props)).map_err(perr)?;
+    let mut numbers = set.iter().map(crate::number_of_prefix).peekable();
+    while numbers.peek().is_some() {
+        let chunk: Vec<u64> = numbers.by_ref().take(ROW_GROUP).collect();
+        let mut group = writer.next_row_group().map_err(perr)?;
+        if let Some(mut col) = group.next_column().map_err(perr)? {
+            match number_type {
+                NumberType::String => {
+                    let values: Vec<ByteArray> = chunk
+                        .iter()
+                        .map(|&n| ByteArray::from(digits(n).to_vec()))
+                        .collect();
+                    col.typed::<ByteArrayType>()
+                        .write_batch(&values, None, None)
+                        .map_err(perr)?;
+                }
+                NumberType::Int64 => {
+                    let values: Vec<i64> = chunk.iter().map(|&n| n as i64).collect();
+                    col.typed::<Int64Type>()
+                        .write_batch(&values, None, None)
+                        .map_err(perr)?;
+                }
+            }
+            col.close().map_err(perr)?;
+        }
+        group.close().map_err(perr)?;
+    }
+    writer.close().map_err(perr)?;
+    Ok(())
+}
+
+fn file_tmp_name() -> &'static str {
+    "the Parquet output"
+}
