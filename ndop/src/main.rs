@@ -5,6 +5,7 @@
 
 mod args;
 mod cmd;
+mod evidence;
 mod exit;
 mod pipeline;
 mod progress;
@@ -35,6 +36,7 @@ enum Command {
     Collect(cmd::collect::CollectArgs),
     Run(cmd::run::RunArgs),
     Demo(cmd::demo::DemoArgs),
+    Report(cmd::report::ReportArgs),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
         Command::Collect(a) => cmd::collect::run(a),
         Command::Run(a) => cmd::run::run(a),
         Command::Demo(a) => cmd::demo::run(a),
+        Command::Report(a) => cmd::report::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -428,14 +428,8 @@ struct PreparedFile {
 /// a figure or the file list, is an input error naming the file: read as zeros, it would make
 /// the run stop with a misleading "no valid NHS number".
 fn read_prepared(path: &Path) -> processor::Result<PrepareFacts> {
-    let bytes = std::fs::read(path).map_err(|e| processor::Error::read(path, e))?;
-    let s: PreparedSummary = serde_json::from_slice(&bytes).map_err(|e| {
-        let reason = format!("malformed prepare summary: {e}");
-        processor::Error::read(
-            path,
-            std::io::Error::new(std::io::ErrorKind::InvalidData, reason),
-        )
-    })?;
+    let s: PreparedSummary = read_json(path, "prepare summary")?
+        .ok_or_else(|| processor::Error::read(path, std::io::ErrorKind::NotFound.into()))?;
     Ok(PrepareFacts {
         lines: s.lines,
         unique: s.unique,
@@ -444,6 +438,26 @@ fn read_prepared(path: &Path) -> processor::Result<PrepareFacts> {
         unparseable: s.unparseable,
         blank: s.blank,
         files: s.files.into_iter().map(|f| f.name).collect(),
+    })
+}
+
+/// Parses the JSON file at `path` (a `what`, for the message); `None` if there is none. One
+/// that does not parse is an input error naming the file.
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    what: &str,
+) -> processor::Result<Option<T>> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(processor::Error::read(path, e)),
+    };
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        let reason = format!("malformed {what}: {e}");
+        processor::Error::read(
+            path,
+            std::io::Error::new(std::io::ErrorKind::InvalidData, reason),
+        )
     })
 }
 
