@@ -5,19 +5,12 @@
 
 mod util;
 
+use util::{generate_csv, ndop, run_in, start_mesh};
+
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
-
-fn ndop(args: &[&str]) -> Output {
-    util::ndop_command()
-        .args(args)
-        .env("NDOP_MESH_PASSWORD", "password")
-        .env("NDOP_MESH_SHARED_KEY", "TestKey")
-        .output()
-        .expect("ndop runs")
-}
 
 /// `(nhs_number, whole row)` of every data row of a CSV whose second column is the number.
 fn rows(path: &Path) -> Vec<(String, String)> {
@@ -89,17 +82,6 @@ fn demo_runs_end_to_end_and_checks_itself() {
     assert_eq!(run["filter"]["invalid"], 3);
 }
 
-/// Starts a mock MESH on a runtime of its own.
-fn start_mesh(config: mock_mesh::Config) -> (tokio::runtime::Runtime, mock_mesh::MockMesh) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let mesh = rt.block_on(mock_mesh::MockMesh::start(config)).unwrap();
-    (rt, mesh)
-}
-
 fn submissions(work: &Path) -> usize {
     std::fs::read_to_string(work.join("journal.jsonl"))
         .unwrap()
@@ -162,46 +144,6 @@ fn interrupted_run(
     );
     let sent = submissions(&work);
     (rt, mesh, extract, work, sent)
-}
-
-/// `ndop run` on `extract` in `work` against the mock at `url`, waiting up to `timeout`
-/// seconds, in files of at most 1500 records.
-fn run_in(extract: &Path, work: &Path, url: &str, timeout: &str) -> Output {
-    ndop(&[
-        "run",
-        extract.to_str().unwrap(),
-        "--column",
-        "nhs_number",
-        "--work",
-        work.to_str().unwrap(),
-        "--mesh",
-        url,
-        "--mailbox",
-        "X26ABC1",
-        "--max-records",
-        "1500",
-        "--interval",
-        "0.05",
-        "--timeout",
-        timeout,
-    ])
-}
-
-fn generate_csv(out: &Path, lines: &str, seed: &str) {
-    let gen = ndop(&[
-        "generate",
-        "--lines",
-        lines,
-        "--seed",
-        seed,
-        "--format",
-        "csv",
-        "--invalid-frac",
-        "0.01",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(gen.status.success());
 }
 
 #[track_caller]

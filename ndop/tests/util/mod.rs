@@ -5,7 +5,7 @@
 #![allow(dead_code)] // each test binary uses its own part
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 /// The `ndop` binary under test, with the `NDOP_*` configuration variables removed.
 pub(crate) fn ndop_command() -> Command {
@@ -21,4 +21,68 @@ pub(crate) fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../testdata")
         .join(name)
+}
+
+/// `ndop` with `args`, with the mock's password and shared key in the environment.
+pub(crate) fn ndop(args: &[&str]) -> Output {
+    ndop_command()
+        .args(args)
+        .env("NDOP_MESH_PASSWORD", "password")
+        .env("NDOP_MESH_SHARED_KEY", "TestKey")
+        .output()
+        .expect("ndop runs")
+}
+
+/// Starts a mock MESH on a runtime of its own.
+pub(crate) fn start_mesh(
+    config: mock_mesh::Config,
+) -> (tokio::runtime::Runtime, mock_mesh::MockMesh) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mesh = rt.block_on(mock_mesh::MockMesh::start(config)).unwrap();
+    (rt, mesh)
+}
+
+/// `ndop run` on `extract` in `work` against the mock at `url`, waiting up to `timeout`
+/// seconds, in files of at most 1500 records.
+pub(crate) fn run_in(extract: &Path, work: &Path, url: &str, timeout: &str) -> Output {
+    ndop(&[
+        "run",
+        extract.to_str().unwrap(),
+        "--column",
+        "nhs_number",
+        "--work",
+        work.to_str().unwrap(),
+        "--mesh",
+        url,
+        "--mailbox",
+        "X26ABC1",
+        "--max-records",
+        "1500",
+        "--interval",
+        "0.05",
+        "--timeout",
+        timeout,
+    ])
+}
+
+/// `ndop generate` a CSV extract of `lines` 999-range records (1% invalid) into `out`.
+pub(crate) fn generate_csv(out: &Path, lines: &str, seed: &str) {
+    let gen = ndop(&[
+        "generate",
+        "--lines",
+        lines,
+        "--seed",
+        seed,
+        "--format",
+        "csv",
+        "--invalid-frac",
+        "0.01",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(gen.status.success());
 }
