@@ -500,3 +500,22 @@ pub(crate) async fn send_with_progress(
     bar.finish_and_clear();
     report
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mesh_url_is_recorded_without_credentials() {
+        assert_eq!(
+            without_userinfo("https://u:p@mesh.example:443/x"),
+            "https://mesh.example:443/x"
+        );
+        assert_eq!(
+            without_userinfo("http://127.0.0.1:8700"),
+            "http://127.0.0.1:8700"
+        );
+        assert_eq!(without_userinfo("http://h/a@b"), "http://h/a@b");
+        assert_eq!(without_userinfo("int"), "int");
+    }
+}

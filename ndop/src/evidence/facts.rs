@@ -1160,3 +1160,305 @@ fn note(findings: &mut Vec<Finding>, text: String) {
         text,
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const SHA_DAT: &str = "453e592ff7859686b6aea0683062e84d79ad8d6561339e50521589a2f3fd9e37";
+
+    /// Writes `value` as `work/name`.
+    fn put(work: &Path, name: &str, value: &serde_json::Value) {
+        let path = work.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, serde_json::to_vec_pretty(value).unwrap()).unwrap();
+    }
+
+    /// A journal line.
+    fn line(value: serde_json::Value) -> String {
+        value.to_string() + "\n"
+    }
+
+    fn submitted(n: u32, records: u64) -> String {
+        line(
+            json!({"kind": "submitted", "local_id": format!("t_X26ABC1-281126-000{n}_ab"),
+            "message_id": format!("2026112807031271170{n}_159749"),
+            "file": format!("X26ABC1-281126-000{n}.dat"), "sha256": SHA_DAT, "records": records,
+            "bytes": records * 13, "subject": format!("t_X26ABC1-281126-000{n}"),
+            "to": "X26OT154", "workflow_id": "SPINE_NTT_UPHOLDING",
+            "time": format!("2026-11-28T07:03:1{n}.720Z")}),
+        )
+    }
+
+    fn reply(n: u32, kind: &str, extra: serde_json::Value) -> String {
+        let mut v = json!({"kind": "reply", "local_id": format!("t_X26ABC1-281126-000{n}_ab"),
+            "message_id": format!("R{n}_{kind}"), "reply": kind,
+            "file": format!("replies/r{n}.{kind}"), "sha256": "e1ef75", "bytes": 40,
+            "time": format!("2026-11-28T07:04:1{n}.000Z")});
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        line(v)
+    }
+
+    /// The work directory of a complete run: an extract of 10 records (2 invalid) whose 6
+    /// distinct valid numbers went in two files; 2 patients (3 records) opted out.
+    fn complete_run(dir: &Path) -> PathBuf {
+        let work = dir.join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        let extract = dir.join("extract.csv");
+        std::fs::write(&extract, "id,nhs_number\n1,x\n").unwrap();
+        let x = Extract::of(&extract).unwrap();
+        let cleared = work.join("cleared.csv");
+        std::fs::write(&cleared, "id,nhs_number\n").unwrap();
+        let rejects = work.join("cleared.csv.rejects.csv");
+        std::fs::write(
+            &rejects,
+            format!(
+                "file,record,line,reason\n{p},3,4,check_digit_mismatch\n\"{p}\",9,10,wrong_length\n",
+                p = extract.display()
+            ),
+        )
+        .unwrap();
+        let mut journal = line(serde_json::to_value(Entry::Extract(x)).unwrap());
+        journal += &submitted(1, 4);
+        journal += &reply(1, "job_created", json!({"job_status": "pending"}));
+        journal += &reply(1, "cleaned", json!({"records": 3}));
+        journal += &submitted(2, 2);
+        journal += &reply(2, "cleaned", json!({"records": 1}));
+        std::fs::write(work.join("journal.jsonl"), journal).unwrap();
+        put(
+            &work,
+            "run-settings.json",
+            &json!({"extract": extract.display().to_string(),
+            "format": "csv", "column": "\"nhs_number\"", "header": true,
+            "environment": "LIVE", "mailbox": "X26ABC1"}),
+        );
+        put(
+            &work,
+            "prepared/summary.json",
+            &json!({"lines": 10, "unique": 6,
+            "duplicates": 2, "invalid": 2, "unparseable": 0, "blank": 0, "headers": 1,
+            "invalid_by_reason": {"check_digit_mismatch": 1, "wrong_length": 1},
+            "to_dts": "X26OT154"}),
+        );
+        put(
+            &work,
+            "reconciled/summary.json",
+            &json!({"requested": 6, "returned": 4,
+            "opted_out": 2, "unexpected": 0}),
+        );
+        put(
+            &work,
+            "run.json",
+            &json!({
+            "stage_seconds": [["prepare", 0.5], ["send", 1.0], ["collect", 60.0],
+                ["reconcile", 0.1], ["filter", 0.4]],
+            "stage_ended": [["filter", "2026-11-28T07:05:00.000Z"]],
+            "collect": {"unrecognised": []},
+            "filter": {"rows": 10, "kept": 5, "opted_out": 3, "not_checked": 0, "invalid": 2,
+                "blank": 0, "unparseable": 0, "headers": 1,
+                "invalid_by_reason": {"check_digit_mismatch": 1, "wrong_length": 1},
+                "input": extract.display().to_string(),
+                "output": cleared.display().to_string(),
+                "rejects": rejects.display().to_string(), "delimiter": "comma"}}),
+        );
+        work
+    }
+
+    fn alerts(f: &Facts) -> Vec<&str> {
+        f.findings
+            .iter()
+            .filter(|x| x.severity == Severity::Alert)
+            .map(|x| x.text.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn a_complete_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = complete_run(dir.path());
+        let f = gather(&work, true).unwrap();
+        assert_eq!(f.state, State::Complete);
+        assert_eq!(
+            f.verdict,
+            "2 of 6 patients opted out; the cleared extract keeps 5 of 10 records."
+        );
+        assert!(alerts(&f).is_empty(), "{:?}", f.findings);
+        let (sha, _) = processor::files::sha256_file(&dir.path().join("extract.csv")).unwrap();
+        assert_eq!(f.extract.sha256.as_deref(), Some(sha.as_str()));
+        assert_eq!(f.extract.records, Some(10));
+        assert_eq!(f.extract.column.as_deref(), Some("\"nhs_number\""));
+        let out = f.output.as_ref().unwrap();
+        assert_eq!((out.records, out.bytes), (5, Some(14)));
+        assert_eq!(f.mesh.environment.as_deref(), Some("LIVE"));
+        assert_eq!(f.mesh.pos_mailbox.as_deref(), Some("X26OT154"));
+        assert_eq!(f.dates.sent.as_deref(), Some("2026-11-28T07:03:12.720Z"));
+        assert_eq!(
+            f.dates.answered.as_deref(),
+            Some("2026-11-28T07:04:12.000Z")
+        );
+        assert_eq!(
+            f.dates.filtered.as_deref(),
+            Some("2026-11-28T07:05:00.000Z")
+        );
+        let r = f.records.as_ref().unwrap();
+        let by: BTreeMap<&str, u64> = r
+            .buckets
+            .iter()
+            .map(|b| (b.key.as_str(), b.records))
+            .collect();
+        assert_eq!(by["kept"], 5);
+        assert_eq!(by["opted_out"], 3);
+        assert_eq!(by["invalid:wrong_length"], 1);
+        assert_eq!(r.buckets.iter().map(|b| b.records).sum::<u64>(), 10);
+        assert_eq!(f.files.len(), 2);
+        assert!(f.files.iter().all(|x| x.answered));
+        assert_eq!(f.files[0].replies.len(), 2);
+        assert_eq!(f.files[0].status, "answered: 3 of 4 numbers returned");
+        let rej = f.rejects.as_ref().unwrap();
+        assert_eq!(rej.records, 2);
+        assert_eq!(rej.first[1].line, 10);
+        assert_eq!(f.stages.len(), 5);
+        // the hashes can be left out
+        assert_eq!(gather(&work, false).unwrap().extract.sha256, None);
+    }
+
+    #[test]
+    fn figures_that_disagree_and_a_changed_extract_are_alerts() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = complete_run(dir.path());
+        put(
+            &work,
+            "reconciled/summary.json",
+            &json!({"requested": 6, "returned": 5,
+            "opted_out": 2, "unexpected": 1}),
+        );
+        std::fs::write(dir.path().join("extract.csv"), "changed\n").unwrap();
+        let f = gather(&work, true).unwrap();
+        let a = alerts(&f).join("\n");
+        assert!(a.contains("1 numbers that were never sent"), "{a}");
+        assert!(
+            a.contains("5 returned plus 2 opted out is not the 6 sent"),
+            "{a}"
+        );
+        assert!(
+            a.contains("The extract has changed since it was checked"),
+            "{a}"
+        );
+        assert_eq!(f.extract.sha256, None);
+        let page = super::super::html::render(&f);
+        assert!(page.contains("class=\"verdict bad\""));
+    }
+
+    #[test]
+    fn a_file_the_pos_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = complete_run(dir.path());
+        let journal = std::fs::read_to_string(work.join("journal.jsonl")).unwrap();
+        let mut lines: Vec<&str> = journal.lines().collect();
+        lines.pop(); // file 2's cleaned reply, replaced by the rejection
+        let mut journal = lines.join("\n") + "\n";
+        journal += &reply(2, "invalid_numbers", json!({}));
+        std::fs::write(work.join("journal.jsonl"), journal).unwrap();
+        std::fs::remove_file(work.join("run.json")).unwrap();
+        std::fs::remove_dir_all(work.join("reconciled")).unwrap();
+        let f = gather(&work, true).unwrap();
+        assert_eq!(f.state, State::Stopped);
+        assert_eq!(
+            f.verdict,
+            "Not finished: 1 of 2 file(s) sent were not checked by the POS. Do not disclose: \
+             no cleared extract has been written."
+        );
+        let a = alerts(&f).join("\n");
+        assert!(
+            a.contains("The POS rejected X26ABC1-281126-0002.dat"),
+            "{a}"
+        );
+        assert!(f.output.is_none());
+        assert_eq!(
+            f.files[1].status,
+            "rejected by the POS (invalid NHS numbers)"
+        );
+        // records not filtered: what prepare found
+        let r = f.records.unwrap();
+        assert_eq!(r.buckets[0].key, "awaiting");
+        assert_eq!(r.buckets[0].records, 8);
+    }
+
+    #[test]
+    fn a_collect_that_timed_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = complete_run(dir.path());
+        let journal = std::fs::read_to_string(work.join("journal.jsonl")).unwrap();
+        let kept: Vec<&str> = journal
+            .lines()
+            .filter(|l| !l.contains("\"reply\":\"cleaned\""))
+            .collect();
+        std::fs::write(work.join("journal.jsonl"), kept.join("\n") + "\n").unwrap();
+        std::fs::remove_file(work.join("run.json")).unwrap();
+        std::fs::remove_dir_all(work.join("reconciled")).unwrap();
+        let f = gather(&work, true).unwrap();
+        assert_eq!(f.state, State::Waiting);
+        assert_eq!(
+            f.verdict,
+            "Not finished: the POS has not yet answered 2 of 2 file(s) sent. Do not disclose: \
+             no cleared extract has been written."
+        );
+        assert_eq!(f.dates.answered, None);
+        let a = alerts(&f).join("\n");
+        assert!(
+            a.contains("X26ABC1-281126-0001.dat has no final reply"),
+            "{a}"
+        );
+        assert_eq!(f.files[0].status, "waiting for the POS");
+        assert!(f.stages.is_empty());
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_run_and_a_malformed_summary() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = gather(dir.path(), false).unwrap_err().to_string();
+        assert!(e.contains("holds no ndop run"), "{e}");
+        let e = gather(&dir.path().join("nope"), false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is not a directory"), "{e}");
+        let work = complete_run(dir.path());
+        std::fs::write(work.join("run.json"), "{\"stage_seconds\": 3}").unwrap();
+        let e = format!("{:#}", gather(&work, false).unwrap_err());
+        assert!(
+            e.contains("run.json") && e.contains("malformed run summary"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn names_are_escaped_and_nhs_numbers_in_them_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = complete_run(dir.path());
+        let evil = dir.path().join("<b>x&y<b> 9434765919.csv");
+        std::fs::rename(dir.path().join("extract.csv"), &evil).unwrap();
+        let journal = std::fs::read_to_string(work.join("journal.jsonl")).unwrap();
+        let journal = journal.replace("extract.csv", "<b>x&y<b> 9434765919.csv");
+        std::fs::write(work.join("journal.jsonl"), journal).unwrap();
+        let f = gather(&work, true).unwrap();
+        assert_eq!(
+            f.extract.path.as_deref(),
+            Some(
+                format!(
+                    "{}/<b>x&y<b> [NHS number removed].csv",
+                    dir.path().display()
+                )
+                .as_str()
+            )
+        );
+        assert!(f.extract.sha256.is_some(), "{}", f.extract.sha256_note);
+        let page = super::super::html::render(&f);
+        assert!(!page.contains("<b>"));
+        assert!(page.contains("&lt;b&gt;x&amp;y&lt;b&gt; [NHS number removed].csv"));
+        assert!(!page.contains("9434765919"));
+        assert!(!serde_json::to_string(&f).unwrap().contains("9434765919"));
+    }
+}
