@@ -59,11 +59,16 @@ footer { margin-top: 2rem; color: var(--muted); font-size: .8rem;
   border-top: 1px solid var(--line); padding-top: .6rem; }
 @media print {
   @page { size: A4; margin: 14mm 12mm 16mm; }
-  body { background: #fff; font-size: 9.5pt; }
+  body { background: #fff; font-size: 8.5pt; line-height: 1.3; }
   main { max-width: none; margin: 0; padding: 0; border: 0; }
   * { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
-  h2 { break-after: avoid; }
-  .verdict, .file, tr, .chart, .signoff { break-inside: avoid; }
+  h1 { font-size: 15pt; }
+  h2 { font-size: 11pt; margin: .9rem 0 .3rem; break-after: avoid; }
+  th, td { padding: .12rem .4rem; }
+  table.kv th { width: 10rem; }
+  .verdict-text { font-size: 13pt; }
+  ul.findings li { padding: .25rem .6rem; margin: .2rem 0; }
+  .verdict, tr, .chart, .signoff { break-inside: avoid; }
   a { color: inherit; text-decoration: none; }
 }
 "#;
