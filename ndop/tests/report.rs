@@ -129,7 +129,7 @@ fn a_report_of_an_extract_full_of_nhs_numbers_holds_none() {
 /// A Chromium to test with, or `None` after saying on standard error why the test skips (not
 /// captured by the test harness, so the skip is seen). With `NDOP_REQUIRE_CHROMIUM=1` a
 /// missing Chromium fails the test.
-fn chromium() -> Option<PathBuf> {
+fn chromium(test: &str) -> Option<PathBuf> {
     let found = ["chromium", "chromium-browser"].iter().find_map(|name| {
         std::env::var_os("PATH")?
             .to_str()?
@@ -143,8 +143,8 @@ fn chromium() -> Option<PathBuf> {
         }
         let _ = writeln!(
             std::io::stderr(),
-            "SKIPPED the_demo_report_renders_in_chromium: no `chromium` on PATH (install \
-             Debian's package: apt-get install -y chromium)"
+            "SKIPPED {test}: no `chromium` on PATH (install Debian's package: apt-get \
+             install -y chromium)"
         );
     }
     found
@@ -301,7 +301,7 @@ fn decode_png(png: &[u8]) -> (usize, usize, Vec<[u8; 4]>) {
 
 #[test]
 fn the_demo_report_renders_in_chromium() {
-    let Some(chromium) = chromium() else {
+    let Some(chromium) = chromium("the_demo_report_renders_in_chromium") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -418,7 +418,7 @@ fn the_demo_report_renders_in_chromium() {
 #[test]
 fn the_console_check_sees_an_error() {
     // the check above is only as good as this
-    let Some(chromium) = chromium() else {
+    let Some(chromium) = chromium("the_console_check_sees_an_error") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
