@@ -126,6 +126,30 @@ fn a_report_of_an_extract_full_of_nhs_numbers_holds_none() {
     assert!(html.contains(facts["verdict"].as_str().unwrap()));
 }
 
+#[test]
+fn a_run_that_times_out_leaves_a_report_that_says_it_is_unfinished() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = mock_mesh::Config::default();
+    config.pos.delay = Duration::from_secs(30);
+    let (rt, mesh) = start_mesh(config);
+    let extract = dir.path().join("extract.csv");
+    generate_csv(&extract, "300", "5");
+    let work = dir.path().join("work");
+    let run = run_in(&extract, &work, &mesh.base_url(), "0");
+    rt.block_on(mesh.stop());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(6), "{stderr}");
+    assert!(stderr.contains("report.html"), "{stderr}");
+    let html = std::fs::read_to_string(work.join("report.html")).unwrap();
+    assert!(html.contains("class=\"verdict bad\""));
+    assert!(html.contains("Not finished: the POS has not yet answered 1 of 1 file(s) sent."));
+    let json = ndop(&["report", work.to_str().unwrap(), "--json", "--no-hash"]);
+    let facts: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(facts["state"], "waiting");
+    assert_eq!(facts["files"][0]["status"], "waiting for the POS");
+    assert!(facts["output"].is_null());
+}
+
 /// A Chromium to test with, or `None` after saying on standard error why the test skips (not
 /// captured by the test harness, so the skip is seen). With `NDOP_REQUIRE_CHROMIUM=1` a
 /// missing Chromium fails the test.
