@@ -6,6 +6,7 @@
 mod args;
 mod cached;
 mod cmd;
+mod evidence;
 mod exit;
 mod pipeline;
 mod progress;
@@ -37,6 +38,7 @@ enum Command {
     Run(cmd::run::RunArgs),
     Demo(cmd::demo::DemoArgs),
     Cache(cmd::cache::CacheArgs),
+    Report(cmd::report::ReportArgs),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +54,7 @@ fn main() -> ExitCode {
         Command::Run(a) => cmd::run::run(a),
         Command::Demo(a) => cmd::demo::run(a),
         Command::Cache(a) => cmd::cache::run(a),
+        Command::Report(a) => cmd::report::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

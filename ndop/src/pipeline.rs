@@ -24,7 +24,9 @@ const PREPARED: &str = "prepared";
 /// Reconciliation output, under the work directory.
 const RECONCILED: &str = "reconciled";
 /// The run's summary, in the work directory.
-const RUN_JSON: &str = "run.json";
+pub(crate) const RUN_JSON: &str = "run.json";
+/// How the run was asked to work ([`RunSettings`]), in the work directory.
+pub(crate) const RUN_SETTINGS_JSON: &str = "run-settings.json";
 
 /// Everything one pipeline run needs.
 pub(crate) struct Pipeline {
@@ -55,6 +57,9 @@ pub(crate) struct Pipeline {
 pub(crate) struct RunSummary {
     /// Wall-clock seconds of each stage of this run (a resumed run skips finished work).
     pub stage_seconds: Vec<(&'static str, f64)>,
+    /// When each stage of this run ended (RFC 3339, UTC). Absent from the run.json files of
+    /// older versions.
+    pub stage_ended: Vec<(&'static str, String)>,
     /// What was prepared.
     pub prepare: PrepareFacts,
     /// What was sent.
@@ -106,6 +111,90 @@ impl From<&Summary> for PrepareFacts {
     }
 }
 
+/// How a run was asked to read the extract and where to send it: written to
+/// `run-settings.json` when each `ndop run` starts (so that a run that stops early still
+/// leaves them for `ndop report`). No secret: the password, shared key and certificates are
+/// never written. Work directories of older versions have no such file; every field has a
+/// default so that the report reads what there is.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub(crate) struct RunSettings {
+    /// The ndop version that ran.
+    pub ndop_version: String,
+    /// When this run started (RFC 3339, UTC).
+    pub started: String,
+    /// The extract, as given.
+    pub extract: String,
+    /// The filtered extract.
+    pub out: String,
+    /// `csv` or `lines` (one number per line, the `.dat` form).
+    pub format: String,
+    /// The NHS number's column (a header name in quotes, or a 1-based position).
+    pub column: Option<String>,
+    /// Whether the CSV has a header row.
+    pub header: bool,
+    /// Lines skipped before the header.
+    pub skip_lines: u64,
+    /// The CSV delimiter asked for (none: from the file name).
+    pub delimiter: Option<String>,
+    /// Only ten bare digits accepted.
+    pub strict: bool,
+    /// Repdigits quarantined.
+    pub reject_placeholders: bool,
+    /// The MESH environment: `INT`, `LIVE`, or the base URL of another MESH (a mock).
+    pub environment: String,
+    /// Our mailbox.
+    pub mailbox: Option<String>,
+    /// The project tag.
+    pub tag: Option<String>,
+    /// Most records in one `.dat`.
+    pub max_records: Option<u64>,
+}
+
+impl RunSettings {
+    /// The settings of `p`, starting now.
+    fn of(p: &Pipeline) -> RunSettings {
+        let (format, column) = match &p.scan.format {
+            Format::Lines => ("lines", None),
+            Format::Csv(c) => ("csv", Some(c.to_string())),
+        };
+        RunSettings {
+            ndop_version: env!("CARGO_PKG_VERSION").into(),
+            started: pos_client::journal::now(),
+            extract: p.extract.display().to_string(),
+            out: p.out.display().to_string(),
+            format: format.into(),
+            column,
+            header: p.scan.header,
+            skip_lines: p.scan.skip_lines,
+            delimiter: p.scan.delimiter.map(|d| d.name().into()),
+            strict: p.scan.rules.strict,
+            reject_placeholders: p.scan.rules.reject_placeholders,
+            environment: match p.settings.environment() {
+                Ok(mesh_client::Environment::Int) => "INT".into(),
+                Ok(mesh_client::Environment::Live) => "LIVE".into(),
+                Ok(mesh_client::Environment::Custom(url)) => without_userinfo(&url),
+                Err(_) => p.settings.env.clone().unwrap_or_default(),
+            },
+            mailbox: p.settings.mailbox.clone(),
+            tag: p.tag.clone(),
+            max_records: p.max_records,
+        }
+    }
+}
+
+/// A URL without the `user:password@` part it may carry.
+fn without_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
 /// Why a pipeline stopped before the end, when it is not an error of its own.
 pub(crate) enum Outcome {
     /// Everything done: the summary, and the sets reconciled.
@@ -120,11 +209,18 @@ impl Pipeline {
         let prepared = self.work.join(PREPARED);
         let mut clock = std::time::Instant::now();
         let mut stages: Vec<(&'static str, f64)> = Vec::new();
+        let mut ended: Vec<(&'static str, String)> = Vec::new();
         let mut lap = |name: &'static str| {
             stages.push((name, clock.elapsed().as_secs_f64()));
+            ended.push((name, pos_client::journal::now()));
             clock = std::time::Instant::now();
         };
         let mut journal = Journal::open(&self.work)?;
+        processor::files::write_atomic(
+            &self.work,
+            RUN_SETTINGS_JSON,
+            &serde_json::to_vec_pretty(&RunSettings::of(self))?,
+        )?;
         let extract = self.check_extract(&mut journal, &prepared)?;
         let facts = self.prepare(&prepared)?;
         self.unchanged(&extract)?;
@@ -251,6 +347,7 @@ impl Pipeline {
         );
         let summary = RunSummary {
             stage_seconds: stages,
+            stage_ended: ended,
             prepare: facts,
             send: sent,
             folder_send: folder_sent,
@@ -369,14 +466,8 @@ struct PreparedFile {
 /// a figure or the file list, is an input error naming the file: read as zeros, it would make
 /// the run stop with a misleading "no valid NHS number".
 fn read_prepared(path: &Path) -> processor::Result<PrepareFacts> {
-    let bytes = std::fs::read(path).map_err(|e| processor::Error::read(path, e))?;
-    let s: PreparedSummary = serde_json::from_slice(&bytes).map_err(|e| {
-        let reason = format!("malformed prepare summary: {e}");
-        processor::Error::read(
-            path,
-            std::io::Error::new(std::io::ErrorKind::InvalidData, reason),
-        )
-    })?;
+    let s: PreparedSummary = read_json(path, "prepare summary")?
+        .ok_or_else(|| processor::Error::read(path, std::io::ErrorKind::NotFound.into()))?;
     Ok(PrepareFacts {
         lines: s.lines,
         unique: s.unique,
@@ -385,6 +476,26 @@ fn read_prepared(path: &Path) -> processor::Result<PrepareFacts> {
         unparseable: s.unparseable,
         blank: s.blank,
         files: s.files.into_iter().map(|f| f.name).collect(),
+    })
+}
+
+/// Parses the JSON file at `path` (a `what`, for the message); `None` if there is none. One
+/// that does not parse is an input error naming the file.
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    what: &str,
+) -> processor::Result<Option<T>> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(processor::Error::read(path, e)),
+    };
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        let reason = format!("malformed {what}: {e}");
+        processor::Error::read(
+            path,
+            std::io::Error::new(std::io::ErrorKind::InvalidData, reason),
+        )
     })
 }
 
@@ -451,4 +562,23 @@ pub(crate) async fn folder_collect(
         got.report.complete = false;
     }
     Ok(got)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mesh_url_is_recorded_without_credentials() {
+        assert_eq!(
+            without_userinfo("https://u:p@mesh.example:443/x"),
+            "https://mesh.example:443/x"
+        );
+        assert_eq!(
+            without_userinfo("http://127.0.0.1:8700"),
+            "http://127.0.0.1:8700"
+        );
+        assert_eq!(without_userinfo("http://h/a@b"), "http://h/a@b");
+        assert_eq!(without_userinfo("int"), "int");
+    }
 }

@@ -5,12 +5,12 @@
 
 mod util;
 
+use util::{generate_csv, ndop, run_in, start_mesh};
+
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
-
-use util::{generate_csv, ndop, start_mesh};
 
 /// `(nhs_number, whole row)` of every data row of a CSV whose second column is the number.
 fn rows(path: &Path) -> Vec<(String, String)> {
@@ -144,29 +144,6 @@ fn interrupted_run(
     );
     let sent = submissions(&work);
     (rt, mesh, extract, work, sent)
-}
-
-/// `ndop run` on `extract` in `work` against the mock at `url`, waiting up to `timeout`
-/// seconds, in files of at most 1500 records.
-fn run_in(extract: &Path, work: &Path, url: &str, timeout: &str) -> Output {
-    ndop(&[
-        "run",
-        extract.to_str().unwrap(),
-        "--column",
-        "nhs_number",
-        "--work",
-        work.to_str().unwrap(),
-        "--mesh",
-        url,
-        "--mailbox",
-        "X26ABC1",
-        "--max-records",
-        "1500",
-        "--interval",
-        "0.05",
-        "--timeout",
-        timeout,
-    ])
 }
 
 #[track_caller]

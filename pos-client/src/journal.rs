@@ -373,15 +373,8 @@ impl Journal {
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)
             .map_err(|e| Error::read(&path, e))?;
-        let (entries, keep, repaired) = parse(&bytes).map_err(|(line, reason)| {
-            Error::read(
-                &path,
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("journal line {line} is corrupt: {reason}"),
-                ),
-            )
-        })?;
+        let (entries, keep, repaired) =
+            parse(&bytes).map_err(|(line, reason)| corrupt(&path, line, &reason))?;
         let mut len = bytes.len() as u64;
         if repaired {
             match keep {
@@ -534,6 +527,32 @@ impl Journal {
     }
 }
 
+/// Reads the journal of `work_dir` without opening it for writing or locking it (for a report
+/// on a work directory, possibly while another ndop process holds it): every entry, a torn last
+/// line left out (as [`Journal::open`] would repair it). A missing journal is an empty one; a
+/// bad line anywhere else is corruption, reported with its line number.
+pub fn read_entries(work_dir: &Path) -> Result<Vec<Entry>> {
+    let path = work_dir.join(JOURNAL_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::read(&path, e)),
+    };
+    let (entries, _, _) = parse(&bytes).map_err(|(line, reason)| corrupt(&path, line, &reason))?;
+    Ok(entries)
+}
+
+/// The error for a corrupt journal line.
+fn corrupt(path: &Path, line: usize, reason: &str) -> Error {
+    Error::read(
+        path,
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("journal line {line} is corrupt: {reason}"),
+        ),
+    )
+}
+
 /// What to keep of the file after a torn last line.
 enum Keep {
     All,
@@ -624,6 +643,22 @@ mod tests {
             status_success: None,
             time: now(),
         }
+    }
+
+    #[test]
+    fn read_entries_needs_no_lock_and_leaves_a_torn_line_out() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(read_entries(dir.path()).unwrap().is_empty());
+        let mut j = Journal::open(dir.path()).unwrap();
+        j.append(submission("a", "11")).unwrap();
+        // read while the journal is open (and locked) here
+        assert_eq!(read_entries(dir.path()).unwrap(), j.entries());
+        let mut f = OpenOptions::new().append(true).open(j.path()).unwrap();
+        f.write_all(b"{\"kind\":\"subm").unwrap();
+        assert_eq!(read_entries(dir.path()).unwrap().len(), 1);
+        std::fs::write(j.path(), "not json\n").unwrap();
+        let e = read_entries(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("journal line 1 is corrupt"), "{e}");
     }
 
     #[test]

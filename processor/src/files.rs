@@ -234,9 +234,47 @@ pub fn parent_dir(path: &Path) -> PathBuf {
     }
 }
 
+/// SHA-256 (lower-case hex) and size of the file at `path`, read once in 1 MiB blocks: how a
+/// report identifies an extract and the file written from it.
+pub fn sha256_file(path: &Path) -> Result<(String, u64)> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut file = File::open(path).map_err(|e| Error::read(path, e))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut bytes = 0u64;
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                hasher.update(&buf[..n]);
+                bytes += n as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::read(path, e)),
+        }
+    }
+    Ok((hex::encode(hasher.finalize()), bytes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sha256_of_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("abc");
+        std::fs::write(&p, b"abc").unwrap();
+        let (sha, bytes) = sha256_file(&p).unwrap();
+        // FIPS 180-2 example
+        assert_eq!(
+            sha,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(bytes, 3);
+        assert!(sha256_file(&dir.path().join("missing")).is_err());
+    }
     use std::os::unix::fs::PermissionsExt;
 
     #[test]

@@ -17,7 +17,8 @@ use std::time::Duration;
 /// The mock listens on a loopback port: no Spine access, certificates or mailbox needed. The sample holds the
 /// published INT test patients (10 of whom have an opt-out), synthetic patients from the 999
 /// test range with several rows each (one in ten of them given an opt-out in the mock POS) and a few invalid
-/// lines. Prints what happened and where the files are.
+/// lines. Prints what happened and where the files are, and writes the record of the check,
+/// WORK/report.html (see `ndop report`).
 ///
 /// Examples:
 ///   ndop demo
@@ -149,6 +150,7 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<u8> {
         let _ = server_rt.block_on(task);
     }
     server_rt.block_on(mesh.stop());
+    let report = crate::evidence::report_run(&work, "ndop demo");
     let Outcome::Done(done) = outcome? else {
         bail!("the mock POS did not answer within a minute");
     };
@@ -206,5 +208,9 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<u8> {
         "                cleared.csv.rejects.csv  where each invalid or unparseable record is"
     );
     println!("                run.json               everything above as JSON");
+    if let Some(report) = &report {
+        println!("  report      {}", report.display());
+        println!("                the record of this check, to read, print and file");
+    }
     Ok(if agrees { exit::OK } else { exit::POS })
 }

@@ -12,7 +12,8 @@ use std::path::PathBuf;
 ///
 /// Prepares the POS files, sends them over MESH, waits for and collects the replies, works out
 /// who opted out and writes the extract without them. Everything lives in the work directory (prepared/, replies/, reconciled/, the
-/// journal, run.json). If the run is interrupted at any step, or collect times out, run the
+/// journal, run.json), and at the end, however the run ended, the record of the check that an
+/// IG lead can read and file: WORK/report.html (see `ndop report`). If the run is interrupted at any step, or collect times out, run the
 /// same command again: it resumes from the journal and never sends a file twice.
 ///
 /// The extract must be a regular file, and the same file on every run in one work directory:
@@ -98,7 +99,11 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<u8> {
         folders: args.folder.folders(args.mesh.mailbox.as_deref())?,
         consent: Some(args.consent),
     };
-    match pipeline.run()? {
+    let outcome = pipeline.run();
+    if let Some(report) = crate::evidence::report_run(&args.work, "ndop run") {
+        eprintln!("ndop run: the record of this check: {}", report.display());
+    }
+    match outcome? {
         Outcome::Done(done) => {
             print_json(&done.0)?;
             if let Some(dir) = &args.cache {

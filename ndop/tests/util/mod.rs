@@ -23,7 +23,7 @@ pub(crate) fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// `ndop ARGS` with the mock MESH's default password and shared key.
+/// `ndop` with `args`, with the mock's password and shared key in the environment.
 pub(crate) fn ndop(args: &[&str]) -> Output {
     ndop_command()
         .args(args)
@@ -46,7 +46,30 @@ pub(crate) fn start_mesh(
     (rt, mesh)
 }
 
-/// `ndop generate` of a CSV extract of `lines` lines (1% invalid) with `seed`.
+/// `ndop run` on `extract` in `work` against the mock at `url`, waiting up to `timeout`
+/// seconds, in files of at most 1500 records.
+pub(crate) fn run_in(extract: &Path, work: &Path, url: &str, timeout: &str) -> Output {
+    ndop(&[
+        "run",
+        extract.to_str().unwrap(),
+        "--column",
+        "nhs_number",
+        "--work",
+        work.to_str().unwrap(),
+        "--mesh",
+        url,
+        "--mailbox",
+        "X26ABC1",
+        "--max-records",
+        "1500",
+        "--interval",
+        "0.05",
+        "--timeout",
+        timeout,
+    ])
+}
+
+/// `ndop generate` a CSV extract of `lines` 999-range records (1% invalid) into `out`.
 pub(crate) fn generate_csv(out: &Path, lines: &str, seed: &str) {
     let gen = ndop(&[
         "generate",
