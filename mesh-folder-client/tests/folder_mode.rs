@@ -418,3 +418,58 @@ async fn an_interrupted_hand_over_resumes_without_writing_the_pair_again() {
     task.await.unwrap();
     mesh.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_sends_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = mock_mesh::MockMesh::start(mock_mesh::Config::default())
+        .await
+        .unwrap();
+    let root = mailbox_root(dir.path(), false);
+    let out = root.join("out");
+    std::fs::write(out.join("m.dat"), "9694116538,\r\n").unwrap();
+    std::fs::write(
+        out.join("m.ctl"),
+        control_file(ME, "X26ABC2", "m-1", "m-1_l"),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mesh-folder-client"))
+        .args([
+            "--root",
+            root.to_str().unwrap(),
+            "--mailbox",
+            ME,
+            "--poll",
+            "0.1",
+        ])
+        .args(["--url", &mesh.base_url()])
+        .spawn()
+        .unwrap();
+    let sent = root.join("sent").join("m.ctl");
+    for _ in 0..100 {
+        if sent.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(sent.exists(), "the pair reached SENT");
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let mut status = None;
+    for _ in 0..50 {
+        if let Some(s) = child.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = status.unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("still running 5 s after SIGTERM")
+    });
+    assert!(status.success(), "{status:?}");
+    mesh.stop().await;
+}
