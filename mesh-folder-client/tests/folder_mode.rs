@@ -418,3 +418,95 @@ async fn an_interrupted_hand_over_resumes_without_writing_the_pair_again() {
     task.await.unwrap();
     mesh.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_sends_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = mock_mesh::MockMesh::start(mock_mesh::Config::default())
+        .await
+        .unwrap();
+    let root = mailbox_root(dir.path(), false);
+    let out = root.join("out");
+    std::fs::write(out.join("m.dat"), "9694116538,\r\n").unwrap();
+    std::fs::write(
+        out.join("m.ctl"),
+        control_file(ME, "X26ABC2", "m-1", "m-1_l"),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mesh-folder-client"))
+        .args([
+            "--root",
+            root.to_str().unwrap(),
+            "--mailbox",
+            ME,
+            "--poll",
+            "0.1",
+        ])
+        .args(["--url", &mesh.base_url()])
+        .spawn()
+        .unwrap();
+    let sent = root.join("sent").join("m.ctl");
+    for _ in 0..100 {
+        if sent.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(sent.exists(), "the pair reached SENT");
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let mut status = None;
+    for _ in 0..50 {
+        if let Some(s) = child.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = status.unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("still running 5 s after SIGTERM")
+    });
+    assert!(status.success(), "{status:?}");
+    mesh.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_younger_than_a_second_and_dot_names_are_left_in_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = mock_mesh::MockMesh::start(mock_mesh::Config::default())
+        .await
+        .unwrap();
+    let root = mailbox_root(dir.path(), true);
+    let out = root.join("OUT");
+    std::fs::write(out.join("y.dat"), "9694116538,\r\n").unwrap();
+    std::fs::write(
+        out.join("y.ctl"),
+        control_file(ME, "X26ABC2", "y-1", "y-1_l"),
+    )
+    .unwrap();
+    std::fs::write(out.join(".z.dat.part"), "9694116538,\r\n").unwrap();
+    std::fs::write(
+        out.join(".z.ctl.part"),
+        control_file(ME, "X26ABC2", "z-1", "z-1_l"),
+    )
+    .unwrap();
+    let stand_in = StandIn {
+        root: root.clone(),
+        client: client(&mesh.base_url()),
+        poll: Duration::from_millis(100),
+        min_age: Duration::from_secs(1),
+    };
+    let young = stand_in.poll_once().await.unwrap();
+    assert_eq!(young.sent, 0, "too young");
+    assert!(out.join("y.ctl").exists());
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let old = stand_in.poll_once().await.unwrap();
+    assert_eq!(old.sent, 1);
+    assert!(root.join("SENT/y.dat").exists() && root.join("SENT/y.ctl").exists());
+    assert!(out.join(".z.dat.part").exists() && out.join(".z.ctl.part").exists());
+    mesh.stop().await;
+}

@@ -209,3 +209,89 @@ fn remove_from_in(folders: &Folders, ctl: &Path, dat: Option<&Path>) -> Result<(
     sync_dir(&folders.inbox)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::{Entry, ReplyKind, Submission};
+
+    fn report_ctl(local_id: &str, event: &str, status: &str, code: &str, what: &str) -> String {
+        processor::ctl::render_fields(
+            &[
+                ("MessageType", "Report"),
+                ("From_DTS", "X26ABC1"),
+                ("To_DTS", "X26OT154"),
+                ("LocalId", local_id),
+                ("DTSId", "SENT_1"),
+            ],
+            Some(&processor::ctl::StatusRecord::now(
+                event, status, code, what,
+            )),
+        )
+    }
+
+    #[tokio::test]
+    async fn delay_and_error_reports_are_alerts_and_an_error_report_is_final() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("box");
+        for name in ["in", "out", "sent", "failed"] {
+            std::fs::create_dir_all(root.join(name)).unwrap();
+        }
+        let folders = Folders::open(&root).unwrap();
+        let mut journal = Journal::open(&dir.path().join("work")).unwrap();
+        journal
+            .append(Entry::Submitted(Submission {
+                local_id: "lid".into(),
+                message_id: "SENT_1".into(),
+                file: "a.dat".into(),
+                sha256: "00".into(),
+                records: 1,
+                bytes: 13,
+                subject: "s".into(),
+                to: "X26OT154".into(),
+                workflow_id: "SPINE_NTT_UPHOLDING".into(),
+                time: crate::journal::now(),
+            }))
+            .unwrap();
+        let inbox = &folders.inbox;
+        std::fs::write(
+            inbox.join("R1.ctl"),
+            report_ctl("lid", "TRANSFER", "SUCCESS", "5", "will try again"),
+        )
+        .unwrap();
+        std::fs::write(
+            inbox.join("R2.ctl"),
+            report_ctl("lid", "SEND", "ERROR", "14", "not collected"),
+        )
+        .unwrap();
+        // an error about somebody else's file: alerted, left alone
+        std::fs::write(
+            inbox.join("R3.ctl"),
+            report_ctl("other", "SEND", "ERROR", "EPL-152", "Invalid NHS Number")
+                .replace("SENT_1", "SENT_9"),
+        )
+        .unwrap();
+        let opts = CollectOptions {
+            interval: std::time::Duration::ZERO,
+            timeout: std::time::Duration::ZERO,
+        };
+        let got = collect(&folders, &mut journal, &opts).await.unwrap();
+        assert_eq!(got.alerts.len(), 3, "{:?}", got.alerts);
+        assert!(
+            got.alerts[0].contains("delay report") && got.alerts[0].contains("TRANSFER SUCCESS 05")
+        );
+        assert!(got.alerts[2].contains("EPL-152") && got.alerts[2].contains("invalid NHS number"));
+        let r = &got.report;
+        assert_eq!(r.replies.len(), 2);
+        assert!(r.replies.iter().all(|c| c.reply.reply == ReplyKind::Report));
+        assert!(!r.replies[0].reply.is_final() && r.replies[1].reply.is_final());
+        assert_eq!(r.replies[1].reply.status_code.as_deref(), Some("14"));
+        assert!(r.complete, "the error report settles the submission");
+        let e =
+            crate::final_results(&journal, &work_dir_of(&journal), &["a.dat".into()]).unwrap_err();
+        assert!(matches!(e, Error::BadAnswer(_)), "{e}");
+        let left: Vec<_> = std::fs::read_dir(inbox).unwrap().collect();
+        assert_eq!(left.len(), 1, "only the stranger's report is left");
+        assert_eq!(r.unrecognised.len(), 1);
+    }
+}

@@ -12,14 +12,14 @@
 //!   files that are ours in the work directory (synced) and only then removes them from `IN`;
 //!   everything else is left untouched and listed. Delay reports (05) and any `Status` ERROR
 //!   are alerts.
-//! - [`cfg`] finds a mailbox's folder root in `meshclient.cfg`.
+//! - [`cfg`](mod@cfg) finds a mailbox's folder root in `meshclient.cfg`.
 
 pub mod cfg;
 mod collect;
 mod send;
 
 pub use collect::{collect, FolderCollectReport};
-pub use send::{send, FolderOutcome, FolderSendReport, QueuedFile};
+pub use send::{confirm, send, Confirmed, FolderOutcome, FolderSendReport, QueuedFile};
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -25,8 +25,6 @@ pub enum FolderOutcome {
     AlreadySent,
     /// Handed to the client, not yet sent (still in OUT when the wait ended).
     Waiting,
-    /// The client moved it to FAILED.
-    Failed,
 }
 
 /// One pair in a [`FolderSendReport`].
@@ -86,7 +84,6 @@ pub async fn send(
     mailbox: Option<&str>,
     opts: &CollectOptions,
 ) -> Result<FolderSendReport, Error> {
-    let started = Instant::now();
     let pairs = find_pairs(inputs)?;
     let mut report = FolderSendReport {
         files: Vec::new(),
@@ -174,26 +171,71 @@ pub async fn send(
         });
     }
 
+    let confirmed = confirm(folders, journal, opts).await?;
+    report.polls = confirmed.polls;
+    for f in &mut report.files {
+        if let Some((_, id)) = confirmed.sent.iter().find(|(l, _)| *l == f.local_id) {
+            f.message_id = Some(id.clone());
+            f.outcome = FolderOutcome::Sent;
+            report.sent += 1;
+        }
+    }
+    report.complete = report
+        .files
+        .iter()
+        .all(|f| matches!(f.outcome, FolderOutcome::Sent | FolderOutcome::AlreadySent));
+    Ok(report)
+}
+
+/// The result of [`confirm`].
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Confirmed {
+    /// (LocalId, message id) of each pair found in SENT, now journaled as submitted.
+    pub sent: Vec<(String, String)>,
+    /// LocalIds of pairs still waiting in OUT.
+    pub waiting: Vec<String>,
+    /// Checks of SENT and FAILED made.
+    pub polls: u32,
+}
+
+/// Waits (checking every `opts.interval`, up to `opts.timeout`, at least once) until the MESH
+/// client has sent every pair the journal has as queued but not submitted: each found in SENT
+/// is journaled as `submitted` with the `DTSId` of its rewritten `.ctl`. A pair in FAILED is
+/// [`Error::Refused`] with its status record (from its `.ctl`, or the client's error `.ctl` in
+/// IN) and both readings of the code, after the other pairs have been waited for.
+pub async fn confirm(
+    folders: &Folders,
+    journal: &mut Journal,
+    opts: &CollectOptions,
+) -> Result<Confirmed, Error> {
+    let started = Instant::now();
+    let mut waiting: Vec<Queued> = Vec::new();
+    for e in journal.entries() {
+        if let Entry::Queued(q) = e {
+            if journal.submission(&q.local_id).is_none()
+                && !waiting.iter().any(|w| w.local_id == q.local_id)
+            {
+                waiting.push(q.clone());
+            }
+        }
+    }
+    let mut out = Confirmed::default();
     let mut refused: Vec<String> = Vec::new();
     loop {
-        report.polls += 1;
+        out.polls += 1;
         // the client may still be writing the status: without one, look again next time
         let last = started.elapsed() + opts.interval > opts.timeout;
-        for f in report
-            .files
-            .iter_mut()
-            .filter(|f| f.outcome == FolderOutcome::Waiting)
-        {
-            match outcome_of(folders, &f.local_id)? {
-                Outcome::Pending | Outcome::Failed(None) if !last => {}
-                Outcome::Pending => {}
+        let mut still = Vec::new();
+        for q in waiting {
+            match outcome_of(folders, &q.base)? {
+                Outcome::Pending | Outcome::Failed(None) if !last => still.push(q),
+                Outcome::Pending => still.push(q),
                 Outcome::Sent(id) => {
-                    let q = queued(journal, &f.local_id).cloned().ok_or_else(|| {
-                        usage(format!("{} is not journaled as queued", f.local_id))
-                    })?;
+                    tracing::info!(local_id = %q.local_id, message_id = %id, "sent by the MESH client");
+                    out.sent.push((q.local_id.clone(), id.clone()));
                     journal.append(Entry::Submitted(Submission {
                         local_id: q.local_id,
-                        message_id: id.clone(),
+                        message_id: id,
                         file: q.file,
                         sha256: q.sha256,
                         records: q.records,
@@ -204,10 +246,6 @@ pub async fn send(
                         time: journal::now(),
                         adopted: false,
                     }))?;
-                    tracing::info!(local_id = %f.local_id, message_id = %id, "sent by the MESH client");
-                    f.message_id = Some(id);
-                    f.outcome = FolderOutcome::Sent;
-                    report.sent += 1;
                 }
                 Outcome::Failed(why) => {
                     let why = why.unwrap_or_else(|| {
@@ -217,17 +255,12 @@ pub async fn send(
                             folders.inbox.display()
                         )
                     });
-                    refused.push(format!("{} ({})", f.file.display(), why));
-                    f.outcome = FolderOutcome::Failed;
+                    refused.push(format!("{} as {}.dat ({why})", q.file, q.base));
                 }
             }
         }
-        let waiting = report
-            .files
-            .iter()
-            .filter(|f| f.outcome == FolderOutcome::Waiting)
-            .count();
-        if waiting == 0 || last {
+        waiting = still;
+        if waiting.is_empty() || last {
             break;
         }
         tokio::time::sleep(opts.interval).await;
@@ -235,11 +268,8 @@ pub async fn send(
     if !refused.is_empty() {
         return Err(Error::Refused(refused.join("; ")));
     }
-    report.complete = report
-        .files
-        .iter()
-        .all(|f| matches!(f.outcome, FolderOutcome::Sent | FolderOutcome::AlreadySent));
-    Ok(report)
+    out.waiting = waiting.into_iter().map(|q| q.local_id).collect();
+    Ok(out)
 }
 
 /// What the client did with a queued pair.
