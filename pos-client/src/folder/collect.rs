@@ -251,6 +251,7 @@ mod tests {
                 to: "X26OT154".into(),
                 workflow_id: "SPINE_NTT_UPHOLDING".into(),
                 time: crate::journal::now(),
+                adopted: false,
             }))
             .unwrap();
         let inbox = &folders.inbox;
