@@ -209,7 +209,10 @@ fn verdict(h: &mut String, f: &Facts) {
             Some(url) => format!("The POS at {}", esc(url)),
             None => "The POS".into(),
         };
-        let _ = write!(detail, "{pos} answered all {} file(s) sent", f.files.len());
+        let _ = match f.files.len() {
+            1 => write!(detail, "{pos} answered the one file sent"),
+            n => write!(detail, "{pos} answered all {n} files sent"),
+        };
         if let Some(t) = &f.dates.answered {
             let _ = write!(detail, ", last on {}", esc(&when(t)));
         }
