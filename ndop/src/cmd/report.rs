@@ -7,7 +7,7 @@ use crate::report::print_json;
 use clap::Args;
 use std::path::PathBuf;
 
-/// Write the record of one check: a one-page HTML report an IG lead can read, print and file.
+/// Write the record of one check: one HTML page an IG lead can read, print and file.
 ///
 /// Reads the work directory of an `ndop run` (run.json, journal.jsonl, the prepare and
 /// reconcile summaries, the rejects report) and says, verdict first and in words: which

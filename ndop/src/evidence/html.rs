@@ -65,6 +65,8 @@ footer { margin-top: 2rem; color: var(--muted); font-size: .8rem;
   h1 { font-size: 15pt; }
   h2 { font-size: 11pt; margin: .9rem 0 .3rem; break-after: avoid; }
   th, td { padding: .12rem .4rem; }
+  .meta, .small, thead th, footer { font-size: 7.5pt; }
+  code, .mono { font-size: 7.5pt; }
   table.kv th { width: 10rem; }
   .verdict-text { font-size: 13pt; }
   ul.findings li { padding: .25rem .6rem; margin: .2rem 0; }
@@ -209,7 +211,10 @@ fn verdict(h: &mut String, f: &Facts) {
             Some(url) => format!("The POS at {}", esc(url)),
             None => "The POS".into(),
         };
-        let _ = write!(detail, "{pos} answered all {} file(s) sent", f.files.len());
+        let _ = match f.files.len() {
+            1 => write!(detail, "{pos} answered the one file sent"),
+            n => write!(detail, "{pos} answered all {n} files sent"),
+        };
         if let Some(t) = &f.dates.answered {
             let _ = write!(detail, ", last on {}", esc(&when(t)));
         }
