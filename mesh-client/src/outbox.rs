@@ -77,6 +77,23 @@ impl ChunkPlan {
         (start, self.chunk_size.min(self.file_size - start))
     }
 
+    /// Reads chunk `n` (1-based) of the file at `path` and gzips it (on a blocking thread) if
+    /// the plan compresses: the body [`MeshClient::upload_chunk`] sends. It needs no client,
+    /// so a caller can read and compress the next chunks on tasks of their own while one is
+    /// uploading, several at once: MESH compresses each chunk independently (section 7), so
+    /// the bytes are the same whichever order they are made in.
+    pub async fn read_chunk(&self, path: &Path, n: u32) -> Result<Bytes, Error> {
+        if n == 0 || n > self.chunks {
+            return Err(Error::Config(format!(
+                "chunk {n} does not exist: {} has {} chunks",
+                path.display(),
+                self.chunks
+            )));
+        }
+        let mut file = open(path).await?;
+        Ok(read_chunk(&mut file, path, self, n).await?.0)
+    }
+
     /// File bytes held by chunks `1..=n` (the progress once chunk `n` is uploaded).
     pub fn bytes_through(&self, n: u32) -> u64 {
         u64::from(n)
@@ -188,6 +205,25 @@ impl MeshClient {
                 "chunk {chunk} needs the message id returned for chunk 1"
             ))),
         }
+    }
+
+    /// Uploads chunk `n` ≥ 2 of message `message_id`, its body made by
+    /// [`ChunkPlan::read_chunk`] with the same `plan`; retried like
+    /// [`send_chunk`](MeshClient::send_chunk).
+    pub async fn upload_chunk(
+        &self,
+        message_id: &str,
+        n: u32,
+        plan: &ChunkPlan,
+        body: Bytes,
+    ) -> Result<(), Error> {
+        if n < 2 || n > plan.chunks {
+            return Err(Error::Config(format!(
+                "chunk {n} is not one of 2..={} (chunk 1 creates the message)",
+                plan.chunks
+            )));
+        }
+        self.post_chunk(message_id, n, plan, body).await
     }
 
     /// Uploads chunks `from..=N`, reporting progress; any failure becomes `PartialSend`.
@@ -424,6 +460,47 @@ async fn read_chunk(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn chunks_read_ahead_concurrently_are_the_file_cut_and_gzipped_independently() {
+        use std::io::Read;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data: Vec<u8> = (0..25_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
+        std::fs::write(&path, &data).unwrap();
+        let plan = ChunkPlan {
+            file_size: data.len() as u64,
+            chunk_size: 30_000,
+            chunks: 4,
+            compress: true,
+        };
+        // all at once, finished in reverse order
+        let tasks: Vec<_> = (1..=4)
+            .map(|n| {
+                let path = path.clone();
+                tokio::spawn(async move { plan.read_chunk(&path, n).await })
+            })
+            .collect();
+        let mut bodies = Vec::new();
+        for t in tasks.into_iter().rev() {
+            bodies.push(t.await.unwrap().unwrap());
+        }
+        bodies.reverse();
+        let mut joined = Vec::new();
+        for body in &bodies {
+            let mut part = Vec::new();
+            flate2::read::GzDecoder::new(&body[..])
+                .read_to_end(&mut part)
+                .unwrap();
+            assert!(part.len() <= 30_000);
+            joined.extend(part);
+        }
+        assert_eq!(joined, data);
+        assert!(plan.read_chunk(&path, 5).await.is_err());
+        assert!(plan.read_chunk(&path, 0).await.is_err());
+    }
 
     #[test]
     fn plan_spans_cover_the_file_exactly() {
