@@ -66,6 +66,8 @@ pub struct ChunkPlan {
     pub chunks: u32,
     /// Whether each chunk is gzip'd.
     pub compress: bool,
+    /// Gzip level (0..=9) of compressed chunks.
+    pub level: u32,
 }
 
 impl ChunkPlan {
@@ -390,6 +392,7 @@ impl MeshClient {
             chunk_size,
             chunks,
             compress: opts.compress || self.config.compress,
+            level: self.config.compress_level,
         })
     }
 }
@@ -443,11 +446,9 @@ async fn read_chunk(
     if !plan.compress {
         return Ok((Bytes::from(buf), len));
     }
+    let level = flate2::Compression::new(plan.level);
     let gz = tokio::task::spawn_blocking(move || {
-        let mut encoder = flate2::write::GzEncoder::new(
-            Vec::with_capacity(buf.len() / 2),
-            flate2::Compression::default(),
-        );
+        let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(buf.len() / 2), level);
         encoder.write_all(&buf)?;
         encoder.finish()
     })
@@ -475,6 +476,7 @@ mod tests {
             chunk_size: 30_000,
             chunks: 4,
             compress: true,
+            level: 6,
         };
         // all at once, finished in reverse order
         let tasks: Vec<_> = (1..=4)
@@ -509,6 +511,7 @@ mod tests {
             chunk_size: 10,
             chunks: 3,
             compress: false,
+            level: 6,
         };
         assert_eq!(plan.span(1), (0, 10));
         assert_eq!(plan.span(2), (10, 10));
@@ -522,6 +525,7 @@ mod tests {
             chunk_size: 10,
             chunks: 1,
             compress: true,
+            level: 6,
         };
         assert_eq!(empty.span(1), (0, 0));
     }

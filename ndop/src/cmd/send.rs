@@ -12,12 +12,15 @@ use std::path::PathBuf;
 ///
 /// Each .ctl names the recipient, workflow, Subject and LocalId. Shows a progress bar. Each accepted submission is appended to the journal
 /// (WORK/journal.jsonl); pairs already in the journal are never sent twice, and an
-/// interrupted chunked upload resumes where it stopped.
+/// interrupted chunked upload resumes where it stopped. A send cut off after MESH accepted a
+/// file but before the journal recorded it is found again by its LocalId (MESH tracking) and
+/// adopted, not sent twice.
 ///
 /// Examples:
 ///   NDOP_MESH_PASSWORD=... NDOP_MESH_SHARED_KEY=... ndop send outbox --mailbox X26ABC1
 ///   ndop send outbox/X26ABC1-231126-0001.dat --work job42 --config ndop.toml
 ///   ndop send outbox --mesh http://127.0.0.1:8700 --mailbox X26ABC1   (a local mock-mesh)
+///   ndop send outbox --compress-level 1     (faster gzip, bigger upload: for a fast link)
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub(crate) struct SendArgs {
@@ -29,6 +32,11 @@ pub(crate) struct SendArgs {
     /// directory).
     #[arg(long, value_name = "DIR")]
     pub work: Option<PathBuf>,
+
+    /// Gzip level of the chunks: 0 (stored) to 9 (smallest, slowest); default 6, or
+    /// `compress_level` in the [mesh] table.
+    #[arg(long, value_name = "0-9", value_parser = clap::value_parser!(u32).range(0..=9))]
+    pub compress_level: Option<u32>,
 
     #[command(flatten)]
     pub mesh: MeshArgs,
@@ -43,7 +51,9 @@ pub(crate) fn run(args: SendArgs) -> anyhow::Result<u8> {
             _ => PathBuf::from("."),
         },
     };
-    let client = args.mesh.client()?;
+    let mut settings = args.mesh.settings()?;
+    settings.compress_level = args.compress_level.or(settings.compress_level);
+    let client = crate::args::client_for(&settings)?;
     let mut journal = Journal::open(&work)?;
     let report = runtime()?.block_on(send_with_progress(&client, &mut journal, &args.inputs))?;
     print_json(&report)?;
