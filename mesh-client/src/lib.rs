@@ -56,7 +56,8 @@ mod tracking;
 
 pub use client::MeshClient;
 pub use config::{
-    ClientConfig, Environment, DEFAULT_CHUNK_SIZE, INT_URL, LIVE_URL, MAX_CHUNK_SIZE,
+    ClientConfig, Environment, DEFAULT_CHUNK_SIZE, DEFAULT_COMPRESS_LEVEL, INT_URL, LIVE_URL,
+    MAX_CHUNK_SIZE,
 };
 pub use error::{Error, MeshErrorDetail};
 pub use inbox::{MessageMeta, MessageType};

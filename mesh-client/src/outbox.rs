@@ -66,6 +66,8 @@ pub struct ChunkPlan {
     pub chunks: u32,
     /// Whether each chunk is gzip'd.
     pub compress: bool,
+    /// Gzip level (0..=9) of compressed chunks.
+    pub level: u32,
 }
 
 impl ChunkPlan {
@@ -75,6 +77,23 @@ impl ChunkPlan {
             .saturating_mul(self.chunk_size)
             .min(self.file_size);
         (start, self.chunk_size.min(self.file_size - start))
+    }
+
+    /// Reads chunk `n` (1-based) of the file at `path` and gzips it (on a blocking thread) if
+    /// the plan compresses: the body [`MeshClient::upload_chunk`] sends. It needs no client,
+    /// so a caller can read and compress the next chunks on tasks of their own while one is
+    /// uploading, several at once: MESH compresses each chunk independently (section 7), so
+    /// the bytes are the same whichever order they are made in.
+    pub async fn read_chunk(&self, path: &Path, n: u32) -> Result<Bytes, Error> {
+        if n == 0 || n > self.chunks {
+            return Err(Error::Config(format!(
+                "chunk {n} does not exist: {} has {} chunks",
+                path.display(),
+                self.chunks
+            )));
+        }
+        let mut file = open(path).await?;
+        Ok(read_chunk(&mut file, path, self, n).await?.0)
     }
 
     /// File bytes held by chunks `1..=n` (the progress once chunk `n` is uploaded).
@@ -188,6 +207,25 @@ impl MeshClient {
                 "chunk {chunk} needs the message id returned for chunk 1"
             ))),
         }
+    }
+
+    /// Uploads chunk `n` ≥ 2 of message `message_id`, its body made by
+    /// [`ChunkPlan::read_chunk`] with the same `plan`; retried like
+    /// [`send_chunk`](MeshClient::send_chunk).
+    pub async fn upload_chunk(
+        &self,
+        message_id: &str,
+        n: u32,
+        plan: &ChunkPlan,
+        body: Bytes,
+    ) -> Result<(), Error> {
+        if n < 2 || n > plan.chunks {
+            return Err(Error::Config(format!(
+                "chunk {n} is not one of 2..={} (chunk 1 creates the message)",
+                plan.chunks
+            )));
+        }
+        self.post_chunk(message_id, n, plan, body).await
     }
 
     /// Uploads chunks `from..=N`, reporting progress; any failure becomes `PartialSend`.
@@ -354,6 +392,7 @@ impl MeshClient {
             chunk_size,
             chunks,
             compress: opts.compress || self.config.compress,
+            level: self.config.compress_level,
         })
     }
 }
@@ -407,11 +446,9 @@ async fn read_chunk(
     if !plan.compress {
         return Ok((Bytes::from(buf), len));
     }
+    let level = flate2::Compression::new(plan.level);
     let gz = tokio::task::spawn_blocking(move || {
-        let mut encoder = flate2::write::GzEncoder::new(
-            Vec::with_capacity(buf.len() / 2),
-            flate2::Compression::default(),
-        );
+        let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(buf.len() / 2), level);
         encoder.write_all(&buf)?;
         encoder.finish()
     })
@@ -425,6 +462,48 @@ async fn read_chunk(
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn chunks_read_ahead_concurrently_are_the_file_cut_and_gzipped_independently() {
+        use std::io::Read;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data: Vec<u8> = (0..25_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
+        std::fs::write(&path, &data).unwrap();
+        let plan = ChunkPlan {
+            file_size: data.len() as u64,
+            chunk_size: 30_000,
+            chunks: 4,
+            compress: true,
+            level: 6,
+        };
+        // all at once, finished in reverse order
+        let tasks: Vec<_> = (1..=4)
+            .map(|n| {
+                let path = path.clone();
+                tokio::spawn(async move { plan.read_chunk(&path, n).await })
+            })
+            .collect();
+        let mut bodies = Vec::new();
+        for t in tasks.into_iter().rev() {
+            bodies.push(t.await.unwrap().unwrap());
+        }
+        bodies.reverse();
+        let mut joined = Vec::new();
+        for body in &bodies {
+            let mut part = Vec::new();
+            flate2::read::GzDecoder::new(&body[..])
+                .read_to_end(&mut part)
+                .unwrap();
+            assert!(part.len() <= 30_000);
+            joined.extend(part);
+        }
+        assert_eq!(joined, data);
+        assert!(plan.read_chunk(&path, 5).await.is_err());
+        assert!(plan.read_chunk(&path, 0).await.is_err());
+    }
+
     #[test]
     fn plan_spans_cover_the_file_exactly() {
         let plan = ChunkPlan {
@@ -432,6 +511,7 @@ mod tests {
             chunk_size: 10,
             chunks: 3,
             compress: false,
+            level: 6,
         };
         assert_eq!(plan.span(1), (0, 10));
         assert_eq!(plan.span(2), (10, 10));
@@ -445,6 +525,7 @@ mod tests {
             chunk_size: 10,
             chunks: 1,
             compress: true,
+            level: 6,
         };
         assert_eq!(empty.span(1), (0, 0));
     }

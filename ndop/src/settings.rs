@@ -14,7 +14,7 @@
 //! | `shared_key` | `NDOP_MESH_SHARED_KEY` | the environment's shared secret (HMAC key) |
 //! | `cert`, `key` | `NDOP_MESH_CERT`, `NDOP_MESH_KEY` | client certificate and key (PEM) for mutual TLS |
 //! | `ca` | `NDOP_MESH_CA` | CA bundle (PEM) to trust instead of the public roots |
-//! | `chunk_size`, `compress`, `retries`, `timeout_secs` | — | sending and retry tuning |
+//! | `chunk_size`, `compress`, `compress_level`, `retries`, `timeout_secs` | — | sending and retry tuning |
 //!
 //! Relative paths in the file are relative to the file's directory. Secrets are held in
 //! [`Secret`], whose `Debug` prints `<redacted>`, so no `{:?}` of the settings, and no log line,
@@ -85,6 +85,8 @@ pub(crate) struct MeshSettings {
     pub chunk_size: Option<u64>,
     /// Gzip each chunk on the way out.
     pub compress: Option<bool>,
+    /// Gzip level, 0 (fastest) to 9 (smallest); default 6.
+    pub compress_level: Option<u32>,
     /// Retries of requests that are safe to repeat.
     pub retries: Option<u32>,
     /// Time limit of one HTTP request, in seconds.
@@ -198,6 +200,7 @@ impl MeshSettings {
             ca: self.ca.or(lower.ca),
             chunk_size: self.chunk_size.or(lower.chunk_size),
             compress: self.compress.or(lower.compress),
+            compress_level: self.compress_level.or(lower.compress_level),
             retries: self.retries.or(lower.retries),
             timeout_secs: self.timeout_secs.or(lower.timeout_secs),
         }
@@ -269,6 +272,10 @@ impl MeshSettings {
             .with_shared_key(shared_key.expose())
             .with_application_name("ndop")
             .with_compression(self.compress.or(defaults.compress).unwrap_or(true))
+            .with_compression_level(
+                self.compress_level
+                    .unwrap_or(mesh_client::DEFAULT_COMPRESS_LEVEL),
+            )
             .with_chunk_size(self.chunk_size.unwrap_or(mesh_client::DEFAULT_CHUNK_SIZE))
             .with_retries(
                 self.retries.or(defaults.retries).unwrap_or(3),
@@ -317,6 +324,7 @@ mod tests {
         key = "/abs/client.key"
         chunk_size = 1000000
         compress = false
+        compress_level = 1
         [cache]
         max_age_days = 21
     "#;
@@ -347,13 +355,16 @@ mod tests {
         assert_eq!(s.shared_key, Some(Secret::new("file-key")));
         assert_eq!(s.env.as_deref(), Some("live"), "an empty variable is unset");
         assert_eq!(s.compress, Some(false));
+        assert_eq!(s.compress_level, Some(1));
         assert_eq!(s.retries, Some(3));
         let c = s.client_config().unwrap();
         assert_eq!(c.mailbox(), "X26CLI1");
         let dbg = format!("{c:?}");
         assert!(dbg.contains("environment: Live"), "{dbg}");
         assert!(
-            dbg.contains("chunk_size: 1000000") && dbg.contains("compress: false"),
+            dbg.contains("chunk_size: 1000000")
+                && dbg.contains("compress: false")
+                && dbg.contains("compress_level: 1"),
             "{dbg}"
         );
     }

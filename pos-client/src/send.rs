@@ -224,7 +224,6 @@ async fn send_pair(
                         client,
                         journal,
                         pair,
-                        &opts,
                         &id,
                         upload.chunks_done + 1,
                         &plan,
@@ -282,7 +281,7 @@ async fn send_pair(
                 }))?;
                 tracing::info!(message_id = %id, "found an unfinished upload by its LocalId; resuming it");
                 progress(plan.bytes_through(1));
-                upload_rest(client, journal, pair, &opts, &id, 2, &plan, progress).await?;
+                upload_rest(client, journal, pair, &id, 2, &plan, progress).await?;
                 journal.append(submitted(&id, false))?;
                 return Ok((id, SendOutcome::Resumed));
             }
@@ -325,7 +324,7 @@ async fn send_pair(
         }))?;
     }
     progress(plan.bytes_through(1));
-    upload_rest(client, journal, pair, &opts, &id, 2, &plan, progress).await?;
+    upload_rest(client, journal, pair, &id, 2, &plan, progress).await?;
     journal.append(submitted(&id, false))?;
     Ok((id, SendOutcome::Sent))
 }
@@ -336,21 +335,41 @@ async fn upload_rest(
     client: &MeshClient,
     journal: &mut Journal,
     pair: &Pair,
-    opts: &SendOptions,
     message_id: &str,
     from: u32,
     plan: &mesh_client::ChunkPlan,
     progress: &(dyn Fn(u64) + Send + Sync),
 ) -> Result<(), Error> {
+    let context = |n: u32| {
+        format!(
+            "sending chunk {n} of {} of {}",
+            plan.chunks,
+            pair.dat.display()
+        )
+    };
+    // chunks are read and gzip'd ahead, in parallel, while the one before them uploads
+    let window = read_ahead(plan.chunk_size);
+    let mut ahead = ReadAhead(std::collections::VecDeque::new());
+    let mut next = from;
     for n in from..=plan.chunks {
-        client
-            .send_chunk(&pair.dat, opts, Some(message_id), n)
+        while next <= plan.chunks && next < n.saturating_add(window) {
+            let (path, plan, k) = (pair.dat.clone(), *plan, next);
+            ahead
+                .0
+                .push_back(tokio::spawn(async move { plan.read_chunk(&path, k).await }));
+            next += 1;
+        }
+        let Some(task) = ahead.0.pop_front() else {
+            break;
+        };
+        let body = task
             .await
-            .map_err(mesh(format!(
-                "sending chunk {n} of {} of {}",
-                plan.chunks,
-                pair.dat.display()
-            )))?;
+            .map_err(|e| processor::Error::read(&pair.dat, std::io::Error::other(e)))?
+            .map_err(mesh(context(n)))?;
+        client
+            .upload_chunk(message_id, n, plan, body)
+            .await
+            .map_err(mesh(context(n)))?;
         crash_point(&format!("after-chunk-{n}"));
         if n < plan.chunks {
             journal.append(Entry::Chunk(ChunkDone {
@@ -453,6 +472,25 @@ async fn look_up(
 fn crash_point(point: &str) {
     if std::env::var_os("NDOP_TEST_CRASH_AT").is_some_and(|v| v == point) {
         std::process::abort();
+    }
+}
+
+/// How many chunks [`upload_rest`] reads and compresses ahead: one per core, at most 4, and
+/// at most 256 MiB of chunks (each held until it is uploaded), at least one.
+fn read_ahead(chunk_size: u64) -> u32 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let by_memory = (256 << 20) / chunk_size.max(1);
+    cores.min(4).min(by_memory).max(1) as u32
+}
+
+/// Chunks being read ahead; those not needed (an upload failed) are cancelled on drop.
+struct ReadAhead<T>(std::collections::VecDeque<tokio::task::JoinHandle<T>>);
+
+impl<T> Drop for ReadAhead<T> {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
     }
 }
 

@@ -63,6 +63,11 @@ pub(crate) struct RunArgs {
     #[command(flatten)]
     pub poll: PollArgs,
 
+    /// Gzip level of the chunks sent: 0 (stored) to 9 (smallest, slowest); default 6, or
+    /// `compress_level` in the [mesh] table.
+    #[arg(long, value_name = "0-9", value_parser = clap::value_parser!(u32).range(0..=9))]
+    pub compress_level: Option<u32>,
+
     #[command(flatten)]
     pub mesh: MeshArgs,
 
@@ -92,7 +97,11 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<u8> {
         scan: args.input.scan_options(),
         work: args.work.clone(),
         out,
-        settings: args.mesh.settings()?,
+        settings: {
+            let mut s = args.mesh.settings()?;
+            s.compress_level = args.compress_level.or(s.compress_level);
+            s
+        },
         tag: args.tag.clone(),
         max_records: args.max_records,
         poll: args.poll.options()?,

@@ -12,7 +12,9 @@ use std::path::PathBuf;
 ///
 /// Each .ctl names the recipient, workflow, Subject and LocalId. Shows a progress bar. Each accepted submission is appended to the journal
 /// (WORK/journal.jsonl); pairs already in the journal are never sent twice, and an
-/// interrupted chunked upload resumes where it stopped.
+/// interrupted chunked upload resumes where it stopped. A send cut off after MESH accepted a
+/// file but before the journal recorded it is found again by its LocalId (MESH tracking) and
+/// adopted, not sent twice.
 ///
 /// Examples:
 ///   NDOP_MESH_PASSWORD=... NDOP_MESH_SHARED_KEY=... ndop send outbox --mailbox X26ABC1
@@ -20,6 +22,7 @@ use std::path::PathBuf;
 ///   ndop send outbox --mesh http://127.0.0.1:8700 --mailbox X26ABC1   (a local mock-mesh)
 ///   ndop send outbox --mesh-folder /mesh/data/X26ABC1 --mailbox X26ABC1 (an installed MESH client)
 ///   ndop send outbox --meshclient-cfg /mesh/app/meshclient.cfg --mailbox X26ABC1
+///   ndop send outbox --compress-level 1     (faster gzip, bigger upload: for a fast link)
 ///
 /// With --mesh-folder or --meshclient-cfg, each pair is handed to the installed MESH client
 /// (written under a dot-name, journaled, renamed into OUT, .dat first) and the command returns;
@@ -35,6 +38,11 @@ pub(crate) struct SendArgs {
     /// directory).
     #[arg(long, value_name = "DIR")]
     pub work: Option<PathBuf>,
+
+    /// Gzip level of the chunks: 0 (stored) to 9 (smallest, slowest); default 6, or
+    /// `compress_level` in the [mesh] table.
+    #[arg(long, value_name = "0-9", value_parser = clap::value_parser!(u32).range(0..=9))]
+    pub compress_level: Option<u32>,
 
     #[command(flatten)]
     pub mesh: MeshArgs,
@@ -76,7 +84,9 @@ pub(crate) fn run(args: SendArgs) -> anyhow::Result<u8> {
         );
         return Ok(exit::OK);
     }
-    let client = args.mesh.client()?;
+    let mut settings = args.mesh.settings()?;
+    settings.compress_level = args.compress_level.or(settings.compress_level);
+    let client = crate::args::client_for(&settings)?;
     let mut journal = Journal::open(&work)?;
     let report = runtime()?.block_on(send_with_progress(&client, &mut journal, &args.inputs))?;
     print_json(&report)?;
