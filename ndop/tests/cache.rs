@@ -288,9 +288,7 @@ fn cache_applies_the_newest_fresh_check_as_of_a_date() {
         "--column",
         "nhs_number",
         "--allowed",
-        empty_result(&dir.path().join("none.dat"))
-            .to_str()
-            .unwrap(),
+        empty_result(&dir.path().join("none.dat")).to_str().unwrap(),
         "--as-of",
         "2026-10-12",
         "--out",
