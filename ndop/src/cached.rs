@@ -39,6 +39,11 @@ pub(crate) struct Window {
 }
 
 impl WindowArgs {
+    /// Whether any window option was given (they mean nothing without a cache).
+    pub(crate) fn given(&self) -> bool {
+        self.as_of.is_some() || self.allow_stale_cache || self.environment.is_some()
+    }
+
     /// Checks and resolves the options; a maximum age over 21 days without the override is
     /// refused.
     pub(crate) fn resolve(&self) -> anyhow::Result<Window> {

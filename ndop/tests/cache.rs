@@ -119,6 +119,12 @@ fn mesh_at(at: DateTime<Utc>, seed: u64) -> (tokio::runtime::Runtime, mock_mesh:
     (rt, mesh)
 }
 
+/// An empty POS result file.
+fn empty_result(path: &Path) -> PathBuf {
+    std::fs::write(path, "").unwrap();
+    path.to_path_buf()
+}
+
 /// The naive oracle: for each number, the newest check at or before `as_of`, no older than
 /// `max_age`, that requested it decides. `Some(true)` allowed, `Some(false)` opted out, `None`
 /// not checked.
@@ -274,6 +280,22 @@ fn cache_applies_the_newest_fresh_check_as_of_a_date() {
     );
     assert_eq!(strict.status.code(), Some(1));
     assert!(out.exists());
+
+    // an as-of date without a cache means nothing: refused
+    let no_cache = ndop(&[
+        "filter",
+        extract.to_str().unwrap(),
+        "--column",
+        "nhs_number",
+        "--allowed",
+        empty_result(&dir.path().join("none.dat")).to_str().unwrap(),
+        "--as-of",
+        "2026-10-12",
+        "--out",
+        dir.path().join("nc.csv").to_str().unwrap(),
+    ]);
+    assert_eq!(no_cache.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&no_cache.stderr).contains("give --cache DIR"));
 
     // over 21 days: refused, then overridden and audited
     let out = dir.path().join("stale.csv");

@@ -38,7 +38,8 @@ struct Args {
     rounds: usize,
 }
 
-/// Valid prefixes are about 91% of all; draw each with the probability that gives `n`.
+/// Draws valid numbers uniformly from prefixes 100M..10^9, each with the probability that gives
+/// about `n` (a worst case for the roaring containers: real numbers cluster in issued ranges).
 fn write_batch(work: &Path, n: u64, opt_out: f64) -> anyhow::Result<()> {
     let prepared = work.join("prepared");
     let replies = work.join("replies");
@@ -54,7 +55,8 @@ fn write_batch(work: &Path, n: u64, opt_out: f64) -> anyhow::Result<()> {
     );
     let (mut hreq, mut hres) = (Sha256::new(), Sha256::new());
     let (mut requested, mut returned, mut rbytes, mut sbytes) = (0u64, 0u64, 0u64, 0u64);
-    let p = n as f64 / 909_090_909.0;
+    // about 818M of the 900M prefixes from 100M up have a check digit
+    let p = n as f64 / 818_181_818.0;
     let mut rng = Rng(1);
     let mut d = [0u8; 10];
     for prefix in 100_000_000u32..1_000_000_000 {

@@ -78,6 +78,12 @@ pub(crate) fn run(args: FilterArgs) -> anyhow::Result<u8> {
     let [extract] = args.input.inputs.as_slice() else {
         bail!("filter takes exactly one extract");
     };
+    if args.cache.is_none() && args.window.given() {
+        bail!(processor::Error::Usage(
+            "--as-of, --allow-stale-cache and --environment apply a results cache: give --cache DIR"
+                .into()
+        ));
+    }
     let lines = args.input.engine.scan_options();
     let mut cached = None;
     let (allowed, requested) = if let Some(dir) = &args.cache {
