@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Creates (once) the Python virtual environment used by the interop tests and benchmarks:
-# NHS England's official MESH client and its MESH sandbox, pinned, from PyPI.
+# NHS England's official MESH client and its MESH sandbox, pinned, from PyPI; DuckDB for the
+# engine benchmark's comparison (tools/duckdb_prepare.py).
 # Prints the path of the environment's python on stdout. Safe to run concurrently.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 venv="${NDOP_PYTHON_VENV:-$root/.venv}"
-want="mesh-client==5.0.2 mesh-sandbox==1.0.137 uvicorn"
+want="mesh-client==5.0.2 mesh-sandbox==1.0.137 uvicorn duckdb==1.5.6"
 exec 9>"$root/.venv.lock"
 flock 9
 if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/.ndop-packages" 2>/dev/null)" != "$want" ]; then

@@ -18,6 +18,13 @@ const WORDS: usize = PREFIXES.div_ceil(64);
 const GROUP: usize = 64;
 const GROUPS: usize = WORDS.div_ceil(GROUP);
 
+/// Groups in one slice of [`NumberSet::for_each_prefix_in_slice`].
+const SLICE_GROUPS: usize = 256;
+/// Prefixes in one slice of [`NumberSet::for_each_prefix_in_slice`]: 2^20, about a million.
+pub(crate) const SLICE_PREFIXES: usize = SLICE_GROUPS * GROUP * 64;
+/// The number of slices of [`NumberSet::for_each_prefix_in_slice`].
+pub(crate) const SLICES: usize = PREFIXES.div_ceil(SLICE_PREFIXES);
+
 /// A set of valid NHS numbers.
 pub struct NumberSet {
     words: Vec<AtomicU64>,
@@ -35,8 +42,10 @@ impl NumberSet {
     /// An empty set. The memory is reserved, not touched: only pages holding members become
     /// resident.
     pub fn new() -> Self {
+        let words = zeroed_atomics(WORDS);
+        advise_huge_pages(&words);
         NumberSet {
-            words: zeroed_atomics(WORDS),
+            words,
             groups: zeroed_atomics(GROUPS.div_ceil(64)),
         }
     }
@@ -78,6 +87,34 @@ impl NumberSet {
         self.words[key >> 6].load(Relaxed) & (1u64 << (key & 63)) != 0
     }
 
+    /// Inserts every prefix of `batches`, bucket by bucket across the batches (see
+    /// [`Partitioned`]); returns how many were already in the set or earlier in the batches.
+    /// The set, and the count, are exactly as if the prefixes were inserted one at a time. It
+    /// takes `&mut self`: nothing else touches the map meanwhile, so no atomic operation is
+    /// needed.
+    pub(crate) fn insert_batches(&mut self, batches: &[Partitioned]) -> u64 {
+        let mut duplicates = 0u64;
+        let words = &mut self.words;
+        let groups = &mut self.groups;
+        for b in 0..BUCKETS {
+            for batch in batches {
+                for &p in batch.bucket(b) {
+                    let key = p as usize;
+                    let word = words[key >> 6].get_mut();
+                    let mask = 1u64 << (key & 63);
+                    let old = *word;
+                    *word = old | mask;
+                    duplicates += (old & mask != 0) as u64;
+                    if old == 0 {
+                        let group = key >> 6 >> 6;
+                        *groups[group >> 6].get_mut() |= 1u64 << (group & 63);
+                    }
+                }
+            }
+        }
+        duplicates
+    }
+
     /// The number of members.
     pub fn len(&self) -> u64 {
         let mut n = 0u64;
@@ -96,9 +133,30 @@ impl NumberSet {
     }
 
     /// Calls `f` with the word range of every group that was ever written, in order.
-    fn for_each_group(&self, mut f: impl FnMut(std::ops::Range<usize>)) {
-        for (gi, g) in self.groups.iter().enumerate() {
-            let mut bits = g.load(Relaxed);
+    fn for_each_group(&self, f: impl FnMut(std::ops::Range<usize>)) {
+        self.for_each_group_in(0..GROUPS, f)
+    }
+
+    /// Calls `f` with the word range of every group among `groups` that was ever written, in
+    /// order.
+    fn for_each_group_in(
+        &self,
+        groups: std::ops::Range<usize>,
+        mut f: impl FnMut(std::ops::Range<usize>),
+    ) {
+        let (first, last) = (groups.start, groups.end.min(GROUPS));
+        if first >= last {
+            return;
+        }
+        for gi in first / 64..last.div_ceil(64) {
+            let mut bits = self.groups[gi].load(Relaxed);
+            // Keep only the groups inside `first..last`.
+            if gi == first / 64 {
+                bits &= u64::MAX << (first % 64);
+            }
+            if gi == (last - 1) / 64 && last % 64 != 0 {
+                bits &= u64::MAX >> (64 - last % 64);
+            }
             while bits != 0 {
                 let group = gi * 64 + bits.trailing_zeros() as usize;
                 bits &= bits - 1;
@@ -106,6 +164,23 @@ impl NumberSet {
                 f(start..(start + GROUP).min(WORDS));
             }
         }
+    }
+
+    /// Calls `f` with the nine-digit prefix of every member in the slice `slice` of the
+    /// prefixes cut into [`SLICE_PREFIXES`]-sized slices, in ascending order. The slices
+    /// together cover every prefix, so writers can work on them in parallel.
+    pub(crate) fn for_each_prefix_in_slice(&self, slice: usize, mut f: impl FnMut(u32)) {
+        let groups = slice * SLICE_GROUPS..(slice + 1) * SLICE_GROUPS;
+        self.for_each_group_in(groups, |range| {
+            for i in range {
+                let mut bits = self.words[i].load(Relaxed);
+                while bits != 0 {
+                    let b = bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    f((i * 64 + b) as u32);
+                }
+            }
+        })
     }
 
     /// Calls `f` with every member in ascending order.
@@ -152,6 +227,89 @@ impl NumberSet {
     }
 }
 
+/// Prefixes per bucket of a [`Partitioned`] batch, as a power of two: 2^21 prefixes are a
+/// 256 KiB slice of the map, which stays in a core's L2 cache while its bucket is inserted.
+const BUCKET_SHIFT: u32 = 21;
+/// Buckets over the whole prefix range.
+const BUCKETS: usize = (PREFIXES - 1) / (1 << BUCKET_SHIFT) + 1;
+
+/// One block's prefixes (below 10^9), grouped by the slice of the map they fall in: a radix
+/// partition by their high bits, made by the worker that read the block.
+///
+/// Inserting a national extract's prefixes one by one, as they are read, costs a cache miss
+/// each: tens of millions of distinct numbers spread over 37.5 MiB (England's ranges) or
+/// 119 MiB (the whole range) of map. [`NumberSet::insert_batches`] instead takes many blocks'
+/// partitions and inserts bucket by bucket, so each 256 KiB slice of the map is brought into the
+/// cache once per batch and every insertion after the first hits it (see docs/PERFORMANCE.md,
+/// "De-duplication at national scale", for the alternatives measured).
+#[derive(Default)]
+pub(crate) struct Partitioned {
+    prefixes: Vec<u32>,
+    /// Where each bucket starts in `prefixes` (and where the last ends); empty when there are
+    /// no prefixes.
+    starts: Vec<u32>,
+}
+
+impl Partitioned {
+    /// Partitions `raw` (left empty, its capacity kept for the next block).
+    pub(crate) fn new(raw: &mut Vec<u32>) -> Self {
+        if raw.is_empty() {
+            return Partitioned::default();
+        }
+        let mut starts = vec![0u32; BUCKETS + 1];
+        for &p in raw.iter() {
+            starts[(p >> BUCKET_SHIFT) as usize + 1] += 1;
+        }
+        for b in 0..BUCKETS {
+            starts[b + 1] += starts[b];
+        }
+        let mut next = starts.clone();
+        let mut prefixes = vec![0u32; raw.len()];
+        for &p in raw.iter() {
+            let at = &mut next[(p >> BUCKET_SHIFT) as usize];
+            prefixes[*at as usize] = p;
+            *at += 1;
+        }
+        raw.clear();
+        Partitioned { prefixes, starts }
+    }
+
+    /// The number of prefixes.
+    pub(crate) fn len(&self) -> usize {
+        self.prefixes.len()
+    }
+
+    fn bucket(&self, b: usize) -> &[u32] {
+        match self.starts.get(b..b + 2) {
+            Some(&[start, end]) => &self.prefixes[start as usize..end as usize],
+            _ => &[],
+        }
+    }
+}
+
+/// Asks Linux to back the map with transparent huge pages (2 MiB) where it can: a national set
+/// touches the map all over, and with 4 KiB pages nearly every insertion would also miss the
+/// TLB. Only the pages written become resident, as before, but 2 MiB at a time (a sparse set of
+/// the 999 range holds one or two). A hint: where THP is off, nothing changes.
+fn advise_huge_pages(words: &[AtomicU64]) {
+    #[cfg(target_os = "linux")]
+    {
+        const PAGE: usize = 4096;
+        let start = words.as_ptr() as usize;
+        let end = start + std::mem::size_of_val(words);
+        let (first, last) = (start.next_multiple_of(PAGE), end / PAGE * PAGE);
+        if first < last {
+            // SAFETY: the range lies inside the live allocation of `words` and is page-aligned;
+            // MADV_HUGEPAGE changes how the kernel backs the memory, never its contents.
+            unsafe {
+                libc::madvise(first as *mut libc::c_void, last - first, libc::MADV_HUGEPAGE);
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = words;
+}
+
 /// `n` zeroed atomics. `vec![0; n]` asks the allocator for zeroed memory (calloc), which leaves
 /// the pages unmapped until written.
 fn zeroed_atomics(n: usize) -> Vec<AtomicU64> {
@@ -191,5 +349,90 @@ mod tests {
         let mut last = 0;
         s.for_each(|n| last = n);
         assert_eq!(last, 9999999999);
+    }
+}
+
+#[cfg(test)]
+mod partitioned_tests {
+    //! The radix-partitioned insertion and the sliced iteration against a `HashSet` oracle, on
+    //! random prefixes spread over the whole range (0 and 999,999,999 included), partitioned by
+    //! 1 and by 4 threads and inserted in one batch or several.
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::{BTreeSet, HashSet};
+
+    /// Random prefixes over the whole range, with repeats and the two ends.
+    fn prefixes() -> impl Strategy<Value = Vec<u32>> {
+        let one = prop_oneof![
+            4 => 0u32..PREFIXES as u32,
+            1 => Just(0u32),
+            1 => Just(PREFIXES as u32 - 1),
+            // The last prefix of a word: neighbours share a word, a group, a bucket.
+            1 => (0u32..PREFIXES as u32 / 64).prop_map(|w| w * 64 + 63),
+        ];
+        proptest::collection::vec(one, 0..400).prop_flat_map(|v| {
+            let n = v.len().max(1);
+            let picks = proptest::collection::vec(any::<prop::sample::Index>(), 0..n);
+            (Just(v), picks).prop_map(|(mut v, picks)| {
+                // Repeats of earlier prefixes.
+                if !v.is_empty() {
+                    let again: Vec<u32> = picks.iter().map(|i| v[i.index(v.len())]).collect();
+                    v.extend(again);
+                }
+                v
+            })
+        })
+    }
+
+    /// Partitions `all` in `threads` parts on as many threads, then inserts the parts
+    /// `per_batch` at a time; returns the set and the duplicates counted.
+    fn insert(all: &[u32], threads: usize, per_batch: usize) -> (NumberSet, u64) {
+        let per = all.len().div_ceil(threads).max(1);
+        let parts: Vec<Partitioned> = std::thread::scope(|s| {
+            let handles: Vec<_> = all
+                .chunks(per)
+                .map(|part| s.spawn(move || Partitioned::new(&mut part.to_vec())))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let mut set = NumberSet::new();
+        let duplicates = parts.chunks(per_batch).map(|b| set.insert_batches(b)).sum();
+        (set, duplicates)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+        #[test]
+        fn partitioned_insertion_matches_a_hashset(
+            all in prefixes(),
+            threads in prop_oneof![Just(1usize), Just(4)],
+            per_batch in 1usize..4,
+        ) {
+            let oracle: HashSet<u32> = all.iter().copied().collect();
+            let (set, duplicates) = insert(&all, threads, per_batch);
+            prop_assert_eq!(duplicates, (all.len() - oracle.len()) as u64);
+            prop_assert_eq!(set.len(), oracle.len() as u64);
+            prop_assert_eq!(set.is_empty(), oracle.is_empty());
+            let sorted: Vec<u32> = oracle.iter().copied().collect::<BTreeSet<_>>().into_iter().collect();
+            let mut members = Vec::new();
+            set.for_each_prefix(|p| members.push(p));
+            prop_assert_eq!(&members, &sorted);
+            let mut sliced = Vec::new();
+            for slice in 0..SLICES {
+                let before = sliced.len();
+                set.for_each_prefix_in_slice(slice, |p| sliced.push(p));
+                for &p in &sliced[before..] {
+                    prop_assert_eq!(p as usize / SLICE_PREFIXES, slice);
+                }
+            }
+            prop_assert_eq!(&sliced, &sorted);
+            for &p in &all {
+                prop_assert!(set.contains_prefix(p));
+                prop_assert!(!set.insert_prefix(p));
+            }
+            for p in [1u32, 500_000_000, PREFIXES as u32 - 2] {
+                prop_assert_eq!(set.contains_prefix(p), oracle.contains(&p));
+            }
+        }
     }
 }
