@@ -13,8 +13,8 @@ use crate::files::{create_private, sync_dir, write_atomic};
 use crate::nhs::digits_of_prefix;
 use crate::pos::{is_mailbox_id, PosEnv};
 use crate::seen::{NumberSet, SLICES};
-use rayon::prelude::*;
 use chrono::NaiveDate;
+use rayon::prelude::*;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::fs::File;
@@ -218,7 +218,11 @@ impl Splitter<'_> {
     /// Appends whole lines, starting a new file whenever the current one is full.
     fn write_lines(&mut self, mut lines: &[u8]) -> Result<()> {
         while !lines.is_empty() {
-            if self.current.as_ref().is_some_and(|w| w.records == self.per_file) {
+            if self
+                .current
+                .as_ref()
+                .is_some_and(|w| w.records == self.per_file)
+            {
                 if let Some(w) = self.current.take() {
                     let file = w.finish(self.opts, self.created)?;
                     self.files.push(file);
@@ -229,7 +233,8 @@ impl Splitter<'_> {
                 None => {
                     let stem = file_stem(self.opts, self.seq)?;
                     self.seq += 1;
-                    self.current.insert(DatWriter::create(&self.opts.dir, stem, self.created)?)
+                    self.current
+                        .insert(DatWriter::create(&self.opts.dir, stem, self.created)?)
                 }
             };
             let room = (self.per_file - w.records).min((lines.len() / self.line_len) as u64);

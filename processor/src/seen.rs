@@ -74,6 +74,24 @@ impl NumberSet {
         old & mask == 0
     }
 
+    /// Asks the CPU to bring the word holding `prefix` into the cache, without waiting for it.
+    #[inline(always)]
+    fn prefetch(&self, prefix: u32) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let word = &self.words[prefix as usize >> 6];
+            // SAFETY: a prefetch is only a hint: it never faults and changes no memory, and the
+            // address is that of a live word of the map anyway.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    (word as *const AtomicU64).cast::<i8>(),
+                )
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = prefix;
+    }
+
     /// True if the number's prefix is in the set.
     #[inline]
     pub fn contains(&self, number: u64) -> bool {
@@ -85,34 +103,6 @@ impl NumberSet {
     pub(crate) fn contains_prefix(&self, prefix: u32) -> bool {
         let key = prefix as usize;
         self.words[key >> 6].load(Relaxed) & (1u64 << (key & 63)) != 0
-    }
-
-    /// Inserts every prefix of `batches`, bucket by bucket across the batches (see
-    /// [`Partitioned`]); returns how many were already in the set or earlier in the batches.
-    /// The set, and the count, are exactly as if the prefixes were inserted one at a time. It
-    /// takes `&mut self`: nothing else touches the map meanwhile, so no atomic operation is
-    /// needed.
-    pub(crate) fn insert_batches(&mut self, batches: &[Partitioned]) -> u64 {
-        let mut duplicates = 0u64;
-        let words = &mut self.words;
-        let groups = &mut self.groups;
-        for b in 0..BUCKETS {
-            for batch in batches {
-                for &p in batch.bucket(b) {
-                    let key = p as usize;
-                    let word = words[key >> 6].get_mut();
-                    let mask = 1u64 << (key & 63);
-                    let old = *word;
-                    *word = old | mask;
-                    duplicates += (old & mask != 0) as u64;
-                    if old == 0 {
-                        let group = key >> 6 >> 6;
-                        *groups[group >> 6].get_mut() |= 1u64 << (group & 63);
-                    }
-                }
-            }
-        }
-        duplicates
     }
 
     /// The number of members.
@@ -227,63 +217,64 @@ impl NumberSet {
     }
 }
 
-/// Prefixes per bucket of a [`Partitioned`] batch, as a power of two: 2^21 prefixes are a
-/// 256 KiB slice of the map, which stays in a core's L2 cache while its bucket is inserted.
-const BUCKET_SHIFT: u32 = 21;
-/// Buckets over the whole prefix range.
-const BUCKETS: usize = (PREFIXES - 1) / (1 << BUCKET_SHIFT) + 1;
+/// Prefixes an [`Inserter`] holds between prefetching a word and setting its bit: enough
+/// cache misses in flight to cover the memory latency, few enough that the prefetched lines are
+/// still in L1 when their turn comes.
+const LAG: usize = 16;
 
-/// One block's prefixes (below 10^9), grouped by the slice of the map they fall in: a radix
-/// partition by their high bits, made by the worker that read the block.
+/// Inserts prefixes into a [`NumberSet`] with their cache misses overlapped, for a set too big
+/// for the cache (a national extract's tens of millions of distinct numbers spread over 37.5 MiB
+/// of map for England's ranges, 119 MiB for the whole range).
 ///
-/// Inserting a national extract's prefixes one by one, as they are read, costs a cache miss
-/// each: tens of millions of distinct numbers spread over 37.5 MiB (England's ranges) or
-/// 119 MiB (the whole range) of map. [`NumberSet::insert_batches`] instead takes many blocks'
-/// partitions and inserts bucket by bucket, so each 256 KiB slice of the map is brought into the
-/// cache once per batch and every insertion after the first hits it (see docs/PERFORMANCE.md,
-/// "De-duplication at national scale", for the alternatives measured).
-#[derive(Default)]
-pub(crate) struct Partitioned {
-    prefixes: Vec<u32>,
-    /// Where each bucket starts in `prefixes` (and where the last ends); empty when there are
-    /// no prefixes.
-    starts: Vec<u32>,
+/// Inserting one prefix at a time waits for each miss in turn: the atomic `fetch_or` of a new
+/// member cannot start until its line arrives, and it holds back the loads behind it. Here each
+/// prefix's word is prefetched when it is pushed and its bit set `LAG` pushes later, when the
+/// line is (most likely) in L1, so up to `LAG` misses are in flight at once. The set and the
+/// number of duplicates are exactly as if each prefix were inserted when pushed: the prefixes
+/// are inserted in the same order by the same thread. For a set that fits in the cache (the
+/// 999 range) the prefetches hit and cost next to nothing. See docs/PERFORMANCE.md,
+/// "De-duplication at national scale", for the alternatives measured.
+pub(crate) struct Inserter<'a> {
+    set: &'a NumberSet,
+    ring: [u32; LAG],
+    pushed: usize,
+    /// Prefixes already in the set when their turn came.
+    duplicates: u64,
 }
 
-impl Partitioned {
-    /// Partitions `raw` (left empty, its capacity kept for the next block).
-    pub(crate) fn new(raw: &mut Vec<u32>) -> Self {
-        if raw.is_empty() {
-            return Partitioned::default();
+impl<'a> Inserter<'a> {
+    /// An inserter into `set`.
+    #[inline]
+    pub(crate) fn new(set: &'a NumberSet) -> Self {
+        Inserter {
+            set,
+            ring: [0; LAG],
+            pushed: 0,
+            duplicates: 0,
         }
-        let mut starts = vec![0u32; BUCKETS + 1];
-        for &p in raw.iter() {
-            starts[(p >> BUCKET_SHIFT) as usize + 1] += 1;
-        }
-        for b in 0..BUCKETS {
-            starts[b + 1] += starts[b];
-        }
-        let mut next = starts.clone();
-        let mut prefixes = vec![0u32; raw.len()];
-        for &p in raw.iter() {
-            let at = &mut next[(p >> BUCKET_SHIFT) as usize];
-            prefixes[*at as usize] = p;
-            *at += 1;
-        }
-        raw.clear();
-        Partitioned { prefixes, starts }
     }
 
-    /// The number of prefixes.
-    pub(crate) fn len(&self) -> usize {
-        self.prefixes.len()
+    /// Queues a prefix (below 10^9) for insertion.
+    #[inline(always)]
+    pub(crate) fn push(&mut self, prefix: u32) {
+        self.set.prefetch(prefix);
+        let slot = &mut self.ring[self.pushed % LAG];
+        if self.pushed >= LAG {
+            self.duplicates += !self.set.insert_prefix(*slot) as u64;
+        }
+        *slot = prefix;
+        self.pushed += 1;
     }
 
-    fn bucket(&self, b: usize) -> &[u32] {
-        match self.starts.get(b..b + 2) {
-            Some(&[start, end]) => &self.prefixes[start as usize..end as usize],
-            _ => &[],
+    /// Inserts what is still queued; returns how many of the pushed prefixes were duplicates
+    /// (already in the set, or pushed before).
+    #[inline]
+    pub(crate) fn finish(mut self) -> u64 {
+        let start = self.pushed.saturating_sub(LAG);
+        for i in start..self.pushed {
+            self.duplicates += !self.set.insert_prefix(self.ring[i % LAG]) as u64;
         }
+        self.duplicates
     }
 }
 
@@ -302,7 +293,11 @@ fn advise_huge_pages(words: &[AtomicU64]) {
             // SAFETY: the range lies inside the live allocation of `words` and is page-aligned;
             // MADV_HUGEPAGE changes how the kernel backs the memory, never its contents.
             unsafe {
-                libc::madvise(first as *mut libc::c_void, last - first, libc::MADV_HUGEPAGE);
+                libc::madvise(
+                    first as *mut libc::c_void,
+                    last - first,
+                    libc::MADV_HUGEPAGE,
+                );
             }
         }
     }
@@ -353,10 +348,11 @@ mod tests {
 }
 
 #[cfg(test)]
-mod partitioned_tests {
-    //! The radix-partitioned insertion and the sliced iteration against a `HashSet` oracle, on
-    //! random prefixes spread over the whole range (0 and 999,999,999 included), partitioned by
-    //! 1 and by 4 threads and inserted in one batch or several.
+mod inserter_tests {
+    //! The prefetching [`Inserter`] and the sliced iteration against a `HashSet` oracle, on
+    //! random prefixes spread over the whole range (0 and 999,999,999 included), inserted by 1
+    //! and by 4 threads at once, each through its own inserter, and the set filled in one round
+    //! or several.
     use super::*;
     use proptest::prelude::*;
     use std::collections::{BTreeSet, HashSet};
@@ -384,32 +380,42 @@ mod partitioned_tests {
         })
     }
 
-    /// Partitions `all` in `threads` parts on as many threads, then inserts the parts
-    /// `per_batch` at a time; returns the set and the duplicates counted.
-    fn insert(all: &[u32], threads: usize, per_batch: usize) -> (NumberSet, u64) {
-        let per = all.len().div_ceil(threads).max(1);
-        let parts: Vec<Partitioned> = std::thread::scope(|s| {
-            let handles: Vec<_> = all
-                .chunks(per)
-                .map(|part| s.spawn(move || Partitioned::new(&mut part.to_vec())))
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
-        });
-        let mut set = NumberSet::new();
-        let duplicates = parts.chunks(per_batch).map(|b| set.insert_batches(b)).sum();
+    /// Inserts `all` in `rounds` rounds, each split over `threads` threads pushing through
+    /// their own `Inserter`; returns the set and the duplicates the inserters counted.
+    fn insert(all: &[u32], threads: usize, rounds: usize) -> (NumberSet, u64) {
+        let set = NumberSet::new();
+        let mut duplicates = 0;
+        for round in all.chunks(all.len().div_ceil(rounds).max(1)) {
+            duplicates += std::thread::scope(|s| {
+                let handles: Vec<_> = round
+                    .chunks(round.len().div_ceil(threads).max(1))
+                    .map(|part| {
+                        let set = &set;
+                        s.spawn(move || {
+                            let mut ins = Inserter::new(set);
+                            for &p in part {
+                                ins.push(p);
+                            }
+                            ins.finish()
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).sum::<u64>()
+            });
+        }
         (set, duplicates)
     }
 
     proptest! {
         #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
         #[test]
-        fn partitioned_insertion_matches_a_hashset(
+        fn inserter_matches_a_hashset(
             all in prefixes(),
             threads in prop_oneof![Just(1usize), Just(4)],
-            per_batch in 1usize..4,
+            rounds in 1usize..4,
         ) {
             let oracle: HashSet<u32> = all.iter().copied().collect();
-            let (set, duplicates) = insert(&all, threads, per_batch);
+            let (set, duplicates) = insert(&all, threads, rounds);
             prop_assert_eq!(duplicates, (all.len() - oracle.len()) as u64);
             prop_assert_eq!(set.len(), oracle.len() as u64);
             prop_assert_eq!(set.is_empty(), oracle.is_empty());

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::files::create_private;
 use crate::nhs::{Field, Reason};
 use crate::scan::{Engine, Event, LineParser, ScanOptions, Span, Spanned};
-use crate::seen::{NumberSet, Partitioned};
+use crate::seen::{Inserter, NumberSet};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
@@ -65,6 +65,7 @@ impl Counts {
     fn add(&mut self, t: &Tally) {
         self.lines += t.lines;
         self.valid += t.valid;
+        self.duplicates += t.duplicates;
         self.blank += t.blank;
         self.normalised += t.normalised;
         self.placeholder += t.placeholder;
@@ -113,14 +114,15 @@ struct BadLine {
 struct Tally {
     lines: u64,
     valid: u64,
+    duplicates: u64,
     blank: u64,
     normalised: u64,
     placeholder: u64,
     invalid: [u64; Reason::ALL.len()],
     bad: Vec<BadLine>,
     values: Vec<u8>,
-    /// The valid numbers' prefixes, for the ordering thread to insert (see [`tally`]).
-    prefixes: Partitioned,
+    /// CSV: the valid numbers' prefixes, for the ordering thread to insert (see [`tally`]).
+    prefixes: Vec<u32>,
     span: Span,
 }
 
@@ -130,37 +132,29 @@ impl Spanned for Tally {
     }
 }
 
-thread_local! {
-    /// A worker's buffer of valid prefixes, reused from block to block.
-    static RAW: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Valid prefixes the ordering thread gathers (in blocks' [`Partitioned`] lists) before
-/// inserting them into the set: the more, the more insertions each slice of the map serves
-/// while it is in the cache (4 Mi prefixes: 16 MiB).
-const INSERT_BATCH: usize = 4 << 20;
-
-/// Counts one block and lists its valid numbers' prefixes, partitioned for
-/// [`NumberSet::insert_batches`]; the ordering thread inserts them, in input order. (A CSV
-/// block may also be a guess the engine throws away, see [`crate::scan`]: only the ordering
-/// thread knows which blocks count.)
+/// Counts one block. One-number-per-line blocks insert their numbers into `set` as they go
+/// (through an [`Inserter`], which overlaps the cache misses of a set too big for the cache).
+/// A CSV block may be a guess the engine throws away (see [`crate::scan`]), so it must leave
+/// `set` alone: it lists its numbers, and the ordering thread inserts them once the block is
+/// known to be right.
 fn tally(
     parser: &LineParser,
+    set: &NumberSet,
     keep_bad: bool,
     block: &[u8],
     at_eof: bool,
 ) -> Tally {
     let mut t = Tally::default();
+    let defer = parser.is_csv();
     // The fast path's counters are locals, apart from `t`, so they can live in registers.
     let (mut fast, mut fast_placeholder) = (0u64, 0u64);
-    // The valid prefixes, gathered in this thread's buffer, kept from block to block.
-    let mut raw = RAW.with_borrow_mut(std::mem::take);
+    let mut inserter = Inserter::new(set);
     let mut walk = parser.walk(block, at_eof);
     loop {
         walk.fast_lines(|l, _| {
             fast += 1;
             fast_placeholder += l.placeholder as u64;
-            raw.push(l.prefix);
+            inserter.push(l.prefix);
         });
         let Some((field, value, _)) = walk.next_other() else {
             break;
@@ -175,7 +169,11 @@ fn tally(
                 t.valid += 1;
                 t.normalised += normalised as u64;
                 t.placeholder += placeholder as u64;
-                raw.push((number / 10) as u32);
+                if defer {
+                    t.prefixes.push((number / 10) as u32);
+                } else if !set.insert(number) {
+                    t.duplicates += 1;
+                }
             }
             Field::Invalid(reason) => {
                 t.invalid[reason.index()] += 1;
@@ -198,8 +196,7 @@ fn tally(
     t.lines += fast;
     t.valid += fast;
     t.placeholder += fast_placeholder;
-    t.prefixes = Partitioned::new(&mut raw);
-    RAW.set(raw);
+    t.duplicates += inserter.finish();
     t.span = walk.span(t.lines);
     t
 }
@@ -261,10 +258,7 @@ pub fn validate(
     progress: &mut dyn FnMut(u64),
 ) -> Result<Validated> {
     let engine = Engine::new(opts)?;
-    let mut set = NumberSet::new();
-    let mut batch: Vec<Partitioned> = Vec::new();
-    let mut batched = 0usize;
-    let flush_at = std::env::var("NDOP_X_FLUSH").ok().and_then(|v| v.parse().ok()).unwrap_or(INSERT_BATCH);
+    let set = NumberSet::new();
     let mut counts = Counts::default();
     let mut per_input: Vec<InputSummary> = Vec::new();
     let mut report = match invalid_csv {
@@ -276,7 +270,7 @@ pub fn validate(
     let mut current = String::new();
     engine.run(
         inputs,
-        |parser, block, at_eof| tally(parser, keep_bad, block, at_eof),
+        |parser, block, at_eof| tally(parser, &set, keep_bad, block, at_eof),
         |event| {
             match event {
                 Event::Start(s) => {
@@ -306,13 +300,10 @@ pub fn validate(
                             r.row(&current, at, b.reason, value)?;
                         }
                     }
-                    counts.add(&out);
-                    batched += out.prefixes.len();
-                    batch.push(out.prefixes);
-                    if batched >= flush_at {
-                        counts.duplicates += set.insert_batches(&batch);
-                        (batch, batched) = (Vec::new(), 0);
+                    for &prefix in &out.prefixes {
+                        counts.duplicates += !set.insert_prefix(prefix) as u64;
                     }
+                    counts.add(&out);
                     if let Some(last) = per_input.last_mut() {
                         last.lines += out.lines;
                         last.invalid += out.invalid.iter().sum::<u64>();
@@ -325,7 +316,6 @@ pub fn validate(
             Ok(())
         },
     )?;
-    counts.duplicates += set.insert_batches(&batch);
     if let Some(r) = report {
         r.finish()?;
     }

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use std::io::Write;
 
 /// Distinct numbers drawn (a few thousand collide, and are duplicates).
-const DRAWN: usize = 3_000_000;
+const DRAWN: usize = 2_000_000;
 /// Records per `.dat`: odd, so the files end inside the writer's slices.
 const PER_FILE: u64 = 999_983;
 
@@ -82,7 +82,10 @@ fn prepare_writes_the_same_bytes_at_1_2_and_8_threads() {
         assert_eq!(s.threads, threads);
         assert_eq!(s.counts.unique, sorted.len() as u64);
         assert_eq!(s.counts.invalid, DRAWN.div_ceil(10) as u64);
-        assert_eq!(s.counts.duplicates, (DRAWN + DRAWN.div_ceil(10) - sorted.len()) as u64);
+        assert_eq!(
+            s.counts.duplicates,
+            (DRAWN + DRAWN.div_ceil(10) - sorted.len()) as u64
+        );
         assert_eq!(s.files.len(), sorted.len().div_ceil(PER_FILE as usize));
         let mut bytes = Vec::new();
         for (k, f) in s.files.iter().enumerate() {
@@ -97,7 +100,10 @@ fn prepare_writes_the_same_bytes_at_1_2_and_8_threads() {
             assert!(out.join(&f.ctl).exists());
             bytes.push(b);
         }
-        assert!(bytes.concat() == expected, "{threads} threads: wrong .dat bytes");
+        assert!(
+            bytes.concat() == expected,
+            "{threads} threads: wrong .dat bytes"
+        );
         let hashes: Vec<String> = s.files.iter().map(|f| f.sha256.clone()).collect();
         match &first {
             None => first = Some((bytes, hashes)),
