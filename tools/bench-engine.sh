@@ -48,7 +48,7 @@ for shape in ${SHAPES//,/ }; do
   f=$(shape_file "$shape")
   cat "$f" > /dev/null; cat "$f" > /dev/null   # into the page cache
   hyperfine --style basic --runs "$RUNS" --export-json "$B/engine-$shape.json" \
-    -n 'cat FILE > /dev/null' "cat $f > /dev/null" \
+    -n 'cat FILE > /dev/null' --prepare true "cat $f > /dev/null" \
     -n 'cat FILE > COPY' --prepare "rm -f $B/copy.dat" "cat $f > $B/copy.dat" \
     -n 'ndop validate FILE' --prepare true "$N validate $f > /dev/null" \
     -n 'ndop prepare FILE' --prepare "rm -rf $B/out" "$N prepare $f --out $B/out $P > /dev/null" \
@@ -75,9 +75,10 @@ res = {r["command"]: r for r in json.load(open(engine))["results"]}
 if duck != "null":
     res.update({r["command"]: r for r in json.load(open(duck))["results"]})
 med = {k: v["median"] for k, v in res.items()}
-truth = path[:-4] + ".truth.json"
 about = ""
-if os.path.exists(truth):
+for truth in (path[:-4] + ".truth.json", path + ".truth.json"):  # national_extract, ndop generate
+    if not os.path.exists(truth):
+        continue
     t = json.load(open(truth))
     about = f", {t['unique']:,} distinct, {t['invalid']:,} invalid"
 print(f"## {shape}: {path} ({os.path.getsize(path):,} bytes{about})")
