@@ -126,7 +126,7 @@ pub fn check_tag(tag: &str) -> Result<()> {
 /// later step fails.
 ///
 /// The work is split across the current rayon pool by prefix range: the pool formats the lines
-/// of fixed slices of the prefixes (see [`NumberSet::for_each_prefix_in_slice`]) while the
+/// of fixed slices of the prefixes (`NumberSet::for_each_prefix_in_slice`) while the
 /// calling thread hashes and writes the slices formatted before, in order. Every line has the
 /// same length, so where a file ends is a matter of counting; the bytes of every file are the
 /// same whatever the number of threads.

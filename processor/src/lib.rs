@@ -17,7 +17,7 @@
 //!
 //! `unsafe` is in three places, each with a `// SAFETY:` comment: the memory map (`mmap`), the
 //! SSE2 loads of the fast path and of the CSV grammar's masks (`swar`) and the number set's
-//! words taken as atomics ([`seen`]).
+//! words taken as atomics, their prefetch and the map's huge-page hint ([`seen`]).
 
 pub mod csv;
 pub mod ctl;
