@@ -2,7 +2,8 @@
 # Creates (once) the Python virtual environment used by the interop tests and benchmarks:
 # NHS England's official MESH client and its MESH sandbox, a FHIR STU3 client (fhirclient 3.2.0)
 # and FHIR models (fhir.resources: STU3 and R4B), pinned, from PyPI.
-# DuckDB (pinned) reads the cache's Parquet export in ndop/tests/cache.rs.
+# DuckDB (pinned) reads the cache's Parquet export in ndop/tests/cache.rs and is the engine
+# benchmark's comparison (tools/duckdb_prepare.py).
 # Prints the path of the environment's python on stdout. Safe to run concurrently.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"

@@ -1,15 +1,20 @@
 //! Criterion benchmarks of the processor engine (the whole-binary comparison with `cat`, `wc` and
 //! `sort -u` on a 100M-line file is in docs/PERFORMANCE.md, "Engine").
 //!
-//! * `engine/validate/{mmap,read}`: `processor::validate::validate` of a generated ~50 MB `.dat`
-//!   extract (CRLF, 10% duplicates, 0.1% invalid), no `invalid.csv`; Throughput::Bytes = input size.
-//! * `engine/prepare/{mmap,read}`: `processor::prepare::prepare` of the same file into a fresh
-//!   directory (`.dat` + `.ctl`, `invalid.csv`, `summary.json`); Throughput::Bytes = input size.
+//! * `engine/validate/{SHAPE}/{mmap,read}`: `processor::validate::validate` of a generated
+//!   ~50 MB `.dat` extract (3.9M CRLF lines), no `invalid.csv`; Throughput::Bytes = input size.
+//!   Shapes (the files of tools/bench-engine.sh, smaller): `national` (65% of the lines distinct
+//!   numbers over England's prefix ranges, 0.5% invalid: `ndop_benches::national`, bench data
+//!   only), `worst` (every valid line a new number over the whole range, 0.5% invalid) and `999`
+//!   (`processor::generate`: the 999 test range, 10% duplicates, 0.1% invalid). Pick shapes
+//!   with `NDOP_BENCH_SHAPES=national,999` (default: all three).
+//! * `engine/prepare/{SHAPE}/{mmap,read}`: `processor::prepare::prepare` of the same files into
+//!   a fresh directory (`.dat` + `.ctl`, `invalid.csv`, `summary.json`).
 //! * `engine/classify/*`: `processor::nhs::classify` of one field (bare, 3-3-4 spaced, invalid),
 //!   and `engine/classify_lines`: every line of a 1 MB slice of the file through `classify`
 //!   (Throughput::Bytes = slice size).
 //!
-//! The file is generated once into a tempdir with `processor::generate` (seed 1).
+//! Each file is generated once into a tempdir (seed 1).
 //! Run quickly: `cargo bench -p ndop-benches --bench engine -- --warm-up-time 1 --measurement-time 3`
 
 // criterion_group! defines an undocumented `pub fn`; a bench target has no API to document.
@@ -23,6 +28,7 @@ use std::time::Duration;
 
 use chrono::NaiveDate;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use ndop_benches::national;
 use processor::dat::{DatOptions, LineEnding};
 use processor::generate::{generate, GenFormat, GenerateOptions};
 use processor::nhs::{classify, Field, Rules};
@@ -41,18 +47,24 @@ struct Data {
     bytes: u64,
 }
 
-fn data() -> Data {
+/// The bench file of one shape (see the module docs).
+fn data(shape: &str) -> Data {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("extract.dat");
     let mut out = BufWriter::new(File::create(&path).expect("create"));
-    let opts = GenerateOptions {
-        lines: LINES,
-        seed: 1,
-        format: GenFormat::Dat,
-        line_ending: LineEnding::Crlf,
-        ..GenerateOptions::default()
+    let truth = if shape == "999" {
+        let opts = GenerateOptions {
+            lines: LINES,
+            seed: 1,
+            format: GenFormat::Dat,
+            line_ending: LineEnding::Crlf,
+            ..GenerateOptions::default()
+        };
+        generate(&mut out, &opts).expect("generate")
+    } else {
+        let opts = national::shape(shape, LINES).expect("shape");
+        national::generate_national(&mut out, &opts).expect("generate")
     };
-    let truth = generate(&mut out, &opts).expect("generate");
     drop(out);
     assert_eq!(truth.lines, LINES);
     let bytes = std::fs::metadata(&path).expect("stat").len();
@@ -87,48 +99,51 @@ fn dat_options(dir: &Path) -> DatOptions {
 const MODES: [(&str, IoMode); 2] = [("mmap", IoMode::Mmap), ("read", IoMode::Read)];
 
 fn engine(c: &mut Criterion) {
-    let d = data();
-    let inputs = vec![d.path.clone()];
+    let shapes = std::env::var("NDOP_BENCH_SHAPES").unwrap_or("national,worst,999".into());
+    for shape in shapes.split(',') {
+        let d = data(shape);
+        let inputs = vec![d.path.clone()];
 
-    let mut g = c.benchmark_group("engine/validate");
-    g.throughput(Throughput::Bytes(d.bytes));
-    g.sample_size(10);
-    for (name, io) in MODES {
-        let opts = scan(io);
-        g.bench_function(name, |b| {
-            b.iter(|| {
-                let v = validate(&inputs, &opts, None, &mut |_| {}).expect("validate");
-                assert_eq!(v.counts.lines, LINES);
-                black_box(v.counts.unique)
-            })
-        });
-    }
-    g.finish();
+        let mut g = c.benchmark_group("engine/validate");
+        g.throughput(Throughput::Bytes(d.bytes));
+        g.sample_size(10);
+        for (name, io) in MODES {
+            let opts = scan(io);
+            g.bench_function(format!("{shape}/{name}"), |b| {
+                b.iter(|| {
+                    let v = validate(&inputs, &opts, None, &mut |_| {}).expect("validate");
+                    assert_eq!(v.counts.lines, LINES);
+                    black_box(v.counts.unique)
+                })
+            });
+        }
+        g.finish();
 
-    let mut g = c.benchmark_group("engine/prepare");
-    g.throughput(Throughput::Bytes(d.bytes));
-    g.sample_size(10);
-    for (name, io) in MODES {
-        g.bench_function(name, |b| {
-            b.iter_batched(
-                || {
-                    let out = tempfile::tempdir().expect("out dir");
-                    let opts = PrepareOptions {
-                        scan: scan(io),
-                        dat: dat_options(out.path()),
-                    };
-                    (out, opts)
-                },
-                |(out, opts)| {
-                    let s = prepare(&inputs, &opts, &mut |_| {}).expect("prepare");
-                    assert_eq!(s.counts.lines, LINES);
-                    (out, s.files.len())
-                },
-                BatchSize::PerIteration,
-            )
-        });
+        let mut g = c.benchmark_group("engine/prepare");
+        g.throughput(Throughput::Bytes(d.bytes));
+        g.sample_size(10);
+        for (name, io) in MODES {
+            g.bench_function(format!("{shape}/{name}"), |b| {
+                b.iter_batched(
+                    || {
+                        let out = tempfile::tempdir().expect("out dir");
+                        let opts = PrepareOptions {
+                            scan: scan(io),
+                            dat: dat_options(out.path()),
+                        };
+                        (out, opts)
+                    },
+                    |(out, opts)| {
+                        let s = prepare(&inputs, &opts, &mut |_| {}).expect("prepare");
+                        assert_eq!(s.counts.lines, LINES);
+                        (out, s.files.len())
+                    },
+                    BatchSize::PerIteration,
+                )
+            });
+        }
+        g.finish();
     }
-    g.finish();
 }
 
 fn classify_fields(c: &mut Criterion) {

@@ -1,1 +1,3 @@
-//! Criterion benchmarks live in `benches/`; this crate has no library code.
+//! Bench-only code shared by the bench binaries (`src/bin`) and the criterion benches.
+
+pub mod national;

@@ -12,8 +12,9 @@ use crate::error::{Error, Result};
 use crate::files::{create_private, sync_dir, write_atomic};
 use crate::nhs::digits_of_prefix;
 use crate::pos::{is_mailbox_id, PosEnv};
-use crate::seen::NumberSet;
+use crate::seen::{NumberSet, SLICES};
 use chrono::NaiveDate;
+use rayon::prelude::*;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::fs::File;
@@ -126,6 +127,12 @@ pub fn check_tag(tag: &str) -> Result<()> {
 /// Writes the members of `set` in ascending order into `.dat` + `.ctl` pairs. Every path
 /// created (temporary or final) is pushed to `created`, so the caller can remove them all if a
 /// later step fails.
+///
+/// The work is split across the current rayon pool by prefix range: the pool formats the lines
+/// of fixed slices of the prefixes (`NumberSet::for_each_prefix_in_slice`) while the
+/// calling thread hashes and writes the slices formatted before, in order. Every line has the
+/// same length, so where a file ends is a matter of counting; the bytes of every file are the
+/// same whatever the number of threads.
 pub fn write_dat_files(
     set: &NumberSet,
     opts: &DatOptions,
@@ -141,46 +148,105 @@ pub fn write_dat_files(
             opts.max_records.map_or("no".into(), |r| r.to_string())
         )));
     }
-    let mut files = Vec::new();
-    let mut current: Option<DatWriter> = None;
-    let mut err: Option<Error> = None;
-    let mut seq = opts.seq;
-    set.for_each_prefix(|prefix| {
-        if err.is_some() {
-            return;
+    let mut out = Splitter {
+        opts,
+        per_file,
+        line_len: line_len as usize,
+        seq: opts.seq,
+        current: None,
+        files: Vec::new(),
+        created,
+    };
+    // Slices formatted per wave: enough to keep the pool busy, bounded so that two waves in
+    // memory stay small (a slice of a dense set is at most about 12 MB of lines).
+    let wave = (rayon::current_num_threads() * 2).clamp(2, 16);
+    let mut ready: Vec<Vec<u8>> = Vec::new();
+    let mut next = 0;
+    loop {
+        let end = (next + wave).min(SLICES);
+        let (written, formatted) = rayon::join(
+            || ready.iter().try_for_each(|lines| out.write_lines(lines)),
+            || {
+                (next..end)
+                    .into_par_iter()
+                    .map(|slice| format_slice(set, slice, eol))
+                    .collect::<Vec<_>>()
+            },
+        );
+        written?;
+        if next == SLICES {
+            break;
         }
-        let r = (|| {
-            if current.as_ref().is_some_and(|w| w.records == per_file) {
-                if let Some(w) = current.take() {
-                    files.push(w.finish(opts, created)?);
-                }
-            }
-            if current.is_none() {
-                let stem = file_stem(opts, seq)?;
-                seq += 1;
-                current = Some(DatWriter::create(&opts.dir, stem, created)?);
-            }
-            let w = current.as_mut().expect("opened above");
-            // Only valid numbers are in the set, so a check digit exists.
-            let digits = digits_of_prefix(prefix).unwrap_or([b'0'; 10]);
-            let mut line = [0u8; 13];
-            line[..10].copy_from_slice(&digits);
-            line[10] = b',';
-            line[11..11 + eol.len()].copy_from_slice(eol);
-            w.push(&line, 11 + eol.len())
-        })();
-        if let Err(e) = r {
-            err = Some(e);
-        }
-    });
-    if let Some(e) = err {
-        return Err(e);
+        (ready, next) = (formatted, end);
     }
-    if let Some(w) = current.take() {
-        files.push(w.finish(opts, created)?);
+    if let Some(w) = out.current.take() {
+        let file = w.finish(opts, out.created)?;
+        out.files.push(file);
     }
     sync_dir(&opts.dir)?;
-    Ok(files)
+    Ok(out.files)
+}
+
+/// The `.dat` lines of the members in one slice of the prefixes, in order.
+fn format_slice(set: &NumberSet, slice: usize, eol: &[u8]) -> Vec<u8> {
+    let mut lines = Vec::new();
+    let len = 11 + eol.len();
+    set.for_each_prefix_in_slice(slice, |prefix| {
+        // Only valid numbers are in the set, so a check digit exists.
+        let digits = digits_of_prefix(prefix).unwrap_or([b'0'; 10]);
+        let mut line = [0u8; 13];
+        line[..10].copy_from_slice(&digits);
+        line[10] = b',';
+        line[11..len].copy_from_slice(eol);
+        // The whole fixed-size line is copied and the rest cut off again: a copy of known size
+        // compiles to two moves, not a `memmove` call.
+        lines.extend_from_slice(&line);
+        lines.truncate(lines.len() - (13 - len));
+    });
+    lines
+}
+
+/// Cuts the stream of formatted lines into files of at most `per_file` records.
+struct Splitter<'a> {
+    opts: &'a DatOptions,
+    per_file: u64,
+    line_len: usize,
+    seq: u32,
+    current: Option<DatWriter>,
+    files: Vec<DatFile>,
+    created: &'a mut Vec<PathBuf>,
+}
+
+impl Splitter<'_> {
+    /// Appends whole lines, starting a new file whenever the current one is full.
+    fn write_lines(&mut self, mut lines: &[u8]) -> Result<()> {
+        while !lines.is_empty() {
+            if self
+                .current
+                .as_ref()
+                .is_some_and(|w| w.records == self.per_file)
+            {
+                if let Some(w) = self.current.take() {
+                    let file = w.finish(self.opts, self.created)?;
+                    self.files.push(file);
+                }
+            }
+            let w = match &mut self.current {
+                Some(w) => w,
+                None => {
+                    let stem = file_stem(self.opts, self.seq)?;
+                    self.seq += 1;
+                    self.current
+                        .insert(DatWriter::create(&self.opts.dir, stem, self.created)?)
+                }
+            };
+            let room = (self.per_file - w.records).min((lines.len() / self.line_len) as u64);
+            let (now, rest) = lines.split_at(room as usize * self.line_len);
+            w.write(now, room)?;
+            lines = rest;
+        }
+        Ok(())
+    }
 }
 
 fn file_stem(opts: &DatOptions, seq: u32) -> Result<String> {
@@ -197,14 +263,13 @@ fn file_stem(opts: &DatOptions, seq: u32) -> Result<String> {
     ))
 }
 
-/// Bytes of `.dat` lines gathered before each write: small enough to stay in the L2 cache.
+/// Bytes hashed and written at a time: small enough to stay in the L2 cache between the two.
 const WRITE_BUF: usize = 128 << 10;
 
 struct DatWriter {
     stem: String,
     tmp: PathBuf,
     file: File,
-    buf: Vec<u8>,
     hasher: Sha256,
     records: u64,
     bytes: u64,
@@ -219,38 +284,26 @@ impl DatWriter {
             stem,
             tmp,
             file,
-            buf: Vec::with_capacity(WRITE_BUF),
             hasher: Sha256::new(),
             records: 0,
             bytes: 0,
         })
     }
 
-    /// Appends the first `len` bytes of `line`. The whole fixed-size line is copied and the
-    /// rest cut off again: a copy of known size compiles to two moves, not a `memmove` call.
-    #[inline]
-    fn push(&mut self, line: &[u8; 13], len: usize) -> Result<()> {
-        self.buf.extend_from_slice(line);
-        self.buf.truncate(self.buf.len() - (13 - len));
-        self.records += 1;
-        self.bytes += len as u64;
-        if self.buf.len() >= WRITE_BUF - 16 {
-            self.flush()?;
+    /// Hashes and writes `records` whole lines.
+    fn write(&mut self, lines: &[u8], records: u64) -> Result<()> {
+        for piece in lines.chunks(WRITE_BUF) {
+            self.hasher.update(piece);
+            self.file
+                .write_all(piece)
+                .map_err(|e| Error::write(&self.tmp, e))?;
         }
+        self.records += records;
+        self.bytes += lines.len() as u64;
         Ok(())
     }
 
-    fn flush(&mut self) -> Result<()> {
-        self.hasher.update(&self.buf);
-        self.file
-            .write_all(&self.buf)
-            .map_err(|e| Error::write(&self.tmp, e))?;
-        self.buf.clear();
-        Ok(())
-    }
-
-    fn finish(mut self, opts: &DatOptions, created: &mut Vec<PathBuf>) -> Result<DatFile> {
-        self.flush()?;
+    fn finish(self, opts: &DatOptions, created: &mut Vec<PathBuf>) -> Result<DatFile> {
         self.file
             .sync_all()
             .map_err(|e| Error::write(&self.tmp, e))?;

@@ -224,8 +224,10 @@ pub fn generate(out: &mut dyn Write, opts: &GenerateOptions) -> io::Result<Truth
     Ok(truth)
 }
 
-/// Writes one invalid value of a random kind into `field`; returns its reason and length.
-fn invalid_value(rng: &mut Rng, field: &mut [u8; 16]) -> (Reason, usize) {
+/// Writes one invalid value of a random kind into `field` (made from the 999 range, so never a
+/// real patient's number); returns its reason and length. The benches' national-shape generator
+/// uses it too.
+pub fn invalid_value(rng: &mut Rng, field: &mut [u8; 16]) -> (Reason, usize) {
     // A prefix with a check digit, and one without (sum mod 11 = 1).
     let mut prefix = 999_000_000 + rng.below(RANGE) as u32;
     while check_digit_of_prefix(prefix).is_none() {

@@ -17,7 +17,8 @@
 //!
 //! `unsafe` is in four places, each with a `// SAFETY:` comment: the memory map (`mmap`), the
 //! SSE2 loads of the fast path and of the CSV grammar's masks (`swar`), the number set's
-//! words taken as atomics ([`seen`]) and the writeback hint of a streamed output ([`files`]).
+//! words taken as atomics, their prefetch and the map's huge-page hint ([`seen`]), and the
+//! writeback hint of a streamed output ([`files`]).
 
 pub mod consent;
 pub mod csv;

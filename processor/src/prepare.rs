@@ -5,7 +5,7 @@
 //! removed again: a failed run leaves no partial `.dat` behind.
 
 use crate::dat::{write_dat_files, DatFile, DatOptions};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::files::{ensure_empty_dir, write_atomic};
 use crate::scan::ScanOptions;
 use crate::validate::{validate, Counts, InputSummary};
@@ -59,7 +59,13 @@ pub fn prepare(
         let invalid_csv = dir.join(INVALID_CSV);
         created.push(invalid_csv.clone());
         let v = validate(inputs, &opts.scan, Some(&invalid_csv), progress)?;
-        let files = write_dat_files(&v.set, &opts.dat, &mut created)?;
+        // The `.dat` files are written by as many threads as validation used.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(v.threads)
+            .thread_name(|i| format!("ndop-writer-{i}"))
+            .build()
+            .map_err(|e| Error::Usage(format!("cannot start worker threads: {e}")))?;
+        let files = pool.install(|| write_dat_files(&v.set, &opts.dat, &mut created))?;
         let summary = Summary {
             counts: v.counts,
             files,

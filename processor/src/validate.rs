@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::files::create_private;
 use crate::nhs::{Field, Reason};
 use crate::scan::{Engine, Event, LineParser, ScanOptions, Span, Spanned};
-use crate::seen::NumberSet;
+use crate::seen::{Inserter, NumberSet};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
@@ -132,7 +132,8 @@ impl Spanned for Tally {
     }
 }
 
-/// Counts one block. One-number-per-line blocks insert their numbers into `set` as they go.
+/// Counts one block. One-number-per-line blocks insert their numbers into `set` as they go
+/// (through an [`Inserter`], which overlaps the cache misses of a set too big for the cache).
 /// A CSV block may be a guess the engine throws away (see [`crate::scan`]), so it must leave
 /// `set` alone: it lists its numbers, and the ordering thread inserts them once the block is
 /// known to be right.
@@ -146,13 +147,14 @@ fn tally(
     let mut t = Tally::default();
     let defer = parser.is_csv();
     // The fast path's counters are locals, apart from `t`, so they can live in registers.
-    let (mut fast, mut fast_placeholder, mut fast_duplicates) = (0u64, 0u64, 0u64);
+    let (mut fast, mut fast_placeholder) = (0u64, 0u64);
+    let mut inserter = Inserter::new(set);
     let mut walk = parser.walk(block, at_eof);
     loop {
         walk.fast_lines(|l, _| {
             fast += 1;
             fast_placeholder += l.placeholder as u64;
-            fast_duplicates += !set.insert_prefix(l.prefix) as u64;
+            inserter.push(l.prefix);
         });
         let Some((field, value, _)) = walk.next_other() else {
             break;
@@ -194,7 +196,7 @@ fn tally(
     t.lines += fast;
     t.valid += fast;
     t.placeholder += fast_placeholder;
-    t.duplicates += fast_duplicates;
+    t.duplicates += inserter.finish();
     t.span = walk.span(t.lines);
     t
 }
