@@ -41,6 +41,21 @@
 //! `status: failed` and no result message. With a disk store a job interrupted by a restart is
 //! resumed: the job-created message is not sent twice and the result still comes.
 //!
+//! # The NDOP FHIR API
+//! Under `/STU3/` the same server mocks NHS England's National Data Opt-out FHIR API
+//! (`ndop-fhir.md`): `metadata`, `GET Consent?patient=…`, `POST Consent` (201 + `Location`; 405
+//! `MSG_RESOURCE_ID_FAIL` with an id, 422 `DUPLICATE_REJECTED` for a second Consent of a
+//! patient), `PUT Consent/{id}` (a new version; 400/404/422), `GET Consent/_history?patient=…`
+//! and `GET Consent/{id}/_history/{vid}`, FHIR JSON only (XML: 406). Every request needs the
+//! Spine headers (`Ssp-TraceID`, `Ssp-From`, `Ssp-To`, `Ssp-InteractionID`) and an unsigned JWT
+//! (`Authorization: Bearer`) with the documented claims; refusals are `OperationOutcome`s with
+//! Spine error codes, and a Consent that breaks an NDOP-Consent-1 rule is refused naming the
+//! element. Consents are durable in the store directory (`consent.jsonl`, fsynced before the
+//! answer). One truth: the store starts with an `active` Consent for each INT test patient with
+//! an opt-out, and the INT POS answers from the Consents (an `active` one removes the number
+//! from the next result, an `inactive` one keeps it); numbers without a Consent follow the
+//! opt-out rules of [`pos`]. With TLS and a client CA, mutual TLS covers these paths like every other.
+//!
 //! # Servers
 //! [`serve`] runs the API on a bound listener until a shutdown future completes; [`MockMesh`]
 //! does that on `127.0.0.1:0` for tests; [`App::handle`] answers one request without a socket.

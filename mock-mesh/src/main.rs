@@ -32,6 +32,11 @@ enum Command {
     /// X26ABC3 (any workflow, like mesh-sandbox) and the POS mailboxes X26OT154 (INT) and
     /// X26HC065 (LIVE), which answer `SPINE_NTT_UPHOLDING` submissions.
     ///
+    /// The same server is a mock of the NDOP FHIR API (STU3 Consent) under /STU3/ (metadata,
+    /// Consent search/create/update/_history/vread; Spine headers and an unsigned JWT required),
+    /// seeded with the INT test patients' opt-outs; the INT POS answers from the same
+    /// Consents, and they are kept in the store directory like the messages.
+    ///
     /// Examples:
     ///
     ///   mock-mesh serve --listen 127.0.0.1:8700 --memory

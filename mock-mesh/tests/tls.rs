@@ -393,3 +393,22 @@ async fn cli_tls_generate_writes_certificates_and_serves_mutual_tls_with_them() 
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-generate"));
 }
+
+#[tokio::test]
+async fn the_ndop_fhir_api_is_behind_the_same_mutual_tls() {
+    let (c, mesh) = Certs::serve(true).await;
+    let url = format!("{}/STU3/metadata", mesh.base_url());
+    let without = https_client(&c.pki.ca, None).get(&url).send().await;
+    assert!(chain(without.unwrap_err()).contains("CertificateRequired"));
+    // with the client certificate the API answers (here: 400, no Spine headers)
+    let with = https_client(&c.pki.ca, Some(&c.pki.client))
+        .get(&url)
+        .header("accept", "application/fhir+json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with.status(), 400);
+    let body: serde_json::Value = with.json().await.unwrap();
+    assert_eq!(body["resourceType"], "OperationOutcome");
+    mesh.stop().await;
+}

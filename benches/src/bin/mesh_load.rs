@@ -5,7 +5,10 @@
 //! after the other: handshakes per second over keep-alive connections (a fresh, valid token on
 //! every request), the time to upload a single-request message and to download it again, and the
 //! time to upload and download a chunked message, sampling the server's resident memory
-//! (`VmRSS`) meanwhile. It prints per-run lines and a table of medians and ratios.
+//! (`VmRSS`) meanwhile. For mock-mesh it also measures NDOP FHIR API searches per second
+//! (`GET /STU3/Consent?patient=…` with the Spine headers and a fresh unsigned JWT on every
+//! request) over the same keep-alive connections. It prints per-run lines and a table of
+//! medians and ratios.
 //!
 //! The sandbox runs as `python -m uvicorn mesh_sandbox.api:app --workers 1` with
 //! `AUTH_MODE=full STORE_MODE=memory SHARED_KEY=TestKey`; mock-mesh runs with a disk store (it
@@ -165,24 +168,66 @@ fn token(mailbox: &str) -> String {
     mock_mesh::auth::make_header(KEY, mailbox, PASSWORD, &nonce, 0, &ts)
 }
 
-/// One keep-alive connection sending handshakes until `deadline`; returns successes.
-async fn handshake_loop(
+/// A handshake request (a fresh token every time).
+fn handshake_request(port: u16) -> String {
+    format!(
+        "POST /messageexchange/{FROM} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+         Authorization: {}\r\nAccept: application/vnd.mesh.v2+json\r\n\
+         mex-ClientVersion: mesh_load==1\r\nmex-OSName: Linux\r\nmex-OSVersion: 6\r\n\
+         Content-Length: 0\r\n\r\n",
+        token(FROM)
+    )
+}
+
+/// base64url without padding.
+fn b64url(data: &[u8]) -> String {
+    const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(data.len() * 4 / 3 + 4);
+    for c in data.chunks(3) {
+        let n = c.iter().fold(0u32, |a, &x| (a << 8) | u32::from(x)) << (8 * (3 - c.len()));
+        for i in 0..=c.len() {
+            out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// An NDOP FHIR search for a published INT test patient with an opt-out (a seeded Consent):
+/// Spine headers, a new trace id and a new unsigned JWT every time.
+fn fhir_search_request(port: u16) -> String {
+    let now = chrono::Utc::now().timestamp();
+    let claims = serde_json::json!({
+        "iss": "https://citizen-id.nhs.uk", "sub": "mesh_load",
+        "aud": "https://clinicals.spineservices.nhs.uk", "exp": now + 300, "iat": now,
+        "reason_for_request": "patientaccess", "scope": "patient/consent.read",
+        "requesting_system": "https://fhir.nhs.uk/Id/accredited-system|200000000205",
+    });
+    format!(
+        "GET /STU3/Consent?patient=https%3A%2F%2Fdemographics.spineservices.nhs.uk%2FSTU3%2FPatient%2F9694116414 HTTP/1.1\r\n\
+         Host: 127.0.0.1:{port}\r\nAccept: application/fhir+json\r\nSsp-TraceID: {}\r\n\
+         Ssp-From: 200000000205\r\nSsp-To: 200000001115\r\n\
+         Ssp-InteractionID: urn:nhs:names:services:nationaldataoptout:fhir:rest:search:consent\r\n\
+         Authorization: Bearer {}.{}.\r\n\r\n",
+        uuid::Uuid::new_v4(),
+        b64url(br#"{"alg":"none","typ":"JWT"}"#),
+        b64url(claims.to_string().as_bytes())
+    )
+}
+
+/// One keep-alive connection sending `request(port)` until `deadline`; returns the number of
+/// 200 answers (anything else counts in `errors`).
+async fn request_loop(
     port: u16,
     deadline: Instant,
     errors: Arc<AtomicU64>,
+    request: fn(u16) -> String,
 ) -> anyhow::Result<u64> {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
     s.set_nodelay(true)?;
     let mut buf = vec![0u8; 16 * 1024];
     let mut ok = 0;
     while Instant::now() < deadline {
-        let req = format!(
-            "POST /messageexchange/{FROM} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
-             Authorization: {}\r\nAccept: application/vnd.mesh.v2+json\r\n\
-             mex-ClientVersion: mesh_load==1\r\nmex-OSName: Linux\r\nmex-OSVersion: 6\r\n\
-             Content-Length: 0\r\n\r\n",
-            token(FROM)
-        );
+        let req = request(port);
         s.write_all(req.as_bytes()).await?;
         // read the head, then Content-Length bytes of body
         let mut filled = 0;
@@ -227,12 +272,13 @@ fn find(h: &[u8], n: &[u8]) -> Option<usize> {
     h.windows(n.len()).position(|w| w == n)
 }
 
-async fn handshakes(server: &Server, a: &Args) -> anyhow::Result<f64> {
+/// Requests per second over `a.connections` keep-alive connections for `a.handshake_secs`.
+async fn rate(server: &Server, a: &Args, request: fn(u16) -> String) -> anyhow::Result<f64> {
     let errors = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(a.handshake_secs);
     let tasks: Vec<_> = (0..a.connections)
-        .map(|_| tokio::spawn(handshake_loop(server.port, deadline, errors.clone())))
+        .map(|_| tokio::spawn(request_loop(server.port, deadline, errors.clone(), request)))
         .collect();
     let mut ok = 0;
     for t in tasks {
@@ -241,7 +287,7 @@ async fn handshakes(server: &Server, a: &Args) -> anyhow::Result<f64> {
     let secs = started.elapsed().as_secs_f64();
     let errors = errors.load(Ordering::Relaxed);
     if errors > 0 {
-        bail!("{errors} handshakes failed");
+        bail!("{errors} requests failed");
     }
     Ok(ok as f64 / secs)
 }
@@ -384,6 +430,7 @@ async fn transfer(
 #[derive(Default)]
 struct Results {
     handshakes: Vec<f64>,
+    fhir_searches: Vec<f64>,
     single_up: Vec<f64>,
     single_down: Vec<f64>,
     single_rss: Vec<f64>,
@@ -423,16 +470,22 @@ async fn run(a: Args) -> anyhow::Result<()> {
     for round in 1..=a.rounds {
         for (i, kind) in a.servers.iter().enumerate() {
             let server = start(kind, &a).await?;
-            let hs = handshakes(&server, &a).await?;
+            let hs = rate(&server, &a, handshake_request).await?;
+            let fhir = if kind.starts_with("mock") {
+                rate(&server, &a, fhir_search_request).await?
+            } else {
+                f64::NAN // the sandbox has no NDOP FHIR API
+            };
             let single = transfer(&server, &http, &data, a.single_bytes, a.single_bytes).await?;
             let chunked = transfer(&server, &http, &data, a.chunked_bytes, a.chunk_bytes).await?;
             println!(
-                "round {round} {kind:<11} handshakes/s {hs:>8.0} | single {} B up {:.3} s down {:.3} s peak RSS {:.0} MiB | chunked {} B up {:.3} s down {:.3} s peak RSS {:.0} MiB",
+                "round {round} {kind:<11} handshakes/s {hs:>8.0} | FHIR searches/s {fhir:>8.0} | single {} B up {:.3} s down {:.3} s peak RSS {:.0} MiB | chunked {} B up {:.3} s down {:.3} s peak RSS {:.0} MiB",
                 a.single_bytes, single.upload_s, single.download_s, single.peak_rss_mib,
                 a.chunked_bytes, chunked.upload_s, chunked.download_s, chunked.peak_rss_mib
             );
             let r = &mut results[i];
             r.handshakes.push(hs);
+            r.fhir_searches.push(fhir);
             r.single_up.push(single.upload_s);
             r.single_down.push(single.download_s);
             r.single_rss.push(single.peak_rss_mib);
@@ -455,8 +508,9 @@ async fn run(a: Args) -> anyhow::Result<()> {
         "|---|{}",
         "---|".repeat(a.servers.len() + usize::from(a.servers.len() > 1))
     );
-    let rows: [(&str, Metric, bool); 7] = [
+    let rows: [(&str, Metric, bool); 8] = [
         ("handshakes/s", |r| &r.handshakes, true),
+        ("NDOP FHIR searches/s", |r| &r.fhir_searches, true),
         ("single upload (s)", |r| &r.single_up, false),
         ("single download (s)", |r| &r.single_down, false),
         ("single peak RSS (MiB)", |r| &r.single_rss, false),

@@ -161,14 +161,27 @@ impl ConsentStore {
     /// Opens (or creates and seeds) `dir/consent.jsonl`. Blocking; call from start-up.
     pub(crate) fn open(dir: &Path, now: &str) -> Result<ConsentStore, Error> {
         let path = dir.join(JOURNAL_FILE);
-        let mut records: Vec<Record> = match std::fs::read(&path) {
-            Ok(data) => parse_lines(&data, RECORD_START),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => seed(now),
+        let (mut records, clean_len): (Vec<Record>, Option<u64>) = match std::fs::read(&path) {
+            Ok(data) => {
+                let records: Vec<Record> = parse_lines(&data, RECORD_START);
+                let lines = data
+                    .split(|&b| b == b'\n')
+                    .filter(|l| !l.is_empty())
+                    .count();
+                // every line a whole record and the last one terminated: append as it is
+                let clean = lines == records.len() && data.last().is_none_or(|&b| b == b'\n');
+                (records, clean.then_some(data.len() as u64))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (seed(now), None),
             Err(e) => return Err(Error::io(&path, e)),
         };
         // a version is only ever appended after its predecessor, but keep the order safe
         records.sort_by_key(|r| r.vid);
-        let journal = Journal::open_file(dir, JOURNAL_FILE, &records)?;
+        let journal = match clean_len {
+            Some(len) => Journal::open_existing(dir, JOURNAL_FILE, len, records.len())?,
+            // new, or with a torn fragment: rewritten whole (temporary file, fsync, rename)
+            None => Journal::open_file(dir, JOURNAL_FILE, &records)?,
+        };
         Ok(ConsentStore::with_records(records, Some(journal)))
     }
 
@@ -384,5 +397,15 @@ mod tests {
         for id in ids {
             assert!(s.read(&id, None).is_some(), "seeded ids survive a restart");
         }
+        // a clean journal is appended to as it is, and the appends survive the next restart
+        drop(s);
+        let s = ConsentStore::open(dir.path(), now).unwrap();
+        let m = 9990000018;
+        s.create(seed_resource(m, true, now), checked(m, true), now)
+            .unwrap();
+        drop(s);
+        let s = ConsentStore::open(dir.path(), now).unwrap();
+        assert_eq!(s.len(), 12);
+        assert_eq!(s.history_of_patient(n).len(), 2);
     }
 }

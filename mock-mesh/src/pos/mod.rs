@@ -31,7 +31,7 @@
 
 pub(crate) mod job;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -165,11 +165,25 @@ impl PosEngine {
         self
     }
 
-    pub(crate) fn opted_out(&self, env: PosEnv, n: u64) -> bool {
-        if let (PosEnv::Int, Some(c)) = (env, &self.consents) {
-            if let Some(&active) = c.read().unwrap_or_else(|p| p.into_inner()).get(&n) {
-                return active;
-            }
+    /// The FHIR API's opt-out state now, for one job (INT only): a copy, so that a long job
+    /// never holds up the API's writers and answers from one moment's state.
+    fn consent_snapshot(&self, env: PosEnv) -> Option<HashMap<u64, bool>> {
+        match (env, &self.consents) {
+            (PosEnv::Int, Some(c)) => Some(c.read().unwrap_or_else(|p| p.into_inner()).clone()),
+            _ => None,
+        }
+    }
+
+    /// Whether `n` is opted out; a Consent in `consents` (see [`PosEngine::consent_snapshot`])
+    /// decides first.
+    pub(crate) fn opted_out(
+        &self,
+        env: PosEnv,
+        n: u64,
+        consents: Option<&HashMap<u64, bool>>,
+    ) -> bool {
+        if let Some(&active) = consents.and_then(|c| c.get(&n)) {
+            return active;
         }
         let table = match env {
             PosEnv::Int => &self.int,
@@ -325,6 +339,7 @@ fn analyse_stream(
         line_ending: "",
         result: None,
     };
+    let consents = engine.consent_snapshot(env);
     // judges one line; true = keep it
     let judge = |line: &[u8], a: &mut Analysis| -> bool {
         a.lines += 1;
@@ -340,7 +355,7 @@ fn analyse_stream(
                 a.invalid = true;
                 false
             }
-            Some(n) if engine.opted_out(env, n) => false,
+            Some(n) if engine.opted_out(env, n, consents.as_ref()) => false,
             Some(_) => {
                 a.kept_lines += 1;
                 true
