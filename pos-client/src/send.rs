@@ -268,17 +268,7 @@ async fn send_pair(
                         c.local_id
                     )));
                 }
-                journal.append(Entry::Started(Started {
-                    local_id: c.local_id.clone(),
-                    message_id: id.clone(),
-                    file: file_name.clone(),
-                    sha256: digest.sha256.clone(),
-                    bytes: digest.bytes,
-                    chunks: plan.chunks,
-                    chunk_size: plan.chunk_size,
-                    compress: plan.compress,
-                    time: journal::now(),
-                }))?;
+                journal.append(started(&c.local_id, &id, &file_name, &digest, &plan))?;
                 tracing::info!(message_id = %id, "found an unfinished upload by its LocalId; resuming it");
                 progress(plan.bytes_through(1));
                 upload_rest(client, journal, pair, &id, 2, &plan, progress).await?;
@@ -311,17 +301,7 @@ async fn send_pair(
         .map_err(mesh(&context))?;
     crash_point("after-accept");
     if plan.chunks > 1 {
-        journal.append(Entry::Started(Started {
-            local_id: c.local_id.clone(),
-            message_id: id.clone(),
-            file: file_name.clone(),
-            sha256: digest.sha256.clone(),
-            bytes: digest.bytes,
-            chunks: plan.chunks,
-            chunk_size: plan.chunk_size,
-            compress: plan.compress,
-            time: journal::now(),
-        }))?;
+        journal.append(started(&c.local_id, &id, &file_name, &digest, &plan))?;
     }
     progress(plan.bytes_through(1));
     upload_rest(client, journal, pair, &id, 2, &plan, progress).await?;
@@ -546,4 +526,25 @@ mod tests {
             assert_eq!(d.sha256, hex::encode(Sha256::digest(content)));
         }
     }
+}
+
+/// The journal line of a chunked upload under way: message `id` holds chunk 1 of `file`.
+fn started(
+    local_id: &str,
+    id: &str,
+    file: &str,
+    digest: &Digest256,
+    plan: &mesh_client::ChunkPlan,
+) -> Entry {
+    Entry::Started(Started {
+        local_id: local_id.to_string(),
+        message_id: id.to_string(),
+        file: file.to_string(),
+        sha256: digest.sha256.clone(),
+        bytes: digest.bytes,
+        chunks: plan.chunks,
+        chunk_size: plan.chunk_size,
+        compress: plan.compress,
+        time: journal::now(),
+    })
 }
