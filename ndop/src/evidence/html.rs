@@ -187,8 +187,13 @@ pub(crate) fn render(f: &Facts) -> String {
     let _ = write!(
         h,
         "<footer>This record holds no NHS number: only counts, file names, message ids, \
-         SHA-256 hashes and times. The same facts as JSON: <code>ndop report {} --json</code> \
+         SHA-256 hashes and times. The same facts as JSON: <code>ndop report {}{} --json</code> \
          (schema {}).</footer>\n</main>\n</body>\n</html>\n",
+        if f.cache.is_some() {
+            "--filter-summary "
+        } else {
+            ""
+        },
         esc(&f.work),
         esc(&f.schema)
     );
