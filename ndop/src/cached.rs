@@ -90,8 +90,19 @@ impl Window {
             "environment": view.environment,
             "batch_ids": view.batch_ids(),
             "checked_at_range": view.checked_range(),
+            "oldest_checked_at": view.oldest_decided().map(pos_cache::format_time),
+            "allow_stale_cache": self.overridden,
             "overrides": overrides,
         })
+    }
+
+    /// What a command's JSON summary says of the window: the audit fields plus the as-of time
+    /// and the maximum age.
+    pub(crate) fn summary(&self, view: &View) -> serde_json::Value {
+        let mut s = self.audit(view);
+        s["as_of"] = pos_cache::format_time(self.as_of).into();
+        s["max_age"] = pos_cache::format_age(self.max_age).into();
+        s
     }
 }
 

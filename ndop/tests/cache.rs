@@ -166,6 +166,80 @@ fn kept_ids(path: &Path) -> Vec<String> {
         .collect()
 }
 
+/// `cache export --consent-out` against the naive oracle: one Consent per number checked in
+/// the window, `active` where its newest check did not return it (and, with the full state,
+/// `inactive` where it did), dated with that check's time.
+fn consents_match_the_oracle(dir: &Path, cache: &Path, checks: &[&Check]) {
+    let (as_of, age) = ("2026-10-12T00:00:00Z", "14d");
+    let max_age = pos_cache::parse_age(age).unwrap();
+    for (name, full) in [("opted-out", false), ("full", true)] {
+        let out = dir.join(format!("consents-{name}.ndjson"));
+        let s = ok(&ndop(&[
+            "cache",
+            "export",
+            "--cache",
+            cache.to_str().unwrap(),
+            "--as-of",
+            as_of,
+            "--max-age",
+            age,
+            "--consent-out",
+            out.to_str().unwrap(),
+            "--consent-state",
+            name,
+        ]));
+        let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let mut got: HashMap<u64, (String, i64)> = HashMap::new();
+        for line in std::fs::read_to_string(&out).unwrap().lines() {
+            let c: serde_json::Value = serde_json::from_str(line).unwrap();
+            let n: u64 = c["patient"]["reference"].as_str().unwrap()["Patient/".len()..]
+                .parse()
+                .unwrap();
+            let at = DateTime::parse_from_rfc3339(c["dateTime"].as_str().unwrap())
+                .unwrap()
+                .timestamp_millis();
+            let status = c["status"].as_str().unwrap().to_string();
+            assert!(got.insert(n, (status, at)).is_none(), "{n} twice");
+        }
+        let mut all: BTreeSet<u64> = BTreeSet::new();
+        for c in checks {
+            all.extend(&c.requested);
+        }
+        let mut want = 0;
+        for n in all {
+            let decider = checks
+                .iter()
+                .filter(|c| c.at <= ms(as_of) && ms(as_of) - c.at <= max_age)
+                .filter(|c| c.requested.contains(&n))
+                .max_by_key(|c| c.at);
+            let Some(c) = decider else {
+                assert!(!got.contains_key(&n));
+                continue;
+            };
+            let returned = c.returned.contains(&n);
+            if returned && !full {
+                assert!(!got.contains_key(&n), "{n} returned yet written");
+                continue;
+            }
+            let (status, at) = &got[&n];
+            assert_eq!(status, if returned { "inactive" } else { "active" });
+            // the mock's clock started at the check's time and ran for the run's seconds
+            assert!(
+                (*at - c.at).abs() < 10 * 60_000,
+                "{n}: {at} is not {}",
+                c.at
+            );
+            want += 1;
+        }
+        assert_eq!(got.len(), want);
+        assert_eq!(
+            s["active"].as_u64().unwrap() + s["inactive"].as_u64().unwrap(),
+            want as u64
+        );
+    }
+}
+
 fn filter(extract: &Path, cache: &Path, out: &Path, extra: &[&str]) -> Output {
     let mut args = vec![
         "filter",
@@ -269,6 +343,8 @@ fn cache_applies_the_newest_fresh_check_as_of_a_date() {
         assert_eq!(s["not_checked"], unchecked, "{as_of} {age}: {s}");
         assert_eq!(s["invalid"], 2);
     }
+
+    consents_match_the_oracle(dir.path(), &cache, &checks);
 
     // --fail-on-not-checked: the output is written, the exit code is 1
     let out = dir.path().join("strict.csv");

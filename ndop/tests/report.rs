@@ -126,6 +126,130 @@ fn a_report_of_an_extract_full_of_nhs_numbers_holds_none() {
     assert!(html.contains(facts["verdict"].as_str().unwrap()));
 }
 
+/// Runs `ndop` and returns its standard output, failing the test on a failure.
+#[track_caller]
+fn ok_stdout(args: &[&str]) -> String {
+    let out = ndop(args);
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        args,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn a_report_of_a_filter_that_used_the_results_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let extract = dir.path().join("extract.csv");
+    generate_csv(&extract, "300", "15");
+    let numbers = numbers_of(&extract);
+    let mut config = mock_mesh::Config::default();
+    config.pos.optout_numbers = numbers
+        .iter()
+        .step_by(7)
+        .map(|n| n.parse().unwrap())
+        .collect();
+    let (rt, mesh) = start_mesh(config);
+    let work = dir.path().join("work");
+    let cache = dir.path().join("cache");
+    let run = run_in(&extract, &work, &mesh.base_url(), "30");
+    rt.block_on(mesh.stop());
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let w = work.to_str().unwrap();
+    let c = cache.to_str().unwrap();
+    ok_stdout(&["cache", "import", w, "--cache", c]);
+    let as_of = (chrono::Utc::now() + chrono::Duration::hours(1))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let cleared = dir.path().join("cleared.csv");
+    let x = extract.to_str().unwrap();
+    let o = cleared.to_str().unwrap();
+    let filter_args = [
+        "filter",
+        x,
+        "--column",
+        "nhs_number",
+        "--cache",
+        c,
+        "--as-of",
+        &as_of,
+        "--out",
+        o,
+    ];
+    let summary_text = ok_stdout(
+        &[
+            &filter_args[..],
+            &["--max-age", "30d", "--allow-stale-cache"],
+        ]
+        .concat(),
+    );
+    let summary: serde_json::Value = serde_json::from_str(&summary_text).unwrap();
+    let cached = &summary["cache"];
+    assert_eq!(cached["as_of"], as_of.as_str(), "{summary}");
+    assert_eq!(cached["allow_stale_cache"], true);
+    assert_eq!(cached["not_checked"], summary["not_checked"]);
+    let oldest = cached["oldest_checked_at"].as_str().unwrap().to_string();
+    let summary_file = dir.path().join("filter.json");
+    std::fs::write(&summary_file, &summary_text).unwrap();
+    let html = dir.path().join("filter-report.html");
+    let json = ok_stdout(&[
+        "report",
+        "--filter-summary",
+        summary_file.to_str().unwrap(),
+        "--out",
+        html.to_str().unwrap(),
+        "--json",
+    ]);
+    let facts: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(facts["cache"]["as_of"], as_of.as_str(), "{facts}");
+    assert_eq!(facts["cache"]["oldest_checked_at"], oldest.as_str());
+    assert_eq!(facts["cache"]["max_age"], "30d");
+    // the POS answered within the last minutes: the oldest result is that young
+    let age = facts["cache"]["oldest_age"].as_str().unwrap();
+    assert!(
+        age.ends_with('h') || age.ends_with('m') || age.ends_with('s'),
+        "{age}"
+    );
+    assert_eq!(facts["output"]["records"], summary["kept"]);
+    let opted_out = numbers.len().div_ceil(7) as u64;
+    let html = std::fs::read_to_string(&html).unwrap();
+    let verdict = facts["verdict"].as_str().unwrap();
+    assert!(
+        verdict.starts_with(&format!(
+            "The cleared extract keeps {} of 300 records",
+            summary["kept"]
+        )),
+        "{verdict}"
+    );
+    assert!(
+        summary["opted_out"].as_u64().unwrap() >= opted_out,
+        "{summary}"
+    );
+    assert!(html.contains(verdict));
+    assert!(html.contains("Oldest result used") && html.contains("over the 21-day ceiling"));
+    let alerts: Vec<&str> = facts["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["severity"] == "alert")
+        .filter_map(|f| f["text"].as_str())
+        .collect();
+    assert!(
+        alerts.iter().any(|a| a.contains("--allow-stale-cache")),
+        "{alerts:?}"
+    );
+    for (what, text) in [("HTML", &html), ("JSON", &json)] {
+        let found = nhs_numbers_in(text);
+        assert!(found.is_empty(), "{what} holds NHS numbers: {found:?}");
+    }
+}
+
 #[test]
 fn a_run_that_times_out_leaves_a_report_that_says_it_is_unfinished() {
     let dir = tempfile::tempdir().unwrap();

@@ -108,9 +108,19 @@ pub struct View {
     pub as_of: i64,
     /// The maximum age.
     pub max_age: Age,
+    /// For each batch in the window that decides some numbers (oldest first): its
+    /// `checked_at` (milliseconds) and the prefixes it decides (requested by it and by no newer
+    /// batch in the window). Together they make up `covered`.
+    pub decided: Vec<(i64, RoaringBitmap)>,
 }
 
 impl View {
+    /// The `checked_at` of the oldest batch that decides any number: the oldest result this
+    /// view can apply.
+    pub fn oldest_decided(&self) -> Option<i64> {
+        self.decided.first().map(|(at, _)| *at)
+    }
+
     /// Ids of the batches relied on.
     pub fn batch_ids(&self) -> Vec<i64> {
         self.batches.iter().map(|b| b.id).collect()
@@ -460,14 +470,22 @@ impl Cache {
         batches.retain(|b| Some(&b.environment) == env.as_ref());
         let mut allowed = RoaringBitmap::new();
         let mut covered = RoaringBitmap::new();
-        self.for_each_set(from, as_of, |e, _, requested, returned| {
+        let mut decided: Vec<(i64, RoaringBitmap)> = Vec::new();
+        self.for_each_set(from, as_of, |e, at, requested, returned| {
             if Some(e) != env.as_deref() {
                 return Ok(());
             }
             // newer batches come later and decide for the numbers they requested
             allowed -= &requested;
             allowed |= returned & &requested;
-            covered |= requested;
+            for (_, d) in decided.iter_mut() {
+                *d -= &requested;
+            }
+            decided.retain(|(_, d)| !d.is_empty());
+            covered |= &requested;
+            if !requested.is_empty() {
+                decided.push((at, requested));
+            }
             Ok(())
         })?;
         Ok(View {
@@ -477,6 +495,7 @@ impl Cache {
             environment: env,
             as_of,
             max_age,
+            decided,
         })
     }
 
@@ -773,7 +792,15 @@ mod tests {
         let v = c.view(6 * day, 7 * day, None).unwrap();
         assert_eq!(v.allowed.iter().collect::<Vec<_>>(), vec![1, 3, 4]);
         assert_eq!(v.covered.len(), 4);
+        let decided: Vec<(i64, Vec<u32>)> = v
+            .decided
+            .iter()
+            .map(|(at, d)| (*at, d.iter().collect()))
+            .collect();
+        assert_eq!(decided, vec![(0, vec![1]), (5 * day, vec![2, 3, 4])]);
+        assert_eq!(v.oldest_decided(), Some(0));
         let v = c.view(6 * day, 3 * day, None).unwrap();
+        assert_eq!(v.oldest_decided(), Some(5 * day));
         assert_eq!(v.allowed.iter().collect::<Vec<_>>(), vec![3, 4]);
         let v = c.view(4 * day, 7 * day, None).unwrap();
         assert_eq!(v.allowed.iter().collect::<Vec<_>>(), vec![1, 2]);

@@ -86,8 +86,11 @@ pub struct ConsentSummary {
     pub active: u64,
     /// Consents with `status` `inactive`.
     pub inactive: u64,
-    /// The `dateTime` of every Consent.
+    /// The `dateTime` of every Consent (the newest, when they differ: see
+    /// [`write_consents_dated`]).
     pub date_time: String,
+    /// The oldest `dateTime` written (the same as `date_time` when there is one).
+    pub oldest_date_time: String,
 }
 
 /// Dorset's deterministic Consent id for an NHS number (see the module docs).
@@ -195,14 +198,15 @@ fn pieces(template: &Value) -> Vec<Piece> {
 /// Writes one record per patient from a template.
 struct Writer {
     file: AtomicFile,
-    record: Vec<Piece>,
+    /// The record template per check time.
+    records: Vec<Vec<Piece>>,
     buf: Vec<u8>,
     first: bool,
     bundle: bool,
 }
 
 impl Writer {
-    fn put(&mut self, nhs: u64, active: bool) -> Result<()> {
+    fn put(&mut self, nhs: u64, active: bool, date: usize) -> Result<()> {
         let mut id = [0u8; 36];
         let mut digits = [0u8; 10];
         crate::nhs::write_digits(nhs, &mut digits);
@@ -213,7 +217,7 @@ impl Writer {
             self.buf.push(b',');
         }
         self.first = false;
-        for p in &self.record {
+        for p in &self.records[date] {
             match p {
                 Piece::Text(t) => self.buf.extend_from_slice(t),
                 Piece::Id => self.buf.extend_from_slice(&id),
@@ -246,22 +250,52 @@ pub fn write_consents(
     previous: Option<&NumberSet>,
     opts: &ConsentOptions,
 ) -> Result<ConsentSummary> {
-    let date_time = opts
-        .checked_at
-        .format("%Y-%m-%dT%H:%M:%S%.3f%:z")
-        .to_string();
-    let bundle = opts.format == ConsentFormat::Bundle;
-    let template = resource(opts.fhir, &date_time);
-    let record = if bundle {
-        pieces(
-            &json!({"resource": template, "request": {"method": "PUT", "url": format!("Consent/{ID}")}}),
-        )
-    } else {
-        pieces(&template)
+    let dates = [opts.checked_at];
+    write_consents_dated(path, requested, returned, previous, opts, &dates, |_| {
+        Some(0)
+    })
+}
+
+/// [`write_consents`] where numbers were checked at different times (a results cache, where
+/// the newest check of each number decides): each Consent's `dateTime` is
+/// `dates[date_of(number)]`, and `opts.checked_at` is not used. A number `date_of` gives no
+/// time for is an error (nothing is left behind): a Consent must say when it was checked.
+pub fn write_consents_dated(
+    path: &Path,
+    requested: &NumberSet,
+    returned: &NumberSet,
+    previous: Option<&NumberSet>,
+    opts: &ConsentOptions,
+    dates: &[chrono::DateTime<chrono::FixedOffset>],
+    date_of: impl Fn(u64) -> Option<usize>,
+) -> Result<ConsentSummary> {
+    let (Some(oldest), Some(newest)) = (dates.iter().min(), dates.iter().max()) else {
+        return Err(Error::Usage(
+            "no check time to date the Consents with".into(),
+        ));
     };
+    let text_of = |d: &chrono::DateTime<chrono::FixedOffset>| {
+        d.format("%Y-%m-%dT%H:%M:%S%.3f%:z").to_string()
+    };
+    let (oldest_date_time, date_time) = (text_of(oldest), text_of(newest));
+    let texts: Vec<String> = dates.iter().map(text_of).collect();
+    let bundle = opts.format == ConsentFormat::Bundle;
+    let records = texts
+        .iter()
+        .map(|t| {
+            let template = resource(opts.fhir, t);
+            if bundle {
+                pieces(
+                    &json!({"resource": template, "request": {"method": "PUT", "url": format!("Consent/{ID}")}}),
+                )
+            } else {
+                pieces(&template)
+            }
+        })
+        .collect();
     let mut w = Writer {
         file: AtomicFile::create(path)?,
-        record,
+        records,
         buf: Vec::with_capacity(2 << 20),
         first: true,
         bundle,
@@ -272,9 +306,17 @@ pub fn write_consents(
     }
     let mut failed: Option<Error> = None;
     let (mut active, mut inactive) = (0u64, 0u64);
+    let put = |w: &mut Writer, n: u64, active: bool| match date_of(n) {
+        Some(i) if i < dates.len() => w.put(n, active, i),
+        _ => Err(Error::Usage(
+            "a number has no check time to date its Consent with (the cache is inconsistent: \
+             run ndop cache status)"
+                .into(),
+        )),
+    };
     requested.for_each_not_in(returned, |n| {
         if failed.is_none() {
-            match w.put(n, true) {
+            match put(&mut w, n, true) {
                 Ok(()) => active += 1,
                 Err(e) => failed = Some(e),
             }
@@ -285,7 +327,7 @@ pub fn write_consents(
             let wanted = requested.contains(n)
                 && (opts.state == ConsentState::Full || previous.is_some_and(|p| p.contains(n)));
             if wanted && failed.is_none() {
-                match w.put(n, false) {
+                match put(&mut w, n, false) {
                     Ok(()) => inactive += 1,
                     Err(e) => failed = Some(e),
                 }
@@ -312,6 +354,7 @@ pub fn write_consents(
         active,
         inactive,
         date_time,
+        oldest_date_time,
     })
 }
 

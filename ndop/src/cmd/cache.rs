@@ -2,6 +2,7 @@
 
 use crate::args::{EngineArgs, MeshArgs, PollArgs};
 use crate::cached::{import, WindowArgs};
+use crate::cmd::reconcile::ConsentArgs;
 use crate::exit;
 use crate::pipeline::{Outcome, Pipeline};
 use crate::report::{print_json, thousands};
@@ -106,6 +107,13 @@ struct StatusArgs {
 /// Examples:
 ///   ndop cache export --cache C --format parquet --out allow.parquet
 ///   ndop cache export --cache C --list opted-out --format csv --out deny.csv --as-of 2026-11-20
+///   ndop cache export --cache C --consent-out consents.ndjson --as-of 2026-11-20
+///   ndop cache export --cache C --consent-out bundle.json --consent-format bundle --fhir stu3
+///
+/// With --consent-out (instead of --format and --out) the view as of --as-of is written as FHIR
+/// Consent resources, as `ndop reconcile --consent-out` writes them: `active` for each number
+/// whose newest check in the window did not return it (plus, with --consent-state full,
+/// `inactive` for each number it returned), each dated with the checked_at of that check.
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 struct ExportArgs {
@@ -115,16 +123,18 @@ struct ExportArgs {
     #[arg(long, default_value = "allowed", value_parser = ["allowed", "opted-out"])]
     list: String,
     /// dat (POS lines), csv (header nhs_number) or parquet.
-    #[arg(long, value_parser = ["dat", "csv", "parquet"])]
-    format: String,
+    #[arg(long, value_parser = ["dat", "csv", "parquet"], required_unless_present = "consent_out")]
+    format: Option<String>,
     /// Parquet column type: string (10 characters, the default) or int64.
     #[arg(long = "type", default_value = "string", value_parser = ["string", "int64"])]
     number_type: String,
     /// The file to write (must not exist; mode 0600).
-    #[arg(long, value_name = "FILE")]
-    out: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present = "consent_out")]
+    out: Option<PathBuf>,
     #[command(flatten)]
     window: WindowArgs,
+    #[command(flatten)]
+    consent: ConsentArgs,
 }
 
 /// Check the population (or only its stale part) through the POS and import the answers.
@@ -278,11 +288,19 @@ fn run_export(a: ExportArgs) -> anyhow::Result<u8> {
     let w = a.window.resolve()?;
     let mut cache = Cache::open(&a.dir.cache, false)?;
     let view = w.view(&cache)?;
+    if let Some(path) = &a.consent.consent_out {
+        return export_consents(&a, path, &w, &view, &mut cache);
+    }
+    let (Some(format_name), Some(out)) = (&a.format, &a.out) else {
+        anyhow::bail!(processor::Error::Usage(
+            "cache export needs --format and --out (or --consent-out FILE)".into()
+        ));
+    };
     let list = match a.list.as_str() {
         "opted-out" => ExportList::OptedOut,
         _ => ExportList::Allowed,
     };
-    let format = match a.format.as_str() {
+    let format = match format_name.as_str() {
         "dat" => ExportFormat::Dat,
         "csv" => ExportFormat::Csv,
         _ => ExportFormat::Parquet,
@@ -291,10 +309,10 @@ fn run_export(a: ExportArgs) -> anyhow::Result<u8> {
         "int64" => NumberType::Int64,
         _ => NumberType::String,
     };
-    let s = pos_cache::export(&view, list, format, number_type, &a.out)?;
+    let s = pos_cache::export(&view, list, format, number_type, out)?;
     let mut record = w.audit(&view);
     record["list"] = a.list.clone().into();
-    record["format"] = a.format.clone().into();
+    record["format"] = format_name.clone().into();
     record["output"] = s.out.clone().into();
     record["output_sha256"] = s.sha256.clone().into();
     record["numbers"] = s.numbers.into();
@@ -433,5 +451,68 @@ fn run_audit(a: AuditArgs) -> anyhow::Result<u8> {
             r.record
         );
     }
+    Ok(exit::OK)
+}
+
+/// `cache export --consent-out`: the view as Consent resources, each dated with the checked_at
+/// of the check that decides its number; audited like the other exports.
+fn export_consents(
+    a: &ExportArgs,
+    path: &std::path::Path,
+    w: &crate::cached::Window,
+    view: &pos_cache::View,
+    cache: &mut Cache,
+) -> anyhow::Result<u8> {
+    if a.consent.previous.is_some() || a.consent.checked_at.is_some() || a.format.is_some() {
+        anyhow::bail!(processor::Error::Usage(
+            "cache export --consent-out dates each Consent with its own check and writes the \
+             whole view: drop --previous, --checked-at and --format"
+                .into()
+        ));
+    }
+    let dates = view
+        .decided
+        .iter()
+        .map(|(at, _)| {
+            chrono::DateTime::from_timestamp_millis(*at)
+                .map(|t| t.fixed_offset())
+                .ok_or_else(|| {
+                    processor::Error::Usage(format!("a check time {at} is out of range"))
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    // the decided sets are disjoint; the newest batches are the likeliest, so look there first
+    let date_of = |n: u64| {
+        let prefix = u32::try_from(n / 10).ok()?;
+        view.decided.iter().rposition(|(_, d)| d.contains(prefix))
+    };
+    let requested = pos_cache::number_set_of(&view.covered);
+    let returned = pos_cache::number_set_of(&view.allowed);
+    let opts = a.consent.options(chrono::Utc::now().fixed_offset());
+    let s = processor::consent::write_consents_dated(
+        path, &requested, &returned, None, &opts, &dates, date_of,
+    )?;
+    let mut record = w.audit(view);
+    record["list"] = "consent".into();
+    record["format"] = serde_json::to_value(s.format)?;
+    record["fhir"] = serde_json::to_value(s.fhir)?;
+    record["output"] = s.path.clone().into();
+    record["output_sha256"] = pos_cache::sha256_file(path)?.into();
+    record["active"] = s.active.into();
+    record["inactive"] = s.inactive.into();
+    record["numbers_covered"] = view.covered.len().into();
+    cache.audit("export", Some(w.as_of), Some(w.max_age), &record)?;
+    print_json(&s)?;
+    eprintln!(
+        "ndop cache export: wrote {} active and {} inactive Consent resources to {} as of {}, \
+         maximum age {} (dateTime from {} to {})",
+        thousands(s.active),
+        thousands(s.inactive),
+        s.path,
+        format_time(w.as_of),
+        format_age(w.max_age),
+        s.oldest_date_time,
+        s.date_time
+    );
     Ok(exit::OK)
 }

@@ -36,7 +36,10 @@ use std::path::PathBuf;
 /// --as-of: a row is kept only if the newest check of its number at or before that time is at
 /// most --max-age old (default 7d) and the POS returned the number. Numbers never checked, or
 /// last checked too long ago, are counted as `not_checked` and dropped. The use is recorded in
-/// the cache's audit log (counts, SHA-256 of the extract and the output, batches relied on).
+/// the cache's audit log (counts, SHA-256 of the extract and the output, batches relied on),
+/// and the printed summary's `cache` object says the same: as_of, max_age, oldest_checked_at
+/// (the oldest result relied on), allow_stale_cache, not_checked, the two SHA-256. Save it
+/// (`... > filter.json`) and `ndop report --filter-summary filter.json` makes the IG record.
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub(crate) struct FilterArgs {
@@ -139,12 +142,13 @@ pub(crate) fn run(args: FilterArgs) -> anyhow::Result<u8> {
         record["output_sha256"] = sha256_file(&args.out)?.into();
         record["counts"] = serde_json::to_value(&s.counts)?;
         cache.audit("filter", Some(window.as_of), Some(window.max_age), &record)?;
-        summary["cache"] = serde_json::json!({
-            "as_of": pos_cache::format_time(window.as_of),
-            "max_age": pos_cache::format_age(window.max_age),
-            "environment": view.environment,
-            "batch_ids": view.batch_ids(),
-        });
+        let mut c = window.summary(&view);
+        c["not_checked"] = s.counts.not_checked.into();
+        c["filtered_at"] = pos_cache::format_time(chrono::Utc::now().timestamp_millis()).into();
+        for key in ["input_sha256", "output_sha256"] {
+            c[key] = record.get(key).cloned().unwrap_or_default();
+        }
+        summary["cache"] = c;
     }
     print_json(&summary)?;
     let c = &s.counts;

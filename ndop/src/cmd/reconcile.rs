@@ -120,6 +120,28 @@ pub(crate) struct ConsentArgs {
 }
 
 impl ConsentArgs {
+    /// The writer's options these flags ask for, dated `checked_at`.
+    pub(crate) fn options(
+        &self,
+        checked_at: chrono::DateTime<chrono::FixedOffset>,
+    ) -> ConsentOptions {
+        ConsentOptions {
+            fhir: match self.fhir {
+                FhirArg::R4 => FhirVersion::R4,
+                FhirArg::Stu3 => FhirVersion::Stu3,
+            },
+            format: match self.consent_format {
+                FormatArg::Ndjson => ConsentFormat::Ndjson,
+                FormatArg::Bundle => ConsentFormat::Bundle,
+            },
+            state: match self.consent_state {
+                StateArg::OptedOut => ConsentState::OptedOut,
+                StateArg::Full => ConsentState::Full,
+            },
+            checked_at,
+        }
+    }
+
     /// Writes the Consents if --consent-out was given; `responses` date them.
     pub(crate) fn export(
         &self,
@@ -158,21 +180,7 @@ impl ConsentArgs {
             }
             None => None,
         };
-        let opts = ConsentOptions {
-            fhir: match self.fhir {
-                FhirArg::R4 => FhirVersion::R4,
-                FhirArg::Stu3 => FhirVersion::Stu3,
-            },
-            format: match self.consent_format {
-                FormatArg::Ndjson => ConsentFormat::Ndjson,
-                FormatArg::Bundle => ConsentFormat::Bundle,
-            },
-            state: match self.consent_state {
-                StateArg::OptedOut => ConsentState::OptedOut,
-                StateArg::Full => ConsentState::Full,
-            },
-            checked_at,
-        };
+        let opts = self.options(checked_at);
         let s = write_consents(
             path,
             &reconciled.requested,

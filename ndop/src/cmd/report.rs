@@ -1,7 +1,7 @@
 //! `ndop report`: the record of one check, for the information governance lead who signs the
 //! disclosure off.
 
-use crate::evidence::{gather, html, REPORT_HTML};
+use crate::evidence::{facts::gather_filter, gather, html, REPORT_HTML};
 use crate::exit;
 use crate::report::print_json;
 use clap::Args;
@@ -30,12 +30,25 @@ use std::path::PathBuf;
 ///   ndop report job42
 ///   ndop report job42 --out /shared/ig/2026-11-disclosure-17.html
 ///   ndop report job42 --json > job42-evidence.json
+///
+/// A filter that used the results cache (`ndop filter --cache`) has no work directory: save
+/// the summary it prints and report on that. The record then also gives the as-of date, the
+/// maximum age, when the oldest result used was checked and how old it was, and, in red, an
+/// override of the 21-day ceiling (--allow-stale-cache) and any record not checked.
+///   ndop filter extract.csv --column nhs_number --cache /srv/ndop-cache --out cleared.csv \
+///       > filter.json
+///   ndop report --filter-summary filter.json --out disclosure-17.html
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub(crate) struct ReportArgs {
     /// The work directory of an `ndop run` (or `ndop demo`).
-    #[arg(value_name = "WORK")]
-    pub work: PathBuf,
+    #[arg(value_name = "WORK", required_unless_present = "filter_summary")]
+    pub work: Option<PathBuf>,
+
+    /// Report on a filter that used the results cache instead: the JSON summary that
+    /// `ndop filter --cache` printed, saved to FILE (--out is then required, or --json).
+    #[arg(long, value_name = "FILE", conflicts_with = "work")]
+    pub filter_summary: Option<PathBuf>,
 
     /// Where to write the HTML page (default: WORK/report.html; with --json, none unless
     /// given). Replaced if it exists; created with mode 0600.
@@ -54,15 +67,30 @@ pub(crate) struct ReportArgs {
 
 /// Runs `ndop report`.
 pub(crate) fn run(args: ReportArgs) -> anyhow::Result<u8> {
-    let facts = gather(&args.work, !args.no_hash)?;
+    let facts = match (&args.work, &args.filter_summary) {
+        (Some(work), _) => gather(work, !args.no_hash)?,
+        (None, Some(summary)) => gather_filter(summary, !args.no_hash)?,
+        (None, None) => {
+            return Err(processor::Error::Usage(
+                "give the work directory of an ndop run, or --filter-summary FILE".into(),
+            )
+            .into())
+        }
+    };
     if args.json {
         print_json(&facts)?;
     }
-    let out = match (&args.out, args.json) {
-        (Some(out), _) => Some(out.clone()),
-        (None, false) => Some(args.work.join(REPORT_HTML)),
-        (None, true) => None,
-    };
+    let out =
+        match (&args.out, args.json, &args.work) {
+            (Some(out), _, _) => Some(out.clone()),
+            (None, false, Some(work)) => Some(work.join(REPORT_HTML)),
+            (None, false, None) => return Err(processor::Error::Usage(
+                "--filter-summary: give --out FILE.html (or --json) to say where the report goes"
+                    .into(),
+            )
+            .into()),
+            (None, true, _) => None,
+        };
     if let Some(out) = out {
         let name = out.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
             processor::Error::Usage(format!("--out {}: not a file name", out.display()))

@@ -58,6 +58,40 @@ pub(crate) struct Facts {
     pub rejects: Option<Rejects>,
     /// Anything unusual (alerts) and what a reader should know (notes).
     pub findings: Vec<Finding>,
+    /// The results cache the extract was filtered with (`ndop filter --cache`), if it was.
+    #[serde(default)]
+    pub cache: Option<CacheFacts>,
+}
+
+/// The results cache a filter applied: as of when, how old the results it used were.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct CacheFacts {
+    /// The disclosure time the cache was applied as of (RFC 3339, UTC).
+    pub as_of: String,
+    /// The maximum age of a result (`7d`).
+    pub max_age: String,
+    /// The POS environment of the results (`int`, `live`).
+    #[serde(default)]
+    pub environment: Option<String>,
+    /// The cache's ids of the batches (POS checks) in the window.
+    #[serde(default)]
+    pub batch_ids: Vec<i64>,
+    /// When the oldest result the filter could rely on was checked (the oldest batch that
+    /// still decides a number in the window).
+    #[serde(default)]
+    pub oldest_checked_at: Option<String>,
+    /// How long before the as-of time that was (`3d 4h`).
+    #[serde(default)]
+    pub oldest_age: Option<String>,
+    /// Whether the 21-day ceiling on the maximum age was overridden (`--allow-stale-cache`).
+    #[serde(default)]
+    pub allow_stale_cache: bool,
+    /// The overrides, in words.
+    #[serde(default)]
+    pub overrides: Vec<String>,
+    /// Records dropped because no result in the window covered their number.
+    #[serde(default)]
+    pub not_checked: u64,
 }
 
 /// How far a run got.
@@ -339,6 +373,39 @@ struct RunFilter {
     delimiter: Option<String>,
 }
 
+/// The JSON summary `ndop filter --cache` prints (saved to a file), as the report reads it.
+#[derive(Debug, Deserialize)]
+struct FilterSummaryJson {
+    #[serde(flatten)]
+    filter: RunFilter,
+    #[serde(default)]
+    elapsed_seconds: f64,
+    cache: Option<CacheJson>,
+}
+
+/// The `cache` object of a filter summary.
+#[derive(Debug, Deserialize)]
+struct CacheJson {
+    as_of: String,
+    max_age: String,
+    #[serde(default)]
+    environment: Option<String>,
+    #[serde(default)]
+    batch_ids: Vec<i64>,
+    #[serde(default)]
+    oldest_checked_at: Option<String>,
+    #[serde(default)]
+    allow_stale_cache: bool,
+    #[serde(default)]
+    overrides: Vec<String>,
+    #[serde(default)]
+    input_sha256: Option<String>,
+    #[serde(default)]
+    output_sha256: Option<String>,
+    #[serde(default)]
+    filtered_at: Option<String>,
+}
+
 /// The part of `prepared/summary.json` the report reads.
 #[derive(Debug, Deserialize)]
 struct PreparedJson {
@@ -375,6 +442,8 @@ struct Sources {
     prepared: Option<PreparedJson>,
     reconciled: Option<ReconciledJson>,
     run: Option<RunJson>,
+    /// The results cache of a cache-based filter summary.
+    cache: Option<CacheJson>,
 }
 
 /// Gathers the facts of the run in `work`. With `hash`, the extract and the cleared extract
@@ -396,6 +465,7 @@ pub(crate) fn gather(work: &Path, hash: bool) -> anyhow::Result<Facts> {
         )?,
         reconciled: read_json(&work.join("reconciled/summary.json"), "reconcile summary")?,
         run: read_json(&work.join(RUN_JSON), "run summary")?,
+        cache: None,
     };
     if src.entries.is_empty() && src.prepared.is_none() && src.run.is_none() {
         bail!(processor::Error::Usage(format!(
@@ -404,6 +474,53 @@ pub(crate) fn gather(work: &Path, hash: bool) -> anyhow::Result<Facts> {
             work.display()
         )));
     }
+    build(&work.display().to_string(), &src, hash)
+}
+
+/// Gathers the facts of a filter that used the results cache from the JSON summary it printed
+/// (`ndop filter --cache C ... > FILE`): the extract and cleared extract (hashed now, and
+/// compared with the hashes the filter recorded), where every record went, and the cache's
+/// as-of date, maximum age and the age of the oldest result used.
+pub(crate) fn gather_filter(summary: &Path, hash: bool) -> anyhow::Result<Facts> {
+    let parsed: Option<FilterSummaryJson> = read_json(summary, "filter summary")?;
+    let Some(parsed) = parsed else {
+        bail!(processor::Error::Usage(format!(
+            "{}: no such file; save the summary `ndop filter --cache` prints (ndop filter ... \
+                 --cache DIR --out cleared.csv > filter.json) and name that file",
+            summary.display()
+        )));
+    };
+    let Some(cache) = parsed.cache else {
+        bail!(processor::Error::Usage(format!(
+            "{} is the summary of a filter without --cache: report on the work directory of \
+                 the ndop run instead (ndop report WORK)",
+            summary.display()
+        )));
+    };
+    let src = Sources {
+        settings: None,
+        entries: Vec::new(),
+        prepared: None,
+        reconciled: None,
+        run: Some(RunJson {
+            stage_seconds: vec![("filter".into(), parsed.elapsed_seconds)],
+            stage_ended: cache
+                .filtered_at
+                .iter()
+                .map(|t| ("filter".to_string(), t.clone()))
+                .collect(),
+            collect: RunCollect {
+                unrecognised: Vec::new(),
+            },
+            filter: parsed.filter,
+        }),
+        cache: Some(cache),
+    };
+    build(&summary.display().to_string(), &src, hash)
+}
+
+/// The facts of what `src` holds; `label` names where it was read from.
+fn build(label: &str, src: &Sources, hash: bool) -> anyhow::Result<Facts> {
     let mut findings = Vec::new();
     let files = files(&src.entries, &mut findings);
     let state = if src.run.is_some() {
@@ -415,7 +532,7 @@ pub(crate) fn gather(work: &Path, hash: bool) -> anyhow::Result<Facts> {
     } else {
         State::Stopped
     };
-    let extract = extract_facts(&src, hash, &mut findings)?;
+    let extract = extract_facts(src, hash, &mut findings)?;
     let output = match &src.run {
         Some(run) => Some(output_facts(&run.filter, hash, &mut findings)?),
         None => None,
@@ -424,7 +541,7 @@ pub(crate) fn gather(work: &Path, hash: bool) -> anyhow::Result<Facts> {
         Some(path) => rejects(Path::new(path), &mut findings),
         None => None,
     };
-    let records = records(&src);
+    let records = records(src);
     let patients = src.reconciled.as_ref().map(|r| Patients {
         checked: r.requested,
         returned: r.returned,
@@ -436,6 +553,13 @@ pub(crate) fn gather(work: &Path, hash: bool) -> anyhow::Result<Facts> {
             .settings
             .as_ref()
             .map(|s| s.environment.clone())
+            .or_else(|| {
+                let env = src.cache.as_ref()?.environment.as_deref()?;
+                Some(match env {
+                    "int" | "live" => env.to_ascii_uppercase(),
+                    other => other.to_string(),
+                })
+            })
             .filter(|e| !e.is_empty()),
         mailbox: src.settings.as_ref().and_then(|s| s.mailbox.clone()),
         pos_mailbox: submissions(&src.entries)
@@ -490,7 +614,7 @@ pub(crate) fn gather(work: &Path, hash: bool) -> anyhow::Result<Facts> {
         schema: SCHEMA.into(),
         generated: pos_client::journal::now(),
         ndop_version: env!("CARGO_PKG_VERSION").into(),
-        work: work.display().to_string(),
+        work: label.to_string(),
         state,
         verdict: String::new(),
         extract,
@@ -503,10 +627,96 @@ pub(crate) fn gather(work: &Path, hash: bool) -> anyhow::Result<Facts> {
         stages,
         rejects,
         findings,
+        cache: src.cache.as_ref().map(|c| cache_facts(c, src)),
     };
-    check(&src, &mut facts);
+    check(src, &mut facts);
     facts.verdict = verdict(&facts);
     super::scrub(facts)
+}
+
+/// The cache facts of a cache-based filter summary.
+fn cache_facts(c: &CacheJson, src: &Sources) -> CacheFacts {
+    let oldest_age = c.oldest_checked_at.as_deref().and_then(|t| {
+        let age = pos_cache::parse_time(&c.as_of).ok()? - pos_cache::parse_time(t).ok()?;
+        Some(pos_cache::format_age(age.max(0)))
+    });
+    CacheFacts {
+        as_of: c.as_of.clone(),
+        max_age: c.max_age.clone(),
+        environment: c.environment.clone(),
+        batch_ids: c.batch_ids.clone(),
+        oldest_checked_at: c.oldest_checked_at.clone(),
+        oldest_age,
+        allow_stale_cache: c.allow_stale_cache,
+        overrides: c.overrides.clone(),
+        not_checked: src.run.as_ref().map_or(0, |r| r.filter.not_checked),
+    }
+}
+
+/// Findings about the results cache a filter applied.
+fn check_cache(c: &CacheFacts, src: &Sources, found: &mut Vec<Finding>) {
+    if c.allow_stale_cache {
+        alert(
+            found,
+            format!(
+                "The 21-day ceiling on the age of cached results was overridden \
+                 (--allow-stale-cache, maximum age {}): results that old may no longer reflect \
+                 patients' opt-outs.",
+                c.max_age
+            ),
+        );
+    }
+    match (&c.oldest_checked_at, &c.oldest_age) {
+        (Some(at), Some(age)) => note(
+            found,
+            format!(
+                "Results cache applied as of {}: the oldest result used was checked at {at}, \
+                 {age} before, against a maximum age of {}.",
+                c.as_of, c.max_age
+            ),
+        ),
+        _ => alert(
+            found,
+            format!(
+                "The results cache held no check within {} before {}: no record could be \
+                 kept (refresh the cache).",
+                c.max_age, c.as_of
+            ),
+        ),
+    }
+    if c.not_checked > 0 {
+        alert(
+            found,
+            format!(
+                "{} records had a valid NHS number with no result in the cache within {} \
+                 before {}; they were left out of the cleared extract.",
+                c.not_checked, c.max_age, c.as_of
+            ),
+        );
+    }
+    let Some(cache) = &src.cache else { return };
+    let f = src.run.as_ref().map(|r| &r.filter);
+    let ext = f.map(|f| f.input.as_str());
+    let out = f.map(|f| f.output.as_str());
+    for (what, path, recorded) in [
+        ("extract", ext, &cache.input_sha256),
+        ("cleared extract", out, &cache.output_sha256),
+    ] {
+        let (Some(path), Some(recorded)) = (path, recorded) else {
+            continue;
+        };
+        if let Ok((now, _)) = processor::files::sha256_file(Path::new(path)) {
+            if &now != recorded {
+                alert(
+                    found,
+                    format!(
+                        "The {what} has changed since it was filtered (its SHA-256 is not the \
+                 one the filter recorded): the figures are about the file as it was."
+                    ),
+                );
+            }
+        }
+    }
 }
 
 /// The journal's submissions, the last one of each LocalId, in order.
@@ -700,7 +910,7 @@ fn extract_facts(
         reject_placeholders: s.map(|s| s.reject_placeholders),
         ..ExtractFacts::default()
     };
-    if s.is_none() {
+    if s.is_none() && src.cache.is_none() {
         note(
             findings,
             "This work directory has no run-settings.json (an older ndop ran here): the \
@@ -738,6 +948,10 @@ fn extract_facts(
             return Ok(facts);
         }
         Some(_) => {}
+        None if src.cache.is_some() => {
+            facts.bytes = Some(now.bytes);
+            facts.modified = Some(now.modified.clone());
+        }
         None => {
             note(
                 findings,
@@ -1085,6 +1299,9 @@ fn check(src: &Sources, facts: &mut Facts) {
             ),
         ),
     }
+    if let Some(c) = &facts.cache {
+        check_cache(c, src, &mut found);
+    }
     // state first, then the rest in the order found
     found.append(&mut facts.findings);
     found.sort_by_key(|f| f.severity != Severity::Alert);
@@ -1095,6 +1312,31 @@ fn check(src: &Sources, facts: &mut Facts) {
 fn verdict(f: &Facts) -> String {
     let t = crate::report::thousands;
     match f.state {
+        State::Complete if f.cache.is_some() => {
+            let c = f
+                .cache
+                .as_ref()
+                .map(|c| (c.as_of.as_str(), c.max_age.as_str()));
+            let (as_of, max_age) = c.unwrap_or_default();
+            let by = |key: &str| {
+                f.records
+                    .iter()
+                    .flat_map(|r| &r.buckets)
+                    .filter(|b| b.key == key)
+                    .map(|b| b.records)
+                    .sum::<u64>()
+            };
+            let total = f.records.as_ref().map_or(0, |r| r.total);
+            format!(
+                "The cleared extract keeps {} of {} records: {} removed as opted out and {} as \
+                 not checked, by the results cache as of {as_of} (results at most {max_age} \
+                 old).",
+                t(by("kept")),
+                t(total),
+                t(by("opted_out")),
+                t(by("not_checked"))
+            )
+        }
         State::Complete => {
             let (checked, opted_out) = f
                 .patients
@@ -1432,6 +1674,115 @@ mod tests {
             e.contains("run.json") && e.contains("malformed run summary"),
             "{e}"
         );
+    }
+
+    /// The summary `ndop filter --cache` printed: 10 records, 5 kept, 2 opted out, 1 not
+    /// checked, 1 invalid, 1 blank; results of two batches, the oldest 3 days before the as-of
+    /// date; the extract and cleared extract as they were filtered.
+    fn cache_filter(dir: &Path, allow_stale: bool) -> PathBuf {
+        let extract = dir.join("extract.csv");
+        std::fs::write(&extract, "id,nhs_number\n1,x\n").unwrap();
+        let cleared = dir.join("cleared.csv");
+        std::fs::write(&cleared, "id,nhs_number\n").unwrap();
+        let sha = |p: &Path| processor::files::sha256_file(p).unwrap().0;
+        let summary = dir.join("filter.json");
+        put(
+            dir,
+            "filter.json",
+            &json!({"rows": 10, "kept": 5, "opted_out": 2, "not_checked": 1, "invalid": 1,
+            "blank": 1, "unparseable": 0, "headers": 1,
+            "invalid_by_reason": {"check_digit_mismatch": 1},
+            "input": extract.display().to_string(), "output": cleared.display().to_string(),
+            "rejects": dir.join("cleared.csv.rejects.csv").display().to_string(),
+            "compression": "none", "delimiter": "comma", "bom": false, "threads": 1,
+            "elapsed_seconds": 0.25,
+            "cache": {"as_of": "2026-11-20T00:00:00Z",
+                "max_age": if allow_stale { "28d" } else { "7d" },
+                "environment": "int", "batch_ids": [3, 4],
+                "checked_at_range": ["2026-11-17T00:00:00Z", "2026-11-19T12:00:00Z"],
+                "oldest_checked_at": "2026-11-17T00:00:00Z",
+                "allow_stale_cache": allow_stale,
+                "overrides": if allow_stale { vec!["allow-stale-cache: max age 28d is over 21d"] } else { vec![] },
+                "not_checked": 1, "filtered_at": "2026-11-20T09:00:00Z",
+                "input_sha256": sha(&extract), "output_sha256": sha(&cleared)}}),
+        );
+        summary
+    }
+
+    #[test]
+    fn a_filter_that_used_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let summary = cache_filter(dir.path(), false);
+        std::fs::write(
+            dir.path().join("cleared.csv.rejects.csv"),
+            "file,record,line,reason\nx,3,4,check_digit_mismatch\n",
+        )
+        .unwrap();
+        let f = gather_filter(&summary, true).unwrap();
+        assert_eq!(f.state, State::Complete);
+        assert_eq!(
+            f.verdict,
+            "The cleared extract keeps 5 of 10 records: 2 removed as opted out and 1 as not \
+             checked, by the results cache as of 2026-11-20T00:00:00Z (results at most 7d old)."
+        );
+        let c = f.cache.as_ref().unwrap();
+        assert_eq!(c.oldest_checked_at.as_deref(), Some("2026-11-17T00:00:00Z"));
+        assert_eq!(c.oldest_age.as_deref(), Some("3d"));
+        assert_eq!((c.not_checked, c.allow_stale_cache), (1, false));
+        assert_eq!(f.mesh.environment.as_deref(), Some("INT"));
+        assert_eq!(f.dates.filtered.as_deref(), Some("2026-11-20T09:00:00Z"));
+        assert!(f.extract.sha256.is_some(), "{}", f.extract.sha256_note);
+        let a = alerts(&f).join("\n");
+        assert!(
+            a.contains("1 records had a valid NHS number with no result"),
+            "{a}"
+        );
+        assert!(!a.contains("changed") && !a.contains("21-day"), "{a}");
+        let notes: Vec<&str> = f.findings.iter().map(|x| x.text.as_str()).collect();
+        assert!(
+            notes.iter().any(|n| n.contains(
+                "oldest result used was checked at \
+                2026-11-17T00:00:00Z, 3d before, against a maximum age of 7d"
+            )),
+            "{notes:?}"
+        );
+        let page = super::super::html::render(&f);
+        assert!(page.contains("Oldest result used"), "{page}");
+        assert!(page.contains("Results cache as of"));
+    }
+
+    #[test]
+    fn a_stale_cache_override_and_a_changed_output_are_alerts() {
+        let dir = tempfile::tempdir().unwrap();
+        let summary = cache_filter(dir.path(), true);
+        std::fs::write(dir.path().join("cleared.csv"), "id,nhs_number\n9,y\n").unwrap();
+        let f = gather_filter(&summary, false).unwrap();
+        let a = alerts(&f).join("\n");
+        assert!(a.contains("--allow-stale-cache, maximum age 28d"), "{a}");
+        assert!(
+            a.contains("The cleared extract has changed since it was filtered"),
+            "{a}"
+        );
+        let page = super::super::html::render(&f);
+        assert!(
+            page.contains("<span class=\"red\">28d (over the 21-day ceiling"),
+            "{page}"
+        );
+        // a summary without a cache, or none at all, is refused with the way out
+        put(
+            dir.path(),
+            "plain.json",
+            &json!({"rows": 1, "kept": 1, "opted_out": 0,
+            "invalid": 0, "blank": 0, "input": "a", "output": "b"}),
+        );
+        let e = gather_filter(&dir.path().join("plain.json"), false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("without --cache"), "{e}");
+        let e = gather_filter(&dir.path().join("none.json"), false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no such file"), "{e}");
     }
 
     #[test]

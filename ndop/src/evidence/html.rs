@@ -187,8 +187,13 @@ pub(crate) fn render(f: &Facts) -> String {
     let _ = write!(
         h,
         "<footer>This record holds no NHS number: only counts, file names, message ids, \
-         SHA-256 hashes and times. The same facts as JSON: <code>ndop report {} --json</code> \
+         SHA-256 hashes and times. The same facts as JSON: <code>ndop report {}{} --json</code> \
          (schema {}).</footer>\n</main>\n</body>\n</html>\n",
+        if f.cache.is_some() {
+            "--filter-summary "
+        } else {
+            ""
+        },
         esc(&f.work),
         esc(&f.schema)
     );
@@ -368,6 +373,33 @@ fn checked(h: &mut String, f: &Facts) {
     kv(h, "Sent", &when_opt(f.dates.sent.as_deref()));
     kv(h, "POS answered", &when_opt(f.dates.answered.as_deref()));
     kv(h, "Filtered", &when_opt(f.dates.filtered.as_deref()));
+    if let Some(c) = &f.cache {
+        kv(h, "Results cache as of", &esc(&when(&c.as_of)));
+        let max = if c.allow_stale_cache {
+            format!(
+                "<span class=\"red\">{} (over the 21-day ceiling: --allow-stale-cache)</span>",
+                esc(&c.max_age)
+            )
+        } else {
+            esc(&c.max_age)
+        };
+        kv(h, "Maximum age of a result", &max);
+        let oldest = match (&c.oldest_checked_at, &c.oldest_age) {
+            (Some(at), Some(age)) => format!(
+                "checked {}, {} before the as-of date (maximum {})",
+                esc(&when(at)),
+                esc(age),
+                esc(&c.max_age)
+            ),
+            _ => "<span class=\"red\">none: the cache held no result in the window</span>".into(),
+        };
+        kv(h, "Oldest result used", &oldest);
+        kv(
+            h,
+            "Not checked",
+            &format!("{} records", thousands(c.not_checked)),
+        );
+    }
     if let Some(p) = &f.patients {
         kv(
             h,
