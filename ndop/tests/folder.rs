@@ -34,14 +34,16 @@ struct World {
 
 impl World {
     fn start() -> World {
+        World::start_with(mock_mesh::Config::default())
+    }
+
+    fn start_with(config: mock_mesh::Config) -> World {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .unwrap();
-        let mesh = rt
-            .block_on(mock_mesh::MockMesh::start(mock_mesh::Config::default()))
-            .unwrap();
+        let mesh = rt.block_on(mock_mesh::MockMesh::start(config)).unwrap();
         World {
             rt,
             mesh,
@@ -325,4 +327,96 @@ fn a_file_the_client_moves_to_failed_is_exit_5_with_its_code() {
     );
     assert!(root.join("FAILED/x-1_l.dat").exists());
     world.stop();
+}
+
+/// The stand-in downloads a chunked reply (a 1M-line extract's ~10 MB result in 4 MiB chunks)
+/// into one `IN/{id}.dat`, and the run's files are exactly what the generator's numbers and the
+/// mock's opt-out rule say (the API path's files are the same by the pipeline tests; running it
+/// too would double this test's time).
+#[test]
+fn a_million_line_extract_with_a_chunked_reply_gives_the_expected_files() {
+    const SEED: u64 = 3;
+    const RATE: f64 = 0.05;
+    let dir = tempfile::tempdir().unwrap();
+    let extract = dir.path().join("big.dat");
+    let gen = ndop(&[
+        "generate",
+        "--lines",
+        "1000000",
+        "--seed",
+        "5",
+        "--out",
+        extract.to_str().unwrap(),
+    ]);
+    assert!(gen.status.success(), "{}", stderr(&gen));
+    let mut config = mock_mesh::Config::default();
+    config.pos.optout_rate = RATE;
+    config.pos.optout_seed = SEED;
+    config.pos_chunk_bytes = 4 << 20;
+    let mut world = World::start_with(config);
+    let root = mailbox_root(dir.path());
+    world.start_client(&root);
+    let work = dir.path().join("work");
+    let (e, w, r) = (
+        extract.to_str().unwrap(),
+        work.to_str().unwrap(),
+        root.to_str().unwrap(),
+    );
+    let out = ndop(&[
+        "run",
+        e,
+        "--work",
+        w,
+        "--mailbox",
+        "X26ABC1",
+        "--interval",
+        "0.1",
+        "--timeout",
+        "120",
+        "--mesh-folder",
+        r,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    world.stop();
+
+    // the truth, from the generated lines (all valid: no --invalid-frac) and the mock's rule
+    let text = std::fs::read_to_string(&extract).unwrap();
+    let opted = |line: &str| {
+        let n: u64 = line.trim_end_matches(',').parse().unwrap();
+        mock_mesh::pos::opted_out_by_rate(n, SEED, RATE)
+    };
+    let mut expected_out: Vec<&str> = text
+        .lines()
+        .filter(|l| opted(l))
+        .map(|l| l.trim_end_matches(','))
+        .collect();
+    expected_out.sort_unstable();
+    expected_out.dedup();
+    let expected_cleared: String = text
+        .split_inclusive("\r\n")
+        .filter(|l| !opted(l.trim_end()))
+        .collect();
+    let got = std::fs::read_to_string(work.join("reconciled/opted-out.txt")).unwrap();
+    let mut got_out: Vec<&str> = got.lines().map(|l| l.trim_end_matches(',')).collect();
+    got_out.sort_unstable();
+    assert!(expected_out.len() > 30_000, "{}", expected_out.len());
+    assert!(
+        got_out == expected_out,
+        "opted-out.txt is not the expected set"
+    );
+    assert!(
+        std::fs::read_to_string(work.join("cleared.dat")).unwrap() == expected_cleared,
+        "cleared.dat is not the extract less the opted-out lines"
+    );
+    let run: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(run["reconcile"]["unexpected"], 0);
+    // one .dat/.ctl pair went through SENT; the reply came through IN as one message bigger
+    // than two of the mock's chunks
+    assert_eq!(std::fs::read_dir(root.join("SENT")).unwrap().count(), 2);
+    let big: Vec<u64> = std::fs::read_dir(work.join("replies"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .filter(|&n| n > 8 << 20)
+        .collect();
+    assert_eq!(big.len(), 1, "one chunked reply taken from IN: {big:?}");
 }
