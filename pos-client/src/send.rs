@@ -268,7 +268,7 @@ async fn send_pair(
                         c.local_id
                     )));
                 }
-                journal.append(started(&c.local_id, &id, &file_name, &digest, &plan))?;
+                journal.append(started(&c.local_id, &id, &file_name, digest, &plan))?;
                 tracing::info!(message_id = %id, "found an unfinished upload by its LocalId; resuming it");
                 progress(plan.bytes_through(1));
                 upload_rest(client, journal, pair, &id, 2, &plan, progress).await?;
@@ -301,7 +301,7 @@ async fn send_pair(
         .map_err(mesh(&context))?;
     crash_point("after-accept");
     if plan.chunks > 1 {
-        journal.append(started(&c.local_id, &id, &file_name, &digest, &plan))?;
+        journal.append(started(&c.local_id, &id, &file_name, digest, &plan))?;
     }
     progress(plan.bytes_through(1));
     upload_rest(client, journal, pair, &id, 2, &plan, progress).await?;
@@ -511,23 +511,6 @@ pub(crate) async fn digest(path: &Path) -> Result<Digest256, Error> {
     result.map_err(|e| Error::Local(processor::Error::read(path, e)))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn digests_count_lines_with_or_without_a_final_newline() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("x");
-        for (content, records) in [(&b""[..], 0), (b"a\n", 1), (b"a\nb", 2), (b"a\r\nb\r\n", 2)] {
-            std::fs::write(&p, content).unwrap();
-            let d = digest(&p).await.unwrap();
-            assert_eq!((d.records, d.bytes), (records, content.len() as u64));
-            assert_eq!(d.sha256, hex::encode(Sha256::digest(content)));
-        }
-    }
-}
-
 /// The journal line of a chunked upload under way: message `id` holds chunk 1 of `file`.
 fn started(
     local_id: &str,
@@ -547,4 +530,21 @@ fn started(
         compress: plan.compress,
         time: journal::now(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn digests_count_lines_with_or_without_a_final_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x");
+        for (content, records) in [(&b""[..], 0), (b"a\n", 1), (b"a\nb", 2), (b"a\r\nb\r\n", 2)] {
+            std::fs::write(&p, content).unwrap();
+            let d = digest(&p).await.unwrap();
+            assert_eq!((d.records, d.bytes), (records, content.len() as u64));
+            assert_eq!(d.sha256, hex::encode(Sha256::digest(content)));
+        }
+    }
 }
