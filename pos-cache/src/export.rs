@@ -198,14 +198,7 @@ fn write_parquet(
         ))
     };
     let (column, encoding) = match number_type {
-        NumberType::String => (
-            "required binary nhs_number (STRING);",
-            if std::env::var_os("XX_DELTA").is_some() {
-                Encoding::DELTA_BYTE_ARRAY
-            } else {
-                Encoding::PLAIN
-            },
-        ),
+        NumberType::String => ("required binary nhs_number (STRING);", Encoding::PLAIN),
         NumberType::Int64 => ("required int64 nhs_number;", Encoding::DELTA_BINARY_PACKED),
     };
     let schema =
