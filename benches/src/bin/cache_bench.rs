@@ -48,7 +48,7 @@ struct Args {
 fn ranges(shape: &str) -> anyhow::Result<Vec<std::ops::Range<u32>>> {
     match shape {
         "england" => Ok(vec![400_000_000..500_000_000, 600_000_000..800_000_000]),
-        "uniform" => Ok(vec![100_000_000..1_000_000_000]),
+        "uniform" => Ok(std::iter::once(100_000_000..1_000_000_000).collect()),
         s => anyhow::bail!("unknown --shape {s}: england or uniform"),
     }
 }
