@@ -113,20 +113,25 @@ pub(crate) fn import(
     works: &[PathBuf],
     scan: &ScanOptions,
 ) -> anyhow::Result<ImportSummary> {
+    let mut cache = Cache::open(dir, true)?;
     let mut batches = Vec::new();
     let mut skipped = Vec::new();
+    let mut unread = 0;
     for w in works {
-        let (b, s) = pos_cache::read_work_dir(w, scan)
-            .with_context(|| format!("cannot import {}", w.display()))?;
+        // batches the cache already holds are not read again
+        let (b, s, n) =
+            pos_cache::read_new_batches(w, scan, &mut |id, req, res| cache.has_batch(id, req, res))
+                .with_context(|| format!("cannot import {}", w.display()))?;
         batches.extend(b);
         skipped.extend(s);
+        unread += n;
     }
-    let mut cache = Cache::open(dir, true)?;
     let requested = batches.iter().map(|b| b.requested.len()).sum();
     let returned = batches.iter().map(|b| b.returned.len()).sum();
     let audit = serde_json::json!({
         "work_dirs": works.iter().map(|w| w.display().to_string()).collect::<Vec<_>>(),
         "batches_read": batches.len(),
+        "batches_present_unread": unread,
         "requested": requested,
         "returned": returned,
         "request_sha256": batches.iter().map(|b| b.request_sha256.clone()).collect::<Vec<_>>(),
@@ -136,7 +141,7 @@ pub(crate) fn import(
     let (added, already_present) = cache.add_batches(&batches, audit)?;
     Ok(ImportSummary {
         added,
-        already_present,
+        already_present: already_present + unread,
         skipped,
         requested,
         returned,

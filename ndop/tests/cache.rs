@@ -293,6 +293,42 @@ fn cache_applies_the_newest_fresh_check_as_of_a_date() {
     ]));
     assert_eq!(again["added"].as_array().unwrap().len(), 0);
     assert_eq!(again["already_present"], 5);
+    // a batch already held is not read again, but a new one is checked against the journal:
+    // a copy of the first run with one request file changed
+    let copy = dir.path().join("run1-copy");
+    assert!(std::process::Command::new("cp")
+        .args(["-r", c1.work.to_str().unwrap(), copy.to_str().unwrap()])
+        .status()
+        .unwrap()
+        .success());
+    let dat = std::fs::read_dir(copy.join("prepared"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "dat"))
+        .unwrap();
+    let mut text = std::fs::read(&dat).unwrap();
+    text.extend_from_slice(b"\r\n");
+    std::fs::write(&dat, text).unwrap();
+    let held = ok(&ndop(&[
+        "cache",
+        "import",
+        copy.to_str().unwrap(),
+        "--cache",
+        cache.to_str().unwrap(),
+    ]));
+    assert_eq!(held["added"].as_array().unwrap().len(), 0, "{held}");
+    let fresh = ndop(&[
+        "cache",
+        "import",
+        copy.to_str().unwrap(),
+        "--cache",
+        dir.path().join("other-cache").to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&fresh.stderr);
+    assert!(
+        !fresh.status.success() && err.contains("differs from the file the journal recorded"),
+        "{err}"
+    );
     for f in ["", "cache.sqlite", "cache.sqlite-wal", "cache.sqlite-shm"] {
         let p = cache.join(f);
         if p.exists() {
@@ -413,7 +449,8 @@ fn cache_applies_the_newest_fresh_check_as_of_a_date() {
         .contains("allow-stale-cache"));
     assert_eq!(
         records.iter().filter(|r| r["command"] == "import").count(),
-        3
+        // run 2's, the two imports and the changed copy's (the other cache has its own)
+        4
     );
     // no NHS number anywhere in the audit log
     let text = audit.to_string();

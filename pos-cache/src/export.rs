@@ -66,7 +66,7 @@ pub struct ExportSummary {
 }
 
 /// Rows per Parquet row group.
-const ROW_GROUP: usize = 1 << 20;
+const ROW_GROUP: usize = 1 << 23;
 
 /// Writes `list` of `view` to `out` (which must not exist; mode 0600, written under a temporary
 /// name and renamed into place).
@@ -198,10 +198,7 @@ fn write_parquet(
         ))
     };
     let (column, encoding) = match number_type {
-        NumberType::String => (
-            "required binary nhs_number (STRING);",
-            Encoding::DELTA_BYTE_ARRAY,
-        ),
+        NumberType::String => ("required binary nhs_number (STRING);", Encoding::PLAIN),
         NumberType::Int64 => ("required int64 nhs_number;", Encoding::DELTA_BINARY_PACKED),
     };
     let schema =
@@ -225,16 +222,26 @@ fn write_parquet(
     let mut writer =
         SerializedFileWriter::new(Sink(file), schema, Arc::new(props)).map_err(perr)?;
     let mut numbers = set.iter().map(crate::number_of_prefix).peekable();
+    // reused between row groups
+    let mut chunk: Vec<u64> = Vec::with_capacity(ROW_GROUP);
+    let mut values: Vec<ByteArray> = Vec::new();
     while numbers.peek().is_some() {
-        let chunk: Vec<u64> = numbers.by_ref().take(ROW_GROUP).collect();
+        chunk.clear();
+        chunk.extend(numbers.by_ref().take(ROW_GROUP));
         let mut group = writer.next_row_group().map_err(perr)?;
         if let Some(mut col) = group.next_column().map_err(perr)? {
             match number_type {
                 NumberType::String => {
-                    let values: Vec<ByteArray> = chunk
-                        .iter()
-                        .map(|&n| ByteArray::from(digits(n).to_vec()))
-                        .collect();
+                    // one buffer for the row group's digits; each value is a slice of it
+                    let mut text = Vec::with_capacity(chunk.len() * 10);
+                    for &n in &chunk {
+                        text.extend_from_slice(&digits(n));
+                    }
+                    let text = bytes::Bytes::from(text);
+                    values.clear();
+                    values.extend(
+                        (0..chunk.len()).map(|i| ByteArray::from(text.slice(i * 10..i * 10 + 10))),
+                    );
                     col.typed::<ByteArrayType>()
                         .write_batch(&values, None, None)
                         .map_err(perr)?;

@@ -88,6 +88,20 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 /// rejected, failed). Each file is checked against the SHA-256 the journal holds for it, so
 /// a file changed since it was sent or stored is refused instead of trusted.
 pub fn read_work_dir(work: &Path, scan: &ScanOptions) -> Result<(Vec<NewBatch>, Vec<Skipped>)> {
+    let (batches, skipped, _) = read_new_batches(work, scan, &mut |_, _, _| Ok(false))?;
+    Ok((batches, skipped))
+}
+
+/// [`read_work_dir`], leaving out (unread, and counted in the third value) the completed checks
+/// for which `present(local_id, request_sha256, response_sha256)` (the journal's values) says
+/// the cache already holds that batch: an idempotent re-import reads no number file. The files
+/// of every batch returned are checked against the journal's SHA-256, hashed on a second thread
+/// while the numbers are read.
+pub fn read_new_batches(
+    work: &Path,
+    scan: &ScanOptions,
+    present: &mut dyn FnMut(&str, &str, &str) -> Result<bool>,
+) -> Result<(Vec<NewBatch>, Vec<Skipped>, u64)> {
     let work_err = |path: &Path, message: String| Error::WorkDir {
         path: path.to_path_buf(),
         message,
@@ -105,6 +119,7 @@ pub fn read_work_dir(work: &Path, scan: &ScanOptions) -> Result<(Vec<NewBatch>, 
     let mut batches = Vec::new();
     let mut skipped = Vec::new();
     let mut seen = std::collections::HashSet::new();
+    let mut already = 0u64;
     let subs: Vec<_> = journal.submissions().cloned().collect();
     for sub in subs.iter().rev() {
         // the last submission of each LocalId counts
@@ -139,11 +154,37 @@ pub fn read_work_dir(work: &Path, scan: &ScanOptions) -> Result<(Vec<NewBatch>, 
                 continue;
             }
         }
+        if present(&sub.local_id, &sub.sha256, &fin.sha256)? {
+            already += 1;
+            continue;
+        }
         let request: PathBuf = work.join(PREPARED).join(&sub.file);
         let response: PathBuf = work.join(&fin.file);
-        for (path, want) in [(&request, &sub.sha256), (&response, &fin.sha256)] {
-            let got = sha256_file(path)?;
-            if &got != want {
+        // hash on a second thread while this one reads the numbers; nothing read is used
+        // unless both hashes match the journal
+        let (hashes, sets) = std::thread::scope(|s| {
+            let hashing = s.spawn(|| -> Result<Vec<String>> {
+                [&request, &response]
+                    .into_iter()
+                    .map(|p| sha256_file(p))
+                    .collect()
+            });
+            let read = |path: &PathBuf, role| -> Result<RoaringBitmap> {
+                Ok(crate::bitmap_of(
+                    &read_numbers(std::slice::from_ref(path), role, scan, &mut |_| {})?.set,
+                ))
+            };
+            let sets = read(&request, "request").and_then(|a| Ok((a, read(&response, "result")?)));
+            let hashes = hashing
+                .join()
+                .unwrap_or_else(|_| Err(work_err(work, "hashing its files failed".into())));
+            (hashes, sets)
+        });
+        for (path, (got, want)) in [&request, &response]
+            .into_iter()
+            .zip(hashes?.iter().zip([&sub.sha256, &fin.sha256]))
+        {
+            if got != want {
                 return Err(work_err(
                     path,
                     "differs from the file the journal recorded (SHA-256); it changed after it \
@@ -153,12 +194,7 @@ pub fn read_work_dir(work: &Path, scan: &ScanOptions) -> Result<(Vec<NewBatch>, 
                 ));
             }
         }
-        let requested = crate::bitmap_of(
-            &read_numbers(std::slice::from_ref(&request), "request", scan, &mut |_| {})?.set,
-        );
-        let returned = crate::bitmap_of(
-            &read_numbers(std::slice::from_ref(&response), "result", scan, &mut |_| {})?.set,
-        );
+        let (requested, returned) = sets?;
         let unexpected = (&returned - &requested).len();
         if unexpected > 0 {
             return Err(Error::Journal(pos_client::Error::BadAnswer(format!(
@@ -206,5 +242,5 @@ pub fn read_work_dir(work: &Path, scan: &ScanOptions) -> Result<(Vec<NewBatch>, 
     }
     batches.reverse();
     skipped.reverse();
-    Ok((batches, skipped))
+    Ok((batches, skipped, already))
 }

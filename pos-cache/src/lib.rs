@@ -26,7 +26,7 @@ mod time;
 
 pub use error::{Error, Result};
 pub use export::{export, ExportFormat, ExportList, ExportSummary, NumberType};
-pub use import::{read_work_dir, sha256_file, ImportSummary, NewBatch, Skipped};
+pub use import::{read_new_batches, read_work_dir, sha256_file, ImportSummary, NewBatch, Skipped};
 pub use store::{AuditRecord, BatchInfo, Cache, Status, View, DB_FILE, SCHEMA_VERSION};
 pub use time::{
     format_age, format_time, parse_age, parse_time, Age, DEFAULT_MAX_AGE, HARD_MAX_AGE,
@@ -42,6 +42,8 @@ pub fn bitmap_of(set: &NumberSet) -> RoaringBitmap {
     set.for_each_prefix(|p| {
         let _ = b.try_push(p);
     });
+    // run containers where they are smaller (dense, issued ranges)
+    b.optimize();
     b
 }
 

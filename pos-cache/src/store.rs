@@ -383,7 +383,37 @@ impl Cache {
         record["batches_already_present"] = present.into();
         append_audit(&tx, "import", None, None, &record).map_err(e)?;
         tx.commit().map_err(e)?;
+        self.checkpoint();
         Ok((added, present))
+    }
+
+    /// Whether the cache holds the batch of this LocalId with these request and answer
+    /// SHA-256 (the key an import is idempotent on).
+    pub fn has_batch(
+        &self,
+        local_id: &str,
+        request_sha256: &str,
+        response_sha256: &str,
+    ) -> Result<bool> {
+        self.conn
+            .query_row(
+                "SELECT 1 FROM batches WHERE local_id = ?1 AND request_sha256 = ?2
+                 AND response_sha256 = ?3",
+                params![local_id, request_sha256, response_sha256],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|r| r.is_some())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Copies the write-ahead log into the database and truncates it, so that the files'
+    /// size is the cache's real size and the sets are not kept twice on disk. Best effort:
+    /// a reader still in the log only delays this to a later write.
+    fn checkpoint(&self) {
+        let _ = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
     }
 
     /// Every batch (without its sets), oldest check first.
