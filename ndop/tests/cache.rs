@@ -12,14 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-fn ndop(args: &[&str]) -> Output {
-    util::ndop_command()
-        .args(args)
-        .env("NDOP_MESH_PASSWORD", "password")
-        .env("NDOP_MESH_SHARED_KEY", "TestKey")
-        .output()
-        .expect("ndop runs")
-}
+use util::ndop;
 
 #[track_caller]
 fn ok(out: &Output) -> serde_json::Value {

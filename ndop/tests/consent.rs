@@ -12,14 +12,7 @@ use std::process::Output;
 use processor::consent::consent_id;
 use serde_json::Value;
 
-fn ndop(args: &[&str]) -> Output {
-    util::ndop_command()
-        .args(args)
-        .env("NDOP_MESH_PASSWORD", "password")
-        .env("NDOP_MESH_SHARED_KEY", "TestKey")
-        .output()
-        .expect("ndop runs")
-}
+use util::ndop;
 
 fn ok(out: Output) -> Output {
     assert!(

@@ -9,14 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-fn ndop(args: &[&str]) -> Output {
-    util::ndop_command()
-        .args(args)
-        .env("NDOP_MESH_PASSWORD", "password")
-        .env("NDOP_MESH_SHARED_KEY", "TestKey")
-        .output()
-        .expect("ndop runs")
-}
+use util::ndop;
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
