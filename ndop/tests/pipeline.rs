@@ -236,18 +236,18 @@ fn run_refuses_an_extract_that_changed_and_resumes_on_the_same_file() {
 }
 
 #[test]
-fn a_million_line_extract_with_chunked_replies() {
+fn a_large_extract_with_chunked_replies() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = mock_mesh::Config::default();
     config.pos.optout_rate = 0.05;
     config.pos.optout_seed = 3;
-    config.pos_chunk_bytes = 4 << 20; // a 13 MB result comes back in 4 chunks
+    config.pos_chunk_bytes = 512 << 10; // a ~2.6 MB result comes back in 6 chunks
     let (rt, mesh) = start_mesh(config);
     let extract = dir.path().join("big.dat");
     let gen = ndop(&[
         "generate",
         "--lines",
-        "1000000",
+        "250000",
         "--seed",
         "5",
         "--out",
