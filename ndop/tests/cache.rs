@@ -827,3 +827,116 @@ fn refresh_sends_only_the_stale_part() {
     assert_eq!(st["stale"], 0);
     assert_eq!(st["numbers_covered"], all.len());
 }
+
+/// The cache's state as seen through ndop: status (fixed as-of, without the file size), the
+/// audit log, and a filter's kept rows and counts.
+fn cache_state(cache: &Path, extract: &Path, out: &Path) -> (serde_json::Value, Vec<String>) {
+    let mut st = ok(&ndop(&[
+        "cache",
+        "status",
+        "--cache",
+        cache.to_str().unwrap(),
+        "--as-of",
+        "2026-11-03",
+        "--json",
+    ]));
+    st.as_object_mut().unwrap().remove("bytes");
+    let mut f = ok(&filter(extract, cache, out, &["--as-of", "2026-11-03"]));
+    // what names the output files or times the run differs between runs
+    let stem = out.file_stem().unwrap().to_str().unwrap();
+    f.as_object_mut().unwrap().retain(|k, v| {
+        !k.contains("seconds") && !k.contains("elapsed") && !v.to_string().contains(stem)
+    });
+    f["cache"].as_object_mut().unwrap().remove("filtered_at");
+    (serde_json::json!({"status": st, "filter": f}), kept_ids(out))
+}
+
+fn audit(cache: &Path) -> serde_json::Value {
+    ok(&ndop(&[
+        "cache",
+        "audit",
+        "--cache",
+        cache.to_str().unwrap(),
+        "--json",
+    ]))
+}
+
+#[test]
+fn an_import_killed_before_commit_leaves_the_cache_as_it_was() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let pop1 = numbers(0, 300);
+    let pop2 = numbers(5000, 300)
+        .into_iter()
+        .chain(pop1[..100].iter().copied())
+        .collect::<Vec<_>>();
+    let c1 = check(dir.path(), "run1", &pop1, "2026-11-01T09:00:00Z", 11, Some(&cache));
+    let c2 = check(dir.path(), "run2", &pop2, "2026-11-02T09:00:00Z", 12, None);
+    let extract = dir.path().join("extract.csv");
+    let all: Vec<u64> = pop1.iter().chain(&pop2[..300]).copied().collect();
+    write_extract(&extract, &all);
+    let out = |name: &str| dir.path().join(format!("{name}.csv"));
+    let before = cache_state(&cache, &extract, &out("before"));
+    let audit_before = audit(&cache);
+
+    let mut child = util::ndop_command()
+        .args(["cache", "import", c2.work.to_str().unwrap(), "--cache"])
+        .arg(&cache)
+        .env("NDOP_TEST_CRASH_AT", "cache-import-before-commit")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(
+        line.contains("cache-import-before-commit"),
+        "the import did not reach its crash point: {line:?}"
+    );
+    // SIGKILL inside the write transaction: nothing of it may remain
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(9));
+
+    assert_eq!(audit(&cache), audit_before, "the killed import left an audit record");
+    let after = cache_state(&cache, &extract, &out("after"));
+    assert_eq!(after, before);
+    // the filter before the crash used only the first run
+    let want: usize = all
+        .iter()
+        .chain(all.iter().step_by(7))
+        .filter(|n| oracle(&[&c1], **n, ms("2026-11-03T00:00:00Z"), 7 * DAY) == Some(true))
+        .count();
+    assert_eq!(before.1.len(), want);
+
+    // importing again works, and now the second run decides its numbers
+    let s = ok(&ndop(&[
+        "cache",
+        "import",
+        c2.work.to_str().unwrap(),
+        "--cache",
+        cache.to_str().unwrap(),
+    ]));
+    let added = s["added"].as_array().unwrap().len();
+    assert!(added > 0, "{s}");
+    let (state, kept) = cache_state(&cache, &extract, &out("reimported"));
+    assert_eq!(
+        state["status"]["batches"].as_array().unwrap().len(),
+        before.0["status"]["batches"].as_array().unwrap().len() + added
+    );
+    assert_eq!(
+        state["status"]["numbers_covered"],
+        c1.requested.union(&c2.requested).count()
+    );
+    let want: usize = all
+        .iter()
+        .chain(all.iter().step_by(7))
+        .filter(|n| {
+            oracle(&[&c1, &c2], **n, ms("2026-11-03T00:00:00Z"), 7 * DAY) == Some(true)
+        })
+        .count();
+    assert_eq!(kept.len(), want);
+}
