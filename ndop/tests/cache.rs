@@ -805,8 +805,9 @@ fn refresh_sends_only_the_stale_part() {
         "30",
     ]);
     ok(&refresh);
+    assert_quiet(&refresh);
     rt.block_on(mesh.stop());
-    let sent: BTreeSet<u64> = std::fs::read_to_string(work.join("stale.dat"))
+    let sent: BTreeSet<u64> = std::fs::read_to_string(work.join("refresh.dat"))
         .unwrap()
         .lines()
         .map(|l| l.parse().unwrap())
@@ -848,7 +849,10 @@ fn cache_state(cache: &Path, extract: &Path, out: &Path) -> (serde_json::Value, 
         !k.contains("seconds") && !k.contains("elapsed") && !v.to_string().contains(stem)
     });
     f["cache"].as_object_mut().unwrap().remove("filtered_at");
-    (serde_json::json!({"status": st, "filter": f}), kept_ids(out))
+    (
+        serde_json::json!({"status": st, "filter": f}),
+        kept_ids(out),
+    )
 }
 
 fn audit(cache: &Path) -> serde_json::Value {
@@ -871,7 +875,14 @@ fn an_import_killed_before_commit_leaves_the_cache_as_it_was() {
         .into_iter()
         .chain(pop1[..100].iter().copied())
         .collect::<Vec<_>>();
-    let c1 = check(dir.path(), "run1", &pop1, "2026-11-01T09:00:00Z", 11, Some(&cache));
+    let c1 = check(
+        dir.path(),
+        "run1",
+        &pop1,
+        "2026-11-01T09:00:00Z",
+        11,
+        Some(&cache),
+    );
     let c2 = check(dir.path(), "run2", &pop2, "2026-11-02T09:00:00Z", 12, None);
     let extract = dir.path().join("extract.csv");
     let all: Vec<u64> = pop1.iter().chain(&pop2[..300]).copied().collect();
@@ -901,7 +912,11 @@ fn an_import_killed_before_commit_leaves_the_cache_as_it_was() {
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(status.signal(), Some(9));
 
-    assert_eq!(audit(&cache), audit_before, "the killed import left an audit record");
+    assert_eq!(
+        audit(&cache),
+        audit_before,
+        "the killed import left an audit record"
+    );
     let after = cache_state(&cache, &extract, &out("after"));
     assert_eq!(after, before);
     // the filter before the crash used only the first run
@@ -934,9 +949,162 @@ fn an_import_killed_before_commit_leaves_the_cache_as_it_was() {
     let want: usize = all
         .iter()
         .chain(all.iter().step_by(7))
-        .filter(|n| {
-            oracle(&[&c1, &c2], **n, ms("2026-11-03T00:00:00Z"), 7 * DAY) == Some(true)
-        })
+        .filter(|n| oracle(&[&c1, &c2], **n, ms("2026-11-03T00:00:00Z"), 7 * DAY) == Some(true))
         .count();
     assert_eq!(kept.len(), want);
+}
+
+/// A refresh that succeeded said nothing (cron and systemd mail or log any output).
+#[track_caller]
+fn assert_quiet(out: &Output) {
+    assert!(
+        out.stdout.is_empty() && out.stderr.is_empty(),
+        "a successful refresh printed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn refresh(population: &Path, cache: &Path, work: &Path, url: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "cache",
+        "refresh",
+        "--population",
+        population.to_str().unwrap(),
+        "--column",
+        "nhs_number",
+        "--cache",
+        cache.to_str().unwrap(),
+        "--work",
+        work.to_str().unwrap(),
+        "--mesh",
+        url,
+        "--mailbox",
+        "X26ABC1",
+        "--interval",
+        "0.05",
+        "--timeout",
+        "30",
+    ];
+    args.extend_from_slice(extra);
+    ndop(&args)
+}
+
+/// The POS's job reports (`Mex-Subject: SUCCESS` JSON) a work directory collected.
+fn job_reports(work: &Path) -> Vec<serde_json::Value> {
+    let mut jobs = Vec::new();
+    let mut dirs = vec![work.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if let Ok(v) =
+                serde_json::from_slice::<serde_json::Value>(&std::fs::read(&p).unwrap_or_default())
+            {
+                if v.get("stages").is_some() {
+                    jobs.push(v);
+                }
+            }
+        }
+    }
+    jobs
+}
+
+#[test]
+fn refreshing_an_unchanged_population_is_a_new_upload_and_quiet() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let population = dir.path().join("population.csv");
+    let pop = numbers(0, 200);
+    write_extract(&population, &pop);
+    // one mock for both refreshes: it remembers every upload's content, as the POS does
+    let (rt, mesh) = mesh_at(Utc::now(), 21);
+    let url = mesh.base_url();
+    let works = [dir.path().join("r1"), dir.path().join("r2")];
+    for w in &works {
+        let out = refresh(&population, &cache, w, &url, &[]);
+        ok(&out);
+        assert_quiet(&out);
+    }
+    // the mock's POS judged both uploads new (validate_is_unique_upload passed) and answered
+    for w in &works {
+        let jobs = job_reports(w);
+        assert!(!jobs.is_empty());
+        for job in &jobs {
+            assert_eq!(job["status"], "pending", "{job}");
+            assert_eq!(job["stages"][1]["stage"], "validate_is_unique_upload");
+            assert_eq!(job["stages"][1]["passed"], true);
+        }
+    }
+    // same numbers, different files
+    let sent: Vec<(BTreeSet<Vec<u8>>, BTreeSet<u64>)> = works
+        .iter()
+        .map(|w| {
+            let mut files = BTreeSet::new();
+            let mut set = BTreeSet::new();
+            for e in std::fs::read_dir(w.join("prepared")).unwrap() {
+                let p = e.unwrap().path();
+                if p.extension().is_some_and(|x| x == "dat") {
+                    let bytes = std::fs::read(&p).unwrap();
+                    for l in String::from_utf8_lossy(&bytes).lines() {
+                        set.insert(l.trim_end_matches(',').parse().unwrap());
+                    }
+                    files.insert(bytes);
+                }
+            }
+            (files, set)
+        })
+        .collect();
+    assert!(sent[0].0.is_disjoint(&sent[1].0));
+    assert_eq!(sent[0].1, sent[1].1);
+    assert_eq!(sent[0].1, pop.iter().copied().collect::<BTreeSet<u64>>());
+    let st = ok(&ndop(&[
+        "cache",
+        "status",
+        "--cache",
+        cache.to_str().unwrap(),
+        "--json",
+    ]));
+    let batches = st["batches"].as_array().unwrap().len();
+    assert!(batches >= 3, "{st}");
+    assert_eq!(st["numbers_covered"], pop.len());
+
+    // nothing stale: quiet, nothing sent
+    let out = refresh(
+        &population,
+        &cache,
+        &dir.path().join("r3"),
+        &url,
+        &["--stale-only", "--older-than", "1d"],
+    );
+    ok(&out);
+    assert_quiet(&out);
+    // --verbose says what happened
+    let out = refresh(
+        &population,
+        &cache,
+        &dir.path().join("r4"),
+        &url,
+        &["--stale-only", "--older-than", "1d", "--verbose"],
+    );
+    ok(&out);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("0 of 200 numbers are stale"));
+
+    // a failure is loud: the transcript, then the reason, and a MESH exit code
+    rt.block_on(mesh.stop());
+    let out = refresh(&population, &cache, &dir.path().join("r5"), &url, &[]);
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("200 distinct valid numbers"), "{err}");
+    assert!(err.contains("ndop: error:"), "{err}");
+    assert!(out.stdout.is_empty());
+    let after = ok(&ndop(&[
+        "cache",
+        "status",
+        "--cache",
+        cache.to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(after["batches"], st["batches"]);
 }
