@@ -233,6 +233,73 @@ fn consents_match_the_oracle(dir: &Path, cache: &Path, checks: &[&Check]) {
     }
 }
 
+/// `cache export --consent-out --previous-as-of` against the naive oracle: `active` for each
+/// number whose decisive check now did not return it, `inactive` only for the numbers opted out
+/// as of the earlier time and returned now, nothing for the rest.
+fn incremental_consents_match_the_oracle(dir: &Path, cache: &Path, checks: &[&Check]) {
+    let (previous, as_of, age) = ("2026-10-05T00:00:00Z", "2026-10-12T00:00:00Z", "14d");
+    let max_age = pos_cache::parse_age(age).unwrap();
+    let out = dir.join("consents-incremental.ndjson");
+    let s = ok(&ndop(&[
+        "cache",
+        "export",
+        "--cache",
+        cache.to_str().unwrap(),
+        "--as-of",
+        as_of,
+        "--max-age",
+        age,
+        "--consent-out",
+        out.to_str().unwrap(),
+        "--previous-as-of",
+        previous,
+    ]));
+    let got: HashMap<u64, String> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let c: serde_json::Value = serde_json::from_str(line).unwrap();
+            let n = c["patient"]["reference"].as_str().unwrap()["Patient/".len()..]
+                .parse()
+                .unwrap();
+            (n, c["status"].as_str().unwrap().to_string())
+        })
+        .collect();
+    let mut want: HashMap<u64, String> = HashMap::new();
+    for c in checks {
+        for &n in &c.requested {
+            let before = oracle(checks, n, ms(previous), max_age);
+            match oracle(checks, n, ms(as_of), max_age) {
+                Some(false) => want.insert(n, "active".into()),
+                Some(true) if before == Some(false) => want.insert(n, "inactive".into()),
+                _ => None,
+            };
+        }
+    }
+    let withdrawn = want.values().filter(|v| *v == "inactive").count();
+    assert!(withdrawn > 0, "the checks give no withdrawn opt-out to test");
+    assert_eq!(got, want);
+    assert_eq!(s["inactive"], withdrawn);
+    // the earlier time must be earlier
+    let refused = ndop(&[
+        "cache",
+        "export",
+        "--cache",
+        cache.to_str().unwrap(),
+        "--as-of",
+        previous,
+        "--consent-out",
+        dir.join("never.ndjson").to_str().unwrap(),
+        "--previous-as-of",
+        as_of,
+    ]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(!dir.join("never.ndjson").exists());
+    let audit = audit(cache);
+    let last = audit.as_array().unwrap().iter().rev().find(|r| r["command"] == "export");
+    assert_eq!(last.unwrap()["record"]["previous_as_of"], previous);
+}
+
 fn filter(extract: &Path, cache: &Path, out: &Path, extra: &[&str]) -> Output {
     let mut args = vec![
         "filter",
@@ -374,6 +441,7 @@ fn cache_applies_the_newest_fresh_check_as_of_a_date() {
     }
 
     consents_match_the_oracle(dir.path(), &cache, &checks);
+    incremental_consents_match_the_oracle(dir.path(), &cache, &checks);
 
     // --fail-on-not-checked: the output is written, the exit code is 1
     let out = dir.path().join("strict.csv");

@@ -112,11 +112,14 @@ struct StatusArgs {
 ///   ndop cache export --cache C --list opted-out --format csv --out deny.csv --as-of 2026-11-20
 ///   ndop cache export --cache C --consent-out consents.ndjson --as-of 2026-11-20
 ///   ndop cache export --cache C --consent-out bundle.json --consent-format bundle --fhir stu3
+///   ndop cache export --cache C --consent-out changes.ndjson --previous-as-of 2026-11-13
 ///
 /// With --consent-out (instead of --format and --out) the view as of --as-of is written as FHIR
 /// Consent resources, as `ndop reconcile --consent-out` writes them: `active` for each number
 /// whose newest check in the window did not return it (plus, with --consent-state full,
 /// `inactive` for each number it returned), each dated with the checked_at of that check.
+/// With --previous-as-of (the incremental export), `inactive` only for the numbers that were
+/// opted out in the view as of that earlier time and are returned now.
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 struct ExportArgs {
@@ -138,6 +141,11 @@ struct ExportArgs {
     window: WindowArgs,
     #[command(flatten)]
     consent: ConsentArgs,
+    /// With --consent-out: write `inactive` only for the numbers that were opted out in the
+    /// cache's view as of this earlier time (same --max-age and --environment) and are
+    /// returned now (their opt-out was withdrawn), as `ndop reconcile --previous` does.
+    #[arg(long, value_name = "DATE", requires = "consent_out")]
+    previous_as_of: Option<String>,
 }
 
 /// Check the population (or only its stale part) through the POS and import the answers.
@@ -556,11 +564,35 @@ fn export_consents(
 ) -> anyhow::Result<u8> {
     if a.consent.previous.is_some() || a.consent.checked_at.is_some() || a.format.is_some() {
         anyhow::bail!(processor::Error::Usage(
-            "cache export --consent-out dates each Consent with its own check and writes the \
-             whole view: drop --previous, --checked-at and --format"
+            "cache export --consent-out dates each Consent with its own check: drop --checked-at \
+             and --format, and give the earlier state as --previous-as-of DATE (the cache's \
+             view then) instead of --previous RECONCILED_DIR"
                 .into()
         ));
     }
+    // the incremental export: who was opted out in the view as of the earlier time
+    let previous = match &a.previous_as_of {
+        None => None,
+        Some(t) => {
+            if a.consent.consent_state == crate::cmd::reconcile::StateArg::Full {
+                anyhow::bail!(processor::Error::Usage(
+                    "--consent-state full already writes every returned patient; drop \
+                     --previous-as-of"
+                        .into()
+                ));
+            }
+            let earlier = pos_cache::parse_time(t)?;
+            if earlier >= w.as_of {
+                anyhow::bail!(processor::Error::Usage(format!(
+                    "--previous-as-of {t} is not before --as-of {}: give the time of the \
+                     earlier export",
+                    format_time(w.as_of)
+                )));
+            }
+            let before = cache.view(earlier, w.max_age, w.environment.as_deref())?;
+            Some((earlier, pos_cache::number_set_of(&(&before.covered - &before.allowed))))
+        }
+    };
     let dates = view
         .decided
         .iter()
@@ -581,7 +613,13 @@ fn export_consents(
     let returned = pos_cache::number_set_of(&view.allowed);
     let opts = a.consent.options(chrono::Utc::now().fixed_offset());
     let s = processor::consent::write_consents_dated(
-        path, &requested, &returned, None, &opts, &dates, date_of,
+        path,
+        &requested,
+        &returned,
+        previous.as_ref().map(|(_, set)| set),
+        &opts,
+        &dates,
+        date_of,
     )?;
     let mut record = w.audit(view);
     record["list"] = "consent".into();
@@ -592,6 +630,7 @@ fn export_consents(
     record["active"] = s.active.into();
     record["inactive"] = s.inactive.into();
     record["numbers_covered"] = view.covered.len().into();
+    record["previous_as_of"] = previous.as_ref().map(|(t, _)| format_time(*t)).into();
     cache.audit("export", Some(w.as_of), Some(w.max_age), &record)?;
     print_json(&s)?;
     eprintln!(
