@@ -277,7 +277,10 @@ fn incremental_consents_match_the_oracle(dir: &Path, cache: &Path, checks: &[&Ch
         }
     }
     let withdrawn = want.values().filter(|v| *v == "inactive").count();
-    assert!(withdrawn > 0, "the checks give no withdrawn opt-out to test");
+    assert!(
+        withdrawn > 0,
+        "the checks give no withdrawn opt-out to test"
+    );
     assert_eq!(got, want);
     assert_eq!(s["inactive"], withdrawn);
     // the earlier time must be earlier
@@ -296,7 +299,12 @@ fn incremental_consents_match_the_oracle(dir: &Path, cache: &Path, checks: &[&Ch
     assert_eq!(refused.status.code(), Some(2));
     assert!(!dir.join("never.ndjson").exists());
     let audit = audit(cache);
-    let last = audit.as_array().unwrap().iter().rev().find(|r| r["command"] == "export");
+    let last = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|r| r["command"] == "export");
     assert_eq!(last.unwrap()["record"]["previous_as_of"], previous);
 }
 
@@ -1175,4 +1183,111 @@ fn refreshing_an_unchanged_population_is_a_new_upload_and_quiet() {
         "--json",
     ]));
     assert_eq!(after["batches"], st["batches"]);
+}
+
+#[test]
+fn run_reuses_fresh_answers_and_sends_only_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let now = Utc::now();
+    let seed = 31;
+    let old = numbers(0, 200);
+    let c1 = check(
+        dir.path(),
+        "run1",
+        &old,
+        &(now - chrono::Duration::days(1)).to_rfc3339(),
+        seed,
+        Some(&cache),
+    );
+    let new = numbers(6000, 100);
+    let all: Vec<u64> = old.iter().chain(&new).copied().collect();
+    let extract = dir.path().join("extract.csv");
+    let rows = write_extract(&extract, &all);
+    let (rt, mesh) = mesh_at(now, seed);
+    let url = mesh.base_url();
+    let run = |name: &str| {
+        let work = dir.path().join(name);
+        let out = dir.path().join(format!("{name}.csv"));
+        let s = ok(&ndop(&[
+            "run",
+            extract.to_str().unwrap(),
+            "--column",
+            "nhs_number",
+            "--work",
+            work.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--mesh",
+            &url,
+            "--mailbox",
+            "X26ABC1",
+            "--interval",
+            "0.05",
+            "--timeout",
+            "30",
+            "--cache",
+            cache.to_str().unwrap(),
+            "--reuse-younger-than",
+            "3d",
+        ]));
+        (work, out, s)
+    };
+    let (work, out, s) = run("run2");
+    assert_eq!(s["reuse"]["reused"], old.len(), "{s}");
+    assert_eq!(s["reuse"]["sent"], new.len(), "{s}");
+    // what the mock received: its job reports give the size of each upload, its cleaned
+    // replies the numbers it answered for (all of the new ones, by its opt-out rule)
+    let jobs = job_reports(&work);
+    let received: u64 = jobs
+        .iter()
+        .map(|j| j["metadata"]["filesize"].as_u64().unwrap())
+        .sum();
+    assert_eq!(received, new.len() as u64 * "9990000000,\r\n".len() as u64);
+    let mut answered = BTreeSet::new();
+    for e in std::fs::read_dir(work.join("replies")).unwrap() {
+        let p = e.unwrap().path();
+        if p.to_str().unwrap().ends_with(".json") {
+            continue;
+        }
+        for l in std::fs::read_to_string(&p).unwrap_or_default().lines() {
+            if let Ok(n) = l.trim_end_matches(',').parse::<u64>() {
+                answered.insert(n);
+            }
+        }
+    }
+    let mock_returns = |n: u64| !mock_mesh::pos::opted_out_by_rate(n, seed, 0.3);
+    let want: BTreeSet<u64> = new.iter().copied().filter(|n| mock_returns(*n)).collect();
+    assert_eq!(answered, want);
+    // the output: old numbers as the first run answered, new ones as the mock answers
+    let kept_want: Vec<String> = rows
+        .iter()
+        .filter(|(_, n)| {
+            let Ok(n) = n.parse::<u64>() else {
+                return false;
+            };
+            c1.returned.contains(&n) || (new.contains(&n) && mock_returns(n))
+        })
+        .map(|(id, _)| id.clone())
+        .collect();
+    assert_eq!(kept_ids(&out), kept_want);
+    assert_eq!(s["filter"]["not_checked"], 0, "{s}");
+    let run_json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(work.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run_json["reuse"]["reused"], old.len());
+    rt.block_on(mesh.stop());
+
+    // now the cache answers everything: nothing is sent (the mock is gone), same output
+    let (_, out3, s3) = run("run3");
+    assert_eq!(s3["reuse"]["reused"], all.len(), "{s3}");
+    assert_eq!(s3["reuse"]["sent"], 0);
+    assert_eq!(kept_ids(&out3), kept_want);
+    let audit = audit(&cache);
+    let reuses = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["command"] == "run-reuse")
+        .count();
+    assert_eq!(reuses, 2);
 }

@@ -590,7 +590,10 @@ fn export_consents(
                 )));
             }
             let before = cache.view(earlier, w.max_age, w.environment.as_deref())?;
-            Some((earlier, pos_cache::number_set_of(&(&before.covered - &before.allowed))))
+            Some((
+                earlier,
+                pos_cache::number_set_of(&(&before.covered - &before.allowed)),
+            ))
         }
     };
     let dates = view
