@@ -147,3 +147,113 @@ pub(crate) fn import(
         returned,
     })
 }
+
+/// `ndop run --reuse-younger-than`: the part of the extract the cache already answers.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct ReusePlan {
+    /// When the cache was consulted (RFC 3339): the reused answers are as of then.
+    pub as_of: String,
+    /// The AGE given: checks younger than it were reused.
+    pub younger_than: String,
+    /// Distinct valid numbers of the extract.
+    pub numbers: u64,
+    /// Numbers answered from the cache (not sent again).
+    pub reused: u64,
+    /// Of those, the numbers the cache's decisive check returned (kept).
+    pub reused_allowed: u64,
+    /// Numbers sent to the POS.
+    pub sent: u64,
+    /// The batches relied on.
+    pub batch_ids: Vec<i64>,
+}
+
+/// Files of a reusing run, under its work directory (mode 0600, one number a line).
+pub(crate) const REUSE_JSON: &str = "reuse.json";
+const REUSE_SEND: &str = "reuse-send.dat";
+const REUSE_CHECKED: &str = "reuse-checked.dat";
+const REUSE_ALLOWED: &str = "reuse-allowed.dat";
+
+/// What a reusing run sends, and what it takes from the cache: decided once, when the run
+/// starts, and kept in the work directory, so that a resumed run sends the same numbers and
+/// applies the same cached answers (the cache may change meanwhile). The numbers whose
+/// decisive check in `dir` as of now is younger than `age` are reused; the rest go to
+/// `reuse-send.dat`. The decision is audited in the cache.
+pub(crate) fn plan_reuse(
+    dir: &Path,
+    work: &Path,
+    extract: &Path,
+    scan: &ScanOptions,
+    age: &str,
+) -> anyhow::Result<(ReusePlan, PathBuf)> {
+    let send = work.join(REUSE_SEND);
+    if let Some(plan) =
+        crate::pipeline::read_json::<ReusePlan>(&work.join(REUSE_JSON), "reuse plan")?
+    {
+        return Ok((plan, send));
+    }
+    let max_age = pos_cache::parse_age(age)?;
+    if max_age > pos_cache::HARD_MAX_AGE {
+        anyhow::bail!(pos_cache::Error::Usage(format!(
+            "--reuse-younger-than {age} is over the 21-day ceiling: results that old must not \
+             be applied; give a shorter age"
+        )));
+    }
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut cache = Cache::open(dir, true)?;
+    let view = cache.view(now, max_age, None)?;
+    let set = processor::validate::validate(
+        std::slice::from_ref(&extract.to_path_buf()),
+        scan,
+        None,
+        &mut |_| {},
+    )?
+    .set;
+    let wanted = pos_cache::bitmap_of(&set);
+    let checked = &wanted & &view.covered;
+    let allowed = &wanted & &view.allowed;
+    let to_send = &wanted - &checked;
+    processor::files::create_private_dir(work)?;
+    for (name, bitmap) in [
+        (REUSE_SEND, &to_send),
+        (REUSE_CHECKED, &checked),
+        (REUSE_ALLOWED, &allowed),
+    ] {
+        let mut text = Vec::with_capacity(bitmap.len() as usize * 12);
+        for p in bitmap {
+            text.extend_from_slice(
+                format!("{:010}\r\n", pos_cache::number_of_prefix(p)).as_bytes(),
+            );
+        }
+        processor::files::write_atomic(work, name, &text)?;
+    }
+    let plan = ReusePlan {
+        as_of: pos_cache::format_time(now),
+        younger_than: pos_cache::format_age(max_age),
+        numbers: wanted.len(),
+        reused: checked.len(),
+        reused_allowed: allowed.len(),
+        sent: to_send.len(),
+        batch_ids: view.batch_ids(),
+    };
+    let mut record = serde_json::to_value(&plan)?;
+    record["work"] = work.display().to_string().into();
+    record["input"] = extract.display().to_string().into();
+    record["input_sha256"] = pos_cache::sha256_file(extract)?.into();
+    cache.audit("run-reuse", Some(now), Some(max_age), &record)?;
+    processor::files::write_atomic(work, REUSE_JSON, &serde_json::to_vec_pretty(&plan)?)?;
+    Ok((plan, send))
+}
+
+/// The numbers a reusing run took from the cache: (checked, allowed).
+pub(crate) fn reused_sets(
+    work: &Path,
+) -> anyhow::Result<(processor::seen::NumberSet, processor::seen::NumberSet)> {
+    let lines = ScanOptions::default();
+    let read = |name: &str| -> anyhow::Result<processor::seen::NumberSet> {
+        Ok(
+            processor::reconcile::read_numbers(&[work.join(name)], "cache", &lines, &mut |_| {})?
+                .set,
+        )
+    };
+    Ok((read(REUSE_CHECKED)?, read(REUSE_ALLOWED)?))
+}

@@ -233,6 +233,81 @@ fn consents_match_the_oracle(dir: &Path, cache: &Path, checks: &[&Check]) {
     }
 }
 
+/// `cache export --consent-out --previous-as-of` against the naive oracle: `active` for each
+/// number whose decisive check now did not return it, `inactive` only for the numbers opted out
+/// as of the earlier time and returned now, nothing for the rest.
+fn incremental_consents_match_the_oracle(dir: &Path, cache: &Path, checks: &[&Check]) {
+    let (previous, as_of, age) = ("2026-10-05T00:00:00Z", "2026-10-12T00:00:00Z", "14d");
+    let max_age = pos_cache::parse_age(age).unwrap();
+    let out = dir.join("consents-incremental.ndjson");
+    let s = ok(&ndop(&[
+        "cache",
+        "export",
+        "--cache",
+        cache.to_str().unwrap(),
+        "--as-of",
+        as_of,
+        "--max-age",
+        age,
+        "--consent-out",
+        out.to_str().unwrap(),
+        "--previous-as-of",
+        previous,
+    ]));
+    let got: HashMap<u64, String> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let c: serde_json::Value = serde_json::from_str(line).unwrap();
+            let n = c["patient"]["reference"].as_str().unwrap()["Patient/".len()..]
+                .parse()
+                .unwrap();
+            (n, c["status"].as_str().unwrap().to_string())
+        })
+        .collect();
+    let mut want: HashMap<u64, String> = HashMap::new();
+    for c in checks {
+        for &n in &c.requested {
+            let before = oracle(checks, n, ms(previous), max_age);
+            match oracle(checks, n, ms(as_of), max_age) {
+                Some(false) => want.insert(n, "active".into()),
+                Some(true) if before == Some(false) => want.insert(n, "inactive".into()),
+                _ => None,
+            };
+        }
+    }
+    let withdrawn = want.values().filter(|v| *v == "inactive").count();
+    assert!(
+        withdrawn > 0,
+        "the checks give no withdrawn opt-out to test"
+    );
+    assert_eq!(got, want);
+    assert_eq!(s["inactive"], withdrawn);
+    // the earlier time must be earlier
+    let refused = ndop(&[
+        "cache",
+        "export",
+        "--cache",
+        cache.to_str().unwrap(),
+        "--as-of",
+        previous,
+        "--consent-out",
+        dir.join("never.ndjson").to_str().unwrap(),
+        "--previous-as-of",
+        as_of,
+    ]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(!dir.join("never.ndjson").exists());
+    let audit = audit(cache);
+    let last = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|r| r["command"] == "export");
+    assert_eq!(last.unwrap()["record"]["previous_as_of"], previous);
+}
+
 fn filter(extract: &Path, cache: &Path, out: &Path, extra: &[&str]) -> Output {
     let mut args = vec![
         "filter",
@@ -374,6 +449,7 @@ fn cache_applies_the_newest_fresh_check_as_of_a_date() {
     }
 
     consents_match_the_oracle(dir.path(), &cache, &checks);
+    incremental_consents_match_the_oracle(dir.path(), &cache, &checks);
 
     // --fail-on-not-checked: the output is written, the exit code is 1
     let out = dir.path().join("strict.csv");
@@ -805,8 +881,9 @@ fn refresh_sends_only_the_stale_part() {
         "30",
     ]);
     ok(&refresh);
+    assert_quiet(&refresh);
     rt.block_on(mesh.stop());
-    let sent: BTreeSet<u64> = std::fs::read_to_string(work.join("stale.dat"))
+    let sent: BTreeSet<u64> = std::fs::read_to_string(work.join("refresh.dat"))
         .unwrap()
         .lines()
         .map(|l| l.parse().unwrap())
@@ -826,4 +903,391 @@ fn refresh_sends_only_the_stale_part() {
     ]));
     assert_eq!(st["stale"], 0);
     assert_eq!(st["numbers_covered"], all.len());
+}
+
+/// The cache's state as seen through ndop: status (fixed as-of, without the file size), the
+/// audit log, and a filter's kept rows and counts.
+fn cache_state(cache: &Path, extract: &Path, out: &Path) -> (serde_json::Value, Vec<String>) {
+    let mut st = ok(&ndop(&[
+        "cache",
+        "status",
+        "--cache",
+        cache.to_str().unwrap(),
+        "--as-of",
+        "2026-11-03",
+        "--json",
+    ]));
+    st.as_object_mut().unwrap().remove("bytes");
+    let mut f = ok(&filter(extract, cache, out, &["--as-of", "2026-11-03"]));
+    // what names the output files or times the run differs between runs
+    let stem = out.file_stem().unwrap().to_str().unwrap();
+    f.as_object_mut().unwrap().retain(|k, v| {
+        !k.contains("seconds") && !k.contains("elapsed") && !v.to_string().contains(stem)
+    });
+    f["cache"].as_object_mut().unwrap().remove("filtered_at");
+    (
+        serde_json::json!({"status": st, "filter": f}),
+        kept_ids(out),
+    )
+}
+
+fn audit(cache: &Path) -> serde_json::Value {
+    ok(&ndop(&[
+        "cache",
+        "audit",
+        "--cache",
+        cache.to_str().unwrap(),
+        "--json",
+    ]))
+}
+
+#[test]
+fn an_import_killed_before_commit_leaves_the_cache_as_it_was() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let pop1 = numbers(0, 300);
+    let pop2 = numbers(5000, 300)
+        .into_iter()
+        .chain(pop1[..100].iter().copied())
+        .collect::<Vec<_>>();
+    let c1 = check(
+        dir.path(),
+        "run1",
+        &pop1,
+        "2026-11-01T09:00:00Z",
+        11,
+        Some(&cache),
+    );
+    let c2 = check(dir.path(), "run2", &pop2, "2026-11-02T09:00:00Z", 12, None);
+    let extract = dir.path().join("extract.csv");
+    let all: Vec<u64> = pop1.iter().chain(&pop2[..300]).copied().collect();
+    write_extract(&extract, &all);
+    let out = |name: &str| dir.path().join(format!("{name}.csv"));
+    let before = cache_state(&cache, &extract, &out("before"));
+    let audit_before = audit(&cache);
+
+    let mut child = util::ndop_command()
+        .args(["cache", "import", c2.work.to_str().unwrap(), "--cache"])
+        .arg(&cache)
+        .env("NDOP_TEST_CRASH_AT", "cache-import-before-commit")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(
+        line.contains("cache-import-before-commit"),
+        "the import did not reach its crash point: {line:?}"
+    );
+    // SIGKILL inside the write transaction: nothing of it may remain
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(9));
+
+    assert_eq!(
+        audit(&cache),
+        audit_before,
+        "the killed import left an audit record"
+    );
+    let after = cache_state(&cache, &extract, &out("after"));
+    assert_eq!(after, before);
+    // the filter before the crash used only the first run
+    let want: usize = all
+        .iter()
+        .chain(all.iter().step_by(7))
+        .filter(|n| oracle(&[&c1], **n, ms("2026-11-03T00:00:00Z"), 7 * DAY) == Some(true))
+        .count();
+    assert_eq!(before.1.len(), want);
+
+    // importing again works, and now the second run decides its numbers
+    let s = ok(&ndop(&[
+        "cache",
+        "import",
+        c2.work.to_str().unwrap(),
+        "--cache",
+        cache.to_str().unwrap(),
+    ]));
+    let added = s["added"].as_array().unwrap().len();
+    assert!(added > 0, "{s}");
+    let (state, kept) = cache_state(&cache, &extract, &out("reimported"));
+    assert_eq!(
+        state["status"]["batches"].as_array().unwrap().len(),
+        before.0["status"]["batches"].as_array().unwrap().len() + added
+    );
+    assert_eq!(
+        state["status"]["numbers_covered"],
+        c1.requested.union(&c2.requested).count()
+    );
+    let want: usize = all
+        .iter()
+        .chain(all.iter().step_by(7))
+        .filter(|n| oracle(&[&c1, &c2], **n, ms("2026-11-03T00:00:00Z"), 7 * DAY) == Some(true))
+        .count();
+    assert_eq!(kept.len(), want);
+}
+
+/// A refresh that succeeded said nothing (cron and systemd mail or log any output).
+#[track_caller]
+fn assert_quiet(out: &Output) {
+    assert!(
+        out.stdout.is_empty() && out.stderr.is_empty(),
+        "a successful refresh printed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn refresh(population: &Path, cache: &Path, work: &Path, url: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "cache",
+        "refresh",
+        "--population",
+        population.to_str().unwrap(),
+        "--column",
+        "nhs_number",
+        "--cache",
+        cache.to_str().unwrap(),
+        "--work",
+        work.to_str().unwrap(),
+        "--mesh",
+        url,
+        "--mailbox",
+        "X26ABC1",
+        "--interval",
+        "0.05",
+        "--timeout",
+        "30",
+    ];
+    args.extend_from_slice(extra);
+    ndop(&args)
+}
+
+/// The POS's job reports (`Mex-Subject: SUCCESS` JSON) a work directory collected.
+fn job_reports(work: &Path) -> Vec<serde_json::Value> {
+    let mut jobs = Vec::new();
+    let mut dirs = vec![work.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if let Ok(v) =
+                serde_json::from_slice::<serde_json::Value>(&std::fs::read(&p).unwrap_or_default())
+            {
+                if v.get("stages").is_some() {
+                    jobs.push(v);
+                }
+            }
+        }
+    }
+    jobs
+}
+
+#[test]
+fn refreshing_an_unchanged_population_is_a_new_upload_and_quiet() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let population = dir.path().join("population.csv");
+    let pop = numbers(0, 200);
+    write_extract(&population, &pop);
+    // one mock for both refreshes: it remembers every upload's content, as the POS does
+    let (rt, mesh) = mesh_at(Utc::now(), 21);
+    let url = mesh.base_url();
+    let works = [dir.path().join("r1"), dir.path().join("r2")];
+    for w in &works {
+        let out = refresh(&population, &cache, w, &url, &[]);
+        ok(&out);
+        assert_quiet(&out);
+    }
+    // the mock's POS judged both uploads new (validate_is_unique_upload passed) and answered
+    for w in &works {
+        let jobs = job_reports(w);
+        assert!(!jobs.is_empty());
+        for job in &jobs {
+            assert_eq!(job["status"], "pending", "{job}");
+            assert_eq!(job["stages"][1]["stage"], "validate_is_unique_upload");
+            assert_eq!(job["stages"][1]["passed"], true);
+        }
+    }
+    // same numbers, different files
+    let sent: Vec<(BTreeSet<Vec<u8>>, BTreeSet<u64>)> = works
+        .iter()
+        .map(|w| {
+            let mut files = BTreeSet::new();
+            let mut set = BTreeSet::new();
+            for e in std::fs::read_dir(w.join("prepared")).unwrap() {
+                let p = e.unwrap().path();
+                if p.extension().is_some_and(|x| x == "dat") {
+                    let bytes = std::fs::read(&p).unwrap();
+                    for l in String::from_utf8_lossy(&bytes).lines() {
+                        set.insert(l.trim_end_matches(',').parse().unwrap());
+                    }
+                    files.insert(bytes);
+                }
+            }
+            (files, set)
+        })
+        .collect();
+    assert!(sent[0].0.is_disjoint(&sent[1].0));
+    assert_eq!(sent[0].1, sent[1].1);
+    assert_eq!(sent[0].1, pop.iter().copied().collect::<BTreeSet<u64>>());
+    let st = ok(&ndop(&[
+        "cache",
+        "status",
+        "--cache",
+        cache.to_str().unwrap(),
+        "--json",
+    ]));
+    let batches = st["batches"].as_array().unwrap().len();
+    assert!(batches >= 3, "{st}");
+    assert_eq!(st["numbers_covered"], pop.len());
+
+    // nothing stale: quiet, nothing sent
+    let out = refresh(
+        &population,
+        &cache,
+        &dir.path().join("r3"),
+        &url,
+        &["--stale-only", "--older-than", "1d"],
+    );
+    ok(&out);
+    assert_quiet(&out);
+    // --verbose says what happened
+    let out = refresh(
+        &population,
+        &cache,
+        &dir.path().join("r4"),
+        &url,
+        &["--stale-only", "--older-than", "1d", "--verbose"],
+    );
+    ok(&out);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("0 of 200 numbers are stale"));
+
+    // a failure is loud: the transcript, then the reason, and a MESH exit code
+    rt.block_on(mesh.stop());
+    let out = refresh(&population, &cache, &dir.path().join("r5"), &url, &[]);
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("200 distinct valid numbers"), "{err}");
+    assert!(err.contains("ndop: error:"), "{err}");
+    assert!(out.stdout.is_empty());
+    let after = ok(&ndop(&[
+        "cache",
+        "status",
+        "--cache",
+        cache.to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(after["batches"], st["batches"]);
+}
+
+#[test]
+fn run_reuses_fresh_answers_and_sends_only_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let now = Utc::now();
+    let seed = 31;
+    let old = numbers(0, 200);
+    let c1 = check(
+        dir.path(),
+        "run1",
+        &old,
+        &(now - chrono::Duration::days(1)).to_rfc3339(),
+        seed,
+        Some(&cache),
+    );
+    let new = numbers(6000, 100);
+    let all: Vec<u64> = old.iter().chain(&new).copied().collect();
+    let extract = dir.path().join("extract.csv");
+    let rows = write_extract(&extract, &all);
+    let (rt, mesh) = mesh_at(now, seed);
+    let url = mesh.base_url();
+    let run = |name: &str| {
+        let work = dir.path().join(name);
+        let out = dir.path().join(format!("{name}.csv"));
+        let s = ok(&ndop(&[
+            "run",
+            extract.to_str().unwrap(),
+            "--column",
+            "nhs_number",
+            "--work",
+            work.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--mesh",
+            &url,
+            "--mailbox",
+            "X26ABC1",
+            "--interval",
+            "0.05",
+            "--timeout",
+            "30",
+            "--cache",
+            cache.to_str().unwrap(),
+            "--reuse-younger-than",
+            "3d",
+        ]));
+        (work, out, s)
+    };
+    let (work, out, s) = run("run2");
+    assert_eq!(s["reuse"]["reused"], old.len(), "{s}");
+    assert_eq!(s["reuse"]["sent"], new.len(), "{s}");
+    // what the mock received: its job reports give the size of each upload, its cleaned
+    // replies the numbers it answered for (all of the new ones, by its opt-out rule)
+    let jobs = job_reports(&work);
+    let received: u64 = jobs
+        .iter()
+        .map(|j| j["metadata"]["filesize"].as_u64().unwrap())
+        .sum();
+    assert_eq!(received, new.len() as u64 * "9990000000,\r\n".len() as u64);
+    let mut answered = BTreeSet::new();
+    for e in std::fs::read_dir(work.join("replies")).unwrap() {
+        let p = e.unwrap().path();
+        if p.to_str().unwrap().ends_with(".json") {
+            continue;
+        }
+        for l in std::fs::read_to_string(&p).unwrap_or_default().lines() {
+            if let Ok(n) = l.trim_end_matches(',').parse::<u64>() {
+                answered.insert(n);
+            }
+        }
+    }
+    let mock_returns = |n: u64| !mock_mesh::pos::opted_out_by_rate(n, seed, 0.3);
+    let want: BTreeSet<u64> = new.iter().copied().filter(|n| mock_returns(*n)).collect();
+    assert_eq!(answered, want);
+    // the output: old numbers as the first run answered, new ones as the mock answers
+    let kept_want: Vec<String> = rows
+        .iter()
+        .filter(|(_, n)| {
+            let Ok(n) = n.parse::<u64>() else {
+                return false;
+            };
+            c1.returned.contains(&n) || (new.contains(&n) && mock_returns(n))
+        })
+        .map(|(id, _)| id.clone())
+        .collect();
+    assert_eq!(kept_ids(&out), kept_want);
+    assert_eq!(s["filter"]["not_checked"], 0, "{s}");
+    let run_json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(work.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run_json["reuse"]["reused"], old.len());
+    rt.block_on(mesh.stop());
+
+    // now the cache answers everything: nothing is sent (the mock is gone), same output
+    let (_, out3, s3) = run("run3");
+    assert_eq!(s3["reuse"]["reused"], all.len(), "{s3}");
+    assert_eq!(s3["reuse"]["sent"], 0);
+    assert_eq!(kept_ids(&out3), kept_want);
+    let audit = audit(&cache);
+    let reuses = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["command"] == "run-reuse")
+        .count();
+    assert_eq!(reuses, 2);
 }

@@ -145,11 +145,10 @@ fn provenance(view: &View, list: ExportList) -> Vec<(String, String)> {
     m
 }
 
-/// Ten ASCII digits of a number below 10^10.
-fn digits(n: u64) -> [u8; 10] {
-    let mut d = [0u8; 10];
-    processor::nhs::write_digits(n, &mut d);
-    d
+/// The ten ASCII digits of the number whose prefix is `p` (prefixes come only from valid
+/// numbers, so a check digit exists): worked out once, not as a number and then as text.
+fn digits(p: u32) -> [u8; 10] {
+    processor::nhs::digits_of_prefix(p).unwrap_or([b'0'; 10])
 }
 
 fn write_lines(
@@ -161,7 +160,7 @@ fn write_lines(
     let mut buf = Vec::with_capacity(1 << 20);
     buf.extend_from_slice(header);
     for p in set {
-        buf.extend_from_slice(&digits(crate::number_of_prefix(p)));
+        buf.extend_from_slice(&digits(p));
         buf.extend_from_slice(end);
         if buf.len() >= (1 << 20) - 16 {
             file.write(&buf)?;
@@ -221,21 +220,21 @@ fn write_parquet(
         .build();
     let mut writer =
         SerializedFileWriter::new(Sink(file), schema, Arc::new(props)).map_err(perr)?;
-    let mut numbers = set.iter().map(crate::number_of_prefix).peekable();
+    let mut prefixes = set.iter().peekable();
     // reused between row groups
-    let mut chunk: Vec<u64> = Vec::with_capacity(ROW_GROUP);
+    let mut chunk: Vec<u32> = Vec::with_capacity(ROW_GROUP);
     let mut values: Vec<ByteArray> = Vec::new();
-    while numbers.peek().is_some() {
+    while prefixes.peek().is_some() {
         chunk.clear();
-        chunk.extend(numbers.by_ref().take(ROW_GROUP));
+        chunk.extend(prefixes.by_ref().take(ROW_GROUP));
         let mut group = writer.next_row_group().map_err(perr)?;
         if let Some(mut col) = group.next_column().map_err(perr)? {
             match number_type {
                 NumberType::String => {
                     // one buffer for the row group's digits; each value is a slice of it
                     let mut text = Vec::with_capacity(chunk.len() * 10);
-                    for &n in &chunk {
-                        text.extend_from_slice(&digits(n));
+                    for &p in &chunk {
+                        text.extend_from_slice(&digits(p));
                     }
                     let text = bytes::Bytes::from(text);
                     values.clear();
@@ -247,7 +246,10 @@ fn write_parquet(
                         .map_err(perr)?;
                 }
                 NumberType::Int64 => {
-                    let values: Vec<i64> = chunk.iter().map(|&n| n as i64).collect();
+                    let values: Vec<i64> = chunk
+                        .iter()
+                        .map(|&p| crate::number_of_prefix(p) as i64)
+                        .collect();
                     col.typed::<Int64Type>()
                         .write_batch(&values, None, None)
                         .map_err(perr)?;

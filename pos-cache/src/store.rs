@@ -177,6 +177,19 @@ pub struct AuditRecord {
     pub record: serde_json::Value,
 }
 
+/// Test-only fault injection: when the environment variable `NDOP_TEST_CRASH_AT` names
+/// `point`, the process says so on standard error and waits there (up to a minute) to be
+/// killed, then aborts: a test kills it with SIGKILL in the middle of a write transaction and
+/// checks that the cache is as it was. Point: `cache-import-before-commit` (every batch and the
+/// audit record inserted, not committed). Never set it outside tests.
+fn crash_point(point: &str) {
+    if std::env::var_os("NDOP_TEST_CRASH_AT").is_some_and(|v| v == point) {
+        eprintln!("ndop: test crash point {point} reached");
+        std::thread::sleep(std::time::Duration::from_secs(60));
+        std::process::abort();
+    }
+}
+
 fn db_err(path: &Path, e: impl std::fmt::Display) -> Error {
     let text = e.to_string();
     let hint = if text.contains("locked") || text.contains("busy") {
@@ -382,6 +395,7 @@ impl Cache {
         record["batches_added"] = added.clone().into();
         record["batches_already_present"] = present.into();
         append_audit(&tx, "import", None, None, &record).map_err(e)?;
+        crash_point("cache-import-before-commit");
         tx.commit().map_err(e)?;
         self.checkpoint();
         Ok((added, present))

@@ -3,7 +3,10 @@
 //! its cleaned reply, then the wall-clock time of `cache import` (reading both files, the sets,
 //! one SQLite transaction), of a second, idempotent import, of the as-of view, and of the
 //! Parquet and CSV exports, and the size of the cache and of the Parquet file. Medians of
-//! `--rounds` rounds, each on a fresh cache. Prints JSON.
+//! `--rounds` rounds, each on a fresh cache. Then `filter --cache` against `filter --allowed
+//! FILE` on the same extract (the batch's request file, one number a line): the allow-list
+//! read from the cleaned reply, or taken from the cache's as-of view (issue 11: within 1.2x).
+//! Prints JSON.
 //!
 //! Example (from the workspace root):
 //!
@@ -165,6 +168,10 @@ fn main() -> anyhow::Result<()> {
     let (mut import, mut again, mut view_t, mut parquet_t, mut csv_t) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut db_bytes, mut parquet_bytes, mut exported) = (0, 0, 0);
+    let (mut filter_allowed_t, mut filter_cache_t) = (Vec::new(), Vec::new());
+    let extract = work.join("prepared").join("BENCH-1.dat");
+    let reply = work.join("replies").join("BENCH-1.cleaned.dat");
+    let filtered = a.dir.join("filtered.dat");
     for round in 0..a.rounds {
         let cache_dir = a.dir.join(format!("cache-{round}"));
         let _ = std::fs::remove_dir_all(&cache_dir);
@@ -209,6 +216,55 @@ fn main() -> anyhow::Result<()> {
                 parquet_bytes = std::fs::metadata(&out)?.len();
             }
         }
+        drop(view);
+        // filter --allowed FILE and filter --cache, as `ndop filter` runs them
+        let mut kept = Vec::new();
+        for (times, from_cache) in [(&mut filter_allowed_t, false), (&mut filter_cache_t, true)] {
+            for f in [
+                filtered.clone(),
+                processor::filter::default_rejects(&filtered),
+            ] {
+                let _ = std::fs::remove_file(f);
+            }
+            let t = Instant::now();
+            let (allowed, requested) = if from_cache {
+                let view = cache.view(
+                    chrono::Utc::now().timestamp_millis(),
+                    pos_cache::DEFAULT_MAX_AGE,
+                    None,
+                )?;
+                (
+                    pos_cache::number_set_of(&view.allowed),
+                    Some(pos_cache::number_set_of(&view.covered)),
+                )
+            } else {
+                let set = processor::reconcile::read_numbers(
+                    std::slice::from_ref(&reply),
+                    "result",
+                    &scan,
+                    &mut |_| {},
+                )?
+                .set;
+                (set, None)
+            };
+            let s = processor::filter::filter(
+                &extract,
+                &allowed,
+                requested.as_ref(),
+                &scan,
+                &filtered,
+                &mut |_| {},
+            )?;
+            times.push(t.elapsed().as_secs_f64());
+            kept.push(s.counts.kept);
+        }
+        // the two must agree, or the timing compares different work
+        anyhow::ensure!(
+            kept[0] == kept[1],
+            "filter --cache kept {} rows, --allowed {}",
+            kept[1],
+            kept[0]
+        );
     }
     println!(
         "{}",
@@ -222,6 +278,9 @@ fn main() -> anyhow::Result<()> {
             "view_seconds_median": median(view_t),
             "export_parquet_seconds_median": median(parquet_t),
             "export_csv_seconds_median": median(csv_t),
+            "filter_allowed_file_seconds_median": median(filter_allowed_t.clone()),
+            "filter_cache_seconds_median": median(filter_cache_t.clone()),
+            "filter_cache_over_allowed": median(filter_cache_t) / median(filter_allowed_t),
             "cache_bytes": db_bytes,
             "parquet_bytes": parquet_bytes,
         }))?

@@ -6,10 +6,13 @@ use crate::cmd::reconcile::ConsentArgs;
 use crate::exit;
 use crate::pipeline::{Outcome, Pipeline};
 use crate::report::{print_json, thousands};
+use anyhow::Context;
 use clap::{Args, Subcommand};
 use pos_cache::{format_age, format_time, Cache, ExportFormat, ExportList, NumberType};
 use processor::scan::{Format, ScanOptions};
 use processor::validate::validate;
+use std::io::Seek;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 
 /// The POS results cache: keep the answers of completed checks for a bounded time, apply them
@@ -109,11 +112,14 @@ struct StatusArgs {
 ///   ndop cache export --cache C --list opted-out --format csv --out deny.csv --as-of 2026-11-20
 ///   ndop cache export --cache C --consent-out consents.ndjson --as-of 2026-11-20
 ///   ndop cache export --cache C --consent-out bundle.json --consent-format bundle --fhir stu3
+///   ndop cache export --cache C --consent-out changes.ndjson --previous-as-of 2026-11-13
 ///
 /// With --consent-out (instead of --format and --out) the view as of --as-of is written as FHIR
 /// Consent resources, as `ndop reconcile --consent-out` writes them: `active` for each number
 /// whose newest check in the window did not return it (plus, with --consent-state full,
 /// `inactive` for each number it returned), each dated with the checked_at of that check.
+/// With --previous-as-of (the incremental export), `inactive` only for the numbers that were
+/// opted out in the view as of that earlier time and are returned now.
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 struct ExportArgs {
@@ -135,17 +141,35 @@ struct ExportArgs {
     window: WindowArgs,
     #[command(flatten)]
     consent: ConsentArgs,
+    /// With --consent-out: write `inactive` only for the numbers that were opted out in the
+    /// cache's view as of this earlier time (same --max-age and --environment) and are
+    /// returned now (their opt-out was withdrawn), as `ndop reconcile --previous` does.
+    #[arg(long, value_name = "DATE", requires = "consent_out")]
+    previous_as_of: Option<String>,
 }
 
 /// Check the population (or only its stale part) through the POS and import the answers.
 ///
 /// Made for cron or a systemd timer: the same resumable pipeline as `ndop run` in WORK (use a
 /// new work directory for each refresh; run the same command again to resume one that timed
-/// out), then the answers are imported. Exit 0 when the cache was refreshed; otherwise a
-/// non-zero exit code (see `ndop --help`) and the reason on standard error, e.g. 6 when replies
-/// are still missing or the POS refused the upload. With --stale-only, only the numbers whose
-/// newest check is older than --older-than (or that were never checked) are sent; that list
-/// is written once to WORK/stale.dat (mode 0600) so that a resumed refresh sends the same.
+/// out), then the answers are imported. Quiet on success: nothing on standard output or
+/// standard error unless --verbose. When it fails, everything it would have said is printed
+/// on standard error, followed by the reason.
+///
+/// Exit codes: 0 the cache was refreshed (or, with --stale-only, nothing was stale); 2 bad
+/// arguments; 3 the population or the cache could not be read; 4 an output could not be
+/// written; 5 MESH failed; 6 the POS did not answer as expected (replies still missing when
+/// --timeout ran out: run the same command again; or the upload was refused). Nothing is
+/// imported unless every file has its answer, so a failed refresh never leaves the cache
+/// looking fresher than it is.
+///
+/// The numbers to send (every valid number of the population, or with --stale-only those
+/// whose newest check is older than --older-than or that were never checked) are written
+/// once to WORK/refresh.dat (mode 0600), so that a resumed refresh sends the same. The POS
+/// refuses an upload whose content it has seen before (validate_is_unique_upload), and the
+/// .dat files of one set of numbers are always the same bytes (sorted); each refresh therefore
+/// splits its files at different places (a --max-records lower by the number of records in
+/// the cache's audit log), so an unchanged population is still new uploads of the same numbers.
 ///
 /// Examples:
 ///   ndop cache refresh --population patients.csv --column nhs_number --cache /srv/ndop-cache \
@@ -175,6 +199,9 @@ struct RefreshArgs {
     /// Most records in one .dat file.
     #[arg(long, value_name = "N")]
     max_records: Option<u64>,
+    /// Say what is happening (stages, counts) even when the refresh succeeds.
+    #[arg(long, short = 'v')]
+    verbose: bool,
     #[command(flatten)]
     engine: EngineArgs,
     #[command(flatten)]
@@ -331,61 +358,46 @@ fn run_export(a: ExportArgs) -> anyhow::Result<u8> {
 }
 
 fn run_refresh(a: RefreshArgs) -> anyhow::Result<u8> {
-    let lines = a.engine.scan_options();
-    let population_scan = ScanOptions {
-        format: match &a.column {
-            Some(c) => Format::Csv(c.clone()),
-            None => Format::Lines,
-        },
-        ..lines.clone()
-    };
-    let mut extract = a.population.clone();
-    let mut scan = population_scan.clone();
-    if a.stale_only {
-        let stale = a.work.join("stale.dat");
-        if !stale.exists() {
-            let age = pos_cache::parse_age(a.older_than.as_deref().unwrap_or_default())?;
-            let cache = Cache::open(&a.dir.cache, false)?;
-            let pop = validate(
-                std::slice::from_ref(&a.population),
-                &population_scan,
-                None,
-                &mut |_| {},
-            )?;
-            let part = cache.stale_part(
-                &pos_cache::bitmap_of(&pop.set),
-                chrono::Utc::now().timestamp_millis(),
-                age,
-            )?;
-            processor::files::create_private_dir(&a.work)?;
-            let mut text = Vec::with_capacity(part.len() as usize * 12);
-            for p in &part {
-                text.extend_from_slice(
-                    format!("{:010}\r\n", pos_cache::number_of_prefix(p)).as_bytes(),
-                );
-            }
-            processor::files::write_atomic(&a.work, "stale.dat", &text)?;
-            eprintln!(
-                "ndop cache refresh: {} of {} numbers are stale or never checked",
-                thousands(part.len()),
-                thousands(pop.set.len())
-            );
-            if part.is_empty() {
-                return Ok(exit::OK);
-            }
-        }
-        extract = stale;
-        scan = lines.clone();
+    if a.verbose {
+        return refresh(&a);
     }
+    // quiet for cron and systemd: what would go to standard error (the pipeline's stages, any
+    // warning) is kept aside, and shown only when the refresh does not succeed
+    let mut transcript = tempfile::tempfile()
+        .context("cannot create a temporary file for the refresh's messages (TMPDIR)")?;
+    let saved = std::io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .context("cannot duplicate standard error")?;
+    rustix::stdio::dup2_stderr(&transcript).context("cannot redirect standard error")?;
+    let result = refresh(&a);
+    rustix::stdio::dup2_stderr(&saved).context("cannot restore standard error")?;
+    if !matches!(result, Ok(exit::OK)) {
+        transcript.seek(std::io::SeekFrom::Start(0))?;
+        std::io::copy(&mut transcript, &mut std::io::stderr())?;
+    }
+    result
+}
+
+fn refresh(a: &RefreshArgs) -> anyhow::Result<u8> {
+    let lines = a.engine.scan_options();
+    let plan_file = a.work.join(REFRESH_JSON);
+    let plan = match crate::pipeline::read_json::<RefreshPlan>(&plan_file, "refresh plan")? {
+        Some(p) => p,
+        None => match plan_refresh(a)? {
+            Some(p) => p,
+            None => return Ok(exit::OK),
+        },
+    };
     let out = a.work.join("population-cleared.out");
     let pipeline = Pipeline {
-        extract,
-        scan,
+        extract: a.work.join(REFRESH_DAT),
+        scan: lines.clone(),
         work: a.work.clone(),
         out,
         settings: a.mesh.settings()?,
         tag: Some("refresh".into()),
-        max_records: a.max_records,
+        max_records: Some(plan.max_records),
         poll: a.poll.options()?,
         folders: None,
         consent: None,
@@ -409,6 +421,93 @@ fn run_refresh(a: RefreshArgs) -> anyhow::Result<u8> {
             Ok(exit::POS)
         }
     }
+}
+
+/// The numbers a refresh sends, under its work directory.
+const REFRESH_DAT: &str = "refresh.dat";
+/// How they are split into files, under its work directory.
+const REFRESH_JSON: &str = "refresh.json";
+
+/// How a refresh splits its numbers, fixed when it starts (WORK/refresh.json) so that a
+/// resumed refresh prepares the same files.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct RefreshPlan {
+    /// Numbers to send.
+    numbers: u64,
+    /// Most records in one .dat.
+    max_records: u64,
+}
+
+/// Writes WORK/refresh.dat (the population's valid numbers, or with --stale-only its stale
+/// part, sorted) and WORK/refresh.json. `None` when nothing is stale.
+///
+/// The POS refuses an upload whose content it has seen, and `prepare` writes the same set of
+/// numbers as the same bytes; an unchanged population must still be refreshable. So the
+/// files are split at different places on each refresh: at most `base - k mod base` records
+/// each, where `base` is --max-records (or the count) and `k` the number of records in the
+/// cache's audit log (every refresh adds at least one). Two different limits never give a
+/// file of the same numbers (each file is a run of the sorted list starting at a multiple of
+/// the limit), so no file repeats an earlier refresh's unless `k` wraps around `base`.
+fn plan_refresh(a: &RefreshArgs) -> anyhow::Result<Option<RefreshPlan>> {
+    let population_scan = ScanOptions {
+        format: match &a.column {
+            Some(c) => Format::Csv(c.clone()),
+            None => Format::Lines,
+        },
+        ..a.engine.scan_options()
+    };
+    let cache = Cache::open(&a.dir.cache, true)?;
+    let pop = validate(
+        std::slice::from_ref(&a.population),
+        &population_scan,
+        None,
+        &mut |_| {},
+    )?;
+    let mut part = pos_cache::bitmap_of(&pop.set);
+    eprintln!(
+        "ndop cache refresh: the population has {} distinct valid numbers ({} invalid and {} \
+         unreadable lines left out: `ndop validate` lists them)",
+        thousands(pop.counts.unique),
+        thousands(pop.counts.invalid),
+        thousands(pop.counts.unparseable)
+    );
+    if a.stale_only {
+        let age = pos_cache::parse_age(a.older_than.as_deref().unwrap_or_default())?;
+        part = cache.stale_part(&part, chrono::Utc::now().timestamp_millis(), age)?;
+        eprintln!(
+            "ndop cache refresh: {} of {} numbers are stale or never checked",
+            thousands(part.len()),
+            thousands(pop.set.len())
+        );
+        if part.is_empty() {
+            return Ok(None);
+        }
+    }
+    if part.is_empty() {
+        anyhow::bail!(processor::Error::Usage(format!(
+            "the population {} holds no valid NHS number: nothing to refresh (check --column)",
+            a.population.display()
+        )));
+    }
+    let base = a.max_records.unwrap_or(u64::MAX).min(part.len()).max(1);
+    let k = cache.audit_records()?.len() as u64;
+    let plan = RefreshPlan {
+        numbers: part.len(),
+        max_records: base - k % base,
+    };
+    processor::files::create_private_dir(&a.work)?;
+    let mut text = Vec::with_capacity(part.len() as usize * 12);
+    for p in &part {
+        text.extend_from_slice(format!("{:010}\r\n", pos_cache::number_of_prefix(p)).as_bytes());
+    }
+    processor::files::write_atomic(&a.work, REFRESH_DAT, &text)?;
+    processor::files::write_atomic(&a.work, REFRESH_JSON, &serde_json::to_vec_pretty(&plan)?)?;
+    eprintln!(
+        "ndop cache refresh: sending {} numbers, at most {} per file",
+        thousands(plan.numbers),
+        thousands(plan.max_records)
+    );
+    Ok(Some(plan))
 }
 
 fn run_purge(a: PurgeArgs) -> anyhow::Result<u8> {
@@ -465,11 +564,38 @@ fn export_consents(
 ) -> anyhow::Result<u8> {
     if a.consent.previous.is_some() || a.consent.checked_at.is_some() || a.format.is_some() {
         anyhow::bail!(processor::Error::Usage(
-            "cache export --consent-out dates each Consent with its own check and writes the \
-             whole view: drop --previous, --checked-at and --format"
+            "cache export --consent-out dates each Consent with its own check: drop --checked-at \
+             and --format, and give the earlier state as --previous-as-of DATE (the cache's \
+             view then) instead of --previous RECONCILED_DIR"
                 .into()
         ));
     }
+    // the incremental export: who was opted out in the view as of the earlier time
+    let previous = match &a.previous_as_of {
+        None => None,
+        Some(t) => {
+            if a.consent.consent_state == crate::cmd::reconcile::StateArg::Full {
+                anyhow::bail!(processor::Error::Usage(
+                    "--consent-state full already writes every returned patient; drop \
+                     --previous-as-of"
+                        .into()
+                ));
+            }
+            let earlier = pos_cache::parse_time(t)?;
+            if earlier >= w.as_of {
+                anyhow::bail!(processor::Error::Usage(format!(
+                    "--previous-as-of {t} is not before --as-of {}: give the time of the \
+                     earlier export",
+                    format_time(w.as_of)
+                )));
+            }
+            let before = cache.view(earlier, w.max_age, w.environment.as_deref())?;
+            Some((
+                earlier,
+                pos_cache::number_set_of(&(&before.covered - &before.allowed)),
+            ))
+        }
+    };
     let dates = view
         .decided
         .iter()
@@ -490,7 +616,13 @@ fn export_consents(
     let returned = pos_cache::number_set_of(&view.allowed);
     let opts = a.consent.options(chrono::Utc::now().fixed_offset());
     let s = processor::consent::write_consents_dated(
-        path, &requested, &returned, None, &opts, &dates, date_of,
+        path,
+        &requested,
+        &returned,
+        previous.as_ref().map(|(_, set)| set),
+        &opts,
+        &dates,
+        date_of,
     )?;
     let mut record = w.audit(view);
     record["list"] = "consent".into();
@@ -501,6 +633,7 @@ fn export_consents(
     record["active"] = s.active.into();
     record["inactive"] = s.inactive.into();
     record["numbers_covered"] = view.covered.len().into();
+    record["previous_as_of"] = previous.as_ref().map(|(t, _)| format_time(*t)).into();
     cache.audit("export", Some(w.as_of), Some(w.max_age), &record)?;
     print_json(&s)?;
     eprintln!(

@@ -30,6 +30,7 @@ use std::path::PathBuf;
 ///       --mesh-folder /mesh/data/X26ABC1 --interval 60   (through an installed MESH client)
 ///   ndop run extract.dat --work job42 --config ndop.toml --consent-out job42/consents.ndjson
 ///   ndop run population.csv --column nhs_number --work pop-2026-11-20 --cache /srv/ndop-cache
+///   ndop run extract.csv --column nhs_number --work job43 --cache C --reuse-younger-than 3d
 ///
 /// With --mesh-folder DIR (the mailbox's folder root) or --meshclient-cfg FILE --mailbox ID,
 /// the files go through an installed MESH client's folders instead of the MESH API (see
@@ -59,6 +60,12 @@ pub(crate) struct RunArgs {
     /// When the run completes, import its checks into this results cache (see `ndop cache`).
     #[arg(long, value_name = "DIR")]
     pub cache: Option<PathBuf>,
+
+    /// With --cache: numbers whose newest check in the cache is younger than AGE (e.g. 3d, at
+    /// most 21d) are not sent again; their answer comes from the cache, the rest go to the POS,
+    /// and the filtered extract combines both (run.json's `reuse` says how many of each).
+    #[arg(long, value_name = "AGE", requires = "cache")]
+    pub reuse_younger_than: Option<String>,
 
     #[command(flatten)]
     pub poll: PollArgs,
@@ -92,11 +99,42 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<u8> {
             .unwrap_or("csv");
         args.work.join(format!("cleared.{ext}"))
     });
+    // --reuse-younger-than: send only what the cache does not answer
+    let reuse = match (&args.reuse_younger_than, &args.cache) {
+        (Some(age), Some(dir)) => Some(crate::cached::plan_reuse(
+            dir,
+            &args.work,
+            extract,
+            &args.input.scan_options(),
+            age,
+        )?),
+        _ => None,
+    };
+    if let Some((plan, _)) = reuse.as_ref().filter(|(p, _)| p.sent == 0) {
+        // the cache answers everything: nothing to send
+        return finish_reuse(
+            &args.input,
+            args.cache.as_deref(),
+            &args.work,
+            extract,
+            &out,
+            plan,
+            None,
+        );
+    }
     let pipeline = Pipeline {
-        extract: extract.clone(),
-        scan: args.input.scan_options(),
+        extract: reuse
+            .as_ref()
+            .map_or(extract.clone(), |(_, send)| send.clone()),
+        scan: match reuse {
+            Some(_) => args.input.engine.scan_options(),
+            None => args.input.scan_options(),
+        },
         work: args.work.clone(),
-        out,
+        out: match reuse {
+            Some(_) => args.work.join("sent-cleared.dat"),
+            None => out.clone(),
+        },
         settings: {
             let mut s = args.mesh.settings()?;
             s.compress_level = args.compress_level.or(s.compress_level);
@@ -114,6 +152,17 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<u8> {
     }
     match outcome? {
         Outcome::Done(done) => {
+            if let Some((plan, _)) = &reuse {
+                return finish_reuse(
+                    &args.input,
+                    args.cache.as_deref(),
+                    &args.work,
+                    extract,
+                    &out,
+                    plan,
+                    Some(&done.1),
+                );
+            }
             print_json(&done.0)?;
             if let Some(dir) = &args.cache {
                 let s = crate::cached::import(
@@ -136,4 +185,71 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<u8> {
             Ok(exit::POS)
         }
     }
+}
+
+/// The end of a run with --reuse-younger-than: the POS's answers (if anything was sent) go into
+/// the cache, then the extract is filtered with them and the cached answers together, and
+/// run.json gains a `reuse` object.
+fn finish_reuse(
+    input: &InputArgs,
+    cache: Option<&std::path::Path>,
+    work: &std::path::Path,
+    extract: &std::path::Path,
+    out: &std::path::Path,
+    plan: &crate::cached::ReusePlan,
+    sent: Option<&processor::reconcile::Reconciled>,
+) -> anyhow::Result<u8> {
+    let lines = input.engine.scan_options();
+    if let (Some(dir), Some(_)) = (cache, sent) {
+        crate::cached::import(dir, &[work.to_path_buf()], &lines)?;
+    }
+    let (checked, allowed) = crate::cached::reused_sets(work)?;
+    if let Some(r) = sent {
+        r.requested.for_each(|n| {
+            checked.insert(n);
+        });
+        r.returned.for_each(|n| {
+            allowed.insert(n);
+        });
+    }
+    crate::pipeline::remove_if_exists(out)?;
+    crate::pipeline::remove_if_exists(&processor::filter::default_rejects(out))?;
+    let filtered = processor::filter::filter(
+        extract,
+        &allowed,
+        Some(&checked),
+        &input.scan_options(),
+        out,
+        &mut |_| {},
+    )?;
+    let run_json = work.join(crate::pipeline::RUN_JSON);
+    let mut summary = crate::pipeline::read_json::<serde_json::Value>(&run_json, "run summary")?
+        .unwrap_or_else(|| serde_json::json!({}));
+    if let Some(f) = summary.get("filter").cloned() {
+        // the pipeline filtered only what it sent
+        summary["filter_sent"] = f;
+    }
+    summary["reuse"] = serde_json::to_value(plan)?;
+    summary["filter"] = serde_json::to_value(&filtered)?;
+    processor::files::write_atomic(
+        work,
+        crate::pipeline::RUN_JSON,
+        &serde_json::to_vec_pretty(&summary)?,
+    )?;
+    print_json(&summary)?;
+    let c = &filtered.counts;
+    eprintln!(
+        "ndop run: {} numbers answered from the cache (checks younger than {}), {} sent to the \
+         POS; wrote {}: kept {} of {} rows, dropped {} opted out, {} not checked, {} invalid",
+        crate::report::thousands(plan.reused),
+        plan.younger_than,
+        crate::report::thousands(plan.sent),
+        out.display(),
+        crate::report::thousands(c.kept),
+        crate::report::thousands(c.rows),
+        crate::report::thousands(c.opted_out),
+        crate::report::thousands(c.not_checked),
+        crate::report::thousands(c.invalid),
+    );
+    Ok(exit::OK)
 }
