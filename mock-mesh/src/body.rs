@@ -90,9 +90,8 @@ fn read_next(mut reader: Reader) -> JoinHandle<(Reader, std::io::Result<Option<B
 }
 
 /// Moves buffers from `reader` to `tx`. The next read is started before the current buffer is
-/// handed over, so reading overlaps sending (one read under way at a time, never more); waiting
-/// for each read before handing over the buffer before it serialised the two (issue 10's
-/// download regression).
+/// handed over, so a read also proceeds while a send waits for room in the channel (one read
+/// under way at a time, never more).
 async fn pump(reader: Reader, tx: mpsc::Sender<std::io::Result<Bytes>>, timeout: Duration) {
     let mut reading = Some(read_next(reader));
     while let Some(task) = reading.take() {
