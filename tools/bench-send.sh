@@ -3,8 +3,10 @@
 # and `ndop collect` of the POS reply, on a national-shaped prepared `.dat` (issue 15 item 5).
 # Usage: tools/bench-send.sh [LINES] [DISTINCT] [ROUNDS] [LEVELS]
 #   defaults: 100000000 65000000 3 "0 1 3 6 9" (about 840 MB of .dat after `ndop prepare`)
-# Prints one line per round and level: uncompressed and uploaded (stored, gzip'd) bytes, send
-# seconds; then per round the collect seconds (level 6 send, reply of every number not opted out).
+# Prints one line per round and level: send seconds (wall, and the CPU seconds of ndop) and the
+# bytes MESH stored (the gzip'd chunks); then per round the collect seconds (default-level send,
+# reply of every number not opted out) and one whole `ndop run` of the extract with the stage
+# seconds of its run.json.
 # BENCHMARK DATA ONLY: the national generator's numbers are outside the 999 test range; it is
 # sent to the local mock only.
 set -euo pipefail
@@ -14,7 +16,7 @@ DISTINCT=${2:-65000000}
 ROUNDS=${3:-3}
 LEVELS=${4:-0 1 3 6 9}
 DATA=${BENCH_DATA:-bench-data}
-cargo build --release -q -p ndop -p mock-mesh -p ndop-benches --bin national_extract
+cargo build --release -q -p ndop -p mock-mesh -p ndop-benches --bin national_extract --bin ndop --bin mock-mesh
 N=$PWD/target/release/ndop
 M=$PWD/target/release/mock-mesh
 mkdir -p "$DATA"
@@ -49,12 +51,14 @@ for r in $(seq "$ROUNDS"); do
     # the mock's POS waits an hour: the store holds only the uploaded (gzip'd) chunks
     start_mesh "$tmp/store" --pos-delay 3600
     s=$(date +%s.%N)
-    "$N" send "$PREP" --work "$tmp/w" --mesh "$url" --mailbox X26ABC1 --compress-level "$level" \
-      >/dev/null 2>"$tmp/send.err" || { cat "$tmp/send.err"; exit 1; }
+    /usr/bin/time -f '%U %S' -o "$tmp/cpu" "$N" send "$PREP" --work "$tmp/w" --mesh "$url" \
+      --mailbox X26ABC1 --compress-level "$level" >/dev/null 2>"$tmp/send.err" \
+      || { cat "$tmp/send.err"; exit 1; }
     e=$(date +%s.%N)
+    # the submission's chunks, as uploaded (the POS keeps them until it answers)
+    stored=$(du -sb "$tmp/store/chunks" | cut -f1)
     stop_mesh
-    stored=$(find "$tmp/store" -type f ! -name '*journal*' -printf '%s\n' | awk '{s+=$1} END {print s}')
-    echo "round=$r level=$level send_s=$(secs "$s" "$e") stored_bytes=$stored"
+    echo "round=$r level=$level send_s=$(secs "$s" "$e") cpu_s=$(awk '{print $1 + $2}' "$tmp/cpu") stored_bytes=$stored"
     rm -rf "$tmp"
   done
   tmp=$(mktemp -d)
@@ -66,5 +70,19 @@ for r in $(seq "$ROUNDS"); do
   e=$(date +%s.%N)
   stop_mesh
   echo "round=$r collect_s=$(secs "$s" "$e") replies_bytes=$(du -sb "$tmp/w/replies" | cut -f1)"
+  rm -rf "$tmp"
+  tmp=$(mktemp -d)
+  start_mesh "$tmp/store"
+  s=$(date +%s.%N)
+  "$N" run "$FILE" --work "$tmp/w" --mesh "$url" --mailbox X26ABC1 --interval 0.05 --timeout 600 \
+    >/dev/null 2>"$tmp/run.err" || { cat "$tmp/run.err"; exit 1; }
+  e=$(date +%s.%N)
+  stop_mesh
+  python3 - "$tmp/w/run.json" "$r" "$(secs "$s" "$e")" <<'PY'
+import json, sys
+run = json.load(open(sys.argv[1]))
+stages = " ".join(f"{k}={v:.2f}" for k, v in run["stage_seconds"])
+print(f"round={sys.argv[2]} run_s={float(sys.argv[3]):.2f} {stages}")
+PY
   rm -rf "$tmp"
 done

@@ -13,6 +13,7 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::SendTimeoutError;
+use tokio::task::JoinHandle;
 
 /// The body type of every response.
 pub type ResponseBody = UnsyncBoxBody<Bytes, std::io::Error>;
@@ -65,8 +66,9 @@ impl Body for ChannelBody {
 
 /// Streams everything `reader` yields. `len` is the exact length if known (it must be exact:
 /// hyper trusts it for `Content-Length`). The reads run on blocking threads one buffer at a
-/// time, so a client that stops reading holds no thread; if it takes no data for `timeout`
-/// the body is cut off (hyper then closes the connection).
+/// time, so a client that stops reading holds no thread (at most the one read under way, which
+/// ends by itself); if it takes no data for `timeout` the body is cut off (hyper then closes
+/// the connection).
 pub(crate) fn stream_reader(
     reader: Box<dyn Read + Send>,
     len: Option<u64>,
@@ -77,32 +79,36 @@ pub(crate) fn stream_reader(
     ChannelBody { rx, len }.boxed_unsync()
 }
 
-async fn pump(
-    mut reader: Box<dyn Read + Send>,
-    tx: mpsc::Sender<std::io::Result<Bytes>>,
-    timeout: Duration,
-) {
-    loop {
-        let read = tokio::task::spawn_blocking(move || {
-            let r = fill(&mut reader);
-            (reader, r)
-        })
-        .await;
-        let Ok((back, r)) = read else {
+type Reader = Box<dyn Read + Send>;
+
+/// One buffer read on a blocking thread; the reader comes back with it.
+fn read_next(mut reader: Reader) -> JoinHandle<(Reader, std::io::Result<Option<Bytes>>)> {
+    tokio::task::spawn_blocking(move || {
+        let r = fill(&mut reader);
+        (reader, r)
+    })
+}
+
+/// Moves buffers from `reader` to `tx`. The next read is started before the current buffer is
+/// handed over, so a read also proceeds while a send waits for room in the channel (one read
+/// under way at a time, never more).
+async fn pump(reader: Reader, tx: mpsc::Sender<std::io::Result<Bytes>>, timeout: Duration) {
+    let mut reading = Some(read_next(reader));
+    while let Some(task) = reading.take() {
+        let Ok((reader, r)) = task.await else {
             return;
         };
-        reader = back;
-        let (buf, last) = match r {
-            Ok(Some(b)) => {
-                let last = b.len() < READ_BUF;
-                (b, last)
-            }
+        let buf = match r {
+            Ok(Some(b)) => b,
             Ok(None) => return,
             Err(e) => {
                 let _ = tx.send_timeout(Err(e), timeout).await;
                 return;
             }
         };
+        if buf.len() == READ_BUF {
+            reading = Some(read_next(reader));
+        }
         match tx.send_timeout(Ok(buf), timeout).await {
             Ok(()) => {}
             Err(SendTimeoutError::Timeout(_)) => {
@@ -111,14 +117,11 @@ async fn pump(
             }
             Err(SendTimeoutError::Closed(_)) => return, // client went away
         }
-        if last {
-            return;
-        }
     }
 }
 
 /// Reads up to one buffer (fewer, larger frames); `None` at the end.
-fn fill(reader: &mut Box<dyn Read + Send>) -> std::io::Result<Option<Bytes>> {
+fn fill(reader: &mut Reader) -> std::io::Result<Option<Bytes>> {
     let mut buf = BytesMut::zeroed(READ_BUF);
     let mut filled = 0;
     while filled < READ_BUF {

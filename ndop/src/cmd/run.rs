@@ -70,7 +70,7 @@ pub(crate) struct RunArgs {
     #[command(flatten)]
     pub poll: PollArgs,
 
-    /// Gzip level of the chunks sent: 0 (stored) to 9 (smallest, slowest); default 6, or
+    /// Gzip level of the chunks sent: 0 (stored) to 9 (smallest, slowest); default 3, or
     /// `compress_level` in the [mesh] table.
     #[arg(long, value_name = "0-9", value_parser = clap::value_parser!(u32).range(0..=9))]
     pub compress_level: Option<u32>,

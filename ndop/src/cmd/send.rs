@@ -39,7 +39,7 @@ pub(crate) struct SendArgs {
     #[arg(long, value_name = "DIR")]
     pub work: Option<PathBuf>,
 
-    /// Gzip level of the chunks: 0 (stored) to 9 (smallest, slowest); default 6, or
+    /// Gzip level of the chunks: 0 (stored) to 9 (smallest, slowest); default 3, or
     /// `compress_level` in the [mesh] table.
     #[arg(long, value_name = "0-9", value_parser = clap::value_parser!(u32).range(0..=9))]
     pub compress_level: Option<u32>,
