@@ -190,19 +190,24 @@ pub fn write_dat_files(
 /// The `.dat` lines of the members in one slice of the prefixes, in order.
 ///
 /// Each line is built as one 16-byte value (ten digits from [`PrefixDigits`], the comma and
-/// the line ending) and stored whole, `len` bytes apart: the next line overwrites the spare
-/// bytes. The buffer is sized from the slice's member count first, so nothing grows.
+/// the line ending) and stored whole, `len` bytes after the line before: the next line
+/// overwrites the spare bytes, and the buffer, grown before each word of the set by doubling,
+/// is cut back to the lines at the end.
 fn format_slice(set: &NumberSet, slice: usize, eol: &[u8]) -> Vec<u8> {
     let len = 11 + eol.len();
     let mut end = [0u8; 16];
     end[10] = b',';
     end[11..len].copy_from_slice(eol);
     let end = u128::from_le_bytes(end);
-    let count = set.len_of_slice(slice) as usize;
-    let mut lines = vec![0u8; count * len + (16 - len)];
+    let mut lines = Vec::new();
     let mut digits = PrefixDigits::new();
     let mut at = 0;
     set.for_each_word_in_slice(slice, |first, mut bits| {
+        // Room for a full word's lines.
+        let need = at + 64 * len + 16;
+        if lines.len() < need {
+            lines.resize(need.max(2 * lines.len()), 0);
+        }
         while bits != 0 {
             let prefix = first + bits.trailing_zeros();
             bits &= bits - 1;
@@ -214,7 +219,7 @@ fn format_slice(set: &NumberSet, slice: usize, eol: &[u8]) -> Vec<u8> {
             at += len;
         }
     });
-    lines.truncate(count * len);
+    lines.truncate(at);
     lines
 }
 

@@ -187,14 +187,6 @@ impl NumberSet {
         })
     }
 
-    /// The number of members in the slice `slice` (see
-    /// [`NumberSet::for_each_word_in_slice`]).
-    pub(crate) fn len_of_slice(&self, slice: usize) -> u64 {
-        let mut n = 0;
-        self.for_each_word_in_slice(slice, |_, bits| n += u64::from(bits.count_ones()));
-        n
-    }
-
     /// Calls `f` with every member in ascending order.
     pub fn for_each(&self, mut f: impl FnMut(u64)) {
         let mut digits = PrefixDigits::new();
@@ -458,7 +450,6 @@ mod inserter_tests {
                 for &p in &sliced[before..] {
                     prop_assert_eq!(p as usize / SLICE_PREFIXES, slice);
                 }
-                prop_assert_eq!(set.len_of_slice(slice), (sliced.len() - before) as u64);
             }
             prop_assert_eq!(&sliced, &sorted);
             for &p in &all {
