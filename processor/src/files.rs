@@ -209,7 +209,7 @@ impl AtomicFile {
 /// Asks the kernel to start writing `len` bytes of `file` from `offset` to disk, without
 /// waiting. Only a hint: errors are left for the final `fsync` to report.
 #[cfg(target_os = "linux")]
-fn start_writeback(file: &File, offset: u64, len: u64) {
+pub(crate) fn start_writeback(file: &File, offset: u64, len: u64) {
     use std::os::fd::AsRawFd;
     // SAFETY: sync_file_range only reads its integer arguments; the descriptor is open for as
     // long as `file` is borrowed.
@@ -224,7 +224,7 @@ fn start_writeback(file: &File, offset: u64, len: u64) {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn start_writeback(_file: &File, _offset: u64, _len: u64) {}
+pub(crate) fn start_writeback(_file: &File, _offset: u64, _len: u64) {}
 
 /// The directory `path` is in (`.` for a bare file name).
 pub fn parent_dir(path: &Path) -> PathBuf {

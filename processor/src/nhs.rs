@@ -147,6 +147,118 @@ pub fn digits_of_prefix(prefix: u32) -> Option<[u8; 10]> {
     Some(d)
 }
 
+/// The weight of each of the nine leading digits in the Modulus 11 sum.
+const WEIGHTS: [u32; 9] = [10, 9, 8, 7, 6, 5, 4, 3, 2];
+
+/// For each `n` below 10,000: its four ASCII digits (little-endian: the first digit in the low
+/// byte) and their part of the Modulus 11 sum as the last four of nine digits (weights 5..2).
+static LAST_FOUR: [(u32, u8); 10_000] = {
+    let mut t = [(0u32, 0u8); 10_000];
+    let mut n = 0;
+    while n < 10_000 {
+        let d = [n / 1000, n / 100 % 10, n / 10 % 10, n % 10];
+        let mut ascii = 0u32;
+        let mut sum = 0u32;
+        let mut i = 0;
+        while i < 4 {
+            ascii |= (b'0' as u32 + d[i] as u32) << (8 * i);
+            sum += d[i] as u32 * WEIGHTS[5 + i];
+            i += 1;
+        }
+        t[n] = (ascii, sum as u8);
+        n += 1;
+    }
+    t
+};
+
+/// The ASCII check digit for each Modulus 11 sum of nine digits (at most 9 × 54 = 486), or 0
+/// where no check digit fits.
+static CHECK_OF_SUM: [u8; 487] = {
+    let mut t = [0u8; 487];
+    let mut s = 0;
+    while s < 487 {
+        t[s] = match 11 - s % 11 {
+            11 => b'0',
+            10 => 0,
+            c => b'0' + c as u8,
+        };
+        s += 1;
+    }
+    t
+};
+
+/// The ten ASCII digits of valid NHS numbers from their nine-digit prefixes, for writing a set
+/// out in order: the first five digits and their part of the sum are kept while the prefixes
+/// stay in one run of 10,000, and the last four come from a table, so a number costs two table
+/// loads and no division. Correct in any order; fastest in ascending order.
+#[derive(Debug, Clone)]
+pub struct PrefixDigits {
+    /// The first prefix of the current run of 10,000.
+    base: u32,
+    /// Its first five digits in ASCII, the first in the low byte.
+    first_five: u64,
+    /// Their part of the Modulus 11 sum.
+    sum: u32,
+}
+
+impl Default for PrefixDigits {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PrefixDigits {
+    /// A formatter, positioned at prefix 0.
+    pub fn new() -> Self {
+        let mut d = PrefixDigits {
+            base: 0,
+            first_five: 0,
+            sum: 0,
+        };
+        d.move_to(0);
+        d
+    }
+
+    /// Moves to the run of 10,000 holding `prefix`.
+    #[cold]
+    fn move_to(&mut self, prefix: u32) {
+        let high = prefix / 10_000;
+        self.base = high * 10_000;
+        (self.first_five, self.sum) = (0, 0);
+        let mut rest = high;
+        for i in (0..5).rev() {
+            let d = rest % 10;
+            rest /= 10;
+            self.first_five |= u64::from(b'0' as u32 + d) << (8 * i);
+            self.sum += d * WEIGHTS[i];
+        }
+    }
+
+    /// The ten ASCII digits of the valid NHS number whose first nine digits are `prefix`
+    /// (below 10^9), the first digit in the low byte of the result, or `None` when no check
+    /// digit fits.
+    #[inline(always)]
+    pub fn ascii(&mut self, prefix: u32) -> Option<u128> {
+        if prefix.wrapping_sub(self.base) >= 10_000 {
+            self.move_to(prefix);
+        }
+        let (last_four, sum) = LAST_FOUR[(prefix - self.base) as usize];
+        let check = CHECK_OF_SUM[(self.sum + u32::from(sum)) as usize];
+        if check == 0 {
+            return None;
+        }
+        Some(u128::from(self.first_five) | u128::from(last_four) << 40 | u128::from(check) << 72)
+    }
+
+    /// [`PrefixDigits::ascii`] as an array.
+    #[inline(always)]
+    pub fn digits(&mut self, prefix: u32) -> Option<[u8; 10]> {
+        let mut out = [0u8; 10];
+        out.copy_from_slice(&self.ascii(prefix)?.to_le_bytes()[..10]);
+        Some(out)
+    }
+}
+
 /// True when `s` is exactly ten ASCII digits that pass Modulus 11.
 pub fn is_valid(s: &[u8]) -> bool {
     check_ten(s).is_ok()
@@ -344,6 +456,27 @@ mod tests {
         assert_eq!(&digits_of_prefix(943_476_591).unwrap(), b"9434765919");
         assert_eq!(&digits_of_prefix(999_999_999).unwrap(), b"9999999999");
         assert_eq!(&digits_of_prefix(0).unwrap(), b"0000000000");
+    }
+
+    #[test]
+    fn prefix_digits_agree_with_digits_of_prefix() {
+        // Ascending runs across runs of 10,000 (and a skip back), then a stride in order and
+        // out of order, so the kept five digits are reused, moved forward and moved back.
+        let mut d = PrefixDigits::new();
+        let runs = [
+            0..20_050,
+            9_999_990..10_000_010,
+            123_456_000..123_476_000,
+            5_000..5_100,
+            999_980_000..1_000_000_000,
+        ];
+        let strided = (0..1_000_000_000u32).step_by(7_919);
+        let backwards = (0..1_000_000_000u32).rev().step_by(104_729);
+        for prefix in runs.into_iter().flatten().chain(strided).chain(backwards) {
+            assert_eq!(d.digits(prefix), digits_of_prefix(prefix), "{prefix}");
+        }
+        assert_eq!(&d.digits(943_476_591).unwrap(), b"9434765919");
+        assert_eq!(d.ascii(0).unwrap().to_le_bytes()[..11], *b"0000000000\0");
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! which parts of the big one were ever written, so counting and iterating a sparse set skip the
 //! untouched memory instead of reading all 119 MiB.
 
-use crate::nhs::check_digit_of_prefix;
+use crate::nhs::PrefixDigits;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 const PREFIXES: usize = 1_000_000_000;
@@ -18,11 +18,11 @@ const WORDS: usize = PREFIXES.div_ceil(64);
 const GROUP: usize = 64;
 const GROUPS: usize = WORDS.div_ceil(GROUP);
 
-/// Groups in one slice of [`NumberSet::for_each_prefix_in_slice`].
+/// Groups in one slice of [`NumberSet::for_each_word_in_slice`].
 const SLICE_GROUPS: usize = 256;
-/// Prefixes in one slice of [`NumberSet::for_each_prefix_in_slice`]: 2^20, about a million.
+/// Prefixes in one slice of [`NumberSet::for_each_word_in_slice`]: 2^20, about a million.
 pub(crate) const SLICE_PREFIXES: usize = SLICE_GROUPS * GROUP * 64;
-/// The number of slices of [`NumberSet::for_each_prefix_in_slice`].
+/// The number of slices of [`NumberSet::for_each_word_in_slice`].
 pub(crate) const SLICES: usize = PREFIXES.div_ceil(SLICE_PREFIXES);
 
 /// A set of valid NHS numbers.
@@ -156,18 +156,32 @@ impl NumberSet {
         }
     }
 
-    /// Calls `f` with the nine-digit prefix of every member in the slice `slice` of the
-    /// prefixes cut into [`SLICE_PREFIXES`]-sized slices, in ascending order. The slices
-    /// together cover every prefix, so writers can work on them in parallel.
+    /// Calls `f` with the nine-digit prefix of every member in the slice `slice`, in
+    /// ascending order (the writers use [`NumberSet::for_each_word_in_slice`]; the tests check
+    /// both against an oracle).
+    #[cfg(test)]
     pub(crate) fn for_each_prefix_in_slice(&self, slice: usize, mut f: impl FnMut(u32)) {
+        self.for_each_word_in_slice(slice, |first, mut bits| {
+            while bits != 0 {
+                let b = bits.trailing_zeros();
+                bits &= bits - 1;
+                f(first + b);
+            }
+        })
+    }
+
+    /// Calls `f` with the first prefix of every non-zero word in the slice `slice` of the
+    /// prefixes cut into [`SLICE_PREFIXES`]-sized slices, in ascending order, and the word:
+    /// bit `b` stands for the prefix `first + b`. Untouched groups are skipped and zero words
+    /// not passed on. The slices together cover every prefix, so writers can work on them in
+    /// parallel.
+    pub(crate) fn for_each_word_in_slice(&self, slice: usize, mut f: impl FnMut(u32, u64)) {
         let groups = slice * SLICE_GROUPS..(slice + 1) * SLICE_GROUPS;
         self.for_each_group_in(groups, |range| {
             for i in range {
-                let mut bits = self.words[i].load(Relaxed);
-                while bits != 0 {
-                    let b = bits.trailing_zeros() as usize;
-                    bits &= bits - 1;
-                    f((i * 64 + b) as u32);
+                let bits = self.words[i].load(Relaxed);
+                if bits != 0 {
+                    f((i * 64) as u32, bits);
                 }
             }
         })
@@ -175,11 +189,8 @@ impl NumberSet {
 
     /// Calls `f` with every member in ascending order.
     pub fn for_each(&self, mut f: impl FnMut(u64)) {
-        self.for_each_prefix(|prefix| {
-            // Only valid numbers are inserted, so a check digit exists.
-            let check = check_digit_of_prefix(prefix).unwrap_or(0);
-            f(prefix as u64 * 10 + check as u64)
-        })
+        let mut digits = PrefixDigits::new();
+        self.for_each_prefix(|prefix| f(number_of(&mut digits, prefix)))
     }
 
     /// Calls `f` with the nine-digit prefix of every member, in ascending order.
@@ -189,13 +200,14 @@ impl NumberSet {
 
     /// Calls `f` with every member of `self` that is not in `other`, in ascending order.
     pub fn for_each_not_in(&self, other: &NumberSet, mut f: impl FnMut(u64)) {
-        self.for_each_word(
-            |i, w| w & !other.words[i].load(Relaxed),
-            |prefix| {
-                let check = check_digit_of_prefix(prefix).unwrap_or(0);
-                f(prefix as u64 * 10 + check as u64)
-            },
-        )
+        let mut digits = PrefixDigits::new();
+        self.for_each_prefix_not_in(other, |prefix| f(number_of(&mut digits, prefix)))
+    }
+
+    /// Calls `f` with the prefix of every member of `self` that is not in `other`, in
+    /// ascending order.
+    pub(crate) fn for_each_prefix_not_in(&self, other: &NumberSet, f: impl FnMut(u32)) {
+        self.for_each_word(|i, w| w & !other.words[i].load(Relaxed), f)
     }
 
     /// Calls `f` with the prefix of every bit `select` keeps, in ascending order.
@@ -215,6 +227,14 @@ impl NumberSet {
             }
         })
     }
+}
+
+/// The valid number with the nine-digit prefix of a member (only valid numbers are inserted,
+/// so a check digit exists; 0 stands in where none does, which cannot happen).
+#[inline(always)]
+fn number_of(digits: &mut PrefixDigits, prefix: u32) -> u64 {
+    let check = digits.ascii(prefix).map_or(0, |d| (d >> 72) as u8 - b'0');
+    u64::from(prefix) * 10 + u64::from(check)
 }
 
 /// Prefixes an [`Inserter`] holds between prefetching a word and setting its bit: enough
