@@ -684,6 +684,24 @@ pub fn scan_exact(data: &[u8], start: usize, want: usize, delim: u8, at_eof: boo
     exact_with(&mut Specials::new(data, delim, start), start, want, at_eof)
 }
 
+/// Every record of `data` from its start, read with one cursor as a block walk reads them (up
+/// to the first that does not end): for the fuzz target, against [`scan_exact`].
+#[doc(hidden)]
+pub fn scan_all(data: &[u8], want: usize, delim: u8, at_eof: bool) -> Vec<Scanned> {
+    let mut cursor = Records::new(data, delim);
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < data.len() {
+        let s = scan_with(&mut cursor, pos, want, at_eof);
+        out.push(s);
+        if s.how != End::Complete {
+            break;
+        }
+        pos = s.end;
+    }
+    out
+}
+
 /// The exact reader: follows the grammar from `start`, one special byte at a time.
 fn exact_with(sp: &mut Specials, start: usize, want: usize, at_eof: bool) -> Scanned {
     let (data, delim) = (sp.data, sp.delim);
