@@ -4,10 +4,11 @@
 //! it covers, the wanted field, text after a closing quote and an unterminated quote. And the
 //! property the parallel engine rests on: scanned without the end of the input (`at_eof`
 //! false), any prefix of the data either leaves the record open or ends it exactly where the
-//! whole data does.
+//! whole data does. And the fast reader (per-chunk masks) agrees with the exact one it falls back
+//! on, record by record and with one cursor kept across records as a block walk keeps it.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use processor::csv::{scan_record, End};
+use processor::csv::{scan_all, scan_exact, scan_record, End};
 
 struct Naive {
     end: usize,
@@ -95,9 +96,18 @@ fuzz_target!(|data: &[u8]| {
     };
     let delim = [b',', b'\t', b';', b'|'][usize::from(pick & 3)];
     let want = usize::from(pick >> 2 & 7);
+    for at_eof in [true, false] {
+        let all = scan_all(data, want, delim, at_eof);
+        let mut pos = 0;
+        for s in all {
+            assert_eq!(s, scan_exact(data, pos, want, delim, at_eof), "record at {pos}");
+            pos = s.end;
+        }
+    }
     let mut start = 0;
     while start < data.len() {
         let got = scan_record(data, start, want, delim, true);
+        assert_eq!(got, scan_exact(data, start, want, delim, true), "fast and exact");
         let n = naive(data, start, want, delim);
         assert_eq!(got.end, n.end, "end of the record at {start}");
         assert_eq!(got.breaks, n.breaks, "line breaks");

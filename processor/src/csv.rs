@@ -177,8 +177,8 @@ pub fn count_breaks(s: &[u8]) -> u32 {
 }
 
 /// The positions of the bytes that matter to the CSV grammar (quote, delimiter, LF, CR) in a
-/// block, found 64 bytes at a time ([`crate::swar::csv_specials`]) and handed out in order, so
-/// a record costs a few bit operations per delimiter or quote instead of a search per field.
+/// block, found 64 bytes at a time ([`classes`]) and handed out in order: the exact reader's
+/// cursor, byte by grammar byte (see [`Records`] for the fast one).
 pub(crate) struct Specials<'a> {
     data: &'a [u8],
     delim: u8,
@@ -211,13 +211,11 @@ impl<'a> Specials<'a> {
     #[inline(always)]
     fn load(&mut self, at: usize) {
         self.base = at & !63;
-        (self.delims, self.others) = match self.data.get(self.base..self.base + 64) {
-            Some(chunk) => crate::swar::csv_specials(chunk.try_into().unwrap(), self.delim),
-            None => crate::swar::csv_specials_portable(
-                self.data.get(self.base..).unwrap_or_default(),
-                self.delim,
-            ),
+        let c = match self.data.get(self.base..self.base + 64) {
+            Some(chunk) => classes(chunk.try_into().unwrap(), self.delim),
+            None => classes_portable(self.data.get(self.base..).unwrap_or_default(), self.delim),
         };
+        (self.delims, self.others) = (c.d, c.q | c.lf | c.cr);
         self.live = !0u64 << (at - self.base);
     }
 
@@ -256,17 +254,456 @@ impl<'a> Specials<'a> {
     }
 }
 
+/// One bit a byte of a 64-byte chunk for each byte class of the grammar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Classes {
+    /// Quotes.
+    pub(crate) q: u64,
+    /// Delimiters.
+    pub(crate) d: u64,
+    /// LFs.
+    pub(crate) lf: u64,
+    /// CRs.
+    pub(crate) cr: u64,
+}
+
+/// [`Classes`] of a chunk, 16 bytes at a time (SSE2, the x86-64 baseline) or a byte at a time
+/// elsewhere.
+#[inline(always)]
+pub(crate) fn classes(chunk: &[u8; 64], delim: u8) -> Classes {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::*;
+        // SAFETY: SSE2 is part of the x86-64 baseline; each unaligned 16-byte load reads
+        // `chunk[16 * i..16 * i + 16]`, inside the 64-byte array.
+        unsafe {
+            let splat = |b: u8| _mm_set1_epi8(b as i8);
+            let (q, d, n, r) = (splat(b'"'), splat(delim), splat(b'\n'), splat(b'\r'));
+            let mut c = Classes {
+                q: 0,
+                d: 0,
+                lf: 0,
+                cr: 0,
+            };
+            for i in 0..4 {
+                let v = _mm_loadu_si128(chunk.as_ptr().add(16 * i) as *const __m128i);
+                let m = |x| (_mm_movemask_epi8(_mm_cmpeq_epi8(v, x)) as u16 as u64) << (16 * i);
+                c.q |= m(q);
+                c.d |= m(d);
+                c.lf |= m(n);
+                c.cr |= m(r);
+            }
+            c
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        classes_portable(chunk, delim)
+    }
+}
+
+/// [`classes`] a byte at a time (of at most 64 bytes), for other targets, the tail of a block
+/// and the tests.
+#[inline]
+pub(crate) fn classes_portable(bytes: &[u8], delim: u8) -> Classes {
+    let mut c = Classes {
+        q: 0,
+        d: 0,
+        lf: 0,
+        cr: 0,
+    };
+    for (i, &b) in bytes.iter().take(64).enumerate() {
+        let bit = 1u64 << i;
+        match b {
+            b'"' => c.q |= bit,
+            b'\n' => c.lf |= bit,
+            b'\r' => c.cr |= bit,
+            _ => {}
+        }
+        if b == delim {
+            c.d |= bit;
+        }
+    }
+    c
+}
+
+/// What the fast record cursor needs of one 64-byte chunk, read with the quote state carried
+/// in from the bytes before it (see [`Records`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Masks {
+    /// Delimiters outside quotes.
+    delims: u64,
+    /// Line breaks outside quotes, at their last byte (an LF, or a CR not followed by LF).
+    ends: u64,
+    /// Line breaks inside quotes, counted the same way.
+    quoted_breaks: u64,
+    /// Quotes where reading quotes by parity departs from the grammar, and (in the last chunk
+    /// of the data) every byte past the data and its last byte unless that is an LF: a record
+    /// that covers one of them is read by the exact reader instead.
+    odd: u64,
+    /// The quote state after the chunk's last byte: all ones inside quotes, else 0.
+    carry: u64,
+    /// 1 when the chunk's last byte lets a quote right after it open a field (a delimiter,
+    /// quote, CR or LF), else 0.
+    prev: u64,
+}
+
+/// Each bit the XOR of itself and every bit below it: the quote state (inside or not) after
+/// each byte, given the quotes. Sixty-four-bit words only.
+#[inline(always)]
+fn prefix_xor(mut x: u64) -> u64 {
+    x ^= x << 1;
+    x ^= x << 2;
+    x ^= x << 4;
+    x ^= x << 8;
+    x ^= x << 16;
+    x ^= x << 32;
+    x
+}
+
+/// The masks of a chunk from its classes `c`, its quotes from the record start on (`q`) and
+/// their prefix XOR (`inside`), the byte after the chunk (`next`; 0 when there is none), the
+/// quote state before it (`carry`) and `prev`: the bits where a quote may open a field because
+/// of what precedes it outside the chunk (bit 0 after a chunk whose last byte allows it; the
+/// record's start when the chunk is read from there).
+///
+/// Reading quotes by parity (each quote toggles "inside") is the grammar exactly as long as
+/// every quote that opens (parity goes to inside) follows a delimiter, quote, CR, LF or the
+/// record's start, and every quote that closes is followed by a delimiter, quote, CR or LF:
+/// then an opening quote starts a field (or continues one after `""`), and a closing quote ends
+/// one (or is the first of a `""` pair). Any other quote (`5" wound`, `"ab"c`) is marked odd.
+#[inline(always)]
+fn finish(c: Classes, q: u64, inside: u64, next: u8, delim: u8, carry: u64, prev: u64) -> Masks {
+    let inq = inside ^ carry;
+    let grammar = c.q | c.d | c.lf | c.cr;
+    let at_next = |b: bool| (b as u64) << 63;
+    let lf_after = (c.lf >> 1) | at_next(next == b'\n');
+    let grammar_after =
+        (grammar >> 1) | at_next(next == b'"' || next == delim || next == b'\n' || next == b'\r');
+    let breaks = c.lf | (c.cr & !lf_after);
+    let opening = q & inq;
+    let closing = q & !inq;
+    Masks {
+        delims: c.d & !inq,
+        ends: breaks & !inq,
+        quoted_breaks: breaks & inq,
+        odd: (opening & !((grammar << 1) | prev)) | (closing & !grammar_after),
+        carry: 0u64.wrapping_sub(inq >> 63),
+        prev: grammar >> 63,
+    }
+}
+
+/// How the masks of a chunk are computed: chosen once for the CPU at hand; all give the same
+/// masks (tested).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kernel {
+    /// SSE2 compares (byte loop off x86-64) and a prefix XOR by shifts.
+    Portable,
+    /// SSE2 compares and the prefix XOR as one carry-less multiply (`pclmulqdq`).
+    #[cfg(target_arch = "x86_64")]
+    Clmul,
+    /// AVX2 compares, 32 bytes at a time, and `pclmulqdq`.
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+}
+
+impl Kernel {
+    /// The fastest kernel this CPU runs (`std` caches the feature detection).
+    #[inline]
+    pub(crate) fn detect() -> Kernel {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("pclmulqdq") {
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    return Kernel::Avx2;
+                }
+                return Kernel::Clmul;
+            }
+        }
+        Kernel::Portable
+    }
+
+    /// Every kernel this CPU can run, for the tests.
+    #[cfg(test)]
+    pub(crate) fn available() -> Vec<Kernel> {
+        let mut all = vec![Kernel::Portable];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("pclmulqdq") {
+                all.push(Kernel::Clmul);
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    all.push(Kernel::Avx2);
+                }
+            }
+        }
+        all
+    }
+
+    /// The masks of `chunk` (see [`finish`]), quotes below `qlive`'s bits ignored.
+    #[inline(always)]
+    fn masks(self, chunk: &[u8; 64], next: u8, delim: u8, st: (u64, u64, u64)) -> Masks {
+        match self {
+            Kernel::Portable => masks_portable(chunk, next, delim, st),
+            // SAFETY: `detect` and `available` only choose these when the CPU has the features
+            // they are compiled for.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Clmul => unsafe { masks_clmul(chunk, next, delim, st) },
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => unsafe { masks_avx2(chunk, next, delim, st) },
+        }
+    }
+}
+
+/// [`Kernel::Portable`]. `st` is `(carry, prev, qlive)`.
+#[inline(always)]
+fn masks_portable(chunk: &[u8; 64], next: u8, delim: u8, st: (u64, u64, u64)) -> Masks {
+    let c = classes(chunk, delim);
+    let q = c.q & st.2;
+    finish(c, q, prefix_xor(q), next, delim, st.0, st.1)
+}
+
+/// The prefix XOR of `x` (see [`prefix_xor`]) as a carry-less multiply by all ones.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn clmul_prefix_xor(x: u64) -> u64 {
+    use std::arch::x86_64::*;
+    let v = _mm_clmulepi64_si128(_mm_set_epi64x(0, x as i64), _mm_set1_epi8(-1), 0);
+    _mm_cvtsi128_si64(v) as u64
+}
+
+/// [`Kernel::Clmul`].
+///
+/// # Safety
+/// The CPU must have `pclmulqdq`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "pclmulqdq")]
+unsafe fn masks_clmul(chunk: &[u8; 64], next: u8, delim: u8, st: (u64, u64, u64)) -> Masks {
+    let c = classes(chunk, delim);
+    let q = c.q & st.2;
+    finish(c, q, clmul_prefix_xor(q), next, delim, st.0, st.1)
+}
+
+/// [`Kernel::Avx2`].
+///
+/// # Safety
+/// The CPU must have AVX2 and `pclmulqdq`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,pclmulqdq")]
+unsafe fn masks_avx2(chunk: &[u8; 64], next: u8, delim: u8, st: (u64, u64, u64)) -> Masks {
+    use std::arch::x86_64::*;
+    let lo = _mm256_loadu_si256(chunk.as_ptr() as *const __m256i);
+    let hi = _mm256_loadu_si256(chunk.as_ptr().add(32) as *const __m256i);
+    let m = |b: u8| {
+        let x = _mm256_set1_epi8(b as i8);
+        let l = _mm256_movemask_epi8(_mm256_cmpeq_epi8(lo, x)) as u32 as u64;
+        let h = _mm256_movemask_epi8(_mm256_cmpeq_epi8(hi, x)) as u32 as u64;
+        l | (h << 32)
+    };
+    let c = Classes {
+        q: m(b'"'),
+        d: m(delim),
+        lf: m(b'\n'),
+        cr: m(b'\r'),
+    };
+    let q = c.q & st.2;
+    finish(c, q, clmul_prefix_xor(q), next, delim, st.0, st.1)
+}
+
+/// The fast record cursor over a block: where records end and where the wanted field is,
+/// from per-chunk masks instead of byte by grammar byte.
+///
+/// For each 64-byte chunk it finds the quotes, delimiters and line breaks ([`Kernel`]), reads
+/// the quote state after every byte as the prefix XOR of the quotes (carried from chunk to
+/// chunk), and so has the delimiters and line breaks outside quotes as plain masks: a record
+/// then costs a `tzcnt` for its end and one per delimiter up to the wanted field. Quotes the
+/// parity reading gets wrong (malformed ones: see [`finish`]) are marked; a record that holds
+/// one, or that reaches the data's end (where the reading may depend on what follows), is
+/// read by the exact reader ([`scan_exact`]) instead, so the results are always the exact
+/// reader's.
+pub(crate) struct Records<'a> {
+    data: &'a [u8],
+    delim: u8,
+    kernel: Kernel,
+    /// Start of the chunk `m` describes.
+    base: usize,
+    m: Masks,
+    /// Where a record must start for `m` to describe it (the end of the last record the fast
+    /// path read, so outside quotes); `usize::MAX` when `m` must be read again.
+    next: usize,
+}
+
+impl<'a> Records<'a> {
+    /// A cursor over `data`, with the kernel for this CPU.
+    pub(crate) fn new(data: &'a [u8], delim: u8) -> Self {
+        Records::with_kernel(data, delim, Kernel::detect())
+    }
+
+    /// A cursor over `data` with the given kernel.
+    pub(crate) fn with_kernel(data: &'a [u8], delim: u8, kernel: Kernel) -> Self {
+        Records {
+            data,
+            delim,
+            kernel,
+            base: 0,
+            m: Masks::default(),
+            next: usize::MAX,
+        }
+    }
+
+    /// Reads the masks of the chunk at `base` (which is inside the data) with the quote state
+    /// `st` carried in.
+    #[inline(always)]
+    fn load(&mut self, base: usize, st: (u64, u64, u64)) {
+        self.base = base;
+        let (data, delim) = (self.data, self.delim);
+        self.m = match data.get(base..base + 65) {
+            Some(c) => self
+                .kernel
+                .masks(c[..64].try_into().unwrap(), c[64], delim, st),
+            None => {
+                let tail = &data[base..];
+                let mut chunk = [0u8; 64];
+                chunk[..tail.len()].copy_from_slice(tail);
+                let mut m = self.kernel.masks(&chunk, 0, delim, st);
+                // What follows decides a CR or quote at the data's end (an LF there ends a
+                // record outside quotes whatever follows), and the record goes on past it.
+                let known = tail.len() - (tail[tail.len() - 1] != b'\n') as usize;
+                m.odd |= (!0u64).checked_shl(known as u32).unwrap_or(0);
+                m
+            }
+        };
+    }
+
+    /// The record at `start` by the masks; `None` when the exact reader must read it (a
+    /// malformed quote, or the record reaches the last byte of the data).
+    #[inline]
+    fn fast(&mut self, start: usize, want: usize) -> Option<Scanned> {
+        let data = self.data;
+        if start >= data.len() {
+            return None;
+        }
+        if start != self.next || start >= self.base + 64 {
+            // Read afresh from the record's start: outside quotes, a quote there may open.
+            let base = start & !63;
+            let o = start - base;
+            self.load(base, (0, 1 << o, !0 << o));
+        }
+        let mut live = !0u64 << (start - self.base);
+        let mut quoted_breaks = 0;
+        // The wanted field: `index` delimiters seen; its start once found, then its end.
+        let mut index = 0usize;
+        let mut fstart = if want == 0 { start } else { usize::MAX };
+        let mut fend = usize::MAX;
+        loop {
+            let m = self.m;
+            let e = m.ends & live;
+            // The record's bits in this chunk: up to and including its line break.
+            let span = if e != 0 { live & (e ^ (e - 1)) } else { live };
+            if m.odd & span != 0 {
+                return None;
+            }
+            let qb = m.quoted_breaks & span;
+            if qb != 0 {
+                quoted_breaks += qb.count_ones();
+            }
+            if fend == usize::MAX && want != usize::MAX {
+                let mut d = m.delims & span;
+                while d != 0 {
+                    let p = self.base + d.trailing_zeros() as usize;
+                    d &= d - 1;
+                    if index == want {
+                        fend = p;
+                        break;
+                    }
+                    index += 1;
+                    if index == want {
+                        fstart = p + 1;
+                    }
+                }
+            }
+            if e != 0 {
+                let at = self.base + e.trailing_zeros() as usize;
+                self.next = at + 1;
+                let field = (fstart != usize::MAX).then(|| {
+                    let fend = if fend != usize::MAX {
+                        fend
+                    } else if data[at] == b'\n' && at > start && data[at - 1] == b'\r' {
+                        at - 1
+                    } else {
+                        at
+                    };
+                    if fstart < fend && data[fstart] == b'"' {
+                        // Well-formed: its closing quote is the field's last byte.
+                        (fstart + 1, fend - 1)
+                    } else {
+                        (fstart, fend)
+                    }
+                });
+                return Some(Scanned {
+                    end: at + 1,
+                    breaks: quoted_breaks + 1,
+                    field,
+                    bad_quoting: false,
+                    how: End::Complete,
+                });
+            }
+            // The chunk ended inside the record.
+            if self.base + 64 >= data.len() {
+                // At the data's end (inside quotes after a last LF).
+                return None;
+            }
+            let (carry, prev) = (m.carry, m.prev);
+            self.load(self.base + 64, (carry, prev, !0));
+            live = !0;
+        }
+    }
+}
+
 /// Scans the record that starts at `data[start]` and cuts out field `want` (0-based).
 /// With `at_eof`, the data's end is the input's end: a record can then always be ended (a CR at
 /// the very end is a whole line break); without it, a record that reaches the end of `data` is
 /// [`End::Open`].
 pub fn scan_record(data: &[u8], start: usize, want: usize, delim: u8, at_eof: bool) -> Scanned {
-    scan_with(&mut Specials::new(data, delim, start), start, want, at_eof)
+    scan_with(&mut Records::new(data, delim), start, want, at_eof)
 }
 
 /// [`scan_record`] with a cursor that the caller keeps from one record to the next.
 #[inline]
-pub(crate) fn scan_with(sp: &mut Specials, start: usize, want: usize, at_eof: bool) -> Scanned {
+pub(crate) fn scan_with(r: &mut Records, start: usize, want: usize, at_eof: bool) -> Scanned {
+    if let Some(s) = r.fast(start, want) {
+        return s;
+    }
+    r.next = usize::MAX;
+    scan_exact(r.data, start, want, r.delim, at_eof)
+}
+
+/// [`scan_record`] by the exact reader alone, grammar byte by grammar byte: what [`Records`]
+/// falls back on, and its oracle in the tests.
+#[doc(hidden)]
+pub fn scan_exact(data: &[u8], start: usize, want: usize, delim: u8, at_eof: bool) -> Scanned {
+    exact_with(&mut Specials::new(data, delim, start), start, want, at_eof)
+}
+
+/// Every record of `data` from its start, read with one cursor as a block walk reads them (up
+/// to the first that does not end): for the fuzz target, against [`scan_exact`].
+#[doc(hidden)]
+pub fn scan_all(data: &[u8], want: usize, delim: u8, at_eof: bool) -> Vec<Scanned> {
+    let mut cursor = Records::new(data, delim);
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < data.len() {
+        let s = scan_with(&mut cursor, pos, want, at_eof);
+        out.push(s);
+        if s.how != End::Complete {
+            break;
+        }
+        pos = s.end;
+    }
+    out
+}
+
+/// The exact reader: follows the grammar from `start`, one special byte at a time.
+fn exact_with(sp: &mut Specials, start: usize, want: usize, at_eof: bool) -> Scanned {
     let (data, delim) = (sp.data, sp.delim);
     let len = data.len();
     sp.seek(start);
@@ -682,6 +1119,208 @@ mod tests {
         assert_eq!(header_fields(b"a,b,", b',').unwrap().len(), 3);
         assert_eq!(header_fields(b"a\tb", b'\t').unwrap(), vec!["a", "b"]);
         assert!(header_fields(b"\"a\"x,b", b',').is_none());
+    }
+
+    /// A small xorshift generator for the differential tests.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn pick<'a>(&mut self, from: &[&'a [u8]]) -> &'a [u8] {
+            from[(self.next() % from.len() as u64) as usize]
+        }
+    }
+
+    #[test]
+    fn prefix_xor_is_the_quote_state() {
+        let mut r = Rng(0x9E37_79B9_7F4A_7C15);
+        for _ in 0..1000 {
+            let x = r.next() & r.next();
+            let mut want = 0u64;
+            let mut state = 0u64;
+            for i in 0..64 {
+                state ^= (x >> i) & 1;
+                want |= state << i;
+            }
+            assert_eq!(prefix_xor(x), want);
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("pclmulqdq") {
+                // SAFETY: the CPU has pclmulqdq.
+                assert_eq!(unsafe { clmul_prefix_xor(x) }, want);
+            }
+        }
+    }
+
+    #[test]
+    fn kernels_agree() {
+        let kernels = Kernel::available();
+        let mut r = Rng(0x2545_F491_4F6C_DD1D);
+        let mut chunk = [0u8; 64];
+        for round in 0..4000 {
+            for b in chunk.iter_mut() {
+                *b = b"\"\n\r,;\tab9 |"[(r.next() % 11) as usize];
+            }
+            let delim = [b',', b'\t', b';', b'|'][round % 4];
+            let next = b"\"\n\r,a"[(r.next() % 5) as usize];
+            let o = r.next() % 64;
+            let st = if round % 2 == 0 {
+                (0u64.wrapping_sub(r.next() & 1), r.next() & 1, !0)
+            } else {
+                (0, 1 << o, !0 << o)
+            };
+            let c = classes(&chunk, delim);
+            assert_eq!(c, classes_portable(&chunk, delim));
+            assert_eq!(
+                c.d.count_ones() as usize,
+                chunk.iter().filter(|&&b| b == delim).count()
+            );
+            let want = Kernel::Portable.masks(&chunk, next, delim, st);
+            for k in &kernels {
+                assert_eq!(k.masks(&chunk, next, delim, st), want, "{k:?}");
+            }
+        }
+    }
+
+    /// Random CSV-ish data: mostly well-formed records with quoted fields (delimiters, doubled
+    /// quotes, CR, LF, CRLF inside), some malformed ones (`5" x`, `"ab"c`, an unclosed quote).
+    fn random_csv(r: &mut Rng, records: usize, malformed: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        for _ in 0..records {
+            let fields = 1 + r.next() % 9;
+            for f in 0..fields {
+                if f > 0 {
+                    out.push(b',');
+                }
+                match r.next() % 6 {
+                    0 => {}
+                    1 | 2 => {
+                        out.extend_from_slice(r.pick(&[b"9434765919", b"abc", b"1.5", b" x "]))
+                    }
+                    _ => {
+                        out.push(b'"');
+                        for _ in 0..r.next() % 5 {
+                            let part: &[u8] = r.pick(&[
+                                b"text",
+                                b",",
+                                b"\"\"",
+                                b"\r\n",
+                                b"\n",
+                                b"\r",
+                                b"a long run of words",
+                                b"9434765919",
+                            ]);
+                            out.extend_from_slice(part);
+                        }
+                        out.push(b'"');
+                    }
+                }
+                if malformed > 0 && r.next() % malformed == 0 {
+                    out.extend_from_slice(
+                        r.pick(&[b"5\" x", b"\"ab\"c", b"\"open", b"\"", b"x\"\""]),
+                    );
+                }
+            }
+            out.extend_from_slice(r.pick(&[b"\r\n", b"\n", b"\r", b"\r\n", b"\r\n"]));
+        }
+        out
+    }
+
+    /// Reads `data` record after record with one cursor (as a block walk does) and checks each
+    /// record against the exact reader; returns (records the fast path read, records).
+    fn walk_both(data: &[u8], want: usize, at_eof: bool, kernel: Kernel) -> (usize, usize) {
+        let mut cursor = Records::with_kernel(data, b',', kernel);
+        let (mut pos, mut fast, mut records) = (0, 0, 0);
+        while pos < data.len() {
+            let exact = scan_exact(data, pos, want, b',', at_eof);
+            let got = scan_with(&mut cursor, pos, want, at_eof);
+            assert_eq!(
+                got,
+                exact,
+                "record at {pos} of {:?}",
+                String::from_utf8_lossy(data)
+            );
+            // `next` is left at the record's end only when the fast path read it.
+            fast += (cursor.next == exact.end) as usize;
+            records += 1;
+            if exact.how != End::Complete {
+                break;
+            }
+            pos = exact.end;
+        }
+        (fast, records)
+    }
+
+    #[test]
+    fn the_fast_path_agrees_with_the_exact_reader() {
+        let mut r = Rng(0xDEAD_BEEF_1234_5678);
+        let (mut fast, mut records) = (0, 0);
+        for round in 0..600u64 {
+            let malformed = [0, 0, 3, 20, 200][(round % 5) as usize];
+            let n = 1 + (r.next() % 40) as usize;
+            let data = random_csv(&mut r, n, malformed);
+            let want = [0, 1, 2, 5, usize::MAX][(r.next() % 5) as usize];
+            // Also cut to whole chunks: the data's end then falls at a chunk's end.
+            let whole = &data[..data.len() & !63];
+            for k in Kernel::available() {
+                for at_eof in [true, false] {
+                    let (f, n) = walk_both(&data, want, at_eof, k);
+                    fast += f;
+                    records += n;
+                    if !whole.is_empty() {
+                        walk_both(whole, want, at_eof, k);
+                    }
+                }
+                // From any byte, as `scan_record` may be asked.
+                for _ in 0..4 {
+                    let start = (r.next() % data.len() as u64) as usize;
+                    let mut cursor = Records::with_kernel(&data, b',', k);
+                    assert_eq!(
+                        scan_with(&mut cursor, start, want, true),
+                        scan_exact(&data, start, want, b',', true)
+                    );
+                }
+            }
+        }
+        // The fast path did most of the work (not records at the data's end, nor malformed
+        // ones).
+        assert!(
+            fast * 2 > records,
+            "fast path read {fast} of {records} records"
+        );
+    }
+
+    #[test]
+    fn the_fast_path_reads_well_formed_records() {
+        let row = b"1,\"9434765919\",\"a, \"\"b\"\"\r\nc\",x\r\n";
+        let data = row.repeat(40);
+        for k in Kernel::available() {
+            let mut cursor = Records::with_kernel(&data, b',', k);
+            let mut pos = 0;
+            for i in 0..39 {
+                let s = cursor
+                    .fast(pos, 1)
+                    .unwrap_or_else(|| panic!("record {i}, {k:?}"));
+                assert_eq!(&data[s.field.unwrap().0..s.field.unwrap().1], b"9434765919");
+                assert_eq!((s.breaks, s.end - pos), (2, row.len()));
+                pos = s.end;
+            }
+            // The last record reaches the data's end, but its LF ends it whatever follows.
+            assert!(cursor.fast(pos, 1).is_some());
+            // A quoted field still open after an LF that ends the data at a chunk's end.
+            let open = [&b"1,\""[..], &[b'x'; 60], b"\n"].concat();
+            let s = scan_with(&mut Records::with_kernel(&open, b',', k), 0, 1, false);
+            assert_eq!(s.how, End::Open { quoted: true });
+            // A stray quote sends a record to the exact reader, and the next one comes back.
+            let odd = b"1,5\" x,9\r\n2,9434765919\r\n3,x\r\n";
+            let mut cursor = Records::with_kernel(odd, b',', k);
+            assert!(cursor.fast(0, 1).is_none());
+            cursor.next = usize::MAX;
+            assert!(cursor.fast(10, 1).is_some());
+        }
     }
 
     #[test]

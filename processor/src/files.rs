@@ -87,6 +87,8 @@ pub struct AtomicFile {
     written: u64,
     /// Bytes whose writeback has been started.
     started: u64,
+    /// Sync before the rename (see [`AtomicFile::no_sync`]).
+    durable: bool,
 }
 
 /// How much written data [`AtomicFile`] lets gather before it starts its writeback.
@@ -119,7 +121,17 @@ impl AtomicFile {
             buf: Vec::with_capacity(BUFFER),
             written: 0,
             started: 0,
+            durable: true,
         })
+    }
+
+    /// Skips the `fsync` before the rename and the writeback hints: for output that is
+    /// consumed at once. The rename still happens only after every byte was written, so the
+    /// destination never holds a partial file while the machine runs; but after a power loss
+    /// soon after, it may be short or empty (compare its SHA-256 with what was reported).
+    pub fn no_sync(mut self) -> AtomicFile {
+        self.durable = false;
+        self
     }
 
     /// The temporary name, to remove if the file is given up.
@@ -189,19 +201,22 @@ impl AtomicFile {
                 Err(e) => return Err(Error::write(tmp, e)),
             }
         }
-        if self.written - self.started >= WRITEBACK_WINDOW {
+        if self.durable && self.written - self.started >= WRITEBACK_WINDOW {
             start_writeback(&self.file, self.started, self.written - self.started);
             self.started = self.written;
         }
         Ok(())
     }
 
-    /// Syncs the file and renames it into place (the caller syncs the directory).
+    /// Syncs the file (unless [`AtomicFile::no_sync`]) and renames it into place (the caller
+    /// syncs the directory).
     pub fn commit(mut self) -> Result<()> {
         self.flush()?;
-        self.file
-            .sync_all()
-            .map_err(|e| Error::write(&self.tmp, e))?;
+        if self.durable {
+            self.file
+                .sync_all()
+                .map_err(|e| Error::write(&self.tmp, e))?;
+        }
         std::fs::rename(&self.tmp, &self.dest).map_err(|e| Error::write(&self.dest, e))
     }
 }

@@ -189,7 +189,7 @@ impl LineParser {
             record_line: 0,
             tail: None,
             too_long: None,
-            specials: self.csv.map(|c| csv::Specials::new(block, c.delim, 0)),
+            specials: self.csv.map(|c| csv::Records::new(block, c.delim)),
         }
     }
 }
@@ -224,7 +224,7 @@ pub(crate) struct Walk<'p, 'b> {
     /// CSV: the line (within the block) of a record longer than the bound.
     too_long: Option<u64>,
     /// CSV: where the grammar's bytes are, kept from one record to the next.
-    specials: Option<csv::Specials<'b>>,
+    specials: Option<csv::Records<'b>>,
 }
 
 impl<'b> Walk<'_, 'b> {

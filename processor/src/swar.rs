@@ -273,55 +273,6 @@ pub(crate) fn run<'b>(
 }
 
 /// [`parse`] with whatever ending the line has; checks that the portable code agrees.
-/// The bytes that matter to the CSV grammar in a 64-byte window, as two masks: bit `i` of the
-/// first is set when `chunk[i]` is the delimiter, of the second when it is a quote, LF or CR.
-/// SSE2 on x86-64 (four compares per 16-byte load); a byte loop elsewhere.
-#[inline(always)]
-pub(crate) fn csv_specials(chunk: &[u8; 64], delim: u8) -> (u64, u64) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::*;
-        // SAFETY: SSE2 is part of the x86-64 baseline; each unaligned 16-byte load reads
-        // `chunk[16 * i..16 * i + 16]`, inside the 64-byte array.
-        unsafe {
-            let q = _mm_set1_epi8(b'"' as i8);
-            let d = _mm_set1_epi8(delim as i8);
-            let n = _mm_set1_epi8(b'\n' as i8);
-            let r = _mm_set1_epi8(b'\r' as i8);
-            let (mut md, mut mq) = (0u64, 0u64);
-            for i in 0..4 {
-                let v = _mm_loadu_si128(chunk.as_ptr().add(16 * i) as *const __m128i);
-                let x = _mm_or_si128(
-                    _mm_cmpeq_epi8(v, q),
-                    _mm_or_si128(_mm_cmpeq_epi8(v, n), _mm_cmpeq_epi8(v, r)),
-                );
-                md |= (_mm_movemask_epi8(_mm_cmpeq_epi8(v, d)) as u16 as u64) << (16 * i);
-                mq |= (_mm_movemask_epi8(x) as u16 as u64) << (16 * i);
-            }
-            (md, mq)
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        csv_specials_portable(chunk, delim)
-    }
-}
-
-/// [`csv_specials`] a byte at a time, for other targets, the tail of a block and the tests.
-#[inline]
-pub(crate) fn csv_specials_portable(bytes: &[u8], delim: u8) -> (u64, u64) {
-    let (mut md, mut mq) = (0u64, 0u64);
-    for (i, &b) in bytes.iter().take(64).enumerate() {
-        if b == delim {
-            md |= 1 << i;
-        }
-        if b == b'"' || b == b'\n' || b == b'\r' {
-            mq |= 1 << i;
-        }
-    }
-    (md, mq)
-}
-
 #[cfg(test)]
 fn parse_any(window: &[u8; WINDOW]) -> Option<FastLine> {
     let ending = ending_of(window)?;
@@ -461,31 +412,6 @@ mod tests {
         ) {
             let w: [u8; WINDOW] = bytes.try_into().unwrap();
             proptest::prop_assert_eq!(parse_any(&w), general(&w));
-        }
-    }
-
-    #[test]
-    fn csv_specials_agree_with_the_byte_loop() {
-        let mut chunk = [0u8; 64];
-        let mut x = 0x2545_F491_4F6C_DD1Du64;
-        for round in 0..2000 {
-            for b in chunk.iter_mut() {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                *b = b"\"\n\r,;\tab9 |"[(x % 11) as usize];
-            }
-            let delim = [b',', b'\t', b';', b'|'][round % 4];
-            assert_eq!(
-                csv_specials(&chunk, delim),
-                csv_specials_portable(&chunk, delim)
-            );
-            let (d, o) = csv_specials(&chunk, delim);
-            assert_eq!(
-                d.count_ones() as usize,
-                chunk.iter().filter(|&&b| b == delim).count()
-            );
-            assert_eq!(d & o, 0);
         }
     }
 }

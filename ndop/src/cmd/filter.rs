@@ -7,7 +7,7 @@ use crate::report::{print_json, thousands};
 use anyhow::bail;
 use clap::Args;
 use pos_cache::{number_set_of, sha256_file, Cache};
-use processor::filter::{default_rejects, filter_to};
+use processor::filter::{default_rejects, filter_with, Durability};
 use processor::reconcile::read_numbers;
 use std::path::PathBuf;
 
@@ -26,6 +26,8 @@ use std::path::PathBuf;
 ///
 /// Examples:
 ///   ndop filter extract.csv --column nhs_number --allowed inbox/*.dat --out cleared.csv
+///   ndop filter extract.csv --column nhs_number --allowed inbox/*.dat --out cleared.csv \
+///       --no-sync    # the output is read at once; see --no-sync below
 ///   ndop filter extract.tsv --column 3 --no-header --allowed returned.dat --out cleared.tsv
 ///   ndop filter extract.dat --allowed returned.dat --requested outbox/*.dat --out cleared.dat
 ///   ndop filter extract.csv --column nhs_number --cache /srv/ndop-cache --out cleared.csv
@@ -74,6 +76,16 @@ pub(crate) struct FilterArgs {
     /// Default: OUT.rejects.csv.
     #[arg(long, value_name = "FILE")]
     pub rejects: Option<PathBuf>,
+
+    /// Do not wait for the output to reach the disk (no fsync before the rename, no early
+    /// writeback): for a pipeline that reads the output at once. The output is still written
+    /// in full under a temporary name and renamed into place only when complete, and it holds
+    /// exactly the same records: nothing opted out can get in either way. The risk is a power
+    /// loss or crash of the machine soon after: the output may then be short or empty. Check it
+    /// before use (its size, or with --cache the output_sha256 in the summary) or re-run.
+    /// Default: the output and its rejects report are synced to disk before ndop exits.
+    #[arg(long)]
+    pub no_sync: bool,
 }
 
 /// Runs `ndop filter`.
@@ -121,12 +133,18 @@ pub(crate) fn run(args: FilterArgs) -> anyhow::Result<u8> {
         .rejects
         .clone()
         .unwrap_or_else(|| default_rejects(&args.out));
-    let s = filter_to(
+    let durability = if args.no_sync {
+        Durability::NoSync
+    } else {
+        Durability::Synced
+    };
+    let s = filter_with(
         extract,
         &allowed,
         requested.as_ref(),
         &args.input.scan_options(),
         (&args.out, &rejects),
+        durability,
         &mut |done| bar.set_position(done),
     )?;
     bar.finish_and_clear();
