@@ -442,7 +442,16 @@ mod inserter_tests {
     #[test]
     fn words_round_trip() {
         let set = NumberSet::new();
-        let prefixes = [0u32, 63, 64, 4095, 4096, 262_143, 500_000_000, PREFIXES as u32 - 1];
+        let prefixes = [
+            0u32,
+            63,
+            64,
+            4095,
+            4096,
+            262_143,
+            500_000_000,
+            PREFIXES as u32 - 1,
+        ];
         for &p in &prefixes {
             set.insert_prefix(p);
         }
