@@ -335,6 +335,39 @@ fn zeroed_atomics(n: usize) -> Vec<AtomicU64> {
     unsafe { Vec::from_raw_parts(ptr.cast::<AtomicU64>(), len, cap) }
 }
 
+/// Word-level access, for callers that move whole sets in and out (the results cache's roaring
+/// bitmaps): bit `b` of word `i` is the nine-digit prefix `i * 64 + b`.
+impl NumberSet {
+    /// The number of 64-bit words: indexes run from 0 to this, exclusive.
+    pub const WORDS: usize = WORDS;
+
+    /// Calls `f` with the index and value of every non-zero word, in ascending order of index.
+    pub fn for_each_nonzero_word(&self, mut f: impl FnMut(usize, u64)) {
+        self.for_each_group(|range| {
+            for i in range {
+                let w = self.words[i].load(Relaxed);
+                if w != 0 {
+                    f(i, w);
+                }
+            }
+        })
+    }
+
+    /// Adds the prefixes whose bits are set in `bits` to word `index` (only prefixes of valid
+    /// numbers belong in a set). False, and nothing added, when `index` is not below
+    /// [`NumberSet::WORDS`].
+    pub fn insert_word(&self, index: usize, bits: u64) -> bool {
+        let Some(word) = self.words.get(index) else {
+            return false;
+        };
+        if bits != 0 && word.fetch_or(bits, Relaxed) == 0 {
+            let group = index >> 6;
+            self.groups[group >> 6].fetch_or(1u64 << (group & 63), Relaxed);
+        }
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -424,6 +457,36 @@ mod inserter_tests {
             });
         }
         (set, duplicates)
+    }
+
+    #[test]
+    fn words_round_trip() {
+        let set = NumberSet::new();
+        let prefixes = [
+            0u32,
+            63,
+            64,
+            4095,
+            4096,
+            262_143,
+            500_000_000,
+            PREFIXES as u32 - 1,
+        ];
+        for &p in &prefixes {
+            set.insert_prefix(p);
+        }
+        let copy = NumberSet::new();
+        let mut last = None;
+        set.for_each_nonzero_word(|i, w| {
+            assert!(last < Some(i));
+            last = Some(i);
+            assert!(copy.insert_word(i, w));
+        });
+        assert!(!copy.insert_word(NumberSet::WORDS, 1));
+        let mut members = Vec::new();
+        copy.for_each_prefix(|p| members.push(p));
+        assert_eq!(members, prefixes);
+        assert_eq!(copy.len(), prefixes.len() as u64);
     }
 
     proptest! {
