@@ -5,12 +5,16 @@ use crate::error::{Error, Result};
 use crate::store::View;
 use crate::time::{format_age, format_time};
 use parquet::basic::{Compression, Encoding};
+use parquet::column::writer::{get_column_writer, get_typed_column_writer, ColumnCloseResult};
 use parquet::data_type::{ByteArray, ByteArrayType, Int64Type};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
-use parquet::file::writer::SerializedFileWriter;
+use parquet::file::properties::WriterPropertiesPtr;
+use parquet::file::writer::{SerializedFileWriter, SerializedPageWriter, TrackedWrite};
 use parquet::schema::parser::parse_message_type;
+use parquet::schema::types::ColumnDescPtr;
 use processor::files::AtomicFile;
+use rayon::prelude::*;
 use roaring::RoaringBitmap;
 use serde::Serialize;
 use std::path::Path;
@@ -218,49 +222,82 @@ fn write_parquet(
             nulls_first: false,
         }]))
         .build();
-    let mut writer =
-        SerializedFileWriter::new(Sink(file), schema, Arc::new(props)).map_err(perr)?;
+    let props = Arc::new(props);
+    let mut writer = SerializedFileWriter::new(Sink(file), schema, props.clone()).map_err(perr)?;
+    let descr = writer.schema_descr().column(0);
+    // Row groups are encoded (digits, statistics, Snappy) in parallel, one per core, each into
+    // its own buffer, then appended to the file in order: groups are cut at fixed sizes and
+    // encoded independently, so the file does not depend on the thread count; memory holds one
+    // batch of groups (4 bytes a number, and the encoded chunks) at a time.
+    let at_once = rayon::current_num_threads().max(1);
     let mut prefixes = set.iter().peekable();
-    // reused between row groups
-    let mut chunk: Vec<u32> = Vec::with_capacity(ROW_GROUP);
-    let mut values: Vec<ByteArray> = Vec::new();
     while prefixes.peek().is_some() {
-        chunk.clear();
-        chunk.extend(prefixes.by_ref().take(ROW_GROUP));
-        let mut group = writer.next_row_group().map_err(perr)?;
-        if let Some(mut col) = group.next_column().map_err(perr)? {
-            match number_type {
-                NumberType::String => {
-                    // one buffer for the row group's digits; each value is a slice of it
-                    let mut text = Vec::with_capacity(chunk.len() * 10);
-                    for &p in &chunk {
-                        text.extend_from_slice(&digits(p));
-                    }
-                    let text = bytes::Bytes::from(text);
-                    values.clear();
-                    values.extend(
-                        (0..chunk.len()).map(|i| ByteArray::from(text.slice(i * 10..i * 10 + 10))),
-                    );
-                    col.typed::<ByteArrayType>()
-                        .write_batch(&values, None, None)
-                        .map_err(perr)?;
-                }
-                NumberType::Int64 => {
-                    let values: Vec<i64> = chunk
-                        .iter()
-                        .map(|&p| crate::number_of_prefix(p) as i64)
-                        .collect();
-                    col.typed::<Int64Type>()
-                        .write_batch(&values, None, None)
-                        .map_err(perr)?;
-                }
-            }
-            col.close().map_err(perr)?;
+        let groups: Vec<Vec<u32>> = (0..at_once)
+            .map(|_| prefixes.by_ref().take(ROW_GROUP).collect::<Vec<u32>>())
+            .filter(|g| !g.is_empty())
+            .collect();
+        let encoded: Vec<_> = groups
+            .par_iter()
+            .map(|g| encode_group(g, number_type, descr.clone(), props.clone()))
+            .collect();
+        for group in encoded {
+            let (bytes, close) = group.map_err(perr)?;
+            let mut row_group = writer.next_row_group().map_err(perr)?;
+            row_group
+                .append_column(&bytes::Bytes::from(bytes), close)
+                .map_err(perr)?;
+            row_group.close().map_err(perr)?;
         }
-        group.close().map_err(perr)?;
     }
     writer.close().map_err(perr)?;
     Ok(())
+}
+
+/// Values handed to the column writer at a time (bounds the `ByteArray`s alive at once).
+const WRITE_BATCH: usize = 1 << 16;
+
+/// One row group's column chunk, encoded into memory: its bytes and what the file writer needs
+/// to splice them in (`append_column`).
+fn encode_group(
+    prefixes: &[u32],
+    number_type: NumberType,
+    descr: ColumnDescPtr,
+    props: WriterPropertiesPtr,
+) -> parquet::errors::Result<(Vec<u8>, ColumnCloseResult)> {
+    let mut sink = TrackedWrite::new(Vec::new());
+    let pages = Box::new(SerializedPageWriter::new(&mut sink));
+    let column = get_column_writer(descr, props, pages);
+    let close = match number_type {
+        NumberType::String => {
+            let mut column = get_typed_column_writer::<ByteArrayType>(column);
+            let mut values: Vec<ByteArray> = Vec::with_capacity(WRITE_BATCH);
+            for part in prefixes.chunks(WRITE_BATCH) {
+                // one buffer for the batch's digits; each value is a slice of it
+                let mut text = Vec::with_capacity(part.len() * 10);
+                for &p in part {
+                    text.extend_from_slice(&digits(p));
+                }
+                let text = bytes::Bytes::from(text);
+                values.clear();
+                values.extend(
+                    (0..part.len()).map(|i| ByteArray::from(text.slice(i * 10..i * 10 + 10))),
+                );
+                column.write_batch(&values, None, None)?;
+            }
+            column.close()?
+        }
+        NumberType::Int64 => {
+            let mut column = get_typed_column_writer::<Int64Type>(column);
+            let mut values: Vec<i64> = Vec::with_capacity(WRITE_BATCH);
+            for part in prefixes.chunks(WRITE_BATCH) {
+                values.clear();
+                values.extend(part.iter().map(|&p| crate::number_of_prefix(p) as i64));
+                column.write_batch(&values, None, None)?;
+            }
+            column.close()?
+        }
+    };
+    Ok((sink.into_inner()?, close))
 }
 
 fn file_tmp_name() -> &'static str {
