@@ -110,17 +110,20 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<u8> {
         )?),
         _ => None,
     };
-    if let Some((plan, _)) = reuse.as_ref().filter(|(p, _)| p.sent == 0) {
-        // the cache answers everything: nothing to send
-        return finish_reuse(
+    let finish = |plan, sent| {
+        finish_reuse(
             &args.input,
             args.cache.as_deref(),
             &args.work,
             extract,
             &out,
             plan,
-            None,
-        );
+            sent,
+        )
+    };
+    if let Some((plan, _)) = reuse.as_ref().filter(|(p, _)| p.sent == 0) {
+        // the cache answers everything: nothing to send
+        return finish(plan, None);
     }
     let pipeline = Pipeline {
         extract: reuse
@@ -153,15 +156,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<u8> {
     match outcome? {
         Outcome::Done(done) => {
             if let Some((plan, _)) = &reuse {
-                return finish_reuse(
-                    &args.input,
-                    args.cache.as_deref(),
-                    &args.work,
-                    extract,
-                    &out,
-                    plan,
-                    Some(&done.1),
-                );
+                return finish(plan, Some(&done.1));
             }
             print_json(&done.0)?;
             if let Some(dir) = &args.cache {
