@@ -159,6 +159,38 @@ fn kept_ids(path: &Path) -> Vec<String> {
         .collect()
 }
 
+/// `ndop cache export --consent-out OUT` as of `as_of` under `age`, with `extra` arguments;
+/// its JSON summary.
+fn export_consents(
+    cache: &Path,
+    as_of: &str,
+    age: &str,
+    out: &Path,
+    extra: &[&str],
+) -> serde_json::Value {
+    let mut args = vec![
+        "cache",
+        "export",
+        "--cache",
+        cache.to_str().unwrap(),
+        "--as-of",
+        as_of,
+        "--max-age",
+        age,
+        "--consent-out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    ok(&ndop(&args))
+}
+
+/// The NHS number a Consent is about (`patient.reference` is `Patient/NNNNNNNNNN`).
+fn patient_of(consent: &serde_json::Value) -> u64 {
+    consent["patient"]["reference"].as_str().unwrap()["Patient/".len()..]
+        .parse()
+        .unwrap()
+}
+
 /// `cache export --consent-out` against the naive oracle: one Consent per number checked in
 /// the window, `active` where its newest check did not return it (and, with the full state,
 /// `inactive` where it did), dated with that check's time.
@@ -167,28 +199,13 @@ fn consents_match_the_oracle(dir: &Path, cache: &Path, checks: &[&Check]) {
     let max_age = pos_cache::parse_age(age).unwrap();
     for (name, full) in [("opted-out", false), ("full", true)] {
         let out = dir.join(format!("consents-{name}.ndjson"));
-        let s = ok(&ndop(&[
-            "cache",
-            "export",
-            "--cache",
-            cache.to_str().unwrap(),
-            "--as-of",
-            as_of,
-            "--max-age",
-            age,
-            "--consent-out",
-            out.to_str().unwrap(),
-            "--consent-state",
-            name,
-        ]));
+        let s = export_consents(cache, as_of, age, &out, &["--consent-state", name]);
         let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let mut got: HashMap<u64, (String, i64)> = HashMap::new();
         for line in std::fs::read_to_string(&out).unwrap().lines() {
             let c: serde_json::Value = serde_json::from_str(line).unwrap();
-            let n: u64 = c["patient"]["reference"].as_str().unwrap()["Patient/".len()..]
-                .parse()
-                .unwrap();
+            let n = patient_of(&c);
             let at = DateTime::parse_from_rfc3339(c["dateTime"].as_str().unwrap())
                 .unwrap()
                 .timestamp_millis();
@@ -240,29 +257,13 @@ fn incremental_consents_match_the_oracle(dir: &Path, cache: &Path, checks: &[&Ch
     let (previous, as_of, age) = ("2026-10-05T00:00:00Z", "2026-10-12T00:00:00Z", "14d");
     let max_age = pos_cache::parse_age(age).unwrap();
     let out = dir.join("consents-incremental.ndjson");
-    let s = ok(&ndop(&[
-        "cache",
-        "export",
-        "--cache",
-        cache.to_str().unwrap(),
-        "--as-of",
-        as_of,
-        "--max-age",
-        age,
-        "--consent-out",
-        out.to_str().unwrap(),
-        "--previous-as-of",
-        previous,
-    ]));
+    let s = export_consents(cache, as_of, age, &out, &["--previous-as-of", previous]);
     let got: HashMap<u64, String> = std::fs::read_to_string(&out)
         .unwrap()
         .lines()
         .map(|line| {
             let c: serde_json::Value = serde_json::from_str(line).unwrap();
-            let n = c["patient"]["reference"].as_str().unwrap()["Patient/".len()..]
-                .parse()
-                .unwrap();
-            (n, c["status"].as_str().unwrap().to_string())
+            (patient_of(&c), c["status"].as_str().unwrap().to_string())
         })
         .collect();
     let mut want: HashMap<u64, String> = HashMap::new();
