@@ -332,16 +332,7 @@ fn a_large_extract_with_a_chunked_reply_gives_the_expected_files() {
     const RATE: f64 = 0.05;
     let dir = tempfile::tempdir().unwrap();
     let extract = dir.path().join("big.dat");
-    let gen = ndop(&[
-        "generate",
-        "--lines",
-        "250000",
-        "--seed",
-        "5",
-        "--out",
-        extract.to_str().unwrap(),
-    ]);
-    assert!(gen.status.success(), "{}", stderr(&gen));
+    util::generate_dat(&extract, "250000", "5");
     let mut config = mock_mesh::Config::default();
     config.pos.optout_rate = RATE;
     config.pos.optout_seed = SEED;

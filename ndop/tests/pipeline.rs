@@ -244,16 +244,7 @@ fn a_large_extract_with_chunked_replies() {
     config.pos_chunk_bytes = 512 << 10; // a ~2.6 MB result comes back in 6 chunks
     let (rt, mesh) = start_mesh(config);
     let extract = dir.path().join("big.dat");
-    let gen = ndop(&[
-        "generate",
-        "--lines",
-        "250000",
-        "--seed",
-        "5",
-        "--out",
-        extract.to_str().unwrap(),
-    ]);
-    assert!(gen.status.success());
+    util::generate_dat(&extract, "250000", "5");
     let work = dir.path().join("work");
     let out = ndop(&[
         "run",

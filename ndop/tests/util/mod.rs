@@ -69,6 +69,24 @@ pub(crate) fn run_in(extract: &Path, work: &Path, url: &str, timeout: &str) -> O
     ])
 }
 
+/// `ndop generate` a `.dat` extract of `lines` 999-range lines (all valid) into `out`.
+pub(crate) fn generate_dat(out: &Path, lines: &str, seed: &str) {
+    let gen = ndop(&[
+        "generate",
+        "--lines",
+        lines,
+        "--seed",
+        seed,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        gen.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gen.stderr)
+    );
+}
+
 /// `ndop generate` a CSV extract of `lines` 999-range records (1% invalid) into `out`.
 pub(crate) fn generate_csv(out: &Path, lines: &str, seed: &str) {
     let gen = ndop(&[
