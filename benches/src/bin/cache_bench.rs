@@ -169,6 +169,8 @@ fn main() -> anyhow::Result<()> {
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut db_bytes, mut parquet_bytes, mut exported) = (0, 0, 0);
     let (mut filter_allowed_t, mut filter_cache_t) = (Vec::new(), Vec::new());
+    // within filter --cache: the two sets made from the view's bitmaps
+    let mut sets_t = Vec::new();
     let extract = work.join("prepared").join("BENCH-1.dat");
     let reply = work.join("replies").join("BENCH-1.cleaned.dat");
     let filtered = a.dir.join("filtered.dat");
@@ -233,10 +235,11 @@ fn main() -> anyhow::Result<()> {
                     pos_cache::DEFAULT_MAX_AGE,
                     None,
                 )?;
-                (
-                    pos_cache::number_set_of(&view.allowed),
-                    Some(pos_cache::number_set_of(&view.covered)),
-                )
+                let sets = Instant::now();
+                let allowed = pos_cache::number_set_of(&view.allowed);
+                let requested = pos_cache::number_set_of(&view.covered);
+                sets_t.push(sets.elapsed().as_secs_f64());
+                (allowed, Some(requested))
             } else {
                 let set = processor::reconcile::read_numbers(
                     std::slice::from_ref(&reply),
@@ -280,6 +283,7 @@ fn main() -> anyhow::Result<()> {
             "export_csv_seconds_median": median(csv_t),
             "filter_allowed_file_seconds_median": median(filter_allowed_t.clone()),
             "filter_cache_seconds_median": median(filter_cache_t.clone()),
+            "filter_cache_sets_seconds_median": median(sets_t),
             "filter_cache_over_allowed": median(filter_cache_t) / median(filter_allowed_t),
             "cache_bytes": db_bytes,
             "parquet_bytes": parquet_bytes,
