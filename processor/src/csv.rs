@@ -657,6 +657,127 @@ impl<'a> Records<'a> {
             live = !0;
         }
     }
+
+    /// The fast path over a run of records, for a block walk's common case: from `*pos`, each
+    /// record the masks read (as [`Records::fast`] would: well-formed, not reaching the data's
+    /// last byte) that has a field `want` goes to `take(start, end, field_start, field_end)`
+    /// (the field's content as [`Scanned::field`] gives it); `take` returns false to leave the
+    /// record to [`scan_with`] instead. Stops before the first record not taken, with `*pos`
+    /// at its start, and returns the line breaks inside quotes of the records taken.
+    ///
+    /// One loop without a [`Scanned`] a record: the caller's handling of a record compiles
+    /// into it.
+    #[inline(always)]
+    pub(crate) fn run(
+        &mut self,
+        pos: &mut usize,
+        want: usize,
+        mut take: impl FnMut(usize, usize, usize, usize) -> bool,
+    ) -> u64 {
+        let data = self.data;
+        let mut quoted = 0u64;
+        while *pos < data.len() {
+            let start = *pos;
+            if start != self.next || start >= self.base + 64 {
+                let base = start & !63;
+                let o = start - base;
+                self.load(base, (0, 1 << o, !0 << o));
+            }
+            let mut live = !0u64 << (start - self.base);
+            let mut breaks = 0u64;
+            // The wanted field: `index` delimiters seen; its start once found, then its end.
+            let mut index = 0usize;
+            let mut fstart = if want == 0 { start } else { usize::MAX };
+            let mut fend = usize::MAX;
+            let at = loop {
+                let m = &self.m;
+                let e = m.ends & live;
+                // The record's bits in this chunk: up to and including its line break.
+                let span = if e != 0 { live & (e ^ (e - 1)) } else { live };
+                if (m.odd | m.quoted_breaks) & span != 0 {
+                    if m.odd & span != 0 {
+                        self.next = usize::MAX;
+                        return quoted;
+                    }
+                    breaks += (m.quoted_breaks & span).count_ones() as u64;
+                }
+                if fend == usize::MAX {
+                    let mut d = m.delims & span;
+                    while d != 0 {
+                        let p = self.base + d.trailing_zeros() as usize;
+                        d &= d - 1;
+                        if index == want {
+                            fend = p;
+                            break;
+                        }
+                        index += 1;
+                        if index == want {
+                            fstart = p + 1;
+                        }
+                    }
+                }
+                if e != 0 {
+                    break self.base + e.trailing_zeros() as usize;
+                }
+                if self.base + 64 >= data.len() {
+                    // At the data's end (inside quotes after a last LF).
+                    self.next = usize::MAX;
+                    return quoted;
+                }
+                let (carry, prev) = (m.carry, m.prev);
+                self.load(self.base + 64, (carry, prev, !0));
+                live = !0;
+            };
+            if fstart == usize::MAX {
+                // Fewer fields than wanted.
+                self.next = usize::MAX;
+                return quoted;
+            }
+            if fend == usize::MAX {
+                fend = if data[at] == b'\n' && at > start && data[at - 1] == b'\r' {
+                    at - 1
+                } else {
+                    at
+                };
+            }
+            let (a, b) = if fstart < fend && data[fstart] == b'"' {
+                (fstart + 1, fend - 1)
+            } else {
+                (fstart, fend)
+            };
+            if !take(start, at + 1, a, b) {
+                self.next = usize::MAX;
+                return quoted;
+            }
+            self.next = at + 1;
+            *pos = at + 1;
+            quoted += breaks;
+        }
+        quoted
+    }
+}
+
+/// Runs `f` compiled for the best [`Kernel`] this CPU has (AVX2 and `pclmulqdq` when present),
+/// so that a block walk inside `f` has the kernel inlined into its loop: one dispatch a call
+/// rather than a call a chunk. `f` must do the same whatever it is compiled for.
+#[inline(always)]
+pub(crate) fn with_best_kernel<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        /// `f` with the features of [`Kernel::Avx2`].
+        ///
+        /// # Safety
+        /// The CPU must have AVX2 and `pclmulqdq`.
+        #[target_feature(enable = "avx2,pclmulqdq")]
+        unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        if Kernel::detect() == Kernel::Avx2 {
+            // SAFETY: `detect` chose AVX2, so the CPU has both features.
+            return unsafe { avx2(f) };
+        }
+    }
+    f()
 }
 
 /// Scans the record that starts at `data[start]` and cuts out field `want` (0-based).
