@@ -489,6 +489,7 @@ unsafe fn masks_clmul(chunk: &[u8; 64], next: u8, delim: u8, st: (u64, u64, u64)
 /// The CPU must have AVX2 and `pclmulqdq`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,pclmulqdq")]
+#[inline]
 unsafe fn masks_avx2(chunk: &[u8; 64], next: u8, delim: u8, st: (u64, u64, u64)) -> Masks {
     use std::arch::x86_64::*;
     let lo = _mm256_loadu_si256(chunk.as_ptr() as *const __m256i);
@@ -755,29 +756,6 @@ impl<'a> Records<'a> {
         }
         quoted
     }
-}
-
-/// Runs `f` compiled for the best [`Kernel`] this CPU has (AVX2 and `pclmulqdq` when present),
-/// so that a block walk inside `f` has the kernel inlined into its loop: one dispatch a call
-/// rather than a call a chunk. `f` must do the same whatever it is compiled for.
-#[inline(always)]
-pub(crate) fn with_best_kernel<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    {
-        /// `f` with the features of [`Kernel::Avx2`].
-        ///
-        /// # Safety
-        /// The CPU must have AVX2 and `pclmulqdq`.
-        #[target_feature(enable = "avx2,pclmulqdq")]
-        unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
-            f()
-        }
-        if Kernel::detect() == Kernel::Avx2 {
-            // SAFETY: `detect` chose AVX2, so the CPU has both features.
-            return unsafe { avx2(f) };
-        }
-    }
-    f()
 }
 
 /// Scans the record that starts at `data[start]` and cuts out field `want` (0-based).

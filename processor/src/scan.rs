@@ -253,21 +253,26 @@ impl<'b> Walk<'_, 'b> {
         let reject = self.parser.rules.reject_placeholders;
         let max_record = self.parser.max_record;
         let mut records = 0u64;
-        let quoted = cursor.run(&mut self.pos, c.column, |start, end, a, b| {
-            let Ok(ten) = <&[u8; 10]>::try_from(&block[a..b]) else {
-                return false;
-            };
-            let Some(mut l) = swar::parse_ten(ten) else {
-                return false;
-            };
-            if (l.placeholder && reject) || end - start > max_record {
-                return false;
-            }
-            records += 1;
-            l.len = end - start;
-            f(l, &block[start..end]);
-            true
-        });
+        let quoted = cursor.run(
+            &mut self.pos,
+            c.column,
+            #[inline(always)]
+            |start, end, a, b| {
+                let Ok(ten) = <&[u8; 10]>::try_from(&block[a..b]) else {
+                    return false;
+                };
+                let Some(mut l) = swar::parse_ten(ten) else {
+                    return false;
+                };
+                if (l.placeholder && reject) || end - start > max_record {
+                    return false;
+                }
+                records += 1;
+                l.len = end - start;
+                f(l, &block[start..end]);
+                true
+            },
+        );
         self.lines += records + quoted;
     }
 
