@@ -801,6 +801,39 @@ pub fn scan_all(data: &[u8], want: usize, delim: u8, at_eof: bool) -> Vec<Scanne
     out
 }
 
+/// Every record of `data` from its start as a block walk reads them with the fast record loop
+/// ([`Records::run`], every record with a field `want` taken) and the exact reader for the
+/// records it leaves, up to the first that does not end: `(start, end, field, fast)` a record
+/// and the line breaks inside quotes of the records the loop took. For the fuzz target, against
+/// [`scan_exact`].
+#[doc(hidden)]
+#[allow(clippy::type_complexity)]
+pub fn run_all(
+    data: &[u8],
+    want: usize,
+    delim: u8,
+    at_eof: bool,
+) -> (Vec<(usize, usize, Option<(usize, usize)>, bool)>, u64) {
+    let mut cursor = Records::new(data, delim);
+    let (mut out, mut quoted, mut pos) = (Vec::new(), 0, 0);
+    while pos < data.len() {
+        quoted += cursor.run(&mut pos, want, |start, end, a, b| {
+            out.push((start, end, Some((a, b)), true));
+            true
+        });
+        if pos >= data.len() {
+            break;
+        }
+        let s = scan_with(&mut cursor, pos, want, at_eof);
+        out.push((pos, s.end, s.field, false));
+        if s.how != End::Complete {
+            break;
+        }
+        pos = s.end;
+    }
+    (out, quoted)
+}
+
 /// The exact reader: follows the grammar from `start`, one special byte at a time.
 fn exact_with(sp: &mut Specials, start: usize, want: usize, at_eof: bool) -> Scanned {
     let (data, delim) = (sp.data, sp.delim);
@@ -1389,6 +1422,39 @@ mod tests {
         assert!(
             fast * 2 > records,
             "fast path read {fast} of {records} records"
+        );
+    }
+
+    #[test]
+    fn the_fast_record_loop_agrees_with_the_exact_reader() {
+        let mut r = Rng(0x0123_4567_89AB_CDEF);
+        let (mut fast, mut records) = (0, 0);
+        for round in 0..400u64 {
+            let malformed = [0, 0, 3, 20, 200][(round % 5) as usize];
+            let n = 1 + (r.next() % 40) as usize;
+            let data = random_csv(&mut r, n, malformed);
+            let want = [0, 1, 2, 5][(r.next() % 4) as usize];
+            for at_eof in [true, false] {
+                let (all, quoted) = run_all(&data, want, b',', at_eof);
+                let (mut pos, mut exact_quoted) = (0, 0);
+                for (start, end, field, taken) in all {
+                    assert_eq!(start, pos);
+                    let s = scan_exact(&data, start, want, b',', at_eof);
+                    assert_eq!((end, field), (s.end, s.field), "record at {start}");
+                    if taken {
+                        assert!(s.how == End::Complete && !s.bad_quoting);
+                        exact_quoted += s.breaks as u64 - 1;
+                        fast += 1;
+                    }
+                    records += 1;
+                    pos = end;
+                }
+                assert_eq!(quoted, exact_quoted);
+            }
+        }
+        assert!(
+            fast * 2 > records,
+            "the loop took {fast} of {records} records"
         );
     }
 
