@@ -5,10 +5,11 @@
 //! property the parallel engine rests on: scanned without the end of the input (`at_eof`
 //! false), any prefix of the data either leaves the record open or ends it exactly where the
 //! whole data does. And the fast reader (per-chunk masks) agrees with the exact one it falls back
-//! on, record by record and with one cursor kept across records as a block walk keeps it.
+//! on, record by record and with one cursor kept across records as a block walk keeps it; so
+//! does the fast record loop (`Records::run`, through `run_all`) on every record it takes.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use processor::csv::{scan_all, scan_exact, scan_record, End};
+use processor::csv::{run_all, scan_all, scan_exact, scan_record, End};
 
 struct Naive {
     end: usize,
@@ -103,6 +104,23 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(s, scan_exact(data, pos, want, delim, at_eof), "record at {pos}");
             pos = s.end;
         }
+    }
+    // The fast record loop: every record it takes is the exact reader's, well-formed, with the
+    // same end and field, and the line breaks inside quotes add up.
+    for at_eof in [true, false] {
+        let (all, quoted) = run_all(data, want, delim, at_eof);
+        let (mut pos, mut exact_quoted) = (0, 0);
+        for (start, end, field, fast) in all {
+            assert_eq!(start, pos, "records out of order");
+            let s = scan_exact(data, start, want, delim, at_eof);
+            assert_eq!((end, field), (s.end, s.field), "record at {start}");
+            if fast {
+                assert!(s.how == End::Complete && !s.bad_quoting, "fast record at {start}");
+                exact_quoted += u64::from(s.breaks) - 1;
+            }
+            pos = end;
+        }
+        assert_eq!(quoted, exact_quoted, "line breaks inside quotes");
     }
     let mut start = 0;
     while start < data.len() {

@@ -489,6 +489,7 @@ unsafe fn masks_clmul(chunk: &[u8; 64], next: u8, delim: u8, st: (u64, u64, u64)
 /// The CPU must have AVX2 and `pclmulqdq`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,pclmulqdq")]
+#[inline]
 unsafe fn masks_avx2(chunk: &[u8; 64], next: u8, delim: u8, st: (u64, u64, u64)) -> Masks {
     use std::arch::x86_64::*;
     let lo = _mm256_loadu_si256(chunk.as_ptr() as *const __m256i);
@@ -657,6 +658,104 @@ impl<'a> Records<'a> {
             live = !0;
         }
     }
+
+    /// The fast path over a run of records, for a block walk's common case: from `*pos`, each
+    /// record the masks read (as [`Records::fast`] would: well-formed, not reaching the data's
+    /// last byte) that has a field `want` goes to `take(start, end, field_start, field_end)`
+    /// (the field's content as [`Scanned::field`] gives it); `take` returns false to leave the
+    /// record to [`scan_with`] instead. Stops before the first record not taken, with `*pos`
+    /// at its start, and returns the line breaks inside quotes of the records taken.
+    ///
+    /// One loop without a [`Scanned`] a record: the caller's handling of a record compiles
+    /// into it.
+    #[inline(always)]
+    pub(crate) fn run(
+        &mut self,
+        pos: &mut usize,
+        want: usize,
+        mut take: impl FnMut(usize, usize, usize, usize) -> bool,
+    ) -> u64 {
+        let data = self.data;
+        let mut quoted = 0u64;
+        while *pos < data.len() {
+            let start = *pos;
+            if start != self.next || start >= self.base + 64 {
+                let base = start & !63;
+                let o = start - base;
+                self.load(base, (0, 1 << o, !0 << o));
+            }
+            let mut live = !0u64 << (start - self.base);
+            let mut breaks = 0u64;
+            // The wanted field: `index` delimiters seen; its start once found, then its end.
+            let mut index = 0usize;
+            let mut fstart = if want == 0 { start } else { usize::MAX };
+            let mut fend = usize::MAX;
+            let at = loop {
+                let m = &self.m;
+                let e = m.ends & live;
+                // The record's bits in this chunk: up to and including its line break.
+                let span = if e != 0 { live & (e ^ (e - 1)) } else { live };
+                if (m.odd | m.quoted_breaks) & span != 0 {
+                    if m.odd & span != 0 {
+                        self.next = usize::MAX;
+                        return quoted;
+                    }
+                    breaks += (m.quoted_breaks & span).count_ones() as u64;
+                }
+                if fend == usize::MAX {
+                    let mut d = m.delims & span;
+                    while d != 0 {
+                        let p = self.base + d.trailing_zeros() as usize;
+                        d &= d - 1;
+                        if index == want {
+                            fend = p;
+                            break;
+                        }
+                        index += 1;
+                        if index == want {
+                            fstart = p + 1;
+                        }
+                    }
+                }
+                if e != 0 {
+                    break self.base + e.trailing_zeros() as usize;
+                }
+                if self.base + 64 >= data.len() {
+                    // At the data's end (inside quotes after a last LF).
+                    self.next = usize::MAX;
+                    return quoted;
+                }
+                let (carry, prev) = (m.carry, m.prev);
+                self.load(self.base + 64, (carry, prev, !0));
+                live = !0;
+            };
+            if fstart == usize::MAX {
+                // Fewer fields than wanted.
+                self.next = usize::MAX;
+                return quoted;
+            }
+            if fend == usize::MAX {
+                fend = if data[at] == b'\n' && at > start && data[at - 1] == b'\r' {
+                    at - 1
+                } else {
+                    at
+                };
+            }
+            let (a, b) = if fstart < fend && data[fstart] == b'"' {
+                (fstart + 1, fend - 1)
+            } else {
+                (fstart, fend)
+            };
+            if !take(start, at + 1, a, b) {
+                self.next = usize::MAX;
+                return quoted;
+            }
+            self.next = at + 1;
+            *pos = at + 1;
+            quoted += breaks;
+        }
+        quoted
+    }
 }
 
 /// Scans the record that starts at `data[start]` and cuts out field `want` (0-based).
@@ -700,6 +799,39 @@ pub fn scan_all(data: &[u8], want: usize, delim: u8, at_eof: bool) -> Vec<Scanne
         pos = s.end;
     }
     out
+}
+
+/// Every record of `data` from its start as a block walk reads them with the fast record loop
+/// ([`Records::run`], every record with a field `want` taken) and the exact reader for the
+/// records it leaves, up to the first that does not end: `(start, end, field, fast)` a record
+/// and the line breaks inside quotes of the records the loop took. For the fuzz target, against
+/// [`scan_exact`].
+#[doc(hidden)]
+#[allow(clippy::type_complexity)]
+pub fn run_all(
+    data: &[u8],
+    want: usize,
+    delim: u8,
+    at_eof: bool,
+) -> (Vec<(usize, usize, Option<(usize, usize)>, bool)>, u64) {
+    let mut cursor = Records::new(data, delim);
+    let (mut out, mut quoted, mut pos) = (Vec::new(), 0, 0);
+    while pos < data.len() {
+        quoted += cursor.run(&mut pos, want, |start, end, a, b| {
+            out.push((start, end, Some((a, b)), true));
+            true
+        });
+        if pos >= data.len() {
+            break;
+        }
+        let s = scan_with(&mut cursor, pos, want, at_eof);
+        out.push((pos, s.end, s.field, false));
+        if s.how != End::Complete {
+            break;
+        }
+        pos = s.end;
+    }
+    (out, quoted)
 }
 
 /// The exact reader: follows the grammar from `start`, one special byte at a time.
@@ -1290,6 +1422,39 @@ mod tests {
         assert!(
             fast * 2 > records,
             "fast path read {fast} of {records} records"
+        );
+    }
+
+    #[test]
+    fn the_fast_record_loop_agrees_with_the_exact_reader() {
+        let mut r = Rng(0x0123_4567_89AB_CDEF);
+        let (mut fast, mut records) = (0, 0);
+        for round in 0..400u64 {
+            let malformed = [0, 0, 3, 20, 200][(round % 5) as usize];
+            let n = 1 + (r.next() % 40) as usize;
+            let data = random_csv(&mut r, n, malformed);
+            let want = [0, 1, 2, 5][(r.next() % 4) as usize];
+            for at_eof in [true, false] {
+                let (all, quoted) = run_all(&data, want, b',', at_eof);
+                let (mut pos, mut exact_quoted) = (0, 0);
+                for (start, end, field, taken) in all {
+                    assert_eq!(start, pos);
+                    let s = scan_exact(&data, start, want, b',', at_eof);
+                    assert_eq!((end, field), (s.end, s.field), "record at {start}");
+                    if taken {
+                        assert!(s.how == End::Complete && !s.bad_quoting);
+                        exact_quoted += s.breaks as u64 - 1;
+                        fast += 1;
+                    }
+                    records += 1;
+                    pos = end;
+                }
+                assert_eq!(quoted, exact_quoted);
+            }
+        }
+        assert!(
+            fast * 2 > records,
+            "the loop took {fast} of {records} records"
         );
     }
 

@@ -155,6 +155,39 @@ fn filter_block(
     block: &[u8],
     at_eof: bool,
 ) -> Part {
+    #[cfg(target_arch = "x86_64")]
+    if parser.is_csv() && crate::csv::Kernel::detect() == crate::csv::Kernel::Avx2 {
+        // SAFETY: the CPU has AVX2 and pclmulqdq (what `Kernel::Avx2` needs).
+        return unsafe { walk_block_avx2(parser, allowed, requested, block, at_eof) };
+    }
+    walk_block(parser, allowed, requested, block, at_eof)
+}
+
+/// [`walk_block`] compiled for AVX2 and `pclmulqdq`, so that the CSV cursor's kernel inlines
+/// into the walk's loop (one dispatch a block, not a call a 64-byte chunk); the same results.
+///
+/// # Safety
+/// The CPU must have AVX2 and `pclmulqdq`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,pclmulqdq")]
+unsafe fn walk_block_avx2(
+    parser: &LineParser,
+    allowed: &NumberSet,
+    requested: Option<&NumberSet>,
+    block: &[u8],
+    at_eof: bool,
+) -> Part {
+    walk_block(parser, allowed, requested, block, at_eof)
+}
+
+#[inline(always)]
+fn walk_block(
+    parser: &LineParser,
+    allowed: &NumberSet,
+    requested: Option<&NumberSet>,
+    block: &[u8],
+    at_eof: bool,
+) -> Part {
     let mut p = Part::default();
     let at = |raw: &[u8]| {
         let start = raw.as_ptr() as usize - block.as_ptr() as usize;
@@ -166,6 +199,13 @@ fn filter_block(
             p.rows += 1;
             p.valid(l.prefix, at(raw), allowed, requested);
         });
+        walk.fast_records(
+            #[inline(always)]
+            |l, raw| {
+                p.rows += 1;
+                p.valid(l.prefix, at(raw), allowed, requested);
+            },
+        );
         let Some((field, _, raw)) = walk.next_other() else {
             break;
         };

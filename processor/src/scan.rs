@@ -238,6 +238,44 @@ impl<'b> Walk<'_, 'b> {
         }
     }
 
+    /// CSV: hands `f(line, raw)` every record from here on that the fast record cursor reads
+    /// ([`csv::Records::run`]) and whose field is ten bare digits that pass Modulus 11: valid
+    /// and not normalised, as `nhs::classify` says (placeholders too, unless the rules reject
+    /// them). Stops before the first record it does not take (or at the end); `line.len` is
+    /// the record's length. The caller's handling compiles into the loop, as for
+    /// [`Walk::fast_lines`].
+    #[inline(always)]
+    pub(crate) fn fast_records(&mut self, mut f: impl FnMut(FastLine, &'b [u8])) {
+        let (Some(c), Some(cursor)) = (self.parser.csv, self.specials.as_mut()) else {
+            return;
+        };
+        let block = self.block;
+        let reject = self.parser.rules.reject_placeholders;
+        let max_record = self.parser.max_record;
+        let mut records = 0u64;
+        let quoted = cursor.run(
+            &mut self.pos,
+            c.column,
+            #[inline(always)]
+            |start, end, a, b| {
+                let Ok(ten) = <&[u8; 10]>::try_from(&block[a..b]) else {
+                    return false;
+                };
+                let Some(mut l) = swar::parse_ten(ten) else {
+                    return false;
+                };
+                if (l.placeholder && reject) || end - start > max_record {
+                    return false;
+                }
+                records += 1;
+                l.len = end - start;
+                f(l, &block[start..end]);
+                true
+            },
+        );
+        self.lines += records + quoted;
+    }
+
     /// The next record, classified the general way: `(field, value, raw)`; `None` at the end
     /// (or, for CSV, at a record the block does not finish: see [`Walk::span`]).
     #[inline]
@@ -647,6 +685,7 @@ mod tests {
         let mut walk = p.walk(block, true);
         loop {
             walk.fast_lines(|l, raw| seen.push((true, l.number.to_string(), raw.to_vec())));
+            walk.fast_records(|l, raw| seen.push((true, l.number.to_string(), raw.to_vec())));
             let Some((field, _, raw)) = walk.next_other() else {
                 break;
             };
@@ -756,6 +795,77 @@ mod tests {
         );
     }
 
+    /// The records of a CSV block as the walk hands them over, `(number or reason, raw, line)`
+    /// (the line only for records that went the general way), and the span; with `fast`, the
+    /// fast records are taken first as a block walk does.
+    fn csv_walk(p: &LineParser, block: &[u8], at_eof: bool, fast: bool) -> (Vec<Rec>, Span) {
+        let mut seen = Vec::new();
+        let mut walk = p.walk(block, at_eof);
+        loop {
+            if fast {
+                walk.fast_records(|l, raw| seen.push((l.number.to_string(), raw.to_vec(), None)));
+            }
+            let Some((field, _, raw)) = walk.next_other() else {
+                break;
+            };
+            let what = match field {
+                Field::Valid { number, .. } => number.to_string(),
+                Field::Blank => "blank".into(),
+                Field::Invalid(r) => r.to_string(),
+            };
+            seen.push((what, raw.to_vec(), walk.record_line()));
+        }
+        let span = walk.span(seen.len() as u64);
+        (seen, span)
+    }
+
+    type Rec = (String, Vec<u8>, Option<u64>);
+
+    proptest::proptest! {
+        #[test]
+        fn fast_csv_records_agree_with_the_general_walk(
+            records in proptest::collection::vec(
+                (
+                    proptest::collection::vec(
+                        proptest::sample::select(vec![
+                            "9434765919", "\"9434765919\"", "9999999999", "9434765918",
+                            "943 476 5919", "x", "", "\"a,\r\nb\"", "\"q\"\"x\"", "\"\n\"",
+                            "5\" x", "\"ab\"c", "\"open", "\"\r\"", "a long field of text",
+                        ]),
+                        0..5,
+                    ),
+                    proptest::sample::select(vec!["\n", "\r\n", "\r", "\r\n"]),
+                ),
+                0..30,
+            ),
+            column in 0usize..3,
+            reject in proptest::bool::ANY,
+            at_eof in proptest::bool::ANY,
+            cut in 0usize..64,
+        ) {
+            let mut block: Vec<u8> = Vec::new();
+            for (fields, end) in &records {
+                block.extend_from_slice(fields.join(",").as_bytes());
+                block.extend_from_slice(end.as_bytes());
+            }
+            // Also cut short anywhere in the last 64 bytes: records reaching the data's end.
+            let block = &block[..block.len() - cut.min(block.len())];
+            let rules = Rules { strict: false, reject_placeholders: reject };
+            let p = LineParser::csv(column, b',', rules, 1 << 20);
+            let (slow, slow_span) = csv_walk(&p, block, at_eof, false);
+            let (fast, fast_span) = csv_walk(&p, block, at_eof, true);
+            proptest::prop_assert_eq!(slow_span, fast_span);
+            proptest::prop_assert_eq!(slow.len(), fast.len());
+            for (s, f) in slow.iter().zip(&fast) {
+                proptest::prop_assert_eq!(&s.0, &f.0);
+                proptest::prop_assert_eq!(&s.1, &f.1);
+                if f.2.is_some() {
+                    proptest::prop_assert_eq!(s.2, f.2);
+                }
+            }
+        }
+    }
+
     #[test]
     fn csv_rows() {
         let p = LineParser::csv(1, b',', Rules::default(), 1000);
@@ -776,6 +886,8 @@ mod tests {
                 "9434765919",
             ]
         );
+        // The first record goes the fast way, the quoted number at the data's end does not.
+        assert!(got[0].0 && got[1..].iter().all(|g| !g.0));
         let got = walked(&p, b"1,9434765919\n1,\"943\n2,x\n");
         assert_eq!(got[1].1, "unterminated_quote");
         assert_eq!(got[1].2, b"1,\"943\n2,x\n");
