@@ -132,8 +132,28 @@ fn line(window: &[u8; WINDOW], prefix: u32, ending: Ending) -> FastLine {
         len: ending.len,
         // A valid repdigit's check digit is its digit (54·d ≡ -d mod 11), so the prefix
         // decides: 0, 111111111, …, 999999999.
-        placeholder: prefix % 111_111_111 == 0,
+        placeholder: is_multiple_of_111111111(prefix),
     }
+}
+
+/// `x % 111_111_111 == 0` as one multiplication and one comparison (the divisor is odd, so it
+/// has an inverse modulo 2^32, and the multiples are exactly the `x` it maps below
+/// `u32::MAX / d + 1`); the compiler's own remainder takes five instructions.
+#[inline(always)]
+fn is_multiple_of_111111111(x: u32) -> bool {
+    const D: u32 = 111_111_111;
+    const INVERSE: u32 = {
+        // Newton's iteration: each step doubles the correct low bits (d·d ≡ 1 mod 8 to start).
+        let mut x = D;
+        let mut i = 0;
+        while i < 4 {
+            x = x.wrapping_mul(2u32.wrapping_sub(D.wrapping_mul(x)));
+            i += 1;
+        }
+        x
+    };
+    const _: () = assert!(D.wrapping_mul(INVERSE) == 1);
+    x.wrapping_mul(INVERSE) <= u32::MAX / D
 }
 
 /// True when the bytes after the ten digits are `ending` (`b` holds bytes 8..16).
@@ -240,6 +260,11 @@ mod sse2 {
 /// for each and moving `*pos` past it; stops before the first line it does not take. Lines
 /// with a placeholder are not taken when `reject_placeholders` (the general path rejects them).
 /// `*ending` is the ending expected first, and on return the last one seen.
+///
+/// The lines are taken by a loop compiled once per ending ([`run_ending`]), so the ending's
+/// mask, bytes and length are constants, not three more registers in a loop that needs every
+/// register it has; a line with another ending the fast path knows leaves that loop for the
+/// one of its ending.
 #[inline(always)]
 pub(crate) fn run<'b>(
     block: &'b [u8],
@@ -250,26 +275,45 @@ pub(crate) fn run<'b>(
 ) {
     let mut rest = &block[*pos..];
     let mut expect = *ending;
+    loop {
+        let reject = reject_placeholders;
+        match ENDINGS.iter().position(|e| *e == expect) {
+            Some(0) => run_ending::<0, _>(&mut rest, reject, &mut f),
+            Some(1) => run_ending::<1, _>(&mut rest, reject, &mut f),
+            Some(2) => run_ending::<2, _>(&mut rest, reject, &mut f),
+            Some(3) => run_ending::<3, _>(&mut rest, reject, &mut f),
+            _ => {}
+        }
+        match rest.first_chunk::<WINDOW>().and_then(ending_of) {
+            // A line ending not seen before: expect it from now on.
+            Some(e) if e != expect => expect = e,
+            _ => break,
+        }
+    }
+    *pos = block.len() - rest.len();
+    *ending = expect;
+}
+
+/// [`run`]'s loop for the lines ending as `ENDINGS[E]`: takes them from `rest` while the fast
+/// path accepts them.
+#[inline(always)]
+fn run_ending<'b, const E: usize, F: FnMut(FastLine, &'b [u8])>(
+    rest: &mut &'b [u8],
+    reject_placeholders: bool,
+    f: &mut F,
+) {
+    let ending = ENDINGS[E];
     while let Some(window) = rest.first_chunk::<WINDOW>() {
-        let Some(line) = parse(window, expect) else {
-            match ending_of(window) {
-                // A line ending not seen before: expect it from now on.
-                Some(e) if e != expect => {
-                    expect = e;
-                    continue;
-                }
-                _ => break,
-            }
+        let Some(line) = parse(window, ending) else {
+            break;
         };
         if line.placeholder && reject_placeholders {
             break;
         }
-        let (raw, tail) = rest.split_at(expect.len);
+        let (raw, tail) = rest.split_at(ending.len);
         f(line, raw);
-        rest = tail;
+        *rest = tail;
     }
-    *pos = block.len() - rest.len();
-    *ending = expect;
 }
 
 /// [`parse`] with whatever ending the line has; checks that the portable code agrees.
@@ -371,6 +415,17 @@ mod tests {
                 parse_ten(ten).map(|l| (l.number, l.placeholder)),
                 want.map(|l| (l.number, l.placeholder))
             );
+        }
+    }
+
+    #[test]
+    fn multiples_of_111111111() {
+        for x in [0u32, 1, 111_111_110, 111_111_112, 999_999_998, 999_999_999, u32::MAX]
+            .into_iter()
+            .chain((0..=38).map(|k| k * 111_111_111))
+            .chain((0..200_000).map(|i| i * 21_474 + 7))
+        {
+            assert_eq!(is_multiple_of_111111111(x), x % 111_111_111 == 0, "{x}");
         }
     }
 
