@@ -95,7 +95,10 @@ impl NumberSet {
     #[inline(always)]
     fn word_of(&self, prefix: u32) -> (&AtomicU64, u64) {
         let key = prefix as usize;
-        (&self.words[(key >> 6) & (MAP_WORDS - 1)], 1u64 << (key & 63))
+        (
+            &self.words[(key >> 6) & (MAP_WORDS - 1)],
+            1u64 << (key & 63),
+        )
     }
 
     /// Marks word group `group` as written. A plain load first: the group's bit is usually set
