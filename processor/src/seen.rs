@@ -19,7 +19,7 @@ const WORDS: usize = PREFIXES.div_ceil(64);
 /// The words past [`WORDS`] are never iterated; only the last one is ever touched (it holds
 /// [`SENTINEL`]), so they cost address space, not memory.
 const MAP_WORDS: usize = 1 << 24;
-const _: () = assert!(MAP_WORDS >= WORDS + 1);
+const _: () = assert!(MAP_WORDS > WORDS && SENTINEL as usize >= PREFIXES);
 /// A prefix beyond every real one (10^9 and up) whose bit is set when the map is made: an
 /// [`Inserter`]'s ring starts full of it, so inserting it is a duplicate that changes nothing.
 const SENTINEL: u32 = (MAP_WORDS * 64 - 1) as u32;
