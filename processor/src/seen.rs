@@ -85,8 +85,8 @@ impl NumberSet {
         if seen == 0 {
             self.mark_group(prefix as usize >> 12);
         }
-        // Only the bit of the old value is used: one `lock bts` on x86-64, not a
-        // compare-exchange loop.
+        // Only the bit of the old value is used, which lets the compiler use `lock bts` (rustc
+        // 1.95 still emits a `lock cmpxchg` loop here: docs/PERFORMANCE.md).
         word.fetch_or(mask, Relaxed) & mask == 0
     }
 
