@@ -14,6 +14,15 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 const PREFIXES: usize = 1_000_000_000;
 const WORDS: usize = PREFIXES.div_ceil(64);
+/// Words reserved for the map: a power of two above [`WORDS`], so that any `u32` prefix indexes
+/// it without a bounds check (`(prefix >> 6) & (MAP_WORDS - 1)` is in range by construction).
+/// The words past [`WORDS`] are never iterated; only the last one is ever touched (it holds
+/// [`SENTINEL`]), so they cost address space, not memory.
+const MAP_WORDS: usize = 1 << 24;
+const _: () = assert!(MAP_WORDS > WORDS && SENTINEL as usize >= PREFIXES);
+/// A prefix beyond every real one (10^9 and up) whose bit is set when the map is made: an
+/// [`Inserter`]'s ring starts full of it, so inserting it is a duplicate that changes nothing.
+const SENTINEL: u32 = (MAP_WORDS * 64 - 1) as u32;
 /// Words of the big map covered by one bit of the summary map.
 const GROUP: usize = 64;
 const GROUPS: usize = WORDS.div_ceil(GROUP);
@@ -27,7 +36,8 @@ pub(crate) const SLICES: usize = PREFIXES.div_ceil(SLICE_PREFIXES);
 
 /// A set of valid NHS numbers.
 pub struct NumberSet {
-    words: Vec<AtomicU64>,
+    /// [`MAP_WORDS`] words: bit `b` of word `i` is the prefix `i * 64 + b`.
+    words: Box<[AtomicU64; MAP_WORDS]>,
     /// Bit `g` is set when word group `g` of `words` may hold a member.
     groups: Vec<AtomicU64>,
 }
@@ -42,8 +52,12 @@ impl NumberSet {
     /// An empty set. The memory is reserved, not touched: only pages holding members become
     /// resident.
     pub fn new() -> Self {
-        let words = zeroed_atomics(WORDS);
-        advise_huge_pages(&words);
+        let words: Box<[AtomicU64; MAP_WORDS]> = zeroed_atomics(MAP_WORDS)
+            .into_boxed_slice()
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("MAP_WORDS words"));
+        advise_huge_pages(&words[..WORDS]);
+        words[SENTINEL as usize >> 6].store(1 << (SENTINEL & 63), Relaxed);
         NumberSet {
             words,
             groups: zeroed_atomics(GROUPS.div_ceil(64)),
@@ -53,6 +67,7 @@ impl NumberSet {
     /// Inserts a valid number (below 10^10); true if it was not yet in the set.
     #[inline]
     pub fn insert(&self, number: u64) -> bool {
+        debug_assert!(number < 10_000_000_000, "not a ten-digit number");
         self.insert_prefix((number / 10) as u32)
     }
 
@@ -60,18 +75,41 @@ impl NumberSet {
     /// yet in the set.
     #[inline(always)]
     pub(crate) fn insert_prefix(&self, prefix: u32) -> bool {
-        let key = prefix as usize;
-        let word = &self.words[key >> 6];
-        let mask = 1u64 << (key & 63);
-        if word.load(Relaxed) & mask != 0 {
+        let (word, mask) = self.word_of(prefix);
+        let seen = word.load(Relaxed);
+        if seen & mask != 0 {
             return false;
         }
-        let old = word.fetch_or(mask, Relaxed);
-        if old == 0 {
-            let group = key >> 6 >> 6;
-            self.groups[group >> 6].fetch_or(1u64 << (group & 63), Relaxed);
+        // The thread whose write is the word's first saw it zero here (its load comes before
+        // its write), so the group is marked whoever wins; a second mark changes nothing.
+        if seen == 0 {
+            self.mark_group(prefix as usize >> 12);
         }
-        old & mask == 0
+        // Only the bit of the old value is used, which lets the compiler use `lock bts` (rustc
+        // 1.95 still emits a `lock cmpxchg` loop here: docs/PERFORMANCE.md).
+        word.fetch_or(mask, Relaxed) & mask == 0
+    }
+
+    /// The word holding `prefix` and its bit. Any `u32` is in range (see [`MAP_WORDS`]): no
+    /// bounds check on the hot path; prefixes of real numbers are below 10^9.
+    #[inline(always)]
+    fn word_of(&self, prefix: u32) -> (&AtomicU64, u64) {
+        let key = prefix as usize;
+        (
+            &self.words[(key >> 6) & (MAP_WORDS - 1)],
+            1u64 << (key & 63),
+        )
+    }
+
+    /// Marks word group `group` as written. A plain load first: the group's bit is usually set
+    /// already (by the first of its 64 words), and the summary map is shared by every thread,
+    /// so a locked write to it for every new word would bounce its cache line between cores.
+    #[inline(always)]
+    fn mark_group(&self, group: usize) {
+        let (summary, bit) = (&self.groups[group >> 6], 1u64 << (group & 63));
+        if summary.load(Relaxed) & bit == 0 {
+            summary.fetch_or(bit, Relaxed);
+        }
     }
 
     /// Asks the CPU to bring the word holding `prefix` into the cache, without waiting for it.
@@ -79,7 +117,7 @@ impl NumberSet {
     fn prefetch(&self, prefix: u32) {
         #[cfg(target_arch = "x86_64")]
         {
-            let word = &self.words[prefix as usize >> 6];
+            let (word, _) = self.word_of(prefix);
             // SAFETY: a prefetch is only a hint: it never faults and changes no memory, and the
             // address is that of a live word of the map anyway.
             unsafe {
@@ -101,8 +139,8 @@ impl NumberSet {
     /// True if this nine-digit prefix is in the set.
     #[inline(always)]
     pub(crate) fn contains_prefix(&self, prefix: u32) -> bool {
-        let key = prefix as usize;
-        self.words[key >> 6].load(Relaxed) & (1u64 << (key & 63)) != 0
+        let (word, mask) = self.word_of(prefix);
+        word.load(Relaxed) & mask != 0
     }
 
     /// The number of members.
@@ -239,7 +277,8 @@ fn number_of(digits: &mut PrefixDigits, prefix: u32) -> u64 {
 
 /// Prefixes an [`Inserter`] holds between prefetching a word and setting its bit: enough
 /// cache misses in flight to cover the memory latency, few enough that the prefetched lines are
-/// still in L1 when their turn comes.
+/// still in L1 when their turn comes. A power of two: the ring is indexed by the push count
+/// masked.
 const LAG: usize = 16;
 
 /// Inserts prefixes into a [`NumberSet`] with their cache misses overlapped, for a set too big
@@ -254,12 +293,16 @@ const LAG: usize = 16;
 /// are inserted in the same order by the same thread. For a set that fits in the cache (the
 /// 999 range) the prefetches hit and cost next to nothing. See docs/PERFORMANCE.md,
 /// "De-duplication at national scale", for the alternatives measured.
+///
+/// The hot loop's state stays in registers: the inserter is only the ring (memory, indexed),
+/// and the caller keeps the push count and the duplicate count as locals (a count inside this
+/// struct would live in memory with the ring, which measured 8 instructions a line for the
+/// increment alone). The ring starts full of [`SENTINEL`], whose bit is always set, so every
+/// push inserts the prefix pushed `LAG` pushes before without a "ring full yet?" test; the
+/// `LAG` sentinels come out as duplicates and [`Inserter::finish`] takes them off again.
 pub(crate) struct Inserter<'a> {
     set: &'a NumberSet,
     ring: [u32; LAG],
-    pushed: usize,
-    /// Prefixes already in the set when their turn came.
-    duplicates: u64,
 }
 
 impl<'a> Inserter<'a> {
@@ -268,33 +311,33 @@ impl<'a> Inserter<'a> {
     pub(crate) fn new(set: &'a NumberSet) -> Self {
         Inserter {
             set,
-            ring: [0; LAG],
-            pushed: 0,
-            duplicates: 0,
+            ring: [SENTINEL; LAG],
         }
     }
 
-    /// Queues a prefix (below 10^9) for insertion.
+    /// Queues a prefix (below 10^9) for insertion; `pushed` must count the earlier pushes
+    /// (0 for the first). Returns 1 when the prefix it inserted in turn, pushed `LAG` pushes
+    /// before, was a duplicate (already in the set, or pushed before), else 0; the first `LAG`
+    /// pushes insert the sentinel, a duplicate.
     #[inline(always)]
-    pub(crate) fn push(&mut self, prefix: u32) {
+    pub(crate) fn push(&mut self, pushed: u64, prefix: u32) -> u64 {
         self.set.prefetch(prefix);
-        let slot = &mut self.ring[self.pushed % LAG];
-        if self.pushed >= LAG {
-            self.duplicates += !self.set.insert_prefix(*slot) as u64;
-        }
-        *slot = prefix;
-        self.pushed += 1;
+        let slot = &mut self.ring[pushed as usize & (LAG - 1)];
+        let due = std::mem::replace(slot, prefix);
+        !self.set.insert_prefix(due) as u64
     }
 
-    /// Inserts what is still queued; returns how many of the pushed prefixes were duplicates
-    /// (already in the set, or pushed before).
+    /// Inserts what is still queued, after `pushed` pushes whose results add up to `counted`;
+    /// returns how many of the pushed prefixes were duplicates (already in the set, or pushed
+    /// before).
     #[inline]
-    pub(crate) fn finish(mut self) -> u64 {
-        let start = self.pushed.saturating_sub(LAG);
-        for i in start..self.pushed {
-            self.duplicates += !self.set.insert_prefix(self.ring[i % LAG]) as u64;
+    pub(crate) fn finish(self, pushed: u64, counted: u64) -> u64 {
+        let mut duplicates = counted;
+        for i in pushed..pushed + LAG as u64 {
+            duplicates += !self.set.insert_prefix(self.ring[i as usize & (LAG - 1)]) as u64;
         }
-        self.duplicates
+        // Every push and the drain together inserted each of the `LAG` sentinels once.
+        duplicates - LAG as u64
     }
 }
 
@@ -357,12 +400,11 @@ impl NumberSet {
     /// numbers belong in a set). False, and nothing added, when `index` is not below
     /// [`NumberSet::WORDS`].
     pub fn insert_word(&self, index: usize, bits: u64) -> bool {
-        let Some(word) = self.words.get(index) else {
+        let Some(word) = self.words[..WORDS].get(index) else {
             return false;
         };
         if bits != 0 && word.fetch_or(bits, Relaxed) == 0 {
-            let group = index >> 6;
-            self.groups[group >> 6].fetch_or(1u64 << (group & 63), Relaxed);
+            self.mark_group(index >> 6);
         }
         true
     }
@@ -446,10 +488,11 @@ mod inserter_tests {
                         let set = &set;
                         s.spawn(move || {
                             let mut ins = Inserter::new(set);
-                            for &p in part {
-                                ins.push(p);
+                            let mut counted = 0;
+                            for (i, &p) in part.iter().enumerate() {
+                                counted += ins.push(i as u64, p);
                             }
-                            ins.finish()
+                            ins.finish(part.len() as u64, counted)
                         })
                     })
                     .collect();

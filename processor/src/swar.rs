@@ -132,20 +132,46 @@ fn line(window: &[u8; WINDOW], prefix: u32, ending: Ending) -> FastLine {
         len: ending.len,
         // A valid repdigit's check digit is its digit (54·d ≡ -d mod 11), so the prefix
         // decides: 0, 111111111, …, 999999999.
-        placeholder: prefix % 111_111_111 == 0,
+        placeholder: is_multiple_of_111111111(prefix),
     }
 }
 
-/// True when the bytes after the ten digits are `ending` (`b` holds bytes 8..16).
+/// `x % D == 0` for an odd `D`, as one multiplication and one comparison: an odd divisor has
+/// an inverse modulo 2^32, and the multiples of `D` are exactly the `x` it maps to at most
+/// `u32::MAX / D`. (The compiler's own remainder takes five or six instructions here.)
 #[inline(always)]
-fn ends_with(b: u64, ending: Ending) -> bool {
-    (b >> 16) & ending.mask == ending.bits
+fn is_multiple_of<const D: u32>(x: u32) -> bool {
+    let inverse = const {
+        assert!(D % 2 == 1);
+        // Newton's iteration: each step doubles the correct low bits (d·d ≡ 1 mod 8 to start).
+        let mut x = D;
+        let mut i = 0;
+        while i < 4 {
+            x = x.wrapping_mul(2u32.wrapping_sub(D.wrapping_mul(x)));
+            i += 1;
+        }
+        assert!(D.wrapping_mul(x) == 1);
+        x
+    };
+    x.wrapping_mul(inverse) <= u32::MAX / D
+}
+
+/// A valid repdigit's prefix: 0, 111111111, …, 999999999.
+#[inline(always)]
+fn is_multiple_of_111111111(x: u32) -> bool {
+    is_multiple_of::<111_111_111>(x)
 }
 
 /// Sixty-four-bit words only: for every target.
 #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
 mod portable {
     use super::*;
+
+    /// True when the bytes after the ten digits are `ending` (`b` holds bytes 8..16).
+    #[inline(always)]
+    fn ends_with(b: u64, ending: Ending) -> bool {
+        (b >> 16) & ending.mask == ending.bits
+    }
 
     /// The first nine digits as a number, when the window holds ten digits that pass
     /// Modulus 11, then `ending`.
@@ -170,7 +196,7 @@ mod portable {
             .wrapping_mul(EVEN_WEIGHTS)
             .wrapping_add(odd.wrapping_mul(ODD_WEIGHTS))
             >> 48;
-        if (dot + 2 * d8 + d9) as u32 % 11 != 0 {
+        if !is_multiple_of::<11>((dot + 2 * d8 + d9) as u32) {
             return None;
         }
         // Eight digits to a number: pairs, then fours, then the eight.
@@ -192,22 +218,33 @@ mod sse2 {
     use std::arch::x86_64::*;
 
     /// [`portable::prefix_if_valid`], vectorised:
-    /// - `d = window - '0'` per byte; a byte is a digit when `max(d, 9) == 9` (unsigned);
+    /// - `d = window - '0'` per byte; the first ten bytes are digits and the ending follows
+    ///   when `max(d, cap) == want` in every byte up to the line's end, with `cap` and `want`
+    ///   9 in the digits' lanes (`max(d, 9) == 9` exactly for a digit, unsigned) and 0 and the
+    ///   ending's bytes minus `'0'` in the lanes after: one compare checks the whole line;
     /// - `madd` of the first eight digits (as 16-bit lanes) with the weights 10..3, and of the
     ///   next two with 2, 1, gives the Modulus 11 sum in four 32-bit lanes;
     /// - `madd` with 10, 1 then 100, 1 turns the first eight digits into two four-digit
     ///   numbers.
     #[inline(always)]
     pub(super) fn prefix_if_valid(window: &[u8; WINDOW], ending: Ending) -> Option<u32> {
-        let b = u64::from_le_bytes(*window.last_chunk::<8>().expect("8 of 16"));
+        const NINES: u64 = 0x0909_0909_0909_0909;
+        // The ending's bytes minus '0', each wrapping on its own, in the lanes after the digits
+        // (lanes past the ending are not looked at).
+        let mut tail = 0u64;
+        for i in 0..3 {
+            tail |= u64::from(((ending.bits >> (8 * i)) as u8).wrapping_sub(b'0')) << (8 * i);
+        }
+        let need = 0x3FF | (((1 << (ending.len - 10)) - 1) << 10);
         // SAFETY: SSE2 is part of the x86-64 baseline, so every intrinsic here is available on
         // every CPU this code runs on; `window` is 16 readable bytes and `loadu` has no
         // alignment requirement.
-        let (digits, sum, fours) = unsafe {
+        let (line, sum, fours) = unsafe {
             let v = _mm_loadu_si128(window.as_ptr().cast());
             let d = _mm_sub_epi8(v, _mm_set1_epi8(b'0' as i8));
-            let nine = _mm_set1_epi8(9);
-            let digits = _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_max_epu8(d, nine), nine));
+            let cap = _mm_set_epi64x(0x0909, NINES as i64);
+            let want = _mm_set_epi64x((0x0909 | tail << 16) as i64, NINES as i64);
+            let line = _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_max_epu8(d, cap), want));
             let zero = _mm_setzero_si128();
             let first8 = _mm_unpacklo_epi8(d, zero);
             let rest = _mm_unpackhi_epi8(d, zero);
@@ -223,16 +260,16 @@ mod sse2 {
                 _mm_setr_epi16(100, 1, 100, 1, 100, 1, 100, 1),
             );
             (
-                digits,
+                line,
                 _mm_cvtsi128_si32(sums) as u32,
                 _mm_cvtsi128_si64(fours) as u64,
             )
         };
-        if digits & 0x3FF != 0x3FF || !ends_with(b, ending) || sum % 11 != 0 {
+        if line & need != need || !is_multiple_of::<11>(sum) {
             return None;
         }
         let eight = (fours as u32) * 10_000 + (fours >> 32) as u32;
-        Some(eight * 10 + (b as u32 & 0xFF) - b'0' as u32)
+        Some(eight * 10 + u32::from(window[8] - b'0'))
     }
 }
 
@@ -240,6 +277,11 @@ mod sse2 {
 /// for each and moving `*pos` past it; stops before the first line it does not take. Lines
 /// with a placeholder are not taken when `reject_placeholders` (the general path rejects them).
 /// `*ending` is the ending expected first, and on return the last one seen.
+///
+/// The lines are taken by a loop compiled once per ending ([`run_ending`]), so the ending's
+/// mask, bytes and length are constants, not three more registers in a loop that needs every
+/// register it has; a line with another ending the fast path knows leaves that loop for the
+/// one of its ending.
 #[inline(always)]
 pub(crate) fn run<'b>(
     block: &'b [u8],
@@ -250,26 +292,45 @@ pub(crate) fn run<'b>(
 ) {
     let mut rest = &block[*pos..];
     let mut expect = *ending;
+    loop {
+        let reject = reject_placeholders;
+        match ENDINGS.iter().position(|e| *e == expect) {
+            Some(0) => run_ending::<0, _>(&mut rest, reject, &mut f),
+            Some(1) => run_ending::<1, _>(&mut rest, reject, &mut f),
+            Some(2) => run_ending::<2, _>(&mut rest, reject, &mut f),
+            Some(3) => run_ending::<3, _>(&mut rest, reject, &mut f),
+            _ => {}
+        }
+        match rest.first_chunk::<WINDOW>().and_then(ending_of) {
+            // A line ending not seen before: expect it from now on.
+            Some(e) if e != expect => expect = e,
+            _ => break,
+        }
+    }
+    *pos = block.len() - rest.len();
+    *ending = expect;
+}
+
+/// [`run`]'s loop for the lines ending as `ENDINGS[E]`: takes them from `rest` while the fast
+/// path accepts them.
+#[inline(always)]
+fn run_ending<'b, const E: usize, F: FnMut(FastLine, &'b [u8])>(
+    rest: &mut &'b [u8],
+    reject_placeholders: bool,
+    f: &mut F,
+) {
+    let ending = ENDINGS[E];
     while let Some(window) = rest.first_chunk::<WINDOW>() {
-        let Some(line) = parse(window, expect) else {
-            match ending_of(window) {
-                // A line ending not seen before: expect it from now on.
-                Some(e) if e != expect => {
-                    expect = e;
-                    continue;
-                }
-                _ => break,
-            }
+        let Some(line) = parse(window, ending) else {
+            break;
         };
         if line.placeholder && reject_placeholders {
             break;
         }
-        let (raw, tail) = rest.split_at(expect.len);
+        let (raw, tail) = rest.split_at(ending.len);
         f(line, raw);
-        rest = tail;
+        *rest = tail;
     }
-    *pos = block.len() - rest.len();
-    *ending = expect;
 }
 
 /// [`parse`] with whatever ending the line has; checks that the portable code agrees.
@@ -371,6 +432,25 @@ mod tests {
                 parse_ten(ten).map(|l| (l.number, l.placeholder)),
                 want.map(|l| (l.number, l.placeholder))
             );
+        }
+    }
+
+    #[test]
+    fn multiples_of_111111111() {
+        for x in [
+            0u32,
+            1,
+            111_111_110,
+            111_111_112,
+            999_999_998,
+            999_999_999,
+            u32::MAX,
+        ]
+        .into_iter()
+        .chain((0..=38).map(|k| k * 111_111_111))
+        .chain((0..200_000).map(|i| i * 21_474 + 7))
+        {
+            assert_eq!(is_multiple_of_111111111(x), x % 111_111_111 == 0, "{x}");
         }
     }
 

@@ -146,15 +146,16 @@ fn tally(
 ) -> Tally {
     let mut t = Tally::default();
     let defer = parser.is_csv();
-    // The fast path's counters are locals, apart from `t`, so they can live in registers.
-    let (mut fast, mut fast_placeholder) = (0u64, 0u64);
+    // The fast path's counters are locals, apart from `t` and the inserter's ring, so they can
+    // live in registers.
+    let (mut fast, mut fast_placeholder, mut fast_duplicates) = (0u64, 0u64, 0u64);
     let mut inserter = Inserter::new(set);
     let mut walk = parser.walk(block, at_eof);
     loop {
         walk.fast_lines(|l, _| {
+            fast_duplicates += inserter.push(fast, l.prefix);
             fast += 1;
             fast_placeholder += l.placeholder as u64;
-            inserter.push(l.prefix);
         });
         let Some((field, value, _)) = walk.next_other() else {
             break;
@@ -196,7 +197,7 @@ fn tally(
     t.lines += fast;
     t.valid += fast;
     t.placeholder += fast_placeholder;
-    t.duplicates += inserter.finish();
+    t.duplicates += inserter.finish(fast, fast_duplicates);
     t.span = walk.span(t.lines);
     t
 }
