@@ -121,6 +121,33 @@ pub fn reconcile(
     let started = Instant::now();
     ensure_empty_dir(out_dir)?;
     let req = read_numbers(requests, "request", opts, progress)?;
+    reconcile_read(req, started, responses, opts, out_dir, progress)
+}
+
+/// [`reconcile`] with the request side already read by [`read_numbers`] (role `"request"`),
+/// e.g. on another thread while the POS was still working on them. The summary's
+/// `elapsed_seconds` counts from this call.
+pub fn reconcile_with(
+    requested: Validated,
+    responses: &[PathBuf],
+    opts: &ScanOptions,
+    out_dir: &Path,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Reconciled> {
+    let started = Instant::now();
+    ensure_empty_dir(out_dir)?;
+    reconcile_read(requested, started, responses, opts, out_dir, progress)
+}
+
+/// The rest of a reconciliation once the request side is read.
+fn reconcile_read(
+    req: Validated,
+    started: Instant,
+    responses: &[PathBuf],
+    opts: &ScanOptions,
+    out_dir: &Path,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Reconciled> {
     let done: u64 = req.inputs.iter().map(|i| i.bytes).sum();
     let resp = read_numbers(responses, "result", opts, &mut |b| progress(done + b))?;
 
