@@ -82,71 +82,124 @@ fn classify_file(
     check_cleaned(path, 4 << 20)
 }
 
-/// Reads a cleaned file in blocks of `block` bytes, hashing each block whole and checking every
-/// line (one pass over the file, no per-line read calls): its facts, or why it is not one.
-fn check_cleaned(
-    path: &Path,
-    block: usize,
-) -> std::io::Result<Result<(ReplyKind, Facts), String>> {
+/// Reads a cleaned file in blocks of `block` bytes, once: this thread reads and hashes each block
+/// whole while a second thread checks its lines (no per-line read calls; the two halves of the
+/// work overlap on two cores). Its facts, or why it is not one.
+fn check_cleaned(path: &Path, block: usize) -> std::io::Result<Result<(ReplyKind, Facts), String>> {
+    use std::sync::mpsc::{channel, sync_channel};
     let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; block.max(1)];
-    // bytes of a line cut by the end of the previous block
-    let mut carry: Vec<u8> = Vec::with_capacity(MAX_REPLY_LINE);
-    let (mut records, mut bytes) = (0u64, 0u64);
-    let not_a_line = |line_no: u64| {
-        Ok(Err(format!(
-            "line {line_no} is not an NHS number line: not a POS reply this tool knows"
-        )))
-    };
+    // three buffers go round: one being read, one being checked, one waiting between them
+    let (full_tx, full_rx) = sync_channel::<(Vec<u8>, usize)>(1);
+    let (free_tx, free_rx) = channel::<Vec<u8>>();
+    for _ in 0..3 {
+        let _ = free_tx.send(vec![0u8; block.max(1)]);
+    }
+    std::thread::scope(|scope| {
+        let checker = scope.spawn(move || {
+            let mut lines = Lines::default();
+            for (buf, n) in full_rx {
+                let fed = lines.feed(&buf[..n]);
+                let _ = free_tx.send(buf);
+                fed?;
+            }
+            lines.finish()
+        });
+        let mut hasher = Sha256::new();
+        let mut bytes = 0u64;
+        let mut read = Ok(());
+        // ends when the file ends, or when the checker stops at a bad line (its buffers are gone)
+        while let Ok(mut buf) = free_rx.recv() {
+            let n = match read_some(&mut file, &mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) => {
+                    read = Err(e);
+                    break;
+                }
+            };
+            hasher.update(&buf[..n]);
+            bytes += n as u64;
+            if full_tx.send((buf, n)).is_err() {
+                break;
+            }
+        }
+        drop(full_tx);
+        let checked = checker
+            .join()
+            .map_err(|_| std::io::Error::other("the line checker stopped unexpectedly"))?;
+        read?;
+        Ok(match checked {
+            Err(line_no) => Err(format!(
+                "line {line_no} is not an NHS number line: not a POS reply this tool knows"
+            )),
+            Ok(records) => Ok((
+                ReplyKind::Cleaned,
+                Facts {
+                    sha256: hex::encode(hasher.finalize()),
+                    bytes,
+                    records: Some(records),
+                    job_status: None,
+                },
+            )),
+        })
+    })
+}
+
+/// `read`, retried when interrupted.
+fn read_some(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
     loop {
-        let n = match std::io::Read::read(&mut file, &mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
+        match std::io::Read::read(file, buf) {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        let block = &buf[..n];
-        hasher.update(block);
-        bytes += n as u64;
+            other => return other,
+        }
+    }
+}
+
+/// The line check of a cleaned reply, fed block by block: `Err(n)` names the first bad line.
+#[derive(Default)]
+struct Lines {
+    /// Good lines so far.
+    records: u64,
+    /// Bytes of a line cut by the end of the previous block.
+    carry: Vec<u8>,
+}
+
+impl Lines {
+    fn feed(&mut self, block: &[u8]) -> Result<(), u64> {
         let mut start = 0;
         for end in memchr::memchr_iter(b'\n', block) {
             let line = &block[start..=end];
             start = end + 1;
-            let ok = if carry.is_empty() {
+            let ok = if self.carry.is_empty() {
                 is_reply_line(line)
             } else {
-                carry.extend_from_slice(line);
-                let ok = is_reply_line(&carry);
-                carry.clear();
+                self.carry.extend_from_slice(line);
+                let ok = is_reply_line(&self.carry);
+                self.carry.clear();
                 ok
             };
             if !ok {
-                return not_a_line(records + 1);
+                return Err(self.records + 1);
             }
-            records += 1;
+            self.records += 1;
         }
-        carry.extend_from_slice(&block[start..]);
-        if carry.len() > MAX_REPLY_LINE {
-            return not_a_line(records + 1);
+        self.carry.extend_from_slice(&block[start..]);
+        if self.carry.len() > MAX_REPLY_LINE {
+            return Err(self.records + 1);
         }
+        Ok(())
     }
-    if !carry.is_empty() {
-        // the last line, without a line ending
-        if !is_reply_line(&carry) {
-            return not_a_line(records + 1);
+
+    /// The number of lines, once the last (without a line ending) is checked.
+    fn finish(mut self) -> Result<u64, u64> {
+        if !self.carry.is_empty() {
+            if !is_reply_line(&self.carry) {
+                return Err(self.records + 1);
+            }
+            self.records += 1;
         }
-        records += 1;
+        Ok(self.records)
     }
-    Ok(Ok((
-        ReplyKind::Cleaned,
-        Facts {
-            sha256: hex::encode(hasher.finalize()),
-            bytes,
-            records: Some(records),
-            job_status: None,
-        },
-    )))
 }
 
 /// A message id reduced to `[A-Za-z0-9_-]` for use in a file name.
@@ -237,7 +290,11 @@ mod tests {
         assert_eq!(whole.sha256, hex::encode(Sha256::digest(good)));
         for block in 1..=good.len() + 1 {
             let f = check_cleaned(&path, block).unwrap().unwrap().1;
-            assert_eq!((f.records, f.bytes), (whole.records, whole.bytes), "{block}");
+            assert_eq!(
+                (f.records, f.bytes),
+                (whole.records, whole.bytes),
+                "{block}"
+            );
             assert_eq!(f.sha256, whole.sha256, "{block}");
         }
         // a bad line found whatever the cut: its number, never its content
@@ -251,7 +308,10 @@ mod tests {
             std::fs::write(&path, bad).unwrap();
             for block in [1, 2, 3, 7, 11, 13, 64, 1 << 20] {
                 let reason = check_cleaned(&path, block).unwrap().unwrap_err();
-                assert!(reason.starts_with(&format!("line {line} ")), "{bad:?} {block}: {reason}");
+                assert!(
+                    reason.starts_with(&format!("line {line} ")),
+                    "{bad:?} {block}: {reason}"
+                );
             }
         }
     }
