@@ -9,6 +9,7 @@
 # seconds of its run.json, its CPU seconds, the load average, and collect split into the wait for
 # the mock's POS (from the mock's log: submission accepted -> result sent) and ndop's download
 # and check of the reply (collect's own figures in run.json).
+# RUN_LEVEL=N runs the whole `ndop run` with --compress-level N (default: ndop's default, 3).
 # RUN_ONLY=1 skips the per-level sends and the lone collect (only the whole runs); LEVELS ""
 # skips the per-level sends alone. The disk is synced before each timed command (deleting the
 # previous round's files issues discards on this VM's ext4, which otherwise land in the next).
@@ -90,7 +91,7 @@ for r in $(seq "$ROUNDS"); do
   s=$(date +%s.%N)
   /usr/bin/time -f '%U %S %M' -o "$tmp/cpu" \
     "$N" run "$FILE" --work "$tmp/w" --mesh "$url" --mailbox X26ABC1 --interval 0.05 --timeout 600 \
-    >/dev/null 2>"$tmp/run.err" || { cat "$tmp/run.err"; exit 1; }
+    ${RUN_LEVEL:+--compress-level "$RUN_LEVEL"} >/dev/null 2>"$tmp/run.err" || { cat "$tmp/run.err"; exit 1; }
   e=$(date +%s.%N)
   stop_mesh
   python3 - "$tmp/w/run.json" "$r" "$(secs "$s" "$e")" "$tmp/cpu" "$load" "$tmp/store.log" <<'PY'
