@@ -200,7 +200,7 @@ enum Via<'a> {
     /// An installed MESH client's folders.
     Folders(&'a Folders),
     /// The MESH API.
-    Api(MeshClient),
+    Api(Box<MeshClient>),
 }
 
 /// Why a pipeline stopped before the end, when it is not an error of its own.
@@ -255,7 +255,7 @@ impl Pipeline {
         let prepared_dirs = std::slice::from_ref(&prepared);
         let via = match &self.folders {
             Some(folders) => Via::Folders(folders),
-            None => Via::Api(client_for(&self.settings)?),
+            None => Via::Api(Box::new(client_for(&self.settings)?)),
         };
         let (sent, folder_sent) = match &via {
             Via::Folders(folders) => {
