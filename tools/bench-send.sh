@@ -6,7 +6,13 @@
 # Prints one line per round and level: send seconds (wall, and the CPU seconds of ndop) and the
 # bytes MESH stored (the gzip'd chunks); then per round the collect seconds (default-level send,
 # reply of every number not opted out) and one whole `ndop run` of the extract with the stage
-# seconds of its run.json.
+# seconds of its run.json, its CPU seconds, the load average, and collect split into the wait for
+# the mock's POS (from the mock's log: submission accepted -> result sent) and ndop's download
+# and check of the reply (collect's own figures in run.json).
+# RUN_LEVEL=N runs the whole `ndop run` with --compress-level N (default: ndop's default, 3).
+# RUN_ONLY=1 skips the per-level sends and the lone collect (only the whole runs); LEVELS ""
+# skips the per-level sends alone. The disk is synced before each timed command (deleting the
+# previous round's files issues discards on this VM's ext4, which otherwise land in the next).
 # BENCHMARK DATA ONLY: the national generator's numbers are outside the 999 test range; it is
 # sent to the local mock only.
 set -euo pipefail
@@ -14,7 +20,8 @@ cd "$(dirname "$0")/.."
 LINES=${1:-100000000}
 DISTINCT=${2:-65000000}
 ROUNDS=${3:-3}
-LEVELS=${4:-0 1 3 6 9}
+LEVELS=${4-0 1 3 6 9}
+[ "${RUN_ONLY:-0}" = 1 ] && LEVELS=""
 DATA=${BENCH_DATA:-bench-data}
 cargo build --release -q -p ndop -p mock-mesh -p ndop-benches --bin national_extract --bin ndop --bin mock-mesh
 N=$PWD/target/release/ndop
@@ -37,7 +44,7 @@ start_mesh() {
   shift
   local port=$((20000 + RANDOM % 20000))
   "$M" serve --listen "127.0.0.1:$port" --store "$store" --optout-rate 0.05 --optout-seed 1 "$@" \
-    >/dev/null 2>&1 &
+    >"$store.log" 2>&1 &
   mesh=$!
   url="http://127.0.0.1:$port"
   for _ in $(seq 50); do curl -s -o /dev/null "$url" && return; sleep 0.1; done
@@ -50,6 +57,7 @@ for r in $(seq "$ROUNDS"); do
     tmp=$(mktemp -d)
     # the mock's POS waits an hour: the store holds only the uploaded (gzip'd) chunks
     start_mesh "$tmp/store" --pos-delay 3600
+    sync
     s=$(date +%s.%N)
     /usr/bin/time -f '%U %S' -o "$tmp/cpu" "$N" send "$PREP" --work "$tmp/w" --mesh "$url" \
       --mailbox X26ABC1 --compress-level "$level" >/dev/null 2>"$tmp/send.err" \
@@ -60,10 +68,13 @@ for r in $(seq "$ROUNDS"); do
     stop_mesh
     echo "round=$r level=$level send_s=$(secs "$s" "$e") cpu_s=$(awk '{print $1 + $2}' "$tmp/cpu") stored_bytes=$stored"
     rm -rf "$tmp"
+    sync
   done
+  if [ "${RUN_ONLY:-0}" != 1 ]; then
   tmp=$(mktemp -d)
   start_mesh "$tmp/store"
   "$N" send "$PREP" --work "$tmp/w" --mesh "$url" --mailbox X26ABC1 >/dev/null 2>&1
+  sync
   s=$(date +%s.%N)
   "$N" collect --work "$tmp/w" --mesh "$url" --mailbox X26ABC1 --interval 0.05 --timeout 600 \
     >/dev/null 2>"$tmp/collect.err" || { cat "$tmp/collect.err"; exit 1; }
@@ -71,18 +82,44 @@ for r in $(seq "$ROUNDS"); do
   stop_mesh
   echo "round=$r collect_s=$(secs "$s" "$e") replies_bytes=$(du -sb "$tmp/w/replies" | cut -f1)"
   rm -rf "$tmp"
+  sync
+  fi
   tmp=$(mktemp -d)
   start_mesh "$tmp/store"
+  sync
+  load=$(cut -d' ' -f1 /proc/loadavg)
   s=$(date +%s.%N)
-  "$N" run "$FILE" --work "$tmp/w" --mesh "$url" --mailbox X26ABC1 --interval 0.05 --timeout 600 \
-    >/dev/null 2>"$tmp/run.err" || { cat "$tmp/run.err"; exit 1; }
+  /usr/bin/time -f '%U %S %M' -o "$tmp/cpu" \
+    "$N" run "$FILE" --work "$tmp/w" --mesh "$url" --mailbox X26ABC1 --interval 0.05 --timeout 600 \
+    ${RUN_LEVEL:+--compress-level "$RUN_LEVEL"} >/dev/null 2>"$tmp/run.err" || { cat "$tmp/run.err"; exit 1; }
   e=$(date +%s.%N)
   stop_mesh
-  python3 - "$tmp/w/run.json" "$r" "$(secs "$s" "$e")" <<'PY'
-import json, sys
+  python3 - "$tmp/w/run.json" "$r" "$(secs "$s" "$e")" "$tmp/cpu" "$load" "$tmp/store.log" <<'PY'
+import json, re, sys
+from datetime import datetime
 run = json.load(open(sys.argv[1]))
 stages = " ".join(f"{k}={v:.2f}" for k, v in run["stage_seconds"])
-print(f"round={sys.argv[2]} run_s={float(sys.argv[3]):.2f} {stages}")
+user, sys_, rss = open(sys.argv[4]).read().split()
+print(f"round={sys.argv[2]} run_s={float(sys.argv[3]):.2f} {stages} "
+      f"cpu_user={user} cpu_sys={sys_} peak_rss_kib={rss} load_at_start={sys.argv[5]}")
+# collect split: the mock's POS job (its log, UTC) against ndop's own figures
+def when(text):
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+ended = dict(run.get("stage_ended", []))
+log = re.sub(r"\x1b\[[0-9;]*m", "", open(sys.argv[6]).read())
+sent = [when(m) for m in re.findall(r"^(\S+Z)\s+INFO.*POS result sent", log, re.M)]
+c = run["collect"]
+down = sum(r.get("download_seconds", 0) for r in c["replies"])
+check = sum(r.get("check_seconds", 0) for r in c["replies"])
+created = [when(m) for m in re.findall(r"^(\S+Z)\s+INFO.*POS job created", log, re.M)]
+def after_send(times):
+    if not times or "send" not in ended:
+        return float("nan")
+    return (max(times) - when(ended["send"])).total_seconds()
+print(f"round={sys.argv[2]} collect: pos_job_created_after_send_s={after_send(created):.2f} "
+      f"pos_result_sent_after_send_s={after_send(sent):.2f} polls={c['polls']} "
+      f"waited_s={c.get('waited_seconds', float('nan')):.2f} download_s={down:.2f} check_s={check:.2f}")
 PY
   rm -rf "$tmp"
+  sync
 done

@@ -14,7 +14,7 @@ use pos_client::{CollectOptions, CollectReport, SendReport};
 use processor::dat::{DatOptions, LineEnding};
 use processor::filter::{filter, FilterSummary};
 use processor::prepare::{prepare, PrepareOptions, Summary, SUMMARY_JSON};
-use processor::reconcile::{reconcile, ReconcileSummary, Reconciled};
+use processor::reconcile::{reconcile_with, ReconcileSummary, Reconciled};
 use processor::scan::{Format, ScanOptions};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -195,6 +195,14 @@ fn without_userinfo(url: &str) -> String {
     }
 }
 
+/// How the files reach the POS.
+enum Via<'a> {
+    /// An installed MESH client's folders.
+    Folders(&'a Folders),
+    /// The MESH API.
+    Api(Box<MeshClient>),
+}
+
 /// Why a pipeline stopped before the end, when it is not an error of its own.
 pub(crate) enum Outcome {
     /// Everything done: the summary, and the sets reconciled.
@@ -238,10 +246,19 @@ impl Pipeline {
         if facts.files.is_empty() {
             bail!("the extract holds no valid NHS number: nothing to send");
         }
+        let requests: Vec<PathBuf> = facts.files.iter().map(|f| prepared.join(f)).collect();
+        let lines = ScanOptions {
+            format: Format::Lines,
+            ..self.scan.clone()
+        };
         let rt = runtime()?;
         let prepared_dirs = std::slice::from_ref(&prepared);
-        let (sent, folder_sent, collected, alerts) = match &self.folders {
-            Some(folders) => {
+        let via = match &self.folders {
+            Some(folders) => Via::Folders(folders),
+            None => Via::Api(Box::new(client_for(&self.settings)?)),
+        };
+        let (sent, folder_sent) = match &via {
+            Via::Folders(folders) => {
                 let sent = rt.block_on(pos_client::folder::send(
                     folders,
                     &mut journal,
@@ -249,25 +266,33 @@ impl Pipeline {
                     self.settings.mailbox.as_deref(),
                     &self.poll,
                 ))?;
-                lap("send");
                 eprintln!(
                     "[2/5] the MESH client sent {} file(s) ({} handed to it now, {} sent earlier)",
                     sent.sent, sent.queued, sent.already_sent
                 );
-                let got = rt.block_on(folder_collect(folders, &mut journal, &self.poll))?;
-                (None, Some(sent), got.report, got.alerts)
+                (None, Some(sent))
             }
-            None => {
-                let client = client_for(&self.settings)?;
-                let sent = rt.block_on(send_with_progress(&client, &mut journal, prepared_dirs))?;
-                lap("send");
+            Via::Api(client) => {
+                let sent = rt.block_on(send_with_progress(client, &mut journal, prepared_dirs))?;
                 eprintln!(
                     "[2/5] sent {} file(s) ({} resumed, {} already sent earlier)",
                     sent.sent, sent.resumed, sent.already_sent
                 );
-                let got = rt.block_on(pos_client::collect(&client, &mut journal, &self.poll))?;
-                (Some(sent), None, got, Vec::new())
+                (Some(sent), None)
             }
+        };
+        lap("send");
+        // the request side of reconcile, read while the POS works on the files sent
+        let requested = read_requests(&requests, &lines);
+        let (collected, alerts) = match &via {
+            Via::Folders(folders) => {
+                let got = rt.block_on(folder_collect(folders, &mut journal, &self.poll))?;
+                (got.report, got.alerts)
+            }
+            Via::Api(client) => (
+                rt.block_on(pos_client::collect(client, &mut journal, &self.poll))?,
+                Vec::new(),
+            ),
         };
         lap("collect");
         describe_collect(&collected, &self.work);
@@ -276,15 +301,13 @@ impl Pipeline {
         }
         eprintln!("[3/5] every file has its POS reply");
 
-        let requests: Vec<PathBuf> = facts.files.iter().map(|f| prepared.join(f)).collect();
         let responses = pos_client::final_results(&journal, &self.work, &facts.files)?;
         let rec_dir = self.work.join(RECONCILED);
         remove_if_exists(&rec_dir)?;
-        let lines = ScanOptions {
-            format: Format::Lines,
-            ..self.scan.clone()
-        };
-        let reconciled = reconcile(&requests, &responses, &lines, &rec_dir, &mut |_| {})?;
+        let requested = requested
+            .join()
+            .map_err(|_| anyhow!("reading the prepared files stopped unexpectedly"))??;
+        let reconciled = reconcile_with(requested, &responses, &lines, &rec_dir, &mut |_| {})?;
         lap("reconcile");
         let r = &reconciled.summary;
         eprintln!(
@@ -512,6 +535,18 @@ pub(crate) fn remove_if_exists(path: &Path) -> anyhow::Result<()> {
         }
         _ => Ok(()),
     }
+}
+
+/// Reads the numbers of the prepared files (`requests`) on a thread of its own: the request side
+/// of reconcile, read while the POS works on them rather than after its replies arrive.
+fn read_requests(
+    requests: &[PathBuf],
+    lines: &ScanOptions,
+) -> std::thread::JoinHandle<processor::Result<processor::validate::Validated>> {
+    let (requests, lines) = (requests.to_vec(), lines.clone());
+    std::thread::spawn(move || {
+        processor::reconcile::read_numbers(&requests, "request", &lines, &mut |_| {})
+    })
 }
 
 /// A single-threaded runtime: the transfers are I/O-bound and sequential.

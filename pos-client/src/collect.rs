@@ -48,6 +48,10 @@ pub struct CollectedReply {
     /// True if a final reply for the same submission was already stored (a duplicate
     /// delivery); use the first.
     pub duplicate: bool,
+    /// Wall-clock seconds downloading it (every chunk, decompressed, written and fsync'd).
+    pub download_seconds: f64,
+    /// Wall-clock seconds checking it (reading it again: SHA-256 and every line).
+    pub check_seconds: f64,
 }
 
 /// A message left in the inbox.
@@ -84,6 +88,8 @@ pub struct CollectReport {
     pub polls: u32,
     /// Wall-clock seconds.
     pub elapsed_seconds: f64,
+    /// Of those, seconds paused between two polls (waiting for the POS to answer).
+    pub waited_seconds: f64,
 }
 
 /// Polls the inbox until every journaled submission has its final reply or `opts.timeout`
@@ -107,6 +113,7 @@ pub async fn collect(
         complete: false,
         polls: 0,
         elapsed_seconds: 0.0,
+        waited_seconds: 0.0,
     };
     // messages judged not ours this run: looked at once only
     let mut left: HashSet<String> = HashSet::new();
@@ -171,6 +178,7 @@ pub async fn collect(
             break;
         }
         tokio::time::sleep(opts.interval).await;
+        report.waited_seconds += opts.interval.as_secs_f64();
     }
     report.elapsed_seconds = started.elapsed().as_secs_f64();
     Ok(report)
@@ -284,21 +292,29 @@ async fn store_reply(
     meta: &MessageMeta,
     local_id: &str,
 ) -> Result<Result<CollectedReply, String>, Error> {
+    let mut times = (0.0, 0.0);
     let stored = if meta.message_type == MessageType::Report {
         store_report(reply_dir, meta, local_id)?
     } else {
         let temp = reply_dir.join(format!(".{}.download", safe_name(&meta.message_id)));
+        let clock = Instant::now();
         match client.download_to(&meta.message_id, &temp).await {
             Ok(_) => {}
             Err(e) if gone(&e) => return Ok(Err("no longer available for download".into())),
             Err(e) => return Err(mesh(format!("downloading {}", meta.message_id))(e)),
         }
-        match keep_data(&temp, reply_dir, meta, local_id).await? {
+        times.0 = clock.elapsed().as_secs_f64();
+        let clock = Instant::now();
+        let kept = keep_data(&temp, reply_dir, meta, local_id).await?;
+        times.1 = clock.elapsed().as_secs_f64();
+        match kept {
             Ok(stored) => stored,
             Err(reason) => return Ok(Err(reason)),
         }
     };
-    journal_reply(journal, work_dir, meta, local_id, stored).map(Ok)
+    let mut collected = journal_reply(journal, work_dir, meta, local_id, stored)?;
+    (collected.download_seconds, collected.check_seconds) = times;
+    Ok(Ok(collected))
 }
 
 /// A reply stored in the reply directory: its kind, path and content facts.
@@ -398,6 +414,8 @@ pub(crate) fn journal_reply(
         reply,
         path,
         duplicate,
+        download_seconds: 0.0,
+        check_seconds: 0.0,
     })
 }
 

@@ -121,6 +121,33 @@ pub fn reconcile(
     let started = Instant::now();
     ensure_empty_dir(out_dir)?;
     let req = read_numbers(requests, "request", opts, progress)?;
+    reconcile_read(req, started, responses, opts, out_dir, progress)
+}
+
+/// [`reconcile`] with the request side already read by [`read_numbers`] (role `"request"`),
+/// e.g. on another thread while the POS was still working on them. The summary's
+/// `elapsed_seconds` counts from this call.
+pub fn reconcile_with(
+    requested: Validated,
+    responses: &[PathBuf],
+    opts: &ScanOptions,
+    out_dir: &Path,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Reconciled> {
+    let started = Instant::now();
+    ensure_empty_dir(out_dir)?;
+    reconcile_read(requested, started, responses, opts, out_dir, progress)
+}
+
+/// The rest of a reconciliation once the request side is read.
+fn reconcile_read(
+    req: Validated,
+    started: Instant,
+    responses: &[PathBuf],
+    opts: &ScanOptions,
+    out_dir: &Path,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Reconciled> {
     let done: u64 = req.inputs.iter().map(|i| i.bytes).sum();
     let resp = read_numbers(responses, "result", opts, &mut |b| progress(done + b))?;
 
@@ -218,6 +245,43 @@ mod tests {
             serde_json::from_slice(&std::fs::read(out.join(SUMMARY_JSON)).unwrap()).unwrap();
         assert_eq!(json["opted_out"], 2);
         assert!(r.returned.contains(9434765919));
+
+        // the request side read beforehand (as `ndop run` does while the POS works) gives the
+        // same files and counts
+        let req = dir.path().join("req.dat");
+        let resp = dir.path().join("resp.dat");
+        let read = read_numbers(&[req], "request", &ScanOptions::default(), &mut |_| {}).unwrap();
+        let out2 = dir.path().join("out2");
+        let r2 =
+            reconcile_with(read, &[resp], &ScanOptions::default(), &out2, &mut |_| {}).unwrap();
+        let s2 = &r2.summary;
+        assert_eq!(
+            (s2.requested, s2.returned, s2.opted_out, s2.unexpected),
+            (3, 2, 2, 1)
+        );
+        for file in [OPTED_OUT_FILE, UNEXPECTED_FILE] {
+            assert_eq!(
+                std::fs::read(out.join(file)).unwrap(),
+                std::fs::read(out2.join(file)).unwrap(),
+                "{file}"
+            );
+        }
+        // and like reconcile, it refuses an output directory that is not empty
+        let read = read_numbers(
+            &[dir.path().join("req.dat")],
+            "request",
+            &ScanOptions::default(),
+            &mut |_| {},
+        )
+        .unwrap();
+        let again = reconcile_with(
+            read,
+            &[dir.path().join("resp.dat")],
+            &ScanOptions::default(),
+            &out2,
+            &mut |_| {},
+        );
+        assert!(matches!(again, Err(Error::OutputNotEmpty { .. })));
     }
 
     #[test]

@@ -55,6 +55,7 @@ pub async fn collect(
             complete: false,
             polls: 0,
             elapsed_seconds: 0.0,
+            waited_seconds: 0.0,
         },
         alerts: Vec::new(),
     };
@@ -161,6 +162,7 @@ pub async fn collect(
             break;
         }
         tokio::time::sleep(opts.interval).await;
+        out.report.waited_seconds += opts.interval.as_secs_f64();
     }
     out.report.elapsed_seconds = started.elapsed().as_secs_f64();
     Ok(out)
