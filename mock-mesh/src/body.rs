@@ -123,8 +123,22 @@ async fn pump(reader: Reader, tx: mpsc::Sender<std::io::Result<Bytes>>, timeout:
 /// Reads up to one buffer (fewer, larger frames); `None` at the end.
 fn fill(reader: &mut Reader) -> std::io::Result<Option<Bytes>> {
     let mut buf = BytesMut::zeroed(READ_BUF);
+    let filled = read_full(reader, &mut buf)?;
+    if filled == 0 {
+        return Ok(None);
+    }
+    buf.truncate(filled);
+    Ok(Some(buf.freeze()))
+}
+
+/// Reads until `buf` is full or `reader` ends; the bytes read (fewer than `buf.len()` only at
+/// the end).
+pub(crate) fn read_full<R: Read + ?Sized>(
+    reader: &mut R,
+    buf: &mut [u8],
+) -> std::io::Result<usize> {
     let mut filled = 0;
-    while filled < READ_BUF {
+    while filled < buf.len() {
         match reader.read(&mut buf[filled..]) {
             Ok(0) => break,
             Ok(n) => filled += n,
@@ -132,9 +146,5 @@ fn fill(reader: &mut Reader) -> std::io::Result<Option<Bytes>> {
             Err(e) => return Err(e),
         }
     }
-    if filled == 0 {
-        return Ok(None);
-    }
-    buf.truncate(filled);
-    Ok(Some(buf.freeze()))
+    Ok(filled)
 }
