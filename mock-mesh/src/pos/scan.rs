@@ -16,6 +16,8 @@
 use std::io::Read;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
+use sha2::{Digest, Sha256};
+
 use super::ResultSink;
 use crate::body::read_full;
 
@@ -46,23 +48,31 @@ fn lane() -> (Lane, Receiver<Vec<u8>>, SyncSender<Vec<u8>>) {
     (Lane { tx, free }, rx, free_tx)
 }
 
-/// The decoder: fills buffers from `reader` until it ends, fails, or nobody listens. A read
-/// error is passed on in place of the next buffer.
-fn decode(mut reader: Box<dyn Read + Send>, lane: Lane, errors: SyncSender<std::io::Error>) {
+/// The decoder: fills buffers from `reader` until it ends, fails, or nobody listens, and
+/// hashes them in order (SHA-256 here rather than on the busier judging thread); the hash of
+/// everything read. A read error is passed on through `errors`.
+fn decode(
+    mut reader: Box<dyn Read + Send>,
+    lane: Lane,
+    errors: SyncSender<std::io::Error>,
+) -> String {
+    let mut hasher = Sha256::new();
+    let hash = |h: Sha256| hex::encode(h.finalize());
     loop {
         let mut buf = lane.take();
         buf.resize(BUF, 0); // zeroing only the first time: a returned buffer is full-sized
         match read_full(&mut reader, &mut buf) {
-            Ok(0) => return,
+            Ok(0) => return hash(hasher),
             Ok(n) => {
                 buf.truncate(n);
+                hasher.update(&buf);
                 if lane.tx.send(buf).is_err() || n < BUF {
-                    return;
+                    return hash(hasher);
                 }
             }
             Err(e) => {
                 let _ = errors.send(e);
-                return;
+                return String::new();
             }
         }
     }
@@ -137,14 +147,15 @@ impl Input {
 }
 
 /// Runs `judge` over the decoded content of `reader`, with the kept bytes going to `sink`;
-/// returns `judge`'s result once every byte it kept has been written. The first error of any
+/// returns `judge`'s result and the SHA-256 (hex) of the content once every byte it kept has
+/// been written. The first error of any
 /// stage is the answer: a read error (the decoder stopped early, so `judge` saw a short
 /// file), then a write error (before the "writer stopped" it causes), then `judge`'s own.
 pub(super) fn pipeline<T>(
     reader: Box<dyn Read + Send>,
     sink: &mut ResultSink,
     judge: impl FnOnce(&mut Input, &mut Out) -> std::io::Result<T>,
-) -> std::io::Result<T> {
+) -> std::io::Result<(T, String)> {
     let (in_lane, in_rx, in_free) = lane();
     let (out_lane, out_rx, out_free) = lane();
     let (err_tx, err_rx) = sync_channel(1);
@@ -170,11 +181,12 @@ pub(super) fn pipeline<T>(
         let written = writer
             .join()
             .unwrap_or_else(|_| Err(std::io::Error::other("the POS result writer failed")));
-        let _ = decoder.join();
+        let hash = decoder.join();
         if let Ok(e) = err_rx.try_recv() {
             return Err(e);
         }
         written?;
-        judged
+        let hash = hash.map_err(|_| std::io::Error::other("the POS decoder failed"))?;
+        judged.map(|t| (t, hash))
     })
 }
