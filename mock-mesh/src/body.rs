@@ -4,10 +4,11 @@
 
 use std::io::Read;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Body, Frame, SizeHint};
@@ -81,10 +82,44 @@ pub(crate) fn stream_reader(
 
 type Reader = Box<dyn Read + Send>;
 
+/// Buffers a download has read into and hyper has written out, kept for its next reads:
+/// without them every MiB was a fresh zeroed allocation (and, above glibc's mmap threshold, a
+/// fresh mapping whose pages fault in and whose unmapping flushes every core's TLB).
+type Pool = Arc<Mutex<Vec<Vec<u8>>>>;
+
+/// Buffers kept per download: the channel's depth, one being read, one being written.
+const POOL_MAX: usize = 6;
+
+/// The filled part of a pooled buffer, owned by a [`Bytes`]; the buffer goes back to its pool
+/// when hyper drops the frame.
+struct Pooled {
+    buf: Vec<u8>,
+    len: usize,
+    pool: Pool,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < POOL_MAX {
+            pool.push(std::mem::take(&mut self.buf));
+        }
+    }
+}
+
 /// One buffer read on a blocking thread; the reader comes back with it.
-fn read_next(mut reader: Reader) -> JoinHandle<(Reader, std::io::Result<Option<Bytes>>)> {
+fn read_next(
+    mut reader: Reader,
+    pool: Pool,
+) -> JoinHandle<(Reader, std::io::Result<Option<Bytes>>)> {
     tokio::task::spawn_blocking(move || {
-        let r = fill(&mut reader);
+        let r = fill(&mut reader, &pool);
         (reader, r)
     })
 }
@@ -93,7 +128,8 @@ fn read_next(mut reader: Reader) -> JoinHandle<(Reader, std::io::Result<Option<B
 /// handed over, so a read also proceeds while a send waits for room in the channel (one read
 /// under way at a time, never more).
 async fn pump(reader: Reader, tx: mpsc::Sender<std::io::Result<Bytes>>, timeout: Duration) {
-    let mut reading = Some(read_next(reader));
+    let pool = Pool::default();
+    let mut reading = Some(read_next(reader, pool.clone()));
     while let Some(task) = reading.take() {
         let Ok((reader, r)) = task.await else {
             return;
@@ -107,7 +143,7 @@ async fn pump(reader: Reader, tx: mpsc::Sender<std::io::Result<Bytes>>, timeout:
             }
         };
         if buf.len() == READ_BUF {
-            reading = Some(read_next(reader));
+            reading = Some(read_next(reader, pool.clone()));
         }
         match tx.send_timeout(Ok(buf), timeout).await {
             Ok(()) => {}
@@ -120,11 +156,26 @@ async fn pump(reader: Reader, tx: mpsc::Sender<std::io::Result<Bytes>>, timeout:
     }
 }
 
-/// Reads up to one buffer (fewer, larger frames); `None` at the end.
-fn fill(reader: &mut Reader) -> std::io::Result<Option<Bytes>> {
-    let mut buf = BytesMut::zeroed(READ_BUF);
+/// Reads up to one buffer (fewer, larger frames) into a pooled buffer; `None` at the end.
+fn fill(reader: &mut Reader, pool: &Pool) -> std::io::Result<Option<Bytes>> {
+    let reused = pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
+    let mut buf = reused.unwrap_or_else(|| vec![0; READ_BUF]); // full-sized either way
+    let len = read_full(reader, &mut buf)?;
+    if len == 0 {
+        return Ok(None);
+    }
+    let pool = pool.clone();
+    Ok(Some(Bytes::from_owner(Pooled { buf, len, pool })))
+}
+
+/// Reads until `buf` is full or `reader` ends; the bytes read (fewer than `buf.len()` only at
+/// the end).
+pub(crate) fn read_full<R: Read + ?Sized>(
+    reader: &mut R,
+    buf: &mut [u8],
+) -> std::io::Result<usize> {
     let mut filled = 0;
-    while filled < READ_BUF {
+    while filled < buf.len() {
         match reader.read(&mut buf[filled..]) {
             Ok(0) => break,
             Ok(n) => filled += n,
@@ -132,9 +183,5 @@ fn fill(reader: &mut Reader) -> std::io::Result<Option<Bytes>> {
             Err(e) => return Err(e),
         }
     }
-    if filled == 0 {
-        return Ok(None);
-    }
-    buf.truncate(filled);
-    Ok(Some(buf.freeze()))
+    Ok(filled)
 }

@@ -66,6 +66,13 @@ struct Args {
     /// Servers to run, in order: sandbox, mock (disk store), mock-memory.
     #[arg(long, value_delimiter = ',', default_value = "sandbox,mock")]
     servers: Vec<String>,
+    /// Downloads of each message per round (before it is acknowledged); a round's download
+    /// time is their median, and every one is printed. 1 = the historical figure.
+    #[arg(long, default_value_t = 1)]
+    downloads: usize,
+    /// Skip the handshake and FHIR rates (transfers only: for measuring downloads).
+    #[arg(long)]
+    transfers_only: bool,
 }
 
 const KEY: &str = "TestKey";
@@ -332,18 +339,22 @@ impl RssSampler {
 
 struct Transfer {
     upload_s: f64,
+    /// Median of the downloads.
     download_s: f64,
+    /// Every download, in order.
+    downloads_s: Vec<f64>,
     peak_rss_mib: f64,
 }
 
 /// Uploads `total` bytes (chunks of `chunk` bytes cut from `data`) as one message, downloads it
-/// chunk by chunk (identity), acknowledges it.
+/// chunk by chunk (identity) `downloads` times, acknowledges it.
 async fn transfer(
     server: &Server,
     http: &reqwest::Client,
     data: &Bytes,
     total: usize,
     chunk: usize,
+    downloads: usize,
 ) -> anyhow::Result<Transfer> {
     let n = total.div_ceil(chunk).max(1);
     let part = |i: usize| data.slice(0..(total - i * chunk).min(chunk));
@@ -381,6 +392,40 @@ async fn transfer(
         }
     }
     let upload_s = started.elapsed().as_secs_f64();
+    let mut downloads_s = Vec::new();
+    for _ in 0..downloads.max(1) {
+        downloads_s.push(download(server, http, &id, n, total).await?);
+    }
+    let peak_rss_mib = rss.finish() as f64 / 1024.0;
+    let r = http
+        .put(format!(
+            "{}/messageexchange/{TO}/inbox/{id}/status/acknowledged",
+            server.url
+        ))
+        .header("authorization", token(TO))
+        .header("accept", v2)
+        .send()
+        .await?;
+    if !r.status().is_success() {
+        bail!("acknowledge: HTTP {}", r.status());
+    }
+    Ok(Transfer {
+        upload_s,
+        download_s: median(&downloads_s),
+        downloads_s,
+        peak_rss_mib,
+    })
+}
+
+/// Downloads message `id` (`n` chunks, `total` bytes) once; the seconds to its last byte.
+async fn download(
+    server: &Server,
+    http: &reqwest::Client,
+    id: &str,
+    n: usize,
+    total: usize,
+) -> anyhow::Result<f64> {
+    let v2 = "application/vnd.mesh.v2+json";
     let started = Instant::now();
     let mut got = 0usize;
     for i in 0..n {
@@ -403,28 +448,11 @@ async fn transfer(
             got += b?.len();
         }
     }
-    let download_s = started.elapsed().as_secs_f64();
-    let peak_rss_mib = rss.finish() as f64 / 1024.0;
+    let secs = started.elapsed().as_secs_f64();
     if got != total {
         bail!("downloaded {got} of {total} bytes");
     }
-    let r = http
-        .put(format!(
-            "{}/messageexchange/{TO}/inbox/{id}/status/acknowledged",
-            server.url
-        ))
-        .header("authorization", token(TO))
-        .header("accept", v2)
-        .send()
-        .await?;
-    if !r.status().is_success() {
-        bail!("acknowledge: HTTP {}", r.status());
-    }
-    Ok(Transfer {
-        upload_s,
-        download_s,
-        peak_rss_mib,
-    })
+    Ok(secs)
 }
 
 #[derive(Default)]
@@ -470,14 +498,45 @@ async fn run(a: Args) -> anyhow::Result<()> {
     for round in 1..=a.rounds {
         for (i, kind) in a.servers.iter().enumerate() {
             let server = start(kind, &a).await?;
-            let hs = rate(&server, &a, handshake_request).await?;
-            let fhir = if kind.starts_with("mock") {
+            let hs = if a.transfers_only {
+                f64::NAN
+            } else {
+                rate(&server, &a, handshake_request).await?
+            };
+            let fhir = if kind.starts_with("mock") && !a.transfers_only {
                 rate(&server, &a, fhir_search_request).await?
             } else {
                 f64::NAN // the sandbox has no NDOP FHIR API
             };
-            let single = transfer(&server, &http, &data, a.single_bytes, a.single_bytes).await?;
-            let chunked = transfer(&server, &http, &data, a.chunked_bytes, a.chunk_bytes).await?;
+            let single = transfer(
+                &server,
+                &http,
+                &data,
+                a.single_bytes,
+                a.single_bytes,
+                a.downloads,
+            )
+            .await?;
+            let chunked = transfer(
+                &server,
+                &http,
+                &data,
+                a.chunked_bytes,
+                a.chunk_bytes,
+                a.downloads,
+            )
+            .await?;
+            if a.downloads > 1 {
+                let list = |t: &Transfer| {
+                    let v: Vec<String> = t.downloads_s.iter().map(|s| format!("{s:.3}")).collect();
+                    v.join(" ")
+                };
+                println!(
+                    "round {round} {kind:<11} downloads (s): single {} | chunked {}",
+                    list(&single),
+                    list(&chunked)
+                );
+            }
             println!(
                 "round {round} {kind:<11} handshakes/s {hs:>8.0} | FHIR searches/s {fhir:>8.0} | single {} B up {:.3} s down {:.3} s peak RSS {:.0} MiB | chunked {} B up {:.3} s down {:.3} s peak RSS {:.0} MiB",
                 a.single_bytes, single.upload_s, single.download_s, single.peak_rss_mib,

@@ -30,15 +30,16 @@
 //! Nothing here logs an NHS number or file content: only ids, counts and sizes.
 
 pub(crate) mod job;
+mod scan;
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
 use flate2::read::MultiGzDecoder;
-use sha2::{Digest, Sha256};
 
 use crate::config::{PosConfig, PosEnv};
 use crate::store::{create_private, ChunkSource, Received};
@@ -55,20 +56,47 @@ pub const PUBLISHED_TEST_PATIENTS: &str = include_str!("../../data/test-patients
 /// NHS Data Dictionary Modulus 11 check of ten ASCII digits (`ndop-domain.md` §1.1): weights
 /// 10..2 on the first nine digits; check = 11 − (sum mod 11); 11 → 0; 10 → never valid.
 pub fn is_valid_nhs_number(digits: &[u8]) -> bool {
-    if digits.len() != 10 || !digits.iter().all(u8::is_ascii_digit) {
-        return false;
+    nhs_number_value(digits).is_some()
+}
+
+/// The number of ten ASCII digits passing Modulus 11. Branch-light, as the POS runs it on
+/// every line of a national file: the first eight digits are checked and converted as one
+/// 64-bit word (SWAR), and the check is the equivalent form "the sum of digit × weight, with
+/// weights 10..1 (the check digit's weight 1), is a multiple of 11": the check digit `c` must
+/// make `S + c ≡ 0 (mod 11)` for the first nine digits' sum `S`, and a required 10 is no digit.
+fn nhs_number_value(digits: &[u8]) -> Option<u64> {
+    let d: &[u8; 10] = digits.try_into().ok()?;
+    let word = u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]);
+    // every byte 0x30..=0x39: high nibble 3, and adding 6 carries into no high nibble
+    const HIGH: u64 = 0xF0F0_F0F0_F0F0_F0F0;
+    const ZEROS: u64 = 0x3030_3030_3030_3030;
+    if word & HIGH != ZEROS || (word + 0x0606_0606_0606_0606) & HIGH != ZEROS {
+        return None;
     }
-    let sum: u32 = digits[..9]
-        .iter()
-        .zip((2..=10).rev())
-        .map(|(d, w)| u32::from(d - b'0') * w)
-        .sum();
-    let check = match 11 - sum % 11 {
-        11 => 0,
-        10 => return false,
-        c => c,
-    };
-    u32::from(digits[9] - b'0') == check
+    let (d8, d9) = (d[8].wrapping_sub(b'0'), d[9].wrapping_sub(b'0'));
+    if d8 > 9 || d9 > 9 {
+        return None;
+    }
+    let v = word - ZEROS; // byte i = digit i
+    let digit = |i: u32| (v >> (8 * i)) & 0xFF;
+    let sum = digit(0) * 10
+        + digit(1) * 9
+        + digit(2) * 8
+        + digit(3) * 7
+        + digit(4) * 6
+        + digit(5) * 5
+        + digit(6) * 4
+        + digit(7) * 3
+        + u64::from(d8) * 2
+        + u64::from(d9);
+    if sum % 11 != 0 {
+        return None;
+    }
+    // eight digits to their value: pairs, then fours, then the eight
+    let pairs = (v * 10 + (v >> 8)) & 0x00FF_00FF_00FF_00FF;
+    let fours = (pairs.wrapping_mul(1 + (100 << 16)) >> 16) & 0x0000_FFFF_0000_FFFF;
+    let eight = fours.wrapping_mul(1 + (10_000 << 32)) >> 32;
+    Some(eight * 100 + u64::from(d8) * 10 + u64::from(d9))
 }
 
 /// Parses one POS line (with or without its terminator): `NNNNNNNNNN[,](\r\n|\n)?`.
@@ -79,10 +107,7 @@ pub fn parse_pos_line(line: &[u8]) -> Option<u64> {
         l = rest.strip_suffix(b"\r").unwrap_or(rest);
     }
     let l = l.strip_suffix(b",").unwrap_or(l);
-    if !is_valid_nhs_number(l) {
-        return None;
-    }
-    Some(l.iter().fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0')))
+    nhs_number_value(l)
 }
 
 /// SplitMix64 finaliser.
@@ -106,6 +131,59 @@ pub fn opted_out_by_rate(number: u64, seed: u64, rate: f64) -> bool {
     }
     let unit = (optout_hash(number, seed) >> 11) as f64 / (1u64 << 53) as f64;
     unit < rate
+}
+
+/// [`opted_out_by_rate`]'s comparison in integers: `(hash >> 11) < rate_threshold(rate)`.
+/// `rate × 2^53` is exact (a power of two), and an integer is below a real exactly when it is
+/// below its ceiling; a rate of 0 (or NaN) gives 0, opting nobody out.
+fn rate_threshold(rate: f64) -> u64 {
+    if rate > 0.0 {
+        (rate * (1u64 << 53) as f64).ceil() as u64 // saturates above 1
+    } else {
+        0
+    }
+}
+
+/// A [`Hasher`] for NHS numbers in the POS's per-job map: one [`mix`] of the number, where
+/// the standard SipHash took a fifth of a national job's time. The keys are the POS's own
+/// tables and Consents, not input an attacker controls.
+#[derive(Default)]
+struct NumberHasher(u64);
+
+impl Hasher for NumberHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = mix(self.0 ^ u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = mix(self.0 ^ n);
+    }
+}
+
+/// One job's opt-out answers ([`PosEngine::decider`]): every number with an explicit answer in
+/// one map (a Consent decides first; then the environment's published table and the extra
+/// numbers say "opted out"), every other number by the rate.
+pub(crate) struct Decider {
+    known: HashMap<u64, bool, BuildHasherDefault<NumberHasher>>,
+    seed_mix: u64,
+    threshold: u64,
+}
+
+impl Decider {
+    /// Whether `n` is opted out.
+    #[inline]
+    pub(crate) fn opted_out(&self, n: u64) -> bool {
+        match self.known.get(&n) {
+            Some(&out) => out,
+            None => (mix(n ^ self.seed_mix) >> 11) < self.threshold,
+        }
+    }
 }
 
 /// The opt-out decision for each POS mailbox.
@@ -165,42 +243,45 @@ impl PosEngine {
         self
     }
 
-    /// The FHIR API's opt-out state now, for one job (INT only): a copy, so that a long job
-    /// never holds up the API's writers and answers from one moment's state.
-    fn consent_snapshot(&self, env: PosEnv) -> Option<HashMap<u64, bool>> {
-        match (env, &self.consents) {
-            (PosEnv::Int, Some(c)) => Some(c.read().unwrap_or_else(|p| p.into_inner()).clone()),
-            _ => None,
-        }
-    }
-
-    /// Whether `n` is opted out; a Consent in `consents` (see [`PosEngine::consent_snapshot`])
-    /// decides first.
-    pub(crate) fn opted_out(
-        &self,
-        env: PosEnv,
-        n: u64,
-        consents: Option<&HashMap<u64, bool>>,
-    ) -> bool {
-        if let Some(&active) = consents.and_then(|c| c.get(&n)) {
-            return active;
+    /// The answers for one job in `env`. The FHIR API's opt-out state (INT) is copied as it is
+    /// now, so that a long job never holds up the API's writers and answers from one moment's
+    /// state.
+    pub(crate) fn decider(&self, env: PosEnv) -> Decider {
+        let mut known: HashMap<u64, bool, BuildHasherDefault<NumberHasher>> = HashMap::default();
+        if let (PosEnv::Int, Some(c)) = (env, &self.consents) {
+            let c = c.read().unwrap_or_else(|p| p.into_inner());
+            known.extend(c.iter().map(|(&n, &active)| (n, active)));
         }
         let table = match env {
             PosEnv::Int => &self.int,
             PosEnv::Live => &self.live,
         };
-        table.contains(&n) || self.extra.contains(&n) || opted_out_by_rate(n, self.seed, self.rate)
+        for &n in table.iter().chain(&self.extra) {
+            known.entry(n).or_insert(true);
+        }
+        Decider {
+            known,
+            seed_mix: mix(self.seed),
+            threshold: rate_threshold(self.rate),
+        }
     }
 }
 
-/// Writes the result file into chunks of `chunk_bytes`.
+/// Fsyncs of finished result chunks that may run behind the writer at once.
+const SYNCS_BEHIND: usize = 2;
+
+/// Writes the result file into chunks of `chunk_bytes`. A finished chunk's fsync runs on its
+/// own thread behind the writer (at most [`SYNCS_BEHIND`] at once), so the disk works while
+/// the next chunk is judged and written; [`ResultSink::finish`] returns once every chunk is
+/// durable.
 struct ResultSink {
     chunk_bytes: u64,
     tmp_dir: Option<PathBuf>,
     done: Vec<Received>,
     mem: Vec<u8>,
-    file: Option<(std::io::BufWriter<std::fs::File>, PathBuf)>,
+    file: Option<(std::fs::File, PathBuf)>,
     len: u64,
+    syncing: std::collections::VecDeque<std::thread::JoinHandle<std::io::Result<()>>>,
 }
 
 impl ResultSink {
@@ -212,9 +293,11 @@ impl ResultSink {
             mem: Vec::new(),
             file: None,
             len: 0,
+            syncing: std::collections::VecDeque::new(),
         }
     }
 
+    /// Appends `data` (the writer gets it in [`scan::BUF`] pieces: no buffering here).
     fn write(&mut self, mut data: &[u8]) -> std::io::Result<()> {
         while !data.is_empty() {
             let room = (self.chunk_bytes - self.len).min(data.len() as u64) as usize;
@@ -224,32 +307,41 @@ impl ResultSink {
                 Some(dir) => {
                     if self.file.is_none() {
                         let p = dir.join(uuid::Uuid::new_v4().simple().to_string());
-                        let f = create_private(&p)?;
-                        self.file = Some((std::io::BufWriter::with_capacity(1 << 20, f), p));
+                        self.file = Some((create_private(&p)?, p));
                     }
-                    if let Some((w, _)) = &mut self.file {
-                        w.write_all(now)?;
+                    if let Some((f, _)) = &mut self.file {
+                        f.write_all(now)?;
                     }
                 }
             }
             self.len += room as u64;
             data = rest;
             if self.len == self.chunk_bytes {
-                self.cut()?;
+                self.cut(false)?;
             }
         }
         Ok(())
     }
 
-    fn cut(&mut self) -> std::io::Result<()> {
+    /// Ends the current chunk; its fsync runs behind unless `now`.
+    fn cut(&mut self, now: bool) -> std::io::Result<()> {
         match self.file.take() {
-            Some((w, tmp)) => {
-                let f = w.into_inner().map_err(|e| e.into_error())?;
-                f.sync_all()?;
+            Some((f, tmp)) => {
                 self.done.push(Received::File {
                     tmp,
                     size: self.len,
                 });
+                if now {
+                    f.sync_all()?;
+                } else {
+                    if self.syncing.len() >= SYNCS_BEHIND {
+                        self.wait_one()?;
+                    }
+                    let h = std::thread::Builder::new()
+                        .name("pos-fsync".into())
+                        .spawn(move || f.sync_all())?;
+                    self.syncing.push_back(h);
+                }
             }
             None => {
                 let b = Bytes::from(std::mem::take(&mut self.mem));
@@ -260,25 +352,40 @@ impl ResultSink {
         Ok(())
     }
 
-    /// The chunks; at least one (an empty file is one empty chunk).
+    /// Waits for the oldest fsync running behind.
+    fn wait_one(&mut self) -> std::io::Result<()> {
+        match self.syncing.pop_front() {
+            None => Ok(()),
+            Some(h) => h
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("an fsync thread failed"))),
+        }
+    }
+
+    /// The chunks, every one durable; at least one (an empty file is one empty chunk).
     fn finish(mut self) -> std::io::Result<Vec<Received>> {
         if self.len > 0 || self.done.is_empty() {
             if let (Some(dir), None) = (&self.tmp_dir, &self.file) {
                 // an empty last chunk on disk still needs a file
                 let p = dir.join(uuid::Uuid::new_v4().simple().to_string());
-                let f = create_private(&p)?;
-                self.file = Some((std::io::BufWriter::new(f), p));
+                self.file = Some((create_private(&p)?, p));
             }
-            self.cut()?;
+            self.cut(true)?;
         }
-        Ok(self.done)
+        while !self.syncing.is_empty() {
+            self.wait_one()?;
+        }
+        Ok(std::mem::take(&mut self.done))
     }
 
-    fn discard(self) {
-        if let Some((_, p)) = self.file {
+    fn discard(mut self) {
+        while !self.syncing.is_empty() {
+            let _ = self.wait_one();
+        }
+        if let Some((_, p)) = self.file.take() {
             let _ = std::fs::remove_file(p);
         }
-        for r in self.done {
+        for r in std::mem::take(&mut self.done) {
             if let Received::File { tmp, .. } = r {
                 let _ = std::fs::remove_file(tmp);
             }
@@ -297,20 +404,26 @@ struct Analysis {
     result: Option<ResultSink>,
 }
 
-/// One streaming pass over a submission: hash, validate, and write the kept lines to `sink`.
-/// An error (unreadable data, or more than the engine's decode limit) frees the sink's files.
+/// One streaming pass over a submission: hash, validate, and write the kept lines to `sink`
+/// (decoding, judging and writing pipelined: [`scan`]). An error (unreadable data, or more
+/// than the engine's decode limit) frees the sink's files.
 fn analyse(
-    mut reader: Box<dyn Read + Send>,
+    reader: Box<dyn Read + Send>,
     engine: &PosEngine,
     env: PosEnv,
     mut sink: ResultSink,
 ) -> std::io::Result<Analysis> {
-    match analyse_stream(&mut reader, engine, env, &mut sink) {
+    let decider = engine.decider(env);
+    let max = engine.max_decoded;
+    match scan::pipeline(reader, &mut sink, |input, out| {
+        judge_all(input, out, &decider, max)
+    }) {
         Err(e) => {
             sink.discard();
             Err(e)
         }
-        Ok(mut a) => {
+        Ok((mut a, hash)) => {
+            a.hash = hash;
             if a.invalid || a.size == 0 {
                 sink.discard();
             } else {
@@ -321,15 +434,40 @@ fn analyse(
     }
 }
 
-fn analyse_stream(
-    reader: &mut Box<dyn Read + Send>,
-    engine: &PosEngine,
-    env: PosEnv,
-    sink: &mut ResultSink,
+/// Judges one line (with its terminator, if any) and counts it; true = keep it.
+#[inline]
+fn judge(line: &[u8], a: &mut Analysis, decider: &Decider) -> bool {
+    a.lines += 1;
+    if a.line_ending.is_empty() && line.ends_with(b"\n") {
+        a.line_ending = if line.ends_with(b"\r\n") {
+            "\r\n"
+        } else {
+            "\n"
+        };
+    }
+    match parse_pos_line(line) {
+        None => {
+            a.invalid = true;
+            false
+        }
+        Some(n) if decider.opted_out(n) => false,
+        Some(_) => {
+            a.kept_lines += 1;
+            true
+        }
+    }
+}
+
+/// The judging stage: counts every decoded byte, judges every line, and puts runs of kept
+/// lines into `out` (a line split across two buffers is carried over; one longer than 64
+/// bytes cannot be valid). After the first invalid line only the hash is computed.
+fn judge_all(
+    input: &mut scan::Input,
+    out: &mut scan::Out,
+    decider: &Decider,
+    max_decoded: u64,
 ) -> std::io::Result<Analysis> {
-    let mut buf = vec![0u8; 4 << 20];
-    let mut carry: Vec<u8> = Vec::new();
-    let mut hasher = Sha256::new();
+    let mut carry: Vec<u8> = Vec::with_capacity(128);
     let mut a = Analysis {
         size: 0,
         hash: String::new(),
@@ -339,54 +477,23 @@ fn analyse_stream(
         line_ending: "",
         result: None,
     };
-    let consents = engine.consent_snapshot(env);
-    // judges one line; true = keep it
-    let judge = |line: &[u8], a: &mut Analysis| -> bool {
-        a.lines += 1;
-        if a.line_ending.is_empty() && line.ends_with(b"\n") {
-            a.line_ending = if line.ends_with(b"\r\n") {
-                "\r\n"
-            } else {
-                "\n"
-            };
-        }
-        match parse_pos_line(line) {
-            None => {
-                a.invalid = true;
-                false
-            }
-            Some(n) if engine.opted_out(env, n, consents.as_ref()) => false,
-            Some(_) => {
-                a.kept_lines += 1;
-                true
-            }
-        }
-    };
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        let data = &buf[..n];
-        hasher.update(data);
-        a.size += n as u64;
-        if a.size > engine.max_decoded {
+    while let Some(data) = input.next() {
+        a.size += data.len() as u64;
+        if a.size > max_decoded {
             return Err(std::io::Error::other(
                 "the decoded submission is over the POS limit",
             ));
         }
         if a.invalid {
-            continue; // only the hash matters now
+            continue; // only the hash (the decoder's) matters now
         }
         let mut pos = 0;
         if !carry.is_empty() {
             match memchr::memchr(b'\n', data) {
                 Some(i) => {
                     carry.extend_from_slice(&data[..=i]);
-                    if judge(&carry, &mut a) {
-                        sink.write(&carry)?;
+                    if judge(&carry, &mut a, decider) {
+                        out.put(&carry)?;
                     }
                     carry.clear();
                     pos = i + 1;
@@ -401,30 +508,30 @@ fn analyse_stream(
             }
         }
         let mut run_start = pos;
-        while let Some(i) = memchr::memchr(b'\n', &data[pos..]) {
+        let mut line_start = pos;
+        for i in memchr::memchr_iter(b'\n', &data[pos..]) {
             let end = pos + i + 1;
-            if !judge(&data[pos..end], &mut a) {
+            if !judge(&data[line_start..end], &mut a, decider) {
                 if a.invalid {
                     break;
                 }
-                sink.write(&data[run_start..pos])?;
+                out.put(&data[run_start..line_start])?;
                 run_start = end;
             }
-            pos = end;
+            line_start = end;
         }
         if a.invalid {
             continue;
         }
-        sink.write(&data[run_start..pos])?;
-        carry.extend_from_slice(&data[pos..]);
+        out.put(&data[run_start..line_start])?;
+        carry.extend_from_slice(&data[line_start..]);
         if carry.len() > 64 {
             a.invalid = true;
         }
     }
-    if !a.invalid && !carry.is_empty() && judge(&carry, &mut a) {
-        sink.write(&carry)?;
+    if !a.invalid && !carry.is_empty() && judge(&carry, &mut a, decider) {
+        out.put(&carry)?;
     }
-    a.hash = hex::encode(hasher.finalize());
     if a.line_ending.is_empty() {
         a.line_ending = "\r\n";
     }
@@ -455,6 +562,7 @@ fn open_message(sources: Vec<ChunkSource>, gzip: bool) -> std::io::Result<Box<dy
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
 
     #[test]
     fn modulus_11() {
@@ -467,6 +575,54 @@ mod tests {
         for line in PUBLISHED_TEST_PATIENTS.lines().skip(1) {
             let n = line.split(',').nth(1).unwrap();
             assert!(is_valid_nhs_number(n.as_bytes()), "{n}");
+        }
+    }
+
+    /// The Data Dictionary's words, digit by digit.
+    fn naive_value(d: &[u8]) -> Option<u64> {
+        if d.len() != 10 || !d.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let sum: u32 = (0..9)
+            .map(|i| u32::from(d[i] - b'0') * (10 - i as u32))
+            .sum();
+        let check = match 11 - sum % 11 {
+            11 => 0,
+            10 => return None,
+            c => c,
+        };
+        (u32::from(d[9] - b'0') == check).then(|| std::str::from_utf8(d).unwrap().parse().unwrap())
+    }
+
+    #[test]
+    fn modulus_11_fast_form_agrees_with_the_definition() {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut valid = 0;
+        for i in 0..300_000u64 {
+            x = mix(x);
+            let mut d = format!("{:010}", x % 10_000_000_000).into_bytes();
+            if i % 7 == 0 {
+                // the bytes either side of the digits, anywhere
+                d[(x >> 40) as usize % 10] = if x & 1 == 0 { b'/' } else { b':' };
+            }
+            let want = naive_value(&d);
+            valid += usize::from(want.is_some());
+            assert_eq!(
+                nhs_number_value(&d),
+                want,
+                "{}",
+                String::from_utf8_lossy(&d)
+            );
+        }
+        assert!(valid > 20_000, "{valid}"); // about 1 in 11 random numbers passes
+        for d in [
+            &b"0000000000"[..],
+            b"9999999999",
+            b"999999999",
+            b"99999999999",
+            b"",
+        ] {
+            assert_eq!(nhs_number_value(d), naive_value(d));
         }
     }
 
@@ -563,5 +719,203 @@ mod tests {
         assert_eq!(a.size, 0);
         let (_, out) = run(b"9434765919\n", PosEnv::Int, 1.0);
         assert!(out.is_empty());
+    }
+
+    /// The `i`th number of the 999 test range that passes Modulus 11 (about 10 in 11 do).
+    fn test_number(i: u64) -> u64 {
+        (i * 10 / 9..)
+            .map(|k| 999_000_000 + k % 1_000_000)
+            .find_map(|stem| {
+                let digits = stem.to_string();
+                let sum: u32 = digits
+                    .bytes()
+                    .zip((2..=10).rev())
+                    .map(|(d, w)| u32::from(d - b'0') * w)
+                    .sum();
+                match 11 - sum % 11 {
+                    10 => None,
+                    11 => Some(stem * 10),
+                    c => Some(stem * 10 + u64::from(c)),
+                }
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn the_decider_answers_as_the_rules_say() {
+        let int: Vec<u64> = PUBLISHED_TEST_PATIENTS
+            .lines()
+            .filter(|l| l.starts_with("int,") && l.ends_with(",yes"))
+            .map(|l| l.split(',').nth(1).unwrap().parse().unwrap())
+            .collect();
+        let extra: Vec<u64> = (0..50).map(|i| test_number(i * 7)).collect();
+        // Consents: some withdraw a table or extra opt-out, some add one
+        let consents: HashMap<u64, bool> = [
+            (int[0], false),
+            (extra[0], false),
+            (test_number(1000), true),
+            (test_number(1001), false),
+        ]
+        .into_iter()
+        .collect();
+        let shared = std::sync::Arc::new(std::sync::RwLock::new(consents.clone()));
+        for rate in [0.0, 1e-300, 0.05, 0.3, 0.999_999, 1.0] {
+            let c = PosConfig {
+                optout_rate: rate,
+                optout_seed: 11,
+                optout_numbers: extra.clone(),
+                ..PosConfig::default()
+            };
+            let engine = PosEngine::new(&c, 7).with_consents(shared.clone());
+            for env in [PosEnv::Int, PosEnv::Live] {
+                let d = engine.decider(env);
+                let table = match env {
+                    PosEnv::Int => &engine.int,
+                    PosEnv::Live => &engine.live,
+                };
+                let candidates = (0..20_000u64)
+                    .map(test_number)
+                    .chain(int.iter().copied())
+                    .chain(extra.iter().copied())
+                    .chain(consents.keys().copied())
+                    .chain([0, 9_999_999_999, u64::MAX]);
+                for n in candidates {
+                    let want = match (env, consents.get(&n)) {
+                        (PosEnv::Int, Some(&active)) => active,
+                        _ => {
+                            table.contains(&n)
+                                || extra.contains(&n)
+                                || opted_out_by_rate(n, 11, rate)
+                        }
+                    };
+                    assert_eq!(d.opted_out(n), want, "rate {rate} {env:?}");
+                }
+            }
+        }
+    }
+
+    /// Hands out at most `step` bytes per read, as a socket or a decoder may.
+    struct Dribble<'a>(&'a [u8], usize);
+
+    impl Read for Dribble<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(self.1).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    /// About `bytes` of valid lines (CRLF and LF, with and without the comma) and those of them
+    /// not `opted_out`.
+    fn big_file(bytes: usize, opted_out: impl Fn(u64) -> bool) -> (Vec<u8>, Vec<u8>) {
+        let (mut input, mut kept) = (Vec::new(), Vec::new());
+        let mut i = 0;
+        while input.len() < bytes {
+            let n = test_number(i % 500_000);
+            let line = match i % 3 {
+                0 => format!("{n},\r\n"),
+                1 => format!("{n}\n"),
+                _ => format!("{n},\n"),
+            };
+            input.extend_from_slice(line.as_bytes());
+            if !opted_out(n) {
+                kept.extend_from_slice(line.as_bytes());
+            }
+            i += 1;
+        }
+        (input, kept)
+    }
+
+    #[test]
+    fn a_file_of_many_buffers_is_one_pass_cut_into_exact_chunks() {
+        let engine = PosEngine::new(
+            &PosConfig {
+                optout_rate: 0.3,
+                ..PosConfig::default()
+            },
+            3_000_001,
+        );
+        let (input, kept) = big_file(scan::BUF + 100_000, |n| {
+            engine.live.contains(&n) || opted_out_by_rate(n, 0, 0.3)
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let sink = ResultSink::new(3_000_001, Some(dir.path().to_path_buf()));
+        let reader = Box::new(Dribble(
+            Box::leak(input.clone().into_boxed_slice()),
+            999_983,
+        ));
+        let mut a = analyse(reader, &engine, PosEnv::Live, sink).unwrap();
+        assert!(!a.invalid);
+        assert_eq!(a.size, input.len() as u64);
+        assert_eq!(a.hash, hex::encode(Sha256::digest(&input)));
+        assert_eq!(
+            a.lines,
+            input.iter().filter(|&&b| b == b'\n').count() as u64
+        );
+        assert_eq!(a.line_ending, "\r\n");
+        let chunks = a.result.take().unwrap().finish().unwrap();
+        let mut out = Vec::new();
+        for (i, c) in chunks.iter().enumerate() {
+            let Received::File { tmp, size } = c else {
+                panic!("a disk sink writes files")
+            };
+            let bytes = std::fs::read(tmp).unwrap();
+            assert_eq!(bytes.len() as u64, *size);
+            if i + 1 < chunks.len() {
+                assert_eq!(*size, 3_000_001, "every chunk but the last is full");
+            }
+            out.extend_from_slice(&bytes);
+        }
+        assert_eq!(out.len(), kept.len());
+        assert!(out == kept, "the kept lines, byte for byte");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), chunks.len());
+    }
+
+    #[test]
+    fn a_submission_over_the_decode_limit_leaves_no_file() {
+        let input = b"9434765919,\r\n".repeat(scan::BUF * 3 / 13);
+        let engine =
+            PosEngine::new(&PosConfig::default(), 1_000_000).with_max_decoded(scan::BUF as u64 + 1);
+        let dir = tempfile::tempdir().unwrap();
+        let sink = ResultSink::new(1_000_000, Some(dir.path().to_path_buf()));
+        let r = analyse(
+            Box::new(std::io::Cursor::new(input)),
+            &engine,
+            PosEnv::Live,
+            sink,
+        );
+        assert!(r.is_err());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    /// A reader that fails after some bytes, as a corrupt gzip stream does.
+    struct Broken(usize);
+
+    impl Read for Broken {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.0 == 0 {
+                return Err(std::io::Error::other("corrupt deflate stream"));
+            }
+            let n = buf.len().min(self.0);
+            buf[..n].copy_from_slice(&b"9434765919\n".repeat(n / 11 + 1)[..n]);
+            self.0 -= n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_read_error_mid_file_is_the_answer_and_leaves_no_file() {
+        let engine = PosEngine::new(&PosConfig::default(), 1_000_000);
+        let dir = tempfile::tempdir().unwrap();
+        let sink = ResultSink::new(1_000_000, Some(dir.path().to_path_buf()));
+        let r = analyse(
+            Box::new(Broken(scan::BUF * 2 + 11 * 1000)),
+            &engine,
+            PosEnv::Live,
+            sink,
+        );
+        assert_eq!(r.err().unwrap().to_string(), "corrupt deflate stream");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }
