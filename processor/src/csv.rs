@@ -608,19 +608,14 @@ impl<'a> Records<'a> {
                 quoted_breaks += qb.count_ones();
             }
             if fend == usize::MAX && want != usize::MAX {
-                let mut d = m.delims & span;
-                while d != 0 {
-                    let p = self.base + d.trailing_zeros() as usize;
-                    d &= d - 1;
-                    if index == want {
-                        fend = p;
-                        break;
-                    }
-                    index += 1;
-                    if index == want {
-                        fstart = p + 1;
-                    }
-                }
+                field_bounds(
+                    m.delims & span,
+                    self.base,
+                    want,
+                    &mut index,
+                    &mut fstart,
+                    &mut fend,
+                );
             }
             if e != 0 {
                 let at = self.base + e.trailing_zeros() as usize;
@@ -703,19 +698,8 @@ impl<'a> Records<'a> {
                     breaks += (m.quoted_breaks & span).count_ones() as u64;
                 }
                 if fend == usize::MAX {
-                    let mut d = m.delims & span;
-                    while d != 0 {
-                        let p = self.base + d.trailing_zeros() as usize;
-                        d &= d - 1;
-                        if index == want {
-                            fend = p;
-                            break;
-                        }
-                        index += 1;
-                        if index == want {
-                            fstart = p + 1;
-                        }
-                    }
+                    let delims = m.delims & span;
+                    field_bounds(delims, self.base, want, &mut index, &mut fstart, &mut fend);
                 }
                 if e != 0 {
                     break self.base + e.trailing_zeros() as usize;
@@ -755,6 +739,32 @@ impl<'a> Records<'a> {
             quoted += breaks;
         }
         quoted
+    }
+}
+
+/// Walks a record's delimiters in one 64-byte chunk (`delims`, bit `i` at `base + i`), counting
+/// fields in `index`: sets `fstart` just past the delimiter that opens field `want` and `fend`
+/// at the one that closes it, stopping there.
+#[inline(always)]
+fn field_bounds(
+    mut delims: u64,
+    base: usize,
+    want: usize,
+    index: &mut usize,
+    fstart: &mut usize,
+    fend: &mut usize,
+) {
+    while delims != 0 {
+        let p = base + delims.trailing_zeros() as usize;
+        delims &= delims - 1;
+        if *index == want {
+            *fend = p;
+            return;
+        }
+        *index += 1;
+        if *index == want {
+            *fstart = p + 1;
+        }
     }
 }
 

@@ -679,6 +679,15 @@ fn at_line<T>(r: Result<T>, before: u64) -> Result<T> {
 mod tests {
     use super::*;
 
+    /// How a test lists a field: the number, `blank` or the reason.
+    fn what(field: Field) -> String {
+        match field {
+            Field::Valid { number, .. } => number.to_string(),
+            Field::Blank => "blank".into(),
+            Field::Invalid(r) => r.to_string(),
+        }
+    }
+
     /// Every line of `block` as the walk hands it over: `(fast?, valid number or reason, raw)`.
     fn walked(p: &LineParser, block: &[u8]) -> Vec<(bool, String, Vec<u8>)> {
         let mut seen = Vec::new();
@@ -689,11 +698,7 @@ mod tests {
             let Some((field, _, raw)) = walk.next_other() else {
                 break;
             };
-            let what = match field {
-                Field::Valid { number, .. } => number.to_string(),
-                Field::Blank => "blank".into(),
-                Field::Invalid(r) => r.to_string(),
-            };
+            let what = what(field);
             seen.push((false, what, raw.to_vec()));
         }
         seen
@@ -808,11 +813,7 @@ mod tests {
             let Some((field, _, raw)) = walk.next_other() else {
                 break;
             };
-            let what = match field {
-                Field::Valid { number, .. } => number.to_string(),
-                Field::Blank => "blank".into(),
-                Field::Invalid(r) => r.to_string(),
-            };
+            let what = what(field);
             seen.push((what, raw.to_vec(), walk.record_line()));
         }
         let span = walk.span(seen.len() as u64);
