@@ -71,36 +71,28 @@ pub(crate) fn run_in(extract: &Path, work: &Path, url: &str, timeout: &str) -> O
 
 /// `ndop generate` a `.dat` extract of `lines` 999-range lines (all valid) into `out`.
 pub(crate) fn generate_dat(out: &Path, lines: &str, seed: &str) {
-    let gen = ndop(&[
-        "generate",
-        "--lines",
+    generate(out, lines, seed, &[]);
+}
+
+/// `ndop generate` a CSV extract of `lines` 999-range records (1% invalid) into `out`.
+pub(crate) fn generate_csv(out: &Path, lines: &str, seed: &str) {
+    generate(
+        out,
         lines,
-        "--seed",
         seed,
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+        &["--format", "csv", "--invalid-frac", "0.01"],
+    );
+}
+
+/// `ndop generate --lines LINES --seed SEED [EXTRA...] --out OUT`, which must succeed.
+fn generate(out: &Path, lines: &str, seed: &str, extra: &[&str]) {
+    let mut args = vec!["generate", "--lines", lines, "--seed", seed];
+    args.extend_from_slice(extra);
+    args.extend(["--out", out.to_str().unwrap()]);
+    let gen = ndop(&args);
     assert!(
         gen.status.success(),
         "{}",
         String::from_utf8_lossy(&gen.stderr)
     );
-}
-
-/// `ndop generate` a CSV extract of `lines` 999-range records (1% invalid) into `out`.
-pub(crate) fn generate_csv(out: &Path, lines: &str, seed: &str) {
-    let gen = ndop(&[
-        "generate",
-        "--lines",
-        lines,
-        "--seed",
-        seed,
-        "--format",
-        "csv",
-        "--invalid-frac",
-        "0.01",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(gen.status.success());
 }
