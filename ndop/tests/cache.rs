@@ -818,7 +818,10 @@ fn duckdb_joins_the_parquet_export_like_filter_cache() {
     assert_eq!(meta["as_of"], "2026-11-02T09:00:00Z");
     assert_eq!(meta["max_age"], "3d");
     assert_eq!(meta["environment"], "int");
-    assert_eq!(meta["batch_ids"], "1,2");
+    // oldest check first: the two parts are sent in parallel, so either may be checked first
+    let mut batch_ids: Vec<&str> = meta["batch_ids"].as_str().unwrap().split(',').collect();
+    batch_ids.sort();
+    assert_eq!(batch_ids, ["1", "2"]);
     assert!(meta["checked_at_min"]
         .as_str()
         .unwrap()
