@@ -202,12 +202,37 @@ impl MeshClient {
     /// Unix the file is created with mode 0600: messages often hold personal data. A REPORT
     /// gives an empty file. Does not acknowledge the message.
     pub async fn download_to(&self, id: &str, dest: &Path) -> Result<MessageMeta, Error> {
+        self.download_to_with(id, dest, None).await
+    }
+
+    /// [`download_to`](MeshClient::download_to), also handing each piece of the message to
+    /// `tee` as it is written: its offset in the file and its (decoded) bytes, in order, so
+    /// that the caller can check and hash the message while it downloads instead of reading
+    /// the file again. A chunk retried after a failed transfer is sent again from its start
+    /// (an offset lower than the bytes already seen): a caller that sees that must read the
+    /// file instead. The download waits for `tee` when it is full (memory stays bounded by
+    /// its capacity) and goes on without it once its receiver is dropped.
+    pub async fn download_to_tee(
+        &self,
+        id: &str,
+        dest: &Path,
+        tee: tokio::sync::mpsc::Sender<Piece>,
+    ) -> Result<MessageMeta, Error> {
+        self.download_to_with(id, dest, Some(&tee)).await
+    }
+
+    async fn download_to_with(
+        &self,
+        id: &str,
+        dest: &Path,
+        tee: Tee<'_>,
+    ) -> Result<MessageMeta, Error> {
         let part = part_path(dest);
         let file = create_private(&part)
             .await
             .map_err(|e| Error::io(&part, e))?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
-        let result = self.download_chunks(id, &mut out, &part).await;
+        let result = self.download_chunks(id, &mut out, &part, tee).await;
         let result = match result {
             Ok(meta) => finish(out, &part, dest).await.map(|()| meta),
             Err(e) => Err(e),
@@ -236,7 +261,9 @@ impl MeshClient {
             .await
             .map_err(|e| Error::io(&part, e))?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
-        let result = self.download_chunk(id, chunk, &mut out, &part, 0).await;
+        let result = self
+            .download_chunk(id, chunk, &mut out, &part, 0, None)
+            .await;
         let result = match result {
             Ok((mut meta, bytes)) => {
                 meta.bytes = bytes;
@@ -255,10 +282,11 @@ impl MeshClient {
         id: &str,
         out: &mut BufWriter<tokio::fs::File>,
         part: &Path,
+        tee: Tee<'_>,
     ) -> Result<MessageMeta, Error> {
-        let (mut meta, mut written) = self.download_chunk(id, 1, out, part, 0).await?;
+        let (mut meta, mut written) = self.download_chunk(id, 1, out, part, 0, tee).await?;
         for n in 2..=meta.chunks {
-            let (_, bytes) = self.download_chunk(id, n, out, part, written).await?;
+            let (_, bytes) = self.download_chunk(id, n, out, part, written, tee).await?;
             written += bytes;
         }
         meta.bytes = written;
@@ -280,6 +308,7 @@ impl MeshClient {
         out: &mut BufWriter<tokio::fs::File>,
         part: &Path,
         start: u64,
+        tee: Tee<'_>,
     ) -> Result<(MessageMeta, u64), Error> {
         let n_text = n.to_string();
         let url = if n == 1 {
@@ -296,7 +325,7 @@ impl MeshClient {
                     .header(ACCEPT_ENCODING, "gzip");
                 let response = self.execute(request, &what).await?;
                 let meta = MessageMeta::from_headers(response.headers(), id);
-                let bytes = write_body(response, out, part, &what).await?;
+                let bytes = write_body(response, out, part, &what, (tee, start)).await?;
                 Ok::<_, Error>((meta, bytes))
             }
             .await;
@@ -333,11 +362,28 @@ impl MeshClient {
 
 /// Streams a response body into `out`, gunzipping if the response says `Content-Encoding:
 /// gzip`. Output per input slice is bounded, so a highly compressed chunk cannot balloon memory.
+/// A piece of a message being downloaded: its offset in the file and its decoded bytes (see
+/// [`MeshClient::download_to_tee`]).
+pub type Piece = (u64, bytes::Bytes);
+
+/// Where the pieces of a download also go, if anywhere.
+type Tee<'a> = Option<&'a tokio::sync::mpsc::Sender<Piece>>;
+
+/// Hands `piece`, written at `at`, to `tee` (if its receiver still wants it).
+async fn tee_piece(tee: Tee<'_>, at: u64, piece: bytes::Bytes) {
+    if let Some(tee) = tee.filter(|t| !t.is_closed()) {
+        let _ = tee.send((at, piece)).await;
+    }
+}
+
+/// Writes a chunk's body (decoded) to `out`, and each piece to `tee` with its offset counted
+/// from `start`; returns the bytes written.
 async fn write_body(
     response: Response,
     out: &mut BufWriter<tokio::fs::File>,
     part: &Path,
     what: &str,
+    (tee, start): (Tee<'_>, u64),
 ) -> Result<u64, Error> {
     let gzip = response
         .headers()
@@ -361,26 +407,36 @@ async fn write_body(
                 out.write_all(&frame)
                     .await
                     .map_err(|e| Error::io(part, e))?;
-                written += frame.len() as u64;
+                let len = frame.len() as u64;
+                tee_piece(tee, start + written, frame).await;
+                written += len;
             }
             Some(decoder) => {
                 for piece in frame.chunks(16 * 1024) {
                     decoder.write_all(piece).map_err(corrupt)?;
-                    let plain = std::mem::take(decoder.get_mut());
+                    let plain = bytes::Bytes::from(std::mem::take(decoder.get_mut()));
                     out.write_all(&plain)
                         .await
                         .map_err(|e| Error::io(part, e))?;
-                    written += plain.len() as u64;
+                    let len = plain.len() as u64;
+                    if len > 0 {
+                        tee_piece(tee, start + written, plain).await;
+                    }
+                    written += len;
                 }
             }
         }
     }
     if let Some(decoder) = decoder {
-        let plain = decoder.finish().map_err(corrupt)?;
+        let plain = bytes::Bytes::from(decoder.finish().map_err(corrupt)?);
         out.write_all(&plain)
             .await
             .map_err(|e| Error::io(part, e))?;
-        written += plain.len() as u64;
+        let len = plain.len() as u64;
+        if len > 0 {
+            tee_piece(tee, start + written, plain).await;
+        }
+        written += len;
     }
     Ok(written)
 }

@@ -60,7 +60,7 @@ pub use config::{
     MAX_CHUNK_SIZE,
 };
 pub use error::{Error, MeshErrorDetail};
-pub use inbox::{MessageMeta, MessageType};
+pub use inbox::{MessageMeta, MessageType, Piece};
 pub use lookup::Endpoint;
 pub use outbox::{ChunkPlan, SendOptions};
 pub use tracking::{LocalIdLookup, LocalIdTracking, Tracking};

@@ -76,6 +76,43 @@ pub(crate) struct RunSummary {
     pub reconcile: ReconcileSummary,
     /// The filtered extract.
     pub filter: FilterSummary,
+    /// The extract's SHA-256, taken while the run waited for the POS (for the report, which
+    /// uses it while the file is unchanged).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extract_hash: Option<FileHash>,
+}
+
+/// A file's SHA-256 taken during a run, with the identity (size, modification time, inode) the
+/// file had before and after it was read: `ndop report` uses the hash instead of reading the
+/// file again while the file still has that identity.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct FileHash {
+    /// The file, as it was while it was hashed.
+    #[serde(flatten)]
+    pub file: Extract,
+    /// SHA-256 of its bytes (lower-case hex).
+    pub sha256: String,
+}
+
+impl FileHash {
+    /// Hashes the regular file at `path`; `None` if it cannot be read or changed meanwhile.
+    pub(crate) fn of(path: &Path) -> Option<FileHash> {
+        let before = Extract::of(path).ok()?;
+        let (sha256, bytes) = processor::files::sha256_file(path).ok()?;
+        let after = Extract::of(path).ok()?;
+        (before.changes(&after).is_empty() && bytes == after.bytes).then_some(FileHash {
+            file: after,
+            sha256,
+        })
+    }
+
+    /// The hash, if `now` is still the file that was hashed.
+    pub(crate) fn of_same(&self, now: &Extract) -> Option<&str> {
+        self.file
+            .changes(now)
+            .is_empty()
+            .then_some(self.sha256.as_str())
+    }
 }
 
 /// The figures of a prepare that the rest of the run needs.
@@ -282,8 +319,13 @@ impl Pipeline {
             }
         };
         lap("send");
-        // the request side of reconcile, read while the POS works on the files sent
+        // the request side of reconcile, read while the POS works on the files sent, and the
+        // report's hash of the extract
         let requested = read_requests(&requests, &lines);
+        let extract_hash = {
+            let path = self.extract.clone();
+            std::thread::spawn(move || FileHash::of(&path))
+        };
         let (collected, alerts) = match &via {
             Via::Folders(folders) => {
                 let got = rt.block_on(folder_collect(folders, &mut journal, &self.poll))?;
@@ -378,6 +420,7 @@ impl Pipeline {
             collect: collected,
             reconcile: reconciled.summary.clone(),
             filter: filtered,
+            extract_hash: extract_hash.join().ok().flatten(),
         };
         processor::files::write_atomic(
             &self.work,

@@ -12,7 +12,11 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{mesh, Error};
 use crate::journal::{self, Entry, Journal, Reply, ReplyKind};
-use crate::reply::{classify, safe_name, Facts};
+use crate::reply::{check_stream, classify, safe_name, Facts, Streamed};
+
+/// Pieces of a reply that may wait between the download and its check (a piece is one
+/// network read or one decoded gzip piece: tens of KiB).
+const TEE_PIECES: usize = 64;
 
 /// Sub-directory of the work directory where replies are stored.
 pub const REPLY_DIR: &str = "replies";
@@ -48,10 +52,16 @@ pub struct CollectedReply {
     /// True if a final reply for the same submission was already stored (a duplicate
     /// delivery); use the first.
     pub duplicate: bool,
-    /// Wall-clock seconds downloading it (every chunk, decompressed, written and fsync'd).
+    /// Wall-clock seconds downloading it (every chunk, decompressed, written and fsync'd; the
+    /// check of its lines and its SHA-256 run beside it).
     pub download_seconds: f64,
-    /// Wall-clock seconds checking it (reading it again: SHA-256 and every line).
+    /// Wall-clock seconds checking it after the download: the end of the check made as it
+    /// arrived (SHA-256 and every line), or of a reading of the file when that check could
+    /// not be used, then the rename into place.
     pub check_seconds: f64,
+    /// True when its lines and SHA-256 were checked as it downloaded; false when the stored
+    /// file was read for them (a small reply, a chunk retried mid-transfer, a folder reply).
+    pub checked_while_downloading: bool,
 }
 
 /// A message left in the inbox.
@@ -298,14 +308,19 @@ async fn store_reply(
     } else {
         let temp = reply_dir.join(format!(".{}.download", safe_name(&meta.message_id)));
         let clock = Instant::now();
-        match client.download_to(&meta.message_id, &temp).await {
+        // the reply is checked and hashed on a thread of its own as it arrives
+        let (tee, pieces) = tokio::sync::mpsc::channel(TEE_PIECES);
+        let checker = tokio::task::spawn_blocking(move || check_stream(pieces));
+        match client.download_to_tee(&meta.message_id, &temp, tee).await {
             Ok(_) => {}
             Err(e) if gone(&e) => return Ok(Err("no longer available for download".into())),
             Err(e) => return Err(mesh(format!("downloading {}", meta.message_id))(e)),
         }
         times.0 = clock.elapsed().as_secs_f64();
         let clock = Instant::now();
-        let kept = keep_data(&temp, reply_dir, meta, local_id).await?;
+        // a checker that failed leaves the check to a reading of the file
+        let streamed = checker.await.ok();
+        let kept = keep_data(&temp, reply_dir, meta, local_id, streamed).await?;
         times.1 = clock.elapsed().as_secs_f64();
         match kept {
             Ok(stored) => stored,
@@ -345,19 +360,22 @@ pub(crate) fn store_report(
         bytes: json.len() as u64,
         records: None,
         job_status: None,
+        streamed: false,
     };
     Ok((ReplyKind::Report, path, facts))
 }
 
-/// Classifies a data reply written (synced) to `temp` in `reply_dir` and renames it to its
-/// final name; a file that is not a POS reply is removed and `Ok(Err(reason))`.
+/// Classifies a data reply written (synced) to `temp` in `reply_dir` (from what was learnt
+/// while it downloaded, if given: see [`classify`]) and renames it to its final name; a file
+/// that is not a POS reply is removed and `Ok(Err(reason))`.
 pub(crate) async fn keep_data(
     temp: &Path,
     reply_dir: &Path,
     meta: &MessageMeta,
     local_id: &str,
+    streamed: Option<Streamed>,
 ) -> Result<Result<Stored, String>, Error> {
-    let (kind, facts) = match classify(temp, meta).await {
+    let (kind, facts) = match classify(temp, meta, streamed).await {
         Ok(Ok(found)) => found,
         Ok(Err(reason)) => {
             let _ = std::fs::remove_file(temp);
@@ -388,6 +406,7 @@ pub(crate) fn journal_reply(
     local_id: &str,
     (kind, path, facts): Stored,
 ) -> Result<CollectedReply, Error> {
+    let streamed = facts.streamed;
     let relative = path
         .strip_prefix(work_dir)
         .unwrap_or(&path)
@@ -416,6 +435,7 @@ pub(crate) fn journal_reply(
         duplicate,
         download_seconds: 0.0,
         check_seconds: 0.0,
+        checked_while_downloading: streamed,
     })
 }
 

@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use mesh_client::MessageMeta;
-use processor::pos::{is_reply_line, REJECTION_LINE};
+use processor::pos::REJECTION_LINE;
+use processor::reconcile::ReplyLines;
 use sha2::{Digest, Sha256};
 
 use crate::error::Error;
@@ -17,22 +18,77 @@ pub(crate) struct Facts {
     pub(crate) bytes: u64,
     pub(crate) records: Option<u64>,
     pub(crate) job_status: Option<String>,
+    /// Judged from what was seen as it downloaded, without reading the file again.
+    pub(crate) streamed: bool,
 }
 
 /// Largest job-created JSON read.
 const MAX_JOB_JSON: u64 = 1 << 20;
 
-/// Longest line of a cleaned reply looked at: a POS line is at most 13 bytes
-/// (`NNNNNNNNNN,\r\n`), so anything longer is refused without reading it whole.
-const MAX_REPLY_LINE: usize = 64;
+/// What was learnt of a data reply while it downloaded (see [`check_stream`]).
+#[derive(Debug)]
+pub(crate) struct Streamed {
+    /// SHA-256 of the bytes seen.
+    sha256: String,
+    /// Bytes seen.
+    bytes: u64,
+    /// The line check of a cleaned reply: the lines, or the first bad line.
+    lines: Result<u64, u64>,
+    /// False when the pieces did not follow one another (a chunk retried from its start): the
+    /// file must be read instead.
+    whole: bool,
+}
+
+/// Checks and hashes a reply's pieces as [`mesh_client::MeshClient::download_to_tee`] writes
+/// them (run it on a thread of its own beside the download). Stops reading at the first piece
+/// out of order; the line check stops at the first bad line while the hash goes on.
+pub(crate) fn check_stream(
+    mut pieces: tokio::sync::mpsc::Receiver<mesh_client::Piece>,
+) -> Streamed {
+    let mut hasher = Sha256::new();
+    let mut lines = ReplyLines::new();
+    let mut bad = None;
+    let mut bytes = 0u64;
+    let mut whole = true;
+    while let Some((at, piece)) = pieces.blocking_recv() {
+        if at != bytes {
+            whole = false;
+            break;
+        }
+        hasher.update(&piece);
+        if bad.is_none() {
+            bad = lines.feed(&piece).err();
+        }
+        bytes += piece.len() as u64;
+    }
+    Streamed {
+        sha256: hex::encode(hasher.finalize()),
+        bytes,
+        lines: match bad {
+            Some(line) => Err(line),
+            None => lines.finish(),
+        },
+        whole,
+    }
+}
+
+/// The reason a cleaned reply's line `line_no` is refused.
+fn bad_line(line_no: u64) -> String {
+    format!("line {line_no} is not an NHS number line: not a POS reply this tool knows")
+}
 
 /// Reads a downloaded data reply once: the invalid-numbers line, a job-created JSON object
 /// (Subject `SUCCESS` or a JSON content type), or a cleaned file (every line ten digits passing
 /// Modulus 11, an optional comma, CRLF or LF; empty = everyone opted out). Anything else is
 /// `Ok(Err(reason))`.
+///
+/// With `streamed` (what [`check_stream`] learnt while it downloaded), a reply too large to be
+/// a job-created object or the rejection line is judged from that instead of being read
+/// again, provided every byte of the file was seen in order.
 pub(crate) async fn classify(
     path: &Path,
     meta: &MessageMeta,
+    streamed: Option<Streamed>,
 ) -> Result<Result<(ReplyKind, Facts), String>, Error> {
     let owned = path.to_path_buf();
     let job_like = meta.subject.as_deref() == Some("SUCCESS")
@@ -40,7 +96,7 @@ pub(crate) async fn classify(
             .content_type
             .as_deref()
             .is_some_and(|t| t.contains("json"));
-    let result = tokio::task::spawn_blocking(move || classify_file(&owned, job_like))
+    let result = tokio::task::spawn_blocking(move || classify_file(&owned, job_like, streamed))
         .await
         .map_err(|e| processor::Error::read(path, std::io::Error::other(e)))?;
     result.map_err(|e| Error::Local(processor::Error::read(path, e)))
@@ -49,8 +105,24 @@ pub(crate) async fn classify(
 fn classify_file(
     path: &Path,
     job_like: bool,
+    streamed: Option<Streamed>,
 ) -> std::io::Result<Result<(ReplyKind, Facts), String>> {
     let size = std::fs::metadata(path)?.len();
+    if let Some(s) = streamed.filter(|s| s.whole && s.bytes == size && size > MAX_JOB_JSON) {
+        return Ok(match s.lines {
+            Err(line_no) => Err(bad_line(line_no)),
+            Ok(records) => Ok((
+                ReplyKind::Cleaned,
+                Facts {
+                    sha256: s.sha256,
+                    bytes: s.bytes,
+                    records: Some(records),
+                    job_status: None,
+                    streamed: true,
+                },
+            )),
+        });
+    }
     if size <= MAX_JOB_JSON {
         let bytes = std::fs::read(path)?;
         let facts = |records, job_status| Facts {
@@ -58,6 +130,7 @@ fn classify_file(
             bytes: bytes.len() as u64,
             records,
             job_status,
+            streamed: false,
         };
         let text = std::str::from_utf8(&bytes).unwrap_or("").trim();
         if text == REJECTION_LINE {
@@ -96,7 +169,7 @@ fn check_cleaned(path: &Path, block: usize) -> std::io::Result<Result<(ReplyKind
     }
     std::thread::scope(|scope| {
         let checker = scope.spawn(move || {
-            let mut lines = Lines::default();
+            let mut lines = ReplyLines::new();
             for (buf, n) in full_rx {
                 let fed = lines.feed(&buf[..n]);
                 let _ = free_tx.send(buf);
@@ -129,9 +202,7 @@ fn check_cleaned(path: &Path, block: usize) -> std::io::Result<Result<(ReplyKind
             .map_err(|_| std::io::Error::other("the line checker stopped unexpectedly"))?;
         read?;
         Ok(match checked {
-            Err(line_no) => Err(format!(
-                "line {line_no} is not an NHS number line: not a POS reply this tool knows"
-            )),
+            Err(line_no) => Err(bad_line(line_no)),
             Ok(records) => Ok((
                 ReplyKind::Cleaned,
                 Facts {
@@ -139,6 +210,7 @@ fn check_cleaned(path: &Path, block: usize) -> std::io::Result<Result<(ReplyKind
                     bytes,
                     records: Some(records),
                     job_status: None,
+                    streamed: false,
                 },
             )),
         })
@@ -152,53 +224,6 @@ fn read_some(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize>
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             other => return other,
         }
-    }
-}
-
-/// The line check of a cleaned reply, fed block by block: `Err(n)` names the first bad line.
-#[derive(Default)]
-struct Lines {
-    /// Good lines so far.
-    records: u64,
-    /// Bytes of a line cut by the end of the previous block.
-    carry: Vec<u8>,
-}
-
-impl Lines {
-    fn feed(&mut self, block: &[u8]) -> Result<(), u64> {
-        let mut start = 0;
-        for end in memchr::memchr_iter(b'\n', block) {
-            let line = &block[start..=end];
-            start = end + 1;
-            let ok = if self.carry.is_empty() {
-                is_reply_line(line)
-            } else {
-                self.carry.extend_from_slice(line);
-                let ok = is_reply_line(&self.carry);
-                self.carry.clear();
-                ok
-            };
-            if !ok {
-                return Err(self.records + 1);
-            }
-            self.records += 1;
-        }
-        self.carry.extend_from_slice(&block[start..]);
-        if self.carry.len() > MAX_REPLY_LINE {
-            return Err(self.records + 1);
-        }
-        Ok(())
-    }
-
-    /// The number of lines, once the last (without a line ending) is checked.
-    fn finish(mut self) -> Result<u64, u64> {
-        if !self.carry.is_empty() {
-            if !is_reply_line(&self.carry) {
-                return Err(self.records + 1);
-            }
-            self.records += 1;
-        }
-        Ok(self.records)
     }
 }
 
@@ -230,7 +255,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r");
         std::fs::write(&path, bytes).unwrap();
-        classify_file(&path, job_like).unwrap()
+        classify_file(&path, job_like, None).unwrap()
     }
 
     #[test]
@@ -314,6 +339,80 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// What [`check_stream`] learns of `pieces` (offset, bytes), sent as a download would.
+    fn streamed(pieces: &[(u64, &[u8])]) -> Streamed {
+        let (tx, rx) = tokio::sync::mpsc::channel(pieces.len().max(1));
+        for (at, piece) in pieces {
+            let piece: mesh_client::Piece = (*at, piece.to_vec().into());
+            tx.try_send(piece).unwrap();
+        }
+        drop(tx);
+        check_stream(rx)
+    }
+
+    #[test]
+    fn a_reply_is_checked_and_hashed_as_it_arrives_and_read_again_only_when_it_must_be() {
+        // a reply over the job-created size, in pieces that cut its lines anywhere
+        let line = b"9694116538,\r\n";
+        let body: Vec<u8> = line.iter().copied().cycle().take(13 * 90_000).collect();
+        assert!(body.len() as u64 > MAX_JOB_JSON);
+        let pieces: Vec<(u64, &[u8])> = body
+            .chunks(7777)
+            .enumerate()
+            .map(|(i, p)| (i as u64 * 7777, p))
+            .collect();
+        let s = streamed(&pieces);
+        assert!(s.whole);
+        assert_eq!((s.bytes, s.lines), (body.len() as u64, Ok(90_000)));
+        assert_eq!(s.sha256, hex::encode(Sha256::digest(&body)));
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r");
+        std::fs::write(&path, &body).unwrap();
+        let (kind, f) = classify_file(&path, false, Some(s)).unwrap().unwrap();
+        assert_eq!((kind, f.records), (ReplyKind::Cleaned, Some(90_000)));
+        assert!(f.streamed);
+        assert_eq!(f.sha256, hex::encode(Sha256::digest(&body)));
+
+        // a bad line is named by number, and the hash still covers every byte
+        let mut bad = body.clone();
+        bad[13 * 70_000 + 9] = b'9';
+        let pieces: Vec<(u64, &[u8])> = bad
+            .chunks(4096)
+            .enumerate()
+            .map(|(i, p)| (i as u64 * 4096, p))
+            .collect();
+        let s = streamed(&pieces);
+        assert_eq!((s.bytes, s.lines), (bad.len() as u64, Err(70_001)));
+        std::fs::write(&path, &bad).unwrap();
+        let reason = classify_file(&path, false, Some(s)).unwrap().unwrap_err();
+        assert!(reason.starts_with("line 70001 "), "{reason}");
+
+        // a chunk sent again from its start (a retried transfer): the pieces are not trusted
+        // and the file is read instead; so is a file of another size than the bytes seen
+        let retried = streamed(&[(0, &body[..5000]), (0, &body[..5000])]);
+        assert!(!retried.whole);
+        let reason = classify_file(&path, false, Some(retried))
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            reason.starts_with("line 70001 "),
+            "read from the file: {reason}"
+        );
+        std::fs::write(&path, &body).unwrap();
+        let short = streamed(&[(0, &body[..5000])]);
+        let (_, f) = classify_file(&path, false, Some(short)).unwrap().unwrap();
+        assert_eq!(f.records, Some(90_000), "read from the file");
+        assert!(!f.streamed);
+        let lying = streamed(&[(0, &bad[..]), (0, &bad[..])]);
+        let (_, f) = classify_file(&path, false, Some(lying)).unwrap().unwrap();
+        assert_eq!(
+            f.sha256,
+            hex::encode(Sha256::digest(&body)),
+            "read from the file"
+        );
     }
 
     #[test]

@@ -584,3 +584,93 @@ async fn a_reply_journaled_but_not_acknowledged_is_acknowledged_next_time() {
     assert!(client.list_inbox(None).await.unwrap().is_empty());
     world.stop().await;
 }
+
+/// A reply larger than a job-created object is checked and hashed as it downloads (chunked and
+/// gzip'd here): a bad line deep inside it is named by number, never by content, and the message
+/// stays in the inbox; a good one is stored with the SHA-256 and line count of the file on disk.
+#[tokio::test]
+async fn a_large_reply_is_checked_as_it_downloads() {
+    let world = World::start(mock_mesh::Config::default()).await;
+    let out = world.path("hand-made");
+    std::fs::create_dir(&out).unwrap();
+    // addressed to another mailbox, which plays the POS by hand
+    std::fs::write(out.join("big.dat"), "9694116538,\r\n").unwrap();
+    std::fs::write(
+        out.join("big.ctl"),
+        control_file(ME, OTHER, "big-1", "big-1_local"),
+    )
+    .unwrap();
+    let client = world.client(ME, mesh_client::DEFAULT_CHUNK_SIZE);
+    let mut journal = Journal::open(&world.work()).unwrap();
+    pos_client::send(&client, &mut journal, &[out.join("big.ctl")], &|_, _| {})
+        .await
+        .unwrap();
+
+    // 200,000 lines (2.6 MB) of the 999 range, sent back in gzip'd chunks of 1 MB
+    let mut good = Vec::new();
+    let mut prefix = 999_000_000u32;
+    let mut lines = 0;
+    while lines < 200_000 {
+        if let Some(check) = processor::nhs::check_digit_of_prefix(prefix) {
+            good.extend_from_slice(format!("{prefix}{check},\r\n").as_bytes());
+            lines += 1;
+        }
+        prefix += 1;
+    }
+    let mut bad = good.clone();
+    let at = 150_000 * 13 + 9; // the check digit of line 150,001
+    bad[at] = if bad[at] == b'0' { b'1' } else { bad[at] - 1 };
+    let pos = world.client(OTHER, 1_000_000);
+    let opts = mesh_client::SendOptions {
+        to: ME.into(),
+        workflow_id: processor::pos::WORKFLOW_ID.into(),
+        local_id: Some("big-1_local".into()),
+        ..Default::default()
+    };
+    let reply_file = world.path("reply.dat");
+    std::fs::write(&reply_file, &bad).unwrap();
+    let bad_id = pos.send_file(&reply_file, &opts, &|_| {}).await.unwrap();
+    let brief = CollectOptions {
+        interval: Duration::from_millis(25),
+        timeout: Duration::from_millis(200),
+    };
+    let collected = pos_client::collect(&client, &mut journal, &brief)
+        .await
+        .unwrap();
+    assert!(!collected.complete, "{collected:?}");
+    assert_eq!(collected.unrecognised.len(), 1, "{collected:?}");
+    let left = &collected.unrecognised[0];
+    assert_eq!(left.message_id, bad_id);
+    assert!(
+        left.reason
+            .starts_with("line 150001 is not an NHS number line"),
+        "{}",
+        left.reason
+    );
+    let shown = String::from_utf8_lossy(&bad[150_000 * 13..150_000 * 13 + 10]).into_owned();
+    assert!(!left.reason.contains(&shown), "{}", left.reason);
+    assert!(client.list_inbox(None).await.unwrap().contains(&bad_id));
+    assert!(
+        std::fs::read_dir(world.work().join(pos_client::REPLY_DIR))
+            .unwrap()
+            .next()
+            .is_none(),
+        "nothing of the bad reply is kept"
+    );
+
+    std::fs::write(&reply_file, &good).unwrap();
+    pos.send_file(&reply_file, &opts, &|_| {}).await.unwrap();
+    let collected = pos_client::collect(&client, &mut journal, &quick())
+        .await
+        .unwrap();
+    assert!(collected.complete, "{collected:?}");
+    let cleaned = reply(&collected, ReplyKind::Cleaned);
+    assert_eq!(cleaned.reply.records, Some(200_000));
+    assert_eq!(cleaned.reply.bytes, good.len() as u64);
+    assert!(cleaned.checked_while_downloading);
+    let on_disk = std::fs::read(&cleaned.path).unwrap();
+    assert!(on_disk == good, "the stored reply is the reply sent");
+    let (sha, _) = processor::files::sha256_file(&cleaned.path).unwrap();
+    assert_eq!(cleaned.reply.sha256, sha);
+    world.stop().await;
+}

@@ -181,6 +181,107 @@ fn reconcile_read(
     })
 }
 
+/// The line check of a POS cleaned reply, fed in blocks of any size as the reply arrives (a
+/// download's pieces, or a file's reads): every line must be ten digits passing Modulus 11, an
+/// optional comma, then CRLF or LF (the last line may lack its ending); an empty reply has no
+/// lines (everyone opted out). Lines are taken by the engine's fast line path (sixteen bytes at
+/// a time, no search for the line end); a line it does not take, and one cut by the end of a
+/// block, is judged by [`is_reply_line`](crate::pos::is_reply_line). An error names the first
+/// bad line by number, never its content.
+#[derive(Debug, Default)]
+pub struct ReplyLines {
+    /// Good lines so far.
+    records: u64,
+    /// Bytes of a line cut by the end of the previous block (at most [`MAX_REPLY_LINE`]).
+    carry: Vec<u8>,
+    /// The line ending the fast path expects next.
+    ending: crate::swar::Ending,
+    /// The first bad line, once found.
+    bad: Option<u64>,
+}
+
+/// Longest line of a cleaned reply looked at: a POS line is at most 13 bytes
+/// (`NNNNNNNNNN,\r\n`), so anything longer is refused without being gathered whole.
+const MAX_REPLY_LINE: usize = 64;
+
+impl ReplyLines {
+    /// A check at the start of a reply.
+    pub fn new() -> ReplyLines {
+        ReplyLines::default()
+    }
+
+    /// Checks the next bytes of the reply. `Err(n)`: line `n` (1-based) is not a reply line;
+    /// once found, every later call gives the same error.
+    pub fn feed(&mut self, block: &[u8]) -> std::result::Result<(), u64> {
+        if let Some(bad) = self.bad {
+            return Err(bad);
+        }
+        let mut pos = 0;
+        if !self.carry.is_empty() {
+            // the end of the line the previous block cut
+            let Some(end) = memchr::memchr(b'\n', block) else {
+                self.carry.extend_from_slice(block);
+                return self.cap_carry();
+            };
+            self.carry.extend_from_slice(&block[..=end]);
+            let ok = self.carry.len() <= MAX_REPLY_LINE && crate::pos::is_reply_line(&self.carry);
+            self.carry.clear();
+            self.line(ok)?;
+            pos = end + 1;
+        }
+        loop {
+            let records = &mut self.records;
+            crate::swar::run(block, &mut pos, &mut self.ending, false, |_, _| {
+                *records += 1
+            });
+            let rest = &block[pos..];
+            match memchr::memchr(b'\n', rest) {
+                Some(end) => {
+                    self.line(crate::pos::is_reply_line(&rest[..=end]))?;
+                    pos += end + 1;
+                }
+                None => {
+                    self.carry.extend_from_slice(rest);
+                    return self.cap_carry();
+                }
+            }
+        }
+    }
+
+    /// The number of lines, once the last (which may lack its line ending) is checked; or the
+    /// first bad line.
+    pub fn finish(mut self) -> std::result::Result<u64, u64> {
+        if let Some(bad) = self.bad {
+            return Err(bad);
+        }
+        if !self.carry.is_empty() {
+            let ok = crate::pos::is_reply_line(&self.carry);
+            self.line(ok)?;
+        }
+        Ok(self.records)
+    }
+
+    /// Counts one line judged by the general path.
+    fn line(&mut self, ok: bool) -> std::result::Result<(), u64> {
+        if ok {
+            self.records += 1;
+            Ok(())
+        } else {
+            let bad = self.records + 1;
+            self.bad = Some(bad);
+            Err(bad)
+        }
+    }
+
+    /// Refuses a cut line already longer than any reply line.
+    fn cap_carry(&mut self) -> std::result::Result<(), u64> {
+        if self.carry.len() > MAX_REPLY_LINE {
+            return self.line(false);
+        }
+        Ok(())
+    }
+}
+
 /// Writes the numbers `each` yields, one per line (LF), to a new private file; returns how many.
 fn write_numbers(path: &Path, each: impl FnOnce(&mut dyn FnMut(u64))) -> Result<u64> {
     let mut out = BufWriter::with_capacity(1 << 20, create_private(path)?);
@@ -282,6 +383,64 @@ mod tests {
             &mut |_| {},
         );
         assert!(matches!(again, Err(Error::OutputNotEmpty { .. })));
+    }
+
+    /// [`ReplyLines`] over `bytes` cut into blocks of `block` bytes.
+    fn reply_lines(bytes: &[u8], block: usize) -> std::result::Result<u64, u64> {
+        let mut lines = ReplyLines::new();
+        for piece in bytes.chunks(block.max(1)) {
+            lines.feed(piece)?;
+        }
+        lines.finish()
+    }
+
+    #[test]
+    fn reply_lines_agree_with_the_line_rule_whatever_the_cut() {
+        // many lines, so that the fast path takes most of them, with every ending
+        let mut good = Vec::new();
+        let endings: [&[u8]; 4] = [b",\r\n", b",\n", b"\r\n", b"\n"];
+        let mut n = 0u64;
+        let mut prefix = 943_476_591u64;
+        while n < 500 {
+            prefix = (prefix * 7 + 13) % 1_000_000_000;
+            let Some(check) = crate::nhs::check_digit_of_prefix(prefix as u32) else {
+                continue;
+            };
+            good.extend_from_slice(format!("{prefix:09}{check}").as_bytes());
+            good.extend_from_slice(endings[(n as usize / 100) % 4]);
+            n += 1;
+        }
+        for block in [1, 2, 3, 7, 13, 16, 17, 64, 4096, 1 << 20] {
+            assert_eq!(reply_lines(&good, block), Ok(500), "{block}");
+        }
+        // the last line without its ending, and an empty reply
+        assert_eq!(reply_lines(b"9434765919,\r\n9694116414", 5), Ok(2));
+        assert_eq!(reply_lines(b"", 1), Ok(0));
+        // a bad line found whatever the cut, by number
+        let mut at_300 = good.clone();
+        let line_300 = good
+            .iter()
+            .enumerate()
+            .filter(|(_, &b)| b == b'\n')
+            .nth(298)
+            .unwrap()
+            .0
+            + 1;
+        at_300[line_300 + 9] ^= 1; // its check digit
+        for bad in [
+            (at_300.as_slice(), 300),
+            (b"9434765919\n\n9694116414\n".as_slice(), 2),
+            (b"9434765919\n94347659199434765919\n".as_slice(), 2),
+            (b"9434765919\n943476591".as_slice(), 2),
+            (b"9434765919\r\r\n".as_slice(), 1),
+            (b"9434765919 \n".as_slice(), 1),
+            (b"9434765919,,\n".as_slice(), 1),
+            (&[b'9'; 5000][..], 1),
+        ] {
+            for block in [1, 2, 3, 7, 11, 13, 16, 64, 1 << 20] {
+                assert_eq!(reply_lines(bad.0, block), Err(bad.1), "{block}");
+            }
+        }
     }
 
     #[test]

@@ -329,6 +329,9 @@ struct RunJson {
     stage_ended: Vec<(String, String)>,
     collect: RunCollect,
     filter: RunFilter,
+    /// The extract's hash taken during the run (absent from older run.json files).
+    #[serde(default)]
+    extract_hash: Option<crate::pipeline::FileHash>,
 }
 
 /// The part of a collect report the report reads.
@@ -513,6 +516,7 @@ pub(crate) fn gather_filter(summary: &Path, hash: bool) -> anyhow::Result<Facts>
                 unrecognised: Vec::new(),
             },
             filter: parsed.filter,
+            extract_hash: None,
         }),
         cache: Some(cache),
     };
@@ -963,7 +967,15 @@ fn extract_facts(
             facts.modified = Some(now.modified.clone());
         }
     }
-    if hash {
+    let taken = src.run.as_ref().and_then(|r| r.extract_hash.as_ref());
+    if let Some((h, sha)) = taken.and_then(|h| Some((h, h.of_same(&now)?))) {
+        facts.sha256 = Some(sha.to_owned());
+        facts.sha256_note = format!(
+            "computed at {} from the file while the run waited for the POS; its size, \
+             modification time and inode are still those recorded then",
+            h.file.time
+        );
+    } else if hash {
         let (sha, _) = processor::files::sha256_file(Path::new(&path))?;
         facts.sha256 = Some(sha);
         facts.sha256_note = format!(

@@ -132,7 +132,7 @@ pub async fn collect(
                     let temp = reply_dir.join(format!(".{}.download", safe_name(&id)));
                     let _ = std::fs::remove_file(&temp);
                     copy_synced(dat, &temp)?;
-                    match keep_data(&temp, &reply_dir, &meta, &local_id).await? {
+                    match keep_data(&temp, &reply_dir, &meta, &local_id, None).await? {
                         Ok(stored) => stored,
                         Err(reason) => {
                             left.insert(ctl.clone());
