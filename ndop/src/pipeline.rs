@@ -12,7 +12,7 @@ use pos_client::folder::{FolderCollectReport, FolderSendReport, Folders};
 use pos_client::journal::{Entry, Extract, Journal};
 use pos_client::{CollectOptions, CollectReport, SendReport};
 use processor::dat::{DatOptions, LineEnding};
-use processor::filter::{filter, FilterSummary};
+use processor::filter::{filter_observed, Durability, FilterSummary};
 use processor::prepare::{prepare, PrepareOptions, Summary, SUMMARY_JSON};
 use processor::reconcile::{reconcile_with, ReconcileSummary, Reconciled};
 use processor::scan::{Format, ScanOptions};
@@ -80,6 +80,9 @@ pub(crate) struct RunSummary {
     /// uses it while the file is unchanged).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub extract_hash: Option<FileHash>,
+    /// The filtered extract's SHA-256, taken as filter wrote it (likewise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_hash: Option<FileHash>,
 }
 
 /// A file's SHA-256 taken during a run, with the identity (size, modification time, inode) the
@@ -381,14 +384,21 @@ impl Pipeline {
             "filter",
             processor::scan::total_len(std::slice::from_ref(&self.extract)),
         );
-        let filtered = filter(
+        // the report's hash of the output, taken as it is written
+        let mut hash = BackgroundHash::new();
+        let filtered = filter_observed(
             &self.extract,
-            &reconciled.returned,
-            Some(&reconciled.requested),
+            (&reconciled.returned, Some(&reconciled.requested)),
             &self.scan,
-            &self.out,
+            (&self.out, &processor::filter::default_rejects(&self.out)),
+            Durability::Synced,
             &mut |d| bar.set_position(d),
+            &mut |bytes| hash.update(bytes),
         )?;
+        let output_hash = hash.finish().and_then(|(sha256, bytes)| {
+            let file = Extract::of(&self.out).ok().filter(|f| f.bytes == bytes)?;
+            Some(FileHash { file, sha256 })
+        });
         bar.finish_and_clear();
         if let Err(e) = self.unchanged(&extract) {
             // changed while it was being filtered: the output mixes two files
@@ -421,6 +431,7 @@ impl Pipeline {
             reconcile: reconciled.summary.clone(),
             filter: filtered,
             extract_hash: extract_hash.join().ok().flatten(),
+            output_hash,
         };
         processor::files::write_atomic(
             &self.work,
@@ -590,6 +601,91 @@ fn read_requests(
     std::thread::spawn(move || {
         processor::reconcile::read_numbers(&requests, "request", &lines, &mut |_| {})
     })
+}
+
+/// A SHA-256 taken on a thread of its own from bytes handed over in order: they are copied
+/// into [`BackgroundHash::BUFFER`]-byte buffers, at most [`BackgroundHash::BUFFERS`] of them
+/// (the writer waits when the hash is that far behind), so the writer does not wait for the
+/// hash of each piece.
+struct BackgroundHash {
+    /// The buffer being filled.
+    buf: Vec<u8>,
+    /// Full buffers, to the hashing thread.
+    full: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    /// Buffers hashed, back from it.
+    free: std::sync::mpsc::Receiver<Vec<u8>>,
+    /// Buffers made so far.
+    made: usize,
+    /// The thread: the hash and the bytes hashed.
+    thread: std::thread::JoinHandle<(String, u64)>,
+}
+
+impl BackgroundHash {
+    const BUFFER: usize = 4 << 20;
+    const BUFFERS: usize = 4;
+
+    fn new() -> BackgroundHash {
+        use sha2::Digest;
+        let (full, full_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(Self::BUFFERS);
+        let (free_tx, free) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let mut hasher = sha2::Sha256::new();
+            let mut bytes = 0u64;
+            for mut buf in full_rx {
+                hasher.update(&buf);
+                bytes += buf.len() as u64;
+                buf.clear();
+                let _ = free_tx.send(buf);
+            }
+            (hex::encode(hasher.finalize()), bytes)
+        });
+        BackgroundHash {
+            buf: Vec::with_capacity(Self::BUFFER),
+            full: Some(full),
+            free,
+            made: 1,
+            thread,
+        }
+    }
+
+    /// Hands over the next bytes.
+    fn update(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let take = bytes.len().min(Self::BUFFER - self.buf.len());
+            self.buf.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if self.buf.len() == Self::BUFFER {
+                self.send();
+            }
+        }
+    }
+
+    /// Sends the buffer being filled and takes an empty one.
+    fn send(&mut self) {
+        let next = match self.free.try_recv() {
+            Ok(buf) => buf,
+            Err(_) if self.made < Self::BUFFERS + 2 => {
+                self.made += 1;
+                Vec::with_capacity(Self::BUFFER)
+            }
+            // the thread holds every other buffer: wait for one (or, if it stopped, make one)
+            Err(_) => self.free.recv().unwrap_or_default(),
+        };
+        let full = std::mem::replace(&mut self.buf, next);
+        if let Some(tx) = &self.full {
+            let _ = tx.send(full);
+        }
+    }
+
+    /// The SHA-256 (lower-case hex) and the number of bytes handed over; `None` if the thread
+    /// failed.
+    fn finish(mut self) -> Option<(String, u64)> {
+        if !self.buf.is_empty() {
+            self.send();
+        }
+        self.full = None;
+        self.thread.join().ok()
+    }
 }
 
 /// A single-threaded runtime: the transfers are I/O-bound and sequential.

@@ -278,6 +278,39 @@ fn a_large_extract_with_chunked_replies() {
             - run["prepare"]["invalid"].as_u64().unwrap()
             - run["prepare"]["blank"].as_u64().unwrap()
     );
+    // the ~2.6 MB reply was checked as it downloaded, not read again
+    let replies = run["collect"]["replies"].as_array().unwrap();
+    assert!(
+        replies
+            .iter()
+            .any(|r| r["reply"] == "cleaned" && r["checked_while_downloading"] == true),
+        "{replies:?}"
+    );
+    // the report's hashes were taken during the run (the extract while the POS worked, the
+    // output as it was written) and are used while the files are unchanged
+    let sha = |p: &Path| processor::files::sha256_file(p).unwrap().0;
+    let cleared = work.join("cleared.dat");
+    assert_eq!(run["extract_hash"]["sha256"], sha(&extract).as_str());
+    assert_eq!(run["output_hash"]["sha256"], sha(&cleared).as_str());
+    let report = |work: &Path| -> serde_json::Value {
+        let out = ndop(&["report", work.to_str().unwrap(), "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let facts = report(&work);
+    assert_eq!(facts["extract"]["sha256"], sha(&extract).as_str());
+    let note = facts["extract"]["sha256_note"].as_str().unwrap();
+    assert!(note.contains("while the run waited for the POS"), "{note}");
+    assert_eq!(facts["output"]["sha256"], sha(&cleared).as_str());
+    // a changed output is hashed as it is now
+    let mut changed = std::fs::read(&cleared).unwrap();
+    changed.truncate(changed.len() - 13);
+    std::fs::write(&cleared, &changed).unwrap();
+    assert_eq!(report(&work)["output"]["sha256"], sha(&cleared).as_str());
     rt.block_on(mesh.stop());
 }
 

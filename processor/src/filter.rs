@@ -285,9 +285,27 @@ pub fn filter_with(
     allowed: &NumberSet,
     requested: Option<&NumberSet>,
     opts: &ScanOptions,
+    outputs: (&Path, &Path),
+    durability: Durability,
+    progress: &mut dyn FnMut(u64),
+) -> Result<FilterSummary> {
+    let (filters, observe) = ((allowed, requested), &mut |_: &[u8]| {});
+    filter_observed(
+        extract, filters, opts, outputs, durability, progress, observe,
+    )
+}
+
+/// [`filter_with`] (`filters` = `allowed`, `requested`), also handing every byte written to
+/// `out`, in order, to `observe` as it is written: e.g. to hash the output without reading it
+/// again.
+pub fn filter_observed(
+    extract: &Path,
+    (allowed, requested): (&NumberSet, Option<&NumberSet>),
+    opts: &ScanOptions,
     (out, rejects): (&Path, &Path),
     durability: Durability,
     progress: &mut dyn FnMut(u64),
+    observe: &mut dyn FnMut(&[u8]),
 ) -> Result<FilterSummary> {
     let started = Instant::now();
     let durable = durability == Durability::Synced;
@@ -326,10 +344,12 @@ pub fn filter_with(
                         c.skipped_lines += s.skipped_lines;
                         if bom {
                             w.write(BOM)?;
+                            observe(BOM);
                         }
                         if let Some(h) = s.header {
                             c.headers += 1;
                             w.write(h)?;
+                            observe(h);
                         }
                     }
                     Event::Block {
@@ -339,6 +359,7 @@ pub fn filter_with(
                         line_base,
                     } => {
                         w.write_ranges(block, &p.keep)?;
+                        p.keep.iter().for_each(|r| observe(&block[r.clone()]));
                         for (record, line, reason) in p.rejects {
                             let row = format!(
                                 ",{},{},{reason}\n",

@@ -332,6 +332,9 @@ struct RunJson {
     /// The extract's hash taken during the run (absent from older run.json files).
     #[serde(default)]
     extract_hash: Option<crate::pipeline::FileHash>,
+    /// The cleared extract's hash taken as it was written (likewise).
+    #[serde(default)]
+    output_hash: Option<crate::pipeline::FileHash>,
 }
 
 /// The part of a collect report the report reads.
@@ -517,6 +520,7 @@ pub(crate) fn gather_filter(summary: &Path, hash: bool) -> anyhow::Result<Facts>
             },
             filter: parsed.filter,
             extract_hash: None,
+            output_hash: None,
         }),
         cache: Some(cache),
     };
@@ -538,7 +542,7 @@ fn build(label: &str, src: &Sources, hash: bool) -> anyhow::Result<Facts> {
     };
     let extract = extract_facts(src, hash, &mut findings)?;
     let output = match &src.run {
-        Some(run) => Some(output_facts(&run.filter, hash, &mut findings)?),
+        Some(run) => Some(output_facts(run, hash, &mut findings)?),
         None => None,
     };
     let rejects = match src.run.as_ref().and_then(|r| r.filter.rejects.as_deref()) {
@@ -989,12 +993,13 @@ fn extract_facts(
     Ok(facts)
 }
 
-/// The cleared extract, hashed as it is now.
+/// The cleared extract, hashed as it is now (or as it was written, if it is unchanged since).
 fn output_facts(
-    f: &RunFilter,
+    run: &RunJson,
     hash: bool,
     findings: &mut Vec<Finding>,
 ) -> anyhow::Result<OutputFacts> {
+    let f = &run.filter;
     let path = PathBuf::from(&f.output);
     let mut out = OutputFacts {
         path: f.output.clone(),
@@ -1005,7 +1010,13 @@ fn output_facts(
     match std::fs::metadata(&path) {
         Ok(m) => {
             out.bytes = Some(m.len());
-            if hash {
+            let taken = run.output_hash.as_ref().and_then(|h| {
+                let now = Extract::of(&path).ok()?;
+                h.of_same(&now).map(str::to_owned)
+            });
+            if taken.is_some() {
+                out.sha256 = taken;
+            } else if hash {
                 out.sha256 = Some(processor::files::sha256_file(&path)?.0);
             }
         }
