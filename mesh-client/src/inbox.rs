@@ -360,8 +360,6 @@ impl MeshClient {
     }
 }
 
-/// Streams a response body into `out`, gunzipping if the response says `Content-Encoding:
-/// gzip`. Output per input slice is bounded, so a highly compressed chunk cannot balloon memory.
 /// A piece of a message being downloaded: its offset in the file and its decoded bytes (see
 /// [`MeshClient::download_to_tee`]).
 pub type Piece = (u64, bytes::Bytes);
@@ -376,8 +374,10 @@ async fn tee_piece(tee: Tee<'_>, at: u64, piece: bytes::Bytes) {
     }
 }
 
-/// Writes a chunk's body (decoded) to `out`, and each piece to `tee` with its offset counted
-/// from `start`; returns the bytes written.
+/// Streams a response body into `out`, gunzipping if the response says `Content-Encoding:
+/// gzip`. Output per input slice is bounded, so a highly compressed chunk cannot balloon memory.
+/// Each piece written also goes to `tee`, with its offset counted from `start`. Returns the
+/// bytes written.
 async fn write_body(
     response: Response,
     out: &mut BufWriter<tokio::fs::File>,
