@@ -1,10 +1,8 @@
 //! Response bodies: small in-memory bodies; stored chunk files served from memory maps, one
-//! window at a time ([`stream_file`]); and bodies fed by a blocking reader (a gunzipped chunk)
+//! window at a time (`mapped::stream_file`); and bodies fed by a blocking reader (a gunzipped chunk)
 //! through a bounded channel ([`stream_reader`]), so that a 20 GB message never sits in memory,
 //! with a timeout so that a client that stops reading holds nothing for ever.
 
-use std::fs::File;
-use std::future::Future;
 use std::io::Read;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -15,7 +13,6 @@ use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Body, Frame, SizeHint};
-use memmap2::{Mmap, MmapOptions};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::SendTimeoutError;
 use tokio::task::JoinHandle;
@@ -188,132 +185,4 @@ pub(crate) fn read_full<R: Read + ?Sized>(
         }
     }
     Ok(filled)
-}
-
-/// Bytes mapped at a time by [`stream_file`]: each is one frame for hyper, so a 100 MB chunk
-/// takes 12 hand-offs instead of the 96 of 1 MiB reads; at most two are mapped per download
-/// (the one hyper is writing, the next), which bounds what a download adds to RSS.
-const MAP_WINDOW: usize = 8 << 20;
-
-/// Streams the first `size` bytes of `file` (a stored chunk; `size` must not exceed its length,
-/// and is the exact `Content-Length`) from read-only memory maps of [`MAP_WINDOW`] bytes: no
-/// read syscalls and no copy into a buffer; the kernel copies the page cache straight into
-/// the socket. Each window is mapped and its pages populated on a blocking thread (a cold file
-/// never stalls the async workers), the next one while hyper writes the current one, and it
-/// is unmapped when hyper drops the frame.
-///
-/// A mapped file that shrank would raise SIGBUS on access. The store never shrinks or writes
-/// a chunk file once it is in `chunks/`: bodies are staged in `tmp/` under fresh names
-/// (`create_private`), then renamed into place (`store::disk::put_in_place`, which on a retry
-/// replaces the directory entry, not the old inode's bytes), and freeing data unlinks files,
-/// which leaves a mapped inode intact until it is unmapped. Each window is also checked
-/// against the file's current length before it is mapped.
-///
-/// A client that stops reading is cut off by the connection's write timeout
-/// (`server::WriteTimeout`): hyper then drops this body and with it every mapping.
-pub(crate) fn stream_file(file: File, size: u64) -> ResponseBody {
-    MappedBody {
-        file: Arc::new(file),
-        size,
-        mapped: 0,
-        sent: 0,
-        next: None,
-    }
-    .boxed_unsync()
-}
-
-/// The body of [`stream_file`].
-struct MappedBody {
-    file: Arc<File>,
-    size: u64,
-    /// Bytes up to which windows have been asked for.
-    mapped: u64,
-    /// Bytes handed to hyper.
-    sent: u64,
-    /// The window being mapped, if any.
-    next: Option<JoinHandle<std::io::Result<Mmap>>>,
-}
-
-impl MappedBody {
-    /// Starts mapping the next window unless one is under way or all are asked for.
-    fn map_ahead(&mut self) {
-        if self.next.is_some() || self.mapped >= self.size {
-            return;
-        }
-        let offset = self.mapped;
-        let len = (self.size - offset).min(MAP_WINDOW as u64) as usize;
-        self.mapped += len as u64;
-        let file = self.file.clone();
-        self.next = Some(tokio::task::spawn_blocking(move || {
-            map_window(&file, offset, len)
-        }));
-    }
-}
-
-/// Maps `len` bytes of `file` at `offset` (a multiple of the page size) with their pages
-/// populated, once the file is checked to hold them.
-fn map_window(file: &File, offset: u64, len: usize) -> std::io::Result<Mmap> {
-    let have = file.metadata()?.len();
-    if have < offset + len as u64 {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            format!(
-                "stored chunk is {have} bytes, shorter than its record ({})",
-                offset + len as u64
-            ),
-        ));
-    }
-    // SAFETY: the file is read-only to us and never shrunk or rewritten while it may be mapped
-    // (see `stream_file`), and the length was checked just above.
-    let map = unsafe {
-        MmapOptions::new()
-            .offset(offset)
-            .len(len)
-            .populate()
-            .map(file)?
-    };
-    Ok(map)
-}
-
-impl Body for MappedBody {
-    type Data = Bytes;
-    type Error = std::io::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-        self.map_ahead();
-        let Some(task) = self.next.as_mut() else {
-            return Poll::Ready(None);
-        };
-        let done = match Pin::new(task).poll(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(done) => done,
-        };
-        self.next = None;
-        match done {
-            Ok(Ok(map)) => {
-                self.sent += map.len() as u64;
-                self.map_ahead(); // mapped while hyper writes this one
-                Poll::Ready(Some(Ok(Frame::data(Bytes::from_owner(map)))))
-            }
-            Ok(Err(e)) => {
-                self.mapped = self.size; // no more windows
-                Poll::Ready(Some(Err(e)))
-            }
-            Err(e) => {
-                self.mapped = self.size;
-                Poll::Ready(Some(Err(std::io::Error::other(e))))
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.sent >= self.size
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.size - self.sent)
-    }
 }

@@ -14,9 +14,10 @@ use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use serde_json::json;
 
 use super::Ctx;
-use crate::body::{empty, full, stream_file, stream_reader, ResponseBody};
+use crate::body::{empty, full, stream_reader, ResponseBody};
 use crate::error::{ApiError, ValidationItem};
 use crate::headers::{accepts_gzip, ContentEncoding};
+use crate::mapped::stream_file;
 use crate::response::{compact_time, empty_ok, json, set, ApiVersion, JsonType};
 use crate::store::{ChunkSource, Message, MessageType, Status, WorkflowFilter};
 
