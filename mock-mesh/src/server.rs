@@ -25,7 +25,6 @@ use tokio_rustls::TlsAcceptor;
 use crate::app::App;
 use crate::config::Config;
 use crate::error::Error;
-use crate::mapped::Sendfile;
 use crate::tls::TlsConfig;
 
 /// Longest a client may take over the TLS handshake.
@@ -94,7 +93,7 @@ async fn accept_loop(
                     conns.spawn(async move {
                         let _slot = slot;
                         match tls {
-                            None => serve_connection(Sendfile(stream), app, stop).await,
+                            None => serve_connection(stream, app, stop).await,
                             Some(tls) => {
                                 if let Some(stream) = accept_tls(&tls, stream, peer, stop.clone()).await {
                                     serve_connection(stream, app, stop).await;

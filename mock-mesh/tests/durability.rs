@@ -315,7 +315,7 @@ async fn tracking_by_local_id_finds_unfinished_uploads_across_a_restart() {
     m.server.stop().await;
 }
 
-/// `n` bytes whose every window of the server's 8 MiB maps would differ if misplaced.
+/// `n` bytes whose every window of the server's 16 MiB maps would differ if misplaced.
 fn patterned(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i % 251) as u8 ^ (i >> 20) as u8).collect()
 }
@@ -324,8 +324,8 @@ fn patterned(n: usize) -> Vec<u8> {
 async fn stored_chunks_are_served_whole_across_map_windows() {
     let dir = tempfile::tempdir().unwrap();
     let m = on_disk(dir.path()).await;
-    const W: usize = 8 << 20; // the server's map window
-    for n in [5, W, 2 * W + 12_345] {
+    const W: usize = 16 << 20; // the server's map window
+    for n in [5, W, W + 12_345] {
         let data = patterned(n);
         let r = m.send(A, B, data.clone()).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::ACCEPTED);
@@ -343,7 +343,8 @@ async fn stored_chunks_are_served_whole_across_map_windows() {
 async fn a_download_under_way_survives_the_acknowledgement_that_frees_its_data() {
     let dir = tempfile::tempdir().unwrap();
     let m = on_disk(dir.path()).await;
-    let data = patterned((8 << 20) * 3 + 777);
+    // three 16 MiB windows: the third is mapped only after the acknowledgement
+    let data = patterned((16 << 20) * 2 + 777);
     let r = m.send(A, B, data.clone()).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let id = json(r).await["message_id"].as_str().unwrap().to_string();
