@@ -1,6 +1,7 @@
-//! Response bodies: small in-memory bodies, and streamed chunk bodies fed by a blocking reader
-//! (a file, optionally gunzipped) through a bounded channel so that a 20 GB message never sits
-//! in memory, with a timeout so that a client that stops reading holds nothing for ever.
+//! Response bodies: small in-memory bodies; stored chunk files served from memory maps, one
+//! window at a time (`mapped::stream_file`); and bodies fed by a blocking reader (a gunzipped chunk)
+//! through a bounded channel ([`stream_reader`]), so that a 20 GB message never sits in memory,
+//! with a timeout so that a client that stops reading holds nothing for ever.
 
 use std::io::Read;
 use std::pin::Pin;

@@ -83,6 +83,7 @@ mod config;
 mod error;
 mod fhir;
 pub mod headers;
+mod mapped;
 pub mod pki;
 pub mod pos;
 mod response;

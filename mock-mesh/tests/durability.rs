@@ -314,3 +314,51 @@ async fn tracking_by_local_id_finds_unfinished_uploads_across_a_restart() {
     assert!(r.text().await.unwrap().contains("Multiple Choices"));
     m.server.stop().await;
 }
+
+/// `n` bytes whose every window of the server's 16 MiB maps would differ if misplaced.
+fn patterned(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i % 251) as u8 ^ (i >> 20) as u8).collect()
+}
+
+#[tokio::test]
+async fn stored_chunks_are_served_whole_across_map_windows() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = on_disk(dir.path()).await;
+    const W: usize = 16 << 20; // the server's map window
+    for n in [5, W, W + 12_345] {
+        let data = patterned(n);
+        let r = m.send(A, B, data.clone()).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        let id = json(r).await["message_id"].as_str().unwrap().to_string();
+        let r = m.download(B, &id, None).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.content_length(), Some(n as u64), "exact Content-Length");
+        let got = r.bytes().await.unwrap();
+        assert!(got.as_ref() == data.as_slice(), "{n} bytes served intact");
+    }
+    m.server.stop().await;
+}
+
+#[tokio::test]
+async fn a_download_under_way_survives_the_acknowledgement_that_frees_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = on_disk(dir.path()).await;
+    // three 16 MiB windows: the third is mapped only after the acknowledgement
+    let data = patterned((16 << 20) * 2 + 777);
+    let r = m.send(A, B, data.clone()).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let id = json(r).await["message_id"].as_str().unwrap().to_string();
+    let mut r = m.download(B, &id, None).await;
+    let mut got = Vec::new();
+    while got.len() < 1 << 20 {
+        got.extend_from_slice(&r.chunk().await.unwrap().expect("more body"));
+    }
+    // the chunk files are unlinked while the download still reads (and maps) them
+    assert!(m.ack(B, &id).await.status().is_success());
+    assert!(!dir.path().join("chunks").join(&id).exists(), "data freed");
+    while let Some(b) = r.chunk().await.unwrap() {
+        got.extend_from_slice(&b);
+    }
+    assert!(got == data, "the download finishes intact");
+    m.server.stop().await;
+}

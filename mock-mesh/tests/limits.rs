@@ -275,3 +275,53 @@ async fn connections_beyond_the_cap_wait_until_one_closes() {
     assert_eq!(r.status(), StatusCode::OK);
     m.server.stop().await;
 }
+
+#[tokio::test]
+async fn an_unread_download_is_cut_off_after_the_response_timeout_and_frees_its_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default().with_store_dir(dir.path());
+    config.limits.response_timeout = Duration::from_millis(300);
+    config.limits.max_connections = 1;
+    let mut m = Mesh::start(config).await;
+    // no idle keep-alive connection may hold the only slot
+    m.http = reqwest::Client::builder()
+        .no_gzip()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let size = 16usize << 20; // far more than the socket buffers hold
+    let r = m.send(A, B, vec![7u8; size]).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let id = json(r).await["message_id"].as_str().unwrap().to_string();
+
+    let addr = m.server.local_addr();
+    let mut unread = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "GET /messageexchange/{B}/inbox/{id} HTTP/1.1\r\nhost: {addr}\r\nauthorization: {}\r\n\
+         accept: {V2}\r\n\r\n",
+        m.token(B, "password")
+    );
+    unread.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+
+    // the stalled download gave its (only) connection slot back
+    let r = m
+        .http
+        .get(m.url("/health"))
+        .timeout(Duration::from_secs(3))
+        .send()
+        .await
+        .expect("served while the unread download's client still holds its socket");
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // and what the late reader finds is a cut-off response, then the end of the connection
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), unread.read_to_end(&mut got)).await;
+    let read = read.expect("the server closed the connection");
+    assert!(
+        read.is_err() || got.len() < size,
+        "cut off: {} bytes of a {size}-byte body",
+        got.len()
+    );
+    m.server.stop().await;
+}

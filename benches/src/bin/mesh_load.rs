@@ -337,12 +337,33 @@ impl RssSampler {
     }
 }
 
+/// User + system CPU seconds a process has used so far (`/proc/PID/stat`, clock ticks of
+/// 10 ms: sum many downloads before dividing).
+fn cpu_s(pid: &str) -> f64 {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return f64::NAN;
+    };
+    // the fields after the command name, which is in parentheses and may hold spaces
+    let rest = s.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name
+    match (ticks(11), ticks(12)) {
+        (Some(u), Some(s)) => (u + s) / 100.0,
+        _ => f64::NAN,
+    }
+}
+
 struct Transfer {
     upload_s: f64,
     /// Median of the downloads.
     download_s: f64,
     /// Every download, in order.
     downloads_s: Vec<f64>,
+    /// The server's user + system CPU seconds per download (mean over the downloads).
+    server_cpu_s: f64,
+    /// This load generator's user + system CPU seconds per download (mean).
+    client_cpu_s: f64,
     peak_rss_mib: f64,
 }
 
@@ -393,9 +414,14 @@ async fn transfer(
     }
     let upload_s = started.elapsed().as_secs_f64();
     let mut downloads_s = Vec::new();
+    let pid = server.child.id().to_string();
+    let (server_cpu, client_cpu) = (cpu_s(&pid), cpu_s("self"));
     for _ in 0..downloads.max(1) {
         downloads_s.push(download(server, http, &id, n, total).await?);
     }
+    let per = downloads_s.len() as f64;
+    let server_cpu_s = (cpu_s(&pid) - server_cpu) / per;
+    let client_cpu_s = (cpu_s("self") - client_cpu) / per;
     let peak_rss_mib = rss.finish() as f64 / 1024.0;
     let r = http
         .put(format!(
@@ -413,6 +439,8 @@ async fn transfer(
         upload_s,
         download_s: median(&downloads_s),
         downloads_s,
+        server_cpu_s,
+        client_cpu_s,
         peak_rss_mib,
     })
 }
@@ -462,9 +490,11 @@ struct Results {
     single_up: Vec<f64>,
     single_down: Vec<f64>,
     single_rss: Vec<f64>,
+    single_cpu: Vec<f64>,
     chunked_up: Vec<f64>,
     chunked_down: Vec<f64>,
     chunked_rss: Vec<f64>,
+    chunked_cpu: Vec<f64>,
 }
 
 /// Picks one metric's samples out of a server's results.
@@ -536,6 +566,10 @@ async fn run(a: Args) -> anyhow::Result<()> {
                     list(&single),
                     list(&chunked)
                 );
+                println!(
+                    "round {round} {kind:<11} CPU per download (s, user+sys): single server {:.3} client {:.3} | chunked server {:.3} client {:.3}",
+                    single.server_cpu_s, single.client_cpu_s, chunked.server_cpu_s, chunked.client_cpu_s
+                );
             }
             println!(
                 "round {round} {kind:<11} handshakes/s {hs:>8.0} | FHIR searches/s {fhir:>8.0} | single {} B up {:.3} s down {:.3} s peak RSS {:.0} MiB | chunked {} B up {:.3} s down {:.3} s peak RSS {:.0} MiB",
@@ -548,9 +582,11 @@ async fn run(a: Args) -> anyhow::Result<()> {
             r.single_up.push(single.upload_s);
             r.single_down.push(single.download_s);
             r.single_rss.push(single.peak_rss_mib);
+            r.single_cpu.push(single.server_cpu_s);
             r.chunked_up.push(chunked.upload_s);
             r.chunked_down.push(chunked.download_s);
             r.chunked_rss.push(chunked.peak_rss_mib);
+            r.chunked_cpu.push(chunked.server_cpu_s);
             drop(server);
         }
     }
@@ -567,15 +603,21 @@ async fn run(a: Args) -> anyhow::Result<()> {
         "|---|{}",
         "---|".repeat(a.servers.len() + usize::from(a.servers.len() > 1))
     );
-    let rows: [(&str, Metric, bool); 8] = [
+    let rows: [(&str, Metric, bool); 10] = [
         ("handshakes/s", |r| &r.handshakes, true),
         ("NDOP FHIR searches/s", |r| &r.fhir_searches, true),
         ("single upload (s)", |r| &r.single_up, false),
         ("single download (s)", |r| &r.single_down, false),
         ("single peak RSS (MiB)", |r| &r.single_rss, false),
+        ("single download, server CPU (s)", |r| &r.single_cpu, false),
         ("chunked upload (s)", |r| &r.chunked_up, false),
         ("chunked download (s)", |r| &r.chunked_down, false),
         ("chunked peak RSS (MiB)", |r| &r.chunked_rss, false),
+        (
+            "chunked download, server CPU (s)",
+            |r| &r.chunked_cpu,
+            false,
+        ),
     ];
     for (name, get, higher_is_better) in rows {
         print!("| {name} |");

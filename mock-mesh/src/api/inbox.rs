@@ -9,8 +9,6 @@
 //! never gzip on the fly at level 9 — that made its downloads 20x slower; the spec lets the
 //! server choose).
 
-use std::io::Read;
-
 use flate2::read::MultiGzDecoder;
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use serde_json::json;
@@ -19,6 +17,7 @@ use super::Ctx;
 use crate::body::{empty, full, stream_reader, ResponseBody};
 use crate::error::{ApiError, ValidationItem};
 use crate::headers::{accepts_gzip, ContentEncoding};
+use crate::mapped::stream_file;
 use crate::response::{compact_time, empty_ok, json, set, ApiVersion, JsonType};
 use crate::store::{ChunkSource, Message, MessageType, Status, WorkflowFilter};
 
@@ -292,17 +291,21 @@ pub(crate) fn download(
             None,
             timeout,
         ),
-        (ChunkSource::File { path, size }, decode) => {
+        (ChunkSource::File { path, size }, false) => {
             let f = std::fs::File::open(&path).map_err(|_| ApiError::NO_MESSAGE)?;
-            let reader: Box<dyn Read + Send> = if decode {
-                Box::new(MultiGzDecoder::new(std::io::BufReader::with_capacity(
-                    1 << 20,
-                    f,
-                )))
-            } else {
-                Box::new(f)
-            };
-            stream_reader(reader, (!decode).then_some(size), timeout)
+            let stored = f.metadata().map_err(|_| ApiError::NO_MESSAGE)?.len();
+            if stored != size {
+                // never expected (chunk files are renamed in whole); serve no body that
+                // disagrees with its record
+                tracing::error!(message_id = %m.id, chunk = n, stored, size, "stored chunk size differs from its record");
+                return Err(ApiError::Generic(StatusCode::INTERNAL_SERVER_ERROR));
+            }
+            stream_file(f, size)
+        }
+        (ChunkSource::File { path, .. }, true) => {
+            let f = std::fs::File::open(&path).map_err(|_| ApiError::NO_MESSAGE)?;
+            let reader = MultiGzDecoder::new(std::io::BufReader::with_capacity(1 << 20, f));
+            stream_reader(Box::new(reader), None, timeout)
         }
     };
     *resp.body_mut() = body;
