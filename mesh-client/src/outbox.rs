@@ -13,7 +13,7 @@
 //! is [`Error::PartialSend`] naming the message id and the first missing chunk, for
 //! [`MeshClient::resume_send`].
 
-use std::io::{SeekFrom, Write};
+use std::io::SeekFrom;
 use std::path::Path;
 
 use bytes::Bytes;
@@ -421,8 +421,9 @@ async fn open(path: &Path) -> Result<tokio::fs::File, Error> {
         .map_err(|e| Error::io(path, e))
 }
 
-/// Reads chunk `n` into memory (one chunk at most) and gzips it if asked; returns the request
-/// body and the number of file bytes it holds.
+/// Reads chunk `n` into memory (one chunk at most) and gzips it whole if asked
+/// ([`crate::gzip::gzip`]; the chunk's buffer is freed as soon as it is compressed); returns
+/// the request body and the number of file bytes it holds.
 async fn read_chunk(
     file: &mut tokio::fs::File,
     path: &Path,
@@ -446,15 +447,11 @@ async fn read_chunk(
     if !plan.compress {
         return Ok((Bytes::from(buf), len));
     }
-    let level = flate2::Compression::new(plan.level);
-    let gz = tokio::task::spawn_blocking(move || {
-        let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(buf.len() / 2), level);
-        encoder.write_all(&buf)?;
-        encoder.finish()
-    })
-    .await
-    .map_err(|e| Error::io(path, std::io::Error::other(e)))?
-    .map_err(io)?;
+    let level = plan.level;
+    let gz = tokio::task::spawn_blocking(move || crate::gzip::gzip(&buf, level))
+        .await
+        .map_err(|e| Error::io(path, std::io::Error::other(e)))?
+        .map_err(io)?;
     Ok((Bytes::from(gz), len))
 }
 
