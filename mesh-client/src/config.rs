@@ -190,7 +190,7 @@ impl ClientConfig {
     /// parser (on `.dat` files 35 % smaller than 1 and smaller and faster than libdeflate's 8
     /// and 9, for about 11 times level 1's CPU). On `.dat` files: 1 for a fast link; 5 is 7 %
     /// smaller for 2.6 times the CPU (worth it below about 150 Mbit/s when two cores
-    /// compress); 9 below about 20 Mbit/s; 2–4 and 6–8 are never better than 1, 5 or 9.
+    /// compress); 9 below about 30 Mbit/s; 2–4 and 6–8 are never better than 1, 5 or 9.
     pub fn with_compression_level(mut self, level: u32) -> ClientConfig {
         self.compress_level = level;
         self
