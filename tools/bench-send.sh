@@ -9,7 +9,8 @@
 # seconds of its run.json, its CPU seconds, the load average, and collect split into the wait for
 # the mock's POS (from the mock's log: submission accepted -> result sent) and ndop's download
 # and check of the reply (collect's own figures in run.json).
-# RUN_LEVEL=N runs the whole `ndop run` with --compress-level N (default: ndop's default, 3).
+# NDOP=PATH times another ndop binary (e.g. one built before a change) against the same mock.
+# RUN_LEVEL=N runs the whole `ndop run` with --compress-level N (default: ndop's default, mesh_client::DEFAULT_COMPRESS_LEVEL).
 # RUN_ONLY=1 skips the per-level sends and the lone collect (only the whole runs); LEVELS ""
 # skips the per-level sends alone. The disk is synced before each timed command (deleting the
 # previous round's files issues discards on this VM's ext4, which otherwise land in the next).
@@ -24,7 +25,7 @@ LEVELS=${4-0 1 3 6 9}
 [ "${RUN_ONLY:-0}" = 1 ] && LEVELS=""
 DATA=${BENCH_DATA:-bench-data}
 cargo build --release -q -p ndop -p mock-mesh -p ndop-benches --bin national_extract --bin ndop --bin mock-mesh
-N=$PWD/target/release/ndop
+N=${NDOP:-$PWD/target/release/ndop}
 M=$PWD/target/release/mock-mesh
 mkdir -p "$DATA"
 FILE="$DATA/send-$LINES-$DISTINCT.dat"
@@ -59,14 +60,14 @@ for r in $(seq "$ROUNDS"); do
     start_mesh "$tmp/store" --pos-delay 3600
     sync
     s=$(date +%s.%N)
-    /usr/bin/time -f '%U %S' -o "$tmp/cpu" "$N" send "$PREP" --work "$tmp/w" --mesh "$url" \
+    /usr/bin/time -f '%U %S %M' -o "$tmp/cpu" "$N" send "$PREP" --work "$tmp/w" --mesh "$url" \
       --mailbox X26ABC1 --compress-level "$level" >/dev/null 2>"$tmp/send.err" \
       || { cat "$tmp/send.err"; exit 1; }
     e=$(date +%s.%N)
     # the submission's chunks, as uploaded (the POS keeps them until it answers)
     stored=$(du -sb "$tmp/store/chunks" | cut -f1)
     stop_mesh
-    echo "round=$r level=$level send_s=$(secs "$s" "$e") cpu_s=$(awk '{print $1 + $2}' "$tmp/cpu") stored_bytes=$stored"
+    echo "round=$r level=$level send_s=$(secs "$s" "$e") cpu_s=$(awk '{print $1 + $2}' "$tmp/cpu") peak_rss_kib=$(awk '{print $3}' "$tmp/cpu") stored_bytes=$stored load=$(cut -d' ' -f1 /proc/loadavg)"
     rm -rf "$tmp"
     sync
   done

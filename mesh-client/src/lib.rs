@@ -49,6 +49,7 @@ mod auth;
 mod client;
 mod config;
 mod error;
+mod gzip;
 mod inbox;
 mod lookup;
 mod outbox;
@@ -60,6 +61,7 @@ pub use config::{
     MAX_CHUNK_SIZE,
 };
 pub use error::{Error, MeshErrorDetail};
+pub use gzip::{gzip, MAX_GZIP_LEVEL};
 pub use inbox::{MessageMeta, MessageType, Piece};
 pub use lookup::Endpoint;
 pub use outbox::{ChunkPlan, SendOptions};

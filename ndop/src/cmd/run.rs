@@ -70,7 +70,8 @@ pub(crate) struct RunArgs {
     #[command(flatten)]
     pub poll: PollArgs,
 
-    /// Gzip level of the chunks sent: 0 (stored) to 9 (smallest, slowest); default 3, or
+    /// Gzip level of the chunks sent (libdeflate): 0 (stored), 1 (fast; the default) to 9
+    /// (smallest, about 11x level 1's CPU; 5 is 7% smaller for 2.6x), or
     /// `compress_level` in the [mesh] table.
     #[arg(long, value_name = "0-9", value_parser = clap::value_parser!(u32).range(0..=9))]
     pub compress_level: Option<u32>,
