@@ -204,7 +204,7 @@ pub fn write_dat_files(
 /// Formats the `.dat` lines of the members in one slice of the prefixes, in order, into
 /// `lines` (cleared first; its capacity is reused).
 ///
-/// Each line is built as one 16-byte value (ten digits from [`PrefixDigits`], the comma and
+/// Each line is built as 16 bytes (ten digits from [`PrefixDigits::halves`], the comma and
 /// the line ending) and stored whole, `len` bytes after the one before: the next line
 /// overwrites the spare bytes. Room for a whole word's lines is reserved once per word of the
 /// set, so the stores need no check of their own.
@@ -213,7 +213,8 @@ fn format_slice(set: &NumberSet, slice: usize, eol: &[u8], lines: &mut Vec<u8>) 
     let mut end = [0u8; 16];
     end[10] = b',';
     end[11..len].copy_from_slice(eol);
-    let end = u128::from_le_bytes(end);
+    // The comma and the line ending, in the second half of a line's 16 bytes.
+    let end_high = u64::from_le_bytes(end[8..].try_into().unwrap_or_default());
     lines.clear();
     let mut digits = PrefixDigits::new();
     set.for_each_word_in_slice(slice, |first, mut bits| {
@@ -226,14 +227,15 @@ fn format_slice(set: &NumberSet, slice: usize, eol: &[u8], lines: &mut Vec<u8>) 
             let prefix = first + bits.trailing_zeros();
             bits &= bits - 1;
             // Only valid numbers are in the set, so a check digit exists.
-            let line = digits.ascii(prefix).unwrap_or(0) | end;
-            // SAFETY: at most 64 lines are stored for one word, the k-th at `k * len`, so the
-            // last store ends by `63 * len + 16`, inside the `64 * len + 16` bytes reserved
-            // above, past the initialised part of `lines`.
+            let (low, high) = digits.halves(prefix);
+            // SAFETY: at most 64 lines are stored for one word, the k-th at `k * len` in two
+            // 8-byte stores, so the last store ends by `63 * len + 16`, inside the
+            // `64 * len + 16` bytes reserved above, past the initialised part of `lines`.
             unsafe {
-                out.add(at)
-                    .cast::<[u8; 16]>()
-                    .write_unaligned(line.to_le_bytes())
+                out.add(at).cast::<u64>().write_unaligned(low.to_le());
+                out.add(at + 8)
+                    .cast::<u64>()
+                    .write_unaligned((high | end_high).to_le());
             };
             at += len;
         }
