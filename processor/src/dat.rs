@@ -342,6 +342,10 @@ fn file_stem(opts: &DatOptions, seq: u32) -> Result<String> {
     ))
 }
 
+/// Bytes written a call. A slice's lines in one call (up to 12 MB) measured twice the kernel
+/// time of this on the 100M-line national file (docs/PERFORMANCE.md).
+const WRITE_BUF: usize = 128 << 10;
+
 struct DatWriter {
     stem: String,
     tmp: PathBuf,
@@ -367,12 +371,13 @@ impl DatWriter {
         })
     }
 
-    /// Writes `records` whole lines (a slice's lines in one call: the kernel copies them into
-    /// the page cache in one go).
+    /// Writes `records` whole lines, [`WRITE_BUF`] bytes a call.
     fn write(&mut self, lines: &[u8], records: u64) -> Result<()> {
-        self.file
-            .write_all(lines)
-            .map_err(|e| Error::write(&self.tmp, e))?;
+        for piece in lines.chunks(WRITE_BUF) {
+            self.file
+                .write_all(piece)
+                .map_err(|e| Error::write(&self.tmp, e))?;
+        }
         self.records += records;
         self.bytes += lines.len() as u64;
         // Hand the data to the disk as the file grows, so the final sync has little left.
