@@ -128,11 +128,13 @@ pub fn check_tag(tag: &str) -> Result<()> {
 /// created (temporary or final) is pushed to `created`, so the caller can remove them all if a
 /// later step fails.
 ///
-/// The work is split across the current rayon pool by prefix range: the pool formats the lines
-/// of fixed slices of the prefixes (`NumberSet::for_each_word_in_slice`) while the
-/// calling thread hashes and writes the slices formatted before, in order. Every line has the
-/// same length, so where a file ends is a matter of counting; the bytes of every file are the
-/// same whatever the number of threads.
+/// The work is split across the current rayon pool by prefix range, in waves of fixed slices
+/// of the prefixes (`NumberSet::for_each_word_in_slice`). While the calling thread computes the
+/// SHA-256 of the wave formatted before (sequential by nature: one stream per file, and the
+/// longest single task), the rest of the pool writes that wave to the files and formats the
+/// next one into the buffers of the wave before it (reused: no fresh pages to fault in and
+/// zero). Every line has the same length, so where a file ends is a matter of counting; the
+/// bytes of every file are the same whatever the number of threads.
 pub fn write_dat_files(
     set: &NumberSet,
     opts: &DatOptions,
@@ -148,118 +150,181 @@ pub fn write_dat_files(
             opts.max_records.map_or("no".into(), |r| r.to_string())
         )));
     }
-    let mut out = Splitter {
-        opts,
+    let cut = Cutter {
         per_file,
         line_len: line_len as usize,
-        seq: opts.seq,
-        current: None,
+        file: 0,
+        records: 0,
+    };
+    let mut out = Splitter {
+        opts,
+        cut: cut.clone(),
         files: Vec::new(),
         created,
+    };
+    let mut hash = Hashes {
+        cut,
+        hashers: Vec::new(),
     };
     // Slices formatted per wave: enough to keep the pool busy, bounded so that two waves in
     // memory stay small (a slice of a dense set is at most about 12 MB of lines).
     let wave = (rayon::current_num_threads() * 2).clamp(2, 16);
-    let mut ready: Vec<Vec<u8>> = Vec::new();
+    let (mut ready, mut spare): (Vec<Vec<u8>>, Vec<Vec<u8>>) = (Vec::new(), Vec::new());
     let mut next = 0;
     loop {
         let end = (next + wave).min(SLICES);
-        let (written, formatted) = rayon::join(
-            || ready.iter().try_for_each(|lines| out.write_lines(lines)),
+        let mut fresh = std::mem::take(&mut spare);
+        fresh.resize_with(end - next, Vec::new);
+        let ((), written) = rayon::join(
+            || ready.iter().for_each(|lines| hash.update(lines)),
             || {
-                (next..end)
-                    .into_par_iter()
-                    .map(|slice| format_slice(set, slice, eol))
-                    .collect::<Vec<_>>()
+                let written = ready.iter().try_for_each(|lines| out.write_lines(lines));
+                fresh
+                    .par_iter_mut()
+                    .zip(next..end)
+                    .for_each(|(lines, slice)| format_slice(set, slice, eol, lines));
+                written
             },
         );
         written?;
         if next == SLICES {
             break;
         }
-        (ready, next) = (formatted, end);
+        spare = std::mem::replace(&mut ready, fresh);
+        next = end;
     }
-    if let Some(w) = out.current.take() {
-        let file = w.finish(opts, out.created)?;
-        out.files.push(file);
+    let mut files = Vec::with_capacity(out.files.len());
+    for (w, hasher) in out.files.into_iter().zip(hash.hashers) {
+        files.push(w.finish(opts, hasher, out.created)?);
     }
     sync_dir(&opts.dir)?;
-    Ok(out.files)
+    Ok(files)
 }
 
-/// The `.dat` lines of the members in one slice of the prefixes, in order.
+/// Formats the `.dat` lines of the members in one slice of the prefixes, in order, into
+/// `lines` (cleared first; its capacity is reused).
 ///
-/// Each line is built as one 16-byte value (ten digits from [`PrefixDigits`], the comma and
-/// the line ending) and stored whole into a buffer for one word of the set, `len` bytes apart:
-/// the next line overwrites the spare bytes. A word's lines are then appended in one copy.
-/// (Writing straight into the growing output instead measured 17% more instructions:
-/// docs/PERFORMANCE.md.)
-fn format_slice(set: &NumberSet, slice: usize, eol: &[u8]) -> Vec<u8> {
+/// Each line is built as 16 bytes (ten digits from [`PrefixDigits::halves`], the comma and
+/// the line ending) and stored whole, `len` bytes after the one before: the next line
+/// overwrites the spare bytes. Room for a whole word's lines is reserved once per word of the
+/// set, so the stores need no check of their own.
+fn format_slice(set: &NumberSet, slice: usize, eol: &[u8], lines: &mut Vec<u8>) {
     let len = 11 + eol.len();
     let mut end = [0u8; 16];
     end[10] = b',';
     end[11..len].copy_from_slice(eol);
-    let end = u128::from_le_bytes(end);
-    let mut lines = Vec::new();
+    // The comma and the line ending, in the second half of a line's 16 bytes.
+    let end_high = u64::from_le_bytes(end[8..].try_into().unwrap_or_default());
+    lines.clear();
     let mut digits = PrefixDigits::new();
-    let mut word = [0u8; 64 * 13 + 16];
     set.for_each_word_in_slice(slice, |first, mut bits| {
+        // A word holds at most 64 members: 64 lines, the last one's store 16 bytes wide.
+        lines.reserve(64 * len + 16);
+        let start = lines.len();
+        let out = lines.spare_capacity_mut().as_mut_ptr().cast::<u8>();
         let mut at = 0;
         while bits != 0 {
             let prefix = first + bits.trailing_zeros();
             bits &= bits - 1;
             // Only valid numbers are in the set, so a check digit exists.
-            let line = digits.ascii(prefix).unwrap_or(0) | end;
-            if let Some(out) = word.get_mut(at..at + 16) {
-                out.copy_from_slice(&line.to_le_bytes());
-            }
+            let (low, high) = digits.halves(prefix);
+            // SAFETY: at most 64 lines are stored for one word, the k-th at `k * len` in two
+            // 8-byte stores, so the last store ends by `63 * len + 16`, inside the
+            // `64 * len + 16` bytes reserved above, past the initialised part of `lines`.
+            unsafe {
+                out.add(at).cast::<u64>().write_unaligned(low.to_le());
+                out.add(at + 8)
+                    .cast::<u64>()
+                    .write_unaligned((high | end_high).to_le());
+            };
             at += len;
         }
-        lines.extend_from_slice(&word[..at.min(word.len())]);
+        // SAFETY: the first `at` bytes of the spare capacity were written above (whole lines;
+        // the last store's spare bytes beyond `at` are left out).
+        unsafe { lines.set_len(start + at) };
     });
-    lines
 }
 
-/// Cuts the stream of formatted lines into files of at most `per_file` records.
-struct Splitter<'a> {
-    opts: &'a DatOptions,
+/// Where a stream of whole lines is cut into files of at most `per_file` records: the writing
+/// and the hashing side each keep one and agree, since they see the same lines in order.
+#[derive(Clone)]
+struct Cutter {
     per_file: u64,
     line_len: usize,
-    seq: u32,
-    current: Option<DatWriter>,
-    files: Vec<DatFile>,
+    /// The file (0-based) the next line goes into.
+    file: usize,
+    /// Records already in that file.
+    records: u64,
+}
+
+impl Cutter {
+    /// Calls `f` with each run of `lines` that goes into one file, the file's index and the
+    /// number of records in the run, in order.
+    fn cut(
+        &mut self,
+        mut lines: &[u8],
+        mut f: impl FnMut(usize, &[u8], u64) -> Result<()>,
+    ) -> Result<()> {
+        while !lines.is_empty() {
+            if self.records == self.per_file {
+                (self.file, self.records) = (self.file + 1, 0);
+            }
+            let room = (self.per_file - self.records).min((lines.len() / self.line_len) as u64);
+            let (now, rest) = lines.split_at(room as usize * self.line_len);
+            f(self.file, now, room)?;
+            self.records += room;
+            lines = rest;
+        }
+        Ok(())
+    }
+}
+
+/// The SHA-256 of each file, fed the same lines as the [`Splitter`].
+struct Hashes {
+    cut: Cutter,
+    hashers: Vec<Sha256>,
+}
+
+impl Hashes {
+    fn update(&mut self, lines: &[u8]) {
+        let hashers = &mut self.hashers;
+        let _ = self.cut.cut(lines, |file, now, _| {
+            if file == hashers.len() {
+                hashers.push(Sha256::new());
+            }
+            if let Some(h) = hashers.get_mut(file) {
+                h.update(now);
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Cuts the stream of formatted lines into files of at most `per_file` records and writes them.
+struct Splitter<'a> {
+    opts: &'a DatOptions,
+    cut: Cutter,
+    files: Vec<DatWriter>,
     created: &'a mut Vec<PathBuf>,
 }
 
 impl Splitter<'_> {
     /// Appends whole lines, starting a new file whenever the current one is full.
-    fn write_lines(&mut self, mut lines: &[u8]) -> Result<()> {
-        while !lines.is_empty() {
-            if self
-                .current
-                .as_ref()
-                .is_some_and(|w| w.records == self.per_file)
-            {
-                if let Some(w) = self.current.take() {
-                    let file = w.finish(self.opts, self.created)?;
-                    self.files.push(file);
+    fn write_lines(&mut self, lines: &[u8]) -> Result<()> {
+        let (opts, files, created) = (self.opts, &mut self.files, &mut *self.created);
+        self.cut.cut(lines, |file, now, records| {
+            if file == files.len() {
+                if let Some(full) = files.last_mut() {
+                    full.start_rest();
                 }
+                let stem = file_stem(opts, opts.seq.saturating_add(file as u32))?;
+                files.push(DatWriter::create(&opts.dir, stem, created)?);
             }
-            let w = match &mut self.current {
-                Some(w) => w,
-                None => {
-                    let stem = file_stem(self.opts, self.seq)?;
-                    self.seq += 1;
-                    self.current
-                        .insert(DatWriter::create(&self.opts.dir, stem, self.created)?)
-                }
-            };
-            let room = (self.per_file - w.records).min((lines.len() / self.line_len) as u64);
-            let (now, rest) = lines.split_at(room as usize * self.line_len);
-            w.write(now, room)?;
-            lines = rest;
-        }
-        Ok(())
+            match files.get_mut(file) {
+                Some(w) => w.write(now, records),
+                None => Ok(()),
+            }
+        })
     }
 }
 
@@ -277,14 +342,14 @@ fn file_stem(opts: &DatOptions, seq: u32) -> Result<String> {
     ))
 }
 
-/// Bytes hashed and written at a time: small enough to stay in the L2 cache between the two.
+/// Bytes written a call. A slice's lines in one call (up to 12 MB) measured twice the kernel
+/// time of this on the 100M-line national file (docs/PERFORMANCE.md).
 const WRITE_BUF: usize = 128 << 10;
 
 struct DatWriter {
     stem: String,
     tmp: PathBuf,
     file: File,
-    hasher: Sha256,
     records: u64,
     bytes: u64,
     /// Bytes whose writeback has been started (see [`WRITEBACK_WINDOW`]).
@@ -300,17 +365,15 @@ impl DatWriter {
             stem,
             tmp,
             file,
-            hasher: Sha256::new(),
             records: 0,
             bytes: 0,
             started: 0,
         })
     }
 
-    /// Hashes and writes `records` whole lines.
+    /// Writes `records` whole lines, [`WRITE_BUF`] bytes a call.
     fn write(&mut self, lines: &[u8], records: u64) -> Result<()> {
         for piece in lines.chunks(WRITE_BUF) {
-            self.hasher.update(piece);
             self.file
                 .write_all(piece)
                 .map_err(|e| Error::write(&self.tmp, e))?;
@@ -319,17 +382,31 @@ impl DatWriter {
         self.bytes += lines.len() as u64;
         // Hand the data to the disk as the file grows, so the final sync has little left.
         if self.bytes - self.started >= WRITEBACK_WINDOW {
-            start_writeback(&self.file, self.started, self.bytes - self.started);
-            self.started = self.bytes;
+            self.start_rest();
         }
         Ok(())
     }
 
-    fn finish(self, opts: &DatOptions, created: &mut Vec<PathBuf>) -> Result<DatFile> {
+    /// Starts the writeback of what was written since the last start.
+    fn start_rest(&mut self) {
+        if self.bytes > self.started {
+            start_writeback(&self.file, self.started, self.bytes - self.started);
+            self.started = self.bytes;
+        }
+    }
+
+    /// Syncs and renames the file into place and writes its `.ctl`; `hasher` has seen every
+    /// byte of it.
+    fn finish(
+        self,
+        opts: &DatOptions,
+        hasher: Sha256,
+        created: &mut Vec<PathBuf>,
+    ) -> Result<DatFile> {
         self.file
             .sync_all()
             .map_err(|e| Error::write(&self.tmp, e))?;
-        let sha256 = hex::encode(self.hasher.finalize());
+        let sha256 = hex::encode(hasher.finalize());
         let name = format!("{}.dat", self.stem);
         let path = opts.dir.join(&name);
         std::fs::rename(&self.tmp, &path).map_err(|e| Error::write(&path, e))?;

@@ -15,10 +15,11 @@
 //! - [`reconcile`] and [`filter`]: who opted out, and the extract without them;
 //! - [`generate`]: synthetic extracts in the 999 test range with their exact truth.
 //!
-//! `unsafe` is in four places, each with a `// SAFETY:` comment: the memory map (`mmap`), the
+//! `unsafe` is in five places, each with a `// SAFETY:` comment: the memory map (`mmap`), the
 //! SSE2 loads of the fast path and of the CSV grammar's masks (`swar`), the number set's
-//! words taken as atomics, their prefetch and the map's huge-page hint ([`seen`]), and the
-//! writeback hint of a streamed output ([`files`]).
+//! words taken as atomics, their prefetch and the map's huge-page hint ([`seen`]), the
+//! writeback hint of a streamed output ([`files`]), and the `.dat` lines stored into room
+//! reserved a word of the set at a time ([`dat`]).
 
 pub mod consent;
 pub mod csv;

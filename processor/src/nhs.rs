@@ -151,30 +151,34 @@ pub fn digits_of_prefix(prefix: u32) -> Option<[u8; 10]> {
 const WEIGHTS: [u32; 9] = [10, 9, 8, 7, 6, 5, 4, 3, 2];
 
 /// For each `n` below 10,000: its four ASCII digits (little-endian: the first digit in the low
-/// byte) and their part of the Modulus 11 sum as the last four of nine digits (weights 5..2).
-static LAST_FOUR: [(u32, u8); 10_000] = {
-    let mut t = [(0u32, 0u8); 10_000];
+/// byte) in the low 32 bits and their part of the Modulus 11 sum as the last four of nine
+/// digits (weights 5..2) above them. Padded to 2^14 entries, so that an index masked with
+/// [`LAST_FOUR_MASK`] needs no bounds check (only the first 10,000 are ever used).
+static LAST_FOUR: [u64; LAST_FOUR_MASK + 1] = {
+    let mut t = [0u64; LAST_FOUR_MASK + 1];
     let mut n = 0;
     while n < 10_000 {
         let d = [n / 1000, n / 100 % 10, n / 10 % 10, n % 10];
-        let mut ascii = 0u32;
-        let mut sum = 0u32;
+        let mut ascii = 0u64;
+        let mut sum = 0u64;
         let mut i = 0;
         while i < 4 {
-            ascii |= (b'0' as u32 + d[i] as u32) << (8 * i);
-            sum += d[i] as u32 * WEIGHTS[5 + i];
+            ascii |= (b'0' as u64 + d[i] as u64) << (8 * i);
+            sum += d[i] as u64 * WEIGHTS[5 + i] as u64;
             i += 1;
         }
-        t[n] = (ascii, sum as u8);
+        t[n] = ascii | sum << 32;
         n += 1;
     }
     t
 };
+const LAST_FOUR_MASK: usize = (1 << 14) - 1;
 
 /// The ASCII check digit for each Modulus 11 sum of nine digits (at most 9 × 54 = 486), or 0
-/// where no check digit fits.
-static CHECK_OF_SUM: [u8; 487] = {
-    let mut t = [0u8; 487];
+/// where no check digit fits. Padded to 512 entries: an index masked with 511 needs no bounds
+/// check.
+static CHECK_OF_SUM: [u8; 512] = {
+    let mut t = [0u8; 512];
     let mut s = 0;
     while s < 487 {
         t[s] = match 11 - s % 11 {
@@ -210,28 +214,46 @@ impl Default for PrefixDigits {
 impl PrefixDigits {
     /// A formatter, positioned at prefix 0.
     pub fn new() -> Self {
-        let mut d = PrefixDigits {
-            base: 0,
-            first_five: 0,
-            sum: 0,
-        };
-        d.move_to(0);
-        d
+        Self::run_of(0)
     }
 
-    /// Moves to the run of 10,000 holding `prefix`.
+    /// The formatter positioned at the run of 10,000 holding `prefix`. By value, not through
+    /// `&mut self`: a caller's formatter then stays in registers in its loop.
     #[cold]
-    fn move_to(&mut self, prefix: u32) {
+    fn run_of(prefix: u32) -> Self {
         let high = prefix / 10_000;
-        self.base = high * 10_000;
-        (self.first_five, self.sum) = (0, 0);
+        let (mut first_five, mut sum) = (0, 0);
         let mut rest = high;
         for i in (0..5).rev() {
             let d = rest % 10;
             rest /= 10;
-            self.first_five |= u64::from(b'0' as u32 + d) << (8 * i);
-            self.sum += d * WEIGHTS[i];
+            first_five |= u64::from(b'0' as u32 + d) << (8 * i);
+            sum += d * WEIGHTS[i];
         }
+        PrefixDigits {
+            base: high * 10_000,
+            first_five,
+            sum,
+        }
+    }
+
+    /// The ten ASCII digits of the number with the nine-digit prefix `prefix` (below 10^9) as
+    /// two halves, the first digit in the low byte of the first: the first eight digits, and
+    /// the last two in the low two bytes of the second (its other bytes zero). Where no check
+    /// digit fits, the tenth byte is 0: for prefixes known to be of valid numbers (a set's
+    /// members), without a test.
+    #[inline(always)]
+    pub fn halves(&mut self, prefix: u32) -> (u64, u64) {
+        if prefix.wrapping_sub(self.base) >= 10_000 {
+            *self = Self::run_of(prefix);
+        }
+        let last = LAST_FOUR[(prefix.wrapping_sub(self.base)) as usize & LAST_FOUR_MASK];
+        let check = CHECK_OF_SUM[(self.sum + (last >> 32) as u32) as usize & 511];
+        let last = last & 0xffff_ffff;
+        (
+            self.first_five | last << 40,
+            last >> 24 | u64::from(check) << 8,
+        )
     }
 
     /// The ten ASCII digits of the valid NHS number whose first nine digits are `prefix`
@@ -239,15 +261,11 @@ impl PrefixDigits {
     /// digit fits.
     #[inline(always)]
     pub fn ascii(&mut self, prefix: u32) -> Option<u128> {
-        if prefix.wrapping_sub(self.base) >= 10_000 {
-            self.move_to(prefix);
-        }
-        let (last_four, sum) = LAST_FOUR[(prefix - self.base) as usize];
-        let check = CHECK_OF_SUM[(self.sum + u32::from(sum)) as usize];
-        if check == 0 {
+        let (low, high) = self.halves(prefix);
+        if high >> 8 == 0 {
             return None;
         }
-        Some(u128::from(self.first_five) | u128::from(last_four) << 40 | u128::from(check) << 72)
+        Some(u128::from(low) | u128::from(high) << 64)
     }
 
     /// [`PrefixDigits::ascii`] as an array.

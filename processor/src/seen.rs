@@ -85,9 +85,7 @@ impl NumberSet {
         if seen == 0 {
             self.mark_group(prefix as usize >> 12);
         }
-        // Only the bit of the old value is used, which lets the compiler use `lock bts` (rustc
-        // 1.95 still emits a `lock cmpxchg` loop here: docs/PERFORMANCE.md).
-        word.fetch_or(mask, Relaxed) & mask == 0
+        set_bit(word, prefix & 63, mask)
     }
 
     /// The word holding `prefix` and its bit. Any `u32` is in range (see [`MAP_WORDS`]): no
@@ -264,6 +262,40 @@ impl NumberSet {
                 }
             }
         })
+    }
+}
+
+/// Sets bit `bit` (below 64; `mask` is `1 << bit`) of `word` atomically; true if it was clear
+/// before, for exactly one of any threads setting it at once.
+///
+/// On x86-64 this is one `lock bts`: `fetch_or` whose result is tested for that bit only
+/// compiles to a `lock cmpxchg` loop (rustc 1.95, LLVM does not match the pattern here), which
+/// loads the word again and may retry. See docs/PERFORMANCE.md.
+#[inline(always)]
+fn set_bit(word: &AtomicU64, bit: u32, mask: u64) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let _ = mask;
+        let was_set: u8;
+        // SAFETY: `word` is a live, aligned AtomicU64; `lock bts` with a register bit offset
+        // below 64 reads and writes only that quadword, atomically (an atomic RMW on memory
+        // only ever accessed atomically). It changes the flags, which `asm!` assumes anyway.
+        unsafe {
+            std::arch::asm!(
+                "lock bts qword ptr [{word}], {bit}",
+                "setc {was_set}",
+                word = in(reg) word.as_ptr(),
+                bit = in(reg) u64::from(bit),
+                was_set = out(reg_byte) was_set,
+                options(nostack),
+            );
+        }
+        was_set == 0
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = bit;
+        word.fetch_or(mask, Relaxed) & mask == 0
     }
 }
 
