@@ -737,10 +737,11 @@ impl<'a> Records<'a> {
 /// carried in (see [`Records`]); past the data's end, every bit is odd.
 #[inline(always)]
 fn masks_at(data: &[u8], delim: u8, kernel: Kernel, base: usize, st: (u64, u64, u64)) -> Masks {
-    match data.get(base..base + 65) {
-        Some(c) => kernel.masks(c[..64].try_into().unwrap(), c[64], delim, st),
+    let tail = &data[base..];
+    match tail.first_chunk::<65>() {
+        // (No overflow check on `base + 65`, no bounds check on the chunk.)
+        Some(c) => kernel.masks(c.first_chunk().unwrap(), c[64], delim, st),
         None => {
-            let tail = &data[base..];
             let mut chunk = [0u8; 64];
             chunk[..tail.len()].copy_from_slice(tail);
             let mut m = kernel.masks(&chunk, 0, delim, st);
