@@ -556,23 +556,7 @@ impl<'a> Records<'a> {
     #[inline(always)]
     fn load(&mut self, base: usize, st: (u64, u64, u64)) {
         self.base = base;
-        let (data, delim) = (self.data, self.delim);
-        self.m = match data.get(base..base + 65) {
-            Some(c) => self
-                .kernel
-                .masks(c[..64].try_into().unwrap(), c[64], delim, st),
-            None => {
-                let tail = &data[base..];
-                let mut chunk = [0u8; 64];
-                chunk[..tail.len()].copy_from_slice(tail);
-                let mut m = self.kernel.masks(&chunk, 0, delim, st);
-                // What follows decides a CR or quote at the data's end (an LF there ends a
-                // record outside quotes whatever follows), and the record goes on past it.
-                let known = tail.len() - (tail[tail.len() - 1] != b'\n') as usize;
-                m.odd |= (!0u64).checked_shl(known as u32).unwrap_or(0);
-                m
-            }
-        };
+        self.m = masks_at(self.data, self.delim, self.kernel, base, st);
     }
 
     /// The record at `start` by the masks; `None` when the exact reader must read it (a
@@ -670,53 +654,58 @@ impl<'a> Records<'a> {
         want: usize,
         mut take: impl FnMut(usize, usize, usize, usize) -> bool,
     ) -> u64 {
-        let data = self.data;
+        // The cursor's state in locals for the loop (registers, not the struct), put back on
+        // the way out.
+        let (data, delim, kernel) = (self.data, self.delim, self.kernel);
+        let (mut base, mut m, mut next) = (self.base, self.m, self.next);
         let mut quoted = 0u64;
-        while *pos < data.len() {
-            let start = *pos;
-            if start != self.next || start >= self.base + 64 {
-                let base = start & !63;
+        let mut start = *pos;
+        while start < data.len() {
+            if start != next || start >= base + 64 {
+                base = start & !63;
                 let o = start - base;
-                self.load(base, (0, 1 << o, !0 << o));
+                m = masks_at(data, delim, kernel, base, (0, 1 << o, !0 << o));
             }
-            let mut live = !0u64 << (start - self.base);
+            let mut live = !0u64 << (start - base);
             let mut breaks = 0u64;
             // The wanted field: `index` delimiters seen; its start once found, then its end.
             let mut index = 0usize;
             let mut fstart = if want == 0 { start } else { usize::MAX };
             let mut fend = usize::MAX;
             let at = loop {
-                let m = &self.m;
                 let e = m.ends & live;
                 // The record's bits in this chunk: up to and including its line break.
                 let span = if e != 0 { live & (e ^ (e - 1)) } else { live };
                 if (m.odd | m.quoted_breaks) & span != 0 {
                     if m.odd & span != 0 {
-                        self.next = usize::MAX;
-                        return quoted;
+                        break None;
                     }
                     breaks += (m.quoted_breaks & span).count_ones() as u64;
                 }
                 if fend == usize::MAX {
                     let delims = m.delims & span;
-                    field_bounds(delims, self.base, want, &mut index, &mut fstart, &mut fend);
+                    field_bounds(delims, base, want, &mut index, &mut fstart, &mut fend);
                 }
                 if e != 0 {
-                    break self.base + e.trailing_zeros() as usize;
+                    break Some(base + e.trailing_zeros() as usize);
                 }
-                if self.base + 64 >= data.len() {
+                if base + 64 >= data.len() {
                     // At the data's end (inside quotes after a last LF).
-                    self.next = usize::MAX;
-                    return quoted;
+                    break None;
                 }
-                let (carry, prev) = (m.carry, m.prev);
-                self.load(self.base + 64, (carry, prev, !0));
+                base += 64;
+                m = masks_at(data, delim, kernel, base, (m.carry, m.prev, !0));
                 live = !0;
             };
+            // Not taken: a malformed quote, the data's end, fewer fields than wanted, or
+            // `take` said no.
+            let Some(at) = at else {
+                next = usize::MAX;
+                break;
+            };
             if fstart == usize::MAX {
-                // Fewer fields than wanted.
-                self.next = usize::MAX;
-                return quoted;
+                next = usize::MAX;
+                break;
             }
             if fend == usize::MAX {
                 fend = if data[at] == b'\n' && at > start && data[at - 1] == b'\r' {
@@ -731,14 +720,37 @@ impl<'a> Records<'a> {
                 (fstart, fend)
             };
             if !take(start, at + 1, a, b) {
-                self.next = usize::MAX;
-                return quoted;
+                next = usize::MAX;
+                break;
             }
-            self.next = at + 1;
-            *pos = at + 1;
+            next = at + 1;
+            start = at + 1;
             quoted += breaks;
         }
+        *pos = start;
+        (self.base, self.m, self.next) = (base, m, next);
         quoted
+    }
+}
+
+/// The masks of the chunk of `data` at `base` (inside the data) with the quote state `st`
+/// carried in (see [`Records`]); past the data's end, every bit is odd.
+#[inline(always)]
+fn masks_at(data: &[u8], delim: u8, kernel: Kernel, base: usize, st: (u64, u64, u64)) -> Masks {
+    let tail = &data[base..];
+    match tail.first_chunk::<65>() {
+        // (No overflow check on `base + 65`, no bounds check on the chunk.)
+        Some(c) => kernel.masks(c.first_chunk().unwrap(), c[64], delim, st),
+        None => {
+            let mut chunk = [0u8; 64];
+            chunk[..tail.len()].copy_from_slice(tail);
+            let mut m = kernel.masks(&chunk, 0, delim, st);
+            // What follows decides a CR or quote at the data's end (an LF there ends a
+            // record outside quotes whatever follows), and the record goes on past it.
+            let known = tail.len() - (tail[tail.len() - 1] != b'\n') as usize;
+            m.odd |= (!0u64).checked_shl(known as u32).unwrap_or(0);
+            m
+        }
     }
 }
 
