@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
-use hyper::body::{Body, Frame, SizeHint};
+use hyper::body::{Body, Frame};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::SendTimeoutError;
 use tokio::task::JoinHandle;
@@ -35,11 +35,9 @@ pub(crate) fn empty() -> ResponseBody {
 /// Read size for streamed bodies.
 const READ_BUF: usize = 1 << 20;
 
-/// A body fed by a channel; `len` (if known) is reported as the exact size hint so hyper sets
-/// `Content-Length`.
+/// A body fed by a channel, of a length not known ahead (hyper sends it chunked).
 struct ChannelBody {
     rx: mpsc::Receiver<std::io::Result<Bytes>>,
-    len: Option<u64>,
 }
 
 impl Body for ChannelBody {
@@ -57,28 +55,16 @@ impl Body for ChannelBody {
             Poll::Pending => Poll::Pending,
         }
     }
-
-    fn size_hint(&self) -> SizeHint {
-        match self.len {
-            Some(n) => SizeHint::with_exact(n),
-            None => SizeHint::default(),
-        }
-    }
 }
 
-/// Streams everything `reader` yields. `len` is the exact length if known (it must be exact:
-/// hyper trusts it for `Content-Length`). The reads run on blocking threads one buffer at a
+/// Streams everything `reader` yields (a decoded download, whose length is not known). The reads run on blocking threads one buffer at a
 /// time, so a client that stops reading holds no thread (at most the one read under way, which
 /// ends by itself); if it takes no data for `timeout` the body is cut off (hyper then closes
 /// the connection).
-pub(crate) fn stream_reader(
-    reader: Box<dyn Read + Send>,
-    len: Option<u64>,
-    timeout: Duration,
-) -> ResponseBody {
+pub(crate) fn stream_reader(reader: Box<dyn Read + Send>, timeout: Duration) -> ResponseBody {
     let (tx, rx) = mpsc::channel(4);
     tokio::spawn(pump(reader, tx, timeout));
-    ChannelBody { rx, len }.boxed_unsync()
+    ChannelBody { rx }.boxed_unsync()
 }
 
 type Reader = Box<dyn Read + Send>;

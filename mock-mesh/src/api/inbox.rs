@@ -288,7 +288,6 @@ pub(crate) fn download(
         (ChunkSource::Memory(b), false) => full(b),
         (ChunkSource::Memory(b), true) => stream_reader(
             Box::new(MultiGzDecoder::new(std::io::Cursor::new(b))),
-            None,
             timeout,
         ),
         (ChunkSource::File { path, size }, false) => {
@@ -305,7 +304,7 @@ pub(crate) fn download(
         (ChunkSource::File { path, .. }, true) => {
             let f = std::fs::File::open(&path).map_err(|_| ApiError::NO_MESSAGE)?;
             let reader = MultiGzDecoder::new(std::io::BufReader::with_capacity(1 << 20, f));
-            stream_reader(Box::new(reader), None, timeout)
+            stream_reader(Box::new(reader), timeout)
         }
     };
     *resp.body_mut() = body;
