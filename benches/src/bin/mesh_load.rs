@@ -15,6 +15,15 @@
 //! answers 202 only once a chunk is fsynced) and all its auth checks on. Downloads ask for
 //! `Accept-Encoding: identity` so the sandbox does not gzip on the fly.
 //!
+//! The timed downloads use one client for every server, by default `RawConn`: plain HTTP/1.1
+//! on a blocking socket, 4 MiB reads into one reused buffer, the body counted (`Content-Length`
+//! or chunked framing) and dropped. Client and server share the machine's cores, so a client
+//! that spends as much CPU receiving as the server spends sending (reqwest did: about 0.06 s a
+//! 100 MB download) caps what a fast server can show; `--client reqwest` keeps the old client
+//! for comparison. In round 1 each message is first downloaded once untimed and its SHA-256
+//! checked against the uploaded bytes, so the fast client is known to receive the right bytes.
+//! Each run prints the server's and this process's user+sys CPU per download.
+//!
 //! Example (from the workspace root):
 //!
 //!   cargo build --release -p mock-mesh -p ndop-benches
@@ -30,6 +39,8 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use clap::Parser;
 use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+use std::io::{Read, Write};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Compares mock-mesh with mesh-sandbox on loopback: handshakes/s, 100 MB and 1 GB transfers,
@@ -73,6 +84,23 @@ struct Args {
     /// Skip the handshake and FHIR rates (transfers only: for measuring downloads).
     #[arg(long)]
     transfers_only: bool,
+    /// The client that times downloads: `raw` (a plain HTTP/1.1 reader on a blocking socket,
+    /// one reused buffer, bytes counted and dropped) or `reqwest` (the figures before 28 Nov
+    /// 2026 18:40 UTC). The same client serves every server.
+    #[arg(long, value_enum, default_value_t = DownloadClient::Raw)]
+    client: DownloadClient,
+    /// Read size of the raw client (bytes).
+    #[arg(long, default_value_t = 4 << 20)]
+    read_buf: usize,
+}
+
+/// The HTTP client of the timed downloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DownloadClient {
+    /// `RawConn`: large reads into one reused buffer, no allocation per frame.
+    Raw,
+    /// reqwest's `bytes_stream()` (hyper's client).
+    Reqwest,
 }
 
 const KEY: &str = "TestKey";
@@ -367,15 +395,17 @@ struct Transfer {
     peak_rss_mib: f64,
 }
 
-/// Uploads `total` bytes (chunks of `chunk` bytes cut from `data`) as one message, downloads it
-/// chunk by chunk (identity) `downloads` times, acknowledges it.
+/// Uploads `total` bytes (chunks of `chunk` bytes cut from `data`) as one message; if `verify`
+/// is given, downloads it once untimed with [`RawConn`] and checks its SHA-256 against it;
+/// downloads it chunk by chunk (identity) `client.downloads` times; acknowledges it.
 async fn transfer(
     server: &Server,
     http: &reqwest::Client,
     data: &Bytes,
     total: usize,
     chunk: usize,
-    downloads: usize,
+    client: &ClientOpts,
+    verify: Option<[u8; 32]>,
 ) -> anyhow::Result<Transfer> {
     let n = total.div_ceil(chunk).max(1);
     let part = |i: usize| data.slice(0..(total - i * chunk).min(chunk));
@@ -413,11 +443,23 @@ async fn transfer(
         }
     }
     let upload_s = started.elapsed().as_secs_f64();
+    if let Some(want) = verify {
+        let (port, id, read_buf) = (server.port, id.clone(), client.read_buf);
+        let got = tokio::task::spawn_blocking(move || {
+            let mut hash = Some(Sha256::new());
+            raw_download(port, &id, n, read_buf, &mut hash).map(|_| hash)
+        })
+        .await??
+        .map(|h| <[u8; 32]>::from(h.finalize()));
+        if got != Some(want) {
+            bail!("the downloaded message's SHA-256 differs from the uploaded one's");
+        }
+    }
     let mut downloads_s = Vec::new();
     let pid = server.child.id().to_string();
     let (server_cpu, client_cpu) = (cpu_s(&pid), cpu_s("self"));
-    for _ in 0..downloads.max(1) {
-        downloads_s.push(download(server, http, &id, n, total).await?);
+    for _ in 0..client.downloads.max(1) {
+        downloads_s.push(download(server, http, &id, n, total, client).await?);
     }
     let per = downloads_s.len() as f64;
     let server_cpu_s = (cpu_s(&pid) - server_cpu) / per;
@@ -445,17 +487,40 @@ async fn transfer(
     })
 }
 
-/// Downloads message `id` (`n` chunks, `total` bytes) once; the seconds to its last byte.
+/// Downloads message `id` (`n` chunks, `total` bytes) once with `client`; the seconds to its
+/// last byte.
 async fn download(
     server: &Server,
     http: &reqwest::Client,
     id: &str,
     n: usize,
     total: usize,
+    client: &ClientOpts,
 ) -> anyhow::Result<f64> {
+    let (secs, got) = match client.kind {
+        DownloadClient::Reqwest => reqwest_download(server, http, id, n).await?,
+        DownloadClient::Raw => {
+            let (port, id, read_buf) = (server.port, id.to_string(), client.read_buf);
+            tokio::task::spawn_blocking(move || raw_download(port, &id, n, read_buf, &mut None))
+                .await??
+        }
+    };
+    if got != total as u64 {
+        bail!("downloaded {got} of {total} bytes");
+    }
+    Ok(secs)
+}
+
+/// [`download`] through reqwest (`bytes_stream()`); seconds and bytes.
+async fn reqwest_download(
+    server: &Server,
+    http: &reqwest::Client,
+    id: &str,
+    n: usize,
+) -> anyhow::Result<(f64, u64)> {
     let v2 = "application/vnd.mesh.v2+json";
     let started = Instant::now();
-    let mut got = 0usize;
+    let mut got = 0u64;
     for i in 0..n {
         let r = http
             .get(format!(
@@ -473,14 +538,203 @@ async fn download(
         }
         let mut body = r.bytes_stream();
         while let Some(b) = body.next().await {
-            got += b?.len();
+            got += b?.len() as u64;
         }
     }
-    let secs = started.elapsed().as_secs_f64();
-    if got != total {
-        bail!("downloaded {got} of {total} bytes");
+    Ok((started.elapsed().as_secs_f64(), got))
+}
+
+/// How the timed downloads are made.
+struct ClientOpts {
+    kind: DownloadClient,
+    read_buf: usize,
+    /// Timed downloads of each message.
+    downloads: usize,
+}
+
+/// Downloads message `id` (`n` chunks) with [`RawConn`] over one keep-alive connection, opened
+/// (and its buffer allocated) before the clock starts, reopened after a `Connection: close`;
+/// seconds to the last byte, and the bytes. Feeds the body to `hash` if given. Blocking.
+fn raw_download(
+    port: u16,
+    id: &str,
+    n: usize,
+    read_buf: usize,
+    hash: &mut Option<Sha256>,
+) -> anyhow::Result<(f64, u64)> {
+    let mut conn = Some(RawConn::connect(port, read_buf)?);
+    let started = Instant::now();
+    let mut got = 0;
+    for i in 0..n {
+        let c = match conn.as_mut() {
+            Some(c) => c,
+            None => conn.insert(RawConn::connect(port, read_buf)?),
+        };
+        let path = format!("/messageexchange/{TO}/inbox/{id}/{}", i + 1);
+        let (len, close) = c
+            .get(port, &path, &token(TO), hash)
+            .with_context(|| format!("download chunk {}", i + 1))?;
+        got += len;
+        if close {
+            conn = None;
+        }
     }
-    Ok(secs)
+    Ok((started.elapsed().as_secs_f64(), got))
+}
+
+/// A plain HTTP/1.1 keep-alive client connection reading into one reused buffer (`--client
+/// raw`): large reads, no allocation or copy per frame, body bytes counted and dropped (or
+/// hashed when asked), so that the client costs little beside the kernel's receive copy and
+/// the servers' differences show. It parses only what a download needs: the status line,
+/// `Content-Length` or chunked framing, `Connection: close`.
+struct RawConn {
+    stream: std::net::TcpStream,
+    buf: Vec<u8>,
+    /// The bytes received and not yet consumed: `buf[start..end]`.
+    start: usize,
+    end: usize,
+}
+
+impl RawConn {
+    fn connect(port: u16, read_buf: usize) -> anyhow::Result<RawConn> {
+        let stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(Duration::from_secs(120)))?;
+        Ok(RawConn {
+            stream,
+            buf: vec![0; read_buf.max(4096)],
+            start: 0,
+            end: 0,
+        })
+    }
+
+    /// Reads more after the unconsumed bytes (moved to the front first).
+    fn fill(&mut self) -> anyhow::Result<()> {
+        self.buf.copy_within(self.start..self.end, 0);
+        self.end -= self.start;
+        self.start = 0;
+        if self.end == self.buf.len() {
+            bail!("a response line is longer than the read buffer");
+        }
+        let n = loop {
+            match self.stream.read(&mut self.buf[self.end..]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        };
+        if n == 0 {
+            bail!("the server closed the connection mid-response");
+        }
+        self.end += n;
+        Ok(())
+    }
+
+    /// The next line of a head or of chunked framing, without its CRLF.
+    fn line(&mut self) -> anyhow::Result<String> {
+        loop {
+            if let Some(i) = find(&self.buf[self.start..self.end], b"\r\n") {
+                let line =
+                    String::from_utf8_lossy(&self.buf[self.start..self.start + i]).into_owned();
+                self.start += i + 2;
+                return Ok(line);
+            }
+            self.fill()?;
+        }
+    }
+
+    /// Consumes `n` body bytes, feeding them to `hash` if given.
+    fn body(&mut self, mut n: u64, hash: &mut Option<Sha256>) -> anyhow::Result<()> {
+        while n > 0 {
+            if self.start == self.end {
+                self.fill()?;
+            }
+            let take = ((self.end - self.start) as u64).min(n) as usize;
+            if let Some(h) = hash.as_mut() {
+                h.update(&self.buf[self.start..self.start + take]);
+            }
+            self.start += take;
+            n -= take as u64;
+        }
+        Ok(())
+    }
+
+    /// GETs `path` (identity encoding); the body's length and whether the server closes the
+    /// connection after it. Any status but 2xx is an error.
+    fn get(
+        &mut self,
+        port: u16,
+        path: &str,
+        auth: &str,
+        hash: &mut Option<Sha256>,
+    ) -> anyhow::Result<(u64, bool)> {
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: {auth}\r\n\
+             Accept: application/vnd.mesh.v2+json\r\nAccept-Encoding: identity\r\n\r\n"
+        );
+        self.stream.write_all(req.as_bytes())?;
+        let status = self.line()?;
+        let code = status
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse::<u16>().ok())
+            .with_context(|| format!("bad status line {status:?}"))?;
+        let (mut len, mut chunked, mut close) = (None, false, false);
+        loop {
+            let h = self.line()?;
+            if h.is_empty() {
+                break;
+            }
+            let (name, value) = h.split_once(':').context("bad header line")?;
+            let value = value.trim();
+            match name.trim().to_ascii_lowercase().as_str() {
+                "content-length" => len = Some(value.parse::<u64>()?),
+                "transfer-encoding" => chunked = value.eq_ignore_ascii_case("chunked"),
+                "connection" => close = value.eq_ignore_ascii_case("close"),
+                _ => {}
+            }
+        }
+        if !(200..300).contains(&code) {
+            bail!("HTTP {code}");
+        }
+        let got = if chunked {
+            let mut total = 0;
+            loop {
+                let l = self.line()?;
+                let size = l.split(';').next().unwrap_or("").trim();
+                let size = u64::from_str_radix(size, 16)
+                    .with_context(|| format!("bad chunk size line {l:?}"))?;
+                if size == 0 {
+                    while !self.line()?.is_empty() {} // trailers
+                    break total;
+                }
+                self.body(size, hash)?;
+                if !self.line()?.is_empty() {
+                    bail!("a chunk is not followed by CRLF");
+                }
+                total += size;
+            }
+        } else if let Some(len) = len {
+            self.body(len, hash)?;
+            len
+        } else {
+            bail!("the response has neither Content-Length nor chunked framing");
+        };
+        Ok((got, close))
+    }
+}
+
+/// SHA-256 of the message [`transfer`] uploads: `total` bytes in chunks of `chunk`, each cut
+/// from the start of `data`.
+fn message_sha256(data: &[u8], total: usize, chunk: usize) -> [u8; 32] {
+    let mut h = Sha256::new();
+    let mut left = total;
+    while left > 0 {
+        let n = left.min(chunk);
+        h.update(&data[..n]);
+        left -= n;
+    }
+    h.finalize().into()
 }
 
 #[derive(Default)]
@@ -491,10 +745,12 @@ struct Results {
     single_down: Vec<f64>,
     single_rss: Vec<f64>,
     single_cpu: Vec<f64>,
+    single_client_cpu: Vec<f64>,
     chunked_up: Vec<f64>,
     chunked_down: Vec<f64>,
     chunked_rss: Vec<f64>,
     chunked_cpu: Vec<f64>,
+    chunked_client_cpu: Vec<f64>,
 }
 
 /// Picks one metric's samples out of a server's results.
@@ -525,7 +781,18 @@ async fn run(a: Args) -> anyhow::Result<()> {
     rand::Rng::fill(&mut rand::thread_rng(), &mut data[..]);
     let data = Bytes::from(data);
     let mut results: Vec<Results> = a.servers.iter().map(|_| Results::default()).collect();
+    let client = ClientOpts {
+        kind: a.client,
+        read_buf: a.read_buf,
+        downloads: a.downloads,
+    };
+    // every server's bytes are checked once, in round 1, outside the timing
+    let sums = (
+        message_sha256(&data, a.single_bytes, a.single_bytes),
+        message_sha256(&data, a.chunked_bytes, a.chunk_bytes),
+    );
     for round in 1..=a.rounds {
+        let verify = |sum| (round == 1).then_some(sum);
         for (i, kind) in a.servers.iter().enumerate() {
             let server = start(kind, &a).await?;
             let hs = if a.transfers_only {
@@ -544,7 +811,8 @@ async fn run(a: Args) -> anyhow::Result<()> {
                 &data,
                 a.single_bytes,
                 a.single_bytes,
-                a.downloads,
+                &client,
+                verify(sums.0),
             )
             .await?;
             let chunked = transfer(
@@ -553,9 +821,15 @@ async fn run(a: Args) -> anyhow::Result<()> {
                 &data,
                 a.chunked_bytes,
                 a.chunk_bytes,
-                a.downloads,
+                &client,
+                verify(sums.1),
             )
             .await?;
+            if round == 1 {
+                println!(
+                    "round {round} {kind:<11} SHA-256 of a download of each message: as uploaded"
+                );
+            }
             if a.downloads > 1 {
                 let list = |t: &Transfer| {
                     let v: Vec<String> = t.downloads_s.iter().map(|s| format!("{s:.3}")).collect();
@@ -583,10 +857,12 @@ async fn run(a: Args) -> anyhow::Result<()> {
             r.single_down.push(single.download_s);
             r.single_rss.push(single.peak_rss_mib);
             r.single_cpu.push(single.server_cpu_s);
+            r.single_client_cpu.push(single.client_cpu_s);
             r.chunked_up.push(chunked.upload_s);
             r.chunked_down.push(chunked.download_s);
             r.chunked_rss.push(chunked.peak_rss_mib);
             r.chunked_cpu.push(chunked.server_cpu_s);
+            r.chunked_client_cpu.push(chunked.client_cpu_s);
             drop(server);
         }
     }
@@ -603,19 +879,29 @@ async fn run(a: Args) -> anyhow::Result<()> {
         "|---|{}",
         "---|".repeat(a.servers.len() + usize::from(a.servers.len() > 1))
     );
-    let rows: [(&str, Metric, bool); 10] = [
+    let rows: [(&str, Metric, bool); 12] = [
         ("handshakes/s", |r| &r.handshakes, true),
         ("NDOP FHIR searches/s", |r| &r.fhir_searches, true),
         ("single upload (s)", |r| &r.single_up, false),
         ("single download (s)", |r| &r.single_down, false),
         ("single peak RSS (MiB)", |r| &r.single_rss, false),
         ("single download, server CPU (s)", |r| &r.single_cpu, false),
+        (
+            "single download, client CPU (s)",
+            |r| &r.single_client_cpu,
+            false,
+        ),
         ("chunked upload (s)", |r| &r.chunked_up, false),
         ("chunked download (s)", |r| &r.chunked_down, false),
         ("chunked peak RSS (MiB)", |r| &r.chunked_rss, false),
         (
             "chunked download, server CPU (s)",
             |r| &r.chunked_cpu,
+            false,
+        ),
+        (
+            "chunked download, client CPU (s)",
+            |r| &r.chunked_client_cpu,
             false,
         ),
     ];
