@@ -927,3 +927,91 @@ async fn run(a: Args) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Serves `responses` in turn on one connection of a fresh loopback listener, reading
+    /// one request head before each; returns the port.
+    fn canned(responses: Vec<Vec<u8>>) -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            for r in responses {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if s.read(&mut b).unwrap() == 0 {
+                        return;
+                    }
+                    head.push(b[0]);
+                }
+                // in uneven pieces, so that lines and bodies straddle the client's reads
+                for piece in r.chunks(777) {
+                    s.write_all(piece).unwrap();
+                }
+            }
+        });
+        port
+    }
+
+    fn sha(b: &[u8]) -> [u8; 32] {
+        Sha256::digest(b).into()
+    }
+
+    #[test]
+    fn raw_conn_reads_content_length_and_chunked_bodies_on_one_connection() {
+        let body: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut sized = b"HTTP/1.1 200 OK\r\ncontent-length: 10000\r\nx-a: b\r\n\r\n".to_vec();
+        sized.extend_from_slice(&body);
+        let mut chunked =
+            b"HTTP/1.1 206 Partial Content\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        chunked.extend_from_slice(b"bb8;ext=1\r\n");
+        chunked.extend_from_slice(&body[..3000]);
+        chunked.extend_from_slice(b"\r\n1B58\r\n");
+        chunked.extend_from_slice(&body[3000..]);
+        chunked.extend_from_slice(b"\r\n0\r\nx-trailer: 1\r\n\r\n");
+        let closing = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 3\r\n\r\nabc";
+        let port = canned(vec![sized, chunked, closing.to_vec()]);
+        let mut c = RawConn::connect(port, 4096).unwrap();
+        for _ in 0..2 {
+            let mut h = Some(Sha256::new());
+            let (len, close) = c.get(port, "/x", "auth", &mut h).unwrap();
+            assert_eq!((len, close), (10_000, false));
+            assert_eq!(<[u8; 32]>::from(h.unwrap().finalize()), sha(&body));
+        }
+        assert_eq!(c.get(port, "/x", "auth", &mut None).unwrap(), (3, true));
+    }
+
+    #[test]
+    fn raw_conn_refuses_errors_short_bodies_and_unframed_bodies() {
+        let port = canned(vec![
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec()
+        ]);
+        let e = RawConn::connect(port, 4096)
+            .unwrap()
+            .get(port, "/x", "a", &mut None);
+        assert!(format!("{:#}", e.unwrap_err()).contains("HTTP 404"));
+        let port = canned(vec![
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc".to_vec()
+        ]);
+        let e = RawConn::connect(port, 4096)
+            .unwrap()
+            .get(port, "/x", "a", &mut None);
+        assert!(format!("{:#}", e.unwrap_err()).contains("closed the connection"));
+        let port = canned(vec![b"HTTP/1.1 200 OK\r\n\r\nabc".to_vec()]);
+        let e = RawConn::connect(port, 4096)
+            .unwrap()
+            .get(port, "/x", "a", &mut None);
+        assert!(format!("{:#}", e.unwrap_err()).contains("neither Content-Length"));
+    }
+
+    #[test]
+    fn message_sha256_hashes_the_chunks_as_uploaded() {
+        let data = b"abcdefgh";
+        assert_eq!(message_sha256(data, 10, 4), sha(b"abcdabcdab"));
+        assert_eq!(message_sha256(data, 8, 8), sha(data));
+    }
+}
