@@ -29,6 +29,7 @@
 //!
 //! Nothing here logs an NHS number or file content: only ids, counts and sizes.
 
+mod early;
 pub(crate) mod job;
 mod scan;
 
@@ -169,6 +170,7 @@ impl Hasher for NumberHasher {
 /// One job's opt-out answers ([`PosEngine::decider`]): every number with an explicit answer in
 /// one map (a Consent decides first; then the environment's published table and the extra
 /// numbers say "opted out"), every other number by the rate.
+#[derive(PartialEq)]
 pub(crate) struct Decider {
     known: HashMap<u64, bool, BuildHasherDefault<NumberHasher>>,
     seed_mix: u64,
@@ -200,6 +202,8 @@ pub(crate) struct PosEngine {
     max_decoded: u64,
     /// The FHIR API's opt-out state (INT): where a patient has a Consent, it decides.
     consents: Option<crate::fhir::consent::OptOuts>,
+    /// Submissions analysed while they upload.
+    early: early::Registry,
 }
 
 impl PosEngine {
@@ -228,6 +232,7 @@ impl PosEngine {
             chunk_bytes: chunk_bytes.max(1),
             max_decoded: u64::MAX,
             consents: None,
+            early: early::Registry::default(),
         }
     }
 
@@ -411,12 +416,20 @@ fn analyse(
     reader: Box<dyn Read + Send>,
     engine: &PosEngine,
     env: PosEnv,
+    sink: ResultSink,
+) -> std::io::Result<Analysis> {
+    analyse_with(reader, &engine.decider(env), engine.max_decoded, sink)
+}
+
+/// [`analyse`] with the job's answers and decode limit.
+fn analyse_with(
+    reader: Box<dyn Read + Send>,
+    decider: &Decider,
+    max: u64,
     mut sink: ResultSink,
 ) -> std::io::Result<Analysis> {
-    let decider = engine.decider(env);
-    let max = engine.max_decoded;
     match scan::pipeline(reader, &mut sink, |input, out| {
-        judge_all(input, out, &decider, max)
+        judge_all(input, out, decider, max)
     }) {
         Err(e) => {
             sink.discard();
@@ -542,21 +555,34 @@ fn judge_all(
 fn open_message(sources: Vec<ChunkSource>, gzip: bool) -> std::io::Result<Box<dyn Read + Send>> {
     let mut reader: Box<dyn Read + Send> = Box::new(std::io::empty());
     for s in sources {
-        let raw: Box<dyn Read + Send> = match s {
-            ChunkSource::Memory(b) => Box::new(std::io::Cursor::new(b)),
-            ChunkSource::File { path, .. } => Box::new(std::io::BufReader::with_capacity(
-                1 << 20,
-                std::fs::File::open(path)?,
-            )),
-        };
-        let part: Box<dyn Read + Send> = if gzip {
-            Box::new(MultiGzDecoder::new(raw))
-        } else {
-            raw
-        };
+        let (part, _) = open_chunk(s, gzip)?;
         reader = Box::new(reader.chain(part));
     }
     Ok(reader)
+}
+
+/// Opens the decoded content of one stored chunk, and what was opened: (inode, size) of its
+/// file, or (address, size) of its bytes.
+fn open_chunk(s: ChunkSource, gzip: bool) -> std::io::Result<(Box<dyn Read + Send>, (u64, u64))> {
+    use std::os::unix::fs::MetadataExt;
+    let (raw, id): (Box<dyn Read + Send>, _) = match s {
+        ChunkSource::Memory(b) => {
+            let id = (b.as_ptr() as u64, b.len() as u64);
+            (Box::new(std::io::Cursor::new(b)), id)
+        }
+        ChunkSource::File { path, .. } => {
+            let f = std::fs::File::open(path)?;
+            let md = f.metadata()?;
+            let r = std::io::BufReader::with_capacity(1 << 20, f);
+            (Box::new(r), (md.ino(), md.len()))
+        }
+    };
+    let part: Box<dyn Read + Send> = if gzip {
+        Box::new(MultiGzDecoder::new(raw))
+    } else {
+        raw
+    };
+    Ok((part, id))
 }
 
 #[cfg(test)]
