@@ -192,6 +192,7 @@ pub(super) async fn take(state: &Arc<State>, m: &Message, env: PosEnv) -> Option
             });
         let same_answers = decider == state.pos.decider(env);
         if same_data && same_answers {
+            tracing::info!(message_id = %m.id, "POS analysed the submission while it uploaded");
             return Ok(Some(a));
         }
         tracing::info!(
