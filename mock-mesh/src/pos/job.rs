@@ -106,9 +106,7 @@ async fn deliver(
     let id = state.store.new_id(now);
     let sizes: Vec<Option<u64>> = chunks.iter().map(|c| Some(c.size())).collect();
     let total = sizes.len() as u32;
-    for (i, c) in chunks.into_iter().enumerate() {
-        state.store.commit_chunk(&id, i as u32 + 1, c).await?;
-    }
+    state.store.commit_chunks(&id, chunks).await?;
     let m = Message {
         subject: reply.subject,
         local_id,
