@@ -278,9 +278,9 @@ async fn a_gzip_bomb_is_decoded_under_a_limit_and_rejected_whole() {
 }
 
 /// Sends `chunks` (each gzip'd on its own, as MESH clients compress) as one chunked POS
-/// submission; `retry` re-uploads chunk 2 with other content once it has been read, before the
-/// last chunk. Returns the submission's id.
-async fn submit_chunked(m: &Mesh, chunks: &[Vec<u8>], retry: Option<Vec<u8>>) -> String {
+/// submission; each of `retries` re-uploads chunk 2 (with other content) once it has been
+/// read, before the last chunk. Returns the submission's id.
+async fn submit_chunked(m: &Mesh, chunks: &[Vec<u8>], retries: &[Vec<u8>]) -> String {
     let total = chunks.len();
     let r = m
         .send_wf(A, POS_LIVE, "SPINE_NTT_UPHOLDING", gzip(&chunks[0]))
@@ -305,10 +305,10 @@ async fn submit_chunked(m: &Mesh, chunks: &[Vec<u8>], retry: Option<Vec<u8>>) ->
     };
     for (i, c) in chunks.iter().enumerate().skip(1) {
         let n = i + 1;
-        if n == total {
-            if let Some(other) = &retry {
-                // the early analysis has read chunk 2 by now (it polls at least every 250 ms)
-                tokio::time::sleep(Duration::from_millis(600)).await;
+        if n == total && !retries.is_empty() {
+            // the early analysis has read chunk 2 by now (it polls at least every 250 ms)
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            for other in retries {
                 assert_eq!(upload(2, other).await.unwrap().status(), 202);
             }
         }
@@ -337,9 +337,21 @@ async fn a_chunked_submission_is_answered_from_the_accepted_chunks() {
     let all: Vec<u8> = lines.concat().into_bytes();
     let (c1, rest) = all.split_at(all.len() / 3);
     let (c2, c3) = rest.split_at(rest.len() / 2 + 5);
-    let c2_retry: Vec<u8> = {
+    let c2_longer: Vec<u8> = {
         let mut v = c2.to_vec();
         v.splice(0..0, b"9434765919\n".iter().copied()); // one more line, other sizes
+        v
+    };
+    let c2_same_size: Vec<u8> = {
+        // chunk 2 with its first whole line's number swapped for another patient's
+        let mut v = c2.to_vec();
+        let at = v.iter().position(|&b| b == b'\n').unwrap() + 1;
+        let other = live
+            .iter()
+            .map(|(n, _)| n.as_bytes())
+            .find(|n| *n != &v[at..at + 10])
+            .unwrap();
+        v[at..at + 10].copy_from_slice(other);
         v
     };
     let kept = |file: &[u8]| -> Vec<u8> {
@@ -361,12 +373,19 @@ async fn a_chunked_submission_is_answered_from_the_accepted_chunks() {
         config.pos_chunk_bytes = 97; // the result in several chunks
         let m = Mesh::start(config).await;
         let chunks = [c1.to_vec(), c2.to_vec(), c3.to_vec()];
-        for retry in [None, Some(c2_retry.clone())] {
-            let file = match &retry {
+        // no retry; a longer chunk 2; a longer then a same-sized one (the first chunk 2's
+        // inode or address is free by then, and must not pass for it)
+        let cases = [
+            vec![],
+            vec![c2_longer.clone()],
+            vec![c2_longer.clone(), c2_same_size.clone()],
+        ];
+        for retries in cases {
+            let file = match retries.last() {
                 None => all.clone(),
                 Some(r) => [c1, r.as_slice(), c3].concat(),
             };
-            let sub = submit_chunked(&m, &chunks, retry.clone()).await;
+            let sub = submit_chunked(&m, &chunks, &retries).await;
             let ids = m.wait_for(A, 2).await;
             let (_, job) = collect(&m, A, &ids[0]).await;
             let v: Value = serde_json::from_slice(&job).unwrap();
@@ -378,15 +397,15 @@ async fn a_chunked_submission_is_answered_from_the_accepted_chunks() {
             assert_eq!(
                 String::from_utf8(result).unwrap(),
                 String::from_utf8(kept(&file)).unwrap(),
-                "disk {disk}, retry {}",
-                retry.is_some()
+                "disk {disk}, retries {}",
+                retries.len()
             );
             let logs = String::from_utf8_lossy(&LOGS.lock().unwrap()).into_owned();
             let said = |what: &str| {
                 logs.lines()
                     .any(|l| l.contains(what) && l.contains(sub.as_str()))
             };
-            if retry.is_none() {
+            if retries.is_empty() {
                 assert!(said("POS analysed the submission while it uploaded"));
             } else {
                 assert!(said("POS early analysis discarded"));

@@ -8,8 +8,8 @@
 //! * a chunk is read only once it is committed, in order (a thread waits for the next one,
 //!   woken by [`on_chunk`] or every [`POLL`] to notice an abandoned upload or a stopped
 //!   server);
-//! * each chunk's identity as read (inode and size on disk; address and size in memory) is
-//!   compared with the accepted chunk's at acceptance: a chunk replaced by a retry after it was
+//! * each chunk read is kept ([`Held`]: its file open, or its bytes) and compared with the
+//!   accepted chunk at acceptance (same file, or same bytes): a chunk replaced by a retry after it was
 //!   read makes the job start again from the accepted data, as does a change in the opt-out
 //!   answers ([`Decider`](super::Decider)) during the upload;
 //! * the result chunks are written (and fsynced) as the analysis goes, into the store's
@@ -36,12 +36,36 @@ const MAX_RUNNING: usize = 2;
 /// How often a thread waiting for a chunk looks at the message anyway.
 const POLL: Duration = Duration::from_millis(250);
 
-/// What was read of one chunk: (inode or address, size).
-type Identity = (u64, u64);
+/// A chunk as it was read, kept until the job starts: holding the open file (or the bytes)
+/// keeps its inode (or address) from being reused by a later upload, so "the same inode" (or
+/// "the same address") means the same data.
+pub(super) enum Held {
+    File(std::fs::File),
+    Memory(bytes::Bytes),
+}
 
-/// A finished early analysis: the analysis, the identity of every chunk read, and the answers
+impl Held {
+    /// Whether `s` is the very data that was read.
+    fn is(&self, s: &ChunkSource) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        match (self, s) {
+            (Held::Memory(a), ChunkSource::Memory(b)) => {
+                a.as_ptr() == b.as_ptr() && a.len() == b.len()
+            }
+            (Held::File(f), ChunkSource::File { path, .. }) => {
+                match (f.metadata(), std::fs::metadata(path)) {
+                    (Ok(a), Ok(b)) => (a.dev(), a.ino(), a.len()) == (b.dev(), b.ino(), b.len()),
+                    _ => false,
+                }
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A finished early analysis: the analysis, every chunk it read, and the answers
 /// it used.
-type Done = (Analysis, Vec<Identity>, Decider);
+type Done = (Analysis, Vec<Held>, Decider);
 
 /// One submission analysed while it uploads.
 struct Early {
@@ -180,15 +204,14 @@ pub(super) async fn take(state: &Arc<State>, m: &Message, env: PosEnv) -> Option
             return Ok(None);
         };
         let same_data = ids.len() == m.total_chunks as usize
-            && ids.iter().enumerate().all(|(i, &read)| {
+            && ids.iter().enumerate().all(|(i, read)| {
                 let n = i as u32 + 1;
                 m.chunks
                     .get(i)
                     .copied()
                     .flatten()
                     .and_then(|size| state.store.chunk_source(&m.id, n, size))
-                    .and_then(|s| identity(&s).ok())
-                    == Some(read)
+                    .is_some_and(|s| read.is(&s))
             });
         let same_answers = decider == state.pos.decider(env);
         if same_data && same_answers {
@@ -210,18 +233,6 @@ pub(super) async fn take(state: &Arc<State>, m: &Message, env: PosEnv) -> Option
     got.ok().flatten()
 }
 
-/// What a stored chunk is now: (inode, size) of its file, or (address, size) of its bytes.
-fn identity(s: &ChunkSource) -> std::io::Result<Identity> {
-    use std::os::unix::fs::MetadataExt;
-    match s {
-        ChunkSource::Memory(b) => Ok((b.as_ptr() as u64, b.len() as u64)),
-        ChunkSource::File { path, .. } => {
-            let md = std::fs::metadata(path)?;
-            Ok((md.ino(), md.len()))
-        }
-    }
-}
-
 /// The decoded content of a message still uploading: each chunk once it is committed.
 struct Feed {
     state: Weak<State>,
@@ -232,8 +243,8 @@ struct Feed {
     /// The next chunk to open.
     next: u32,
     current: Option<Box<dyn Read + Send>>,
-    /// Identity of each chunk opened.
-    read: Vec<Identity>,
+    /// Every chunk opened, in order.
+    read: Vec<Held>,
 }
 
 impl Feed {
@@ -291,9 +302,9 @@ impl Read for Feed {
     }
 }
 
-/// A [`Feed`] that leaves the identities of the chunks it read behind when it is dropped (the
+/// A [`Feed`] that leaves the chunks it read behind when it is dropped (the
 /// pipeline owns its reader).
-struct Recorder(Feed, Arc<Mutex<Vec<Identity>>>);
+struct Recorder(Feed, Arc<Mutex<Vec<Held>>>);
 
 impl Read for Recorder {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {

@@ -595,20 +595,21 @@ fn open_message(sources: Vec<ChunkSource>, gzip: bool) -> std::io::Result<Box<dy
     Ok(reader)
 }
 
-/// Opens the decoded content of one stored chunk, and what was opened: (inode, size) of its
-/// file, or (address, size) of its bytes.
-fn open_chunk(s: ChunkSource, gzip: bool) -> std::io::Result<(Box<dyn Read + Send>, (u64, u64))> {
-    use std::os::unix::fs::MetadataExt;
-    let (raw, id): (Box<dyn Read + Send>, _) = match s {
-        ChunkSource::Memory(b) => {
-            let id = (b.as_ptr() as u64, b.len() as u64);
-            (Box::new(std::io::Cursor::new(b)), id)
-        }
+/// Opens the decoded content of one stored chunk, and what was opened (kept open: see
+/// [`early::Held`]).
+fn open_chunk(s: ChunkSource, gzip: bool) -> std::io::Result<(Box<dyn Read + Send>, early::Held)> {
+    let (raw, held): (Box<dyn Read + Send>, _) = match s {
+        ChunkSource::Memory(b) => (
+            Box::new(std::io::Cursor::new(b.clone())),
+            early::Held::Memory(b),
+        ),
         ChunkSource::File { path, .. } => {
             let f = std::fs::File::open(path)?;
-            let md = f.metadata()?;
-            let r = std::io::BufReader::with_capacity(1 << 20, f);
-            (Box::new(r), (md.ino(), md.len()))
+            let held = early::Held::File(f.try_clone()?);
+            (
+                Box::new(std::io::BufReader::with_capacity(1 << 20, f)),
+                held,
+            )
         }
     };
     let part: Box<dyn Read + Send> = if gzip {
@@ -616,7 +617,7 @@ fn open_chunk(s: ChunkSource, gzip: bool) -> std::io::Result<(Box<dyn Read + Sen
     } else {
         raw
     };
-    Ok((part, id))
+    Ok((part, held))
 }
 
 #[cfg(test)]
