@@ -10,6 +10,7 @@
 #   for i in 1 2 3; do tools/bench-run-ab.sh OLD/ndop target/release/mock-mesh F old
 #                      tools/bench-run-ab.sh target/release/ndop target/release/mock-mesh F new; done
 # with F = bench-data/send-20000000-13000000.dat (made by tools/bench-send.sh 20000000 13000000).
+# Two mocks the same way (the POS job): OLD/mock-mesh against target/release/mock-mesh, one ndop.
 # BENCHMARK DATA ONLY: sent to the local mock only. Scratch files go to ${TMPDIR:-/tmp}.
 set -euo pipefail
 [ $# = 4 ] || { echo "usage: $0 NDOP MOCK FILE TAG" >&2; exit 2; }
