@@ -27,7 +27,7 @@
 //! [`opted_out_by_rate`] — a hash of the number and the seed, so the answer for a number never
 //! depends on the file it is in or its position.
 //!
-//! A chunked submission is read while it uploads ([`early`]): the pass of step 2 runs over
+//! A chunked submission is read while it uploads (`pos/early.rs`): the pass of step 2 runs over
 //! each chunk once it is committed, and the job uses it at acceptance only if it read exactly
 //! the accepted chunks with the same answers; nothing is sent before acceptance.
 //!
