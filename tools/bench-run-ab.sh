@@ -4,7 +4,7 @@
 # seconds, the stage seconds of run.json, the time outside the stages (report.html), collect's
 # wait / download / check seconds, whether the reply was checked as it downloaded, ndop's CPU
 # seconds and peak RSS, whether run.json recorded the report's hashes, the mock's CPU seconds
-# (user+sys) and, from its log, the seconds from the submission accepted to the POS job
+# (user+sys) and peak RSS, and, from its log, the seconds from the submission accepted to the POS job
 # created and to the result sent (pos_job_s, pos_result_s). For comparing two
 # builds side by side, interleaved (the machine's load moves wall-clock figures by 2-3x):
 #   for i in 1 2 3; do tools/bench-run-ab.sh OLD/ndop target/release/mock-mesh F old
@@ -29,6 +29,7 @@ s=$(date +%s.%N)
 e=$(date +%s.%N)
 # the mock's CPU seconds (user+sys) over its whole life, read before it stops
 mock_cpu=$(awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' /proc/$mesh/stat)
+mock_rss=$(awk '/^VmHWM/ {print $2}' /proc/$mesh/status)
 kill -INT $mesh; wait $mesh || true
 # the POS job from the mock's log: the submission accepted -> job created -> result sent
 pos=$(python3 - "$tmp/store.log" <<'PY'
@@ -50,7 +51,7 @@ else:
     print("pos_job_s=? pos_result_s=?")
 PY
 )
-python3 - "$tmp/w/run.json" "$TAG" "$(echo "$e - $s" | bc)" "$tmp/cpu" "$load" "$mock_cpu $pos" <<'PY'
+python3 - "$tmp/w/run.json" "$TAG" "$(echo "$e - $s" | bc)" "$tmp/cpu" "$load" "$mock_cpu $mock_rss $pos" <<'PY'
 import json, sys
 run = json.load(open(sys.argv[1]))
 st = run["stage_seconds"]
@@ -64,7 +65,7 @@ stream = all(r.get("checked_while_downloading", False) for r in c["replies"] if 
 print(f"{sys.argv[2]} load={sys.argv[5]} run_s={whole:.2f} {stages} outside={whole - sum(v for _, v in st):.2f} "
       f"waited={c.get('waited_seconds', 0):.2f} download={down:.2f} check={check:.2f} streamed={stream} "
       f"cpu_user={user} cpu_sys={sys_} rss_kib={rss} hashes={'extract_hash' in run},{'output_hash' in run} "
-      f"mock_cpu={sys.argv[6].split()[0]} {' '.join(sys.argv[6].split()[1:])}")
+      f"mock_cpu={sys.argv[6].split()[0]} mock_rss_kib={sys.argv[6].split()[1]} {' '.join(sys.argv[6].split()[2:])}")
 PY
 rm -rf "$tmp"
 sync
