@@ -272,6 +272,7 @@ where
         .await?
         .remove(0);
     tracing::debug!(message_id = %id, chunks = total, "message created");
+    pos::job::on_chunk(state, &m);
     if complete {
         pos::job::on_accepted(state, &m);
     }
@@ -342,6 +343,7 @@ where
         })
         .await?
         .remove(0);
+    pos::job::on_chunk(state, &m);
     if m.status == Status::Accepted {
         pos::job::on_accepted(state, &m);
     }

@@ -28,19 +28,33 @@ pub(crate) fn on_accepted(state: &Arc<State>, m: &Message) {
     maybe_start(state, m);
 }
 
-/// Starts a POS job if `m` is a submission to a POS mailbox.
-fn maybe_start(state: &Arc<State>, m: &Message) {
-    let Some(env) = state.mailboxes.get(&m.recipient).and_then(|mb| mb.pos) else {
-        return;
-    };
+/// Called once a chunk of a message is committed (before [`on_accepted`] if it completes the
+/// message): a chunked POS submission is analysed while it uploads ([`super::early`]).
+pub(crate) fn on_chunk(state: &Arc<State>, m: &Message) {
+    if let Some(env) = pos_env(state, m) {
+        super::early::on_chunk(state, m, env);
+    }
+}
+
+/// The POS environment that answers `m`, if it is a submission to a POS mailbox.
+fn pos_env(state: &State, m: &Message) -> Option<PosEnv> {
+    let env = state.mailboxes.get(&m.recipient).and_then(|mb| mb.pos)?;
     let from_pos = m
         .sender
         .as_ref()
         .and_then(|s| state.mailboxes.get(s))
         .is_some_and(|mb| mb.pos.is_some());
     if m.workflow_id != POS_WORKFLOW || m.message_type != MessageType::Data || from_pos {
-        return;
+        return None;
     }
+    Some(env)
+}
+
+/// Starts a POS job if `m` is a submission to a POS mailbox.
+fn maybe_start(state: &Arc<State>, m: &Message) {
+    let Some(env) = pos_env(state, m) else {
+        return;
+    };
     let job_state = state.clone();
     let m = m.clone();
     state.spawn(async move {
@@ -92,9 +106,7 @@ async fn deliver(
     let id = state.store.new_id(now);
     let sizes: Vec<Option<u64>> = chunks.iter().map(|c| Some(c.size())).collect();
     let total = sizes.len() as u32;
-    for (i, c) in chunks.into_iter().enumerate() {
-        state.store.commit_chunk(&id, i as u32 + 1, c).await?;
-    }
+    state.store.commit_chunks(&id, chunks).await?;
     let m = Message {
         subject: reply.subject,
         local_id,
@@ -126,8 +138,13 @@ async fn deliver(
     Ok(m)
 }
 
-async fn run_job(state: Arc<State>, m: Message, env: PosEnv) -> Result<(), Error> {
-    let received = state.config.clock.now();
+/// Analyses the stored submission `m` (at most `State::pos_readers` jobs read at once). The
+/// inner error is the analysis's (an unreadable submission); the outer, missing chunk data.
+async fn analyse_stored(
+    state: &Arc<State>,
+    m: &Message,
+    env: PosEnv,
+) -> Result<Result<Analysis, Error>, Error> {
     let sources: Vec<ChunkSource> = (1..=m.total_chunks)
         .filter_map(|n| {
             let size = m.chunks.get(n as usize - 1).copied().flatten()?;
@@ -141,13 +158,7 @@ async fn run_job(state: Arc<State>, m: Message, env: PosEnv) -> Result<(), Error
         });
     }
     let gzip = m.content_encoding == ContentEncoding::Gzip;
-    let sink = ResultSink::new(
-        state.pos.chunk_bytes,
-        state
-            .store
-            .tmp_path()
-            .and_then(|p| p.parent().map(PathBuf::from)),
-    );
+    let sink = ResultSink::new(state.pos.chunk_bytes, super::early::result_dir(state));
     let job_state = state.clone();
     let reading = state.pos_readers.acquire().await;
     let analysis = crate::store::blocking(move || {
@@ -156,6 +167,15 @@ async fn run_job(state: Arc<State>, m: Message, env: PosEnv) -> Result<(), Error
     })
     .await;
     drop(reading);
+    Ok(analysis)
+}
+
+async fn run_job(state: Arc<State>, m: Message, env: PosEnv) -> Result<(), Error> {
+    let received = state.config.clock.now();
+    let analysis = match super::early::take(&state, &m, env).await {
+        Some(a) => Ok(a),
+        None => analyse_stored(&state, &m, env).await?,
+    };
     let mut analysis = match analysis {
         Ok(a) => a,
         Err(e) => {
@@ -222,7 +242,7 @@ async fn run_job(state: Arc<State>, m: Message, env: PosEnv) -> Result<(), Error
                     "filename": m.file_name.clone().unwrap_or_else(|| format!("{}.dat", m.id)),
                     "local_id": m.local_id,
                     "subject": m.subject,
-                    "compressed": m.compressed || gzip,
+                    "compressed": m.compressed || m.content_encoding == ContentEncoding::Gzip,
                 }
             },
             "filename": m.file_name.clone().unwrap_or_else(|| format!("{}.dat", m.id)),
