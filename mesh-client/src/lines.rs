@@ -69,22 +69,32 @@ pub(crate) fn deflate(data: &[u8], d: usize, out: &mut Vec<u8>) {
     let mut i = 0;
     loop {
         tokens.clear();
+        // literal and match-length counts, gathered as the tokens are made
+        let mut freq = [0u32; 256 + 259];
         while i < data.len() && tokens.len() < BLOCK_TOKENS {
             let run = if i >= d {
                 common_prefix(data, i - d, i, (data.len() - i).min(258))
             } else {
                 0
             };
-            if run >= 3 {
-                tokens.push(run as u32 | 1 << 16);
+            let t = if run >= 3 {
                 i += run;
+                256 + run as u32
             } else {
-                tokens.push(u32::from(data[i]));
                 i += 1;
-            }
+                u32::from(data[i - 1])
+            };
+            tokens.push(t);
+            freq[t as usize] += 1;
         }
         let last = i >= data.len();
-        write_block(&mut w, &tokens, dcode, DIST_EXTRA[dcode], dextra, last);
+        write_block(
+            &mut w,
+            &tokens,
+            &freq,
+            (dcode, DIST_EXTRA[dcode], dextra),
+            last,
+        );
         if last {
             break;
         }
@@ -120,25 +130,18 @@ fn len_index(len: usize) -> usize {
         .unwrap_or(0)
 }
 
-/// One dynamic-Huffman block of `tokens` (literal byte, or `1 << 16 | length` of a match at the
-/// distance whose code is `dcode`).
+/// One dynamic-Huffman block of `tokens` (literal byte, or 256 + the length of a match at the
+/// distance whose code, extra bits and their value are `dist`), counted in `freq` (by token).
 fn write_block(
     w: &mut BitWriter<'_>,
     tokens: &[u32],
-    dcode: usize,
-    dextra_bits: u8,
-    dextra: u32,
+    freq: &[u32; 256 + 259],
+    (dcode, dextra_bits, dextra): (usize, u8, u32),
     last: bool,
 ) {
     let mut lit_freq = [0u32; 286];
-    let mut len_freq = [0u32; 259];
-    for &t in tokens {
-        if t < 256 {
-            lit_freq[t as usize] += 1;
-        } else {
-            len_freq[(t & 0xffff) as usize] += 1;
-        }
-    }
+    lit_freq[..256].copy_from_slice(&freq[..256]);
+    let len_freq = &freq[256..];
     let mut matches = 0u32;
     for (len, &n) in len_freq.iter().enumerate().skip(3) {
         lit_freq[257 + len_index(len)] += n;
@@ -208,7 +211,7 @@ fn write_block(
         if t < 256 {
             w.put(lit_code[t as usize], u32::from(lit_len[t as usize]));
         } else {
-            let (bits, n) = match_code[(t & 0xffff) as usize];
+            let (bits, n) = match_code[(t - 256) as usize];
             w.put_long(bits, n);
         }
     }
