@@ -672,6 +672,31 @@ mod tests {
         assert_eq!(MessageMeta::from_headers(&HeaderMap::new(), "x").chunks, 1);
     }
 
+    #[tokio::test]
+    async fn the_writer_thread_writes_in_order_and_rewinds() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().join("m.part");
+        let mut sink = Sink::new(create_private(&part).await.unwrap());
+        // more than one writeback step, in pieces of uneven sizes
+        let mut expected = Vec::new();
+        for i in 0..40u32 {
+            let piece = vec![b'a' + (i % 26) as u8; 1_000_003 + i as usize];
+            expected.extend_from_slice(&piece);
+            sink.write(bytes::Bytes::from(piece), &part).await.unwrap();
+        }
+        // a retried chunk: cut back, then written again from there
+        sink.rewind(10, &part).await.unwrap();
+        expected.truncate(10);
+        sink.write(bytes::Bytes::from_static(b"tail"), &part)
+            .await
+            .unwrap();
+        expected.extend_from_slice(b"tail");
+        let dest = dir.path().join("m");
+        finish(sink, &part, &dest).await.unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), expected);
+        assert!(!part.exists());
+    }
+
     #[test]
     fn part_file_sits_next_to_the_destination() {
         assert_eq!(
