@@ -52,9 +52,7 @@ pub(crate) fn check_stream(
     let checker = std::thread::spawn(move || {
         let mut lines = ReplyLines::new();
         for (_, piece) in from_hash {
-            if let Err(line) = lines.feed(&piece) {
-                return Err(line);
-            }
+            lines.feed(&piece)?;
         }
         lines.finish()
     });
