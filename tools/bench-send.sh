@@ -9,6 +9,8 @@
 # seconds of its run.json, its CPU seconds, the load average, and collect split into the wait for
 # the mock's POS (from the mock's log: submission accepted -> result sent) and ndop's download
 # and check of the reply (collect's own figures in run.json).
+# Level 1 is mesh-client's line encoder on .dat chunks (one match distance, the line length;
+# libdeflate's 1 on anything else); 2-8 libdeflate's levels; 9 libdeflate's 10 (mesh_client::gzip).
 # NDOP=PATH times another ndop binary (e.g. one built before a change) against the same mock.
 # RUN_LEVEL=N runs the whole `ndop run` with --compress-level N (default: ndop's default, mesh_client::DEFAULT_COMPRESS_LEVEL).
 # RUN_ONLY=1 skips the per-level sends and the lone collect (only the whole runs); LEVELS ""

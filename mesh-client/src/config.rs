@@ -22,10 +22,10 @@ pub const LIVE_URL: &str = "https://mesh-sync.spineservices.nhs.uk";
 
 /// Default chunk size: 75 MiB, as NHS England's `mesh-client` (section 7).
 pub const DEFAULT_CHUNK_SIZE: u64 = 75 * 1024 * 1024;
-/// Default gzip level of compressed chunks: 1. Chunks are gzip'd by libdeflate, whose level 1
-/// on `.dat` files (ten digits and CRLF a line) is as small as zlib-rs's level 3 (the default
-/// before) for 52–60 % of its CPU time, and smaller and faster than its own levels 2–4
-/// (`docs/PERFORMANCE.md`, "Sending at national scale").
+/// Default gzip level of compressed chunks: 1. On `.dat` files (fixed-length lines) level 1 is
+/// the line encoder of [`gzip`](crate::gzip): about the size of libdeflate's slowest level
+/// (15.4 % of a national chunk) for under half the CPU of libdeflate's level 1
+/// (`docs/PERFORMANCE.md`, "Sending at national scale"); on other content, libdeflate's 1.
 pub const DEFAULT_COMPRESS_LEVEL: u32 = 1;
 /// Largest request body MESH accepts: 100 MB (section 7); bigger chunk sizes are refused.
 pub const MAX_CHUNK_SIZE: u64 = 100_000_000;
@@ -185,12 +185,12 @@ impl ClientConfig {
     }
 
     /// Gzip level of compressed chunks, 0 to 9; default 1 ([`DEFAULT_COMPRESS_LEVEL`]). Each
-    /// chunk is gzip'd whole by libdeflate: 0 stores (gzip framing, no compression); 1–8 are
-    /// libdeflate's levels of the same number; 9 is libdeflate's level 10, its near-optimal
-    /// parser (on `.dat` files 35 % smaller than 1 and smaller and faster than libdeflate's 8
-    /// and 9, for about 11 times level 1's CPU). On `.dat` files: 1 for a fast link; 5 is 7 %
-    /// smaller for 2.6 times the CPU (worth it below about 150 Mbit/s when two cores
-    /// compress); 9 below about 30 Mbit/s; 2–4 and 6–8 are never better than 1, 5 or 9.
+    /// chunk is gzip'd whole ([`gzip`](crate::gzip)): 0 stores (gzip framing, no
+    /// compression); 1 is the line encoder on content of fixed-length lines (`.dat` files:
+    /// matches at the line length only; as small as 9 there and the fastest), else libdeflate's
+    /// 1; 2–8 are libdeflate's levels of the same number; 9 is libdeflate's level 10, its
+    /// near-optimal parser. On `.dat` files 1 is the best choice at any link speed: 2–9 are
+    /// larger or no smaller, for 2–12 times its CPU.
     pub fn with_compression_level(mut self, level: u32) -> ClientConfig {
         self.compress_level = level;
         self

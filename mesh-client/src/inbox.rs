@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 use futures_util::StreamExt;
 use reqwest::header::{HeaderMap, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE};
 use reqwest::{Method, Response};
-use tokio::io::{AsyncSeekExt, AsyncWriteExt, BufWriter};
 
 use crate::client::describe;
 use crate::{Error, MeshClient};
@@ -231,7 +230,7 @@ impl MeshClient {
         let file = create_private(&part)
             .await
             .map_err(|e| Error::io(&part, e))?;
-        let mut out = BufWriter::with_capacity(1 << 20, file);
+        let mut out = Sink::new(file);
         let result = self.download_chunks(id, &mut out, &part, tee).await;
         let result = match result {
             Ok(meta) => finish(out, &part, dest).await.map(|()| meta),
@@ -260,7 +259,7 @@ impl MeshClient {
         let file = create_private(&part)
             .await
             .map_err(|e| Error::io(&part, e))?;
-        let mut out = BufWriter::with_capacity(1 << 20, file);
+        let mut out = Sink::new(file);
         let result = self
             .download_chunk(id, chunk, &mut out, &part, 0, None)
             .await;
@@ -280,7 +279,7 @@ impl MeshClient {
     async fn download_chunks(
         &self,
         id: &str,
-        out: &mut BufWriter<tokio::fs::File>,
+        out: &mut Sink,
         part: &Path,
         tee: Tee<'_>,
     ) -> Result<MessageMeta, Error> {
@@ -305,7 +304,7 @@ impl MeshClient {
         &self,
         id: &str,
         n: u32,
-        out: &mut BufWriter<tokio::fs::File>,
+        out: &mut Sink,
         part: &Path,
         start: u64,
         tee: Tee<'_>,
@@ -380,7 +379,7 @@ async fn tee_piece(tee: Tee<'_>, at: u64, piece: bytes::Bytes) {
 /// bytes written.
 async fn write_body(
     response: Response,
-    out: &mut BufWriter<tokio::fs::File>,
+    out: &mut Sink,
     part: &Path,
     what: &str,
     (tee, start): (Tee<'_>, u64),
@@ -404,10 +403,8 @@ async fn write_body(
         })?;
         match decoder.as_mut() {
             None => {
-                out.write_all(&frame)
-                    .await
-                    .map_err(|e| Error::io(part, e))?;
                 let len = frame.len() as u64;
+                out.write(frame.clone(), part).await?;
                 tee_piece(tee, start + written, frame).await;
                 written += len;
             }
@@ -415,11 +412,9 @@ async fn write_body(
                 for piece in frame.chunks(16 * 1024) {
                     decoder.write_all(piece).map_err(corrupt)?;
                     let plain = bytes::Bytes::from(std::mem::take(decoder.get_mut()));
-                    out.write_all(&plain)
-                        .await
-                        .map_err(|e| Error::io(part, e))?;
                     let len = plain.len() as u64;
                     if len > 0 {
+                        out.write(plain.clone(), part).await?;
                         tee_piece(tee, start + written, plain).await;
                     }
                     written += len;
@@ -429,11 +424,9 @@ async fn write_body(
     }
     if let Some(decoder) = decoder {
         let plain = bytes::Bytes::from(decoder.finish().map_err(corrupt)?);
-        out.write_all(&plain)
-            .await
-            .map_err(|e| Error::io(part, e))?;
         let len = plain.len() as u64;
         if len > 0 {
+            out.write(plain.clone(), part).await?;
             tee_piece(tee, start + written, plain).await;
         }
         written += len;
@@ -442,29 +435,17 @@ async fn write_body(
 }
 
 /// Drops whatever a failed attempt wrote after `start`.
-async fn rewind(
-    out: &mut BufWriter<tokio::fs::File>,
-    part: &Path,
-    start: u64,
-) -> Result<(), Error> {
-    let io = |e| Error::io(part, e);
-    out.flush().await.map_err(io)?;
-    let file = out.get_mut();
-    file.set_len(start).await.map_err(io)?;
-    file.seek(SeekFrom::Start(start)).await.map_err(io)?;
-    Ok(())
+async fn rewind(out: &mut Sink, part: &Path, start: u64) -> Result<(), Error> {
+    out.rewind(start, part).await
 }
 
-/// Flush, fsync, rename into place, fsync the directory.
-async fn finish(
-    mut out: BufWriter<tokio::fs::File>,
-    part: &Path,
-    dest: &Path,
-) -> Result<(), Error> {
-    out.flush().await.map_err(|e| Error::io(part, e))?;
-    let file = out.into_inner();
-    file.sync_all().await.map_err(|e| Error::io(part, e))?;
-    drop(file);
+/// Waits for the writes, fsyncs, renames into place, fsyncs the directory.
+async fn finish(out: Sink, part: &Path, dest: &Path) -> Result<(), Error> {
+    let file = out.close(part).await?;
+    tokio::task::spawn_blocking(move || file.sync_all())
+        .await
+        .map_err(|e| Error::io(part, std::io::Error::other(e)))?
+        .map_err(|e| Error::io(part, e))?;
     tokio::fs::rename(part, dest)
         .await
         .map_err(|e| Error::io(dest, e))?;
@@ -481,6 +462,138 @@ async fn finish(
     }
     Ok(())
 }
+
+/// What the download hands its writer thread.
+enum ToWrite {
+    /// Bytes to append.
+    Data(bytes::Bytes),
+    /// Cut the file back to this length and write from there; answered when done.
+    Rewind(u64, tokio::sync::oneshot::Sender<std::io::Result<()>>),
+}
+
+/// The file a download streams to, written by a thread of its own: the pieces received go to it
+/// as they are (reference-counted, not copied into a buffer) and each is written with one
+/// `write` call, so the async task only receives. Every [`WRITEBACK_STEP`] bytes the thread asks
+/// the kernel to start writing the file out (Linux `sync_file_range`), so that the fsync at the
+/// end waits for the last megabytes rather than the whole message.
+struct Sink {
+    tx: Option<tokio::sync::mpsc::Sender<ToWrite>>,
+    thread: Option<tokio::task::JoinHandle<std::io::Result<std::fs::File>>>,
+}
+
+/// Bytes written between two requests to start the writeback.
+const WRITEBACK_STEP: u64 = 16 << 20;
+
+/// Pieces queued for the writer thread at most.
+const SINK_PIECES: usize = 64;
+
+impl Sink {
+    fn new(file: tokio::fs::File) -> Sink {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<ToWrite>(SINK_PIECES);
+        let thread = tokio::task::spawn_blocking(move || {
+            let mut file = file.try_into_std().map_err(|_| {
+                std::io::Error::other("the download file is still in use by the runtime")
+            })?;
+            let (mut at, mut flushed) = (0u64, 0u64);
+            while let Some(w) = rx.blocking_recv() {
+                match w {
+                    ToWrite::Data(bytes) => {
+                        file.write_all(&bytes)?;
+                        at += bytes.len() as u64;
+                        if at - flushed >= WRITEBACK_STEP {
+                            start_writeback(&file, flushed, at - flushed);
+                            flushed = at;
+                        }
+                    }
+                    ToWrite::Rewind(start, done) => {
+                        let result = file
+                            .set_len(start)
+                            .and_then(|()| std::io::Seek::seek(&mut file, SeekFrom::Start(start)));
+                        (at, flushed) = (start, start.min(flushed));
+                        let _ = done.send(result.map(|_| ()));
+                    }
+                }
+            }
+            Ok(file)
+        });
+        Sink {
+            tx: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Queues `bytes` to be written; waits only when [`SINK_PIECES`] are queued. A write that
+    /// failed shows here (the thread has stopped) or at [`Sink::close`].
+    async fn write(&mut self, bytes: bytes::Bytes, part: &Path) -> Result<(), Error> {
+        let sent = match &self.tx {
+            Some(tx) => tx.send(ToWrite::Data(bytes)).await.is_ok(),
+            None => false,
+        };
+        if sent {
+            Ok(())
+        } else {
+            Err(self.stopped(part).await)
+        }
+    }
+
+    /// Cuts the file back to `start` bytes, after the writes queued before.
+    async fn rewind(&mut self, start: u64, part: &Path) -> Result<(), Error> {
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let sent = match &self.tx {
+            Some(tx) => tx.send(ToWrite::Rewind(start, done)).await.is_ok(),
+            None => false,
+        };
+        match answer.await {
+            Ok(result) if sent => result.map_err(|e| Error::io(part, e)),
+            _ => Err(self.stopped(part).await),
+        }
+    }
+
+    /// The error of a writer thread that stopped.
+    async fn stopped(&mut self, part: &Path) -> Error {
+        self.tx = None;
+        let reason = match self.thread.take() {
+            Some(t) => match t.await {
+                Ok(Err(e)) => e,
+                Ok(Ok(_)) => std::io::Error::other("the writer stopped"),
+                Err(e) => std::io::Error::other(e),
+            },
+            None => std::io::Error::other("the writer stopped"),
+        };
+        Error::io(part, reason)
+    }
+
+    /// Waits for every queued write; the file, written but not yet fsync'd.
+    async fn close(mut self, part: &Path) -> Result<std::fs::File, Error> {
+        self.tx = None;
+        match self.thread.take() {
+            Some(t) => t
+                .await
+                .map_err(|e| Error::io(part, std::io::Error::other(e)))?
+                .map_err(|e| Error::io(part, e)),
+            None => Err(Error::io(part, std::io::Error::other("the writer stopped"))),
+        }
+    }
+}
+
+/// Asks the kernel to start writing `len` bytes of `file` from `offset` to disk, without waiting
+/// (a hint: an error shows at the fsync that follows).
+#[cfg(target_os = "linux")]
+fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain system call on a file descriptor this thread owns; no memory is passed.
+    unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_file: &std::fs::File, _offset: u64, _len: u64) {}
 
 /// Creates (or truncates) `path` for writing, readable by its owner only on Unix.
 async fn create_private(path: &Path) -> std::io::Result<tokio::fs::File> {
@@ -557,6 +670,31 @@ mod tests {
         assert_eq!(m.message_type, MessageType::Data);
         assert_eq!(m.content_type.as_deref(), Some("text/plain"));
         assert_eq!(MessageMeta::from_headers(&HeaderMap::new(), "x").chunks, 1);
+    }
+
+    #[tokio::test]
+    async fn the_writer_thread_writes_in_order_and_rewinds() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().join("m.part");
+        let mut sink = Sink::new(create_private(&part).await.unwrap());
+        // more than one writeback step, in pieces of uneven sizes
+        let mut expected = Vec::new();
+        for i in 0..40u32 {
+            let piece = vec![b'a' + (i % 26) as u8; 1_000_003 + i as usize];
+            expected.extend_from_slice(&piece);
+            sink.write(bytes::Bytes::from(piece), &part).await.unwrap();
+        }
+        // a retried chunk: cut back, then written again from there
+        sink.rewind(10, &part).await.unwrap();
+        expected.truncate(10);
+        sink.write(bytes::Bytes::from_static(b"tail"), &part)
+            .await
+            .unwrap();
+        expected.extend_from_slice(b"tail");
+        let dest = dir.path().join("m");
+        finish(sink, &part, &dest).await.unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), expected);
+        assert!(!part.exists());
     }
 
     #[test]

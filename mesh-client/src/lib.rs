@@ -51,6 +51,7 @@ mod config;
 mod error;
 mod gzip;
 mod inbox;
+mod lines;
 mod lookup;
 mod outbox;
 mod tracking;

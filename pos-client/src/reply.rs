@@ -40,37 +40,49 @@ pub(crate) struct Streamed {
 }
 
 /// Checks and hashes a reply's pieces as [`mesh_client::MeshClient::download_to_tee`] writes
-/// them (run it on a thread of its own beside the download). Stops reading at the first piece
-/// out of order; the line check stops at the first bad line while the hash goes on.
+/// them (run it on a thread of its own beside the download): this thread takes the SHA-256
+/// while a second checks the lines, so that the download waits for neither (the hash alone is
+/// about 1.3 s of one core for a national reply of 803 MB; hash and check on one thread held
+/// the download back). Stops reading at the first piece out of order; the line check stops at
+/// the first bad line while the hash goes on.
 pub(crate) fn check_stream(
     mut pieces: tokio::sync::mpsc::Receiver<mesh_client::Piece>,
 ) -> Streamed {
+    let (to_lines, from_hash) = std::sync::mpsc::sync_channel::<mesh_client::Piece>(LINE_PIECES);
+    let checker = std::thread::spawn(move || {
+        let mut lines = ReplyLines::new();
+        for (_, piece) in from_hash {
+            lines.feed(&piece)?;
+        }
+        lines.finish()
+    });
     let mut hasher = Sha256::new();
-    let mut lines = ReplyLines::new();
-    let mut bad = None;
     let mut bytes = 0u64;
     let mut whole = true;
+    let mut checking = true;
     while let Some((at, piece)) = pieces.blocking_recv() {
         if at != bytes {
             whole = false;
             break;
         }
         hasher.update(&piece);
-        if bad.is_none() {
-            bad = lines.feed(&piece).err();
-        }
         bytes += piece.len() as u64;
+        // a checker that stopped at a bad line takes no more
+        checking = checking && to_lines.send((at, piece)).is_ok();
     }
+    drop(to_lines);
+    // a checker that did not finish leaves the check to a reading of the file (not whole)
+    let lines = checker.join();
     Streamed {
         sha256: hex::encode(hasher.finalize()),
         bytes,
-        lines: match bad {
-            Some(line) => Err(line),
-            None => lines.finish(),
-        },
-        whole,
+        whole: whole && lines.is_ok(),
+        lines: lines.unwrap_or(Ok(0)),
     }
 }
+
+/// Pieces queued between the hashing thread and the line checker at most.
+const LINE_PIECES: usize = 64;
 
 /// The reason a cleaned reply's line `line_no` is refused.
 fn bad_line(line_no: u64) -> String {

@@ -224,7 +224,7 @@ async fn send_pair(
                         client,
                         journal,
                         pair,
-                        &id,
+                        Message::Existing(&id),
                         upload.chunks_done + 1,
                         &plan,
                         progress,
@@ -271,7 +271,8 @@ async fn send_pair(
                 journal.append(started(&c.local_id, &id, &file_name, digest, &plan))?;
                 tracing::info!(message_id = %id, "found an unfinished upload by its LocalId; resuming it");
                 progress(plan.bytes_through(1));
-                upload_rest(client, journal, pair, &id, 2, &plan, progress).await?;
+                let existing = Message::Existing(&id);
+                upload_rest(client, journal, pair, existing, 2, &plan, progress).await?;
                 journal.append(submitted(&id, false))?;
                 return Ok((id, SendOutcome::Resumed));
             }
@@ -295,37 +296,52 @@ async fn send_pair(
         time: journal::now(),
     }))?;
     crash_point("after-sending");
-    let id = client
-        .send_chunk(&pair.dat, &opts, None, 1)
-        .await
-        .map_err(mesh(&context))?;
-    crash_point("after-accept");
-    if plan.chunks > 1 {
-        journal.append(started(&c.local_id, &id, &file_name, digest, &plan))?;
-    }
-    progress(plan.bytes_through(1));
-    upload_rest(client, journal, pair, &id, 2, &plan, progress).await?;
+    let new = NewMessage {
+        opts: &opts,
+        digest,
+        file_name: &file_name,
+    };
+    let id = upload_rest(client, journal, pair, Message::New(new), 1, &plan, progress).await?;
     journal.append(submitted(&id, false))?;
     Ok((id, SendOutcome::Sent))
 }
 
-/// Uploads chunks `from..=N`, journaling each but the last (the caller journals the whole).
-#[allow(clippy::too_many_arguments)]
+/// The message [`upload_rest`] uploads to.
+enum Message<'a> {
+    /// One MESH already holds chunk 1 of: its id.
+    Existing(&'a str),
+    /// A new one, created by chunk 1.
+    New(NewMessage<'a>),
+}
+
+/// What chunk 1 of a new message needs.
+struct NewMessage<'a> {
+    opts: &'a SendOptions,
+    digest: &'a Digest256,
+    file_name: &'a str,
+}
+
+/// Uploads chunks `from..=N` of `message` (from 1 for a new one), journaling each but the last
+/// (the caller journals the whole); returns the message id.
 async fn upload_rest(
     client: &MeshClient,
     journal: &mut Journal,
     pair: &Pair,
-    message_id: &str,
+    message: Message<'_>,
     from: u32,
     plan: &mesh_client::ChunkPlan,
     progress: &(dyn Fn(u64) + Send + Sync),
-) -> Result<(), Error> {
+) -> Result<String, Error> {
     let context = |n: u32| {
         format!(
             "sending chunk {n} of {} of {}",
             plan.chunks,
             pair.dat.display()
         )
+    };
+    let mut message_id = match message {
+        Message::Existing(id) => id.to_owned(),
+        Message::New(_) => String::new(),
     };
     // chunks are read and gzip'd ahead, in parallel, while the one before them uploads
     let window = read_ahead(plan.chunk_size);
@@ -346,22 +362,38 @@ async fn upload_rest(
             .await
             .map_err(|e| processor::Error::read(&pair.dat, std::io::Error::other(e)))?
             .map_err(mesh(context(n)))?;
-        client
-            .upload_chunk(message_id, n, plan, body)
-            .await
-            .map_err(mesh(context(n)))?;
-        crash_point(&format!("after-chunk-{n}"));
-        if n < plan.chunks {
-            journal.append(Entry::Chunk(ChunkDone {
-                local_id: pair.control.local_id.clone(),
-                message_id: message_id.to_owned(),
-                chunk: n,
-                time: journal::now(),
-            }))?;
+        match &message {
+            Message::New(new) if n == 1 => {
+                message_id = client
+                    .upload_first_chunk(&pair.dat, new.opts, plan, body)
+                    .await
+                    .map_err(mesh(format!("sending {}", pair.dat.display())))?;
+                crash_point("after-accept");
+                if plan.chunks > 1 {
+                    let c = &pair.control;
+                    let entry = started(&c.local_id, &message_id, new.file_name, new.digest, plan);
+                    journal.append(entry)?;
+                }
+            }
+            _ => {
+                client
+                    .upload_chunk(&message_id, n, plan, body)
+                    .await
+                    .map_err(mesh(context(n)))?;
+                crash_point(&format!("after-chunk-{n}"));
+                if n < plan.chunks {
+                    journal.append(Entry::Chunk(ChunkDone {
+                        local_id: pair.control.local_id.clone(),
+                        message_id: message_id.clone(),
+                        chunk: n,
+                        time: journal::now(),
+                    }))?;
+                }
+            }
         }
         progress(plan.bytes_through(n));
     }
-    Ok(())
+    Ok(message_id)
 }
 
 /// What MESH holds under a pair's LocalId before chunk 1 is (re)sent.
@@ -455,12 +487,13 @@ fn crash_point(point: &str) {
     }
 }
 
-/// How many chunks [`upload_rest`] reads and compresses ahead: one per core, at most 4, and
-/// at most 256 MiB of chunks (each held until it is uploaded), at least one.
+/// How many chunks [`upload_rest`] reads and compresses ahead, counting the one uploading: one
+/// per core plus one (so that every core compresses while a chunk uploads), at most 4, and at
+/// most 256 MiB of chunks (a body is held until it is uploaded), at least one.
 fn read_ahead(chunk_size: u64) -> u32 {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
     let by_memory = (256 << 20) / chunk_size.max(1);
-    cores.min(4).min(by_memory).max(1) as u32
+    (cores + 1).min(4).min(by_memory).max(1) as u32
 }
 
 /// Chunks being read ahead; those not needed (an upload failed) are cancelled on drop.
