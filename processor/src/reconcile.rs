@@ -475,7 +475,7 @@ mod tests {
         let out = dir.path().join("out");
         let r = reconcile_with(
             handed,
-            &[resp.clone()],
+            std::slice::from_ref(&resp),
             &ScanOptions::default(),
             &out,
             &mut |_| {},
