@@ -13,9 +13,10 @@ use pos_client::journal::{Entry, Extract, Journal};
 use pos_client::{CollectOptions, CollectReport, SendReport};
 use processor::dat::{DatOptions, LineEnding};
 use processor::filter::{filter_observed, Durability, FilterSummary};
-use processor::prepare::{prepare, PrepareOptions, Summary, SUMMARY_JSON};
-use processor::reconcile::{reconcile_with, ReconcileSummary, Reconciled};
+use processor::prepare::{prepare_keeping_set, PrepareOptions, Summary, SUMMARY_JSON};
+use processor::reconcile::{reconcile_with, requested_from, ReconcileSummary, Reconciled};
 use processor::scan::{Format, ScanOptions};
+use processor::validate::Validated;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -270,7 +271,7 @@ impl Pipeline {
             &serde_json::to_vec_pretty(&RunSettings::of(self))?,
         )?;
         let extract = self.check_extract(&mut journal, &prepared)?;
-        let facts = self.prepare(&prepared)?;
+        let (facts, prepared_set) = self.prepare(&prepared)?;
         self.unchanged(&extract)?;
         lap("prepare");
         eprintln!(
@@ -322,9 +323,13 @@ impl Pipeline {
             }
         };
         lap("send");
-        // the request side of reconcile, read while the POS works on the files sent, and the
-        // report's hash of the extract
-        let requested = read_requests(&requests, &lines);
+        // the request side of reconcile: the set prepare just wrote the files from, or (a
+        // resumed run) the files read while the POS works on them; and the report's hash of the
+        // extract
+        let requested = match prepared_set {
+            Some(v) => std::thread::spawn(move || Ok(v)),
+            None => read_requests(&requests, &lines),
+        };
         let extract_hash = {
             let path = self.extract.clone();
             std::thread::spawn(move || FileHash::of(&path))
@@ -479,11 +484,13 @@ impl Pipeline {
     }
 
     /// Prepares into `dir` unless an earlier run finished doing so (its summary.json exists),
-    /// in which case the same files are used again.
-    fn prepare(&self, dir: &Path) -> anyhow::Result<PrepareFacts> {
+    /// in which case the same files are used again. With the facts, the request side of
+    /// reconcile when this call prepared (prepare's own set of the numbers written, so that the
+    /// files need not be read back); `None` when an earlier run did.
+    fn prepare(&self, dir: &Path) -> anyhow::Result<(PrepareFacts, Option<Validated>)> {
         let summary_path = dir.join(SUMMARY_JSON);
         if summary_path.exists() {
-            return Ok(read_prepared(&summary_path)?);
+            return Ok((read_prepared(&summary_path)?, None));
         }
         // No summary: nothing was sent from here yet (send needs it), so start afresh.
         remove_if_exists(dir)?;
@@ -510,12 +517,13 @@ impl Pipeline {
             "prepare",
             processor::scan::total_len(std::slice::from_ref(&self.extract)),
         );
-        let s = prepare(std::slice::from_ref(&self.extract), &opts, &mut |d| {
+        let (s, set) = prepare_keeping_set(std::slice::from_ref(&self.extract), &opts, &mut |d| {
             bar.set_position(d)
         })?;
         bar.finish_and_clear();
         eprint!("{}", describe_counts(&s.counts));
-        Ok(PrepareFacts::from(&s))
+        let requested = requested_from(set, dir, &s.files, s.threads);
+        Ok((PrepareFacts::from(&s), Some(requested)))
     }
 }
 

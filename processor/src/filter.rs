@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::files::{parent_dir, sync_dir, AtomicFile};
 use crate::nhs::{Field, Reason};
 use crate::scan::{Engine, Event, LineParser, ScanOptions, Span, Spanned};
-use crate::seen::NumberSet;
+use crate::seen::{NumberSet, LAG};
 use crate::validate::add_reasons;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -125,14 +125,15 @@ impl Spanned for Part {
 }
 
 impl Part {
-    /// A row with a valid number, at `start..end` of the block: kept, or dropped and counted.
+    /// Decides a row with a valid number, at `start..end` of the block, whose word of
+    /// `allowed` was prefetched [`LAG`] rows ago: kept, or its prefix put in `dropped` for
+    /// [`Part::classify_dropped`].
     #[inline(always)]
-    fn valid(
+    fn decide(
         &mut self,
-        prefix: u32,
-        (start, end): (usize, usize),
+        (prefix, start, end): (u32, usize, usize),
         allowed: &NumberSet,
-        requested: Option<&NumberSet>,
+        dropped: &mut Vec<u32>,
     ) {
         if allowed.contains_prefix(prefix) {
             self.kept += 1;
@@ -140,10 +141,72 @@ impl Part {
                 Some(run) if run.end == start => run.end = end,
                 _ => self.keep.push(start..end),
             }
-        } else if requested.is_some_and(|r| !r.contains_prefix(prefix)) {
-            self.not_checked += 1;
         } else {
-            self.opted_out += 1;
+            dropped.push(prefix);
+        }
+    }
+
+    /// Counts the rows dropped because `allowed` lacks their number: not checked when
+    /// `requested` is known and lacks it too, else opted out. Their order does not matter (they
+    /// write nothing), so they are looked up in a second pass, again [`LAG`] rows ahead.
+    fn classify_dropped(&mut self, dropped: &[u32], requested: Option<&NumberSet>) {
+        let Some(requested) = requested else {
+            self.opted_out += dropped.len() as u64;
+            return;
+        };
+        for (i, &prefix) in dropped.iter().enumerate() {
+            if let Some(&ahead) = dropped.get(i + LAG) {
+                requested.prefetch(ahead);
+            }
+            if requested.contains_prefix(prefix) {
+                self.opted_out += 1;
+            } else {
+                self.not_checked += 1;
+            }
+        }
+    }
+}
+
+/// The rows with a valid number whose word of the allowed set has been prefetched, in row
+/// order, each decided [`LAG`] rows later (when the word has most likely arrived) so that
+/// that many cache misses are in flight at once: a national extract's numbers are spread over
+/// tens of MiB of the set. The same decisions, in the same order, as deciding each row at once.
+struct Ahead {
+    /// `(prefix, start, end)` of the last `LAG` rows pushed.
+    ring: [(u32, usize, usize); LAG],
+    /// Rows pushed so far.
+    pushed: usize,
+}
+
+impl Ahead {
+    fn new() -> Ahead {
+        Ahead {
+            ring: [(0, 0, 0); LAG],
+            pushed: 0,
+        }
+    }
+
+    /// Queues a row (see [`Part::decide`]) and decides the one pushed `LAG` rows before.
+    #[inline(always)]
+    fn push(
+        &mut self,
+        row: (u32, usize, usize),
+        p: &mut Part,
+        allowed: &NumberSet,
+        dropped: &mut Vec<u32>,
+    ) {
+        allowed.prefetch(row.0);
+        let due = std::mem::replace(&mut self.ring[self.pushed & (LAG - 1)], row);
+        if self.pushed >= LAG {
+            p.decide(due, allowed, dropped);
+        }
+        self.pushed += 1;
+    }
+
+    /// Decides the rows still queued, in order.
+    fn finish(self, p: &mut Part, allowed: &NumberSet, dropped: &mut Vec<u32>) {
+        for i in self.pushed.saturating_sub(LAG)..self.pushed {
+            p.decide(self.ring[i & (LAG - 1)], allowed, dropped);
         }
     }
 }
@@ -189,21 +252,23 @@ fn walk_block(
     at_eof: bool,
 ) -> Part {
     let mut p = Part::default();
-    let at = |raw: &[u8]| {
+    let mut ahead = Ahead::new();
+    let mut dropped = Vec::new();
+    let at = |prefix: u32, raw: &[u8]| {
         let start = raw.as_ptr() as usize - block.as_ptr() as usize;
-        (start, start + raw.len())
+        (prefix, start, start + raw.len())
     };
     let mut walk = parser.walk(block, at_eof);
     loop {
         walk.fast_lines(|l, raw| {
             p.rows += 1;
-            p.valid(l.prefix, at(raw), allowed, requested);
+            ahead.push(at(l.prefix, raw), &mut p, allowed, &mut dropped);
         });
         walk.fast_records(
             #[inline(always)]
             |l, raw| {
                 p.rows += 1;
-                p.valid(l.prefix, at(raw), allowed, requested);
+                ahead.push(at(l.prefix, raw), &mut p, allowed, &mut dropped);
             },
         );
         let Some((field, _, raw)) = walk.next_other() else {
@@ -217,11 +282,14 @@ fn walk_block(
                 p.rejects.push((p.rows, line, r));
             }
             Field::Valid { number, .. } => {
-                p.valid((number / 10) as u32, at(raw), allowed, requested)
+                let row = at((number / 10) as u32, raw);
+                ahead.push(row, &mut p, allowed, &mut dropped);
             }
         }
         p.rows += 1;
     }
+    ahead.finish(&mut p, allowed, &mut dropped);
+    p.classify_dropped(&dropped, requested);
     p.span = walk.span(p.rows);
     p
 }

@@ -8,6 +8,7 @@ use crate::dat::{write_dat_files, DatFile, DatOptions};
 use crate::error::{Error, Result};
 use crate::files::{ensure_empty_dir, write_atomic};
 use crate::scan::ScanOptions;
+use crate::seen::NumberSet;
 use crate::validate::{validate, Counts, InputSummary};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -51,6 +52,17 @@ pub fn prepare(
     opts: &PrepareOptions,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Summary> {
+    prepare_keeping_set(inputs, opts, progress).map(|(summary, _)| summary)
+}
+
+/// [`prepare`], also returning the set of the numbers written to the `.dat` files: the request
+/// side of a later reconciliation, without reading the files back
+/// ([`crate::reconcile::requested_from`]).
+pub fn prepare_keeping_set(
+    inputs: &[PathBuf],
+    opts: &PrepareOptions,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(Summary, NumberSet)> {
     let start = Instant::now();
     let dir = &opts.dat.dir;
     ensure_empty_dir(dir)?;
@@ -77,7 +89,7 @@ pub fn prepare(
         let json = serde_json::to_vec_pretty(&summary).expect("summary serialises");
         created.push(dir.join(format!(".{SUMMARY_JSON}.tmp")));
         created.push(write_atomic(dir, SUMMARY_JSON, &json)?);
-        Ok(summary)
+        Ok((summary, v.set))
     })();
     if result.is_err() {
         for path in &created {

@@ -9,12 +9,13 @@
 //! Both sides are read by the engine into [`NumberSet`]s (119 MiB each, whatever the size of
 //! the files), so this runs at the speed of reading.
 
+use crate::dat::DatFile;
 use crate::error::{Error, Result};
 use crate::files::{create_private, ensure_empty_dir, sync_dir, write_atomic};
 use crate::pos::REJECTION_LINE;
 use crate::scan::{Format, ScanOptions};
 use crate::seen::NumberSet;
-use crate::validate::{validate, InputSummary, Validated};
+use crate::validate::{validate, Counts, InputSummary, Validated};
 use serde::Serialize;
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
@@ -92,6 +93,43 @@ pub fn read_numbers(
         });
     }
     Ok(v)
+}
+
+/// The request side of a reconciliation from what [`crate::prepare::prepare_keeping_set`]
+/// returned, without reading the `.dat` files back: `set` holds exactly the numbers of `files`
+/// (written into `dir` from it, one number a line, each number in one file only), so the counts
+/// and per-file figures are what [`read_numbers`] of those files gives (role `"request"`).
+/// `threads` is the prepare's.
+pub fn requested_from(set: NumberSet, dir: &Path, files: &[DatFile], threads: usize) -> Validated {
+    let lines: u64 = files.iter().map(|f| f.records).sum();
+    // repdigits such as 1111111111 that pass Modulus 11 are counted as placeholders when read
+    let placeholder = (0..10u64)
+        .filter(|d| set.contains(d * 1_111_111_111))
+        .count() as u64;
+    let inputs = files
+        .iter()
+        .map(|f| InputSummary {
+            path: dir.join(&f.name).display().to_string(),
+            lines: f.records,
+            invalid: 0,
+            bytes: f.bytes,
+            compression: "none",
+            delimiter: None,
+            skipped_lines: 0,
+        })
+        .collect();
+    Validated {
+        counts: Counts {
+            lines,
+            valid: lines,
+            unique: lines,
+            placeholder,
+            ..Counts::default()
+        },
+        inputs,
+        set,
+        threads,
+    }
 }
 
 /// True when the file is the POS's rejection reply (standard input is never one: it cannot be
@@ -383,6 +421,83 @@ mod tests {
             &mut |_| {},
         );
         assert!(matches!(again, Err(Error::OutputNotEmpty { .. })));
+    }
+
+    #[test]
+    fn the_request_side_from_prepare_is_what_reading_the_files_gives() {
+        use crate::dat::{DatOptions, LineEnding};
+        use crate::prepare::{prepare_keeping_set, PrepareOptions};
+        let dir = tempfile::tempdir().unwrap();
+        // repeats, an invalid line, a blank and a placeholder (1111111111 passes Modulus 11)
+        let extract = write(
+            dir.path(),
+            "x.dat",
+            "9434765919\n9694116414\n9434765919\n1111111111\n9434765918\n\n9694116538\n\
+             9876543210\n",
+        );
+        let prepared = dir.path().join("prepared");
+        let opts = PrepareOptions {
+            scan: ScanOptions::default(),
+            dat: DatOptions {
+                dir: prepared.clone(),
+                mailbox: "X26ABC1".into(),
+                date: chrono::NaiveDate::from_ymd_opt(2026, 11, 23).unwrap(),
+                seq: 1,
+                env: crate::pos::PosEnv::Int,
+                tag: None,
+                line_ending: LineEnding::Crlf,
+                max_bytes: 20_000_000_000,
+                max_records: Some(2),
+            },
+        };
+        let (summary, set) = prepare_keeping_set(&[extract], &opts, &mut |_| {}).unwrap();
+        assert_eq!(summary.files.len(), 3);
+        let files: Vec<PathBuf> = summary
+            .files
+            .iter()
+            .map(|f| prepared.join(&f.name))
+            .collect();
+        let read = read_numbers(&files, "request", &ScanOptions::default(), &mut |_| {}).unwrap();
+        let handed = requested_from(set, &prepared, &summary.files, summary.threads);
+        assert_eq!(handed.counts, read.counts);
+        assert_eq!(handed.counts.placeholder, 1);
+        assert_eq!(
+            serde_json::to_value(&handed.inputs).unwrap(),
+            serde_json::to_value(&read.inputs).unwrap()
+        );
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        handed.set.for_each(|n| a.push(n));
+        read.set.for_each(|n| b.push(n));
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 5);
+        // and reconciling with it writes the same files as reading the requests
+        let resp = write(dir.path(), "resp.dat", "9434765919,\r\n1111111111,\r\n");
+        let out = dir.path().join("out");
+        let r = reconcile_with(
+            handed,
+            std::slice::from_ref(&resp),
+            &ScanOptions::default(),
+            &out,
+            &mut |_| {},
+        )
+        .unwrap();
+        let out2 = dir.path().join("out2");
+        let r2 = reconcile(&files, &[resp], &ScanOptions::default(), &out2, &mut |_| {}).unwrap();
+        assert_eq!(r.summary.opted_out, 3);
+        for file in [OPTED_OUT_FILE, UNEXPECTED_FILE] {
+            assert_eq!(
+                std::fs::read(out.join(file)).unwrap(),
+                std::fs::read(out2.join(file)).unwrap(),
+                "{file}"
+            );
+        }
+        let (mut j1, mut j2) = (
+            serde_json::to_value(&r.summary).unwrap(),
+            serde_json::to_value(&r2.summary).unwrap(),
+        );
+        j1["elapsed_seconds"] = 0.into();
+        j2["elapsed_seconds"] = 0.into();
+        assert_eq!(j1, j2);
     }
 
     /// [`ReplyLines`] over `bytes` cut into blocks of `block` bytes.

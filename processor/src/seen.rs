@@ -112,7 +112,7 @@ impl NumberSet {
 
     /// Asks the CPU to bring the word holding `prefix` into the cache, without waiting for it.
     #[inline(always)]
-    fn prefetch(&self, prefix: u32) {
+    pub(crate) fn prefetch(&self, prefix: u32) {
         #[cfg(target_arch = "x86_64")]
         {
             let (word, _) = self.word_of(prefix);
@@ -310,8 +310,8 @@ fn number_of(digits: &mut PrefixDigits, prefix: u32) -> u64 {
 /// Prefixes an [`Inserter`] holds between prefetching a word and setting its bit: enough
 /// cache misses in flight to cover the memory latency, few enough that the prefetched lines are
 /// still in L1 when their turn comes. A power of two: the ring is indexed by the push count
-/// masked.
-const LAG: usize = 16;
+/// masked. The filter's lookups ([`crate::filter`]) run the same distance ahead.
+pub(crate) const LAG: usize = 16;
 
 /// Inserts prefixes into a [`NumberSet`] with their cache misses overlapped, for a set too big
 /// for the cache (a national extract's tens of millions of distinct numbers spread over 37.5 MiB
