@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Instructions a record of `ndop filter` on a CSV extract, counted by callgrind (this VM has no
-# hardware counters; callgrind's counts do not move with the machine's load), for one or more
-# ndop binaries side by side: e.g. a saved copy of the previous build against target/release/ndop.
+# Instructions a record of `ndop filter` and `ndop validate --column` on a CSV extract, counted
+# by callgrind (this VM has no hardware counters; callgrind's counts do not move with the
+# machine's load), for one or more ndop binaries side by side: e.g. a saved copy of the previous build against target/release/ndop.
 #
 # Usage: tools/csv-instructions.sh [NDOP...]   (default target/release/ndop)
 #
 # Reads bench-data/csv-200000.csv and its csv-200000.allowed.dat (made by
-# `tools/bench-csv.sh 200000 1`, or BENCH_DATA=DIR), one thread, output not synced; prints the
-# instruction total and the total divided by the records. Needs valgrind.
+# `tools/bench-csv.sh 200000 1`, or BENCH_DATA=DIR), one thread, filter's output not synced;
+# prints the instruction total and the total divided by the records, for filter then validate.
+# Needs valgrind.
 set -euo pipefail
 case "${1:-}" in
 -h | --help)
@@ -31,4 +32,10 @@ for N in "$@"; do
     >/dev/null 2>"$TMP/log" || { cat "$TMP/log" >&2; exit 1; }
   IR=$(sed -n 's/.*refs: *//p' "$TMP/log" | tr -d ',')
   echo "$N: $IR instructions, $((IR / RECORDS)) a record (filter --threads 1, $F)"
+  rm -rf "$TMP/v"
+  valgrind --tool=callgrind --callgrind-out-file="$TMP/cg.out" "$N" validate "$F" \
+    --column nhs_number --out "$TMP/v" --threads 1 >/dev/null 2>"$TMP/log" ||
+    { cat "$TMP/log" >&2; exit 1; }
+  IR=$(sed -n 's/.*refs: *//p' "$TMP/log" | tr -d ',')
+  echo "$N: $IR instructions, $((IR / RECORDS)) a record (validate --column --threads 1, $F)"
 done

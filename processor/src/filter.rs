@@ -218,28 +218,13 @@ fn filter_block(
     block: &[u8],
     at_eof: bool,
 ) -> Part {
-    #[cfg(target_arch = "x86_64")]
-    if parser.is_csv() && crate::csv::Kernel::detect() == crate::csv::Kernel::Avx2 {
-        // SAFETY: the CPU has AVX2 and pclmulqdq (what `Kernel::Avx2` needs).
-        return unsafe { walk_block_avx2(parser, allowed, requested, block, at_eof) };
+    if parser.is_csv() {
+        // The CSV walk compiled for the CPU's mask kernel (see `csv::for_cpu`).
+        return crate::csv::for_cpu(
+            #[inline(always)]
+            || walk_block(parser, allowed, requested, block, at_eof),
+        );
     }
-    walk_block(parser, allowed, requested, block, at_eof)
-}
-
-/// [`walk_block`] compiled for AVX2 and `pclmulqdq`, so that the CSV cursor's kernel inlines
-/// into the walk's loop (one dispatch a block, not a call a 64-byte chunk); the same results.
-///
-/// # Safety
-/// The CPU must have AVX2 and `pclmulqdq`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,pclmulqdq")]
-unsafe fn walk_block_avx2(
-    parser: &LineParser,
-    allowed: &NumberSet,
-    requested: Option<&NumberSet>,
-    block: &[u8],
-    at_eof: bool,
-) -> Part {
     walk_block(parser, allowed, requested, block, at_eof)
 }
 

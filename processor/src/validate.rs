@@ -144,6 +144,25 @@ fn tally(
     block: &[u8],
     at_eof: bool,
 ) -> Tally {
+    if parser.is_csv() {
+        // The CSV walk compiled for the CPU's mask kernel (see `csv::for_cpu`).
+        return crate::csv::for_cpu(
+            #[inline(always)]
+            || tally_walk(parser, set, keep_bad, block, at_eof),
+        );
+    }
+    tally_walk(parser, set, keep_bad, block, at_eof)
+}
+
+/// [`tally`]'s walk.
+#[inline(always)]
+fn tally_walk(
+    parser: &LineParser,
+    set: &NumberSet,
+    keep_bad: bool,
+    block: &[u8],
+    at_eof: bool,
+) -> Tally {
     let mut t = Tally::default();
     let defer = parser.is_csv();
     // The fast path's counters are locals, apart from `t` and the inserter's ring, so they can
@@ -157,6 +176,15 @@ fn tally(
             fast += 1;
             fast_placeholder += l.placeholder as u64;
         });
+        // CSV (deferred: the ordering thread inserts the prefixes).
+        walk.fast_records(
+            #[inline(always)]
+            |l, _| {
+                t.prefixes.push(l.prefix);
+                fast += 1;
+                fast_placeholder += l.placeholder as u64;
+            },
+        );
         let Some((field, value, _)) = walk.next_other() else {
             break;
         };
