@@ -85,7 +85,7 @@ pub(crate) struct MeshSettings {
     pub chunk_size: Option<u64>,
     /// Gzip each chunk on the way out.
     pub compress: Option<bool>,
-    /// Gzip level, 0 (stored) to 9 (smallest); default 1.
+    /// Gzip level, 0 (stored) to 9; default 1 (on .dat files the fastest and as small as 9).
     pub compress_level: Option<u32>,
     /// Retries of requests that are safe to repeat.
     pub retries: Option<u32>,

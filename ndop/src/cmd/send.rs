@@ -22,7 +22,7 @@ use std::path::PathBuf;
 ///   ndop send outbox --mesh http://127.0.0.1:8700 --mailbox X26ABC1   (a local mock-mesh)
 ///   ndop send outbox --mesh-folder /mesh/data/X26ABC1 --mailbox X26ABC1 (an installed MESH client)
 ///   ndop send outbox --meshclient-cfg /mesh/app/meshclient.cfg --mailbox X26ABC1
-///   ndop send outbox --compress-level 5     (7% smaller upload for 2.6x the CPU: a slow link)
+///   ndop send outbox --compress-level 0     (no compression: a fast link, a CPU-starved host)
 ///
 /// With --mesh-folder or --meshclient-cfg, each pair is handed to the installed MESH client
 /// (written under a dot-name, journaled, renamed into OUT, .dat first) and the command returns;
@@ -39,9 +39,9 @@ pub(crate) struct SendArgs {
     #[arg(long, value_name = "DIR")]
     pub work: Option<PathBuf>,
 
-    /// Gzip level of the chunks (libdeflate): 0 (stored), 1 (fast; the default) to 9 (smallest,
-    /// about 11x level 1's CPU; 5 is 7% smaller for 2.6x), or
-    /// `compress_level` in the [mesh] table.
+    /// Gzip level of the chunks: 0 (stored), 1 (the default: on .dat files a line encoder, the
+    /// fastest and as small as 9, about 15% of the file), 2-9 (libdeflate; on .dat files larger
+    /// or no smaller than 1 for 2-12x its CPU), or `compress_level` in the [mesh] table.
     #[arg(long, value_name = "0-9", value_parser = clap::value_parser!(u32).range(0..=9))]
     pub compress_level: Option<u32>,
 
