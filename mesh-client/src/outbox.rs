@@ -122,7 +122,7 @@ impl MeshClient {
         let plan = self.plan(path, opts).await?;
         progress(0);
         let (body, len) = read_chunk(path, &plan, 1).await?;
-        let message_id = self.post_first_chunk(path, opts, &plan, body).await?;
+        let message_id = self.upload_first_chunk(path, opts, &plan, body).await?;
         tracing::debug!(
             message_id,
             chunks = plan.chunks,
@@ -184,7 +184,7 @@ impl MeshClient {
         }
         let (body, _) = read_chunk(path, &plan, chunk).await?;
         match (chunk, message_id) {
-            (1, None) => self.post_first_chunk(path, opts, &plan, body).await,
+            (1, None) => self.upload_first_chunk(path, opts, &plan, body).await,
             (1, Some(_)) => Err(Error::Config(
                 "chunk 1 creates a new message and takes no message id".into(),
             )),
@@ -196,20 +196,6 @@ impl MeshClient {
                 "chunk {chunk} needs the message id returned for chunk 1"
             ))),
         }
-    }
-
-    /// Uploads chunk 1 of the file at `path` as cut by `plan` (from
-    /// [`plan_send`](MeshClient::plan_send) with the same `opts`), its body made ahead by
-    /// [`ChunkPlan::read_chunk`], creating the message: returns its new id. Never retried, like
-    /// [`send_chunk`](MeshClient::send_chunk) of chunk 1.
-    pub async fn upload_first_chunk(
-        &self,
-        path: &Path,
-        opts: &SendOptions,
-        plan: &ChunkPlan,
-        body: Bytes,
-    ) -> Result<String, Error> {
-        self.post_first_chunk(path, opts, plan, body).await
     }
 
     /// Uploads chunk `n` ≥ 2 of message `message_id`, its body made by
@@ -261,8 +247,12 @@ impl MeshClient {
         Ok(())
     }
 
-    /// `POST …/outbox` with all the message headers; one attempt only (section 13).
-    async fn post_first_chunk(
+    /// Uploads chunk 1 of the file at `path` as cut by `plan` (from
+    /// [`plan_send`](MeshClient::plan_send) with the same `opts`), its body made ahead by
+    /// [`ChunkPlan::read_chunk`], creating the message: returns its new id. `POST …/outbox` with
+    /// all the message headers; one attempt only (section 13), like
+    /// [`send_chunk`](MeshClient::send_chunk) of chunk 1.
+    pub async fn upload_first_chunk(
         &self,
         path: &Path,
         opts: &SendOptions,
