@@ -364,18 +364,23 @@ mod tests {
         check_stream(rx)
     }
 
+    /// [`streamed`] of `body` cut into pieces of `size` bytes.
+    fn streamed_in(body: &[u8], size: usize) -> Streamed {
+        let pieces: Vec<(u64, &[u8])> = body
+            .chunks(size)
+            .enumerate()
+            .map(|(i, p)| ((i * size) as u64, p))
+            .collect();
+        streamed(&pieces)
+    }
+
     #[test]
     fn a_reply_is_checked_and_hashed_as_it_arrives_and_read_again_only_when_it_must_be() {
         // a reply over the job-created size, in pieces that cut its lines anywhere
         let line = b"9694116538,\r\n";
         let body: Vec<u8> = line.iter().copied().cycle().take(13 * 90_000).collect();
         assert!(body.len() as u64 > MAX_JOB_JSON);
-        let pieces: Vec<(u64, &[u8])> = body
-            .chunks(7777)
-            .enumerate()
-            .map(|(i, p)| (i as u64 * 7777, p))
-            .collect();
-        let s = streamed(&pieces);
+        let s = streamed_in(&body, 7777);
         assert!(s.whole);
         assert_eq!((s.bytes, s.lines), (body.len() as u64, Ok(90_000)));
         assert_eq!(s.sha256, hex::encode(Sha256::digest(&body)));
@@ -391,12 +396,7 @@ mod tests {
         // a bad line is named by number, and the hash still covers every byte
         let mut bad = body.clone();
         bad[13 * 70_000 + 9] = b'9';
-        let pieces: Vec<(u64, &[u8])> = bad
-            .chunks(4096)
-            .enumerate()
-            .map(|(i, p)| (i as u64 * 4096, p))
-            .collect();
-        let s = streamed(&pieces);
+        let s = streamed_in(&bad, 4096);
         assert_eq!((s.bytes, s.lines), (bad.len() as u64, Err(70_001)));
         std::fs::write(&path, &bad).unwrap();
         let reason = classify_file(&path, false, Some(s)).unwrap().unwrap_err();
