@@ -25,7 +25,6 @@ use tokio_rustls::TlsAcceptor;
 use crate::app::App;
 use crate::config::Config;
 use crate::error::Error;
-use crate::mapped::SendMapped;
 use crate::tls::TlsConfig;
 
 /// Longest a client may take over the TLS handshake.
@@ -148,7 +147,7 @@ async fn accept_tls(
 /// (then in-flight requests finish first).
 async fn serve_connection<I>(io: I, app: App, mut stop: watch::Receiver<bool>)
 where
-    I: AsyncRead + AsyncWrite + SendMapped + Unpin + Send + 'static,
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let header_timeout = app.state.config.limits.body_timeout;
     let io = WriteTimeout::new(io, app.state.config.limits.response_timeout);
@@ -177,9 +176,7 @@ where
 /// A connection whose writes fail with `TimedOut` once the client has taken nothing for
 /// `limit` (its receive window stays shut): hyper then closes the connection and drops the
 /// response body, so a client that stops reading a download holds no file, mapping or
-/// buffer, and its connection slot is freed, after `limits.response_timeout`. Writes of a
-/// stored chunk's mapped window go from its file where the connection can (plain TCP:
-/// [`SendMapped`]).
+/// buffer, and its connection slot is freed, after `limits.response_timeout`.
 struct WriteTimeout<I> {
     io: I,
     limit: Duration,
@@ -238,7 +235,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for WriteTimeout<I> {
     }
 }
 
-impl<I: AsyncWrite + SendMapped + Unpin> AsyncWrite for WriteTimeout<I> {
+impl<I: AsyncWrite + Unpin> AsyncWrite for WriteTimeout<I> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -253,10 +250,7 @@ impl<I: AsyncWrite + SendMapped + Unpin> AsyncWrite for WriteTimeout<I> {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        let r = match self.io.poll_write_mapped(cx, bufs) {
-            Some(r) => r,
-            None => Pin::new(&mut self.io).poll_write_vectored(cx, bufs),
-        };
+        let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
         self.progress(cx, r)
     }
 
