@@ -39,12 +39,11 @@ mod scan;
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
-use flate2::read::MultiGzDecoder;
 
 use crate::config::{PosConfig, PosEnv};
 use crate::store::{create_private, ChunkSource, Received};
@@ -429,22 +428,22 @@ struct Analysis {
 /// (decoding, judging and writing pipelined: [`scan`]). An error (unreadable data, or more
 /// than the engine's decode limit) frees the sink's files.
 fn analyse(
-    reader: Box<dyn Read + Send>,
+    parts: scan::Parts,
     engine: &PosEngine,
     env: PosEnv,
     sink: ResultSink,
 ) -> std::io::Result<Analysis> {
-    analyse_with(reader, &engine.decider(env), engine.max_decoded, sink)
+    analyse_with(parts, &engine.decider(env), engine.max_decoded, sink)
 }
 
 /// [`analyse`] with the job's answers and decode limit.
 fn analyse_with(
-    reader: Box<dyn Read + Send>,
+    parts: scan::Parts,
     decider: &Decider,
     max: u64,
     mut sink: ResultSink,
 ) -> std::io::Result<Analysis> {
-    match scan::pipeline(reader, &mut sink, |input, out| {
+    match scan::pipeline(parts, max, &mut sink, |input, out| {
         judge_all(input, out, decider, max)
     }) {
         Err(e) => {
@@ -589,45 +588,34 @@ fn judge_all(
     Ok(a)
 }
 
-/// Opens the decoded content of a whole message.
-fn open_message(sources: Vec<ChunkSource>, gzip: bool) -> std::io::Result<Box<dyn Read + Send>> {
-    let mut reader: Box<dyn Read + Send> = Box::new(std::io::empty());
-    for s in sources {
-        let (part, _) = open_chunk(s, gzip)?;
-        reader = Box::new(reader.chain(part));
-    }
-    Ok(reader)
+/// Opens every chunk of a whole message, in order.
+fn open_message(sources: Vec<ChunkSource>, gzip: bool) -> std::io::Result<scan::Parts> {
+    let parts = sources
+        .into_iter()
+        .map(|s| open_chunk(s, gzip).map(|(part, _)| Ok(part)))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    Ok(Box::new(parts.into_iter()))
 }
 
-/// Opens the decoded content of one stored chunk, and what was opened (kept open: see
+/// Opens one stored chunk for the decoder, and what was opened (kept open: see
 /// [`early::Held`]).
-fn open_chunk(s: ChunkSource, gzip: bool) -> std::io::Result<(Box<dyn Read + Send>, early::Held)> {
-    let (raw, held): (Box<dyn Read + Send>, _) = match s {
-        ChunkSource::Memory(b) => (
-            Box::new(std::io::Cursor::new(b.clone())),
-            early::Held::Memory(b),
-        ),
+fn open_chunk(s: ChunkSource, gzip: bool) -> std::io::Result<(scan::Part, early::Held)> {
+    let (data, held) = match s {
+        ChunkSource::Memory(b) => (scan::Stored::Memory(b.clone()), early::Held::Memory(b)),
         ChunkSource::File { path, .. } => {
             let f = std::fs::File::open(path)?;
             let held = early::Held::File(f.try_clone()?);
-            (
-                Box::new(std::io::BufReader::with_capacity(1 << 20, f)),
-                held,
-            )
+            (scan::Stored::File(f), held)
         }
     };
-    let part: Box<dyn Read + Send> = if gzip {
-        Box::new(MultiGzDecoder::new(raw))
-    } else {
-        raw
-    };
-    Ok((part, held))
+    Ok((scan::Part::Stored { data, gzip }, held))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use sha2::{Digest, Sha256};
+    use std::io::Read;
 
     #[test]
     fn modulus_11() {
@@ -717,6 +705,11 @@ mod tests {
         assert_eq!(optout_hash(0, 0), mix(mix(0)));
     }
 
+    /// Content as it is, as the decoder's one part.
+    fn plain(reader: impl Read + Send + 'static) -> scan::Parts {
+        Box::new(std::iter::once(Ok(scan::Part::Plain(Box::new(reader)))))
+    }
+
     fn run(input: &[u8], env: PosEnv, rate: f64) -> (Analysis, Vec<u8>) {
         let engine = PosEngine::new(
             &PosConfig {
@@ -725,16 +718,22 @@ mod tests {
             },
             7,
         );
-        let sink = ResultSink::new(7, None);
-        let mut a = analyse(
-            Box::new(std::io::Cursor::new(input.to_vec())),
-            &engine,
-            env,
-            sink,
-        )
-        .unwrap();
+        let parts = plain(std::io::Cursor::new(input.to_vec()));
+        let (a, out) = run_parts(parts, &engine, env, 7);
+        (a.unwrap(), out)
+    }
+
+    /// [`analyse`] of `parts` into memory chunks of `chunk` bytes: the analysis (or its error)
+    /// and the result's bytes.
+    fn run_parts(
+        parts: scan::Parts,
+        engine: &PosEngine,
+        env: PosEnv,
+        chunk: u64,
+    ) -> (std::io::Result<Analysis>, Vec<u8>) {
+        let mut a = analyse(parts, engine, env, ResultSink::new(chunk, None));
         let mut out = Vec::new();
-        if let Some(s) = a.result.take() {
+        if let Some(s) = a.as_mut().ok().and_then(|a| a.result.take()) {
             for c in s.finish().unwrap() {
                 if let Received::Memory(b) = c {
                     out.extend_from_slice(&b);
@@ -972,7 +971,7 @@ mod tests {
         });
         let dir = tempfile::tempdir().unwrap();
         let sink = ResultSink::new(3_000_001, Some(dir.path().to_path_buf()));
-        let reader = Box::new(Dribble(
+        let reader = plain(Dribble(
             Box::leak(input.clone().into_boxed_slice()),
             999_983,
         ));
@@ -1011,7 +1010,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sink = ResultSink::new(1_000_000, Some(dir.path().to_path_buf()));
         let r = analyse(
-            Box::new(std::io::Cursor::new(input)),
+            plain(std::io::Cursor::new(input)),
             &engine,
             PosEnv::Live,
             sink,
@@ -1041,12 +1040,157 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sink = ResultSink::new(1_000_000, Some(dir.path().to_path_buf()));
         let r = analyse(
-            Box::new(Broken(scan::BUF * 2 + 11 * 1000)),
+            plain(Broken(scan::BUF * 2 + 11 * 1000)),
             &engine,
             PosEnv::Live,
             sink,
         );
         assert_eq!(r.err().unwrap().to_string(), "corrupt deflate stream");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    /// `data` as one gzip member; with a file name in its header if `named`.
+    fn gz(data: &[u8], named: bool) -> Vec<u8> {
+        let b = flate2::GzBuilder::new();
+        let b = if named { b.filename("x.dat") } else { b };
+        let mut e = b.write(Vec::new(), flate2::Compression::fast());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    /// Stored gzip'd chunks (one member decoded in one call, anything else streaming) give
+    /// the same analysis and result as their content: single members, two members in one
+    /// chunk, the same member twice (its trailer then matches the first member's), a header
+    /// with a file name, an empty member; on disk and in memory. A corrupt member or one over
+    /// the decode limit is an error, as it was.
+    #[test]
+    fn gzip_chunks_decode_whole_or_streaming_to_the_same_answer() {
+        let engine = PosEngine::new(
+            &PosConfig {
+                optout_rate: 0.3,
+                ..PosConfig::default()
+            },
+            1_000_003,
+        );
+        let (content, _) = big_file(scan::BUF + 12_345, |_| false);
+        let third = content.len() / 3;
+        let (a, b, c) = (
+            &content[..third],
+            &content[third..2 * third + 7],
+            &content[2 * third + 7..],
+        );
+        let (want, want_out) = run_parts(
+            plain(std::io::Cursor::new(content.clone())),
+            &engine,
+            PosEnv::Live,
+            1_000_003,
+        );
+        let counts = |a: &Analysis| {
+            (
+                a.size,
+                a.hash.clone(),
+                a.lines,
+                a.kept_lines,
+                a.invalid,
+                a.line_ending,
+            )
+        };
+        let want = counts(&want.unwrap());
+        assert!(!want.4 && want.3 < want.2, "valid, some lines opted out");
+        let half = b.len() / 2;
+        let twice = [gz(&a[..1000], false), gz(&a[..1000], false)].concat();
+        let shapes: Vec<(&str, Vec<Vec<u8>>, Vec<u8>)> = vec![
+            (
+                "one member each",
+                vec![gz(a, false), gz(b, false), gz(c, false)],
+                content.clone(),
+            ),
+            (
+                "two members in a chunk",
+                vec![
+                    gz(a, false),
+                    [gz(&b[..half], false), gz(&b[half..], false)].concat(),
+                    gz(c, false),
+                ],
+                content.clone(),
+            ),
+            (
+                "a named header",
+                vec![gz(a, true), gz(b, false), gz(c, true)],
+                content.clone(),
+            ),
+            (
+                "an empty member",
+                vec![gz(a, false), gz(b"", false), gz(b, false), gz(c, false)],
+                content.clone(),
+            ),
+            (
+                "one member twice",
+                vec![twice, gz(&a[1000..], false), gz(b, false), gz(c, false)],
+                [&a[..1000], a, b, c].concat(),
+            ),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        for (what, chunks, decoded) in shapes {
+            let (want, want_out) = if decoded == content {
+                (want.clone(), want_out.clone())
+            } else {
+                let (w, o) = run_parts(
+                    plain(std::io::Cursor::new(decoded.clone())),
+                    &engine,
+                    PosEnv::Live,
+                    1_000_003,
+                );
+                (counts(&w.unwrap()), o)
+            };
+            assert_eq!(want.1, hex::encode(Sha256::digest(&decoded)));
+            for on_disk in [false, true] {
+                let parts: Vec<std::io::Result<scan::Part>> = chunks
+                    .iter()
+                    .enumerate()
+                    .map(|(i, bytes)| {
+                        let data = if on_disk {
+                            let p = dir.path().join(format!("{i}"));
+                            std::fs::write(&p, bytes).unwrap();
+                            scan::Stored::File(std::fs::File::open(p).unwrap())
+                        } else {
+                            scan::Stored::Memory(Bytes::from(bytes.clone()))
+                        };
+                        Ok(scan::Part::Stored { data, gzip: true })
+                    })
+                    .collect();
+                let (got, out) = run_parts(
+                    Box::new(parts.into_iter()),
+                    &engine,
+                    PosEnv::Live,
+                    1_000_003,
+                );
+                assert_eq!(counts(&got.unwrap()), want, "{what}, on disk {on_disk}");
+                assert!(
+                    out == want_out,
+                    "{what}, on disk {on_disk}: the same result"
+                );
+            }
+        }
+        // a corrupt CRC-32, and a member over the decode limit: errors, no result
+        let mut bad = gz(a, false);
+        let at = bad.len() - 6;
+        bad[at] ^= 1;
+        let small =
+            PosEngine::new(&PosConfig::default(), 1_000_003).with_max_decoded(a.len() as u64 - 1);
+        for (chunk, engine) in [(bad, &engine), (gz(a, false), &small)] {
+            let part = scan::Part::Stored {
+                data: scan::Stored::Memory(Bytes::from(chunk)),
+                gzip: true,
+            };
+            let (got, out) = run_parts(
+                Box::new(std::iter::once(Ok(part))),
+                engine,
+                PosEnv::Live,
+                1_000_003,
+            );
+            assert!(got.is_err());
+            assert!(out.is_empty());
+        }
     }
 }
