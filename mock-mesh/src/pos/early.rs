@@ -20,12 +20,12 @@
 //! pipeline's, see [`scan`](super::scan)); further submissions are analysed after acceptance.
 
 use std::collections::HashMap;
+use std::io::Read;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::scan::Part;
 use super::{analyse_with, open_chunk, Analysis, Decider, ResultSink};
 use crate::config::PosEnv;
 use crate::state::State;
@@ -154,6 +154,7 @@ pub(super) fn on_chunk(state: &Arc<State>, m: &Message, env: PosEnv) {
         total: m.total_chunks,
         gzip: m.content_encoding == crate::headers::ContentEncoding::Gzip,
         next: 1,
+        current: None,
         read: Vec::new(),
     };
     let decider = state.pos.decider(env);
@@ -164,8 +165,8 @@ pub(super) fn on_chunk(state: &Arc<State>, m: &Message, env: PosEnv) {
         .name("pos-early".into())
         .spawn(move || {
             let read = Arc::new(Mutex::new(Vec::new()));
-            let parts = Box::new(Recorder(feed, read.clone()));
-            match analyse_with(parts, &decider, max, sink) {
+            let reader = Box::new(Recorder(feed, read.clone()));
+            match analyse_with(reader, &decider, max, sink) {
                 Ok(a) => {
                     let ids = std::mem::take(&mut *lock(&read));
                     Some((a, ids, decider))
@@ -232,7 +233,7 @@ pub(super) async fn take(state: &Arc<State>, m: &Message, env: PosEnv) -> Option
     got.ok().flatten()
 }
 
-/// The chunks of a message still uploading, each once it is committed.
+/// The decoded content of a message still uploading: each chunk once it is committed.
 struct Feed {
     state: Weak<State>,
     early: Arc<Early>,
@@ -241,6 +242,7 @@ struct Feed {
     gzip: bool,
     /// The next chunk to open.
     next: u32,
+    current: Option<Box<dyn Read + Send>>,
     /// Every chunk opened, in order.
     read: Vec<Held>,
 }
@@ -276,34 +278,37 @@ impl Feed {
             self.early.wait(seen);
         }
     }
-
-    /// The next chunk, once it is committed.
-    fn open_next(&mut self) -> std::io::Result<Part> {
-        let source = self.wait_for(self.next)?;
-        let (part, held) = open_chunk(source, self.gzip)?;
-        self.read.push(held);
-        self.next += 1;
-        Ok(part)
-    }
 }
 
-impl Iterator for Feed {
-    type Item = std::io::Result<Part>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        (self.next <= self.total).then(|| self.open_next())
+impl Read for Feed {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if let Some(r) = &mut self.current {
+                let n = r.read(buf)?;
+                if n > 0 || buf.is_empty() {
+                    return Ok(n);
+                }
+                self.current = None;
+            }
+            if self.next > self.total {
+                return Ok(0);
+            }
+            let source = self.wait_for(self.next)?;
+            let (reader, id) = open_chunk(source, self.gzip)?;
+            self.read.push(id);
+            self.current = Some(reader);
+            self.next += 1;
+        }
     }
 }
 
 /// A [`Feed`] that leaves the chunks it read behind when it is dropped (the
-/// pipeline owns its parts).
+/// pipeline owns its reader).
 struct Recorder(Feed, Arc<Mutex<Vec<Held>>>);
 
-impl Iterator for Recorder {
-    type Item = std::io::Result<Part>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        self.0.next()
+impl Read for Recorder {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
     }
 }
 
