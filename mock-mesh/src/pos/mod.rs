@@ -423,6 +423,8 @@ struct Analysis {
     invalid: bool,
     line_ending: &'static str,
     result: Option<ResultSink>,
+    /// What each stage of the pass cost.
+    cpu: scan::StageCpu,
 }
 
 /// One streaming pass over a submission: hash, validate, and write the kept lines to `sink`
@@ -451,8 +453,9 @@ fn analyse_with(
             sink.discard();
             Err(e)
         }
-        Ok((mut a, hash)) => {
+        Ok((mut a, hash, cpu)) => {
             a.hash = hash;
+            a.cpu = cpu;
             if a.invalid || a.size == 0 {
                 sink.discard();
             } else {
@@ -509,6 +512,7 @@ fn judge_all(
         invalid: false,
         line_ending: "",
         result: None,
+        cpu: scan::StageCpu::default(),
     };
     while let Some(data) = input.next() {
         a.size += data.len() as u64;
