@@ -1109,7 +1109,9 @@ mod tests {
         assert!(!want.4 && want.3 < want.2, "valid, some lines opted out");
         let half = b.len() / 2;
         let twice = [gz(&a[..1000], false), gz(&a[..1000], false)].concat();
-        let shapes: Vec<(&str, Vec<Vec<u8>>, Vec<u8>)> = vec![
+        // (what, the stored chunks, their decoded content)
+        type Shape<'a> = (&'a str, Vec<Vec<u8>>, Vec<u8>);
+        let shapes: Vec<Shape> = vec![
             (
                 "one member each",
                 vec![gz(a, false), gz(b, false), gz(c, false)],
