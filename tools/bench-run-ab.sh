@@ -5,7 +5,10 @@
 # wait / download / check seconds, whether the reply was checked as it downloaded, ndop's CPU
 # seconds and peak RSS, whether run.json recorded the report's hashes, the mock's CPU seconds
 # (user+sys) and peak RSS, and, from its log, the seconds from the submission accepted to the POS job
-# created and to the result sent (pos_job_s, pos_result_s). For comparing two
+# created and to the result sent (pos_job_s, pos_result_s), and, where the mock logs them, the
+# CPU seconds of the POS pass's stages (pos_decode_cpu_s, pos_judge_cpu_s, pos_write_cpu_s), the
+# chunk its early analysis was reading at acceptance (pos_early_chunk) and the seconds it took to
+# finish after (pos_finished_after_s). For comparing two
 # builds side by side, interleaved (the machine's load moves wall-clock figures by 2-3x):
 #   for i in 1 2 3; do tools/bench-run-ab.sh OLD/ndop target/release/mock-mesh F old
 #                      tools/bench-run-ab.sh target/release/ndop target/release/mock-mesh F new; done
@@ -45,10 +48,20 @@ for line in open(sys.argv[1], errors="replace"):
     for key, text in (("accepted", "message accepted into inbox"), ("job", "POS job created"), ("result", "POS result sent")):
         if text in line and key not in t:
             t[key] = at
+# each stage's CPU (logged with the job by newer mocks) and where the early analysis was at acceptance
+extra = ""
+names = {"decode_cpu_s": "pos_decode_cpu_s", "judge_cpu_s": "pos_judge_cpu_s", "write_cpu_s": "pos_write_cpu_s",
+         "reading_chunk_at_acceptance": "pos_early_chunk", "finished_after_s": "pos_finished_after_s"}
+for line in open(sys.argv[1], errors="replace"):
+    line = re.sub(r"\x1b\[[0-9;]*m", "", line)
+    for key, name in names.items():
+        m = re.search(r"\b" + key + r"=(\S+)", line)
+        if m:
+            extra += f" {name}={m.group(1)}"
 if len(t) == 3:
-    print(f"pos_job_s={(t['job'] - t['accepted']).total_seconds():.2f} pos_result_s={(t['result'] - t['accepted']).total_seconds():.2f}")
+    print(f"pos_job_s={(t['job'] - t['accepted']).total_seconds():.2f} pos_result_s={(t['result'] - t['accepted']).total_seconds():.2f}{extra}")
 else:
-    print("pos_job_s=? pos_result_s=?")
+    print("pos_job_s=? pos_result_s=?" + extra)
 PY
 )
 python3 - "$tmp/w/run.json" "$TAG" "$(echo "$e - $s" | bc)" "$tmp/cpu" "$load" "$mock_cpu $mock_rss $pos" <<'PY'

@@ -22,6 +22,7 @@
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -71,6 +72,8 @@ type Done = (Analysis, Vec<Held>, Decider);
 struct Early {
     /// Bumped whenever a chunk of the message is committed.
     ticks: Mutex<u64>,
+    /// Chunks the analysis has opened (the last one is being read).
+    opened: AtomicU32,
     wake: Condvar,
     thread: Mutex<Option<JoinHandle<Option<Done>>>>,
 }
@@ -144,6 +147,7 @@ pub(super) fn on_chunk(state: &Arc<State>, m: &Message, env: PosEnv) {
     }
     let early = Arc::new(Early {
         ticks: Mutex::new(0),
+        opened: AtomicU32::new(0),
         wake: Condvar::new(),
         thread: Mutex::new(None),
     });
@@ -196,6 +200,9 @@ pub(super) fn result_dir(state: &State) -> Option<PathBuf> {
 /// removed), and the job analyses the stored submission.
 pub(super) async fn take(state: &Arc<State>, m: &Message, env: PosEnv) -> Option<Analysis> {
     let early = lock(&state.pos.early.0).remove(&m.id)?;
+    // how far the analysis had come when the upload ended (the rest is the job's wait)
+    let reading = early.opened.load(Ordering::Relaxed);
+    let accepted_at = std::time::Instant::now();
     early.poke();
     let state = state.clone();
     let m = m.clone();
@@ -215,7 +222,13 @@ pub(super) async fn take(state: &Arc<State>, m: &Message, env: PosEnv) -> Option
             });
         let same_answers = decider == state.pos.decider(env);
         if same_data && same_answers {
-            tracing::info!(message_id = %m.id, "POS analysed the submission while it uploaded");
+            tracing::info!(
+                message_id = %m.id,
+                chunks = m.total_chunks,
+                reading_chunk_at_acceptance = reading,
+                finished_after_s = %format_args!("{:.2}", accepted_at.elapsed().as_secs_f64()),
+                "POS analysed the submission while it uploaded"
+            );
             return Ok(Some(a));
         }
         tracing::info!(
@@ -295,6 +308,7 @@ impl Read for Feed {
             }
             let source = self.wait_for(self.next)?;
             let (reader, id) = open_chunk(source, self.gzip)?;
+            self.early.opened.fetch_add(1, Ordering::Relaxed);
             self.read.push(id);
             self.current = Some(reader);
             self.next += 1;

@@ -189,6 +189,7 @@ async fn run_job(state: Arc<State>, m: Message, env: PosEnv) -> Result<(), Error
                 invalid: true,
                 line_ending: "\r\n",
                 result: None,
+                cpu: Default::default(),
             }
         }
     };
@@ -272,6 +273,9 @@ async fn run_job(state: Arc<State>, m: Message, env: PosEnv) -> Result<(), Error
         bytes = analysis.size,
         non_empty,
         unique,
+        decode_cpu_s = %format_args!("{:.2}", analysis.cpu.decode),
+        judge_cpu_s = %format_args!("{:.2}", analysis.cpu.judge),
+        write_cpu_s = %format_args!("{:.2}", analysis.cpu.write),
         "POS job created"
     );
     if !passed {

@@ -26,6 +26,27 @@ pub(super) const BUF: usize = 4 << 20;
 /// Buffers that may wait between two stages.
 const DEPTH: usize = 2;
 
+/// CPU seconds the calling thread has run so far (Linux's `/proc/thread-self/schedstat`; 0
+/// where that cannot be read).
+fn thread_cpu() -> f64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0.0, |ns| ns as f64 / 1e9)
+}
+
+/// CPU seconds each stage of one pass used (logged with the job: what a submission cost the
+/// POS, whatever the machine's load).
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct StageCpu {
+    /// Gunzip and SHA-256.
+    pub(super) decode: f64,
+    /// Judging every line and gathering the kept ones.
+    pub(super) judge: f64,
+    /// Writing the result (the fsyncs behind it not counted).
+    pub(super) write: f64,
+}
+
 /// Buffers handed to the next stage, and the empty ones it hands back.
 struct Lane {
     tx: SyncSender<Vec<u8>>,
@@ -147,25 +168,32 @@ impl Input {
 }
 
 /// Runs `judge` over the decoded content of `reader`, with the kept bytes going to `sink`;
-/// returns `judge`'s result and the SHA-256 (hex) of the content once every byte it kept has
-/// been written. The first error of any
+/// returns `judge`'s result, the SHA-256 (hex) of the content and each stage's CPU, once every
+/// byte it kept has been written. The first error of any
 /// stage is the answer: a read error (the decoder stopped early, so `judge` saw a short
 /// file), then a write error (before the "writer stopped" it causes), then `judge`'s own.
 pub(super) fn pipeline<T>(
     reader: Box<dyn Read + Send>,
     sink: &mut ResultSink,
     judge: impl FnOnce(&mut Input, &mut Out) -> std::io::Result<T>,
-) -> std::io::Result<(T, String)> {
+) -> std::io::Result<(T, String, StageCpu)> {
     let (in_lane, in_rx, in_free) = lane();
     let (out_lane, out_rx, out_free) = lane();
     let (err_tx, err_rx) = sync_channel(1);
     std::thread::scope(|s| {
         let decoder = std::thread::Builder::new()
             .name("pos-decode".into())
-            .spawn_scoped(s, move || decode(reader, in_lane, err_tx))?;
+            .spawn_scoped(s, move || {
+                let start = thread_cpu();
+                let hash = decode(reader, in_lane, err_tx);
+                (hash, thread_cpu() - start)
+            })?;
         let writer = std::thread::Builder::new()
             .name("pos-write".into())
-            .spawn_scoped(s, move || write_out(sink, out_rx, out_free))?;
+            .spawn_scoped(s, move || {
+                let start = thread_cpu();
+                write_out(sink, out_rx, out_free).map(|()| thread_cpu() - start)
+            })?;
         let mut input = Input {
             rx: in_rx,
             free: in_free,
@@ -175,7 +203,9 @@ pub(super) fn pipeline<T>(
             buf: Vec::with_capacity(BUF),
             lane: out_lane,
         };
+        let start = thread_cpu();
         let judged = judge(&mut input, &mut out).and_then(|t| out.flush().map(|()| t));
+        let judge_cpu = thread_cpu() - start;
         drop(input); // a decoder still reading stops at its next hand-over
         drop(out); // the writer ends once it has written what it has
         let written = writer
@@ -185,8 +215,13 @@ pub(super) fn pipeline<T>(
         if let Ok(e) = err_rx.try_recv() {
             return Err(e);
         }
-        written?;
-        let hash = hash.map_err(|_| std::io::Error::other("the POS decoder failed"))?;
-        judged.map(|t| (t, hash))
+        let write = written?;
+        let (hash, decode) = hash.map_err(|_| std::io::Error::other("the POS decoder failed"))?;
+        let cpu = StageCpu {
+            decode,
+            judge: judge_cpu,
+            write,
+        };
+        judged.map(|t| (t, hash, cpu))
     })
 }
