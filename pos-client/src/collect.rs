@@ -3,10 +3,12 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mesh_client::{MeshClient, MessageMeta, MessageType};
 use processor::files::{create_private_dir, sync_dir, write_atomic};
+use processor::reconcile::ReplyNumbers;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -62,6 +64,29 @@ pub struct CollectedReply {
     /// True when its lines and SHA-256 were checked as it downloaded; false when the stored
     /// file was read for them (a small reply, a chunk retried mid-transfer, a folder reply).
     pub checked_while_downloading: bool,
+    /// A cleaned reply's numbers, gathered as its lines were checked: the result side of
+    /// reconcile without reading the file again (`processor::reconcile::returned_from`).
+    #[serde(skip)]
+    pub numbers: GatheredNumbers,
+}
+
+/// The numbers of a cleaned reply gathered by the check of its lines (or nothing), to be taken
+/// once ([`GatheredNumbers::take`]); a clone of a [`CollectedReply`] shares them.
+#[derive(Clone, Default)]
+pub struct GatheredNumbers(Arc<Mutex<Option<ReplyNumbers>>>);
+
+impl GatheredNumbers {
+    /// The numbers, if gathered and not yet taken.
+    pub fn take(&self) -> Option<ReplyNumbers> {
+        self.0.lock().map(|mut n| n.take()).unwrap_or(None)
+    }
+}
+
+impl std::fmt::Debug for GatheredNumbers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // never the numbers
+        f.write_str("GatheredNumbers")
+    }
 }
 
 /// A message left in the inbox.
@@ -361,6 +386,7 @@ pub(crate) fn store_report(
         records: None,
         job_status: None,
         streamed: false,
+        numbers: None,
     };
     Ok((ReplyKind::Report, path, facts))
 }
@@ -407,6 +433,7 @@ pub(crate) fn journal_reply(
     (kind, path, facts): Stored,
 ) -> Result<CollectedReply, Error> {
     let streamed = facts.streamed;
+    let numbers = GatheredNumbers(Arc::new(Mutex::new(facts.numbers)));
     let relative = path
         .strip_prefix(work_dir)
         .unwrap_or(&path)
@@ -436,6 +463,7 @@ pub(crate) fn journal_reply(
         download_seconds: 0.0,
         check_seconds: 0.0,
         checked_while_downloading: streamed,
+        numbers,
     })
 }
 
