@@ -301,10 +301,8 @@ impl Gathered {
 
     /// Writes the word being filled into the set.
     fn flush(&mut self) {
-        if self.bits != 0 {
-            self.set.insert_word(self.word, self.bits);
-            self.bits = 0;
-        }
+        self.set.insert_word_unshared(self.word, self.bits);
+        self.bits = 0;
     }
 }
 
@@ -374,7 +372,7 @@ pub fn returned_from(
             lines,
             valid: lines,
             unique,
-            duplicates: lines - unique,
+            duplicates: lines.saturating_sub(unique),
             placeholder,
             ..Counts::default()
         },
@@ -431,10 +429,23 @@ impl ReplyLines {
                     *records += 1
                 }),
                 Some(numbers) => {
+                    // the word being filled and the counts in locals (registers), not in memory
+                    let set = &numbers.set;
+                    let (mut word, mut bits) = (numbers.word, numbers.bits);
+                    let (mut lines, mut placeholders) = (0u64, 0u64);
                     crate::swar::run(block, &mut pos, &mut self.ending, false, |line, _| {
-                        *records += 1;
-                        numbers.add(line.prefix, line.placeholder);
-                    })
+                        lines += 1;
+                        placeholders += u64::from(line.placeholder);
+                        let at = (line.prefix >> 6) as usize;
+                        if at != word {
+                            set.insert_word_unshared(word, bits);
+                            (word, bits) = (at, 0);
+                        }
+                        bits |= 1 << (line.prefix & 63);
+                    });
+                    (numbers.word, numbers.bits) = (word, bits);
+                    numbers.placeholders += placeholders;
+                    *records += lines;
                 }
             }
             let rest = &block[pos..];
