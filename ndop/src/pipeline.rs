@@ -510,10 +510,7 @@ impl Pipeline {
     /// the request side of reconcile (prepare's own set of the numbers written, so that the
     /// files need not be read back) and the `.dat` files' SHA-256, lines and size as prepare
     /// wrote them (so that send need not read them for those); `None` when an earlier run did.
-    fn prepare(
-        &self,
-        dir: &Path,
-    ) -> anyhow::Result<(PrepareFacts, Option<(Validated, Vec<KnownDigest>)>)> {
+    fn prepare(&self, dir: &Path) -> anyhow::Result<(PrepareFacts, Option<JustPrepared>)> {
         let summary_path = dir.join(SUMMARY_JSON);
         if summary_path.exists() {
             return Ok((read_prepared(&summary_path)?, None));
@@ -562,6 +559,10 @@ impl Pipeline {
         Ok((PrepareFacts::from(&s), Some((requested, known))))
     }
 }
+
+/// What a prepare made in this process hands to the stages after it: the request side of
+/// reconcile and the `.dat` files' SHA-256, lines and size as written.
+type JustPrepared = (Validated, Vec<KnownDigest>);
 
 /// The part of `prepared/summary.json` (written by `processor::prepare`) a resumed run needs.
 #[derive(Deserialize)]

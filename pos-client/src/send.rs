@@ -652,7 +652,7 @@ mod tests {
                     max_records: Some(2),
                 },
             };
-            let summary = prepare(&[extract.clone()], &opts, &mut |_| {}).unwrap();
+            let summary = prepare(std::slice::from_ref(&extract), &opts, &mut |_| {}).unwrap();
             assert_eq!(summary.files.len(), 2);
             for f in &summary.files {
                 let path = prepared.join(&f.name);
