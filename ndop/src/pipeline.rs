@@ -645,12 +645,25 @@ fn returned_by_collect(
     lines: &ScanOptions,
 ) -> Option<Validated> {
     let mut gathered = Vec::with_capacity(responses.len());
+    let mut every = true;
     for path in responses {
-        let reply = collected
+        let numbers = collected
             .replies
             .iter()
-            .find(|r| &r.path == path && !r.duplicate)?;
-        gathered.push((path.clone(), reply.numbers.take()?));
+            .find(|r| &r.path == path && !r.duplicate)
+            .and_then(|r| r.numbers.take());
+        match numbers {
+            Some(n) => gathered.push((path.clone(), n)),
+            None => every = false,
+        }
+    }
+    // the numbers not used (a duplicate delivery's; all of them when one reply has none) are
+    // not kept through filter
+    for r in &collected.replies {
+        drop(r.numbers.take());
+    }
+    if !every {
+        return None;
     }
     returned_from(gathered, lines)
 }

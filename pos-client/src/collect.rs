@@ -80,6 +80,25 @@ impl GatheredNumbers {
     pub fn take(&self) -> Option<ReplyNumbers> {
         self.0.lock().map(|mut n| n.take()).unwrap_or(None)
     }
+
+    /// True while it holds numbers.
+    fn holds(&self) -> bool {
+        self.0.lock().map(|n| n.is_some()).unwrap_or(false)
+    }
+}
+
+/// Most replies of one collect that keep their gathered numbers: each holds a set of its own
+/// (up to a few tens of MiB resident at national scale) until reconcile unites them, so a run
+/// split into many files keeps none beyond these, and reconcile reads the files instead.
+const MAX_GATHERED: usize = 4;
+
+/// Appends `collected` to `replies`, dropping its gathered numbers when [`MAX_GATHERED`]
+/// replies before it hold some.
+pub(crate) fn push_reply(replies: &mut Vec<CollectedReply>, collected: CollectedReply) {
+    if replies.iter().filter(|r| r.numbers.holds()).count() >= MAX_GATHERED {
+        drop(collected.numbers.take());
+    }
+    replies.push(collected);
 }
 
 impl std::fmt::Debug for GatheredNumbers {
@@ -196,7 +215,7 @@ pub async fn collect(
                         kind = ?collected.reply.reply,
                         "reply stored and acknowledged"
                     );
-                    report.replies.push(collected);
+                    push_reply(&mut report.replies, collected);
                 }
                 Err(reason) => {
                     left.insert(id.clone());
@@ -491,6 +510,51 @@ pub(crate) fn pending(journal: &Journal) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::journal::Submission;
+
+    #[test]
+    fn at_most_a_few_replies_keep_their_gathered_numbers() {
+        let collected = |gathered: bool| {
+            let mut lines = processor::reconcile::ReplyLines::collecting();
+            lines.feed(b"9434765919,\r\n").unwrap();
+            let numbers = lines.finish_gathered(13).unwrap().1.filter(|_| gathered);
+            CollectedReply {
+                reply: Reply {
+                    local_id: "L".into(),
+                    message_id: "M".into(),
+                    reply: ReplyKind::Cleaned,
+                    file: "replies/r".into(),
+                    sha256: "00".into(),
+                    bytes: 13,
+                    records: Some(1),
+                    job_status: None,
+                    status_code: None,
+                    status_event: None,
+                    status_description: None,
+                    status_success: None,
+                    time: journal::now(),
+                },
+                path: PathBuf::from("r"),
+                duplicate: false,
+                download_seconds: 0.0,
+                check_seconds: 0.0,
+                checked_while_downloading: true,
+                numbers: GatheredNumbers(Arc::new(Mutex::new(numbers))),
+            }
+        };
+        let mut replies = Vec::new();
+        push_reply(&mut replies, collected(false));
+        for _ in 0..MAX_GATHERED + 2 {
+            push_reply(&mut replies, collected(true));
+        }
+        let kept: Vec<bool> = replies.iter().map(|r| r.numbers.holds()).collect();
+        let mut want = vec![false];
+        want.extend([true; MAX_GATHERED]);
+        want.extend([false; 2]);
+        assert_eq!(kept, want);
+        // taken once
+        assert!(replies[1].numbers.take().is_some());
+        assert!(replies[1].numbers.take().is_none());
+    }
 
     fn submitted(local_id: &str, file: &str) -> Entry {
         Entry::Submitted(Submission {
