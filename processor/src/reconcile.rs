@@ -7,7 +7,8 @@
 //! the POS's rejection line, or that holds anything but NHS numbers, is an error.
 //!
 //! Both sides are read by the engine into [`NumberSet`]s (119 MiB each, whatever the size of
-//! the files), so this runs at the speed of reading.
+//! the files), so this runs at the speed of reading; the result side can instead come from the
+//! check of the replies as they arrived ([`ReplyLines::collecting`], [`returned_from`]).
 
 use crate::dat::DatFile;
 use crate::error::{Error, Result};
@@ -288,14 +289,8 @@ impl std::fmt::Debug for Gathered {
 
 impl Gathered {
     /// Adds the number whose first nine digits are `prefix`.
-    #[inline(always)]
     fn add(&mut self, prefix: u32, placeholder: bool) {
-        let word = (prefix >> 6) as usize;
-        if word != self.word {
-            self.flush();
-            self.word = word;
-        }
-        self.bits |= 1 << (prefix & 63);
+        gather(&self.set, &mut self.word, &mut self.bits, prefix);
         self.placeholders += u64::from(placeholder);
     }
 
@@ -304,6 +299,18 @@ impl Gathered {
         self.set.insert_word_unshared(self.word, self.bits);
         self.bits = 0;
     }
+}
+
+/// Adds `prefix` to the word being filled (index `word`, bits `bits`), first writing that word
+/// into `set` when `prefix` falls in another.
+#[inline(always)]
+fn gather(set: &NumberSet, word: &mut usize, bits: &mut u64, prefix: u32) {
+    let at = (prefix >> 6) as usize;
+    if at != *word {
+        set.insert_word_unshared(*word, *bits);
+        (*word, *bits) = (at, 0);
+    }
+    *bits |= 1 << (prefix & 63);
 }
 
 /// The numbers of one cleaned reply, gathered as [`ReplyLines`] checked it
@@ -436,12 +443,7 @@ impl ReplyLines {
                     crate::swar::run(block, &mut pos, &mut self.ending, false, |line, _| {
                         lines += 1;
                         placeholders += u64::from(line.placeholder);
-                        let at = (line.prefix >> 6) as usize;
-                        if at != word {
-                            set.insert_word_unshared(word, bits);
-                            (word, bits) = (at, 0);
-                        }
-                        bits |= 1 << (line.prefix & 63);
+                        gather(set, &mut word, &mut bits, line.prefix);
                     });
                     (numbers.word, numbers.bits) = (word, bits);
                     numbers.placeholders += placeholders;
