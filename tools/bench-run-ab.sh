@@ -2,7 +2,8 @@
 # One whole `ndop run` of FILE with the binary NDOP against the mock-mesh binary MOCK (disk store,
 # loopback, POS opt-out rate 5%), printed as one line tagged TAG: load average at the start, wall
 # seconds, the stage seconds of run.json, the time outside the stages (report.html), collect's
-# wait / download / check seconds, whether the reply was checked as it downloaded, ndop's CPU
+# wait / download / check seconds, whether the reply was checked as it downloaded (and whether
+# reconcile took its numbers from that check: returned_from_collect), ndop's CPU
 # seconds and peak RSS, whether run.json recorded the report's hashes, the mock's CPU seconds
 # (user+sys) and peak RSS, and, from its log, the seconds from the submission accepted to the POS job
 # created and to the result sent (pos_job_s, pos_result_s), and, where the mock logs them, the
@@ -77,6 +78,7 @@ check = sum(r.get("check_seconds", 0) for r in c["replies"])
 stream = all(r.get("checked_while_downloading", False) for r in c["replies"] if r["reply"] == "cleaned")
 print(f"{sys.argv[2]} load={sys.argv[5]} run_s={whole:.2f} {stages} outside={whole - sum(v for _, v in st):.2f} "
       f"waited={c.get('waited_seconds', 0):.2f} download={down:.2f} check={check:.2f} streamed={stream} "
+      f"returned_from_collect={run.get('returned_from_collect', False)} "
       f"cpu_user={user} cpu_sys={sys_} rss_kib={rss} hashes={'extract_hash' in run},{'output_hash' in run} "
       f"mock_cpu={sys.argv[6].split()[0]} mock_rss_kib={sys.argv[6].split()[1]} {' '.join(sys.argv[6].split()[2:])}")
 PY

@@ -10,11 +10,13 @@ use anyhow::{anyhow, bail, Context};
 use mesh_client::MeshClient;
 use pos_client::folder::{FolderCollectReport, FolderSendReport, Folders};
 use pos_client::journal::{Entry, Extract, Journal};
-use pos_client::{CollectOptions, CollectReport, SendReport};
+use pos_client::{CollectOptions, CollectReport, KnownDigest, SendReport};
 use processor::dat::{DatOptions, LineEnding};
 use processor::filter::{filter_observed, Durability, FilterSummary};
 use processor::prepare::{prepare_keeping_set, PrepareOptions, Summary, SUMMARY_JSON};
-use processor::reconcile::{reconcile_with, requested_from, ReconcileSummary, Reconciled};
+use processor::reconcile::{
+    reconcile_known, reconcile_with, requested_from, returned_from, ReconcileSummary, Reconciled,
+};
 use processor::scan::{Format, ScanOptions};
 use processor::validate::Validated;
 use serde::{Deserialize, Serialize};
@@ -84,6 +86,9 @@ pub(crate) struct RunSummary {
     /// The filtered extract's SHA-256, taken as filter wrote it (likewise).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output_hash: Option<FileHash>,
+    /// True when reconcile took the returned numbers gathered by collect's check of the
+    /// replies (this run collected every reply), false when it read the reply files.
+    pub returned_from_collect: bool,
 }
 
 /// A file's SHA-256 taken during a run, with the identity (size, modification time, inode) the
@@ -271,7 +276,11 @@ impl Pipeline {
             &serde_json::to_vec_pretty(&RunSettings::of(self))?,
         )?;
         let extract = self.check_extract(&mut journal, &prepared)?;
-        let (facts, prepared_set) = self.prepare(&prepared)?;
+        let (facts, just_prepared) = self.prepare(&prepared)?;
+        let (prepared_set, known) = match just_prepared {
+            Some((set, known)) => (Some(set), known),
+            None => (None, Vec::new()),
+        };
         self.unchanged(&extract)?;
         lap("prepare");
         eprintln!(
@@ -314,7 +323,12 @@ impl Pipeline {
                 (None, Some(sent))
             }
             Via::Api(client) => {
-                let sent = rt.block_on(send_with_progress(client, &mut journal, prepared_dirs))?;
+                let sent = rt.block_on(send_with_progress(
+                    client,
+                    &mut journal,
+                    prepared_dirs,
+                    &known,
+                ))?;
                 eprintln!(
                     "[2/5] sent {} file(s) ({} resumed, {} already sent earlier)",
                     sent.sent, sent.resumed, sent.already_sent
@@ -357,7 +371,14 @@ impl Pipeline {
         let requested = requested
             .join()
             .map_err(|_| anyhow!("reading the prepared files stopped unexpectedly"))??;
-        let reconciled = reconcile_with(requested, &responses, &lines, &rec_dir, &mut |_| {})?;
+        // the result side: the numbers collect gathered as it checked the replies, when this run
+        // collected them all; otherwise (a resumed run) the files are read
+        let returned = returned_by_collect(&collected, &responses, &lines);
+        let returned_from_collect = returned.is_some();
+        let reconciled = match returned {
+            Some(returned) => reconcile_known(requested, returned, &rec_dir)?,
+            None => reconcile_with(requested, &responses, &lines, &rec_dir, &mut |_| {})?,
+        };
         lap("reconcile");
         let r = &reconciled.summary;
         eprintln!(
@@ -437,6 +458,7 @@ impl Pipeline {
             filter: filtered,
             extract_hash: extract_hash.join().ok().flatten(),
             output_hash,
+            returned_from_collect,
         };
         processor::files::write_atomic(
             &self.work,
@@ -484,10 +506,11 @@ impl Pipeline {
     }
 
     /// Prepares into `dir` unless an earlier run finished doing so (its summary.json exists),
-    /// in which case the same files are used again. With the facts, the request side of
-    /// reconcile when this call prepared (prepare's own set of the numbers written, so that the
-    /// files need not be read back); `None` when an earlier run did.
-    fn prepare(&self, dir: &Path) -> anyhow::Result<(PrepareFacts, Option<Validated>)> {
+    /// in which case the same files are used again. With the facts, when this call prepared:
+    /// the request side of reconcile (prepare's own set of the numbers written, so that the
+    /// files need not be read back) and the `.dat` files' SHA-256, lines and size as prepare
+    /// wrote them (so that send need not read them for those); `None` when an earlier run did.
+    fn prepare(&self, dir: &Path) -> anyhow::Result<(PrepareFacts, Option<JustPrepared>)> {
         let summary_path = dir.join(SUMMARY_JSON);
         if summary_path.exists() {
             return Ok((read_prepared(&summary_path)?, None));
@@ -523,9 +546,23 @@ impl Pipeline {
         bar.finish_and_clear();
         eprint!("{}", describe_counts(&s.counts));
         let requested = requested_from(set, dir, &s.files, s.threads);
-        Ok((PrepareFacts::from(&s), Some(requested)))
+        let known = s
+            .files
+            .iter()
+            .map(|f| KnownDigest {
+                path: dir.join(&f.name),
+                sha256: f.sha256.clone(),
+                records: f.records,
+                bytes: f.bytes,
+            })
+            .collect();
+        Ok((PrepareFacts::from(&s), Some((requested, known))))
     }
 }
+
+/// What a prepare made in this process hands to the stages after it: the request side of
+/// reconcile and the `.dat` files' SHA-256, lines and size as written.
+type JustPrepared = (Validated, Vec<KnownDigest>);
 
 /// The part of `prepared/summary.json` (written by `processor::prepare`) a resumed run needs.
 #[derive(Deserialize)]
@@ -597,6 +634,38 @@ pub(crate) fn remove_if_exists(path: &Path) -> anyhow::Result<()> {
         }
         _ => Ok(()),
     }
+}
+
+/// The result side of reconcile from the numbers `collected` gathered as it checked the replies
+/// (`responses`, the final replies in the order of the prepared files), when it gathered them
+/// for every one of them; `None` (read the files) otherwise.
+fn returned_by_collect(
+    collected: &CollectReport,
+    responses: &[PathBuf],
+    lines: &ScanOptions,
+) -> Option<Validated> {
+    let mut gathered = Vec::with_capacity(responses.len());
+    let mut every = true;
+    for path in responses {
+        let numbers = collected
+            .replies
+            .iter()
+            .find(|r| &r.path == path && !r.duplicate)
+            .and_then(|r| r.numbers.take());
+        match numbers {
+            Some(n) => gathered.push((path.clone(), n)),
+            None => every = false,
+        }
+    }
+    // the numbers not used (a duplicate delivery's; all of them when one reply has none) are
+    // not kept through filter
+    for r in &collected.replies {
+        drop(r.numbers.take());
+    }
+    if !every {
+        return None;
+    }
+    returned_from(gathered, lines)
 }
 
 /// Reads the numbers of the prepared files (`requests`) on a thread of its own: the request side
@@ -709,10 +778,11 @@ pub(crate) async fn send_with_progress(
     client: &MeshClient,
     journal: &mut Journal,
     inputs: &[PathBuf],
+    known: &[KnownDigest],
 ) -> Result<SendReport, pos_client::Error> {
     let bar = progress::bytes("send", Some(0));
     let shown = bar.clone();
-    let report = pos_client::send(client, journal, inputs, &move |sent, total| {
+    let report = pos_client::send_known(client, journal, inputs, known, &move |sent, total| {
         shown.set_length(total);
         shown.set_position(sent);
     })

@@ -108,9 +108,25 @@ fn run_resumes_after_a_timeout_and_never_sends_twice() {
     assert_eq!(submissions(&work), sent);
     // The default POS opts out nobody in the 999 range: every valid row is kept.
     assert_filtered(&extract, &work.join("cleared.csv"), &HashSet::new());
-    // A third run finds everything done and still sends nothing.
-    assert!(run("30").status.success());
+    // A third run finds everything done and still sends nothing; its reconcile reads the
+    // replies stored by the second (which took their numbers from collect's check) and finds
+    // the same
+    let third = run("30");
+    assert!(third.status.success());
     assert_eq!(submissions(&work), sent);
+    let json = |out: &Output| -> serde_json::Value { serde_json::from_slice(&out.stdout).unwrap() };
+    let (second, third) = (json(&second), json(&third));
+    assert_eq!(second["returned_from_collect"], true);
+    assert_eq!(third["returned_from_collect"], false);
+    for key in [
+        "requested",
+        "returned",
+        "opted_out",
+        "unexpected",
+        "response_lines",
+    ] {
+        assert_eq!(second["reconcile"][key], third["reconcile"][key], "{key}");
+    }
     rt.block_on(mesh.stop());
 }
 
@@ -286,6 +302,53 @@ fn a_large_extract_with_chunked_replies() {
             .any(|r| r["reply"] == "cleaned" && r["checked_while_downloading"] == true),
         "{replies:?}"
     );
+    // reconcile took the returned numbers from that check, and they are what reading the
+    // files gives: `ndop reconcile` of the prepared files and the replies writes the same
+    assert_eq!(run["returned_from_collect"], true);
+    let in_dir = |sub: &str, end: &str| -> Vec<String> {
+        let mut found: Vec<String> = std::fs::read_dir(work.join(sub))
+            .unwrap()
+            .map(|e| e.unwrap().path().display().to_string())
+            .filter(|p| p.ends_with(end))
+            .collect();
+        found.sort();
+        found
+    };
+    let again = dir.path().join("again");
+    let mut args = vec!["reconcile".to_string(), "--request".into()];
+    args.extend(in_dir("prepared", ".dat"));
+    args.push("--response".into());
+    args.extend(in_dir("replies", ".cleaned.dat"));
+    args.extend(["--out".into(), again.display().to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let read = ndop(&args);
+    assert!(
+        read.status.success(),
+        "{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    let read: serde_json::Value = serde_json::from_slice(&read.stdout).unwrap();
+    for key in [
+        "requested",
+        "returned",
+        "opted_out",
+        "unexpected",
+        "response_lines",
+        "request_lines",
+    ] {
+        assert_eq!(run["reconcile"][key], read[key], "{key}");
+    }
+    assert_eq!(
+        run["reconcile"]["responses"][0]["bytes"],
+        read["responses"][0]["bytes"]
+    );
+    for file in ["opted-out.txt", "unexpected.txt"] {
+        assert_eq!(
+            std::fs::read(work.join("reconciled").join(file)).unwrap(),
+            std::fs::read(again.join(file)).unwrap(),
+            "{file}"
+        );
+    }
     // the report's hashes were taken during the run (the extract while the POS worked, the
     // output as it was written) and are used while the files are unchanged
     let sha = |p: &Path| processor::files::sha256_file(p).unwrap().0;

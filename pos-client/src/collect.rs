@@ -3,10 +3,12 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mesh_client::{MeshClient, MessageMeta, MessageType};
 use processor::files::{create_private_dir, sync_dir, write_atomic};
+use processor::reconcile::ReplyNumbers;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -62,6 +64,48 @@ pub struct CollectedReply {
     /// True when its lines and SHA-256 were checked as it downloaded; false when the stored
     /// file was read for them (a small reply, a chunk retried mid-transfer, a folder reply).
     pub checked_while_downloading: bool,
+    /// A cleaned reply's numbers, gathered as its lines were checked: the result side of
+    /// reconcile without reading the file again (`processor::reconcile::returned_from`).
+    #[serde(skip)]
+    pub numbers: GatheredNumbers,
+}
+
+/// The numbers of a cleaned reply gathered by the check of its lines (or nothing), to be taken
+/// once ([`GatheredNumbers::take`]); a clone of a [`CollectedReply`] shares them.
+#[derive(Clone, Default)]
+pub struct GatheredNumbers(Arc<Mutex<Option<ReplyNumbers>>>);
+
+impl GatheredNumbers {
+    /// The numbers, if gathered and not yet taken.
+    pub fn take(&self) -> Option<ReplyNumbers> {
+        self.0.lock().map(|mut n| n.take()).unwrap_or(None)
+    }
+
+    /// True while it holds numbers.
+    fn holds(&self) -> bool {
+        self.0.lock().map(|n| n.is_some()).unwrap_or(false)
+    }
+}
+
+/// Most replies of one collect that keep their gathered numbers: each holds a set of its own
+/// (up to a few tens of MiB resident at national scale) until reconcile unites them, so a run
+/// split into many files keeps none beyond these, and reconcile reads the files instead.
+const MAX_GATHERED: usize = 4;
+
+/// Appends `collected` to `replies`, dropping its gathered numbers when [`MAX_GATHERED`]
+/// replies before it hold some.
+pub(crate) fn push_reply(replies: &mut Vec<CollectedReply>, collected: CollectedReply) {
+    if replies.iter().filter(|r| r.numbers.holds()).count() >= MAX_GATHERED {
+        drop(collected.numbers.take());
+    }
+    replies.push(collected);
+}
+
+impl std::fmt::Debug for GatheredNumbers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // never the numbers
+        f.write_str("GatheredNumbers")
+    }
 }
 
 /// A message left in the inbox.
@@ -171,7 +215,7 @@ pub async fn collect(
                         kind = ?collected.reply.reply,
                         "reply stored and acknowledged"
                     );
-                    report.replies.push(collected);
+                    push_reply(&mut report.replies, collected);
                 }
                 Err(reason) => {
                     left.insert(id.clone());
@@ -361,6 +405,7 @@ pub(crate) fn store_report(
         records: None,
         job_status: None,
         streamed: false,
+        numbers: None,
     };
     Ok((ReplyKind::Report, path, facts))
 }
@@ -407,6 +452,7 @@ pub(crate) fn journal_reply(
     (kind, path, facts): Stored,
 ) -> Result<CollectedReply, Error> {
     let streamed = facts.streamed;
+    let numbers = GatheredNumbers(Arc::new(Mutex::new(facts.numbers)));
     let relative = path
         .strip_prefix(work_dir)
         .unwrap_or(&path)
@@ -436,6 +482,7 @@ pub(crate) fn journal_reply(
         download_seconds: 0.0,
         check_seconds: 0.0,
         checked_while_downloading: streamed,
+        numbers,
     })
 }
 
@@ -463,6 +510,51 @@ pub(crate) fn pending(journal: &Journal) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::journal::Submission;
+
+    #[test]
+    fn at_most_a_few_replies_keep_their_gathered_numbers() {
+        let collected = |gathered: bool| {
+            let mut lines = processor::reconcile::ReplyLines::collecting();
+            lines.feed(b"9434765919,\r\n").unwrap();
+            let numbers = lines.finish_gathered(13).unwrap().1.filter(|_| gathered);
+            CollectedReply {
+                reply: Reply {
+                    local_id: "L".into(),
+                    message_id: "M".into(),
+                    reply: ReplyKind::Cleaned,
+                    file: "replies/r".into(),
+                    sha256: "00".into(),
+                    bytes: 13,
+                    records: Some(1),
+                    job_status: None,
+                    status_code: None,
+                    status_event: None,
+                    status_description: None,
+                    status_success: None,
+                    time: journal::now(),
+                },
+                path: PathBuf::from("r"),
+                duplicate: false,
+                download_seconds: 0.0,
+                check_seconds: 0.0,
+                checked_while_downloading: true,
+                numbers: GatheredNumbers(Arc::new(Mutex::new(numbers))),
+            }
+        };
+        let mut replies = Vec::new();
+        push_reply(&mut replies, collected(false));
+        for _ in 0..MAX_GATHERED + 2 {
+            push_reply(&mut replies, collected(true));
+        }
+        let kept: Vec<bool> = replies.iter().map(|r| r.numbers.holds()).collect();
+        let mut want = vec![false];
+        want.extend([true; MAX_GATHERED]);
+        want.extend([false; 2]);
+        assert_eq!(kept, want);
+        // taken once
+        assert!(replies[1].numbers.take().is_some());
+        assert!(replies[1].numbers.take().is_none());
+    }
 
     fn submitted(local_id: &str, file: &str) -> Entry {
         Entry::Submitted(Submission {

@@ -40,9 +40,9 @@ mod reply;
 mod send;
 
 pub use collect::{
-    collect, final_results, CollectOptions, CollectReport, CollectedReply, UnrecognisedMessage,
-    REPLY_DIR,
+    collect, final_results, CollectOptions, CollectReport, CollectedReply, GatheredNumbers,
+    UnrecognisedMessage, REPLY_DIR,
 };
 pub use error::Error;
 pub use pairs::{find_pairs, Pair};
-pub use send::{send, SendOutcome, SendReport, SentFile};
+pub use send::{send, send_known, KnownDigest, SendOutcome, SendReport, SentFile};

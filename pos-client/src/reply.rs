@@ -5,7 +5,7 @@ use std::path::Path;
 
 use mesh_client::MessageMeta;
 use processor::pos::REJECTION_LINE;
-use processor::reconcile::ReplyLines;
+use processor::reconcile::{ReplyLines, ReplyNumbers};
 use sha2::{Digest, Sha256};
 
 use crate::error::Error;
@@ -20,6 +20,8 @@ pub(crate) struct Facts {
     pub(crate) job_status: Option<String>,
     /// Judged from what was seen as it downloaded, without reading the file again.
     pub(crate) streamed: bool,
+    /// A cleaned reply's numbers, gathered as its lines were checked.
+    pub(crate) numbers: Option<ReplyNumbers>,
 }
 
 /// Largest job-created JSON read.
@@ -32,8 +34,8 @@ pub(crate) struct Streamed {
     sha256: String,
     /// Bytes seen.
     bytes: u64,
-    /// The line check of a cleaned reply: the lines, or the first bad line.
-    lines: Result<u64, u64>,
+    /// The line check of a cleaned reply: the lines and their numbers, or the first bad line.
+    lines: Result<(u64, Option<ReplyNumbers>), u64>,
     /// False when the pieces did not follow one another (a chunk retried from its start): the
     /// file must be read instead.
     whole: bool,
@@ -50,11 +52,12 @@ pub(crate) fn check_stream(
 ) -> Streamed {
     let (to_lines, from_hash) = std::sync::mpsc::sync_channel::<mesh_client::Piece>(LINE_PIECES);
     let checker = std::thread::spawn(move || {
-        let mut lines = ReplyLines::new();
+        let (mut lines, mut bytes) = (ReplyLines::collecting(), 0u64);
         for (_, piece) in from_hash {
             lines.feed(&piece)?;
+            bytes += piece.len() as u64;
         }
-        lines.finish()
+        lines.finish_gathered(bytes)
     });
     let mut hasher = Sha256::new();
     let mut bytes = 0u64;
@@ -77,7 +80,7 @@ pub(crate) fn check_stream(
         sha256: hex::encode(hasher.finalize()),
         bytes,
         whole: whole && lines.is_ok(),
-        lines: lines.unwrap_or(Ok(0)),
+        lines: lines.unwrap_or(Ok((0, None))),
     }
 }
 
@@ -123,7 +126,7 @@ fn classify_file(
     if let Some(s) = streamed.filter(|s| s.whole && s.bytes == size && size > MAX_JOB_JSON) {
         return Ok(match s.lines {
             Err(line_no) => Err(bad_line(line_no)),
-            Ok(records) => Ok((
+            Ok((records, numbers)) => Ok((
                 ReplyKind::Cleaned,
                 Facts {
                     sha256: s.sha256,
@@ -131,6 +134,7 @@ fn classify_file(
                     records: Some(records),
                     job_status: None,
                     streamed: true,
+                    numbers,
                 },
             )),
         });
@@ -143,6 +147,7 @@ fn classify_file(
             records,
             job_status,
             streamed: false,
+            numbers: None,
         };
         let text = std::str::from_utf8(&bytes).unwrap_or("").trim();
         if text == REJECTION_LINE {
@@ -181,13 +186,14 @@ fn check_cleaned(path: &Path, block: usize) -> std::io::Result<Result<(ReplyKind
     }
     std::thread::scope(|scope| {
         let checker = scope.spawn(move || {
-            let mut lines = ReplyLines::new();
+            let (mut lines, mut bytes) = (ReplyLines::collecting(), 0u64);
             for (buf, n) in full_rx {
                 let fed = lines.feed(&buf[..n]);
+                bytes += n as u64;
                 let _ = free_tx.send(buf);
                 fed?;
             }
-            lines.finish()
+            lines.finish_gathered(bytes)
         });
         let mut hasher = Sha256::new();
         let mut bytes = 0u64;
@@ -215,7 +221,7 @@ fn check_cleaned(path: &Path, block: usize) -> std::io::Result<Result<(ReplyKind
         read?;
         Ok(match checked {
             Err(line_no) => Err(bad_line(line_no)),
-            Ok(records) => Ok((
+            Ok((records, numbers)) => Ok((
                 ReplyKind::Cleaned,
                 Facts {
                     sha256: hex::encode(hasher.finalize()),
@@ -223,6 +229,7 @@ fn check_cleaned(path: &Path, block: usize) -> std::io::Result<Result<(ReplyKind
                     records: Some(records),
                     job_status: None,
                     streamed: false,
+                    numbers,
                 },
             )),
         })
@@ -382,7 +389,10 @@ mod tests {
         assert!(body.len() as u64 > MAX_JOB_JSON);
         let s = streamed_in(&body, 7777);
         assert!(s.whole);
-        assert_eq!((s.bytes, s.lines), (body.len() as u64, Ok(90_000)));
+        assert_eq!(
+            (s.bytes, s.lines.as_ref().map(|l| l.0)),
+            (body.len() as u64, Ok(90_000))
+        );
         assert_eq!(s.sha256, hex::encode(Sha256::digest(&body)));
 
         let dir = tempfile::tempdir().unwrap();
@@ -392,12 +402,21 @@ mod tests {
         assert_eq!((kind, f.records), (ReplyKind::Cleaned, Some(90_000)));
         assert!(f.streamed);
         assert_eq!(f.sha256, hex::encode(Sha256::digest(&body)));
+        // and its numbers were gathered as it was checked
+        let opts = processor::scan::ScanOptions::default();
+        let numbers = vec![(path.clone(), f.numbers.unwrap())];
+        let returned = processor::reconcile::returned_from(numbers, &opts).unwrap();
+        assert_eq!((returned.counts.lines, returned.counts.unique), (90_000, 1));
+        assert!(returned.set.contains(9694116538));
 
         // a bad line is named by number, and the hash still covers every byte
         let mut bad = body.clone();
         bad[13 * 70_000 + 9] = b'9';
         let s = streamed_in(&bad, 4096);
-        assert_eq!((s.bytes, s.lines), (bad.len() as u64, Err(70_001)));
+        assert_eq!(
+            (s.bytes, s.lines.as_ref().map(|l| l.0).map_err(|e| *e)),
+            (bad.len() as u64, Err(70_001))
+        );
         std::fs::write(&path, &bad).unwrap();
         let reason = classify_file(&path, false, Some(s)).unwrap().unwrap_err();
         assert!(reason.starts_with("line 70001 "), "{reason}");

@@ -70,6 +70,21 @@ pub(crate) struct Digest256 {
     pub(crate) bytes: u64,
 }
 
+/// A `.dat`'s content facts taken as it was written (`processor::dat::DatFile`'s), in this
+/// process, just before it is sent: [`send_known`] uses them instead of reading the file for its
+/// SHA-256 again.
+#[derive(Debug, Clone)]
+pub struct KnownDigest {
+    /// The `.dat`, as the pair names it (the prepared directory joined with its name).
+    pub path: PathBuf,
+    /// Lower-case hex SHA-256 of its content.
+    pub sha256: String,
+    /// Its lines.
+    pub records: u64,
+    /// Its size.
+    pub bytes: u64,
+}
+
 /// Sends every pair named by `inputs` (see [`find_pairs`]) that the journal does not already
 /// have, in path order, and journals each submission right after MESH accepts it.
 ///
@@ -81,6 +96,20 @@ pub async fn send(
     client: &MeshClient,
     journal: &mut Journal,
     inputs: &[PathBuf],
+    progress: &(dyn Fn(u64, u64) + Send + Sync),
+) -> Result<SendReport, Error> {
+    send_known(client, journal, inputs, &[], progress).await
+}
+
+/// [`send`], taking the SHA-256, lines and size of the `.dat` files in `known` from there
+/// instead of reading the files for them: only for files written by this process moments before
+/// (`ndop run`'s prepare), whose size is still the one known. Any other file is read as by
+/// [`send`]; a resumed run, which did not write them, gives none.
+pub async fn send_known(
+    client: &MeshClient,
+    journal: &mut Journal,
+    inputs: &[PathBuf],
+    known: &[KnownDigest],
     progress: &(dyn Fn(u64, u64) + Send + Sync),
 ) -> Result<SendReport, Error> {
     let pairs = find_pairs(inputs)?;
@@ -95,7 +124,10 @@ pub async fn send(
                 )));
             }
         }
-        let digest = digest(&pair.dat).await?;
+        let digest = match known_digest(known, &pair.dat) {
+            Some(d) => d,
+            None => digest(&pair.dat).await?,
+        };
         if let Some(previous) = journal.submission(&pair.control.local_id) {
             if previous.sha256 != digest.sha256 {
                 return Err(usage(format!(
@@ -513,6 +545,17 @@ fn file_name(path: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// The facts of `path` from `known`, if there and the file still has that size.
+fn known_digest(known: &[KnownDigest], path: &Path) -> Option<Digest256> {
+    let k = known.iter().find(|k| k.path == path)?;
+    let size = std::fs::metadata(path).ok()?.len();
+    (size == k.bytes).then(|| Digest256 {
+        sha256: k.sha256.clone(),
+        records: k.records,
+        bytes: k.bytes,
+    })
+}
+
 /// SHA-256, line count and size of a file, read once off the async threads.
 pub(crate) async fn digest(path: &Path) -> Result<Digest256, Error> {
     let owned = path.to_path_buf();
@@ -578,6 +621,58 @@ mod tests {
             let d = digest(&p).await.unwrap();
             assert_eq!((d.records, d.bytes), (records, content.len() as u64));
             assert_eq!(d.sha256, hex::encode(Sha256::digest(content)));
+        }
+    }
+
+    #[tokio::test]
+    async fn the_facts_prepare_records_are_what_reading_the_file_gives() {
+        use processor::dat::{DatOptions, LineEnding};
+        use processor::prepare::{prepare, PrepareOptions};
+        let dir = tempfile::tempdir().unwrap();
+        let extract = dir.path().join("x.dat");
+        std::fs::write(
+            &extract,
+            "9434765919\n9694116414\n9434765919\nbad\n9694116538\n",
+        )
+        .unwrap();
+        let prepared = dir.path().join("prepared");
+        for line_ending in [LineEnding::Crlf, LineEnding::Lf] {
+            let _ = std::fs::remove_dir_all(&prepared);
+            let opts = PrepareOptions {
+                scan: processor::scan::ScanOptions::default(),
+                dat: DatOptions {
+                    dir: prepared.clone(),
+                    mailbox: "X26ABC1".into(),
+                    date: chrono::NaiveDate::from_ymd_opt(2026, 11, 28).unwrap(),
+                    seq: 1,
+                    env: processor::pos::PosEnv::Int,
+                    tag: None,
+                    line_ending,
+                    max_bytes: 20_000_000_000,
+                    max_records: Some(2),
+                },
+            };
+            let summary = prepare(std::slice::from_ref(&extract), &opts, &mut |_| {}).unwrap();
+            assert_eq!(summary.files.len(), 2);
+            for f in &summary.files {
+                let path = prepared.join(&f.name);
+                let read = digest(&path).await.unwrap();
+                let known = [KnownDigest {
+                    path: path.clone(),
+                    sha256: f.sha256.clone(),
+                    records: f.records,
+                    bytes: f.bytes,
+                }];
+                let k = known_digest(&known, &path).unwrap();
+                assert_eq!(
+                    (&k.sha256, k.records, k.bytes),
+                    (&read.sha256, read.records, read.bytes)
+                );
+                // a file of another size than the one known is read instead
+                std::fs::write(&path, "9434765919\r\n".repeat(3)).unwrap();
+                assert!(known_digest(&known, &path).is_none());
+                assert!(known_digest(&known, &prepared.join("other.dat")).is_none());
+            }
         }
     }
 }

@@ -7,7 +7,8 @@
 //! the POS's rejection line, or that holds anything but NHS numbers, is an error.
 //!
 //! Both sides are read by the engine into [`NumberSet`]s (119 MiB each, whatever the size of
-//! the files), so this runs at the speed of reading.
+//! the files), so this runs at the speed of reading; the result side can instead come from the
+//! check of the replies as they arrived ([`ReplyLines::collecting`], [`returned_from`]).
 
 use crate::dat::DatFile;
 use crate::error::{Error, Result};
@@ -177,6 +178,19 @@ pub fn reconcile_with(
     reconcile_read(requested, started, responses, opts, out_dir, progress)
 }
 
+/// [`reconcile_with`] with the result side too already known: `returned` as
+/// [`returned_from`] gives it from the replies' sets built while they were checked, which is
+/// what [`read_numbers`] of those files (role `"result"`) gives. Nothing is read.
+pub fn reconcile_known(
+    requested: Validated,
+    returned: Validated,
+    out_dir: &Path,
+) -> Result<Reconciled> {
+    let started = Instant::now();
+    ensure_empty_dir(out_dir)?;
+    reconcile_sets(requested, returned, started, out_dir)
+}
+
 /// The rest of a reconciliation once the request side is read.
 fn reconcile_read(
     req: Validated,
@@ -188,7 +202,16 @@ fn reconcile_read(
 ) -> Result<Reconciled> {
     let done: u64 = req.inputs.iter().map(|i| i.bytes).sum();
     let resp = read_numbers(responses, "result", opts, &mut |b| progress(done + b))?;
+    reconcile_sets(req, resp, started, out_dir)
+}
 
+/// The set differences and the files, once both sides are known.
+fn reconcile_sets(
+    req: Validated,
+    resp: Validated,
+    started: Instant,
+    out_dir: &Path,
+) -> Result<Reconciled> {
     let opted_out = write_numbers(&out_dir.join(OPTED_OUT_FILE), |f| {
         req.set.for_each_not_in(&resp.set, f)
     })?;
@@ -236,6 +259,134 @@ pub struct ReplyLines {
     ending: crate::swar::Ending,
     /// The first bad line, once found.
     bad: Option<u64>,
+    /// The numbers of the good lines, when asked for ([`ReplyLines::collecting`]).
+    numbers: Option<Gathered>,
+}
+
+/// The numbers of a reply's lines as [`ReplyLines`] takes them: the set, and the word of it
+/// being filled (a reply is in ascending order, so most lines fall in the word of the line
+/// before: one write to the set a word, not one a line).
+#[derive(Default)]
+struct Gathered {
+    /// The numbers of the words written so far.
+    set: NumberSet,
+    /// Index of the word being filled.
+    word: usize,
+    /// Its bits so far.
+    bits: u64,
+    /// Lines holding a repdigit (a placeholder such as 1111111111).
+    placeholders: u64,
+}
+
+impl std::fmt::Debug for Gathered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // never the numbers
+        f.debug_struct("Gathered")
+            .field("placeholders", &self.placeholders)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gathered {
+    /// Adds the number whose first nine digits are `prefix`.
+    fn add(&mut self, prefix: u32, placeholder: bool) {
+        gather(&self.set, &mut self.word, &mut self.bits, prefix);
+        self.placeholders += u64::from(placeholder);
+    }
+
+    /// Writes the word being filled into the set.
+    fn flush(&mut self) {
+        self.set.insert_word_unshared(self.word, self.bits);
+        self.bits = 0;
+    }
+}
+
+/// Adds `prefix` to the word being filled (index `word`, bits `bits`), first writing that word
+/// into `set` when `prefix` falls in another.
+#[inline(always)]
+fn gather(set: &NumberSet, word: &mut usize, bits: &mut u64, prefix: u32) {
+    let at = (prefix >> 6) as usize;
+    if at != *word {
+        set.insert_word_unshared(*word, *bits);
+        (*word, *bits) = (at, 0);
+    }
+    *bits |= 1 << (prefix & 63);
+}
+
+/// The numbers of one cleaned reply, gathered as [`ReplyLines`] checked it
+/// ([`ReplyLines::collecting`], [`ReplyLines::finish_gathered`]): with [`returned_from`], the
+/// result side of a reconciliation without reading the reply again.
+pub struct ReplyNumbers {
+    /// The distinct numbers.
+    set: NumberSet,
+    /// Its lines (all good).
+    lines: u64,
+    /// Its size in bytes.
+    bytes: u64,
+    /// Lines holding a repdigit.
+    placeholders: u64,
+}
+
+impl std::fmt::Debug for ReplyNumbers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // never the numbers
+        f.debug_struct("ReplyNumbers")
+            .field("lines", &self.lines)
+            .field("bytes", &self.bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The result side of a reconciliation from the replies' numbers gathered while they were
+/// checked (each with the path of the file it was checked as), in the order of `replies`: what
+/// [`read_numbers`] of those files (role `"result"`, options `opts`) gives. `None` when reading
+/// the files could give something else: `opts` rejects placeholders and a reply holds one
+/// (reading would refuse the file); then read them.
+pub fn returned_from(
+    replies: Vec<(PathBuf, ReplyNumbers)>,
+    opts: &ScanOptions,
+) -> Option<Validated> {
+    if opts.rules.reject_placeholders && replies.iter().any(|(_, r)| r.placeholders > 0) {
+        return None;
+    }
+    let mut lines = 0u64;
+    let mut placeholder = 0u64;
+    let mut inputs = Vec::with_capacity(replies.len());
+    let mut set: Option<NumberSet> = None;
+    for (path, reply) in replies {
+        lines += reply.lines;
+        placeholder += reply.placeholders;
+        inputs.push(InputSummary {
+            path: path.display().to_string(),
+            lines: reply.lines,
+            invalid: 0,
+            bytes: reply.bytes,
+            compression: "none",
+            delimiter: None,
+            skipped_lines: 0,
+        });
+        match &set {
+            None => set = Some(reply.set),
+            Some(all) => reply
+                .set
+                .for_each_nonzero_word(|i, bits| _ = all.insert_word(i, bits)),
+        }
+    }
+    let set = set.unwrap_or_default();
+    let unique = set.len();
+    Some(Validated {
+        counts: Counts {
+            lines,
+            valid: lines,
+            unique,
+            duplicates: lines.saturating_sub(unique),
+            placeholder,
+            ..Counts::default()
+        },
+        inputs,
+        set,
+        threads: 1,
+    })
 }
 
 /// Longest line of a cleaned reply looked at: a POS line is at most 13 bytes
@@ -246,6 +397,15 @@ impl ReplyLines {
     /// A check at the start of a reply.
     pub fn new() -> ReplyLines {
         ReplyLines::default()
+    }
+
+    /// A check at the start of a reply that also gathers the numbers of its lines
+    /// ([`ReplyLines::finish_gathered`]).
+    pub fn collecting() -> ReplyLines {
+        ReplyLines {
+            numbers: Some(Gathered::default()),
+            ..ReplyLines::default()
+        }
     }
 
     /// Checks the next bytes of the reply. `Err(n)`: line `n` (1-based) is not a reply line;
@@ -262,20 +422,39 @@ impl ReplyLines {
                 return self.cap_carry();
             };
             self.carry.extend_from_slice(&block[..=end]);
-            let ok = self.carry.len() <= MAX_REPLY_LINE && crate::pos::is_reply_line(&self.carry);
+            let carry = std::mem::take(&mut self.carry);
+            let ok = carry.len() <= MAX_REPLY_LINE && self.general(&carry);
+            self.carry = carry;
             self.carry.clear();
             self.line(ok)?;
             pos = end + 1;
         }
         loop {
             let records = &mut self.records;
-            crate::swar::run(block, &mut pos, &mut self.ending, false, |_, _| {
-                *records += 1
-            });
+            match &mut self.numbers {
+                None => crate::swar::run(block, &mut pos, &mut self.ending, false, |_, _| {
+                    *records += 1
+                }),
+                Some(numbers) => {
+                    // the word being filled and the counts in locals (registers), not in memory
+                    let set = &numbers.set;
+                    let (mut word, mut bits) = (numbers.word, numbers.bits);
+                    let (mut lines, mut placeholders) = (0u64, 0u64);
+                    crate::swar::run(block, &mut pos, &mut self.ending, false, |line, _| {
+                        lines += 1;
+                        placeholders += u64::from(line.placeholder);
+                        gather(set, &mut word, &mut bits, line.prefix);
+                    });
+                    (numbers.word, numbers.bits) = (word, bits);
+                    numbers.placeholders += placeholders;
+                    *records += lines;
+                }
+            }
             let rest = &block[pos..];
             match memchr::memchr(b'\n', rest) {
                 Some(end) => {
-                    self.line(crate::pos::is_reply_line(&rest[..=end]))?;
+                    let ok = self.general(&rest[..=end]);
+                    self.line(ok)?;
                     pos += end + 1;
                 }
                 None => {
@@ -293,10 +472,50 @@ impl ReplyLines {
             return Err(bad);
         }
         if !self.carry.is_empty() {
-            let ok = crate::pos::is_reply_line(&self.carry);
+            let carry = std::mem::take(&mut self.carry);
+            let ok = self.general(&carry);
             self.line(ok)?;
         }
         Ok(self.records)
+    }
+
+    /// [`ReplyLines::finish`], with the numbers gathered when the check was made
+    /// [`ReplyLines::collecting`] (`bytes`: the reply's size, for the per-file figures).
+    pub fn finish_gathered(
+        mut self,
+        bytes: u64,
+    ) -> std::result::Result<(u64, Option<ReplyNumbers>), u64> {
+        if let Some(bad) = self.bad {
+            return Err(bad);
+        }
+        let mut numbers = self.numbers.take();
+        // the last line, if cut, is judged (and its number gathered) by `finish`
+        if let Some(n) = numbers.as_mut().filter(|_| !self.carry.is_empty()) {
+            let carry = std::mem::take(&mut self.carry);
+            let ok = is_reply_line_gathering(&carry, n);
+            self.line(ok)?;
+        }
+        let lines = self.finish()?;
+        Ok((
+            lines,
+            numbers.map(|mut n| {
+                n.flush();
+                ReplyNumbers {
+                    set: n.set,
+                    lines,
+                    bytes,
+                    placeholders: n.placeholders,
+                }
+            }),
+        ))
+    }
+
+    /// Judges one line by the general path, gathering its number if asked to.
+    fn general(&mut self, line: &[u8]) -> bool {
+        match &mut self.numbers {
+            None => crate::pos::is_reply_line(line),
+            Some(numbers) => is_reply_line_gathering(line, numbers),
+        }
     }
 
     /// Counts one line judged by the general path.
@@ -318,6 +537,19 @@ impl ReplyLines {
         }
         Ok(())
     }
+}
+
+/// [`crate::pos::is_reply_line`], adding the line's number to `numbers` when it is one.
+fn is_reply_line_gathering(line: &[u8], numbers: &mut Gathered) -> bool {
+    if !crate::pos::is_reply_line(line) {
+        return false;
+    }
+    // a reply line starts with its ten digits
+    let prefix = line[..9]
+        .iter()
+        .fold(0u32, |n, d| n * 10 + u32::from(d - b'0'));
+    numbers.add(prefix, prefix % 111_111_111 == 0);
+    true
 }
 
 /// Writes the numbers `each` yields, one per line (LF), to a new private file; returns how many.
@@ -556,6 +788,127 @@ mod tests {
                 assert_eq!(reply_lines(bad.0, block), Err(bad.1), "{block}");
             }
         }
+    }
+
+    /// The numbers [`ReplyLines::collecting`] gathers from `bytes` cut into `block`-byte blocks.
+    fn gathered(bytes: &[u8], block: usize) -> std::result::Result<(u64, ReplyNumbers), u64> {
+        let mut lines = ReplyLines::collecting();
+        for piece in bytes.chunks(block.max(1)) {
+            lines.feed(piece)?;
+        }
+        lines
+            .finish_gathered(bytes.len() as u64)
+            .map(|(n, numbers)| (n, numbers.unwrap()))
+    }
+
+    #[test]
+    fn the_result_side_gathered_while_checking_is_what_reading_the_files_gives() {
+        let dir = tempfile::tempdir().unwrap();
+        // ascending with repeats, out of order, every ending, a placeholder, the last line
+        // without its ending; a second reply sharing numbers with the first; an empty one
+        let mut first = Vec::new();
+        let endings: [&[u8]; 4] = [b",\r\n", b",\n", b"\r\n", b"\n"];
+        let mut prefix = 999_000_000u32;
+        let mut n = 0;
+        while n < 3000 {
+            prefix += 1 + n % 3;
+            let Some(check) = crate::nhs::check_digit_of_prefix(prefix) else {
+                continue;
+            };
+            let line = format!("{prefix:09}{check}");
+            first.extend_from_slice(line.as_bytes());
+            first.extend_from_slice(endings[n as usize % 4]);
+            if n % 7 == 0 {
+                // a repeat, and one far back
+                first.extend_from_slice(line.as_bytes());
+                first.extend_from_slice(b"\n");
+                first.extend_from_slice(b"9434765919,\r\n");
+            }
+            n += 1;
+        }
+        first.extend_from_slice(b"1111111111,\r\n9694116414");
+        let second = b"9694116414,\r\n9694116538,\r\n9434765919\n".to_vec();
+        let replies = [first, second, Vec::new()];
+        let paths: Vec<PathBuf> = replies
+            .iter()
+            .enumerate()
+            .map(|(i, body)| {
+                let p = dir.path().join(format!("r{i}.dat"));
+                std::fs::write(&p, body).unwrap();
+                p
+            })
+            .collect();
+        let read = read_numbers(&paths, "result", &ScanOptions::default(), &mut |_| {}).unwrap();
+        let mut want = Vec::new();
+        read.set.for_each(|n| want.push(n));
+        for block in [1, 5, 13, 16, 17, 4096, 1 << 20] {
+            let numbers: Vec<(PathBuf, ReplyNumbers)> = replies
+                .iter()
+                .zip(&paths)
+                .map(|(body, p)| {
+                    let (lines, numbers) = gathered(body, block).unwrap();
+                    assert_eq!(Ok(lines), reply_lines(body, block));
+                    (p.clone(), numbers)
+                })
+                .collect();
+            let got = returned_from(numbers, &ScanOptions::default()).unwrap();
+            assert_eq!(got.counts, read.counts, "{block}");
+            assert_eq!(
+                serde_json::to_value(&got.inputs).unwrap(),
+                serde_json::to_value(&read.inputs).unwrap()
+            );
+            let mut have = Vec::new();
+            got.set.for_each(|n| have.push(n));
+            assert_eq!(have, want, "{block}");
+        }
+        assert_eq!(read.counts.placeholder, 1);
+        // reading would refuse a placeholder under --reject-placeholders: no gathered answer
+        let mut rejecting = ScanOptions::default();
+        rejecting.rules.reject_placeholders = true;
+        let numbers = vec![(paths[0].clone(), gathered(&replies[0], 4096).unwrap().1)];
+        assert!(returned_from(numbers, &rejecting).is_none());
+        assert!(read_numbers(&paths, "result", &rejecting, &mut |_| {}).is_err());
+        // a bad line is still named, gathering or not
+        assert_eq!(
+            gathered(b"9434765919\n9434765918\n", 3).map(|(n, _)| n),
+            Err(2)
+        );
+        assert_eq!(gathered(b"9434765919\n94347", 3).map(|(n, _)| n), Err(2));
+        // and reconciling with both sides known writes what reconciling the files writes
+        let req = write(dir.path(), "req.dat", "9434765919,\r\n9876543210,\r\n");
+        let out = dir.path().join("out");
+        let r = reconcile(
+            std::slice::from_ref(&req),
+            &paths,
+            &ScanOptions::default(),
+            &out,
+            &mut |_| {},
+        )
+        .unwrap();
+        let requested = read_numbers(&[req], "request", &ScanOptions::default(), &mut |_| {});
+        let numbers = replies
+            .iter()
+            .zip(&paths)
+            .map(|(body, p)| (p.clone(), gathered(body, 64).unwrap().1))
+            .collect();
+        let returned = returned_from(numbers, &ScanOptions::default()).unwrap();
+        let out2 = dir.path().join("out2");
+        let r2 = reconcile_known(requested.unwrap(), returned, &out2).unwrap();
+        for file in [OPTED_OUT_FILE, UNEXPECTED_FILE] {
+            assert_eq!(
+                std::fs::read(out.join(file)).unwrap(),
+                std::fs::read(out2.join(file)).unwrap(),
+                "{file}"
+            );
+        }
+        let (mut j1, mut j2) = (
+            serde_json::to_value(&r.summary).unwrap(),
+            serde_json::to_value(&r2.summary).unwrap(),
+        );
+        j1["elapsed_seconds"] = 0.into();
+        j2["elapsed_seconds"] = 0.into();
+        assert_eq!(j1, j2);
+        assert_eq!((r.summary.returned, r.summary.unexpected), (3004, 3003));
     }
 
     #[test]

@@ -428,6 +428,22 @@ impl NumberSet {
         })
     }
 
+    /// [`NumberSet::insert_word`] for a set no other thread writes to meanwhile (one thread
+    /// filling a set of its own): a plain load and store, no locked instruction. Another
+    /// thread's write to the same word at the same time could be lost, never undefined
+    /// behaviour. Nothing is added when `index` is not below [`NumberSet::WORDS`].
+    #[inline]
+    pub(crate) fn insert_word_unshared(&self, index: usize, bits: u64) {
+        let Some(word) = self.words[..WORDS].get(index) else {
+            return;
+        };
+        let seen = word.load(Relaxed);
+        if seen == 0 && bits != 0 {
+            self.mark_group(index >> 6);
+        }
+        word.store(seen | bits, Relaxed);
+    }
+
     /// Adds the prefixes whose bits are set in `bits` to word `index` (only prefixes of valid
     /// numbers belong in a set). False, and nothing added, when `index` is not below
     /// [`NumberSet::WORDS`].

@@ -89,7 +89,8 @@ pub(crate) fn run(args: SendArgs) -> anyhow::Result<u8> {
     settings.compress_level = args.compress_level.or(settings.compress_level);
     let client = crate::args::client_for(&settings)?;
     let mut journal = Journal::open(&work)?;
-    let report = runtime()?.block_on(send_with_progress(&client, &mut journal, &args.inputs))?;
+    let report =
+        runtime()?.block_on(send_with_progress(&client, &mut journal, &args.inputs, &[]))?;
     print_json(&report)?;
     eprintln!(
         "ndop send: {} sent, {} resumed, {} already sent ({} bytes); journal {}",

@@ -151,7 +151,7 @@ pub async fn collect(
             let collected = journal_reply(journal, &work_dir, &meta, &local_id, stored)?;
             remove_from_in(folders, &ctl, dat.as_deref())?;
             tracing::info!(message_id = %id, local_id = %local_id, kind = ?collected.reply.reply, "reply stored and taken from IN");
-            out.report.replies.push(collected);
+            crate::collect::push_reply(&mut out.report.replies, collected);
         }
         out.report.pending = pending(journal);
         if out.report.pending.is_empty() {
