@@ -1,11 +1,12 @@
-//! The parallel engine: inputs in waves of line-aligned blocks, blocks processed on a thread
+//! The parallel engine: inputs as a stream of line-aligned blocks, blocks processed on a thread
 //! pool, results merged back in input order.
 //!
-//! Each wave holds a few blocks per thread; the blocks of a wave are processed in parallel and
+//! Blocks are processed in parallel, a bounded number ahead of the one being delivered, and
 //! their results handed to the caller's visitor strictly in order, so record numbers, line
 //! numbers, report rows and filtered output come out exactly as a single thread would produce
-//! them. Memory is bounded by one wave (the mapped pages of finished waves are released) plus
-//! at most one CSV record ([`crate::MAX_RECORD`]), whatever the input's size.
+//! them. Memory is bounded by the blocks in flight (two waves' worth: the mapped pages of
+//! delivered blocks are released) plus at most one CSV record ([`crate::MAX_RECORD`]),
+//! whatever the input's size.
 //!
 //! CSV records may span lines (a quoted field with a line break), so a block cut at a line
 //! break may end inside a record. Each block is parsed on the guess that it starts at a record
@@ -22,7 +23,7 @@ use crate::input::{line_end, strip_eol, Blocks, Chunk, Input, IoMode};
 use crate::nhs::{self, Field, Reason, Rules};
 use crate::swar::{self, FastLine};
 use memchr::memchr;
-use rayon::prelude::*;
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
 /// How the lines of an input carry their NHS number.
@@ -453,7 +454,7 @@ pub(crate) struct Started<'a> {
     pub(crate) skipped_lines: u64,
 }
 
-/// Blocks per worker thread in a wave: enough that the threads finish a wave close together.
+/// Blocks per worker thread in a wave; twice that many blocks per thread are in flight.
 const WAVE_BLOCKS_PER_THREAD: usize = 8;
 
 /// A thread pool and the options to read with.
@@ -505,15 +506,18 @@ impl Engine {
     /// Reads every input in order, runs `work(parser, block, at_eof)` on each block in parallel
     /// and hands the results to `visit` in input order.
     ///
-    /// Waves overlap: while the pool works on one wave, this thread hands the previous wave's
-    /// results to `visit` (which may be writing output), so neither waits for the other.
+    /// The pool parses blocks ahead while this thread hands earlier blocks' results to `visit`
+    /// (which may be writing output), so neither waits for the other: there is no barrier at
+    /// the end of a wave, only a bound on the blocks in flight.
     pub(crate) fn run<O: Send + Spanned>(
         &self,
         inputs: &[PathBuf],
         work: impl Fn(&LineParser, &[u8], bool) -> O + Sync,
         mut visit: impl FnMut(Event<'_, O>) -> Result<()>,
     ) -> Result<()> {
-        let wave_len = self.threads() * WAVE_BLOCKS_PER_THREAD;
+        // Blocks cut and not yet delivered: two waves' worth, as many as the wave-by-wave
+        // engine held (one wave parsed while the one before was delivered).
+        let in_flight = 2 * self.threads() * WAVE_BLOCKS_PER_THREAD;
         let csv = matches!(self.opts.format, Format::Csv(_));
         let max_record = self.opts.max_record;
         for path in inputs {
@@ -590,31 +594,51 @@ impl Engine {
                 }
                 Ok(())
             };
-            let mut done: Option<(Vec<Chunk>, Vec<O>)> = None;
-            loop {
-                let wave = blocks.next_wave(wave_len)?;
-                if wave.is_empty() && done.is_none() {
-                    break;
-                }
-                let mut outs = Vec::new();
-                let mut visited = Ok(());
-                self.pool.in_place_scope(|scope| {
-                    scope.spawn(|_| {
-                        outs = wave.par_iter().map(|b| work(&parser, b, false)).collect();
-                    });
-                    if let Some((chunks, results)) = done.take() {
-                        visited = chunks
-                            .iter()
-                            .zip(results)
-                            .try_for_each(|(chunk, out)| deliver(out, chunk, &mut order, false));
-                        blocks.recycle(chunks);
+            // Blocks flow through the pool one by one: up to `in_flight` are cut and parsed
+            // ahead of the one being delivered, so the workers keep parsing while this thread
+            // delivers (and `visit` writes) and neither waits for the other at a wave's end.
+            let parser = &parser;
+            let work = &work;
+            let flowed: Result<()> = self.pool.in_place_scope(|scope| {
+                let (tx, rx) = std::sync::mpsc::channel::<(usize, Chunk, O)>();
+                // Results that arrived before the block due next, by index - `next`.
+                let mut arrived: VecDeque<Option<(Chunk, O)>> = VecDeque::new();
+                let (mut next, mut cut, mut exhausted) = (0usize, 0usize, false);
+                loop {
+                    while !exhausted && cut - next < in_flight {
+                        let Some(chunk) = blocks.next_wave(1)?.pop() else {
+                            exhausted = true;
+                            break;
+                        };
+                        let tx = tx.clone();
+                        let i = cut;
+                        scope.spawn(move |_| {
+                            let out = work(parser, &chunk, false);
+                            // The receiver is gone only when delivering failed.
+                            let _ = tx.send((i, chunk, out));
+                        });
+                        cut += 1;
                     }
-                });
-                visited?;
-                if !wave.is_empty() {
-                    done = Some((wave, outs));
+                    if next == cut {
+                        return Ok(());
+                    }
+                    while arrived.front().is_none_or(|a| a.is_none()) {
+                        let (i, chunk, out) = rx.recv().expect("a spawned block always reports");
+                        let k = i - next;
+                        if arrived.len() <= k {
+                            arrived.resize_with(k + 1, || None);
+                        }
+                        arrived[k] = Some((chunk, out));
+                    }
+                    let Some(Some((chunk, out))) = arrived.pop_front() else {
+                        unreachable!("the front was just filled")
+                    };
+                    deliver(out, &chunk, &mut order, false)?;
+                    blocks.recycle(vec![chunk]);
+                    next += 1;
                 }
-            }
+            });
+            flowed?;
             // The input's last record, when no line break ends it (or its quote never closes).
             if order.pending.is_some() {
                 let out = work(&parser, &[], true);
