@@ -641,7 +641,7 @@ impl Engine {
             flowed?;
             // The input's last record, when no line break ends it (or its quote never closes).
             if order.pending.is_some() {
-                let out = work(&parser, &[], true);
+                let out = work(parser, &[], true);
                 deliver(out, &[], &mut order, true)?;
             }
         }
