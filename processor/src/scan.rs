@@ -600,7 +600,7 @@ impl Engine {
             let parser = &parser;
             let work = &work;
             let flowed: Result<()> = self.pool.in_place_scope(|scope| {
-                let (tx, rx) = std::sync::mpsc::channel::<(usize, Chunk, O)>();
+                let (tx, rx) = std::sync::mpsc::channel::<(usize, Chunk, std::thread::Result<O>)>();
                 // Results that arrived before the block due next, by index - `next`.
                 let mut arrived: VecDeque<Option<(Chunk, O)>> = VecDeque::new();
                 let (mut next, mut cut, mut exhausted) = (0usize, 0usize, false);
@@ -613,7 +613,12 @@ impl Engine {
                         let tx = tx.clone();
                         let i = cut;
                         scope.spawn(move |_| {
-                            let out = work(parser, &chunk, false);
+                            // A panic is sent on too (and raised again below), so that this
+                            // thread never waits for a block that will not come.
+                            let out =
+                                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                    work(parser, &chunk, false)
+                                }));
                             // The receiver is gone only when delivering failed.
                             let _ = tx.send((i, chunk, out));
                         });
@@ -624,6 +629,7 @@ impl Engine {
                     }
                     while arrived.front().is_none_or(|a| a.is_none()) {
                         let (i, chunk, out) = rx.recv().expect("a spawned block always reports");
+                        let out = out.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
                         let k = i - next;
                         if arrived.len() <= k {
                             arrived.resize_with(k + 1, || None);
@@ -924,5 +930,67 @@ mod tests {
         let got = walked(&p, b"2,\"a\"b,9434765919\r\n3,\"9434765919\"\r");
         assert_eq!(got[0].1, "bad_quoting");
         assert_eq!(got[1].1, "9434765919");
+    }
+
+    /// A block's result for the engine tests: its bytes, and a span of nothing.
+    struct Bytes(Vec<u8>);
+
+    impl Spanned for Bytes {
+        fn span(&self) -> Span {
+            Span::default()
+        }
+    }
+
+    /// Blocks flow through the pool ahead of the one delivered, and are still delivered in
+    /// input order; a panic in one block's work reaches the caller instead of leaving the
+    /// ordering thread waiting for a block that never comes.
+    #[test]
+    fn blocks_come_back_in_order_and_a_panic_reaches_the_caller() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.dat");
+        let text: Vec<u8> = (0..40_000u32)
+            .flat_map(|i| format!("{}\n", 9_990_000_000u64 + u64::from(i)).into_bytes())
+            .collect();
+        std::fs::write(&path, &text).unwrap();
+        for io in [IoMode::Mmap, IoMode::Read] {
+            let opts = ScanOptions {
+                threads: 3,
+                io,
+                block_size: 4096,
+                max_line: 100,
+                ..Default::default()
+            };
+            let engine = Engine::new(&opts).unwrap();
+            let inputs = [path.clone()];
+            let mut got = Vec::new();
+            engine
+                .run(
+                    &inputs,
+                    |_, block, _| Bytes(block.to_vec()),
+                    |event| {
+                        if let Event::Block { out, block, .. } = event {
+                            assert_eq!(out.0, block);
+                            got.extend_from_slice(block);
+                        }
+                        Ok(())
+                    },
+                )
+                .unwrap();
+            assert!(got == text, "{io:?}: every block, in order");
+            let seen = std::sync::atomic::AtomicUsize::new(0);
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                engine.run(
+                    &inputs,
+                    |_, block, _| {
+                        if seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 40 {
+                            panic!("block 40");
+                        }
+                        Bytes(block.to_vec())
+                    },
+                    |_| Ok(()),
+                )
+            }));
+            assert!(r.is_err(), "{io:?}: the panic reaches the caller");
+        }
     }
 }
