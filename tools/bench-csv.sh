@@ -23,6 +23,9 @@
 # hyperfine` or `cargo install hyperfine`) and python3. DuckDB is optional: DUCKDB_PYTHON=PATH, or
 # .venv/bin/python, if it can `import duckdb` (e.g. `.venv/bin/pip install duckdb`).
 # Results: bench-data/csv.json (hyperfine's JSON export).
+#
+# NDOP_BASE=PATH also times that build's `filter --no-sync` in the same hyperfine run, for an A/B
+# against a previous build (e.g. a copy of target/release/ndop taken before a change).
 set -euo pipefail
 case "${1:-}" in
 -h | --help)
@@ -105,6 +108,12 @@ else
   echo "# DuckDB skipped: no python with duckdb at $DPY (set DUCKDB_PYTHON)" >&2
 fi
 
+BASE=()
+if [ -n "${NDOP_BASE:-}" ]; then
+  BASE=(-n 'base filter --no-sync' --prepare "rm -f $OUT $OUT.rejects.csv; sync"
+    "$NDOP_BASE filter $F --column nhs_number --allowed $A --out $OUT --no-sync > /dev/null")
+fi
+
 cat "$F" >/dev/null
 cat "$F" >/dev/null # into the page cache
 cat "$A" >/dev/null
@@ -122,7 +131,7 @@ hyperfine --style basic --runs "$RUNS" --export-json "$B/csv.json" \
   "$N filter $F --column nhs_number --allowed $A --out $OUT > /dev/null" \
   -n 'ndop filter --no-sync' --prepare "rm -f $OUT $OUT.rejects.csv; sync" \
   "$N filter $F --column nhs_number --allowed $A --out $OUT --no-sync > /dev/null" \
-  "${DUCK[@]}" >/dev/null
+  "${BASE[@]}" "${DUCK[@]}" >/dev/null
 
 # One more filter run outside the timing: its exit code and counts against the truth.
 rm -f "$OUT" "$OUT.rejects.csv"
@@ -146,6 +155,9 @@ v, f = med["ndop validate --column nhs_number"], med["ndop filter --column nhs_n
 fns = med["ndop filter --no-sync"]
 print(f"validate / cat>/dev/null = {v / null:.2f}x (target <= 5x)")
 print(f"filter --no-sync / cat>COPY = {fns / copy:.2f}x (target <= 1.5x)")
+if "base filter --no-sync" in med:
+    b = med["base filter --no-sync"]
+    print(f"base filter --no-sync / cat>COPY = {b / copy:.2f}x; this build / base = {fns / b:.2f}")
 # filter syncs its output before renaming it into place; cat does not unless told to.
 print(f"filter / (cat>COPY; sync) = {f / med['cat FILE > COPY; sync']:.2f}x (target <= 1.5x)")
 print(f"filter / cat>COPY        = {f / copy:.2f}x")

@@ -89,6 +89,8 @@ pub struct AtomicFile {
     started: u64,
     /// Sync before the rename (see [`AtomicFile::no_sync`]).
     durable: bool,
+    /// Bytes allocated ahead by [`AtomicFile::reserve`] (the file's size until commit).
+    reserved: u64,
 }
 
 /// How much written data [`AtomicFile`] lets gather before it starts its writeback.
@@ -122,7 +124,28 @@ impl AtomicFile {
             written: 0,
             started: 0,
             durable: true,
+            reserved: 0,
         })
+    }
+
+    /// Allocates `len` bytes of disk for the file before it is written (`fallocate`), so the
+    /// filesystem maps its blocks once instead of reserving them block by block as the writes
+    /// come (ext4's delayed allocation: about 40% of a buffered write's system time). What is
+    /// not written is given back by [`AtomicFile::commit`]. Only a hint: when the filesystem
+    /// cannot (no room, not supported), nothing is reserved and the writes go on as before.
+    pub fn reserve(&mut self, len: u64) {
+        if self.written == 0 && self.buf.is_empty() && len > 0 && allocate(&self.file, len) {
+            self.reserved = len;
+        }
+    }
+
+    /// [`AtomicFile::reserve`]s the size of the file at `input` (when it is a regular file):
+    /// for output that is a subset of that input's bytes.
+    pub fn reserve_for(&mut self, input: &Path) {
+        match std::fs::metadata(input) {
+            Ok(m) if m.is_file() => self.reserve(m.len()),
+            _ => {}
+        }
     }
 
     /// Skips the `fsync` before the rename and the writeback hints: for output that is
@@ -212,6 +235,11 @@ impl AtomicFile {
     /// syncs the directory).
     pub fn commit(mut self) -> Result<()> {
         self.flush()?;
+        if self.reserved > self.written {
+            self.file
+                .set_len(self.written)
+                .map_err(|e| Error::write(&self.tmp, e))?;
+        }
         if self.durable {
             self.file
                 .sync_all()
@@ -236,6 +264,29 @@ pub(crate) fn start_writeback(file: &File, offset: u64, len: u64) {
             libc::SYNC_FILE_RANGE_WRITE,
         );
     }
+}
+
+/// Allocates the first `len` bytes of `file` (the file's size becomes `len`); true when done.
+#[cfg(target_os = "linux")]
+fn allocate(file: &File, len: u64) -> bool {
+    use std::os::fd::AsRawFd;
+    let Ok(len) = libc::off64_t::try_from(len) else {
+        return false;
+    };
+    // SAFETY: fallocate only reads its integer arguments; the descriptor is open for as long
+    // as `file` is borrowed.
+    let r = unsafe { libc::fallocate64(file.as_raw_fd(), 0, 0, len) };
+    if r == 0 {
+        return true;
+    }
+    // A failed allocation may have left part of it in place: give it back.
+    let _ = file.set_len(0);
+    false
+}
+
+#[cfg(not(target_os = "linux"))]
+fn allocate(_file: &File, _len: u64) -> bool {
+    false
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -347,5 +398,37 @@ mod tests {
             AtomicFile::create(&dest).is_err(),
             "an existing file is never replaced"
         );
+    }
+
+    /// A file reserved ahead ends where its writes end, whether it was reserved too large
+    /// (the usual case: a filter's output is part of its input), too small, or left empty.
+    #[test]
+    fn a_reserved_file_ends_where_its_writes_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let block: Vec<u8> = (0..(3 << 20)).map(|i: u32| (i % 253) as u8).collect();
+        for (name, reserve, ranges) in [
+            ("larger", 10 << 20, vec![0..100, 200..(3 << 20)]),
+            ("smaller", 1000, vec![0..(2 << 20), 7..5000]),
+            ("empty", 1 << 20, vec![]),
+        ] {
+            let dest = dir.path().join(name);
+            let mut f = AtomicFile::create(&dest).unwrap().no_sync();
+            f.reserve(reserve);
+            f.write(b"head\n").unwrap();
+            f.write_ranges(&block, &ranges).unwrap();
+            let mut want = b"head\n".to_vec();
+            for r in &ranges {
+                want.extend_from_slice(&block[r.clone()]);
+            }
+            f.commit().unwrap();
+            assert!(std::fs::read(&dest).unwrap() == want, "{name}");
+        }
+        // Reserving for an input that is not a regular file reserves nothing.
+        let dest = dir.path().join("from-a-dir");
+        let mut f = AtomicFile::create(&dest).unwrap();
+        f.reserve_for(dir.path());
+        f.write(b"x").unwrap();
+        f.commit().unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), b"x");
     }
 }

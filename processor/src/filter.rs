@@ -364,6 +364,7 @@ pub fn filter_observed(
     let durable = durability == Durability::Synced;
     let unsynced = |f: AtomicFile| if durable { f } else { f.no_sync() };
     let mut w = unsynced(AtomicFile::create(out)?);
+    w.reserve_for(extract);
     let mut r = match AtomicFile::create(rejects).map(unsynced) {
         Ok(r) => r,
         Err(e) => {

@@ -36,7 +36,8 @@ impl MappedFile {
     }
 
     /// Drops the resident pages below `offset` (rounded down to a page), which the caller
-    /// has finished with.
+    /// has finished with, once at least [`RELEASE_STEP`] bytes have gathered: one `madvise`
+    /// (and one TLB flush across the threads) for many blocks.
     ///
     /// Slices into the map may still be alive, here or ahead of `offset`: that is sound because
     /// `MADV_DONTNEED` on a read-only shared file mapping only drops page-table entries. The
@@ -46,7 +47,7 @@ impl MappedFile {
         let page = page_size();
         let end = offset.min(self.map.len()) / page * page;
         let released = self.released.get();
-        if end > released {
+        if end >= released + RELEASE_STEP {
             // SAFETY: the range lies inside the map and is page-aligned; see above for why live
             // slices stay valid.
             let _ = unsafe {
@@ -60,6 +61,9 @@ impl MappedFile {
         }
     }
 }
+
+/// How much finished input [`MappedFile::release_before`] lets gather before it drops it.
+const RELEASE_STEP: usize = 32 << 20;
 
 fn page_size() -> usize {
     // SAFETY: sysconf has no preconditions.

@@ -1,11 +1,12 @@
-//! The parallel engine: inputs in waves of line-aligned blocks, blocks processed on a thread
+//! The parallel engine: inputs as a stream of line-aligned blocks, blocks processed on a thread
 //! pool, results merged back in input order.
 //!
-//! Each wave holds a few blocks per thread; the blocks of a wave are processed in parallel and
+//! Blocks are processed in parallel, a bounded number ahead of the one being delivered, and
 //! their results handed to the caller's visitor strictly in order, so record numbers, line
 //! numbers, report rows and filtered output come out exactly as a single thread would produce
-//! them. Memory is bounded by one wave (the mapped pages of finished waves are released) plus
-//! at most one CSV record ([`crate::MAX_RECORD`]), whatever the input's size.
+//! them. Memory is bounded by the blocks in flight (two waves' worth: the mapped pages of
+//! delivered blocks are released) plus at most one CSV record ([`crate::MAX_RECORD`]),
+//! whatever the input's size.
 //!
 //! CSV records may span lines (a quoted field with a line break), so a block cut at a line
 //! break may end inside a record. Each block is parsed on the guess that it starts at a record
@@ -22,7 +23,7 @@ use crate::input::{line_end, strip_eol, Blocks, Chunk, Input, IoMode};
 use crate::nhs::{self, Field, Reason, Rules};
 use crate::swar::{self, FastLine};
 use memchr::memchr;
-use rayon::prelude::*;
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
 /// How the lines of an input carry their NHS number.
@@ -453,7 +454,7 @@ pub(crate) struct Started<'a> {
     pub(crate) skipped_lines: u64,
 }
 
-/// Blocks per worker thread in a wave: enough that the threads finish a wave close together.
+/// Blocks per worker thread in a wave; twice that many blocks per thread are in flight.
 const WAVE_BLOCKS_PER_THREAD: usize = 8;
 
 /// A thread pool and the options to read with.
@@ -505,15 +506,18 @@ impl Engine {
     /// Reads every input in order, runs `work(parser, block, at_eof)` on each block in parallel
     /// and hands the results to `visit` in input order.
     ///
-    /// Waves overlap: while the pool works on one wave, this thread hands the previous wave's
-    /// results to `visit` (which may be writing output), so neither waits for the other.
+    /// The pool parses blocks ahead while this thread hands earlier blocks' results to `visit`
+    /// (which may be writing output), so neither waits for the other: there is no barrier at
+    /// the end of a wave, only a bound on the blocks in flight.
     pub(crate) fn run<O: Send + Spanned>(
         &self,
         inputs: &[PathBuf],
         work: impl Fn(&LineParser, &[u8], bool) -> O + Sync,
         mut visit: impl FnMut(Event<'_, O>) -> Result<()>,
     ) -> Result<()> {
-        let wave_len = self.threads() * WAVE_BLOCKS_PER_THREAD;
+        // Blocks cut and not yet delivered: two waves' worth, as many as the wave-by-wave
+        // engine held (one wave parsed while the one before was delivered).
+        let in_flight = 2 * self.threads() * WAVE_BLOCKS_PER_THREAD;
         let csv = matches!(self.opts.format, Format::Csv(_));
         let max_record = self.opts.max_record;
         for path in inputs {
@@ -590,34 +594,60 @@ impl Engine {
                 }
                 Ok(())
             };
-            let mut done: Option<(Vec<Chunk>, Vec<O>)> = None;
-            loop {
-                let wave = blocks.next_wave(wave_len)?;
-                if wave.is_empty() && done.is_none() {
-                    break;
-                }
-                let mut outs = Vec::new();
-                let mut visited = Ok(());
-                self.pool.in_place_scope(|scope| {
-                    scope.spawn(|_| {
-                        outs = wave.par_iter().map(|b| work(&parser, b, false)).collect();
-                    });
-                    if let Some((chunks, results)) = done.take() {
-                        visited = chunks
-                            .iter()
-                            .zip(results)
-                            .try_for_each(|(chunk, out)| deliver(out, chunk, &mut order, false));
-                        blocks.recycle(chunks);
+            // Blocks flow through the pool one by one: up to `in_flight` are cut and parsed
+            // ahead of the one being delivered, so the workers keep parsing while this thread
+            // delivers (and `visit` writes) and neither waits for the other at a wave's end.
+            let parser = &parser;
+            let work = &work;
+            let flowed: Result<()> = self.pool.in_place_scope(|scope| {
+                let (tx, rx) = std::sync::mpsc::channel::<(usize, Chunk, std::thread::Result<O>)>();
+                // Results that arrived before the block due next, by index - `next`.
+                let mut arrived: VecDeque<Option<(Chunk, O)>> = VecDeque::new();
+                let (mut next, mut cut, mut exhausted) = (0usize, 0usize, false);
+                loop {
+                    while !exhausted && cut - next < in_flight {
+                        let Some(chunk) = blocks.next_wave(1)?.pop() else {
+                            exhausted = true;
+                            break;
+                        };
+                        let tx = tx.clone();
+                        let i = cut;
+                        scope.spawn(move |_| {
+                            // A panic is sent on too (and raised again below), so that this
+                            // thread never waits for a block that will not come.
+                            let out =
+                                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                    work(parser, &chunk, false)
+                                }));
+                            // The receiver is gone only when delivering failed.
+                            let _ = tx.send((i, chunk, out));
+                        });
+                        cut += 1;
                     }
-                });
-                visited?;
-                if !wave.is_empty() {
-                    done = Some((wave, outs));
+                    if next == cut {
+                        return Ok(());
+                    }
+                    while arrived.front().is_none_or(|a| a.is_none()) {
+                        let (i, chunk, out) = rx.recv().expect("a spawned block always reports");
+                        let out = out.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                        let k = i - next;
+                        if arrived.len() <= k {
+                            arrived.resize_with(k + 1, || None);
+                        }
+                        arrived[k] = Some((chunk, out));
+                    }
+                    let Some(Some((chunk, out))) = arrived.pop_front() else {
+                        unreachable!("the front was just filled")
+                    };
+                    deliver(out, &chunk, &mut order, false)?;
+                    blocks.recycle(vec![chunk]);
+                    next += 1;
                 }
-            }
+            });
+            flowed?;
             // The input's last record, when no line break ends it (or its quote never closes).
             if order.pending.is_some() {
-                let out = work(&parser, &[], true);
+                let out = work(parser, &[], true);
                 deliver(out, &[], &mut order, true)?;
             }
         }
@@ -900,5 +930,67 @@ mod tests {
         let got = walked(&p, b"2,\"a\"b,9434765919\r\n3,\"9434765919\"\r");
         assert_eq!(got[0].1, "bad_quoting");
         assert_eq!(got[1].1, "9434765919");
+    }
+
+    /// A block's result for the engine tests: its bytes, and a span of nothing.
+    struct Bytes(Vec<u8>);
+
+    impl Spanned for Bytes {
+        fn span(&self) -> Span {
+            Span::default()
+        }
+    }
+
+    /// Blocks flow through the pool ahead of the one delivered, and are still delivered in
+    /// input order; a panic in one block's work reaches the caller instead of leaving the
+    /// ordering thread waiting for a block that never comes.
+    #[test]
+    fn blocks_come_back_in_order_and_a_panic_reaches_the_caller() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.dat");
+        let text: Vec<u8> = (0..40_000u32)
+            .flat_map(|i| format!("{}\n", 9_990_000_000u64 + u64::from(i)).into_bytes())
+            .collect();
+        std::fs::write(&path, &text).unwrap();
+        for io in [IoMode::Mmap, IoMode::Read] {
+            let opts = ScanOptions {
+                threads: 3,
+                io,
+                block_size: 4096,
+                max_line: 100,
+                ..Default::default()
+            };
+            let engine = Engine::new(&opts).unwrap();
+            let inputs = [path.clone()];
+            let mut got = Vec::new();
+            engine
+                .run(
+                    &inputs,
+                    |_, block, _| Bytes(block.to_vec()),
+                    |event| {
+                        if let Event::Block { out, block, .. } = event {
+                            assert_eq!(out.0, block);
+                            got.extend_from_slice(block);
+                        }
+                        Ok(())
+                    },
+                )
+                .unwrap();
+            assert!(got == text, "{io:?}: every block, in order");
+            let seen = std::sync::atomic::AtomicUsize::new(0);
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                engine.run(
+                    &inputs,
+                    |_, block, _| {
+                        if seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 40 {
+                            panic!("block 40");
+                        }
+                        Bytes(block.to_vec())
+                    },
+                    |_| Ok(()),
+                )
+            }));
+            assert!(r.is_err(), "{io:?}: the panic reaches the caller");
+        }
     }
 }
