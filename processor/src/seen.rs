@@ -88,6 +88,22 @@ impl NumberSet {
         set_bit(word, prefix & 63, mask)
     }
 
+    /// Inserts the valid number with these first nine digits (below 10^9) when no other
+    /// thread writes to the set meanwhile; true if it was not yet in the set. Plain stores, no
+    /// locked write: with no other writer, nothing can be lost between the load and the store.
+    /// (Concurrent use keeps the set memory-safe, but may lose members: the caller makes sure
+    /// there is none.)
+    #[inline(always)]
+    pub(crate) fn insert_prefix_alone(&self, prefix: u32) -> bool {
+        let (word, mask) = self.word_of(prefix);
+        let seen = word.load(Relaxed);
+        if seen == 0 {
+            self.mark_group(prefix as usize >> 12);
+        }
+        word.store(seen | mask, Relaxed);
+        seen & mask == 0
+    }
+
     /// The word holding `prefix` and its bit. Any `u32` is in range (see [`MAP_WORDS`]): no
     /// bounds check on the hot path; prefixes of real numbers are below 10^9.
     #[inline(always)]

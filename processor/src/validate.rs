@@ -14,14 +14,21 @@ use crate::error::{Error, Result};
 use crate::files::create_private;
 use crate::nhs::{Field, Reason};
 use crate::scan::{Engine, Event, LineParser, ScanOptions, Span, Spanned};
-use crate::seen::{Inserter, NumberSet};
+use crate::seen::{Inserter, NumberSet, LAG};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 /// Longest raw value copied into `invalid.csv` (longer values are cut).
 pub const VALUE_MAX: usize = 256;
+
+/// Distinct numbers after which one-number-per-line blocks stop inserting into the set
+/// themselves and hand their prefixes to the ordering thread instead (see [`tally`]): by then
+/// the set no longer fits in the cache (unless it is packed into a narrow range, such as the
+/// 999 test range's at most 909,091 numbers in 122 KiB of map, which never gets here).
+const DEFER_AFTER: u64 = 1 << 21;
 
 /// The counts of a run; the buckets add up (see the module docs).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -132,15 +139,26 @@ impl Spanned for Tally {
     }
 }
 
-/// Counts one block. One-number-per-line blocks insert their numbers into `set` as they go
-/// (through an [`Inserter`], which overlaps the cache misses of a set too big for the cache).
-/// A CSV block may be a guess the engine throws away (see [`crate::scan`]), so it must leave
-/// `set` alone: it lists its numbers, and the ordering thread inserts them once the block is
-/// known to be right.
+/// Counts one block, inserting its valid numbers into `set` in one of two ways.
+///
+/// - **In the block** (`defer` false): the worker inserts as it goes, through an [`Inserter`]
+///   (which overlaps the cache misses of a set too big for the cache) with a locked write for
+///   each new member, since the other workers insert into the same set at the same time. Best
+///   while the set is small and stays in the cache: no extra pass, no extra memory.
+/// - **Deferred** (`defer` true): the block lists its valid numbers' prefixes and the ordering
+///   thread inserts them ([`insert_deferred`]), alone, with plain writes, while the pool works
+///   on the next wave. Best once the set is big (a national extract): the workers no longer
+///   wait on the set's cache misses nor take a locked write per new member, and the ordering
+///   thread's inserts, with nothing else in its loop, overlap their misses.
+///
+/// A CSV block is always deferred: it may be a guess the engine throws away (see
+/// [`crate::scan`]), so it must leave `set` alone. [`validate`] switches lines from the first
+/// way to the second once the set holds [`DEFER_AFTER`] numbers.
 fn tally(
     parser: &LineParser,
     set: &NumberSet,
     keep_bad: bool,
+    defer: bool,
     block: &[u8],
     at_eof: bool,
 ) -> Tally {
@@ -148,15 +166,19 @@ fn tally(
         // The CSV walk compiled for the CPU's mask kernel (see `csv::for_cpu`).
         return crate::csv::for_cpu(
             #[inline(always)]
-            || tally_walk(parser, set, keep_bad, block, at_eof),
+            || tally_walk::<true>(parser, set, keep_bad, block, at_eof),
         );
     }
-    tally_walk(parser, set, keep_bad, block, at_eof)
+    if defer {
+        tally_walk::<true>(parser, set, keep_bad, block, at_eof)
+    } else {
+        tally_walk::<false>(parser, set, keep_bad, block, at_eof)
+    }
 }
 
-/// [`tally`]'s walk.
+/// [`tally`]'s walk; `DEFER`: list the prefixes instead of inserting them.
 #[inline(always)]
-fn tally_walk(
+fn tally_walk<const DEFER: bool>(
     parser: &LineParser,
     set: &NumberSet,
     keep_bad: bool,
@@ -164,15 +186,23 @@ fn tally_walk(
     at_eof: bool,
 ) -> Tally {
     let mut t = Tally::default();
-    let defer = parser.is_csv();
-    // The fast path's counters are locals, apart from `t` and the inserter's ring, so they can
-    // live in registers.
+    // The deferred prefixes; a local, like the fast path's counters, apart from `t` and the
+    // inserter's ring, so that they can live in registers.
+    let mut prefixes = Vec::new();
+    if DEFER && !parser.is_csv() {
+        // At most one number per 11 bytes (ten digits and a line break): no regrowth.
+        prefixes.reserve(block.len() / 11 + 1);
+    }
     let (mut fast, mut fast_placeholder, mut fast_duplicates) = (0u64, 0u64, 0u64);
     let mut inserter = Inserter::new(set);
     let mut walk = parser.walk(block, at_eof);
     loop {
         walk.fast_lines(|l, _| {
-            fast_duplicates += inserter.push(fast, l.prefix);
+            if DEFER {
+                prefixes.push(l.prefix);
+            } else {
+                fast_duplicates += inserter.push(fast, l.prefix);
+            }
             fast += 1;
             fast_placeholder += l.placeholder as u64;
         });
@@ -180,7 +210,7 @@ fn tally_walk(
         walk.fast_records(
             #[inline(always)]
             |l, _| {
-                t.prefixes.push(l.prefix);
+                prefixes.push(l.prefix);
                 fast += 1;
                 fast_placeholder += l.placeholder as u64;
             },
@@ -198,8 +228,8 @@ fn tally_walk(
                 t.valid += 1;
                 t.normalised += normalised as u64;
                 t.placeholder += placeholder as u64;
-                if defer {
-                    t.prefixes.push((number / 10) as u32);
+                if DEFER {
+                    prefixes.push((number / 10) as u32);
                 } else if !set.insert(number) {
                     t.duplicates += 1;
                 }
@@ -226,8 +256,26 @@ fn tally_walk(
     t.valid += fast;
     t.placeholder += fast_placeholder;
     t.duplicates += inserter.finish(fast, fast_duplicates);
+    t.prefixes = prefixes;
     t.span = walk.span(t.lines);
     t
+}
+
+/// Inserts the prefixes a deferred block listed, in order; returns how many were duplicates
+/// (already in the set, or listed before).
+///
+/// Only the ordering thread calls this, and no worker inserts at the same time (see
+/// [`validate`]), so the set is written with plain stores ([`NumberSet::insert_prefix_alone`]),
+/// each word prefetched [`LAG`] prefixes ahead.
+fn insert_deferred(set: &NumberSet, prefixes: &[u32]) -> u64 {
+    let mut duplicates = 0u64;
+    for (i, &prefix) in prefixes.iter().enumerate() {
+        if let Some(&ahead) = prefixes.get(i + LAG) {
+            set.prefetch(ahead);
+        }
+        duplicates += !set.insert_prefix_alone(prefix) as u64;
+    }
+    duplicates
 }
 
 /// Per-input figures for the summary.
@@ -295,11 +343,16 @@ pub fn validate(
         None => None,
     };
     let keep_bad = report.is_some();
+    // Set by this (the ordering) thread once the set is big; read by the workers at the start
+    // of each block. The ordering thread inserts a block's prefixes only after the wave that
+    // block belongs to has ended, and every block of a later wave started after the switch and
+    // defers too: so while it writes, no worker does (see `insert_deferred`).
+    let defer = AtomicBool::new(false);
     let mut done = 0u64;
     let mut current = String::new();
     engine.run(
         inputs,
-        |parser, block, at_eof| tally(parser, &set, keep_bad, block, at_eof),
+        |parser, block, at_eof| tally(parser, &set, keep_bad, defer.load(Relaxed), block, at_eof),
         |event| {
             match event {
                 Event::Start(s) => {
@@ -329,10 +382,11 @@ pub fn validate(
                             r.row(&current, at, b.reason, value)?;
                         }
                     }
-                    for &prefix in &out.prefixes {
-                        counts.duplicates += !set.insert_prefix(prefix) as u64;
-                    }
+                    counts.duplicates += insert_deferred(&set, &out.prefixes);
                     counts.add(&out);
+                    if counts.valid - counts.duplicates >= DEFER_AFTER {
+                        defer.store(true, Relaxed);
+                    }
                     if let Some(last) = per_input.last_mut() {
                         last.lines += out.lines;
                         last.invalid += out.invalid.iter().sum::<u64>();
