@@ -5,11 +5,11 @@
 //! concurrently: a plain load first (cheap for the many repeats of an extract, and it lets the
 //! CPU overlap cache misses), then an atomic `fetch_or` only for a bit not yet set, whose
 //! result decides exactly one winner. A big set is filled faster by one thread alone, with
-//! plain stores, from radix-partitioned batches ([`Partitioned`], [`NumberSet::insert_alone`]):
-//! `validate` switches to that once its set has grown. Iteration is in ascending number order, which makes every
-//! output independent of thread timing. A second, small map with one bit per 64 words says
-//! which parts of the big one were ever written, so counting and iterating a sparse set skip the
-//! untouched memory instead of reading all 119 MiB.
+//! plain stores, from radix-partitioned batches (`Partitioned`, `NumberSet::insert_alone`):
+//! `validate` switches to that once its set has grown. Iteration is in ascending number order,
+//! which makes every output independent of thread timing. A second, small map with one bit per
+//! 64 words says which parts of the big one were ever written, so counting and iterating a
+//! sparse set skip the untouched memory instead of reading all 119 MiB.
 
 use crate::nhs::PrefixDigits;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
