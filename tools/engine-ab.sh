@@ -32,10 +32,10 @@ for shape in ${SHAPES//,/ }; do
         rm -rf "$T/out"; sync
         load=$(cut -d' ' -f1 /proc/loadavg)
         if [ $cmd = validate ]; then
-          /usr/bin/time -o "$T/time" -f '%e %U %S %M' "$n" validate "$f" > "$T/$ab-$shape.txt"
+          /usr/bin/time -o "$T/time" -f '%e %U %S %M' "$n" validate "$f" > "$T/$ab-$shape.txt" 2>/dev/null
         else
           /usr/bin/time -o "$T/time" -f '%e %U %S %M' sh -c \
-            "'$n' prepare '$f' --out '$T/out' --mailbox X26ABC1 --date 2026-11-23 >/dev/null; sync"
+            "'$n' prepare '$f' --out '$T/out' --mailbox X26ABC1 --date 2026-11-23 >/dev/null 2>&1; sync"
           cat "$T"/out/*.dat | sha256sum > "$T/$ab-$shape.sha"
         fi
         read -r wall user sys rss < "$T/time"
