@@ -418,7 +418,14 @@ pub(crate) struct Partitioned {
 
 impl Partitioned {
     /// Partitions `prefixes` (fewer than 2^32) by bucket: one pass to count, one to place.
+    #[cfg(test)]
     pub(crate) fn new(prefixes: &[u32]) -> Partitioned {
+        Partitioned::new_in(prefixes, Vec::new())
+    }
+
+    /// [`Partitioned::new`], placing the prefixes into `room` (its capacity reused: no fresh
+    /// pages to fault in).
+    pub(crate) fn new_in(prefixes: &[u32], mut room: Vec<u32>) -> Partitioned {
         if prefixes.is_empty() {
             return Partitioned::default();
         }
@@ -430,16 +437,22 @@ impl Partitioned {
             starts[b + 1] += starts[b];
         }
         let mut at = starts[..BUCKETS].to_vec();
-        let mut placed = vec![0u32; prefixes.len()];
+        room.clear();
+        room.resize(prefixes.len(), 0);
         for &p in prefixes {
             let slot = &mut at[bucket(p)];
-            placed[*slot as usize] = p;
+            room[*slot as usize] = p;
             *slot += 1;
         }
         Partitioned {
-            prefixes: placed,
+            prefixes: room,
             starts,
         }
+    }
+
+    /// The buffer of the prefixes, for reuse.
+    pub(crate) fn into_room(self) -> Vec<u32> {
+        self.prefixes
     }
 
     /// The number of prefixes.

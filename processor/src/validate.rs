@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Mutex;
 
 /// Longest raw value copied into `invalid.csv` (longer values are cut).
 pub const VALUE_MAX: usize = 256;
@@ -143,15 +144,16 @@ impl Spanned for Tally {
 
 /// Counts one block, inserting its valid numbers into `set` in one of two ways.
 ///
-/// - **In the block** (`defer` false): the worker inserts as it goes, through an [`Inserter`]
+/// - **In the block** (`defer` none): the worker inserts as it goes, through an [`Inserter`]
 ///   (which overlaps the cache misses of a set too big for the cache) with a locked write for
 ///   each new member, since the other workers insert into the same set at the same time. Best
 ///   while the set is small and stays in the cache: no extra pass, no extra memory.
-/// - **Deferred** (`defer` true): the block lists its valid numbers' prefixes and the ordering
-///   thread inserts them ([`insert_deferred`]), alone, with plain writes, while the pool works
-///   on the next wave. Best once the set is big (a national extract): the workers no longer
-///   wait on the set's cache misses nor take a locked write per new member, and the ordering
-///   thread's inserts, with nothing else in its loop, overlap their misses.
+/// - **Deferred** (`defer` holds the spare buffers): the block lists its valid numbers'
+///   prefixes, partitioned by bucket ([`Partitioned`]), and the ordering thread inserts them
+///   in batches ([`Batch`]), alone, with plain writes, while the pool works on the next waves.
+///   Best once the set is big (a national extract): the workers no longer wait on the set's
+///   cache misses nor take a locked write per new member, and the batches are inserted bucket
+///   by bucket, each bucket's part of the map in L2.
 ///
 /// A CSV block is always deferred: it may be a guess the engine throws away (see
 /// [`crate::scan`]), so it must leave `set` alone. [`validate`] switches lines from the first
@@ -160,7 +162,7 @@ fn tally(
     parser: &LineParser,
     set: &NumberSet,
     keep_bad: bool,
-    defer: bool,
+    defer: Option<&Spare>,
     block: &[u8],
     at_eof: bool,
 ) -> Tally {
@@ -168,13 +170,13 @@ fn tally(
         // The CSV walk compiled for the CPU's mask kernel (see `csv::for_cpu`).
         return crate::csv::for_cpu(
             #[inline(always)]
-            || tally_walk::<true>(parser, set, keep_bad, block, at_eof),
+            || tally_walk::<true>(parser, set, keep_bad, defer, block, at_eof),
         );
     }
-    if defer {
-        tally_walk::<true>(parser, set, keep_bad, block, at_eof)
+    if defer.is_some() {
+        tally_walk::<true>(parser, set, keep_bad, defer, block, at_eof)
     } else {
-        tally_walk::<false>(parser, set, keep_bad, block, at_eof)
+        tally_walk::<false>(parser, set, keep_bad, None, block, at_eof)
     }
 }
 
@@ -184,13 +186,14 @@ fn tally_walk<const DEFER: bool>(
     parser: &LineParser,
     set: &NumberSet,
     keep_bad: bool,
+    spare: Option<&Spare>,
     block: &[u8],
     at_eof: bool,
 ) -> Tally {
     let mut t = Tally::default();
     // The deferred prefixes; a local, like the fast path's counters, apart from `t` and the
     // inserter's ring, so that they can live in registers.
-    let mut prefixes = Vec::new();
+    let mut prefixes = spare.map(Spare::take).unwrap_or_default();
     if DEFER && !parser.is_csv() {
         // At most one number per 11 bytes (ten digits and a line break): no regrowth.
         prefixes.reserve(block.len() / 11 + 1);
@@ -259,7 +262,11 @@ fn tally_walk<const DEFER: bool>(
     t.placeholder += fast_placeholder;
     t.duplicates += inserter.finish(fast, fast_duplicates);
     if DEFER {
-        t.prefixes = Partitioned::new(&prefixes);
+        let room = spare.map(Spare::take).unwrap_or_default();
+        t.prefixes = Partitioned::new_in(&prefixes, room);
+        if let Some(spare) = spare {
+            spare.give(prefixes);
+        }
     }
     t.span = walk.span(t.lines);
     t
@@ -270,6 +277,32 @@ fn tally_walk<const DEFER: bool>(
 /// line of the map brought in serves (on the national file 8 Mi prefixes over England's 37.5
 /// MiB of map are about 13 a line). 32 MiB of memory.
 const BATCH: usize = 1 << 23;
+
+/// Prefix buffers handed back after their batch was inserted, for the workers' next deferred
+/// blocks: a block's list is about 600 KiB, and a fresh one is fresh pages to fault in.
+#[derive(Default)]
+struct Spare(Mutex<Vec<Vec<u32>>>);
+
+impl Spare {
+    /// Buffers kept at most (about what one batch holds).
+    const KEEP: usize = 64;
+
+    /// A buffer (empty), reused if one is spare.
+    fn take(&self) -> Vec<u32> {
+        let reused = self.0.lock().ok().and_then(|mut s| s.pop());
+        reused.unwrap_or_default()
+    }
+
+    /// Hands a buffer back for reuse.
+    fn give(&self, mut buffer: Vec<u32>) {
+        buffer.clear();
+        if let Ok(mut s) = self.0.lock() {
+            if s.len() < Self::KEEP && buffer.capacity() > 0 {
+                s.push(buffer);
+            }
+        }
+    }
+}
 
 /// Deferred blocks' prefixes not inserted yet.
 #[derive(Default)]
@@ -284,7 +317,7 @@ impl Batch {
     ///
     /// Only the ordering thread inserts, and no worker inserts at the same time (see
     /// [`validate`]), so the set is written with plain stores.
-    fn add(&mut self, set: &NumberSet, list: Partitioned) -> u64 {
+    fn add(&mut self, set: &NumberSet, spare: &Spare, list: Partitioned) -> u64 {
         if list.len() == 0 {
             return 0;
         }
@@ -293,13 +326,16 @@ impl Batch {
         if self.prefixes < BATCH {
             return 0;
         }
-        self.insert(set)
+        self.insert(set, spare)
     }
 
-    /// Inserts what is gathered; returns the duplicates among it.
-    fn insert(&mut self, set: &NumberSet) -> u64 {
+    /// Inserts what is gathered, handing the buffers back to `spare`; returns the duplicates
+    /// among it.
+    fn insert(&mut self, set: &NumberSet, spare: &Spare) -> u64 {
         let duplicates = set.insert_alone(&self.lists);
-        self.lists.clear();
+        for list in self.lists.drain(..) {
+            spare.give(list.into_room());
+        }
         self.prefixes = 0;
         duplicates
     }
@@ -385,14 +421,18 @@ fn validate_deferring(
     // Set by this (the ordering) thread once the set is big; read by the workers at the start
     // of each block. The ordering thread inserts a block's prefixes only after the wave that
     // block belongs to has ended, and every block of a later wave started after the switch and
-    // defers too: so while it writes, no worker does (see `insert_deferred`).
+    // defers too: so while it writes, no worker does (see `Batch::add`).
     let defer = AtomicBool::new(false);
     let mut batch = Batch::default();
+    let spare = Spare::default();
     let mut done = 0u64;
     let mut current = String::new();
     engine.run(
         inputs,
-        |parser, block, at_eof| tally(parser, &set, keep_bad, defer.load(Relaxed), block, at_eof),
+        |parser, block, at_eof| {
+            let defer = defer.load(Relaxed).then_some(&spare);
+            tally(parser, &set, keep_bad, defer, block, at_eof)
+        },
         |event| {
             match event {
                 Event::Start(s) => {
@@ -423,7 +463,7 @@ fn validate_deferring(
                         }
                     }
                     counts.add(&out);
-                    counts.duplicates += batch.add(&set, out.prefixes);
+                    counts.duplicates += batch.add(&set, &spare, out.prefixes);
                     if counts.valid - counts.duplicates >= defer_after {
                         defer.store(true, Relaxed);
                     }
@@ -440,7 +480,7 @@ fn validate_deferring(
         },
     )?;
     // The workers have all ended: the last deferred prefixes.
-    counts.duplicates += batch.insert(&set);
+    counts.duplicates += batch.insert(&set, &spare);
     if let Some(r) = report {
         r.finish()?;
     }
