@@ -14,14 +14,23 @@ use crate::error::{Error, Result};
 use crate::files::create_private;
 use crate::nhs::{Field, Reason};
 use crate::scan::{Engine, Event, LineParser, ScanOptions, Span, Spanned};
-use crate::seen::{Inserter, NumberSet};
+use crate::seen::{Inserter, NumberSet, Partitioned};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Mutex;
 
 /// Longest raw value copied into `invalid.csv` (longer values are cut).
 pub const VALUE_MAX: usize = 256;
+
+/// Distinct numbers after which one-number-per-line blocks stop inserting into the set
+/// themselves and hand their prefixes to the ordering thread instead (see [`tally`]): by then
+/// a set spread over the range no longer fits in the cache. The 999 test range holds at most
+/// 909,091 valid numbers (in 122 KiB of map, always cache-resident): its files never get here
+/// and keep the cheaper direct inserts. (`tests/national.rs`'s 2M distinct numbers do.)
+const DEFER_AFTER: u64 = 1 << 20;
 
 /// The counts of a run; the buckets add up (see the module docs).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -121,8 +130,9 @@ struct Tally {
     invalid: [u64; Reason::ALL.len()],
     bad: Vec<BadLine>,
     values: Vec<u8>,
-    /// CSV: the valid numbers' prefixes, for the ordering thread to insert (see [`tally`]).
-    prefixes: Vec<u32>,
+    /// Deferred (see [`tally`]): the valid numbers' prefixes, partitioned, for the ordering
+    /// thread to insert.
+    prefixes: Partitioned,
     span: Span,
 }
 
@@ -132,15 +142,27 @@ impl Spanned for Tally {
     }
 }
 
-/// Counts one block. One-number-per-line blocks insert their numbers into `set` as they go
-/// (through an [`Inserter`], which overlaps the cache misses of a set too big for the cache).
-/// A CSV block may be a guess the engine throws away (see [`crate::scan`]), so it must leave
-/// `set` alone: it lists its numbers, and the ordering thread inserts them once the block is
-/// known to be right.
+/// Counts one block, inserting its valid numbers into `set` in one of two ways.
+///
+/// - **In the block** (`defer` none): the worker inserts as it goes, through an [`Inserter`]
+///   (which overlaps the cache misses of a set too big for the cache) with a locked write for
+///   each new member, since the other workers insert into the same set at the same time. Best
+///   while the set is small and stays in the cache: no extra pass, no extra memory.
+/// - **Deferred** (`defer` holds the spare buffers): the block lists its valid numbers'
+///   prefixes, partitioned by bucket ([`Partitioned`]), and the ordering thread inserts them
+///   in batches ([`Batch`]), alone, with plain writes, while the pool works on the next waves.
+///   Best once the set is big (a national extract): the workers no longer wait on the set's
+///   cache misses nor take a locked write per new member, and the batches are inserted bucket
+///   by bucket, each bucket's part of the map in L2.
+///
+/// A CSV block is always deferred: it may be a guess the engine throws away (see
+/// [`crate::scan`]), so it must leave `set` alone. [`validate`] switches lines from the first
+/// way to the second once the set holds [`DEFER_AFTER`] numbers.
 fn tally(
     parser: &LineParser,
     set: &NumberSet,
     keep_bad: bool,
+    defer: Option<&Spare>,
     block: &[u8],
     at_eof: bool,
 ) -> Tally {
@@ -148,31 +170,44 @@ fn tally(
         // The CSV walk compiled for the CPU's mask kernel (see `csv::for_cpu`).
         return crate::csv::for_cpu(
             #[inline(always)]
-            || tally_walk(parser, set, keep_bad, block, at_eof),
+            || tally_walk::<true>(parser, set, keep_bad, defer, block, at_eof),
         );
     }
-    tally_walk(parser, set, keep_bad, block, at_eof)
+    if defer.is_some() {
+        tally_walk::<true>(parser, set, keep_bad, defer, block, at_eof)
+    } else {
+        tally_walk::<false>(parser, set, keep_bad, None, block, at_eof)
+    }
 }
 
-/// [`tally`]'s walk.
+/// [`tally`]'s walk; `DEFER`: list the prefixes instead of inserting them.
 #[inline(always)]
-fn tally_walk(
+fn tally_walk<const DEFER: bool>(
     parser: &LineParser,
     set: &NumberSet,
     keep_bad: bool,
+    spare: Option<&Spare>,
     block: &[u8],
     at_eof: bool,
 ) -> Tally {
     let mut t = Tally::default();
-    let defer = parser.is_csv();
-    // The fast path's counters are locals, apart from `t` and the inserter's ring, so they can
-    // live in registers.
+    // The deferred prefixes; a local, like the fast path's counters, apart from `t` and the
+    // inserter's ring, so that they can live in registers.
+    let mut prefixes = spare.map(Spare::take).unwrap_or_default();
+    if DEFER && !parser.is_csv() {
+        // At most one number per 11 bytes (ten digits and a line break): no regrowth.
+        prefixes.reserve(block.len() / 11 + 1);
+    }
     let (mut fast, mut fast_placeholder, mut fast_duplicates) = (0u64, 0u64, 0u64);
     let mut inserter = Inserter::new(set);
     let mut walk = parser.walk(block, at_eof);
     loop {
         walk.fast_lines(|l, _| {
-            fast_duplicates += inserter.push(fast, l.prefix);
+            if DEFER {
+                prefixes.push(l.prefix);
+            } else {
+                fast_duplicates += inserter.push(fast, l.prefix);
+            }
             fast += 1;
             fast_placeholder += l.placeholder as u64;
         });
@@ -180,7 +215,7 @@ fn tally_walk(
         walk.fast_records(
             #[inline(always)]
             |l, _| {
-                t.prefixes.push(l.prefix);
+                prefixes.push(l.prefix);
                 fast += 1;
                 fast_placeholder += l.placeholder as u64;
             },
@@ -198,8 +233,8 @@ fn tally_walk(
                 t.valid += 1;
                 t.normalised += normalised as u64;
                 t.placeholder += placeholder as u64;
-                if defer {
-                    t.prefixes.push((number / 10) as u32);
+                if DEFER {
+                    prefixes.push((number / 10) as u32);
                 } else if !set.insert(number) {
                     t.duplicates += 1;
                 }
@@ -226,8 +261,84 @@ fn tally_walk(
     t.valid += fast;
     t.placeholder += fast_placeholder;
     t.duplicates += inserter.finish(fast, fast_duplicates);
+    if DEFER {
+        let room = spare.map(Spare::take).unwrap_or_default();
+        t.prefixes = Partitioned::new_in(&prefixes, room);
+        if let Some(spare) = spare {
+            spare.give(prefixes);
+        }
+    }
     t.span = walk.span(t.lines);
     t
+}
+
+/// Prefixes the ordering thread gathers from deferred blocks before inserting them, bucket
+/// by bucket ([`NumberSet::insert_alone`]): the more there are, the more of them each cache
+/// line of the map brought in serves (on the national file 8 Mi prefixes over England's 37.5
+/// MiB of map are about 13 a line). 32 MiB of memory.
+const BATCH: usize = 1 << 23;
+
+/// Prefix buffers handed back after their batch was inserted, for the workers' next deferred
+/// blocks: a block's list is about 600 KiB, and a fresh one is fresh pages to fault in.
+#[derive(Default)]
+struct Spare(Mutex<Vec<Vec<u32>>>);
+
+impl Spare {
+    /// Buffers kept at most (about what one batch holds).
+    const KEEP: usize = 64;
+
+    /// A buffer (empty), reused if one is spare.
+    fn take(&self) -> Vec<u32> {
+        let reused = self.0.lock().ok().and_then(|mut s| s.pop());
+        reused.unwrap_or_default()
+    }
+
+    /// Hands a buffer back for reuse.
+    fn give(&self, mut buffer: Vec<u32>) {
+        buffer.clear();
+        if let Ok(mut s) = self.0.lock() {
+            if s.len() < Self::KEEP && buffer.capacity() > 0 {
+                s.push(buffer);
+            }
+        }
+    }
+}
+
+/// Deferred blocks' prefixes not inserted yet.
+#[derive(Default)]
+struct Batch {
+    lists: Vec<Partitioned>,
+    prefixes: usize,
+}
+
+impl Batch {
+    /// Adds a deferred block's prefixes; inserts the batch once it is full. Returns the
+    /// duplicates among the prefixes inserted.
+    ///
+    /// Only the ordering thread inserts, and no worker inserts at the same time (see
+    /// [`validate`]), so the set is written with plain stores.
+    fn add(&mut self, set: &NumberSet, spare: &Spare, list: Partitioned) -> u64 {
+        if list.len() == 0 {
+            return 0;
+        }
+        self.prefixes += list.len();
+        self.lists.push(list);
+        if self.prefixes < BATCH {
+            return 0;
+        }
+        self.insert(set, spare)
+    }
+
+    /// Inserts what is gathered, handing the buffers back to `spare`; returns the duplicates
+    /// among it.
+    fn insert(&mut self, set: &NumberSet, spare: &Spare) -> u64 {
+        let duplicates = set.insert_alone(&self.lists);
+        for list in self.lists.drain(..) {
+            spare.give(list.into_room());
+        }
+        self.prefixes = 0;
+        duplicates
+    }
 }
 
 /// Per-input figures for the summary.
@@ -286,6 +397,18 @@ pub fn validate(
     invalid_csv: Option<&Path>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Validated> {
+    validate_deferring(inputs, opts, invalid_csv, progress, DEFER_AFTER)
+}
+
+/// [`validate`], with line blocks deferring their prefixes once the set holds `defer_after`
+/// numbers (the tests try 0, a few and never).
+fn validate_deferring(
+    inputs: &[PathBuf],
+    opts: &ScanOptions,
+    invalid_csv: Option<&Path>,
+    progress: &mut dyn FnMut(u64),
+    defer_after: u64,
+) -> Result<Validated> {
     let engine = Engine::new(opts)?;
     let set = NumberSet::new();
     let mut counts = Counts::default();
@@ -295,11 +418,21 @@ pub fn validate(
         None => None,
     };
     let keep_bad = report.is_some();
+    // Set by this (the ordering) thread once the set is big; read by the workers at the start
+    // of each block. The ordering thread inserts a block's prefixes only after the wave that
+    // block belongs to has ended, and every block of a later wave started after the switch and
+    // defers too: so while it writes, no worker does (see `Batch::add`).
+    let defer = AtomicBool::new(false);
+    let mut batch = Batch::default();
+    let spare = Spare::default();
     let mut done = 0u64;
     let mut current = String::new();
     engine.run(
         inputs,
-        |parser, block, at_eof| tally(parser, &set, keep_bad, block, at_eof),
+        |parser, block, at_eof| {
+            let defer = defer.load(Relaxed).then_some(&spare);
+            tally(parser, &set, keep_bad, defer, block, at_eof)
+        },
         |event| {
             match event {
                 Event::Start(s) => {
@@ -329,10 +462,11 @@ pub fn validate(
                             r.row(&current, at, b.reason, value)?;
                         }
                     }
-                    for &prefix in &out.prefixes {
-                        counts.duplicates += !set.insert_prefix(prefix) as u64;
-                    }
                     counts.add(&out);
+                    counts.duplicates += batch.add(&set, &spare, out.prefixes);
+                    if counts.valid - counts.duplicates >= defer_after {
+                        defer.store(true, Relaxed);
+                    }
                     if let Some(last) = per_input.last_mut() {
                         last.lines += out.lines;
                         last.invalid += out.invalid.iter().sum::<u64>();
@@ -345,6 +479,8 @@ pub fn validate(
             Ok(())
         },
     )?;
+    // The workers have all ended: the last deferred prefixes.
+    counts.duplicates += batch.insert(&set, &spare);
     if let Some(r) = report {
         r.finish()?;
     }
@@ -395,5 +531,63 @@ impl InvalidCsv {
             .into_inner()
             .map_err(|e| Error::write(&path, e.into_error()))?;
         file.sync_all().map_err(|e| Error::write(&path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The two ways of inserting (see [`tally`]) and the switch between them, against a
+    //! `HashSet` oracle: small blocks, so that a small file spans many waves and batches.
+    use super::*;
+    use crate::nhs::{check_digit_of_prefix, write_digits};
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+        #[test]
+        fn deferred_insertion_counts_and_keeps_what_direct_insertion_does(
+            picks in proptest::collection::vec((0u32..1_000_000_000, 0u8..8), 1..3000),
+            defer_after in prop_oneof![Just(0u64), 1u64..200, Just(u64::MAX)],
+            threads in prop_oneof![Just(1usize), Just(3)],
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("in.dat");
+            let mut file = Vec::new();
+            let mut valid = Vec::new();
+            let mut d = [0u8; 10];
+            for (i, &(p, kind)) in picks.iter().enumerate() {
+                // Mostly new numbers, some repeats of earlier ones, some padded (slow path),
+                // and an invalid line where a prefix has no check digit.
+                let p = if kind == 0 && !valid.is_empty() { valid[i % valid.len()] } else { p };
+                let Some(check) = check_digit_of_prefix(p) else {
+                    file.extend_from_slice(b"123\n");
+                    continue;
+                };
+                write_digits(u64::from(p) * 10 + u64::from(check), &mut d);
+                if kind == 1 {
+                    file.push(b' ');
+                }
+                file.extend_from_slice(&d);
+                file.extend_from_slice(b",\r\n");
+                valid.push(p);
+            }
+            std::fs::write(&path, &file).unwrap();
+            let opts = ScanOptions {
+                threads,
+                block_size: 256,
+                max_line: 64,
+                ..ScanOptions::default()
+            };
+            let v = validate_deferring(&[path], &opts, None, &mut |_| {}, defer_after).unwrap();
+            let oracle: BTreeSet<u32> = valid.iter().copied().collect();
+            prop_assert_eq!(v.counts.valid, valid.len() as u64);
+            prop_assert_eq!(v.counts.unique, oracle.len() as u64);
+            prop_assert_eq!(v.counts.duplicates, (valid.len() - oracle.len()) as u64);
+            prop_assert!(v.counts.check());
+            let mut members = Vec::new();
+            v.set.for_each_prefix(|p| members.push(p));
+            prop_assert_eq!(members, oracle.into_iter().collect::<Vec<_>>());
+        }
     }
 }
