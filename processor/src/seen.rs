@@ -98,12 +98,20 @@ impl NumberSet {
     #[inline(always)]
     pub(crate) fn insert_prefix_alone(&self, prefix: u32) -> bool {
         let (word, mask) = self.word_of(prefix);
+        self.or_alone(word, prefix as usize >> 12, mask) & mask == 0
+    }
+
+    /// ORs `bits` into `word` (in group `group`) with a plain load and store, no locked
+    /// instruction, for a caller that knows no other thread writes meanwhile; the word's old
+    /// value.
+    #[inline(always)]
+    fn or_alone(&self, word: &AtomicU64, group: usize, bits: u64) -> u64 {
         let seen = word.load(Relaxed);
-        if seen == 0 {
-            self.mark_group(prefix as usize >> 12);
+        if seen == 0 && bits != 0 {
+            self.mark_group(group);
         }
-        word.store(seen | mask, Relaxed);
-        seen & mask == 0
+        word.store(seen | bits, Relaxed);
+        seen
     }
 
     /// The word holding `prefix` and its bit. Any `u32` is in range (see [`MAP_WORDS`]): no
@@ -555,14 +563,9 @@ impl NumberSet {
     /// behaviour. Nothing is added when `index` is not below [`NumberSet::WORDS`].
     #[inline]
     pub(crate) fn insert_word_unshared(&self, index: usize, bits: u64) {
-        let Some(word) = self.words[..WORDS].get(index) else {
-            return;
-        };
-        let seen = word.load(Relaxed);
-        if seen == 0 && bits != 0 {
-            self.mark_group(index >> 6);
+        if let Some(word) = self.words[..WORDS].get(index) {
+            self.or_alone(word, index >> 6, bits);
         }
-        word.store(seen | bits, Relaxed);
     }
 
     /// Adds the prefixes whose bits are set in `bits` to word `index` (only prefixes of valid
