@@ -118,15 +118,7 @@ fn run_resumes_after_a_timeout_and_never_sends_twice() {
     let (second, third) = (json(&second), json(&third));
     assert_eq!(second["returned_from_collect"], true);
     assert_eq!(third["returned_from_collect"], false);
-    for key in [
-        "requested",
-        "returned",
-        "opted_out",
-        "unexpected",
-        "response_lines",
-    ] {
-        assert_eq!(second["reconcile"][key], third["reconcile"][key], "{key}");
-    }
+    assert_same_counts(&second["reconcile"], &third["reconcile"]);
     rt.block_on(mesh.stop());
 }
 
@@ -328,16 +320,7 @@ fn a_large_extract_with_chunked_replies() {
         String::from_utf8_lossy(&read.stderr)
     );
     let read: serde_json::Value = serde_json::from_slice(&read.stdout).unwrap();
-    for key in [
-        "requested",
-        "returned",
-        "opted_out",
-        "unexpected",
-        "response_lines",
-        "request_lines",
-    ] {
-        assert_eq!(run["reconcile"][key], read[key], "{key}");
-    }
+    assert_same_counts(&run["reconcile"], &read);
     assert_eq!(
         run["reconcile"]["responses"][0]["bytes"],
         read["responses"][0]["bytes"]
@@ -514,4 +497,19 @@ fn a_resumed_run_refuses_a_malformed_prepare_summary() {
         .status
         .success());
     rt.block_on(mesh.stop());
+}
+
+/// Two reconcile summaries (`run.json`'s `reconcile` or `ndop reconcile`'s output) agree on
+/// every count.
+fn assert_same_counts(a: &serde_json::Value, b: &serde_json::Value) {
+    for key in [
+        "requested",
+        "returned",
+        "opted_out",
+        "unexpected",
+        "response_lines",
+        "request_lines",
+    ] {
+        assert_eq!(a[key], b[key], "{key}");
+    }
 }
