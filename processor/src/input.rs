@@ -136,7 +136,7 @@ enum Source<'m> {
     },
     Stream {
         reader: Box<dyn Read + Send>,
-        /// Buffers handed back by [`Blocks::recycle`], for the next waves.
+        /// Buffers handed back by [`Blocks::recycle`], for the next blocks.
         spare: Vec<Vec<u8>>,
         carry: Vec<u8>,
         skipping: bool,
@@ -145,8 +145,8 @@ enum Source<'m> {
     },
 }
 
-/// One input, delivered as waves of blocks of whole lines. Blocks of a mapped file borrow
-/// the map, not the cursor, so a wave can be worked on while the next one is cut.
+/// One input, delivered as blocks of whole lines. Blocks of a mapped file borrow the map, not
+/// the cursor, so blocks can be worked on while the next ones are cut.
 pub(crate) struct Blocks<'m> {
     path: PathBuf,
     source: Source<'m>,
@@ -345,19 +345,19 @@ impl<'m> Blocks<'m> {
         }
     }
 
-    /// The next wave of up to `n` blocks, in input order; empty when the input is exhausted.
-    pub(crate) fn next_wave(&mut self, n: usize) -> Result<Vec<Chunk<'m>>> {
+    /// The next block, in input order; `None` when the input is exhausted.
+    pub(crate) fn next_block(&mut self) -> Result<Option<Chunk<'m>>> {
         let (block_size, max_line, cr) = (self.block_size, self.max_line, self.cr_breaks);
-        let mut wave = Vec::with_capacity(n);
         match &mut self.source {
             Source::Mapped { map, pos } => {
                 let data: &'m [u8] = map.bytes();
-                while wave.len() < n && *pos < data.len() {
-                    let start = *pos;
-                    let end = start + cut_at_or_after(&data[start..], block_size, cr);
-                    wave.push(Chunk::Mapped(&data[start..end]));
-                    *pos = end;
+                if *pos >= data.len() {
+                    return Ok(None);
                 }
+                let start = *pos;
+                let end = start + cut_at_or_after(&data[start..], block_size, cr);
+                *pos = end;
+                Ok(Some(Chunk::Mapped(&data[start..end])))
             }
             Source::Stream {
                 reader,
@@ -367,47 +367,38 @@ impl<'m> Blocks<'m> {
                 eof,
                 bom_checked,
             } => {
-                while wave.len() < n {
-                    let mut buf = spare.pop().unwrap_or_default();
-                    let got = fill_block(
-                        reader.as_mut(),
-                        &mut buf,
-                        Carry {
-                            carry,
-                            skipping,
-                            eof,
-                            bom_checked,
-                        },
-                        (block_size, max_line, cr),
-                    )
-                    .map_err(|e| Error::read(&self.path, e))?;
-                    if !got {
-                        spare.push(buf);
-                        break;
-                    }
-                    wave.push(Chunk::Owned(buf));
+                let mut buf = spare.pop().unwrap_or_default();
+                let got = fill_block(
+                    reader.as_mut(),
+                    &mut buf,
+                    Carry {
+                        carry,
+                        skipping,
+                        eof,
+                        bom_checked,
+                    },
+                    (block_size, max_line, cr),
+                )
+                .map_err(|e| Error::read(&self.path, e))?;
+                if !got {
+                    spare.push(buf);
+                    return Ok(None);
                 }
+                Ok(Some(Chunk::Owned(buf)))
             }
         }
-        Ok(wave)
     }
 
-    /// Takes back a wave the caller is done with, and every wave before it: the map's pages
-    /// up to its end are released, read buffers are kept for the next waves.
-    pub(crate) fn recycle(&mut self, wave: Vec<Chunk<'m>>) {
-        match &mut self.source {
-            Source::Mapped { map, .. } => {
-                if let Some(Chunk::Mapped(last)) = wave.last() {
-                    let end = last.as_ptr() as usize + last.len() - map.bytes().as_ptr() as usize;
-                    map.release_before(end);
-                }
+    /// Takes back a block the caller is done with, and every block before it: the map's pages
+    /// up to its end are released, a read buffer is kept for the next blocks.
+    pub(crate) fn recycle(&mut self, block: Chunk<'m>) {
+        match (&mut self.source, block) {
+            (Source::Mapped { map, .. }, Chunk::Mapped(last)) => {
+                let end = last.as_ptr() as usize + last.len() - map.bytes().as_ptr() as usize;
+                map.release_before(end);
             }
-            Source::Stream { spare, .. } => {
-                spare.extend(wave.into_iter().filter_map(|c| match c {
-                    Chunk::Owned(v) => Some(v),
-                    Chunk::Mapped(_) => None,
-                }))
-            }
+            (Source::Stream { spare, .. }, Chunk::Owned(v)) => spare.push(v),
+            _ => {}
         }
     }
 

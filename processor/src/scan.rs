@@ -4,7 +4,7 @@
 //! Blocks are processed in parallel, a bounded number ahead of the one being delivered, and
 //! their results handed to the caller's visitor strictly in order, so record numbers, line
 //! numbers, report rows and filtered output come out exactly as a single thread would produce
-//! them. Memory is bounded by the blocks in flight (two waves' worth: the mapped pages of
+//! them. Memory is bounded by the blocks in flight ([`BLOCKS_IN_FLIGHT_PER_THREAD`]: the mapped pages of
 //! delivered blocks are released) plus at most one CSV record ([`crate::MAX_RECORD`]),
 //! whatever the input's size.
 //!
@@ -454,8 +454,9 @@ pub(crate) struct Started<'a> {
     pub(crate) skipped_lines: u64,
 }
 
-/// Blocks per worker thread in a wave; twice that many blocks per thread are in flight.
-const WAVE_BLOCKS_PER_THREAD: usize = 8;
+/// Blocks cut and not yet delivered, per worker thread: as many as the wave-by-wave engine
+/// before it held (a wave of 8 a thread parsed while the one before was delivered).
+const BLOCKS_IN_FLIGHT_PER_THREAD: usize = 16;
 
 /// A thread pool and the options to read with.
 pub(crate) struct Engine {
@@ -515,9 +516,7 @@ impl Engine {
         work: impl Fn(&LineParser, &[u8], bool) -> O + Sync,
         mut visit: impl FnMut(Event<'_, O>) -> Result<()>,
     ) -> Result<()> {
-        // Blocks cut and not yet delivered: two waves' worth, as many as the wave-by-wave
-        // engine held (one wave parsed while the one before was delivered).
-        let in_flight = 2 * self.threads() * WAVE_BLOCKS_PER_THREAD;
+        let in_flight = self.threads() * BLOCKS_IN_FLIGHT_PER_THREAD;
         let csv = matches!(self.opts.format, Format::Csv(_));
         let max_record = self.opts.max_record;
         for path in inputs {
@@ -606,7 +605,7 @@ impl Engine {
                 let (mut next, mut cut, mut exhausted) = (0usize, 0usize, false);
                 loop {
                     while !exhausted && cut - next < in_flight {
-                        let Some(chunk) = blocks.next_wave(1)?.pop() else {
+                        let Some(chunk) = blocks.next_block()? else {
                             exhausted = true;
                             break;
                         };
@@ -640,7 +639,7 @@ impl Engine {
                         unreachable!("the front was just filled")
                     };
                     deliver(out, &chunk, &mut order, false)?;
-                    blocks.recycle(vec![chunk]);
+                    blocks.recycle(chunk);
                     next += 1;
                 }
             });
