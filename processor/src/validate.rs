@@ -19,7 +19,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::Mutex;
 
 /// Longest raw value copied into `invalid.csv` (longer values are cut).
@@ -150,7 +150,7 @@ impl Spanned for Tally {
 ///   while the set is small and stays in the cache: no extra pass, no extra memory.
 /// - **Deferred** (`defer` holds the spare buffers): the block lists its valid numbers'
 ///   prefixes, partitioned by bucket ([`Partitioned`]), and the ordering thread inserts them
-///   in batches ([`Batch`]), alone, with plain writes, while the pool works on the next waves.
+///   in batches ([`Batch`]), alone, with plain writes, while the pool works on the next blocks.
 ///   Best once the set is big (a national extract): the workers no longer wait on the set's
 ///   cache misses nor take a locked write per new member, and the batches are inserted bucket
 ///   by bucket, each bucket's part of the map in L2.
@@ -315,9 +315,9 @@ impl Batch {
     /// Adds a deferred block's prefixes; inserts the batch once it is full. Returns the
     /// duplicates among the prefixes inserted.
     ///
-    /// Only the ordering thread inserts, and no worker inserts at the same time (see
-    /// [`validate`]), so the set is written with plain stores.
-    fn add(&mut self, set: &NumberSet, spare: &Spare, list: Partitioned) -> u64 {
+    /// Only the ordering thread inserts, and no worker inserts at the same time (it waits for
+    /// [`Writers`] to be none), so the set is written with plain stores.
+    fn add(&mut self, set: &NumberSet, spare: &Spare, writers: &Writers, list: Partitioned) -> u64 {
         if list.len() == 0 {
             return 0;
         }
@@ -326,18 +326,69 @@ impl Batch {
         if self.prefixes < BATCH {
             return 0;
         }
-        self.insert(set, spare)
+        self.insert(set, spare, writers)
     }
 
     /// Inserts what is gathered, handing the buffers back to `spare`; returns the duplicates
     /// among it.
-    fn insert(&mut self, set: &NumberSet, spare: &Spare) -> u64 {
+    fn insert(&mut self, set: &NumberSet, spare: &Spare, writers: &Writers) -> u64 {
+        writers.wait_for_none();
         let duplicates = set.insert_alone(&self.lists);
         for list in self.lists.drain(..) {
             spare.give(list.into_room());
         }
         self.prefixes = 0;
         duplicates
+    }
+}
+
+/// Which of a `.dat` input's blocks insert into the set themselves: none once the ordering
+/// thread has switched them to deferring and the blocks that started before the switch have
+/// ended. A block counts itself in before it reads the switch (and out when it ends, even by
+/// a panic); the ordering thread sets the switch before it waits for the count to reach
+/// zero. Both sequentially consistent: either the block sees the switch and defers, or the
+/// ordering thread sees the block and waits for it. So no plain-store batch insert ever runs
+/// beside a worker's locked inserts, whatever order the pool runs blocks in.
+#[derive(Default)]
+struct Writers {
+    deferring: AtomicBool,
+    inserting: AtomicUsize,
+}
+
+/// A block counted in [`Writers`]' inserting blocks while it inserts.
+struct Inserting<'a>(&'a AtomicUsize);
+
+impl Drop for Inserting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, SeqCst);
+    }
+}
+
+impl Writers {
+    /// Called by a line block's worker as it starts: `None` when the block must defer, else a
+    /// guard that counts it as inserting until dropped.
+    fn start(&self) -> Option<Inserting<'_>> {
+        self.inserting.fetch_add(1, SeqCst);
+        let guard = Inserting(&self.inserting);
+        if self.deferring.load(SeqCst) {
+            return None;
+        }
+        Some(guard)
+    }
+
+    /// Switches the blocks that start from now on to deferring (ordering thread).
+    fn defer_from_now(&self) {
+        self.deferring.store(true, SeqCst);
+    }
+
+    /// Switches to deferring if not yet done, then waits until no block inserts by itself
+    /// (ordering thread, before a plain-store insert). Only blocks that started before the
+    /// switch can still count, so the wait is short and happens at the switch only.
+    fn wait_for_none(&self) {
+        self.defer_from_now();
+        while self.inserting.load(SeqCst) != 0 {
+            std::thread::yield_now();
+        }
     }
 }
 
@@ -418,11 +469,9 @@ fn validate_deferring(
         None => None,
     };
     let keep_bad = report.is_some();
-    // Set by this (the ordering) thread once the set is big; read by the workers at the start
-    // of each block. The ordering thread inserts a block's prefixes only after the wave that
-    // block belongs to has ended, and every block of a later wave started after the switch and
-    // defers too: so while it writes, no worker does (see `Batch::add`).
-    let defer = AtomicBool::new(false);
+    // Switched on by this (the ordering) thread once the set is big; read by the line blocks'
+    // workers as they start. While the ordering thread writes, no worker does (`Writers`).
+    let writers = Writers::default();
     let mut batch = Batch::default();
     let spare = Spare::default();
     let mut done = 0u64;
@@ -430,7 +479,13 @@ fn validate_deferring(
     engine.run(
         inputs,
         |parser, block, at_eof| {
-            let defer = defer.load(Relaxed).then_some(&spare);
+            if parser.is_csv() {
+                // CSV blocks never insert (see `tally`).
+                let defer = writers.deferring.load(Relaxed).then_some(&spare);
+                return tally(parser, &set, keep_bad, defer, block, at_eof);
+            }
+            let inserting = writers.start();
+            let defer = inserting.is_none().then_some(&spare);
             tally(parser, &set, keep_bad, defer, block, at_eof)
         },
         |event| {
@@ -463,9 +518,9 @@ fn validate_deferring(
                         }
                     }
                     counts.add(&out);
-                    counts.duplicates += batch.add(&set, &spare, out.prefixes);
+                    counts.duplicates += batch.add(&set, &spare, &writers, out.prefixes);
                     if counts.valid - counts.duplicates >= defer_after {
-                        defer.store(true, Relaxed);
+                        writers.defer_from_now();
                     }
                     if let Some(last) = per_input.last_mut() {
                         last.lines += out.lines;
@@ -480,7 +535,7 @@ fn validate_deferring(
         },
     )?;
     // The workers have all ended: the last deferred prefixes.
-    counts.duplicates += batch.insert(&set, &spare);
+    counts.duplicates += batch.insert(&set, &spare, &writers);
     if let Some(r) = report {
         r.finish()?;
     }
