@@ -4,7 +4,7 @@
 //! Blocks are processed in parallel, a bounded number ahead of the one being delivered, and
 //! their results handed to the caller's visitor strictly in order, so record numbers, line
 //! numbers, report rows and filtered output come out exactly as a single thread would produce
-//! them. Memory is bounded by the blocks in flight ([`BLOCKS_IN_FLIGHT_PER_THREAD`]: the mapped pages of
+//! them. Memory is bounded by the blocks in flight (16 a thread: the mapped pages of
 //! delivered blocks are released) plus at most one CSV record ([`crate::MAX_RECORD`]),
 //! whatever the input's size.
 //!
