@@ -267,6 +267,15 @@ pub(crate) fn start_writeback(file: &File, offset: u64, len: u64) {
 }
 
 /// Allocates the first `len` bytes of `file` (the file's size becomes `len`); true when done.
+/// For a file written from the start whose size is known before the first write (the `.dat`
+/// files): ext4 then maps blocks that exist instead of reserving each 4 KiB block as it is
+/// written (see [`AtomicFile::reserve`]). Only a hint: false, and nothing allocated, when the
+/// filesystem cannot.
+pub(crate) fn allocate_ahead(file: &File, len: u64) -> bool {
+    len > 0 && allocate(file, len)
+}
+
+/// Allocates the first `len` bytes of `file` (the file's size becomes `len`); true when done.
 #[cfg(target_os = "linux")]
 fn allocate(file: &File, len: u64) -> bool {
     use std::os::fd::AsRawFd;
