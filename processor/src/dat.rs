@@ -491,4 +491,51 @@ mod tests {
         assert!(check_tag("a:b").is_err());
         assert!(check_tag("").is_err());
     }
+
+    /// Files cut by record count, each allocated ahead at the size counted for it: every file
+    /// holds exactly its lines (no allocated tail left over), the last one too, and their
+    /// hashes are of what they hold.
+    #[test]
+    fn split_files_are_exactly_their_lines() {
+        let set = NumberSet::new();
+        let mut want = Vec::new();
+        // Valid numbers of the 999 test range, over two slices of the prefixes.
+        for prefix in (0..2_000u32).map(|i| 999_000_000 + i * 499) {
+            if let Some(check) = crate::nhs::check_digit_of_prefix(prefix) {
+                let number = u64::from(prefix) * 10 + u64::from(check);
+                assert!(set.insert(number));
+                want.push(number);
+            }
+        }
+        want.sort_unstable();
+        let dir = tempfile::tempdir().unwrap();
+        let opts = DatOptions {
+            dir: dir.path().to_path_buf(),
+            mailbox: "X26ABC1".into(),
+            date: NaiveDate::from_ymd_opt(2026, 11, 23).unwrap(),
+            seq: 1,
+            env: PosEnv::Int,
+            tag: None,
+            line_ending: LineEnding::Crlf,
+            max_bytes: 20_000_000_000,
+            max_records: Some(700),
+        };
+        let mut created = Vec::new();
+        let files = write_dat_files(&set, &opts, &mut created).unwrap();
+        assert_eq!(files.len(), want.len().div_ceil(700));
+        let mut all = Vec::new();
+        for (i, f) in files.iter().enumerate() {
+            let bytes = std::fs::read(dir.path().join(&f.name)).unwrap();
+            let records = (want.len() - i * 700).min(700) as u64;
+            assert_eq!((f.records, f.bytes), (records, records * 13));
+            assert_eq!(bytes.len() as u64, f.bytes);
+            assert_eq!(f.sha256, hex::encode(Sha256::digest(&bytes)));
+            all.extend_from_slice(&bytes);
+        }
+        let expected: Vec<u8> = want
+            .iter()
+            .flat_map(|n| format!("{n:010},\r\n").into_bytes())
+            .collect();
+        assert_eq!(all, expected);
+    }
 }
