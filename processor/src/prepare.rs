@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::files::{ensure_empty_dir, write_atomic};
 use crate::scan::ScanOptions;
 use crate::seen::NumberSet;
-use crate::validate::{validate, Counts, InputSummary};
+use crate::validate::{validate_sync_later, Counts, InputSummary};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -70,7 +70,9 @@ pub fn prepare_keeping_set(
     let result = (|| {
         let invalid_csv = dir.join(INVALID_CSV);
         created.push(invalid_csv.clone());
-        let v = validate(inputs, &opts.scan, Some(&invalid_csv), progress)?;
+        // invalid.csv is synced after the `.dat` files are written: its writeback runs
+        // meanwhile, instead of holding up the output between the two phases.
+        let (v, report) = validate_sync_later(inputs, &opts.scan, Some(&invalid_csv), progress)?;
         // The `.dat` files are written by as many threads as validation used.
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(v.threads)
@@ -78,6 +80,9 @@ pub fn prepare_keeping_set(
             .build()
             .map_err(|e| Error::Usage(format!("cannot start worker threads: {e}")))?;
         let files = pool.install(|| write_dat_files(&v.set, &opts.dat, &mut created))?;
+        if let Some(r) = report {
+            r.sync()?;
+        }
         let summary = Summary {
             counts: v.counts,
             files,

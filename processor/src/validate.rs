@@ -448,18 +448,50 @@ pub fn validate(
     invalid_csv: Option<&Path>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Validated> {
+    let (v, report) = validate_sync_later(inputs, opts, invalid_csv, progress)?;
+    if let Some(r) = report {
+        r.sync()?;
+    }
+    Ok(v)
+}
+
+/// [`validate`], leaving the `invalid.csv` report (when there is one) written, its writeback
+/// started, but not yet synced: the caller syncs it ([`Unsynced::sync`]) once it has other
+/// work done (`prepare` writes its `.dat` files first), so that the sync finds the data on
+/// disk already instead of waiting for it between the two phases.
+pub(crate) fn validate_sync_later(
+    inputs: &[PathBuf],
+    opts: &ScanOptions,
+    invalid_csv: Option<&Path>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(Validated, Option<Unsynced>)> {
     validate_deferring(inputs, opts, invalid_csv, progress, DEFER_AFTER)
 }
 
-/// [`validate`], with line blocks deferring their prefixes once the set holds `defer_after`
-/// numbers (the tests try 0, a few and never).
+/// A written file whose `fsync` is still to come.
+pub(crate) struct Unsynced {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl Unsynced {
+    /// Syncs the file.
+    pub(crate) fn sync(self) -> Result<()> {
+        self.file
+            .sync_all()
+            .map_err(|e| Error::write(&self.path, e))
+    }
+}
+
+/// [`validate_sync_later`], with line blocks deferring their prefixes once the set holds
+/// `defer_after` numbers (the tests try 0, a few and never).
 fn validate_deferring(
     inputs: &[PathBuf],
     opts: &ScanOptions,
     invalid_csv: Option<&Path>,
     progress: &mut dyn FnMut(u64),
     defer_after: u64,
-) -> Result<Validated> {
+) -> Result<(Validated, Option<Unsynced>)> {
     let engine = Engine::new(opts)?;
     let set = NumberSet::new();
     let mut counts = Counts::default();
@@ -536,18 +568,17 @@ fn validate_deferring(
     )?;
     // The workers have all ended: the last deferred prefixes.
     counts.duplicates += batch.insert(&set, &spare, &writers);
-    if let Some(r) = report {
-        r.finish()?;
-    }
+    let unsynced = report.map(InvalidCsv::finish).transpose()?;
     counts.unique = counts.valid - counts.duplicates;
     debug_assert_eq!(counts.unique, set.len());
     debug_assert!(counts.check());
-    Ok(Validated {
+    let v = Validated {
         counts,
         inputs: per_input,
         set,
         threads: engine.threads(),
-    })
+    };
+    Ok((v, unsynced))
 }
 
 /// The `invalid.csv` report: `file,record,line,reason,value`.
@@ -579,13 +610,16 @@ impl InvalidCsv {
         r.map_err(|e| Error::write(&self.path, e))
     }
 
-    fn finish(self) -> Result<()> {
+    /// Writes what is buffered and starts its writeback; the sync is the caller's.
+    fn finish(self) -> Result<Unsynced> {
         let path = self.path;
         let file = self
             .out
             .into_inner()
             .map_err(|e| Error::write(&path, e.into_error()))?;
-        file.sync_all().map_err(|e| Error::write(&path, e))
+        // A length of 0: from the offset to the end of the file (sync_file_range(2)).
+        crate::files::start_writeback(&file, 0, 0);
+        Ok(Unsynced { path, file })
     }
 }
 
@@ -634,7 +668,7 @@ mod tests {
                 max_line: 64,
                 ..ScanOptions::default()
             };
-            let v = validate_deferring(&[path], &opts, None, &mut |_| {}, defer_after).unwrap();
+            let (v, _) = validate_deferring(&[path], &opts, None, &mut |_| {}, defer_after).unwrap();
             let oracle: BTreeSet<u32> = valid.iter().copied().collect();
             prop_assert_eq!(v.counts.valid, valid.len() as u64);
             prop_assert_eq!(v.counts.unique, oracle.len() as u64);
