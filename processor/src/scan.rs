@@ -504,6 +504,11 @@ impl Engine {
         self.pool.current_num_threads()
     }
 
+    /// Runs `f` in the pool (for work between or after runs, when the pool is idle).
+    pub(crate) fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        self.pool.install(f)
+    }
+
     /// Reads every input in order, runs `work(parser, block, at_eof)` on each block in parallel
     /// and hands the results to `visit` in input order.
     ///

@@ -486,8 +486,38 @@ impl NumberSet {
     /// duplicates (already in the set, or listed before). Plain stores: see
     /// [`NumberSet::insert_prefix_alone`].
     pub(crate) fn insert_alone(&self, lists: &[Partitioned]) -> u64 {
-        let mut duplicates = 0u64;
+        self.insert_buckets_alone(lists, 0..BUCKETS)
+    }
+
+    /// [`NumberSet::insert_alone`] by the threads of the current rayon pool, each inserting
+    /// its own run of buckets, for a caller whose other threads are idle (`validate`'s last
+    /// batch, once the scan has ended). A bucket covers whole words of the map and whole words
+    /// of its summary (2^21 prefixes; a summary word covers 2^18), so no two threads write the
+    /// same word and the plain stores lose nothing. Returns the same count.
+    pub(crate) fn insert_alone_parallel(&self, lists: &[Partitioned]) -> u64 {
+        use rayon::prelude::*;
+        const _: () = assert!(BUCKET_SHIFT >= 6 + 6 + 6);
+        let total: usize = lists.iter().map(Partitioned::len).sum();
+        // Runs of buckets of about equal numbers of prefixes, a few per thread.
+        let share = total.div_ceil(rayon::current_num_threads() * 4).max(1);
+        let mut runs = Vec::new();
+        let (mut start, mut gathered) = (0, 0);
         for b in 0..BUCKETS {
+            gathered += lists.iter().map(|l| l.bucket(b).len()).sum::<usize>();
+            if gathered >= share || b + 1 == BUCKETS {
+                runs.push(start..b + 1);
+                (start, gathered) = (b + 1, 0);
+            }
+        }
+        runs.into_par_iter()
+            .map(|run| self.insert_buckets_alone(lists, run))
+            .sum()
+    }
+
+    /// [`NumberSet::insert_alone`] of the prefixes in the buckets `buckets` only.
+    fn insert_buckets_alone(&self, lists: &[Partitioned], buckets: std::ops::Range<usize>) -> u64 {
+        let mut duplicates = 0u64;
+        for b in buckets {
             for list in lists {
                 let prefixes = list.bucket(b);
                 for (i, &prefix) in prefixes.iter().enumerate() {
@@ -731,7 +761,20 @@ mod inserter_tests {
                     prop_assert!(list.bucket(b).iter().all(|&p| bucket(p) == b));
                 }
             }
-            duplicates += set.insert_alone(&batch);
+            // The same batch inserted by a pool's threads, bucket runs each, into a set that
+            // had the same direct inserts, must end up the same.
+            let twin = NumberSet::new();
+            for &p in &all[..direct] {
+                twin.insert_prefix(p);
+            }
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+            let twin_duplicates = pool.install(|| twin.insert_alone_parallel(&batch));
+            let alone = set.insert_alone(&batch);
+            prop_assert_eq!(twin_duplicates, alone);
+            duplicates += alone;
+            let mut twins = Vec::new();
+            twin.for_each_prefix(|p| twins.push(p));
+            prop_assert_eq!(twin.len(), set.len());
             let oracle: HashSet<u32> = all.iter().copied().collect();
             prop_assert_eq!(duplicates, (all.len() - oracle.len()) as u64);
             prop_assert_eq!(set.len(), oracle.len() as u64);
@@ -739,6 +782,7 @@ mod inserter_tests {
             let mut members = Vec::new();
             set.for_each_prefix(|p| members.push(p));
             prop_assert_eq!(&members, &sorted);
+            prop_assert_eq!(&twins, &sorted);
             let mut sliced = Vec::new();
             for slice in 0..SLICES {
                 set.for_each_prefix_in_slice(slice, |p| sliced.push(p));

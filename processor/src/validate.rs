@@ -334,11 +334,32 @@ impl Batch {
     fn insert(&mut self, set: &NumberSet, spare: &Spare, writers: &Writers) -> u64 {
         writers.wait_for_none();
         let duplicates = set.insert_alone(&self.lists);
+        self.recycle(spare);
+        duplicates
+    }
+
+    /// [`Batch::insert`] once the scan has ended, by the engine's idle workers, each on its
+    /// own buckets ([`NumberSet::insert_alone_parallel`]), instead of by this thread alone
+    /// while they wait.
+    fn insert_last(
+        &mut self,
+        set: &NumberSet,
+        spare: &Spare,
+        writers: &Writers,
+        engine: &Engine,
+    ) -> u64 {
+        writers.wait_for_none();
+        let duplicates = engine.install(|| set.insert_alone_parallel(&self.lists));
+        self.recycle(spare);
+        duplicates
+    }
+
+    /// Hands the buffers back to `spare` and empties the batch.
+    fn recycle(&mut self, spare: &Spare) {
         for list in self.lists.drain(..) {
             spare.give(list.into_room());
         }
         self.prefixes = 0;
-        duplicates
     }
 }
 
@@ -566,8 +587,8 @@ fn validate_deferring(
             Ok(())
         },
     )?;
-    // The workers have all ended: the last deferred prefixes.
-    counts.duplicates += batch.insert(&set, &spare, &writers);
+    // The workers have all ended: the last deferred prefixes, inserted by them.
+    counts.duplicates += batch.insert_last(&set, &spare, &writers, &engine);
     let unsynced = report.map(InvalidCsv::finish).transpose()?;
     counts.unique = counts.valid - counts.duplicates;
     debug_assert_eq!(counts.unique, set.len());
