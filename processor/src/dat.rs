@@ -138,7 +138,7 @@ pub fn check_tag(tag: &str) -> Result<()> {
 /// zero). Every line has the same length, so where a file ends is a matter of counting; the
 /// bytes of every file are the same whatever the number of threads. Each file's size is known
 /// before its first line (the members are counted first), so its disk space is allocated
-/// ahead in one call ([`allocate_ahead`]): ext4 then skips its block-by-block reservation on
+/// ahead in one call (`fallocate`): ext4 then skips its block-by-block reservation on
 /// every `write`.
 pub fn write_dat_files(
     set: &NumberSet,
