@@ -8,7 +8,8 @@
 # reply of every number not opted out) and one whole `ndop run` of the extract with the stage
 # seconds of its run.json, its CPU seconds, the load average, and collect split into the wait for
 # the mock's POS (from the mock's log: submission accepted -> result sent) and ndop's download
-# and check of the reply (collect's own figures in run.json).
+# and check of the reply (collect's own figures in run.json). STAGE_cpu= is ndop's CPU seconds
+# (user + sys, all threads) in each stage, from run.json's stage_cpu_seconds.
 # Level 1 is mesh-client's line encoder on .dat chunks (one match distance, the line length;
 # libdeflate's 1 on anything else); 2-8 libdeflate's levels; 9 libdeflate's 10 (mesh_client::gzip).
 # NDOP=PATH times another ndop binary (e.g. one built before a change) against the same mock.
@@ -102,6 +103,8 @@ import json, re, sys
 from datetime import datetime
 run = json.load(open(sys.argv[1]))
 stages = " ".join(f"{k}={v:.2f}" for k, v in run["stage_seconds"])
+# each stage's CPU seconds (user + sys, every thread of ndop), from run.json when it has them
+stages += "".join(f" {k}_cpu={c['user'] + c['sys']:.2f}" for k, c in run.get("stage_cpu_seconds", []))
 user, sys_, rss = open(sys.argv[4]).read().split()
 print(f"round={sys.argv[2]} run_s={float(sys.argv[3]):.2f} {stages} "
       f"cpu_user={user} cpu_sys={sys_} peak_rss_kib={rss} load_at_start={sys.argv[5]}")
