@@ -12,6 +12,7 @@
 # (user + sys, all threads) in each stage, from run.json's stage_cpu_seconds.
 # Level 1 is mesh-client's line encoder on .dat chunks (one match distance, the line length;
 # libdeflate's 1 on anything else); 2-8 libdeflate's levels; 9 libdeflate's 10 (mesh_client::gzip).
+# NO_BUILD=1 uses the release binaries as they are (no cargo build first).
 # NDOP=PATH times another ndop binary (e.g. one built before a change) against the same mock.
 # RUN_LEVEL=N runs the whole `ndop run` with --compress-level N (default: ndop's default, mesh_client::DEFAULT_COMPRESS_LEVEL).
 # RUN_ONLY=1 skips the per-level sends and the lone collect (only the whole runs); LEVELS ""
@@ -27,7 +28,7 @@ ROUNDS=${3:-3}
 LEVELS=${4-0 1 3 6 9}
 [ "${RUN_ONLY:-0}" = 1 ] && LEVELS=""
 DATA=${BENCH_DATA:-bench-data}
-cargo build --release -q -p ndop -p mock-mesh -p ndop-benches --bin national_extract --bin ndop --bin mock-mesh
+[ "${NO_BUILD:-0}" = 1 ] || cargo build --release -q -p ndop -p mock-mesh -p ndop-benches --bin national_extract --bin ndop --bin mock-mesh
 N=${NDOP:-$PWD/target/release/ndop}
 M=$PWD/target/release/mock-mesh
 mkdir -p "$DATA"

@@ -831,6 +831,73 @@ mod tests {
     }
 
     #[test]
+    fn a_threaded_output_is_the_same_bytes_with_the_hash_of_them() {
+        use sha2::Digest;
+        // more than one writer buffer, the last not a whole number of direct I/O blocks
+        let dir = tempfile::tempdir().unwrap();
+        let extract = dir.path().join("x.dat");
+        let allowed = NumberSet::new();
+        let (mut text, mut want) = (Vec::new(), Vec::new());
+        let mut prefix = 999_000_000u32;
+        while text.len() < OUT_BUFFER + OUT_BUFFER / 8 + 77 {
+            if let Some(check) = crate::nhs::check_digit_of_prefix(prefix) {
+                let line = format!("{prefix}{check},\r\n");
+                text.extend_from_slice(line.as_bytes());
+                if prefix % 7 != 0 {
+                    allowed.insert(prefix as u64 * 10 + check as u64);
+                    want.extend_from_slice(line.as_bytes());
+                }
+            }
+            prefix += 1;
+        }
+        // an invalid line, and a kept last line without its line ending
+        text.extend_from_slice(b"not a number\n9990000018");
+        assert!(allowed.contains(9990000018));
+        want.extend_from_slice(b"9990000018");
+        std::fs::write(&extract, &text).unwrap();
+        let mut counts = Vec::new();
+        for (k, (durability, hash)) in [
+            (Durability::NoSync, false),
+            (Durability::Synced, false),
+            (Durability::Synced, true),
+            (Durability::NoSync, true),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let (out, rejects) = (
+                dir.path().join(format!("o{k}")),
+                dir.path().join(format!("r{k}")),
+            );
+            let (s, h) = filter_hashing(
+                &extract,
+                (&allowed, None),
+                &ScanOptions::default(),
+                (&out, &rejects),
+                durability,
+                &mut |_| {},
+                hash,
+            )
+            .unwrap();
+            let got = std::fs::read(&out).unwrap();
+            assert!(got == want, "{k}: {} bytes, want {}", got.len(), want.len());
+            let sha = hex::encode(sha2::Sha256::digest(&got));
+            assert_eq!(h, hash.then_some((sha, got.len() as u64)), "{k}");
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&out).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{k}");
+            assert!(!dir.path().join(format!(".o{k}.tmp")).exists(), "{k}");
+            assert!(
+                s.counts.check() && s.counts.invalid == 1,
+                "{k}: {:?}",
+                s.counts
+            );
+            counts.push(s.counts);
+        }
+        assert!(counts.iter().all(|c| c == &counts[0]));
+    }
+
+    #[test]
     fn a_bom_is_kept_before_a_csv_header() {
         check_bom_round_trip(
             "id,nhs_number\r\n1,9434765919\r\n2,9694116414\r\n3,bad\r\n4,9990000018\r\n",
