@@ -84,8 +84,8 @@ pub(crate) struct RunSummary {
     pub reconcile: ReconcileSummary,
     /// The filtered extract.
     pub filter: FilterSummary,
-    /// The extract's SHA-256, taken while the run waited for the POS (for the report, which
-    /// uses it while the file is unchanged).
+    /// The extract's SHA-256, taken during the run whenever a core was idle ([`IdleHash`]; for
+    /// the report, which uses it while the file is unchanged).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub extract_hash: Option<FileHash>,
     /// The filtered extract's SHA-256, taken as filter wrote it (likewise).
