@@ -524,7 +524,7 @@ impl Output {
 /// Bytes of one buffer of a [`ThreadedOut`] (a multiple of [`DIRECT_ALIGN`]).
 const OUT_BUFFER: usize = 8 << 20;
 /// Buffers of a [`ThreadedOut`] queued to its thread at most.
-const OUT_QUEUED: usize = 2;
+const OUT_QUEUED: usize = 1;
 /// What direct I/O needs aligned: the buffer's address, the file offset and the length (the
 /// largest logical block size in use).
 const DIRECT_ALIGN: usize = 4096;
@@ -559,19 +559,20 @@ impl Aligned {
     }
 }
 
-/// What a [`ThreadedOut`]'s thread did: the hash (if asked for) of every byte handed to it,
-/// the bytes it wrote at the start of the file, and the rest (less than [`DIRECT_ALIGN`], the
-/// end of the last buffer, when direct I/O could not take it) for the caller to write.
+/// What a [`ThreadedOut`]'s writer did: the bytes it wrote at the start of the file, and the
+/// rest (less than [`DIRECT_ALIGN`], the end of the last buffer, when direct I/O could not take
+/// it) for the caller to write.
 struct Wrote {
-    hasher: Option<sha2::Sha256>,
     written: u64,
     tail: Vec<u8>,
 }
 
-/// An output file written from [`OUT_BUFFER`]-byte buffers by a thread of its own, which hashes
-/// each buffer (when asked) and writes it at its offset: with direct I/O when `direct` and the
-/// filesystem allows it (the bytes are not copied into the page cache), else the usual way. The
-/// [`AtomicFile`] names, syncs and renames the file as for any other output.
+/// An output file written from [`OUT_BUFFER`]-byte buffers by a thread of its own, which writes
+/// each at its offset: with direct I/O when `direct` and the filesystem allows it (the bytes are
+/// not copied into the page cache), else the usual way. When asked, a second thread hashes each
+/// buffer before it goes to the writer (a direct write waits for the disk: hashing on the same
+/// thread would leave the disk idle meanwhile). The [`AtomicFile`] names, syncs and renames the
+/// file as for any other output.
 struct ThreadedOut {
     file: AtomicFile,
     buf: Aligned,
@@ -580,6 +581,8 @@ struct ThreadedOut {
     /// Buffers made so far.
     made: usize,
     thread: std::thread::JoinHandle<std::io::Result<Wrote>>,
+    /// The hashing thread, when asked for.
+    hasher: Option<std::thread::JoinHandle<sha2::Sha256>>,
 }
 
 impl ThreadedOut {
@@ -590,6 +593,23 @@ impl ThreadedOut {
         let (free_tx, free) = std::sync::mpsc::channel();
         let tmp = file.tmp().to_path_buf();
         let durable = direct;
+        // with a hash: a thread hashes each buffer and passes it on to the writer
+        let (full_rx, hasher) = if hash {
+            let (to_writer, writer_rx) = std::sync::mpsc::sync_channel::<Aligned>(OUT_QUEUED);
+            let hasher = std::thread::spawn(move || {
+                let mut hasher = sha2::Sha256::new();
+                for buf in full_rx {
+                    hasher.update(buf.bytes());
+                    if to_writer.send(buf).is_err() {
+                        break;
+                    }
+                }
+                hasher
+            });
+            (writer_rx, Some(hasher))
+        } else {
+            (full_rx, None)
+        };
         let thread = std::thread::spawn(move || {
             let plain = std::fs::OpenOptions::new().write(true).open(&tmp)?;
             let mut direct = direct
@@ -600,7 +620,6 @@ impl ThreadedOut {
                 })
                 .flatten();
             let mut wrote = Wrote {
-                hasher: hash.then(sha2::Sha256::new),
                 written: 0,
                 tail: Vec::new(),
             };
@@ -608,9 +627,6 @@ impl ThreadedOut {
             for buf in full_rx {
                 let bytes = buf.bytes();
                 if failed.is_none() {
-                    if let Some(h) = &mut wrote.hasher {
-                        h.update(bytes);
-                    }
                     let at = wrote.written;
                     // direct I/O takes whole aligned blocks; only the last buffer has a rest
                     let whole = bytes.len() / DIRECT_ALIGN * DIRECT_ALIGN;
@@ -650,6 +666,7 @@ impl ThreadedOut {
             free,
             made: 1,
             thread,
+            hasher,
         }
     }
 
@@ -667,7 +684,7 @@ impl ThreadedOut {
     fn send(&mut self) {
         let next = match self.free.try_recv() {
             Ok(buf) => buf,
-            Err(_) if self.made < OUT_QUEUED + 2 => {
+            Err(_) if self.made < 2 * OUT_QUEUED + 3 => {
                 self.made += 1;
                 Aligned::new()
             }
@@ -695,11 +712,17 @@ impl ThreadedOut {
             .join()
             .unwrap_or_else(|_| Err(std::io::Error::other("the output's writer stopped")))
             .map_err(|e| Error::write(&tmp, e))?;
+        let hasher = match self.hasher {
+            Some(h) => Some(h.join().map_err(|_| {
+                Error::write(&tmp, std::io::Error::other("the output's hash stopped"))
+            })?),
+            None => None,
+        };
         self.file.written_elsewhere(wrote.written)?;
         self.file.write(&wrote.tail)?;
         self.file.commit()?;
         let bytes = wrote.written + wrote.tail.len() as u64;
-        Ok(wrote.hasher.map(|h| (hex::encode(h.finalize()), bytes)))
+        Ok(hasher.map(|h| (hex::encode(h.finalize()), bytes)))
     }
 }
 
