@@ -8,9 +8,11 @@
 # reply of every number not opted out) and one whole `ndop run` of the extract with the stage
 # seconds of its run.json, its CPU seconds, the load average, and collect split into the wait for
 # the mock's POS (from the mock's log: submission accepted -> result sent) and ndop's download
-# and check of the reply (collect's own figures in run.json).
+# and check of the reply (collect's own figures in run.json). STAGE_cpu= is ndop's CPU seconds
+# (user + sys, all threads) in each stage, from run.json's stage_cpu_seconds.
 # Level 1 is mesh-client's line encoder on .dat chunks (one match distance, the line length;
 # libdeflate's 1 on anything else); 2-8 libdeflate's levels; 9 libdeflate's 10 (mesh_client::gzip).
+# NO_BUILD=1 uses the release binaries as they are (no cargo build first).
 # NDOP=PATH times another ndop binary (e.g. one built before a change) against the same mock.
 # RUN_LEVEL=N runs the whole `ndop run` with --compress-level N (default: ndop's default, mesh_client::DEFAULT_COMPRESS_LEVEL).
 # RUN_ONLY=1 skips the per-level sends and the lone collect (only the whole runs); LEVELS ""
@@ -26,7 +28,7 @@ ROUNDS=${3:-3}
 LEVELS=${4-0 1 3 6 9}
 [ "${RUN_ONLY:-0}" = 1 ] && LEVELS=""
 DATA=${BENCH_DATA:-bench-data}
-cargo build --release -q -p ndop -p mock-mesh -p ndop-benches --bin national_extract --bin ndop --bin mock-mesh
+[ "${NO_BUILD:-0}" = 1 ] || cargo build --release -q -p ndop -p mock-mesh -p ndop-benches --bin national_extract --bin ndop --bin mock-mesh
 N=${NDOP:-$PWD/target/release/ndop}
 M=$PWD/target/release/mock-mesh
 mkdir -p "$DATA"
@@ -102,6 +104,8 @@ import json, re, sys
 from datetime import datetime
 run = json.load(open(sys.argv[1]))
 stages = " ".join(f"{k}={v:.2f}" for k, v in run["stage_seconds"])
+# each stage's CPU seconds (user + sys, every thread of ndop), from run.json when it has them
+stages += "".join(f" {k}_cpu={c['user'] + c['sys']:.2f}" for k, c in run.get("stage_cpu_seconds", []))
 user, sys_, rss = open(sys.argv[4]).read().split()
 print(f"round={sys.argv[2]} run_s={float(sys.argv[3]):.2f} {stages} "
       f"cpu_user={user} cpu_sys={sys_} peak_rss_kib={rss} load_at_start={sys.argv[5]}")

@@ -12,7 +12,7 @@ use pos_client::folder::{FolderCollectReport, FolderSendReport, Folders};
 use pos_client::journal::{Entry, Extract, Journal};
 use pos_client::{CollectOptions, CollectReport, KnownDigest, SendReport};
 use processor::dat::{DatOptions, LineEnding};
-use processor::filter::{filter_observed, Durability, FilterSummary};
+use processor::filter::{filter_hashing, Durability, FilterSummary};
 use processor::prepare::{prepare_keeping_set, PrepareOptions, Summary, SUMMARY_JSON};
 use processor::reconcile::{
     reconcile_known, reconcile_with, requested_from, returned_from, ReconcileSummary, Reconciled,
@@ -63,6 +63,11 @@ pub(crate) struct RunSummary {
     /// When each stage of this run ended (RFC 3339, UTC). Absent from the run.json files of
     /// older versions.
     pub stage_ended: Vec<(&'static str, String)>,
+    /// The CPU seconds (user and system, of every thread of the process) each stage of this
+    /// run took: with `stage_seconds`, how much of a stage was ndop's own work and how much
+    /// waiting (for the network, the POS, the disk). Absent from the run.json files of older
+    /// versions.
+    pub stage_cpu_seconds: Vec<(&'static str, StageCpu)>,
     /// What was prepared.
     pub prepare: PrepareFacts,
     /// What was sent.
@@ -79,8 +84,8 @@ pub(crate) struct RunSummary {
     pub reconcile: ReconcileSummary,
     /// The filtered extract.
     pub filter: FilterSummary,
-    /// The extract's SHA-256, taken while the run waited for the POS (for the report, which
-    /// uses it while the file is unchanged).
+    /// The extract's SHA-256, taken during the run whenever a core was idle ([`IdleHash`]; for
+    /// the report, which uses it while the file is unchanged).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub extract_hash: Option<FileHash>,
     /// The filtered extract's SHA-256, taken as filter wrote it (likewise).
@@ -89,6 +94,40 @@ pub(crate) struct RunSummary {
     /// True when reconcile took the returned numbers gathered by collect's check of the
     /// replies (this run collected every reply), false when it read the reply files.
     pub returned_from_collect: bool,
+}
+
+/// CPU seconds used by the whole process (every thread), user and system, from `getrusage`.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub(crate) struct StageCpu {
+    /// User CPU seconds.
+    pub user: f64,
+    /// System CPU seconds.
+    pub sys: f64,
+}
+
+impl StageCpu {
+    /// The process's CPU time so far (zero if the kernel does not say).
+    fn now() -> StageCpu {
+        // SAFETY: `getrusage` writes a `rusage` into the zeroed one it is given and reads
+        // nothing else.
+        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+        if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+            return StageCpu::default();
+        }
+        let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        StageCpu {
+            user: secs(u.ru_utime),
+            sys: secs(u.ru_stime),
+        }
+    }
+
+    /// The CPU time used between `earlier` and `self`.
+    fn since(self, earlier: StageCpu) -> StageCpu {
+        StageCpu {
+            user: self.user - earlier.user,
+            sys: self.sys - earlier.sys,
+        }
+    }
 }
 
 /// A file's SHA-256 taken during a run, with the identity (size, modification time, inode) the
@@ -104,23 +143,138 @@ pub(crate) struct FileHash {
 }
 
 impl FileHash {
-    /// Hashes the regular file at `path`; `None` if it cannot be read or changed meanwhile.
-    pub(crate) fn of(path: &Path) -> Option<FileHash> {
-        let before = Extract::of(path).ok()?;
-        let (sha256, bytes) = processor::files::sha256_file(path).ok()?;
-        let after = Extract::of(path).ok()?;
-        (before.changes(&after).is_empty() && bytes == after.bytes).then_some(FileHash {
-            file: after,
-            sha256,
-        })
-    }
-
     /// The hash, if `now` is still the file that was hashed.
     pub(crate) fn of_same(&self, now: &Extract) -> Option<&str> {
         self.file
             .changes(now)
             .is_empty()
             .then_some(self.sha256.as_str())
+    }
+}
+
+/// A file's SHA-256 ([`FileHash`]) taken on a thread that runs only when a core would otherwise
+/// be idle (Linux's `SCHED_IDLE`), from the start of a run to its end: the extract is about
+/// 1.3 GB at national scale, 1.7 s of one core, which taken in one go (during collect) competed
+/// with the POS's job for the cores. [`IdleHash::finish`] carries on, on the calling thread and
+/// at its priority, from the last piece the idle thread hashed: the thread is never waited for
+/// (under load it may not run for a while).
+struct IdleHash {
+    /// The file.
+    path: PathBuf,
+    /// Its identity before it was read; `None` if it could not be had.
+    before: Option<Extract>,
+    /// How far the idle thread got: the hash state after the bytes it hashed, and whether
+    /// those were the whole file. Taken (left `None`) by `finish`.
+    reached: std::sync::Arc<std::sync::Mutex<Option<Reached>>>,
+}
+
+/// How far an [`IdleHash`] got.
+struct Reached {
+    /// SHA-256 of the first `bytes` bytes.
+    hasher: sha2::Sha256,
+    /// Bytes hashed.
+    bytes: u64,
+    /// True when they are the whole file (its end was read).
+    whole: bool,
+}
+
+impl IdleHash {
+    /// Starts hashing the file at `path`.
+    fn start(path: &Path) -> IdleHash {
+        use sha2::Digest;
+        let reached = std::sync::Arc::new(std::sync::Mutex::new(Some(Reached {
+            hasher: sha2::Sha256::new(),
+            bytes: 0,
+            whole: false,
+        })));
+        let before = Extract::of(path).ok();
+        let (shared, owned) = (reached.clone(), path.to_path_buf());
+        std::thread::spawn(move || {
+            run_only_when_idle();
+            let Ok(mut file) = std::fs::File::open(&owned) else {
+                return;
+            };
+            // the next piece, from where the last one ended; stops once `finish` took over
+            let mut step = |hasher: &sha2::Sha256, bytes: u64, whole: bool| match shared.lock() {
+                Ok(mut at) if at.is_some() => {
+                    let hasher = hasher.clone();
+                    *at = Some(Reached {
+                        hasher,
+                        bytes,
+                        whole,
+                    });
+                    true
+                }
+                _ => false,
+            };
+            let (mut hasher, mut bytes) = (sha2::Sha256::new(), 0);
+            let _ = hash_on(&mut file, &mut hasher, &mut bytes, &mut step);
+        });
+        IdleHash {
+            path: path.to_path_buf(),
+            before,
+            reached,
+        }
+    }
+
+    /// The hash, finished on this thread if the idle thread had not; `None` if the file could
+    /// not be read or changed since [`IdleHash::start`].
+    fn finish(self) -> Option<FileHash> {
+        use std::io::Seek;
+        let before = self.before?;
+        // taking it stops the idle thread (its next piece finds `None`)
+        let Reached {
+            mut hasher,
+            mut bytes,
+            whole,
+        } = self.reached.lock().ok()?.take()?;
+        if !whole {
+            let mut file = std::fs::File::open(&self.path).ok()?;
+            file.seek(std::io::SeekFrom::Start(bytes)).ok()?;
+            hash_on(&mut file, &mut hasher, &mut bytes, &mut |_, _, _| true).ok()?;
+        }
+        let after = Extract::of(&self.path).ok()?;
+        (before.changes(&after).is_empty() && bytes == after.bytes).then(|| FileHash {
+            file: after,
+            sha256: hex::encode(sha2::Digest::finalize(hasher)),
+        })
+    }
+}
+
+/// Hashes `file` from where it is to its end into `hasher` (`bytes`: bytes hashed so far, kept
+/// up to date), in 1 MiB pieces. After each piece, and at the end (`true`), `step(hasher,
+/// bytes, at_end)`: false stops early.
+fn hash_on(
+    file: &mut std::fs::File,
+    hasher: &mut sha2::Sha256,
+    bytes: &mut u64,
+    step: &mut dyn FnMut(&sha2::Sha256, u64, bool) -> bool,
+) -> std::io::Result<()> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = match file.read(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => other?,
+        };
+        hasher.update(&buf[..n]);
+        *bytes += n as u64;
+        if !step(hasher, *bytes, n == 0) || n == 0 {
+            return Ok(());
+        }
+    }
+}
+
+/// Asks Linux to run the calling thread only when a core would otherwise be idle
+/// (`SCHED_IDLE`). A hint: where it cannot, the thread runs as before.
+fn run_only_when_idle() {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: pid 0 is the calling thread; the call reads `param` and changes only how that
+        // thread is scheduled.
+        unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
     }
 }
 
@@ -264,9 +418,14 @@ impl Pipeline {
         let mut clock = std::time::Instant::now();
         let mut stages: Vec<(&'static str, f64)> = Vec::new();
         let mut ended: Vec<(&'static str, String)> = Vec::new();
+        let mut cpu: Vec<(&'static str, StageCpu)> = Vec::new();
+        let mut cpu_clock = StageCpu::now();
         let mut lap = |name: &'static str| {
             stages.push((name, clock.elapsed().as_secs_f64()));
             ended.push((name, pos_client::journal::now()));
+            let cpu_now = StageCpu::now();
+            cpu.push((name, cpu_now.since(cpu_clock)));
+            cpu_clock = cpu_now;
             clock = std::time::Instant::now();
         };
         let mut journal = Journal::open(&self.work)?;
@@ -276,6 +435,8 @@ impl Pipeline {
             &serde_json::to_vec_pretty(&RunSettings::of(self))?,
         )?;
         let extract = self.check_extract(&mut journal, &prepared)?;
+        // the report's hash of the extract, taken whenever a core would otherwise be idle
+        let extract_hash = IdleHash::start(&self.extract);
         let (facts, just_prepared) = self.prepare(&prepared)?;
         let (prepared_set, known) = match just_prepared {
             Some((set, known)) => (Some(set), known),
@@ -344,10 +505,7 @@ impl Pipeline {
             Some(v) => std::thread::spawn(move || Ok(v)),
             None => read_requests(&requests, &lines),
         };
-        let extract_hash = {
-            let path = self.extract.clone();
-            std::thread::spawn(move || FileHash::of(&path))
-        };
+        // (the report's hash of the extract has been taken since the start, when a core was idle)
         let (collected, alerts) = match &via {
             Via::Folders(folders) => {
                 let got = rt.block_on(folder_collect(folders, &mut journal, &self.poll))?;
@@ -411,17 +569,16 @@ impl Pipeline {
             processor::scan::total_len(std::slice::from_ref(&self.extract)),
         );
         // the report's hash of the output, taken as it is written
-        let mut hash = BackgroundHash::new();
-        let filtered = filter_observed(
+        let (filtered, hash) = filter_hashing(
             &self.extract,
             (&reconciled.returned, Some(&reconciled.requested)),
             &self.scan,
             (&self.out, &processor::filter::default_rejects(&self.out)),
             Durability::Synced,
             &mut |d| bar.set_position(d),
-            &mut |bytes| hash.update(bytes),
+            true,
         )?;
-        let output_hash = hash.finish().and_then(|(sha256, bytes)| {
+        let output_hash = hash.and_then(|(sha256, bytes)| {
             let file = Extract::of(&self.out).ok().filter(|f| f.bytes == bytes)?;
             Some(FileHash { file, sha256 })
         });
@@ -449,6 +606,7 @@ impl Pipeline {
         let summary = RunSummary {
             stage_seconds: stages,
             stage_ended: ended,
+            stage_cpu_seconds: cpu,
             prepare: facts,
             send: sent,
             folder_send: folder_sent,
@@ -456,7 +614,7 @@ impl Pipeline {
             collect: collected,
             reconcile: reconciled.summary.clone(),
             filter: filtered,
-            extract_hash: extract_hash.join().ok().flatten(),
+            extract_hash: extract_hash.finish(),
             output_hash,
             returned_from_collect,
         };
@@ -678,91 +836,6 @@ fn read_requests(
     std::thread::spawn(move || {
         processor::reconcile::read_numbers(&requests, "request", &lines, &mut |_| {})
     })
-}
-
-/// A SHA-256 taken on a thread of its own from bytes handed over in order: they are copied
-/// into [`BackgroundHash::BUFFER`]-byte buffers, at most [`BackgroundHash::BUFFERS`] of them
-/// (the writer waits when the hash is that far behind), so the writer does not wait for the
-/// hash of each piece.
-struct BackgroundHash {
-    /// The buffer being filled.
-    buf: Vec<u8>,
-    /// Full buffers, to the hashing thread.
-    full: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
-    /// Buffers hashed, back from it.
-    free: std::sync::mpsc::Receiver<Vec<u8>>,
-    /// Buffers made so far.
-    made: usize,
-    /// The thread: the hash and the bytes hashed.
-    thread: std::thread::JoinHandle<(String, u64)>,
-}
-
-impl BackgroundHash {
-    const BUFFER: usize = 4 << 20;
-    const BUFFERS: usize = 4;
-
-    fn new() -> BackgroundHash {
-        use sha2::Digest;
-        let (full, full_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(Self::BUFFERS);
-        let (free_tx, free) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let mut hasher = sha2::Sha256::new();
-            let mut bytes = 0u64;
-            for mut buf in full_rx {
-                hasher.update(&buf);
-                bytes += buf.len() as u64;
-                buf.clear();
-                let _ = free_tx.send(buf);
-            }
-            (hex::encode(hasher.finalize()), bytes)
-        });
-        BackgroundHash {
-            buf: Vec::with_capacity(Self::BUFFER),
-            full: Some(full),
-            free,
-            made: 1,
-            thread,
-        }
-    }
-
-    /// Hands over the next bytes.
-    fn update(&mut self, mut bytes: &[u8]) {
-        while !bytes.is_empty() {
-            let take = bytes.len().min(Self::BUFFER - self.buf.len());
-            self.buf.extend_from_slice(&bytes[..take]);
-            bytes = &bytes[take..];
-            if self.buf.len() == Self::BUFFER {
-                self.send();
-            }
-        }
-    }
-
-    /// Sends the buffer being filled and takes an empty one.
-    fn send(&mut self) {
-        let next = match self.free.try_recv() {
-            Ok(buf) => buf,
-            Err(_) if self.made < Self::BUFFERS + 2 => {
-                self.made += 1;
-                Vec::with_capacity(Self::BUFFER)
-            }
-            // the thread holds every other buffer: wait for one (or, if it stopped, make one)
-            Err(_) => self.free.recv().unwrap_or_default(),
-        };
-        let full = std::mem::replace(&mut self.buf, next);
-        if let Some(tx) = &self.full {
-            let _ = tx.send(full);
-        }
-    }
-
-    /// The SHA-256 (lower-case hex) and the number of bytes handed over; `None` if the thread
-    /// failed.
-    fn finish(mut self) -> Option<(String, u64)> {
-        if !self.buf.is_empty() {
-            self.send();
-        }
-        self.full = None;
-        self.thread.join().ok()
-    }
 }
 
 /// A single-threaded runtime: the transfers are I/O-bound and sequential.

@@ -80,6 +80,21 @@ fn demo_runs_end_to_end_and_checks_itself() {
     let run: serde_json::Value =
         serde_json::from_slice(&std::fs::read(work.join("run.json")).unwrap()).unwrap();
     assert_eq!(run["filter"]["invalid"], 3);
+    // each stage's CPU time beside its wall-clock time: the same stages, none negative, some
+    // CPU spent in all
+    let names = |key: &str| -> Vec<String> {
+        let stages = run[key].as_array().unwrap();
+        stages.iter().map(|s| s[0].to_string()).collect()
+    };
+    assert_eq!(names("stage_cpu_seconds"), names("stage_seconds"));
+    let mut total = 0.0;
+    for stage in run["stage_cpu_seconds"].as_array().unwrap() {
+        let (user, sys) = (stage[1]["user"].as_f64(), stage[1]["sys"].as_f64());
+        let (user, sys) = (user.unwrap(), sys.unwrap());
+        assert!(user >= 0.0 && sys >= 0.0, "{stage}");
+        total += user + sys;
+    }
+    assert!(total > 0.0, "{}", run["stage_cpu_seconds"]);
 }
 
 fn submissions(work: &Path) -> usize {

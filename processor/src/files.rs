@@ -231,6 +231,21 @@ impl AtomicFile {
         Ok(())
     }
 
+    /// Records that the `n` bytes after those written so far were written through another
+    /// descriptor of [`AtomicFile::tmp`] (positional writes, e.g. direct I/O from a thread of
+    /// its own): the next [`AtomicFile::write`] appends after them, and [`AtomicFile::commit`]
+    /// keeps them.
+    pub(crate) fn written_elsewhere(&mut self, n: u64) -> Result<()> {
+        use std::io::Seek;
+        self.flush()?;
+        self.written += n;
+        self.started = self.written;
+        self.file
+            .seek(std::io::SeekFrom::Start(self.written))
+            .map(|_| ())
+            .map_err(|e| Error::write(&self.tmp, e))
+    }
+
     /// Syncs the file (unless [`AtomicFile::no_sync`]) and renames it into place (the caller
     /// syncs the directory).
     pub fn commit(mut self) -> Result<()> {

@@ -342,37 +342,49 @@ pub fn filter_with(
     durability: Durability,
     progress: &mut dyn FnMut(u64),
 ) -> Result<FilterSummary> {
-    let (filters, observe) = ((allowed, requested), &mut |_: &[u8]| {});
-    filter_observed(
-        extract, filters, opts, outputs, durability, progress, observe,
-    )
+    let filters = (allowed, requested);
+    let (summary, _) =
+        filter_hashing(extract, filters, opts, outputs, durability, progress, false)?;
+    Ok(summary)
 }
 
-/// [`filter_with`] (`filters` = `allowed`, `requested`), also handing every byte written to
-/// `out`, in order, to `observe` as it is written: e.g. to hash the output without reading it
-/// again.
-pub fn filter_observed(
+/// [`filter_with`] (`filters` = `allowed`, `requested`); with `hash`, also the SHA-256 of the
+/// bytes written to `out` (lower-case hex) and their number, taken as they are written (not
+/// read back).
+///
+/// A durable output ([`Durability::Synced`]), or one hashed, is written from a thread of its own
+/// in 8 MiB buffers, hashed there, and written with direct I/O (`O_DIRECT`: from the buffer to
+/// the disk, not copied into the page cache) where the filesystem allows it: the kernel's copy
+/// into new page-cache pages was most of a national filter's system time, and the bytes must
+/// reach the disk before the rename anyway. Elsewhere the same thread writes them the usual way.
+pub fn filter_hashing(
     extract: &Path,
     (allowed, requested): (&NumberSet, Option<&NumberSet>),
     opts: &ScanOptions,
     (out, rejects): (&Path, &Path),
     durability: Durability,
     progress: &mut dyn FnMut(u64),
-    observe: &mut dyn FnMut(&[u8]),
-) -> Result<FilterSummary> {
+    hash: bool,
+) -> Result<(FilterSummary, Option<(String, u64)>)> {
     let started = Instant::now();
     let durable = durability == Durability::Synced;
     let unsynced = |f: AtomicFile| if durable { f } else { f.no_sync() };
     let mut w = unsynced(AtomicFile::create(out)?);
     w.reserve_for(extract);
+    let tmp_out = w.tmp().to_path_buf();
+    let mut w = if durable || hash {
+        Output::Threaded(ThreadedOut::new(w, durable, hash))
+    } else {
+        Output::Plain(w)
+    };
     let mut r = match AtomicFile::create(rejects).map(unsynced) {
         Ok(r) => r,
         Err(e) => {
-            let _ = std::fs::remove_file(w.tmp());
+            let _ = std::fs::remove_file(&tmp_out);
             return Err(e);
         }
     };
-    let (tmp_out, tmp_rejects) = (w.tmp().to_path_buf(), r.tmp().to_path_buf());
+    let tmp_rejects = r.tmp().to_path_buf();
     let mut bom = false;
     let mut compression = "none";
     let mut delimiter = None;
@@ -398,12 +410,10 @@ pub fn filter_observed(
                         c.skipped_lines += s.skipped_lines;
                         if bom {
                             w.write(BOM)?;
-                            observe(BOM);
                         }
                         if let Some(h) = s.header {
                             c.headers += 1;
                             w.write(h)?;
-                            observe(h);
                         }
                     }
                     Event::Block {
@@ -413,7 +423,6 @@ pub fn filter_observed(
                         line_base,
                     } => {
                         w.write_ranges(block, &p.keep)?;
-                        p.keep.iter().for_each(|r| observe(&block[r.clone()]));
                         for (record, line, reason) in p.rejects {
                             let row = format!(
                                 ",{},{},{reason}\n",
@@ -444,11 +453,11 @@ pub fn filter_observed(
             (&mut c.unparseable, &mut c.unparseable_by_reason),
         );
         r.commit()?;
-        w.commit()?;
+        let hashed = w.commit()?;
         debug_assert!(c.check());
-        Ok((c, engine.threads()))
+        Ok((c, engine.threads(), hashed))
     })();
-    let (counts, threads) = match result {
+    let (counts, threads, hashed) = match result {
         Ok(r) => r,
         Err(e) => {
             let _ = std::fs::remove_file(&tmp_out);
@@ -461,7 +470,7 @@ pub fn filter_observed(
         sync_dir(&parent_dir(out))?;
         sync_dir(&parent_dir(rejects))?;
     }
-    Ok(FilterSummary {
+    let summary = FilterSummary {
         counts,
         input: extract.display().to_string(),
         output: out.display().to_string(),
@@ -471,7 +480,250 @@ pub fn filter_observed(
         bom,
         threads,
         elapsed_seconds: started.elapsed().as_secs_f64(),
-    })
+    };
+    Ok((summary, hashed))
+}
+
+/// Where the kept rows go: straight to the file (buffered, with `writev` from the input), or
+/// through a [`ThreadedOut`].
+enum Output {
+    Plain(AtomicFile),
+    Threaded(ThreadedOut),
+}
+
+impl Output {
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        match self {
+            Output::Plain(f) => f.write(bytes),
+            Output::Threaded(t) => {
+                t.write(bytes);
+                Ok(())
+            }
+        }
+    }
+
+    fn write_ranges(&mut self, block: &[u8], ranges: &[std::ops::Range<usize>]) -> Result<()> {
+        match self {
+            Output::Plain(f) => f.write_ranges(block, ranges),
+            Output::Threaded(t) => {
+                ranges.iter().for_each(|r| t.write(&block[r.clone()]));
+                Ok(())
+            }
+        }
+    }
+
+    /// Commits the file; the hash, when one was asked for.
+    fn commit(self) -> Result<Option<(String, u64)>> {
+        match self {
+            Output::Plain(f) => f.commit().map(|()| None),
+            Output::Threaded(t) => t.commit(),
+        }
+    }
+}
+
+/// Bytes of one buffer of a [`ThreadedOut`] (a multiple of [`DIRECT_ALIGN`]).
+const OUT_BUFFER: usize = 8 << 20;
+/// Buffers of a [`ThreadedOut`] queued to its thread at most.
+const OUT_QUEUED: usize = 1;
+/// What direct I/O needs aligned: the buffer's address, the file offset and the length (the
+/// largest logical block size in use).
+const DIRECT_ALIGN: usize = 4096;
+
+/// An [`OUT_BUFFER`]-byte buffer starting at a [`DIRECT_ALIGN`] boundary.
+struct Aligned {
+    mem: Vec<u8>,
+    /// Where the aligned part starts in `mem`.
+    start: usize,
+    /// Bytes held.
+    len: usize,
+}
+
+impl Aligned {
+    fn new() -> Aligned {
+        let mem = vec![0u8; OUT_BUFFER + DIRECT_ALIGN];
+        let start = mem.as_ptr().align_offset(DIRECT_ALIGN);
+        Aligned { mem, start, len: 0 }
+    }
+
+    /// Copies in as much of `bytes` as fits; how much that was.
+    fn fill(&mut self, bytes: &[u8]) -> usize {
+        let take = bytes.len().min(OUT_BUFFER - self.len);
+        let at = self.start + self.len;
+        self.mem[at..at + take].copy_from_slice(&bytes[..take]);
+        self.len += take;
+        take
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.mem[self.start..self.start + self.len]
+    }
+}
+
+/// What a [`ThreadedOut`]'s writer did: the bytes it wrote at the start of the file, and the
+/// rest (less than [`DIRECT_ALIGN`], the end of the last buffer, when direct I/O could not take
+/// it) for the caller to write.
+struct Wrote {
+    written: u64,
+    tail: Vec<u8>,
+}
+
+/// An output file written from [`OUT_BUFFER`]-byte buffers by a thread of its own, which writes
+/// each at its offset: with direct I/O when `direct` and the filesystem allows it (the bytes are
+/// not copied into the page cache), else the usual way. When asked, a second thread hashes each
+/// buffer before it goes to the writer (a direct write waits for the disk: hashing on the same
+/// thread would leave the disk idle meanwhile). The [`AtomicFile`] names, syncs and renames the
+/// file as for any other output.
+struct ThreadedOut {
+    file: AtomicFile,
+    buf: Aligned,
+    full: Option<std::sync::mpsc::SyncSender<Aligned>>,
+    free: std::sync::mpsc::Receiver<Aligned>,
+    /// Buffers made so far.
+    made: usize,
+    thread: std::thread::JoinHandle<std::io::Result<Wrote>>,
+    /// The hashing thread, when asked for.
+    hasher: Option<std::thread::JoinHandle<sha2::Sha256>>,
+}
+
+impl ThreadedOut {
+    fn new(file: AtomicFile, direct: bool, hash: bool) -> ThreadedOut {
+        use sha2::Digest;
+        use std::os::unix::fs::{FileExt, OpenOptionsExt};
+        let (full, full_rx) = std::sync::mpsc::sync_channel::<Aligned>(OUT_QUEUED);
+        let (free_tx, free) = std::sync::mpsc::channel();
+        let tmp = file.tmp().to_path_buf();
+        let durable = direct;
+        // with a hash: a thread hashes each buffer and passes it on to the writer
+        let (full_rx, hasher) = if hash {
+            let (to_writer, writer_rx) = std::sync::mpsc::sync_channel::<Aligned>(OUT_QUEUED);
+            let hasher = std::thread::spawn(move || {
+                let mut hasher = sha2::Sha256::new();
+                for buf in full_rx {
+                    hasher.update(buf.bytes());
+                    if to_writer.send(buf).is_err() {
+                        break;
+                    }
+                }
+                hasher
+            });
+            (writer_rx, Some(hasher))
+        } else {
+            (full_rx, None)
+        };
+        let thread = std::thread::spawn(move || {
+            let plain = std::fs::OpenOptions::new().write(true).open(&tmp)?;
+            let mut direct = direct
+                .then(|| {
+                    let mut o = std::fs::OpenOptions::new();
+                    o.write(true).custom_flags(libc::O_DIRECT);
+                    o.open(&tmp).ok()
+                })
+                .flatten();
+            let mut wrote = Wrote {
+                written: 0,
+                tail: Vec::new(),
+            };
+            let mut failed = None;
+            for buf in full_rx {
+                let bytes = buf.bytes();
+                if failed.is_none() {
+                    let at = wrote.written;
+                    // direct I/O takes whole aligned blocks; only the last buffer has a rest
+                    let whole = bytes.len() / DIRECT_ALIGN * DIRECT_ALIGN;
+                    let r = match &direct {
+                        Some(d) => match d.write_all_at(&bytes[..whole], at) {
+                            // a filesystem that refuses direct I/O's writes: the usual way
+                            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                                direct = None;
+                                plain.write_all_at(&bytes[..whole], at)
+                            }
+                            r => r,
+                        },
+                        None => plain.write_all_at(&bytes[..whole], at),
+                    };
+                    match r {
+                        Ok(()) => {
+                            wrote.written += whole as u64;
+                            wrote.tail = bytes[whole..].to_vec();
+                            if durable && direct.is_none() {
+                                crate::files::start_writeback(&plain, at, whole as u64);
+                            }
+                        }
+                        Err(e) => failed = Some(e),
+                    }
+                }
+                let _ = free_tx.send(buf);
+            }
+            match failed {
+                Some(e) => Err(e),
+                None => Ok(wrote),
+            }
+        });
+        ThreadedOut {
+            file,
+            buf: Aligned::new(),
+            full: Some(full),
+            free,
+            made: 1,
+            thread,
+            hasher,
+        }
+    }
+
+    /// Appends `bytes`.
+    fn write(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            bytes = &bytes[self.buf.fill(bytes)..];
+            if self.buf.len == OUT_BUFFER {
+                self.send();
+            }
+        }
+    }
+
+    /// Hands the buffer being filled to the thread and takes an empty one.
+    fn send(&mut self) {
+        let next = match self.free.try_recv() {
+            Ok(buf) => buf,
+            Err(_) if self.made < 2 * OUT_QUEUED + 3 => {
+                self.made += 1;
+                Aligned::new()
+            }
+            // the thread holds every other buffer: wait for one (or, if it stopped, make one)
+            Err(_) => self.free.recv().unwrap_or_else(|_| Aligned::new()),
+        };
+        let full = std::mem::replace(&mut self.buf, next);
+        self.buf.len = 0;
+        if let Some(tx) = &self.full {
+            // a thread that stopped (a write failed) says why when it is joined
+            let _ = tx.send(full);
+        }
+    }
+
+    /// Writes what is left, then commits the file; the hash, when asked for.
+    fn commit(mut self) -> Result<Option<(String, u64)>> {
+        use sha2::Digest;
+        if self.buf.len > 0 {
+            self.send();
+        }
+        self.full = None;
+        let tmp = self.file.tmp().to_path_buf();
+        let wrote = self
+            .thread
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the output's writer stopped")))
+            .map_err(|e| Error::write(&tmp, e))?;
+        let hasher = match self.hasher {
+            Some(h) => Some(h.join().map_err(|_| {
+                Error::write(&tmp, std::io::Error::other("the output's hash stopped"))
+            })?),
+            None => None,
+        };
+        self.file.written_elsewhere(wrote.written)?;
+        self.file.write(&wrote.tail)?;
+        self.file.commit()?;
+        let bytes = wrote.written + wrote.tail.len() as u64;
+        Ok(hasher.map(|h| (hex::encode(h.finalize()), bytes)))
+    }
 }
 
 #[cfg(test)]
@@ -599,6 +851,73 @@ mod tests {
             counts.push(s.counts);
         }
         assert!(counts.iter().all(|c| c == &counts[0] && c.check()));
+    }
+
+    #[test]
+    fn a_threaded_output_is_the_same_bytes_with_the_hash_of_them() {
+        use sha2::Digest;
+        // more than one writer buffer, the last not a whole number of direct I/O blocks
+        let dir = tempfile::tempdir().unwrap();
+        let extract = dir.path().join("x.dat");
+        let allowed = NumberSet::new();
+        let (mut text, mut want) = (Vec::new(), Vec::new());
+        let mut prefix = 999_000_000u32;
+        while text.len() < OUT_BUFFER + OUT_BUFFER / 8 + 77 {
+            if let Some(check) = crate::nhs::check_digit_of_prefix(prefix) {
+                let line = format!("{prefix}{check},\r\n");
+                text.extend_from_slice(line.as_bytes());
+                if prefix % 7 != 0 {
+                    allowed.insert(prefix as u64 * 10 + check as u64);
+                    want.extend_from_slice(line.as_bytes());
+                }
+            }
+            prefix += 1;
+        }
+        // an invalid line, and a kept last line without its line ending
+        text.extend_from_slice(b"not a number\n9990000018");
+        assert!(allowed.contains(9990000018));
+        want.extend_from_slice(b"9990000018");
+        std::fs::write(&extract, &text).unwrap();
+        let mut counts = Vec::new();
+        for (k, (durability, hash)) in [
+            (Durability::NoSync, false),
+            (Durability::Synced, false),
+            (Durability::Synced, true),
+            (Durability::NoSync, true),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let (out, rejects) = (
+                dir.path().join(format!("o{k}")),
+                dir.path().join(format!("r{k}")),
+            );
+            let (s, h) = filter_hashing(
+                &extract,
+                (&allowed, None),
+                &ScanOptions::default(),
+                (&out, &rejects),
+                durability,
+                &mut |_| {},
+                hash,
+            )
+            .unwrap();
+            let got = std::fs::read(&out).unwrap();
+            assert!(got == want, "{k}: {} bytes, want {}", got.len(), want.len());
+            let sha = hex::encode(sha2::Sha256::digest(&got));
+            assert_eq!(h, hash.then_some((sha, got.len() as u64)), "{k}");
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&out).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{k}");
+            assert!(!dir.path().join(format!(".o{k}.tmp")).exists(), "{k}");
+            assert!(
+                s.counts.check() && s.counts.invalid == 1,
+                "{k}: {:?}",
+                s.counts
+            );
+            counts.push(s.counts);
+        }
+        assert!(counts.iter().all(|c| c == &counts[0]));
     }
 
     #[test]
