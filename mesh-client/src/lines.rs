@@ -1,5 +1,6 @@
 //! A deflate encoder for files of fixed-length lines (the POS `.dat` files: sorted NHS numbers,
-//! `NNNNNNNNNN,\r\n`), several times faster than libdeflate's fastest level and a third smaller.
+//! `NNNNNNNNNN,\r\n`), about 1 ns a byte: several times faster than libdeflate's fastest level,
+//! and a third smaller.
 //!
 //! Sorted lines of equal length share their leading bytes with the line before. The encoder
 //! therefore looks for repeats at one distance only, the line length `d`, and parses greedily:
@@ -8,24 +9,34 @@
 //! end and the digits it shares with the line before) and a few literals (the digits that differ
 //! and the check digit).
 //!
-//! The parse is computed 64 positions at a time, without a loop per byte: a bit mask of the
-//! positions whose byte equals the one `d` back (SSE2 compares on x86-64), from which three
-//! shifts give the positions covered by runs of 3 or more; every token starts where such a
-//! coverage does not continue, so the tokens are the set bits of one word, taken in order (a
-//! token's length is the distance to the next start: 1 is a literal, 3..=258 a match). The
-//! tokens are Huffman-coded in dynamic blocks of at most [`BLOCK_TOKENS`] tokens (RFC 1951
-//! §3.2.7), counted from the token buffer and written through a table of whole codes (a
-//! match's length code, extra bits, distance code and extra bits in one entry) by a bit writer
-//! that stores eight bytes at a time; memory is a fixed token buffer whatever the input.
+//! How it is fast:
+//! - **No loop per byte.** The parse is computed 64 positions at a time: a bit mask of the
+//!   positions whose byte equals the one `d` back (SSE2 compares on x86-64), from which shifts
+//!   give the positions that runs of 3 or more cover; a token starts wherever such cover does not
+//!   continue from the position before, so the tokens are the set bits of one word, taken in
+//!   order, each as long as the distance to the next (1: a literal, 3..=258: a match).
+//! - **One pass, no token buffer.** Each token is written as soon as it is known, through a
+//!   table of whole codes (a match's length code, extra bits, distance code and extra bits in
+//!   one entry) by a bit writer that stores eight bytes at a time into a small staging buffer.
+//!   The Huffman codes of a block (RFC 1951 §3.2.7, dynamic, [`BLOCK_WORDS`] × 64 bytes of input)
+//!   are built from the counts of the block before (the first block's from its first
+//!   [`SAMPLE_WORDS`] × 64 bytes), every symbol counted once more so that any byte or length has
+//!   a code: on sorted lines the counts hardly change from one block to the next.
 //!
 //! The output is standard deflate, decoded by every inflater; any input round-trips (a parse
 //! with one match distance is valid for any bytes), but only line-shaped input compresses well:
 //! [`crate::gzip`] uses this only when the input has a line length and the result is small, else
 //! libdeflate. Deterministic: the same input gives the same bytes, on every platform (the
-//! vector and scalar masks are the same bits).
+//! vector and scalar masks are the same bits). Memory: a few tables on the stack.
 
-/// Most tokens in one deflate block (2 MiB of token buffer).
-const BLOCK_TOKENS: usize = 1 << 20;
+use std::ops::Range;
+
+/// Words of 64 input bytes in one deflate block (4 MiB of input: about a million tokens of
+/// `.dat` lines).
+const BLOCK_WORDS: usize = 1 << 16;
+
+/// Words of input counted before the first block, for its codes (256 KiB).
+const SAMPLE_WORDS: usize = 1 << 12;
 
 /// Longest match (RFC 1951).
 const MAX_MATCH: usize = 258;
@@ -35,6 +46,10 @@ pub(crate) const MAX_LINE: usize = 64;
 
 /// Tokens: 0..=255 a literal byte, 256 + n a match of n bytes (3..=258) at the line distance.
 const TOKENS: usize = 256 + MAX_MATCH + 1;
+
+/// Size of the per-token tables: a power of two above the token values, so that an index
+/// masked with `TABLE - 1` needs no bounds check.
+const TABLE: usize = 1024;
 
 /// Base length of each length code 257..=285, and its extra bits (RFC 1951 §3.2.5).
 const LEN_BASE: [u16; 29] = [
@@ -73,19 +88,36 @@ fn memchr_nl(data: &[u8], from: usize) -> Option<usize> {
 pub(crate) fn deflate(data: &[u8], d: usize, out: &mut Vec<u8>) {
     assert!((3..=MAX_LINE).contains(&d), "line length {d} out of range");
     let dist = Distance::new(d);
-    let mut w = BitWriter::new(out);
-    let mut tokens = vec![0u16; BLOCK_TOKENS.min(data.len()) + WORD_TOKENS];
-    let left = tokenize(data, d, &mut tokens, |block| {
-        write_block(&mut w, block, dist, false)
-    });
-    let mut blocks = tokens[..left].chunks(BLOCK_TOKENS).peekable();
-    while let Some(block) = blocks.next() {
-        write_block(&mut w, block, dist, blocks.peek().is_none());
+    let words = data.len().div_ceil(64);
+    let mut enc = Encoder::new();
+    // the first block's codes: from the tokens of its first words, counted by encoding them
+    // (with codes from no counts) into a scratch buffer
+    let sample = words.min(SAMPLE_WORDS);
+    let mut scratch = Vec::with_capacity(sample * 64);
+    let mut bits = enc.begin_block(Bits::default(), &mut scratch, dist, false);
+    Parse::new(data, d).run(0..sample, &mut enc, bits, &mut scratch);
+    let mut freq = enc.freq;
+
+    bits = Bits::default();
+    let mut parse = Parse::new(data, d);
+    let mut w = 0;
+    loop {
+        let end = (w + BLOCK_WORDS).min(words);
+        let last = end == words;
+        enc.freq = freq;
+        bits = enc.begin_block(bits, out, dist, last);
+        bits = parse.run(w..end, &mut enc, bits, out);
+        if last {
+            bits = parse.finish(&mut enc, bits, out);
+        }
+        bits = enc.end_block(bits, out);
+        freq = enc.freq;
+        if last {
+            break;
+        }
+        w = end;
     }
-    if left == 0 {
-        write_block(&mut w, &[], dist, true);
-    }
-    w.finish();
+    bits.finish(&enc.stage, out);
 }
 
 /// The distance code of the line length, its extra bits and their value (RFC 1951 §3.2.5).
@@ -110,110 +142,156 @@ impl Distance {
     }
 }
 
-/// Room in the token buffer for one word's tokens (one a position, and the one pending).
-const WORD_TOKENS: usize = 64 + 1;
-
-/// Puts into `tokens` the greedy parse of `data` at distance `d` (a match wherever 3 or more
-/// bytes equal those `d` back, as long as they do, at most 258; else a literal), handing each
-/// block of [`BLOCK_TOKENS`] tokens to `block` as soon as one more follows it; returns how many
-/// tokens are left in `tokens` (the last block, or several if a long run came at the end).
-/// `tokens` holds at least `BLOCK_TOKENS + WORD_TOKENS` (or the input's length + that) tokens,
-/// and grows only for runs longer than one match.
+/// The greedy parse of `data` at distance `d` (a match wherever 3 or more bytes equal those `d`
+/// back, as long as they do, at most 258; else a literal), word by word, each token written
+/// as soon as it is known.
 ///
 /// Per word of 64 positions: `m` marks the positions whose byte equals the one `d` back, `s`
 /// those where three such begin, `c` those a run of 3 or more covers. A token starts wherever
 /// `c` does not continue from the position before (`t`), so the tokens are the set bits of `t`
 /// in order, each as long as the distance to the next. Carries between words: `m` of the next
-/// word (for `s`), `s` and `c` of the one before (for `c` and `t`).
-fn tokenize(data: &[u8], d: usize, tokens: &mut Vec<u16>, mut block: impl FnMut(&[u16])) -> usize {
-    let n = data.len();
-    if n == 0 {
-        return 0;
-    }
-    let words = n.div_ceil(64);
-    let mut m_next = eq_word(data, d, 0);
-    let (mut s_prev, mut c_prev) = (0u64, 0u64);
-    // start of the token not yet put (its length is known when the next one starts)
-    let mut start = 0usize;
-    let mut k = 0usize;
-    let mut buf = &mut tokens[..];
-    for w in 0..words {
-        let base = w * 64;
-        let m = m_next;
-        m_next = if w + 1 < words {
-            eq_word(data, d, base + 64)
-        } else {
-            0
-        };
-        let s = m & (m >> 1 | m_next << 63) & (m >> 2 | m_next << 62);
-        let c = s | (s << 1 | s_prev >> 63) | (s << 2 | s_prev >> 62);
-        let mut t = !(c & (c << 1 | c_prev >> 63));
-        (s_prev, c_prev) = (s, c);
-        if w == 0 {
-            t &= !1; // position 0 is `start`
-        }
-        if n - base < 64 {
-            t &= (1u64 << (n - base)) - 1;
-        }
-        while t != 0 {
-            let p = base + t.trailing_zeros() as usize;
-            t &= t - 1;
-            let len = p - start;
-            if len > MAX_MATCH {
-                k = put_long_run(data, start, p, tokens, k);
-                buf = &mut tokens[..];
-            } else {
-                let literal = u16::from(data[start]);
-                buf[k] = if len == 1 { literal } else { 256 + len as u16 };
-                k += 1;
-            }
-            start = p;
-        }
-        if k > BLOCK_TOKENS {
-            let mut done = 0;
-            while k - done > BLOCK_TOKENS {
-                block(&buf[done..done + BLOCK_TOKENS]);
-                done += BLOCK_TOKENS;
-            }
-            buf.copy_within(done..k, 0);
-            k -= done;
-        }
-    }
-    put_long_run(data, start, n, tokens, k)
+/// word (for `s`), `s` and `c` of the one before (for `c` and `t`), and the start of the token
+/// whose end is not yet known.
+struct Parse<'a> {
+    data: &'a [u8],
+    d: usize,
+    words: usize,
+    m_next: u64,
+    s_prev: u64,
+    c_prev: u64,
+    start: usize,
 }
 
-/// Puts the tokens of `data[start..end]` at `k` in `tokens` (growing it if need be, keeping
-/// [`WORD_TOKENS`] of room after them) and returns the new count: one literal if it is one byte,
-/// else matches (the parse makes any run of 2 bytes or more 3 or more, all equal to those `d`
-/// back) as the greedy parse takes them: 258 bytes while 3 or more are left, then a match of
-/// the rest, or one or two literals.
+impl<'a> Parse<'a> {
+    fn new(data: &'a [u8], d: usize) -> Self {
+        Parse {
+            data,
+            d,
+            words: data.len().div_ceil(64),
+            m_next: eq_word(data, d, 0),
+            s_prev: 0,
+            c_prev: 0,
+            start: 0,
+        }
+    }
+
+    /// Writes the tokens that end in the words `range` (the next words in order), in order.
+    #[inline(always)]
+    fn run(
+        &mut self,
+        range: Range<usize>,
+        enc: &mut Encoder,
+        mut bits: Bits,
+        out: &mut Vec<u8>,
+    ) -> Bits {
+        let (data, d, n, words) = (self.data, self.d, self.data.len(), self.words);
+        let (mut m_next, mut s_prev, mut c_prev) = (self.m_next, self.s_prev, self.c_prev);
+        let mut start = self.start;
+        // the writer's state as plain values (see [`Bits`])
+        let mut state = (bits.acc, bits.n, bits.staged);
+        for w in range {
+            let base = w * 64;
+            let m = m_next;
+            m_next = if w + 1 < words {
+                eq_word(data, d, base + 64)
+            } else {
+                0
+            };
+            let s = m & (m >> 1 | m_next << 63) & (m >> 2 | m_next << 62);
+            let c = s | (s << 1 | s_prev >> 63) | (s << 2 | s_prev >> 62);
+            let mut t = !(c & (c << 1 | c_prev >> 63));
+            (s_prev, c_prev) = (s, c);
+            if w == 0 {
+                t &= !1; // position 0 is `start`
+            }
+            if n - base < 64 {
+                t &= (1u64 << (n - base)) - 1;
+            }
+            // the word's bytes, after the one before it: a literal ending at `base + i` is
+            // `bytes[i]`, found without a bounds check (i < 64)
+            let mut bytes = [0u8; 65];
+            if let Some(word) = data.get(base..base + 64) {
+                bytes[1..].copy_from_slice(word);
+            } else {
+                bytes[1..1 + n - base].copy_from_slice(&data[base..]);
+            }
+            if base > 0 {
+                bytes[0] = data[base - 1];
+            }
+            while t != 0 {
+                let i = t.trailing_zeros() as usize;
+                t &= t - 1;
+                let p = base + i;
+                let len = p - start;
+                if len > MAX_MATCH {
+                    let (acc, n, staged) = state;
+                    let b = long_run(data, start, p, enc, Bits { acc, n, staged }, out);
+                    state = (b.acc, b.n, b.staged);
+                } else {
+                    let literal = usize::from(bytes[i]);
+                    let token = if len == 1 { literal } else { 256 + len } & (TABLE - 1);
+                    enc.freq[token] += 1;
+                    let e = enc.code[token];
+                    state = put_bits(&mut enc.stage, state, e >> 8, u32::from(e as u8));
+                }
+                start = p;
+            }
+            if state.2 as usize > STAGE - STAGE_ROOM {
+                append(out, &enc.stage[..state.2 as usize]);
+                state.2 = 0;
+            }
+        }
+        (self.m_next, self.s_prev, self.c_prev, self.start) = (m_next, s_prev, c_prev, start);
+        Bits {
+            acc: state.0,
+            n: state.1,
+            staged: state.2,
+        }
+    }
+
+    /// Writes the last token (once every word has been run).
+    fn finish(&mut self, enc: &mut Encoder, bits: Bits, out: &mut Vec<u8>) -> Bits {
+        let (start, n) = (self.start, self.data.len());
+        self.start = n;
+        if start < n {
+            long_run(self.data, start, n, enc, bits, out)
+        } else {
+            bits
+        }
+    }
+}
+
+/// Writes the tokens of `data[start..end]`, a token's bytes (one literal, or a run of 2 bytes or
+/// more equal to those `d` back, which the parse makes 3 or more) as the greedy parse takes them:
+/// a literal if one byte, else matches of 258 while 3 bytes or more are left, then a match of
+/// the rest, or one or two literals. Out of the parse's loop (state in and out by value), so
+/// that the loop's state stays in registers.
 #[cold]
-fn put_long_run(
+#[inline(never)]
+fn long_run(
     data: &[u8],
     mut start: usize,
     end: usize,
-    tokens: &mut Vec<u16>,
-    mut k: usize,
-) -> usize {
-    let need = k + (end - start) / MAX_MATCH + 3 + WORD_TOKENS;
-    if tokens.len() < need {
-        tokens.resize(need, 0);
-    }
+    enc: &mut Encoder,
+    mut bits: Bits,
+    out: &mut Vec<u8>,
+) -> Bits {
     if end - start == 1 {
-        tokens[k] = u16::from(data[start]);
-        return k + 1;
+        bits.room(&enc.stage, out);
+        enc.token(&mut bits, usize::from(data[start]));
+        return bits;
     }
     while end - start >= 3 {
         let len = (end - start).min(MAX_MATCH);
-        tokens[k] = 256 + len as u16;
-        k += 1;
+        bits.room(&enc.stage, out);
+        enc.token(&mut bits, 256 + len);
         start += len;
     }
     for &b in &data[start..end] {
-        tokens[k] = u16::from(b);
-        k += 1;
+        bits.room(&enc.stage, out);
+        enc.token(&mut bits, usize::from(b));
     }
-    k
+    bits
 }
 
 /// Bit `k` set if `data[base + k] == data[base + k - d]` (positions before `d` or past the end:
@@ -296,126 +374,203 @@ fn len_index(len: usize) -> usize {
         .unwrap_or(0)
 }
 
-/// Size of the per-token tables: a power of two above the token values, so that an index
-/// masked with `TABLE - 1` needs no bounds check.
-const TABLE: usize = 1024;
-
-/// How many times each token occurs (four tables, so that a run of one token does not wait
-/// on its own count).
-fn count_tokens(tokens: &[u16]) -> [u32; TOKENS] {
-    let mut f = [[0u32; TABLE]; 4];
-    let mut quads = tokens.chunks_exact(4);
-    for q in &mut quads {
-        f[0][usize::from(q[0]) & (TABLE - 1)] += 1;
-        f[1][usize::from(q[1]) & (TABLE - 1)] += 1;
-        f[2][usize::from(q[2]) & (TABLE - 1)] += 1;
-        f[3][usize::from(q[3]) & (TABLE - 1)] += 1;
-    }
-    for &t in quads.remainder() {
-        f[0][usize::from(t) & (TABLE - 1)] += 1;
-    }
-    let mut freq = [0u32; TOKENS];
-    for (i, x) in freq.iter_mut().enumerate() {
-        *x = f[0][i] + f[1][i] + f[2][i] + f[3][i];
-    }
-    freq
+/// A code table entry: the code's bits above its length in bits (the low byte).
+fn entry(code: u64, len: u32) -> u64 {
+    code << 8 | u64::from(len)
 }
 
-/// In a code table entry, the code's bits (low) and its length in bits (from bit 56).
-const CODE_MASK: u64 = (1 << 56) - 1;
+/// Bytes of the staging buffer (a power of two: positions in it are masked, not checked).
+const STAGE: usize = 1024;
 
-/// One dynamic-Huffman block of `tokens`, matches at distance `dist`.
-fn write_block(w: &mut BitWriter<'_>, tokens: &[u16], dist: Distance, last: bool) {
-    let freq = count_tokens(tokens);
-    let mut lit_freq = [0u32; 286];
-    lit_freq[..256].copy_from_slice(&freq[..256]);
-    let mut matches = 0u32;
-    for (len, &n) in freq[256..].iter().enumerate().skip(3) {
-        lit_freq[257 + len_index(len)] += n;
-        matches += n;
-    }
-    lit_freq[256] = 1; // end of block
-                       // two codes at least in each alphabet, so that every code is complete
-    if lit_freq.iter().filter(|&&f| f > 0).count() < 2 {
-        lit_freq[if lit_freq[0] == 0 { 0 } else { 1 }] = 1;
-    }
-    let dcode = dist.code;
-    let mut dist_freq = [0u32; 30];
-    dist_freq[dcode] = matches.max(1);
-    dist_freq[if dcode == 0 { 1 } else { 0 }] = 1;
-    let lit_len = huffman_lengths(&lit_freq, 15);
-    let dist_len = huffman_lengths(&dist_freq, 15);
-    let lit_code = canonical_codes(&lit_len);
-    let dist_code = canonical_codes(&dist_len);
-    let nlit = 257.max(lit_len.iter().rposition(|&l| l > 0).map_or(0, |p| p + 1));
-    let ndist = 1.max(dist_len.iter().rposition(|&l| l > 0).map_or(0, |p| p + 1));
+/// Room left in the staging buffer after [`Bits::room`]: what is put before the next call, at
+/// most 65 codes of at most 15 + 5 + 15 + 4 bits (a word's tokens, and one of a long run, which
+/// calls it before each of its tokens) or a block header's first 74 bits, and the eight-byte
+/// store past them.
+const STAGE_ROOM: usize = 65 * 39 / 8 + 16;
 
-    // the code lengths, written with the code-length code (no run-length symbols)
-    let mut clen_freq = [0u32; 19];
-    for &l in lit_len[..nlit].iter().chain(&dist_len[..ndist]) {
-        clen_freq[usize::from(l)] += 1;
-    }
-    if clen_freq.iter().filter(|&&f| f > 0).count() < 2 {
-        clen_freq[if clen_freq[0] == 0 { 0 } else { 1 }] = 1;
-    }
-    let clen_len = huffman_lengths(&clen_freq, 7);
-    let clen_code = canonical_codes(&clen_len);
-    let nclen = 4.max(
-        CLEN_ORDER
-            .iter()
-            .rposition(|&s| clen_len[s] > 0)
-            .map_or(0, |p| p + 1),
-    );
+/// The bit writer's state: bits not yet a whole byte (fewer than 8 between calls) and how many,
+/// and the bytes staged. Passed by value, never by address, and 16 bytes (two registers in calls
+/// and returns), so that it stays in registers in the parse's loop.
+#[derive(Clone, Copy, Default)]
+struct Bits {
+    acc: u64,
+    n: u32,
+    staged: u32,
+}
 
-    // the header: at most 17 + 19 * 3 + 316 * 7 bits
-    w.reserve(17 + 19 * 3 + 316 * 7);
-    w.put(u64::from(last), 1);
-    w.put(2, 2); // dynamic Huffman
-    w.put((nlit - 257) as u64, 5);
-    w.put((ndist - 1) as u64, 5);
-    w.put((nclen - 4) as u64, 4);
-    for &s in &CLEN_ORDER[..nclen] {
-        w.put(u64::from(clen_len[s]), 3);
-    }
-    for &l in lit_len[..nlit].iter().chain(&dist_len[..ndist]) {
-        let s = usize::from(l);
-        w.put(u64::from(clen_code[s]), u32::from(clen_len[s]));
+impl Bits {
+    /// Appends the low `n` (≤ 56) bits of `value` (no bits above them set) to `stage`, as
+    /// deflate packs them (least significant first), storing eight bytes at a time.
+    #[inline(always)]
+    fn put(&mut self, stage: &mut [u8; STAGE + 8], value: u64, n: u32) {
+        (self.acc, self.n, self.staged) =
+            put_bits(stage, (self.acc, self.n, self.staged), value, n);
     }
 
-    // each token's whole code: a literal's, or a match's length code, its extra bits, the
-    // distance code and its extra bits (at most 15 + 5 + 15 + 4 bits)
-    let mut table = [0u64; TABLE];
-    for (t, slot) in table.iter_mut().enumerate().take(256) {
-        *slot = u64::from(lit_code[t]) | u64::from(lit_len[t]) << 56;
+    /// Moves the staged bytes to `out` if [`STAGE_ROOM`] bytes might not fit after them.
+    #[inline(always)]
+    fn room(&mut self, stage: &[u8; STAGE + 8], out: &mut Vec<u8>) {
+        if self.staged as usize > STAGE - STAGE_ROOM {
+            append(out, &stage[..self.staged as usize]);
+            self.staged = 0;
+        }
     }
-    for len in 3..=MAX_MATCH {
-        let k = len_index(len);
-        let s = 257 + k;
-        let mut bits = u64::from(lit_code[s]);
-        let mut n = u32::from(lit_len[s]);
-        bits |= ((len - usize::from(LEN_BASE[k])) as u64) << n;
-        n += u32::from(LEN_EXTRA[k]);
-        bits |= u64::from(dist_code[dcode]) << n;
-        n += u32::from(dist_len[dcode]);
-        bits |= dist.extra << n;
-        n += dist.extra_bits;
-        table[256 + len] = bits | u64::from(n) << 56;
+
+    /// Moves the staged bytes to `out`, and the last bits padded with zeros to a byte.
+    fn finish(self, stage: &[u8; STAGE + 8], out: &mut Vec<u8>) {
+        append(out, &stage[..self.staged as usize]);
+        if self.n > 0 {
+            out.push(self.acc as u8);
+        }
     }
-    let body: u64 = freq
-        .iter()
-        .zip(&table)
-        .map(|(&f, &e)| u64::from(f) * (e >> 56))
-        .sum();
-    w.reserve(body + 15);
-    let longest = freq
-        .iter()
-        .zip(&table)
-        .filter(|(&f, _)| f > 0)
-        .map(|(_, &e)| e >> 56)
-        .max()
-        .unwrap_or(0);
-    w.put_tokens(tokens, &table, longest);
-    w.put(u64::from(lit_code[256]), u32::from(lit_len[256]));
+}
+
+/// [`Bits::put`] on the state's parts, as plain values (which the parse's loop keeps in
+/// registers).
+#[inline(always)]
+fn put_bits(
+    stage: &mut [u8; STAGE + 8],
+    (acc, bits, staged): (u64, u32, u32),
+    value: u64,
+    n: u32,
+) -> (u64, u32, u32) {
+    let acc = acc | value << bits;
+    let bits = bits + n;
+    debug_assert!((staged as usize) < STAGE, "staging buffer overrun");
+    let at = staged as usize & (STAGE - 1);
+    stage[at..at + 8].copy_from_slice(&acc.to_le_bytes());
+    let whole = bits >> 3;
+    (acc >> (whole * 8), bits & 7, staged + whole)
+}
+
+/// `out.extend_from_slice(bytes)`, not inlined (once every few hundred tokens).
+#[inline(never)]
+fn append(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(bytes);
+}
+
+/// The current block's codes and counts, and the staging buffer the codes are written to.
+struct Encoder {
+    stage: [u8; STAGE + 8],
+    /// The block's code of each token ([`entry`]), and of the end of block.
+    code: [u64; TABLE],
+    end_of_block: u64,
+    /// The block's count of each token.
+    freq: [u32; TABLE],
+}
+
+impl Encoder {
+    fn new() -> Self {
+        Encoder {
+            stage: [0; STAGE + 8],
+            code: [0; TABLE],
+            end_of_block: 0,
+            freq: [0; TABLE],
+        }
+    }
+
+    /// Writes a token and counts it.
+    #[inline(always)]
+    fn token(&mut self, bits: &mut Bits, token: usize) {
+        let token = token & (TABLE - 1);
+        self.freq[token] += 1;
+        let e = self.code[token];
+        bits.put(&mut self.stage, e >> 8, u32::from(e as u8));
+    }
+
+    /// Starts a dynamic-Huffman block whose codes come from the token counts in `self.freq`
+    /// (each counted once more, so that every token has a code), matches at distance `dist`:
+    /// writes its header, makes its code table, and clears the counts.
+    fn begin_block(
+        &mut self,
+        mut bits: Bits,
+        out: &mut Vec<u8>,
+        dist: Distance,
+        last: bool,
+    ) -> Bits {
+        let freq = &self.freq;
+        let mut lit_freq = [1u32; 286];
+        for (f, &n) in lit_freq.iter_mut().zip(&freq[..256]) {
+            *f += n;
+        }
+        let mut matches = 0u32;
+        for (len, &n) in freq.iter().enumerate().take(TOKENS).skip(256 + 3) {
+            lit_freq[257 + len_index(len - 256)] += n;
+            matches += n;
+        }
+        lit_freq[256] = 1; // end of block
+        let mut dist_freq = [0u32; 30];
+        dist_freq[dist.code] = matches.saturating_add(1);
+        dist_freq[if dist.code == 0 { 1 } else { 0 }] = 1;
+        let lit_len = huffman_lengths(&lit_freq, 15);
+        let dist_len = huffman_lengths(&dist_freq, 15);
+        let lit_code = canonical_codes(&lit_len);
+        let dist_code = canonical_codes(&dist_len);
+        let nlit = 257.max(lit_len.iter().rposition(|&l| l > 0).map_or(0, |p| p + 1));
+        let ndist = 1.max(dist_len.iter().rposition(|&l| l > 0).map_or(0, |p| p + 1));
+
+        // the code lengths, written with the code-length code (no run-length symbols)
+        let mut clen_freq = [0u32; 19];
+        for &l in lit_len[..nlit].iter().chain(&dist_len[..ndist]) {
+            clen_freq[usize::from(l)] += 1;
+        }
+        if clen_freq.iter().filter(|&&f| f > 0).count() < 2 {
+            clen_freq[if clen_freq[0] == 0 { 0 } else { 1 }] = 1;
+        }
+        let clen_len = huffman_lengths(&clen_freq, 7);
+        let clen_code = canonical_codes(&clen_len);
+        let nclen = 4.max(
+            CLEN_ORDER
+                .iter()
+                .rposition(|&s| clen_len[s] > 0)
+                .map_or(0, |p| p + 1),
+        );
+        let stage = &mut self.stage;
+        bits.room(stage, out);
+        bits.put(stage, u64::from(last), 1);
+        bits.put(stage, 2, 2); // dynamic Huffman
+        bits.put(stage, (nlit - 257) as u64, 5);
+        bits.put(stage, (ndist - 1) as u64, 5);
+        bits.put(stage, (nclen - 4) as u64, 4);
+        for &s in &CLEN_ORDER[..nclen] {
+            bits.put(stage, u64::from(clen_len[s]), 3);
+        }
+        for &l in lit_len[..nlit].iter().chain(&dist_len[..ndist]) {
+            let s = usize::from(l);
+            bits.room(stage, out);
+            bits.put(stage, u64::from(clen_code[s]), u32::from(clen_len[s]));
+        }
+
+        // each token's whole code: a literal's, or a match's length code, its extra bits, the
+        // distance code and its extra bits (at most 15 + 5 + 15 + 4 bits)
+        for t in 0..256 {
+            self.code[t] = entry(u64::from(lit_code[t]), u32::from(lit_len[t]));
+        }
+        for len in 3..=MAX_MATCH {
+            let k = len_index(len);
+            let s = 257 + k;
+            let mut code = u64::from(lit_code[s]);
+            let mut n = u32::from(lit_len[s]);
+            code |= ((len - usize::from(LEN_BASE[k])) as u64) << n;
+            n += u32::from(LEN_EXTRA[k]);
+            code |= u64::from(dist_code[dist.code]) << n;
+            n += u32::from(dist_len[dist.code]);
+            code |= dist.extra << n;
+            n += dist.extra_bits;
+            self.code[256 + len] = entry(code, n);
+        }
+        self.end_of_block = entry(u64::from(lit_code[256]), u32::from(lit_len[256]));
+        self.freq = [0; TABLE];
+        bits
+    }
+
+    /// Ends the block: writes its end code.
+    fn end_block(&mut self, mut bits: Bits, out: &mut Vec<u8>) -> Bits {
+        let e = self.end_of_block;
+        bits.room(&self.stage, out);
+        bits.put(&mut self.stage, e >> 8, u32::from(e as u8));
+        bits
+    }
 }
 
 /// Huffman code lengths for `freq` (symbols with frequency 0 get none), none longer than
@@ -489,99 +644,6 @@ fn canonical_codes(lengths: &[u8]) -> Vec<u32> {
             c.reverse_bits() >> (32 - u32::from(l))
         })
         .collect()
-}
-
-/// Writes bits least significant first, as deflate packs them: into `out` from `pos`, eight
-/// bytes at a time (the bytes past `pos` are scratch until [`BitWriter::finish`] trims them).
-struct BitWriter<'a> {
-    out: &'a mut Vec<u8>,
-    /// Bytes of `out` complete.
-    pos: usize,
-    /// Bits not yet complete (fewer than 8 between calls), and how many.
-    acc: u64,
-    bits: u32,
-}
-
-impl<'a> BitWriter<'a> {
-    /// Appends to `out`.
-    fn new(out: &'a mut Vec<u8>) -> Self {
-        let pos = out.len();
-        BitWriter {
-            out,
-            pos,
-            acc: 0,
-            bits: 0,
-        }
-    }
-
-    /// Makes room for `bits` more bits (and the eight-byte stores' slack).
-    fn reserve(&mut self, bits: u64) {
-        let need = self.pos + (bits / 8) as usize + 16;
-        if self.out.len() < need {
-            self.out.resize(need, 0);
-        }
-    }
-
-    /// Appends the low `n` (≤ 56) bits of `value` (no bits above them set), room reserved.
-    #[inline(always)]
-    fn put(&mut self, value: u64, n: u32) {
-        (self.pos, self.acc, self.bits) =
-            put_bits(self.out, self.pos, self.acc, self.bits, value, n);
-    }
-
-    /// Appends the code of each token from `table` (code | length << 56), room reserved.
-    /// Two tokens at a time when no two codes make more than 56 bits (always on `.dat` lines:
-    /// literals take at most 15, a match at the line distance about 20).
-    /// `longest`: the longest code of the tokens.
-    fn put_tokens(&mut self, tokens: &[u16], table: &[u64; TABLE], longest: u64) {
-        let out = &mut self.out[..];
-        let (mut pos, mut acc, mut bits) = (self.pos, self.acc, self.bits);
-        let entry = |t: u16| table[usize::from(t) & (TABLE - 1)];
-        let mut rest = tokens;
-        if longest <= 28 {
-            let mut pairs = tokens.chunks_exact(2);
-            for pair in &mut pairs {
-                let (a, b) = (entry(pair[0]), entry(pair[1]));
-                let n = (a >> 56) as u32;
-                let code = (a & CODE_MASK) | (b & CODE_MASK) << n;
-                (pos, acc, bits) = put_bits(out, pos, acc, bits, code, n + (b >> 56) as u32);
-            }
-            rest = pairs.remainder();
-        }
-        for &t in rest {
-            let e = entry(t);
-            (pos, acc, bits) = put_bits(out, pos, acc, bits, e & CODE_MASK, (e >> 56) as u32);
-        }
-        (self.pos, self.acc, self.bits) = (pos, acc, bits);
-    }
-
-    /// Pads the last byte with zero bits and trims `out` to the bytes written.
-    fn finish(self) {
-        let mut end = self.pos;
-        if self.bits > 0 {
-            self.out[end] = self.acc as u8;
-            end += 1;
-        }
-        self.out.truncate(end);
-    }
-}
-
-/// One append of [`BitWriter::put`] on its parts: stores all pending bits (eight bytes, whole
-/// or not) at `pos` and moves on by the whole bytes.
-#[inline(always)]
-fn put_bits(
-    out: &mut [u8],
-    pos: usize,
-    acc: u64,
-    bits: u32,
-    value: u64,
-    n: u32,
-) -> (usize, u64, u32) {
-    let acc = acc | value << bits;
-    let bits = bits + n;
-    out[pos..pos + 8].copy_from_slice(&acc.to_le_bytes());
-    let whole = bits >> 3;
-    (pos + whole as usize, acc >> (whole * 8), bits & 7)
 }
 
 #[cfg(test)]
