@@ -87,6 +87,27 @@ fn memchr_nl(data: &[u8], from: usize) -> Option<usize> {
 /// appending to `out`.
 pub(crate) fn deflate(data: &[u8], d: usize, out: &mut Vec<u8>) {
     assert!((3..=MAX_LINE).contains(&d), "line length {d} out of range");
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("bmi1") && std::arch::is_x86_feature_detected!("bmi2") {
+        // SAFETY: the CPU has BMI1 and BMI2 (checked just above), all `deflate_bmi` needs
+        // beyond x86-64.
+        unsafe { deflate_bmi(data, d, out) };
+        return;
+    }
+    deflate_any(data, d, out);
+}
+
+/// [`deflate_any`] compiled with BMI1 and BMI2 (`tzcnt`, `blsr`, and shifts by a register
+/// without `cl`: about a sixth fewer instructions in the parse's loop); the same bytes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "bmi1,bmi2")]
+fn deflate_bmi(data: &[u8], d: usize, out: &mut Vec<u8>) {
+    deflate_any(data, d, out);
+}
+
+/// [`deflate`] for any CPU.
+#[inline(always)]
+fn deflate_any(data: &[u8], d: usize, out: &mut Vec<u8>) {
     let dist = Distance::new(d);
     let words = data.len().div_ceil(64);
     let mut enc = Encoder::new();
@@ -94,9 +115,9 @@ pub(crate) fn deflate(data: &[u8], d: usize, out: &mut Vec<u8>) {
     // (with codes from no counts) into a scratch buffer
     let sample = words.min(SAMPLE_WORDS);
     let mut scratch = Vec::with_capacity(sample * 64);
-    let mut bits = enc.begin_block(Bits::default(), &mut scratch, dist, false);
+    let mut bits = enc.begin_block(&[0; TABLE], Bits::default(), &mut scratch, dist, false);
     Parse::new(data, d).run(0..sample, &mut enc, bits, &mut scratch);
-    let mut freq = enc.freq;
+    let mut counts = enc.counts();
 
     bits = Bits::default();
     let mut parse = Parse::new(data, d);
@@ -104,14 +125,13 @@ pub(crate) fn deflate(data: &[u8], d: usize, out: &mut Vec<u8>) {
     loop {
         let end = (w + BLOCK_WORDS).min(words);
         let last = end == words;
-        enc.freq = freq;
-        bits = enc.begin_block(bits, out, dist, last);
+        bits = enc.begin_block(&counts, bits, out, dist, last);
         bits = parse.run(w..end, &mut enc, bits, out);
         if last {
             bits = parse.finish(&mut enc, bits, out);
         }
         bits = enc.end_block(bits, out);
-        freq = enc.freq;
+        counts = enc.counts();
         if last {
             break;
         }
@@ -181,7 +201,7 @@ impl<'a> Parse<'a> {
         &mut self,
         range: Range<usize>,
         enc: &mut Encoder,
-        mut bits: Bits,
+        bits: Bits,
         out: &mut Vec<u8>,
     ) -> Bits {
         let (data, d, n, words) = (self.data, self.d, self.data.len(), self.words);
@@ -230,8 +250,9 @@ impl<'a> Parse<'a> {
                 } else {
                     let literal = usize::from(bytes[i]);
                     let token = if len == 1 { literal } else { 256 + len } & (TABLE - 1);
-                    enc.freq[token] += 1;
-                    let e = enc.code[token];
+                    let [e, count] = &mut enc.table[token];
+                    *count += 1;
+                    let e = *e;
                     state = put_bits(&mut enc.stage, state, e >> 8, u32::from(e as u8));
                 }
                 start = p;
@@ -452,51 +473,60 @@ fn append(out: &mut Vec<u8>, bytes: &[u8]) {
 /// The current block's codes and counts, and the staging buffer the codes are written to.
 struct Encoder {
     stage: [u8; STAGE + 8],
-    /// The block's code of each token ([`entry`]), and of the end of block.
-    code: [u64; TABLE],
+    /// The block's code of each token ([`entry`]) and its count so far, side by side (one
+    /// cache line, and no false store-to-load dependency between two tables 4 KiB apart).
+    table: [[u64; 2]; TABLE],
+    /// The block's code of the end of block.
     end_of_block: u64,
-    /// The block's count of each token.
-    freq: [u32; TABLE],
 }
 
 impl Encoder {
     fn new() -> Self {
         Encoder {
             stage: [0; STAGE + 8],
-            code: [0; TABLE],
+            table: [[0; 2]; TABLE],
             end_of_block: 0,
-            freq: [0; TABLE],
         }
     }
 
     /// Writes a token and counts it.
     #[inline(always)]
     fn token(&mut self, bits: &mut Bits, token: usize) {
-        let token = token & (TABLE - 1);
-        self.freq[token] += 1;
-        let e = self.code[token];
+        let [e, count] = &mut self.table[token & (TABLE - 1)];
+        *count += 1;
+        let e = *e;
         bits.put(&mut self.stage, e >> 8, u32::from(e as u8));
     }
 
-    /// Starts a dynamic-Huffman block whose codes come from the token counts in `self.freq`
-    /// (each counted once more, so that every token has a code), matches at distance `dist`:
-    /// writes its header, makes its code table, and clears the counts.
+    /// Each token's count since the block began.
+    fn counts(&self) -> [u64; TABLE] {
+        let mut counts = [0; TABLE];
+        for (c, [_, n]) in counts.iter_mut().zip(&self.table) {
+            *c = *n;
+        }
+        counts
+    }
+
+    /// Starts a dynamic-Huffman block whose codes come from the token counts `freq` (each
+    /// counted once more, so that every token has a code), matches at distance `dist`: writes
+    /// its header, makes its code table, and clears the counts.
     fn begin_block(
         &mut self,
-        mut bits: Bits,
+        freq: &[u64; TABLE],
+        bits: Bits,
         out: &mut Vec<u8>,
         dist: Distance,
         last: bool,
     ) -> Bits {
-        let freq = &self.freq;
+        // (a block has at most 2^22 tokens: u32 counts do not overflow)
         let mut lit_freq = [1u32; 286];
         for (f, &n) in lit_freq.iter_mut().zip(&freq[..256]) {
-            *f += n;
+            *f += n as u32;
         }
         let mut matches = 0u32;
         for (len, &n) in freq.iter().enumerate().take(TOKENS).skip(256 + 3) {
-            lit_freq[257 + len_index(len - 256)] += n;
-            matches += n;
+            lit_freq[257 + len_index(len - 256)] += n as u32;
+            matches += n as u32;
         }
         lit_freq[256] = 1; // end of block
         let mut dist_freq = [0u32; 30];
@@ -543,8 +573,9 @@ impl Encoder {
 
         // each token's whole code: a literal's, or a match's length code, its extra bits, the
         // distance code and its extra bits (at most 15 + 5 + 15 + 4 bits)
+        self.table = [[0; 2]; TABLE];
         for t in 0..256 {
-            self.code[t] = entry(u64::from(lit_code[t]), u32::from(lit_len[t]));
+            self.table[t] = [entry(u64::from(lit_code[t]), u32::from(lit_len[t])), 0];
         }
         for len in 3..=MAX_MATCH {
             let k = len_index(len);
@@ -557,10 +588,9 @@ impl Encoder {
             n += u32::from(dist_len[dist.code]);
             code |= dist.extra << n;
             n += dist.extra_bits;
-            self.code[256 + len] = entry(code, n);
+            self.table[256 + len] = [entry(code, n), 0];
         }
         self.end_of_block = entry(u64::from(lit_code[256]), u32::from(lit_len[256]));
-        self.freq = [0; TABLE];
         bits
     }
 
