@@ -513,7 +513,7 @@ impl Encoder {
     fn begin_block(
         &mut self,
         freq: &[u64; TABLE],
-        bits: Bits,
+        mut bits: Bits,
         out: &mut Vec<u8>,
         dist: Distance,
         last: bool,
@@ -689,10 +689,29 @@ mod tests {
         out
     }
 
+    /// Decodes `raw` with libdeflate (whole-buffer, strict: the output must be exactly `len`
+    /// bytes).
+    fn inflate_libdeflate(raw: &[u8], len: usize) -> Vec<u8> {
+        let mut out = vec![0u8; len];
+        let n = libdeflater::Decompressor::new()
+            .deflate_decompress(raw, &mut out)
+            .unwrap();
+        assert_eq!(n, len, "libdeflate decoded {n} of {len} bytes");
+        out
+    }
+
+    /// Deflates `data` at distance `d`, checks that flate2 (zlib-rs) and libdeflate both decode
+    /// it back, and returns the compressed size.
     fn round_trip(data: &[u8], d: usize) -> usize {
         let mut raw = Vec::new();
         deflate(data, d, &mut raw);
-        assert_eq!(inflate(&raw), data, "d={d}, {} bytes", data.len());
+        assert_eq!(inflate(&raw), data, "flate2: d={d}, {} bytes", data.len());
+        assert_eq!(
+            inflate_libdeflate(&raw, data.len()),
+            data,
+            "libdeflate: d={d}, {} bytes",
+            data.len()
+        );
         raw.len()
     }
 
@@ -780,5 +799,93 @@ mod tests {
         assert_eq!(line_length(&[b'\n'; 1]), None);
         let long = [&b"\n"[..], &[b'x'; 64], b"\n"].concat();
         assert_eq!(line_length(&long), None);
+    }
+
+    #[test]
+    fn the_plain_and_the_bmi_builds_write_the_same_bytes() {
+        let mut data = dat(400_000, 7); // two blocks
+        data.extend(std::iter::repeat_n(&b"9990000000,\r\n"[..], 100).flatten());
+        for d in [13, 3, 64] {
+            let (mut plain, mut chosen) = (Vec::new(), Vec::new());
+            deflate_any(&data, d, &mut plain);
+            deflate(&data, d, &mut chosen);
+            assert!(plain == chosen, "d={d}");
+            assert_eq!(inflate(&plain), data);
+        }
+    }
+
+    #[test]
+    fn vector_scalar_and_bytewise_masks_agree() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut noise = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for d in [3, 4, 7, 13, 33, MAX_LINE] {
+            for _ in 0..200 {
+                // a small alphabet, so that about half the bytes equal the one d back
+                let window: Vec<u8> = (0..d + 64).map(|_| b"01"[(noise() % 2) as usize]).collect();
+                let bytewise =
+                    (0..64).fold(0u64, |m, k| m | u64::from(window[d + k] == window[k]) << k);
+                assert_eq!(eq_word_window(&window, d), bytewise, "d={d}");
+                assert_eq!(eq_word_window_swar(&window, d), bytewise, "d={d}");
+                assert_eq!(eq_word(&window, d, d), bytewise, "d={d}");
+                assert_eq!(eq_word_edge(&window, d, d), bytewise, "d={d}");
+            }
+        }
+    }
+
+    #[test]
+    fn dat_lines_compress_as_one_match_and_a_few_literals_a_line() {
+        // 13-byte lines two numbers apart on average: one match (about 3 bits with its
+        // distance) and two or three digit literals (3-4 bits each) a line, under 16 bits; a
+        // parse that lost its matches would take over 60
+        let data: Vec<u8> = (0..300_000u64)
+            .flat_map(|i| format!("{:010},\r\n", 9_990_000_000 + i * 2 + i % 3 / 2).into_bytes())
+            .collect();
+        let n = round_trip(&data, 13);
+        assert!(
+            n * 8 < 300_000 * 16,
+            "{n} bytes: {} bits a line",
+            n * 8 / 300_000
+        );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config { cases: 64, ..Default::default() })]
+
+        /// Line-shaped inputs (sorted numbers in lines of 3..=64 bytes, some lines that break
+        /// the pattern, a cut first and last line) round-trip through flate2 and libdeflate, at
+        /// their line length and at another distance.
+        #[test]
+        fn line_shaped_inputs_round_trip_through_flate2_and_libdeflate(
+            len in 3usize..=64,
+            lines in 0usize..400,
+            first in 9_990_000_000u64..9_999_000_000,
+            gaps in proptest::collection::vec(0u64..40, 400),
+            breaks in proptest::collection::vec((0usize..400, proptest::collection::vec(proptest::num::u8::ANY, 0..80)), 0..6),
+            head in 0usize..70,
+            tail in 0usize..70,
+            other_d in 3usize..=MAX_LINE,
+        ) {
+            let width = len - 1; // digits, then a line feed
+            let mut n = first;
+            let mut data = Vec::new();
+            for (i, gap) in gaps.iter().enumerate().take(lines) {
+                n += gap;
+                let digits = format!("{n:0width$}");
+                data.extend_from_slice(&digits.as_bytes()[digits.len() - width..]);
+                data.push(b'\n');
+                for (_, bytes) in breaks.iter().filter(|(at, _)| *at == i) {
+                    data.extend_from_slice(bytes);
+                }
+            }
+            let data = &data[head.min(data.len())..data.len() - tail.min(data.len().saturating_sub(head))];
+            let d = line_length(data).unwrap_or(len);
+            round_trip(data, d);
+            round_trip(data, other_d);
+        }
     }
 }
