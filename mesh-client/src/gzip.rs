@@ -10,7 +10,7 @@
 //! re-sends identical chunks.
 //!
 //! Levels: 0 writes stored blocks (gzip framing, no compression); 1 is the line encoder of
-//! [`crate::lines`] when the input is made of fixed-length lines (a `.dat` file: about half the
+//! [`crate::lines`] when the input is made of fixed-length lines (a `.dat` file: a quarter of the
 //! CPU of libdeflate's level 1 and a third smaller, about the size of libdeflate's 10), else
 //! libdeflate's 1; 2–9 are libdeflate's levels of the same numbers (greedy/lazy parsing up to
 //! 9); libdeflate's 10–12 (near-optimal parsing, several times slower) are accepted here for

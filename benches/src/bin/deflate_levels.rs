@@ -8,9 +8,11 @@
 //!
 //! For each it prints the gzip bytes, their share of the input, and the median over `--runs` of
 //! the thread's CPU seconds (`CLOCK_THREAD_CPUTIME_ID`: steady on a loaded machine, unlike wall
-//! time, which is printed beside it with the load average), and the input MB per CPU second.
-//! Every output is checked once: decoded by flate2 (CRC-32 and ISIZE verified) back to the
-//! input, and compressed twice to the same bytes.
+//! time, which is printed beside it with the load average), and the input MB per CPU second;
+//! then what the output costs to DECODE, median CPU seconds over `--runs` with each of the two
+//! decoders a receiver may use: flate2 with zlib-rs streaming (what mock-mesh's POS runs) and
+//! libdeflate whole-buffer (`--no-decode` leaves them out). Every output is checked: decoded by
+//! both back to the input (CRC-32 and ISIZE verified), and compressed twice to the same bytes.
 //!
 //! Example (from the workspace root; a chunk of the national prepared `.dat`):
 //!
@@ -49,6 +51,9 @@ struct Args {
     /// libdeflate levels (mesh_client::gzip), comma-separated; empty for none.
     #[arg(long, default_value = "0,1,3,6,9,12")]
     libdeflate: String,
+    /// Leave out the decode columns (each output is still decoded once, to check it).
+    #[arg(long)]
+    no_decode: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -109,6 +114,38 @@ fn levels(list: &str) -> anyhow::Result<Vec<u32>> {
         .collect()
 }
 
+/// Decodes a gzip member with flate2 (zlib-rs), streaming, as mock-mesh's POS does.
+fn gunzip_zlib_rs(gz: &[u8], len: usize) -> anyhow::Result<Vec<u8>> {
+    let mut back = Vec::with_capacity(len);
+    flate2::read::GzDecoder::new(gz).read_to_end(&mut back)?;
+    Ok(back)
+}
+
+/// Decodes a gzip member with libdeflate, whole (the output's size known).
+fn gunzip_libdeflate(gz: &[u8], len: usize) -> anyhow::Result<Vec<u8>> {
+    let mut back = vec![0u8; len];
+    let n = libdeflater::Decompressor::new().gzip_decompress(gz, &mut back)?;
+    back.truncate(n);
+    Ok(back)
+}
+
+/// The median thread CPU seconds of `runs` decodes by `decode`, each checked against `data`.
+fn decode_cpu(
+    runs: usize,
+    data: &[u8],
+    name: &str,
+    decode: impl Fn() -> anyhow::Result<Vec<u8>>,
+) -> anyhow::Result<f64> {
+    let mut cpu = Vec::new();
+    for _ in 0..runs {
+        let c = thread_cpu_seconds();
+        let back = decode().with_context(|| format!("{name}: gunzip"))?;
+        cpu.push(thread_cpu_seconds() - c);
+        ensure!(back == data, "{name}: round trip differs");
+    }
+    Ok(median(cpu))
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -139,8 +176,11 @@ fn main() -> anyhow::Result<()> {
         load_average()
     );
     println!();
-    println!("| backend | level | gzip bytes | of the input | CPU s (median) | MB/CPU s | wall s (median) |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| backend | level | gzip bytes | of the input | CPU s (median) | MB/CPU s | wall s (median) \
+         | decode zlib-rs CPU s | decode libdeflate CPU s |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let plan = [
         (Backend::ZlibRs, levels(&args.zlib)?),
         (Backend::Libdeflate, levels(&args.libdeflate)?),
@@ -165,18 +205,22 @@ fn main() -> anyhow::Result<()> {
                 }
             }
             let gz = first.expect("runs > 0");
-            let mut back = Vec::with_capacity(data.len());
-            flate2::read::GzDecoder::new(&gz[..])
-                .read_to_end(&mut back)
-                .with_context(|| format!("{} level {level}: gunzip", backend.name()))?;
-            ensure!(
-                back == data,
-                "{} level {level}: round trip differs",
-                backend.name()
-            );
+            let name = format!("{} level {level}", backend.name());
+            let decode_runs = if args.no_decode { 1 } else { args.runs };
+            let zlib_rs = decode_cpu(decode_runs, &data, &name, || {
+                gunzip_zlib_rs(&gz, data.len())
+            })?;
+            let libdeflate = decode_cpu(decode_runs, &data, &name, || {
+                gunzip_libdeflate(&gz, data.len())
+            })?;
+            let (zlib_rs, libdeflate) = if args.no_decode {
+                ("-".to_string(), "-".to_string())
+            } else {
+                (format!("{zlib_rs:.3}"), format!("{libdeflate:.3}"))
+            };
             let cpu = median(cpu);
             println!(
-                "| {} | {level} | {} | {:.1} % | {cpu:.3} | {:.0} | {:.3} |",
+                "| {} | {level} | {} | {:.1} % | {cpu:.3} | {:.0} | {:.3} | {zlib_rs} | {libdeflate} |",
                 backend.name(),
                 gz.len(),
                 100.0 * gz.len() as f64 / data.len() as f64,
