@@ -33,13 +33,14 @@
 //!
 //! Nothing here logs an NHS number or file content: only ids, counts and sizes.
 
+mod direct;
 mod early;
 pub(crate) mod job;
 mod scan;
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -47,7 +48,7 @@ use bytes::Bytes;
 use flate2::read::MultiGzDecoder;
 
 use crate::config::{PosConfig, PosEnv};
-use crate::store::{create_private, ChunkSource, Received};
+use crate::store::{ChunkSource, Received};
 
 /// The POS's whole answer to a file with any invalid line.
 pub const INVALID_FILE_LINE: &str = "The file contains one or more invalid NHS Numbers.";
@@ -294,13 +295,16 @@ const SYNCS_BEHIND: usize = 2;
 /// Writes the result file into chunks of `chunk_bytes`. A finished chunk's fsync runs on its
 /// own thread behind the writer (at most [`SYNCS_BEHIND`] at once), so the disk works while
 /// the next chunk is judged and written; [`ResultSink::finish`] returns once every chunk is
-/// durable.
+/// durable. On disk the chunks are written around the page cache where the filesystem allows
+/// ([`direct`]).
 struct ResultSink {
     chunk_bytes: u64,
     tmp_dir: Option<PathBuf>,
     done: Vec<Received>,
     mem: Vec<u8>,
-    file: Option<(std::fs::File, PathBuf)>,
+    file: Option<direct::ChunkFile>,
+    /// What the current chunk file has not written yet (made with the first file).
+    stage: Option<direct::Stage>,
     len: u64,
     syncing: std::collections::VecDeque<std::thread::JoinHandle<std::io::Result<()>>>,
 }
@@ -313,25 +317,33 @@ impl ResultSink {
             done: Vec::new(),
             mem: Vec::new(),
             file: None,
+            stage: None,
             len: 0,
             syncing: std::collections::VecDeque::new(),
         }
     }
 
-    /// Appends `data` (the writer gets it in [`scan::BUF`] pieces: no buffering here).
+    /// Opens the next chunk file in `dir` (a fresh name in the store's `tmp/`).
+    fn open_file(&mut self, dir: &std::path::Path) -> std::io::Result<()> {
+        let p = dir.join(uuid::Uuid::new_v4().simple().to_string());
+        self.file = Some(direct::ChunkFile::create(p)?);
+        self.stage.get_or_insert_with(direct::Stage::new);
+        Ok(())
+    }
+
+    /// Appends `data` (the writer gets it in [`scan::BUF`] pieces).
     fn write(&mut self, mut data: &[u8]) -> std::io::Result<()> {
         while !data.is_empty() {
             let room = (self.chunk_bytes - self.len).min(data.len() as u64) as usize;
             let (now, rest) = data.split_at(room);
-            match &self.tmp_dir {
+            match self.tmp_dir.clone() {
                 None => self.mem.extend_from_slice(now),
                 Some(dir) => {
                     if self.file.is_none() {
-                        let p = dir.join(uuid::Uuid::new_v4().simple().to_string());
-                        self.file = Some((create_private(&p)?, p));
+                        self.open_file(&dir)?;
                     }
-                    if let Some((f, _)) = &mut self.file {
-                        f.write_all(now)?;
+                    if let (Some(f), Some(stage)) = (&mut self.file, &mut self.stage) {
+                        f.write(stage, now)?;
                     }
                 }
             }
@@ -347,7 +359,9 @@ impl ResultSink {
     /// Ends the current chunk; its fsync runs behind unless `now`.
     fn cut(&mut self, now: bool) -> std::io::Result<()> {
         match self.file.take() {
-            Some((f, tmp)) => {
+            Some(f) => {
+                let stage = self.stage.get_or_insert_with(direct::Stage::new);
+                let (f, tmp) = f.finish(stage)?;
                 self.done.push(Received::File {
                     tmp,
                     size: self.len,
@@ -386,10 +400,9 @@ impl ResultSink {
     /// The chunks, every one durable; at least one (an empty file is one empty chunk).
     fn finish(mut self) -> std::io::Result<Vec<Received>> {
         if self.len > 0 || self.done.is_empty() {
-            if let (Some(dir), None) = (&self.tmp_dir, &self.file) {
+            if let (Some(dir), None) = (self.tmp_dir.clone(), &self.file) {
                 // an empty last chunk on disk still needs a file
-                let p = dir.join(uuid::Uuid::new_v4().simple().to_string());
-                self.file = Some((create_private(&p)?, p));
+                self.open_file(&dir)?;
             }
             self.cut(true)?;
         }
@@ -403,8 +416,8 @@ impl ResultSink {
         while !self.syncing.is_empty() {
             let _ = self.wait_one();
         }
-        if let Some((_, p)) = self.file.take() {
-            let _ = std::fs::remove_file(p);
+        if let Some(f) = self.file.take() {
+            let _ = std::fs::remove_file(f.path());
         }
         for r in std::mem::take(&mut self.done) {
             if let Received::File { tmp, .. } = r {
@@ -632,6 +645,7 @@ fn open_chunk(s: ChunkSource, gzip: bool) -> std::io::Result<(Box<dyn Read + Sen
 mod tests {
     use super::*;
     use sha2::{Digest, Sha256};
+    use std::io::Write;
 
     #[test]
     fn modulus_11() {
