@@ -129,7 +129,15 @@ impl ChunkFile {
     }
 }
 
+/// A second, direct handle to the file at `path`, if its filesystem takes direct I/O (Linux;
+/// elsewhere the file is written through the page cache).
+#[cfg(not(target_os = "linux"))]
+fn open_direct(_path: &Path) -> Option<File> {
+    None
+}
+
 /// A second, direct handle to the file at `path`, if its filesystem takes direct I/O.
+#[cfg(target_os = "linux")]
 fn open_direct(path: &Path) -> Option<File> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
