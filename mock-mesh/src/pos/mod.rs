@@ -45,7 +45,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
-use flate2::read::MultiGzDecoder;
 
 use crate::config::{PosConfig, PosEnv};
 use crate::store::{ChunkSource, Received};
@@ -650,7 +649,9 @@ fn open_message(sources: Vec<ChunkSource>, gzip: bool) -> std::io::Result<Box<dy
 /// Opens the decoded content of one stored chunk, and what was opened (kept open: see
 /// [`early::Held`]).
 fn open_chunk(s: ChunkSource, gzip: bool) -> std::io::Result<(Box<dyn Read + Send>, early::Held)> {
-    let (raw, held): (Box<dyn Read + Send>, _) = match s {
+    // buffered readers, so that the gzip decoder reads from their buffers (its `bufread` form)
+    // rather than copying through one more buffer of its own
+    let (raw, held): (Box<dyn std::io::BufRead + Send>, _) = match s {
         ChunkSource::Memory(b) => (
             Box::new(std::io::Cursor::new(b.clone())),
             early::Held::Memory(b),
@@ -665,9 +666,9 @@ fn open_chunk(s: ChunkSource, gzip: bool) -> std::io::Result<(Box<dyn Read + Sen
         }
     };
     let part: Box<dyn Read + Send> = if gzip {
-        Box::new(MultiGzDecoder::new(raw))
+        Box::new(flate2::bufread::MultiGzDecoder::new(raw))
     } else {
-        raw
+        Box::new(raw)
     };
     Ok((part, held))
 }

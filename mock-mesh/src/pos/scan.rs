@@ -2,10 +2,10 @@
 //! (845 MB, 65 million lines, 11 gzip'd chunks) goes at the pace of its slowest stage rather
 //! than the sum of them:
 //!
-//! 1. a decoder thread reads the message (each chunk gunzipped, in order) into 4 MiB buffers
-//!    and hashes them (SHA-256 of the whole file, in order);
-//! 2. the calling thread judges every line ([`Decider`](super::Decider)) and hands each buffer
-//!    on with the ranges of its kept lines ([`Kept`]: the kept bytes are not copied here);
+//! 1. a decoder thread reads the message (each chunk gunzipped, in order) into 4 MiB buffers;
+//! 2. the calling thread hashes each buffer (SHA-256 of the whole file, in order), judges
+//!    every line ([`Decider`](super::Decider)) and hands each buffer on with the ranges of its
+//!    kept lines ([`Kept`]: the kept bytes are not copied here);
 //! 3. a writer thread writes those ranges into the result chunks ([`ResultSink`]), whose
 //!    fsyncs run behind it, and gives the buffer back to the decoder.
 //!
@@ -41,9 +41,9 @@ fn thread_cpu() -> f64 {
 /// POS, whatever the machine's load).
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct StageCpu {
-    /// Gunzip and SHA-256.
+    /// Gunzip.
     pub(super) decode: f64,
-    /// Judging every line and gathering the kept ones.
+    /// SHA-256, judging every line and gathering the kept ones.
     pub(super) judge: f64,
     /// Writing the result (the fsyncs behind it not counted).
     pub(super) write: f64,
@@ -67,16 +67,13 @@ fn lane<T>(free: usize) -> (Lane<T>, Receiver<T>, SyncSender<T>) {
 /// can wait to be reused.
 const IN_FLIGHT: usize = 2 * DEPTH + 3;
 
-/// The decoder: fills buffers from `reader` until it ends, fails, or nobody listens, and
-/// hashes them in order (SHA-256 here rather than on the busier judging thread); the hash of
-/// everything read. A read error is passed on through `errors`.
+/// The decoder: fills buffers from `reader` until it ends, fails, or nobody listens. A read
+/// error is passed on through `errors`.
 fn decode(
     mut reader: Box<dyn Read + Send>,
     lane: Lane<Vec<u8>>,
     errors: SyncSender<std::io::Error>,
-) -> String {
-    let mut hasher = Sha256::new();
-    let hash = |h: Sha256| hex::encode(h.finalize());
+) {
     loop {
         let mut buf = lane
             .free
@@ -84,17 +81,16 @@ fn decode(
             .unwrap_or_else(|_| Vec::with_capacity(BUF));
         buf.resize(BUF, 0); // zeroing only the first time: a returned buffer is full-sized
         match read_full(&mut reader, &mut buf) {
-            Ok(0) => return hash(hasher),
+            Ok(0) => return,
             Ok(n) => {
                 buf.truncate(n);
-                hasher.update(&buf);
                 if lane.tx.send(buf).is_err() || n < BUF {
-                    return hash(hasher);
+                    return;
                 }
             }
             Err(e) => {
                 let _ = errors.send(e);
-                return String::new();
+                return;
             }
         }
     }
@@ -154,16 +150,21 @@ impl Out {
     }
 }
 
-/// The decoded buffers, in order, for the judging thread.
+/// The decoded buffers, in order, for the judging thread, which hashes them as they come
+/// (here rather than on the decoder's thread, the pipeline's busiest since judging got cheaper).
 pub(super) struct Input {
     rx: Receiver<Vec<u8>>,
     free: SyncSender<Vec<u8>>,
+    hasher: Sha256,
 }
 
 impl Input {
-    /// The next buffer; `None` at the end (or when the decoder stopped: see [`pipeline`]).
+    /// The next buffer (hashed); `None` at the end (or when the decoder stopped: see
+    /// [`pipeline`]).
     pub(super) fn next(&mut self) -> Option<Vec<u8>> {
-        self.rx.recv().ok()
+        let buf = self.rx.recv().ok()?;
+        self.hasher.update(&buf);
+        Some(buf)
     }
 
     /// Gives a buffer with nothing to write straight back to the decoder.
@@ -183,7 +184,7 @@ pub(super) fn pipeline<T>(
     judge: impl FnOnce(&mut Input, &mut Out) -> std::io::Result<T>,
 ) -> std::io::Result<(T, String, StageCpu)> {
     let (in_lane, in_rx, in_free) = lane(IN_FLIGHT);
-    let (out_lane, out_rx, out_free) = lane(DEPTH + 2);
+    let (out_lane, out_rx, out_free) = lane(IN_FLIGHT);
     let bufs = in_free.clone();
     let (err_tx, err_rx) = sync_channel(1);
     std::thread::scope(|s| {
@@ -191,8 +192,8 @@ pub(super) fn pipeline<T>(
             .name("pos-decode".into())
             .spawn_scoped(s, move || {
                 let start = thread_cpu();
-                let hash = decode(reader, in_lane, err_tx);
-                (hash, thread_cpu() - start)
+                decode(reader, in_lane, err_tx);
+                thread_cpu() - start
             })?;
         let writer = std::thread::Builder::new()
             .name("pos-write".into())
@@ -203,22 +204,24 @@ pub(super) fn pipeline<T>(
         let mut input = Input {
             rx: in_rx,
             free: in_free,
+            hasher: Sha256::new(),
         };
         let mut out = Out { lane: out_lane };
         let start = thread_cpu();
         let judged = judge(&mut input, &mut out);
+        let hash = hex::encode(std::mem::take(&mut input.hasher).finalize());
         let judge_cpu = thread_cpu() - start;
         drop(input); // a decoder still reading stops at its next hand-over
         drop(out); // the writer ends once it has written what it has
         let written = writer
             .join()
             .unwrap_or_else(|_| Err(std::io::Error::other("the POS result writer failed")));
-        let hash = decoder.join();
+        let decoded = decoder.join();
         if let Ok(e) = err_rx.try_recv() {
             return Err(e);
         }
         let write = written?;
-        let (hash, decode) = hash.map_err(|_| std::io::Error::other("the POS decoder failed"))?;
+        let decode = decoded.map_err(|_| std::io::Error::other("the POS decoder failed"))?;
         let cpu = StageCpu {
             decode,
             judge: judge_cpu,
