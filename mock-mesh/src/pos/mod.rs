@@ -356,15 +356,14 @@ impl ResultSink {
         while !data.is_empty() {
             let room = (self.chunk_bytes - self.len).min(data.len() as u64) as usize;
             let (now, rest) = data.split_at(room);
-            match self.tmp_dir.clone() {
-                None => self.mem.extend_from_slice(now),
-                Some(dir) => {
-                    if self.file.is_none() {
-                        self.open_file(&dir)?;
-                    }
-                    if let (Some(f), Some(stage)) = (&mut self.file, &mut self.stage) {
-                        f.write(stage, now)?;
-                    }
+            if self.tmp_dir.is_none() {
+                self.mem.extend_from_slice(now);
+            } else {
+                if let (None, Some(dir)) = (&self.file, self.tmp_dir.clone()) {
+                    self.open_file(&dir)?;
+                }
+                if let (Some(f), Some(stage)) = (&mut self.file, &mut self.stage) {
+                    f.write(stage, now)?;
                 }
             }
             self.len += room as u64;
