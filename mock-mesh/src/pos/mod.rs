@@ -386,14 +386,14 @@ impl ResultSink {
                     size: self.len,
                 });
                 if now {
-                    f.sync_all()?;
+                    direct::sync_and_read_ahead(&f)?;
                 } else {
                     if self.syncing.len() >= SYNCS_BEHIND {
                         self.wait_one()?;
                     }
                     let h = std::thread::Builder::new()
                         .name("pos-fsync".into())
-                        .spawn(move || f.sync_all())?;
+                        .spawn(move || direct::sync_and_read_ahead(&f))?;
                     self.syncing.push_back(h);
                 }
             }
