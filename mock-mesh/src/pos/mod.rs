@@ -359,8 +359,10 @@ impl ResultSink {
             if self.tmp_dir.is_none() {
                 self.mem.extend_from_slice(now);
             } else {
-                if let (None, Some(dir)) = (&self.file, self.tmp_dir.clone()) {
-                    self.open_file(&dir)?;
+                if self.file.is_none() {
+                    if let Some(dir) = self.tmp_dir.clone() {
+                        self.open_file(&dir)?; // the path cloned once a chunk, not per call
+                    }
                 }
                 if let (Some(f), Some(stage)) = (&mut self.file, &mut self.stage) {
                     f.write(stage, now)?;
