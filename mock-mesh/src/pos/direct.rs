@@ -11,8 +11,8 @@
 //!
 //! Bytes go through one aligned staging buffer of [`STAGE`] bytes: full buffers are written
 //! directly; the file's last partial block (a chunk need not be a multiple of the block size)
-//! is written through the page cache, as is everything on a filesystem that refuses direct
-//! I/O (the file is then written exactly as before). Durability is unchanged: the caller
+//! is written through the page cache, as are a file smaller than the stage and everything on
+//! a filesystem that refuses direct I/O (the file is then written exactly as before). Durability is unchanged: the caller
 //! fsyncs the file ([`ChunkFile::finish`] returns the handle) before the chunk is committed.
 
 use std::fs::File;
@@ -79,17 +79,21 @@ impl ChunkFile {
             stage.len += n;
             data = &data[n..];
             if stage.len == STAGE {
-                self.flush(stage)?;
+                self.flush(stage, false)?;
             }
         }
         Ok(())
     }
 
     /// Writes what `stage` holds: its whole blocks directly (if the file has a direct
-    /// handle), the rest through the page cache; `stage` is empty after.
-    fn flush(&mut self, stage: &mut Stage) -> std::io::Result<()> {
+    /// handle and is not `small`), the rest through the page cache; `stage` is empty after.
+    fn flush(&mut self, stage: &mut Stage, small: bool) -> std::io::Result<()> {
         let bytes = &stage.buf[stage.start..stage.start + stage.len];
-        let whole = bytes.len() / ALIGN * ALIGN;
+        let whole = if small {
+            0
+        } else {
+            bytes.len() / ALIGN * ALIGN
+        };
         let mut done = 0;
         if let Some(d) = &self.direct {
             while done < whole {
@@ -116,9 +120,12 @@ impl ChunkFile {
         Ok(())
     }
 
-    /// Writes what is staged; the ordinary handle (to fsync) and the path.
+    /// Writes what is staged; the ordinary handle (to fsync) and the path. A file smaller
+    /// than the stage is written through the page cache, as before (a direct write waits for
+    /// the device: worth it for the bulk of a large result, not for a small one).
     pub(super) fn finish(mut self, stage: &mut Stage) -> std::io::Result<(File, PathBuf)> {
-        self.flush(stage)?;
+        let small = self.written == 0;
+        self.flush(stage, small)?;
         Ok((self.file, self.path))
     }
 
