@@ -33,21 +33,21 @@
 //!
 //! Nothing here logs an NHS number or file content: only ids, counts and sizes.
 
+mod direct;
 mod early;
 pub(crate) mod job;
 mod scan;
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
-use flate2::read::MultiGzDecoder;
 
 use crate::config::{PosConfig, PosEnv};
-use crate::store::{create_private, ChunkSource, Received};
+use crate::store::{ChunkSource, Received};
 
 /// The POS's whole answer to a file with any invalid line.
 pub const INVALID_FILE_LINE: &str = "The file contains one or more invalid NHS Numbers.";
@@ -65,33 +65,43 @@ pub fn is_valid_nhs_number(digits: &[u8]) -> bool {
 }
 
 /// The number of ten ASCII digits passing Modulus 11. Branch-light, as the POS runs it on
-/// every line of a national file: the first eight digits are checked and converted as one
-/// 64-bit word (SWAR), and the check is the equivalent form "the sum of digit × weight, with
-/// weights 10..1 (the check digit's weight 1), is a multiple of 11": the check digit `c` must
-/// make `S + c ≡ 0 (mod 11)` for the first nine digits' sum `S`, and a required 10 is no digit.
+/// every line of a national file: see [`digits_value`].
+#[inline]
 fn nhs_number_value(digits: &[u8]) -> Option<u64> {
     let d: &[u8; 10] = digits.try_into().ok()?;
     let word = u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]);
+    digits_value(word, d[8], d[9])
+}
+
+/// The number whose first eight digits are the bytes of `word` (little-endian: byte `i` is
+/// digit `i`) and whose last two are `d8`, `d9`, if all ten are ASCII digits passing Modulus
+/// 11. The eight are checked and converted as one 64-bit word (SWAR), and the check is the
+/// equivalent form "the sum of digit × weight, with weights 10..1 (the check digit's weight
+/// 1), is a multiple of 11": the check digit `c` must make `S + c ≡ 0 (mod 11)` for the first
+/// nine digits' sum `S`, and a required 10 is no digit. The first eight digits' part of the
+/// sum is two multiplications: the even and the odd digits in 16-bit lanes, each multiplied by
+/// its weights in reverse, so that the top lane collects the four products (at most 360 a
+/// lane: nothing carries between lanes).
+#[inline(always)]
+fn digits_value(word: u64, d8: u8, d9: u8) -> Option<u64> {
     // every byte 0x30..=0x39: high nibble 3, and adding 6 carries into no high nibble
     const HIGH: u64 = 0xF0F0_F0F0_F0F0_F0F0;
     const ZEROS: u64 = 0x3030_3030_3030_3030;
-    if word & HIGH != ZEROS || (word + 0x0606_0606_0606_0606) & HIGH != ZEROS {
-        return None;
-    }
-    let (d8, d9) = (d[8].wrapping_sub(b'0'), d[9].wrapping_sub(b'0'));
-    if d8 > 9 || d9 > 9 {
+    const LANES: u64 = 0x00FF_00FF_00FF_00FF;
+    // weights of digits 0, 2, 4, 6 (10, 8, 6, 4) and 1, 3, 5, 7 (9, 7, 5, 3), top lane first
+    const EVEN: u64 = (10 << 48) | (8 << 32) | (6 << 16) | 4;
+    const ODD: u64 = (9 << 48) | (7 << 32) | (5 << 16) | 3;
+    let (d8, d9) = (d8.wrapping_sub(b'0'), d9.wrapping_sub(b'0'));
+    if (word & HIGH != ZEROS)
+        | ((word.wrapping_add(0x0606_0606_0606_0606)) & HIGH != ZEROS)
+        | (d8 > 9)
+        | (d9 > 9)
+    {
         return None;
     }
     let v = word - ZEROS; // byte i = digit i
-    let digit = |i: u32| (v >> (8 * i)) & 0xFF;
-    let sum = digit(0) * 10
-        + digit(1) * 9
-        + digit(2) * 8
-        + digit(3) * 7
-        + digit(4) * 6
-        + digit(5) * 5
-        + digit(6) * 4
-        + digit(7) * 3
+    let sum = ((v & LANES).wrapping_mul(EVEN) >> 48)
+        + (((v >> 8) & LANES).wrapping_mul(ODD) >> 48)
         + u64::from(d8) * 2
         + u64::from(d9);
     if sum % 11 != 0 {
@@ -102,6 +112,17 @@ fn nhs_number_value(digits: &[u8]) -> Option<u64> {
     let fours = (pairs.wrapping_mul(1 + (100 << 16)) >> 16) & 0x0000_FFFF_0000_FFFF;
     let eight = fours.wrapping_mul(1 + (10_000 << 32)) >> 32;
     Some(eight * 100 + u64::from(d8) * 10 + u64::from(d9))
+}
+
+/// The number of the `.dat` line `NNNNNNNNNN,\r\n` (ndop's, and the POS documentation's
+/// shape) at the start of `l`, if it is one with a valid number.
+#[inline(always)]
+fn crlf_line_value(l: &[u8; 13]) -> Option<u64> {
+    if l[10..] != *b",\r\n" {
+        return None;
+    }
+    let word = u64::from_le_bytes([l[0], l[1], l[2], l[3], l[4], l[5], l[6], l[7]]);
+    digits_value(word, l[8], l[9])
 }
 
 /// Parses one POS line (with or without its terminator): `NNNNNNNNNN[,](\r\n|\n)?`.
@@ -294,13 +315,16 @@ const SYNCS_BEHIND: usize = 2;
 /// Writes the result file into chunks of `chunk_bytes`. A finished chunk's fsync runs on its
 /// own thread behind the writer (at most [`SYNCS_BEHIND`] at once), so the disk works while
 /// the next chunk is judged and written; [`ResultSink::finish`] returns once every chunk is
-/// durable.
+/// durable. On disk the chunks are written around the page cache where the filesystem allows
+/// ([`direct`]).
 struct ResultSink {
     chunk_bytes: u64,
     tmp_dir: Option<PathBuf>,
     done: Vec<Received>,
     mem: Vec<u8>,
-    file: Option<(std::fs::File, PathBuf)>,
+    file: Option<direct::ChunkFile>,
+    /// What the current chunk file has not written yet (made with the first file).
+    stage: Option<direct::Stage>,
     len: u64,
     syncing: std::collections::VecDeque<std::thread::JoinHandle<std::io::Result<()>>>,
 }
@@ -313,26 +337,35 @@ impl ResultSink {
             done: Vec::new(),
             mem: Vec::new(),
             file: None,
+            stage: None,
             len: 0,
             syncing: std::collections::VecDeque::new(),
         }
     }
 
-    /// Appends `data` (the writer gets it in [`scan::BUF`] pieces: no buffering here).
+    /// Opens the next chunk file in `dir` (a fresh name in the store's `tmp/`).
+    fn open_file(&mut self, dir: &std::path::Path) -> std::io::Result<()> {
+        let p = dir.join(uuid::Uuid::new_v4().simple().to_string());
+        self.file = Some(direct::ChunkFile::create(p)?);
+        self.stage.get_or_insert_with(direct::Stage::new);
+        Ok(())
+    }
+
+    /// Appends `data` (the writer gets it in [`scan::BUF`] pieces).
     fn write(&mut self, mut data: &[u8]) -> std::io::Result<()> {
         while !data.is_empty() {
             let room = (self.chunk_bytes - self.len).min(data.len() as u64) as usize;
             let (now, rest) = data.split_at(room);
-            match &self.tmp_dir {
-                None => self.mem.extend_from_slice(now),
-                Some(dir) => {
-                    if self.file.is_none() {
-                        let p = dir.join(uuid::Uuid::new_v4().simple().to_string());
-                        self.file = Some((create_private(&p)?, p));
+            if self.tmp_dir.is_none() {
+                self.mem.extend_from_slice(now);
+            } else {
+                if self.file.is_none() {
+                    if let Some(dir) = self.tmp_dir.clone() {
+                        self.open_file(&dir)?; // the path cloned once a chunk, not per call
                     }
-                    if let Some((f, _)) = &mut self.file {
-                        f.write_all(now)?;
-                    }
+                }
+                if let (Some(f), Some(stage)) = (&mut self.file, &mut self.stage) {
+                    f.write(stage, now)?;
                 }
             }
             self.len += room as u64;
@@ -347,20 +380,22 @@ impl ResultSink {
     /// Ends the current chunk; its fsync runs behind unless `now`.
     fn cut(&mut self, now: bool) -> std::io::Result<()> {
         match self.file.take() {
-            Some((f, tmp)) => {
+            Some(f) => {
+                let stage = self.stage.get_or_insert_with(direct::Stage::new);
+                let (f, tmp) = f.finish(stage)?;
                 self.done.push(Received::File {
                     tmp,
                     size: self.len,
                 });
                 if now {
-                    f.sync_all()?;
+                    direct::sync_and_read_ahead(&f)?;
                 } else {
                     if self.syncing.len() >= SYNCS_BEHIND {
                         self.wait_one()?;
                     }
                     let h = std::thread::Builder::new()
                         .name("pos-fsync".into())
-                        .spawn(move || f.sync_all())?;
+                        .spawn(move || direct::sync_and_read_ahead(&f))?;
                     self.syncing.push_back(h);
                 }
             }
@@ -386,10 +421,9 @@ impl ResultSink {
     /// The chunks, every one durable; at least one (an empty file is one empty chunk).
     fn finish(mut self) -> std::io::Result<Vec<Received>> {
         if self.len > 0 || self.done.is_empty() {
-            if let (Some(dir), None) = (&self.tmp_dir, &self.file) {
+            if let (Some(dir), None) = (self.tmp_dir.clone(), &self.file) {
                 // an empty last chunk on disk still needs a file
-                let p = dir.join(uuid::Uuid::new_v4().simple().to_string());
-                self.file = Some((create_private(&p)?, p));
+                self.open_file(&dir)?;
             }
             self.cut(true)?;
         }
@@ -403,8 +437,8 @@ impl ResultSink {
         while !self.syncing.is_empty() {
             let _ = self.wait_one();
         }
-        if let Some((_, p)) = self.file.take() {
-            let _ = std::fs::remove_file(p);
+        if let Some(f) = self.file.take() {
+            let _ = std::fs::remove_file(f.path());
         }
         for r in std::mem::take(&mut self.done) {
             if let Received::File { tmp, .. } = r {
@@ -494,9 +528,10 @@ fn keep_number(n: u64, a: &mut Analysis, decider: &Decider) -> bool {
     keep
 }
 
-/// The judging stage: counts every decoded byte, judges every line, and puts runs of kept
-/// lines into `out` (a line split across two buffers is carried over; one longer than 64
-/// bytes cannot be valid). After the first invalid line only the hash is computed.
+/// The judging stage: counts every decoded byte, judges every line, and hands each buffer to
+/// `out` with the ranges of its kept lines (a line split across two buffers is carried over,
+/// and handed on with the next buffer; one longer than 64 bytes cannot be valid). After the
+/// first invalid line only the hash is computed.
 fn judge_all(
     input: &mut scan::Input,
     out: &mut scan::Out,
@@ -522,24 +557,27 @@ fn judge_all(
             ));
         }
         if a.invalid {
+            input.recycle(data);
             continue; // only the hash (the decoder's) matters now
         }
+        let mut kept = out.take();
         let mut pos = 0;
         if !carry.is_empty() {
-            match memchr::memchr(b'\n', data) {
+            match memchr::memchr(b'\n', &data) {
                 Some(i) => {
                     carry.extend_from_slice(&data[..=i]);
                     if judge(&carry, &mut a, decider) {
-                        out.put(&carry)?;
+                        kept.head.extend_from_slice(&carry);
                     }
                     carry.clear();
                     pos = i + 1;
                 }
                 None => {
-                    carry.extend_from_slice(data);
+                    carry.extend_from_slice(&data);
                     if carry.len() > 64 {
                         a.invalid = true;
                     }
+                    input.recycle(data);
                     continue;
                 }
             }
@@ -549,10 +587,7 @@ fn judge_all(
         while let Some(rest) = data.get(line_start..).filter(|r| !r.is_empty()) {
             // the `.dat` line `NNNNNNNNNN,\r\n` of ndop and the POS's documentation, judged
             // without looking for its end; any other line as it comes
-            let fixed = rest
-                .first_chunk::<13>()
-                .filter(|l| l[10..] == *b",\r\n")
-                .and_then(|l| nhs_number_value(&l[..10]));
+            let fixed = rest.first_chunk::<13>().and_then(crlf_line_value);
             let (end, keep) = match fixed {
                 Some(n) => {
                     a.lines += 1;
@@ -570,22 +605,31 @@ fn judge_all(
                 if a.invalid {
                     break;
                 }
-                out.put(&data[run_start..line_start])?;
+                if run_start < line_start {
+                    kept.runs.push(run_start..line_start);
+                }
                 run_start = end;
             }
             line_start = end;
         }
         if a.invalid {
+            input.recycle(data);
             continue;
         }
-        out.put(&data[run_start..line_start])?;
+        if run_start < line_start {
+            kept.runs.push(run_start..line_start);
+        }
         carry.extend_from_slice(&data[line_start..]);
         if carry.len() > 64 {
             a.invalid = true;
         }
+        kept.buf = data;
+        out.send(kept)?;
     }
     if !a.invalid && !carry.is_empty() && judge(&carry, &mut a, decider) {
-        out.put(&carry)?;
+        let mut kept = out.take();
+        kept.head.extend_from_slice(&carry);
+        out.send(kept)?;
     }
     if a.line_ending.is_empty() {
         a.line_ending = "\r\n";
@@ -606,7 +650,9 @@ fn open_message(sources: Vec<ChunkSource>, gzip: bool) -> std::io::Result<Box<dy
 /// Opens the decoded content of one stored chunk, and what was opened (kept open: see
 /// [`early::Held`]).
 fn open_chunk(s: ChunkSource, gzip: bool) -> std::io::Result<(Box<dyn Read + Send>, early::Held)> {
-    let (raw, held): (Box<dyn Read + Send>, _) = match s {
+    // buffered readers, so that the gzip decoder reads from their buffers (its `bufread` form)
+    // rather than copying through one more buffer of its own
+    let (raw, held): (Box<dyn std::io::BufRead + Send>, _) = match s {
         ChunkSource::Memory(b) => (
             Box::new(std::io::Cursor::new(b.clone())),
             early::Held::Memory(b),
@@ -621,9 +667,9 @@ fn open_chunk(s: ChunkSource, gzip: bool) -> std::io::Result<(Box<dyn Read + Sen
         }
     };
     let part: Box<dyn Read + Send> = if gzip {
-        Box::new(MultiGzDecoder::new(raw))
+        Box::new(flate2::bufread::MultiGzDecoder::new(raw))
     } else {
-        raw
+        Box::new(raw)
     };
     Ok((part, held))
 }
@@ -632,6 +678,7 @@ fn open_chunk(s: ChunkSource, gzip: bool) -> std::io::Result<(Box<dyn Read + Sen
 mod tests {
     use super::*;
     use sha2::{Digest, Sha256};
+    use std::io::Write;
 
     #[test]
     fn modulus_11() {
@@ -682,6 +729,13 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(&d)
             );
+            // the `.dat` line's own path: the same answer, and none if its end is not `,\r\n`
+            let mut line = [0u8; 13];
+            line[..10].copy_from_slice(&d);
+            line[10..].copy_from_slice(b",\r\n");
+            assert_eq!(crlf_line_value(&line), want);
+            line[10 + (x >> 20) as usize % 3] = b'0' + (x >> 8) as u8 % 10;
+            assert_eq!(crlf_line_value(&line), None);
         }
         assert!(valid > 20_000, "{valid}"); // about 1 in 11 random numbers passes
         for d in [

@@ -3,15 +3,17 @@
 //! than the sum of them:
 //!
 //! 1. a decoder thread reads the message (each chunk gunzipped, in order) into 4 MiB buffers;
-//! 2. the calling thread hashes each buffer (SHA-256 of the whole file, in order), judges every
-//!    line ([`Decider`](super::Decider)) and copies the runs of kept lines into output buffers;
-//! 3. a writer thread writes those into the result chunks ([`ResultSink`]), whose fsyncs run
-//!    behind it.
+//! 2. the calling thread hashes each buffer (SHA-256 of the whole file, in order), judges
+//!    every line ([`Decider`](super::Decider)) and hands each buffer on with the ranges of its
+//!    kept lines ([`Kept`]: the kept bytes are not copied here);
+//! 3. a writer thread writes those ranges into the result chunks ([`ResultSink`]), whose
+//!    fsyncs run behind it, and gives the buffer back to the decoder.
 //!
 //! Bounded: at most [`DEPTH`] buffers wait between two stages, and the buffers go back to the
-//! stage that fills them, so nothing is allocated per buffer once the pipeline is primed (at
-//! most `2 × (DEPTH + 2)` buffers of [`BUF`] bytes per job). A stage that fails or stops closes
-//! its channels, and the others stop at their next hand-over.
+//! decoder once written, so nothing is allocated per buffer once the pipeline is primed (at
+//! most `2 × DEPTH + 3` buffers of [`BUF`] bytes per job: one in each stage, the rest
+//! waiting). A stage that fails or stops closes its channels, and the others stop at their
+//! next hand-over.
 
 use std::io::Read;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -39,131 +41,135 @@ fn thread_cpu() -> f64 {
 /// POS, whatever the machine's load).
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct StageCpu {
-    /// Gunzip and SHA-256.
+    /// Gunzip.
     pub(super) decode: f64,
-    /// Judging every line and gathering the kept ones.
+    /// SHA-256, judging every line and gathering the kept ones.
     pub(super) judge: f64,
     /// Writing the result (the fsyncs behind it not counted).
     pub(super) write: f64,
 }
 
-/// Buffers handed to the next stage, and the empty ones it hands back.
-struct Lane {
-    tx: SyncSender<Vec<u8>>,
-    free: Receiver<Vec<u8>>,
+/// Buffers handed to the next stage, and the empty ones handed back.
+struct Lane<T> {
+    tx: SyncSender<T>,
+    free: Receiver<T>,
 }
 
-impl Lane {
-    /// An empty buffer: a returned one if there is one, else a new one.
-    fn take(&self) -> Vec<u8> {
-        self.free
-            .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(BUF))
-    }
-}
-
-/// Two channels: `(lane for the producer, receiver of full buffers, sender of empty ones)`.
-fn lane() -> (Lane, Receiver<Vec<u8>>, SyncSender<Vec<u8>>) {
+/// Two channels: `(lane for the producer, receiver of full buffers, sender of empty ones)`;
+/// up to `free` empty buffers wait to be reused.
+fn lane<T>(free: usize) -> (Lane<T>, Receiver<T>, SyncSender<T>) {
     let (tx, rx) = sync_channel(DEPTH);
-    let (free_tx, free) = sync_channel(DEPTH + 2);
+    let (free_tx, free) = sync_channel(free);
     (Lane { tx, free }, rx, free_tx)
 }
 
-/// The decoder: fills buffers from `reader` until it ends, fails, or nobody listens, and
-/// hashes them in order (SHA-256 here rather than on the busier judging thread); the hash of
-/// everything read. A read error is passed on through `errors`.
+/// Decoded buffers that may be in the pipeline at once (see the module's doc), all of which
+/// can wait to be reused.
+const IN_FLIGHT: usize = 2 * DEPTH + 3;
+
+/// The decoder: fills buffers from `reader` until it ends, fails, or nobody listens. A read
+/// error is passed on through `errors`.
 fn decode(
     mut reader: Box<dyn Read + Send>,
-    lane: Lane,
+    lane: Lane<Vec<u8>>,
     errors: SyncSender<std::io::Error>,
-) -> String {
-    let mut hasher = Sha256::new();
-    let hash = |h: Sha256| hex::encode(h.finalize());
+) {
     loop {
-        let mut buf = lane.take();
+        let mut buf = lane
+            .free
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(BUF));
         buf.resize(BUF, 0); // zeroing only the first time: a returned buffer is full-sized
         match read_full(&mut reader, &mut buf) {
-            Ok(0) => return hash(hasher),
+            Ok(0) => return,
             Ok(n) => {
                 buf.truncate(n);
-                hasher.update(&buf);
                 if lane.tx.send(buf).is_err() || n < BUF {
-                    return hash(hasher);
+                    return;
                 }
             }
             Err(e) => {
                 let _ = errors.send(e);
-                return String::new();
+                return;
             }
         }
     }
 }
 
-/// The writer: everything it receives goes to `sink`, in order.
+/// One decoded buffer and what of it is kept, from the judging thread to the writer.
+#[derive(Default)]
+pub(super) struct Kept {
+    /// Bytes kept before the buffer's runs: a line carried over from the buffer before.
+    pub(super) head: Vec<u8>,
+    /// The decoded buffer (back to the decoder once written; empty for the file's last line).
+    pub(super) buf: Vec<u8>,
+    /// The ranges of `buf` kept, in order.
+    pub(super) runs: Vec<std::ops::Range<usize>>,
+}
+
+/// The writer: the kept bytes of everything it receives go to `sink`, in order; each decoded
+/// buffer goes back to the decoder (`bufs`), each emptied [`Kept`] to the judging thread.
 fn write_out(
     sink: &mut ResultSink,
-    full: Receiver<Vec<u8>>,
-    free: SyncSender<Vec<u8>>,
+    full: Receiver<Kept>,
+    free: SyncSender<Kept>,
+    bufs: SyncSender<Vec<u8>>,
 ) -> std::io::Result<()> {
-    for mut buf in full {
-        sink.write(&buf)?;
-        buf.clear();
-        let _ = free.try_send(buf);
+    for mut k in full {
+        sink.write(&k.head)?;
+        for r in k.runs.drain(..) {
+            sink.write(k.buf.get(r).unwrap_or_default())?;
+        }
+        k.head.clear();
+        let buf = std::mem::take(&mut k.buf);
+        if buf.capacity() > 0 {
+            let _ = bufs.try_send(buf);
+        }
+        let _ = free.try_send(k);
     }
     Ok(())
 }
 
-/// Where the judging thread puts kept bytes: filled up to [`BUF`], then handed to the writer.
+/// Where the judging thread hands its judged buffers ([`Kept`]) to the writer.
 pub(super) struct Out {
-    buf: Vec<u8>,
-    lane: Lane,
+    lane: Lane<Kept>,
 }
 
 impl Out {
-    /// Appends `data` (handing full buffers on).
-    pub(super) fn put(&mut self, mut data: &[u8]) -> std::io::Result<()> {
-        while !data.is_empty() {
-            let n = (BUF - self.buf.len()).min(data.len());
-            self.buf.extend_from_slice(&data[..n]);
-            data = &data[n..];
-            if self.buf.len() == BUF {
-                self.flush()?;
-            }
-        }
-        Ok(())
+    /// An empty [`Kept`] to fill: a returned one if there is one.
+    pub(super) fn take(&self) -> Kept {
+        self.lane.free.try_recv().unwrap_or_default()
     }
 
-    /// Hands what is buffered to the writer.
-    fn flush(&mut self) -> std::io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let next = self.lane.take();
-        let full = std::mem::replace(&mut self.buf, next);
+    /// Hands `kept` to the writer.
+    pub(super) fn send(&self, kept: Kept) -> std::io::Result<()> {
         self.lane
             .tx
-            .send(full)
+            .send(kept)
             .map_err(|_| std::io::Error::other("the POS result writer stopped"))
     }
 }
 
-/// The decoded buffers, in order, for the judging thread; each goes back to the decoder once
-/// the next is asked for.
+/// The decoded buffers, in order, for the judging thread, which hashes them as they come
+/// (here rather than on the decoder's thread, the pipeline's busiest since judging got cheaper).
 pub(super) struct Input {
     rx: Receiver<Vec<u8>>,
     free: SyncSender<Vec<u8>>,
-    current: Vec<u8>,
+    hasher: Sha256,
 }
 
 impl Input {
-    /// The next buffer; `None` at the end (or when the decoder stopped: see [`pipeline`]).
-    pub(super) fn next(&mut self) -> Option<&[u8]> {
-        let done = std::mem::take(&mut self.current);
-        if done.capacity() > 0 {
-            let _ = self.free.try_send(done);
-        }
-        self.current = self.rx.recv().ok()?;
-        Some(&self.current)
+    /// The next buffer (hashed); `None` at the end (or when the decoder stopped: see
+    /// [`pipeline`]).
+    pub(super) fn next(&mut self) -> Option<Vec<u8>> {
+        let buf = self.rx.recv().ok()?;
+        self.hasher.update(&buf);
+        Some(buf)
+    }
+
+    /// Gives a buffer with nothing to write straight back to the decoder.
+    pub(super) fn recycle(&self, buf: Vec<u8>) {
+        let _ = self.free.try_send(buf);
     }
 }
 
@@ -177,46 +183,45 @@ pub(super) fn pipeline<T>(
     sink: &mut ResultSink,
     judge: impl FnOnce(&mut Input, &mut Out) -> std::io::Result<T>,
 ) -> std::io::Result<(T, String, StageCpu)> {
-    let (in_lane, in_rx, in_free) = lane();
-    let (out_lane, out_rx, out_free) = lane();
+    let (in_lane, in_rx, in_free) = lane(IN_FLIGHT);
+    let (out_lane, out_rx, out_free) = lane(IN_FLIGHT);
+    let bufs = in_free.clone();
     let (err_tx, err_rx) = sync_channel(1);
     std::thread::scope(|s| {
         let decoder = std::thread::Builder::new()
             .name("pos-decode".into())
             .spawn_scoped(s, move || {
                 let start = thread_cpu();
-                let hash = decode(reader, in_lane, err_tx);
-                (hash, thread_cpu() - start)
+                decode(reader, in_lane, err_tx);
+                thread_cpu() - start
             })?;
         let writer = std::thread::Builder::new()
             .name("pos-write".into())
             .spawn_scoped(s, move || {
                 let start = thread_cpu();
-                write_out(sink, out_rx, out_free).map(|()| thread_cpu() - start)
+                write_out(sink, out_rx, out_free, bufs).map(|()| thread_cpu() - start)
             })?;
         let mut input = Input {
             rx: in_rx,
             free: in_free,
-            current: Vec::new(),
+            hasher: Sha256::new(),
         };
-        let mut out = Out {
-            buf: Vec::with_capacity(BUF),
-            lane: out_lane,
-        };
+        let mut out = Out { lane: out_lane };
         let start = thread_cpu();
-        let judged = judge(&mut input, &mut out).and_then(|t| out.flush().map(|()| t));
+        let judged = judge(&mut input, &mut out);
+        let hash = hex::encode(std::mem::take(&mut input.hasher).finalize());
         let judge_cpu = thread_cpu() - start;
         drop(input); // a decoder still reading stops at its next hand-over
         drop(out); // the writer ends once it has written what it has
         let written = writer
             .join()
             .unwrap_or_else(|_| Err(std::io::Error::other("the POS result writer failed")));
-        let hash = decoder.join();
+        let decoded = decoder.join();
         if let Ok(e) = err_rx.try_recv() {
             return Err(e);
         }
         let write = written?;
-        let (hash, decode) = hash.map_err(|_| std::io::Error::other("the POS decoder failed"))?;
+        let decode = decoded.map_err(|_| std::io::Error::other("the POS decoder failed"))?;
         let cpu = StageCpu {
             decode,
             judge: judge_cpu,
