@@ -20,7 +20,7 @@
 //! whatever the thread count.
 
 use crate::error::{Error, Result};
-use crate::files::{parent_dir, sync_dir, AtomicFile};
+use crate::files::{open_direct, parent_dir, sync_dir, AlignedBuf, AtomicFile, DIRECT_ALIGN};
 use crate::nhs::{Field, Reason};
 use crate::scan::{Engine, Event, LineParser, ScanOptions, Span, Spanned};
 use crate::seen::{NumberSet, LAG};
@@ -525,39 +525,6 @@ impl Output {
 const OUT_BUFFER: usize = 8 << 20;
 /// Buffers of a [`ThreadedOut`] queued to its thread at most.
 const OUT_QUEUED: usize = 1;
-/// What direct I/O needs aligned: the buffer's address, the file offset and the length (the
-/// largest logical block size in use).
-const DIRECT_ALIGN: usize = 4096;
-
-/// An [`OUT_BUFFER`]-byte buffer starting at a [`DIRECT_ALIGN`] boundary.
-struct Aligned {
-    mem: Vec<u8>,
-    /// Where the aligned part starts in `mem`.
-    start: usize,
-    /// Bytes held.
-    len: usize,
-}
-
-impl Aligned {
-    fn new() -> Aligned {
-        let mem = vec![0u8; OUT_BUFFER + DIRECT_ALIGN];
-        let start = mem.as_ptr().align_offset(DIRECT_ALIGN);
-        Aligned { mem, start, len: 0 }
-    }
-
-    /// Copies in as much of `bytes` as fits; how much that was.
-    fn fill(&mut self, bytes: &[u8]) -> usize {
-        let take = bytes.len().min(OUT_BUFFER - self.len);
-        let at = self.start + self.len;
-        self.mem[at..at + take].copy_from_slice(&bytes[..take]);
-        self.len += take;
-        take
-    }
-
-    fn bytes(&self) -> &[u8] {
-        &self.mem[self.start..self.start + self.len]
-    }
-}
 
 /// What a [`ThreadedOut`]'s writer did: the bytes it wrote at the start of the file, and the
 /// rest (less than [`DIRECT_ALIGN`], the end of the last buffer, when direct I/O could not take
@@ -575,9 +542,9 @@ struct Wrote {
 /// file as for any other output.
 struct ThreadedOut {
     file: AtomicFile,
-    buf: Aligned,
-    full: Option<std::sync::mpsc::SyncSender<Aligned>>,
-    free: std::sync::mpsc::Receiver<Aligned>,
+    buf: AlignedBuf,
+    full: Option<std::sync::mpsc::SyncSender<AlignedBuf>>,
+    free: std::sync::mpsc::Receiver<AlignedBuf>,
     /// Buffers made so far.
     made: usize,
     thread: std::thread::JoinHandle<std::io::Result<Wrote>>,
@@ -588,14 +555,14 @@ struct ThreadedOut {
 impl ThreadedOut {
     fn new(file: AtomicFile, direct: bool, hash: bool) -> ThreadedOut {
         use sha2::Digest;
-        use std::os::unix::fs::{FileExt, OpenOptionsExt};
-        let (full, full_rx) = std::sync::mpsc::sync_channel::<Aligned>(OUT_QUEUED);
+        use std::os::unix::fs::FileExt;
+        let (full, full_rx) = std::sync::mpsc::sync_channel::<AlignedBuf>(OUT_QUEUED);
         let (free_tx, free) = std::sync::mpsc::channel();
         let tmp = file.tmp().to_path_buf();
         let durable = direct;
         // with a hash: a thread hashes each buffer and passes it on to the writer
         let (full_rx, hasher) = if hash {
-            let (to_writer, writer_rx) = std::sync::mpsc::sync_channel::<Aligned>(OUT_QUEUED);
+            let (to_writer, writer_rx) = std::sync::mpsc::sync_channel::<AlignedBuf>(OUT_QUEUED);
             let hasher = std::thread::spawn(move || {
                 let mut hasher = sha2::Sha256::new();
                 for buf in full_rx {
@@ -612,13 +579,7 @@ impl ThreadedOut {
         };
         let thread = std::thread::spawn(move || {
             let plain = std::fs::OpenOptions::new().write(true).open(&tmp)?;
-            let mut direct = direct
-                .then(|| {
-                    let mut o = std::fs::OpenOptions::new();
-                    o.write(true).custom_flags(libc::O_DIRECT);
-                    o.open(&tmp).ok()
-                })
-                .flatten();
+            let mut direct = direct.then(|| open_direct(&tmp)).flatten();
             let mut wrote = Wrote {
                 written: 0,
                 tail: Vec::new(),
@@ -661,7 +622,7 @@ impl ThreadedOut {
         });
         ThreadedOut {
             file,
-            buf: Aligned::new(),
+            buf: AlignedBuf::new(OUT_BUFFER),
             full: Some(full),
             free,
             made: 1,
@@ -674,7 +635,7 @@ impl ThreadedOut {
     fn write(&mut self, mut bytes: &[u8]) {
         while !bytes.is_empty() {
             bytes = &bytes[self.buf.fill(bytes)..];
-            if self.buf.len == OUT_BUFFER {
+            if self.buf.is_full() {
                 self.send();
             }
         }
@@ -686,13 +647,16 @@ impl ThreadedOut {
             Ok(buf) => buf,
             Err(_) if self.made < 2 * OUT_QUEUED + 3 => {
                 self.made += 1;
-                Aligned::new()
+                AlignedBuf::new(OUT_BUFFER)
             }
             // the thread holds every other buffer: wait for one (or, if it stopped, make one)
-            Err(_) => self.free.recv().unwrap_or_else(|_| Aligned::new()),
+            Err(_) => self
+                .free
+                .recv()
+                .unwrap_or_else(|_| AlignedBuf::new(OUT_BUFFER)),
         };
         let full = std::mem::replace(&mut self.buf, next);
-        self.buf.len = 0;
+        self.buf.clear();
         if let Some(tx) = &self.full {
             // a thread that stopped (a write failed) says why when it is joined
             let _ = tx.send(full);
@@ -702,7 +666,7 @@ impl ThreadedOut {
     /// Writes what is left, then commits the file; the hash, when asked for.
     fn commit(mut self) -> Result<Option<(String, u64)>> {
         use sha2::Digest;
-        if self.buf.len > 0 {
+        if !self.buf.is_empty() {
             self.send();
         }
         self.full = None;

@@ -19,27 +19,19 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use processor::files::{open_direct, AlignedBuf, DIRECT_ALIGN};
+
 use crate::store::create_private;
 
-/// Alignment of direct I/O (buffer address, length and file offset): the largest logical
-/// block size in common use.
-const ALIGN: usize = 4096;
-/// Bytes staged before a direct write (a multiple of [`ALIGN`]).
+/// Bytes staged before a direct write (a multiple of [`DIRECT_ALIGN`]).
 pub(super) const STAGE: usize = 4 << 20;
 
-/// An aligned buffer of [`STAGE`] bytes, without `unsafe`: a vector of one block more, used
-/// from its first aligned byte.
-pub(super) struct Stage {
-    buf: Vec<u8>,
-    start: usize,
-    len: usize,
-}
+/// The staging buffer: aligned for direct I/O, [`STAGE`] bytes.
+pub(super) struct Stage(AlignedBuf);
 
 impl Stage {
     pub(super) fn new() -> Stage {
-        let buf = vec![0u8; STAGE + ALIGN];
-        let start = buf.as_ptr().align_offset(ALIGN);
-        Stage { buf, start, len: 0 }
+        Stage(AlignedBuf::new(STAGE))
     }
 }
 
@@ -73,12 +65,8 @@ impl ChunkFile {
     /// Appends `data`, through `stage` (which holds what is not yet written).
     pub(super) fn write(&mut self, stage: &mut Stage, mut data: &[u8]) -> std::io::Result<()> {
         while !data.is_empty() {
-            let n = (STAGE - stage.len).min(data.len());
-            let at = stage.start + stage.len;
-            stage.buf[at..at + n].copy_from_slice(&data[..n]);
-            stage.len += n;
-            data = &data[n..];
-            if stage.len == STAGE {
+            data = &data[stage.0.fill(data)..];
+            if stage.0.is_full() {
                 self.flush(stage, false)?;
             }
         }
@@ -88,11 +76,11 @@ impl ChunkFile {
     /// Writes what `stage` holds: its whole blocks directly (if the file has a direct
     /// handle and is not `small`), the rest through the page cache; `stage` is empty after.
     fn flush(&mut self, stage: &mut Stage, small: bool) -> std::io::Result<()> {
-        let bytes = &stage.buf[stage.start..stage.start + stage.len];
+        let bytes = stage.0.bytes();
         let whole = if small {
             0
         } else {
-            bytes.len() / ALIGN * ALIGN
+            bytes.len() / DIRECT_ALIGN * DIRECT_ALIGN
         };
         let mut done = 0;
         if let Some(d) = &self.direct {
@@ -116,7 +104,7 @@ impl ChunkFile {
         }
         self.file.write_all_at(&bytes[done..], self.written)?;
         self.written += (bytes.len() - done) as u64;
-        stage.len = 0;
+        stage.0.clear();
         Ok(())
     }
 
@@ -132,7 +120,7 @@ impl ChunkFile {
     /// Bytes in the file once what is staged is written.
     #[cfg(test)]
     pub(super) fn len(&self, stage: &Stage) -> u64 {
-        self.written + stage.len as u64
+        self.written + stage.0.len() as u64
     }
 }
 
@@ -151,24 +139,6 @@ pub(super) fn sync_and_read_ahead(f: &File) -> std::io::Result<()> {
     Ok(())
 }
 
-/// A second, direct handle to the file at `path`, if its filesystem takes direct I/O (Linux;
-/// elsewhere the file is written through the page cache).
-#[cfg(not(target_os = "linux"))]
-fn open_direct(_path: &Path) -> Option<File> {
-    None
-}
-
-/// A second, direct handle to the file at `path`, if its filesystem takes direct I/O.
-#[cfg(target_os = "linux")]
-fn open_direct(path: &Path) -> Option<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(path)
-        .ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,12 +149,12 @@ mod tests {
     #[test]
     fn a_chunk_file_holds_exactly_what_was_appended() {
         let dir = tempfile::tempdir().unwrap();
-        let data: Vec<u8> = (0..STAGE * 2 + 3 * ALIGN + 77)
+        let data: Vec<u8> = (0..STAGE * 2 + 3 * DIRECT_ALIGN + 77)
             .map(|i| (i * 7 % 251) as u8)
             .collect();
         for (k, pieces, may_direct) in [
             vec![data.len()],
-            vec![ALIGN, STAGE, 1, STAGE - 1, 3 * ALIGN + 77],
+            vec![DIRECT_ALIGN, STAGE, 1, STAGE - 1, 3 * DIRECT_ALIGN + 77],
             vec![13; data.len() / 13 + 1],
             vec![0],
         ]
