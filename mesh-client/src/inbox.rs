@@ -12,6 +12,7 @@
 use std::io::{SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use direct_io::start_writeback;
 use futures_util::StreamExt;
 use reqwest::header::{HeaderMap, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE};
 use reqwest::{Method, Response};
@@ -575,25 +576,6 @@ impl Sink {
         }
     }
 }
-
-/// Asks the kernel to start writing `len` bytes of `file` from `offset` to disk, without waiting
-/// (a hint: an error shows at the fsync that follows).
-#[cfg(target_os = "linux")]
-fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a plain system call on a file descriptor this thread owns; no memory is passed.
-    unsafe {
-        libc::sync_file_range(
-            file.as_raw_fd(),
-            offset as libc::off64_t,
-            len as libc::off64_t,
-            libc::SYNC_FILE_RANGE_WRITE,
-        );
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn start_writeback(_file: &std::fs::File, _offset: u64, _len: u64) {}
 
 /// Creates (or truncates) `path` for writing, readable by its owner only on Unix.
 async fn create_private(path: &Path) -> std::io::Result<tokio::fs::File> {

@@ -3,6 +3,7 @@
 //! synced so that the rename is durable.
 
 use crate::error::{Error, Result};
+pub(crate) use direct_io::start_writeback;
 use std::fs::{File, OpenOptions};
 use std::io::{IoSlice, Write};
 use std::ops::Range;
@@ -264,105 +265,6 @@ impl AtomicFile {
     }
 }
 
-/// Asks the kernel to start writing `len` bytes of `file` from `offset` to disk, without
-/// waiting. Only a hint: errors are left for the final `fsync` to report.
-#[cfg(target_os = "linux")]
-pub(crate) fn start_writeback(file: &File, offset: u64, len: u64) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: sync_file_range only reads its integer arguments; the descriptor is open for as
-    // long as `file` is borrowed.
-    unsafe {
-        libc::sync_file_range(
-            file.as_raw_fd(),
-            offset as libc::off64_t,
-            len as libc::off64_t,
-            libc::SYNC_FILE_RANGE_WRITE,
-        );
-    }
-}
-
-/// Alignment of direct I/O (buffer address, length and file offset): the largest logical
-/// block size in common use.
-pub const DIRECT_ALIGN: usize = 4096;
-
-/// A buffer of a fixed capacity starting at a [`DIRECT_ALIGN`] boundary, as direct I/O
-/// (`O_DIRECT`) needs, without `unsafe`: a vector one block longer, used from its first aligned
-/// byte.
-#[derive(Debug)]
-pub struct AlignedBuf {
-    mem: Vec<u8>,
-    start: usize,
-    len: usize,
-    cap: usize,
-}
-
-impl AlignedBuf {
-    /// An empty buffer of `cap` bytes (a multiple of [`DIRECT_ALIGN`] for whole-block writes).
-    pub fn new(cap: usize) -> AlignedBuf {
-        let mem = vec![0u8; cap + DIRECT_ALIGN];
-        let start = mem.as_ptr().align_offset(DIRECT_ALIGN);
-        AlignedBuf {
-            mem,
-            start,
-            len: 0,
-            cap,
-        }
-    }
-
-    /// Copies in as much of `bytes` as fits; how much that was.
-    pub fn fill(&mut self, bytes: &[u8]) -> usize {
-        let take = bytes.len().min(self.cap - self.len);
-        let at = self.start + self.len;
-        self.mem[at..at + take].copy_from_slice(&bytes[..take]);
-        self.len += take;
-        take
-    }
-
-    /// The bytes held (they start at an aligned address).
-    pub fn bytes(&self) -> &[u8] {
-        &self.mem[self.start..self.start + self.len]
-    }
-
-    /// Bytes held.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// True when nothing is held.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// True when no more fits.
-    pub fn is_full(&self) -> bool {
-        self.len == self.cap
-    }
-
-    /// Empties the buffer (its memory is kept).
-    pub fn clear(&mut self) {
-        self.len = 0;
-    }
-}
-
-/// A second, direct (`O_DIRECT`) write handle to the file at `path`, if its filesystem takes
-/// direct I/O (Linux; `None` elsewhere, and the file is written through the page cache). A
-/// filesystem may still refuse a write with `InvalidInput`: callers then fall back to an
-/// ordinary handle.
-#[cfg(target_os = "linux")]
-pub fn open_direct(path: &Path) -> Option<File> {
-    OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(path)
-        .ok()
-}
-
-/// A second, direct write handle (none: direct I/O is used on Linux only).
-#[cfg(not(target_os = "linux"))]
-pub fn open_direct(_path: &Path) -> Option<File> {
-    None
-}
-
 /// Allocates the first `len` bytes of `file` (the file's size becomes `len`); true when done.
 /// For a file written from the start whose size is known before the first write (the `.dat`
 /// files): ext4 then maps blocks that exist instead of reserving each 4 KiB block as it is
@@ -394,9 +296,6 @@ fn allocate(file: &File, len: u64) -> bool {
 fn allocate(_file: &File, _len: u64) -> bool {
     false
 }
-
-#[cfg(not(target_os = "linux"))]
-pub(crate) fn start_writeback(_file: &File, _offset: u64, _len: u64) {}
 
 /// The directory `path` is in (`.` for a bare file name).
 pub fn parent_dir(path: &Path) -> PathBuf {

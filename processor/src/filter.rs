@@ -20,11 +20,12 @@
 //! whatever the thread count.
 
 use crate::error::{Error, Result};
-use crate::files::{open_direct, parent_dir, sync_dir, AlignedBuf, AtomicFile, DIRECT_ALIGN};
+use crate::files::{parent_dir, sync_dir, AtomicFile};
 use crate::nhs::{Field, Reason};
 use crate::scan::{Engine, Event, LineParser, ScanOptions, Span, Spanned};
 use crate::seen::{NumberSet, LAG};
 use crate::validate::add_reasons;
+use direct_io::{open_direct, AlignedBuf, DIRECT_ALIGN};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

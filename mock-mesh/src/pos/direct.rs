@@ -19,7 +19,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use processor::files::{open_direct, AlignedBuf, DIRECT_ALIGN};
+use direct_io::{open_direct, AlignedBuf, DIRECT_ALIGN};
 
 use crate::store::create_private;
 
