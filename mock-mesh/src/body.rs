@@ -72,32 +72,67 @@ type Reader = Box<dyn Read + Send>;
 /// Buffers a download has read into and hyper has written out, kept for its next reads:
 /// without them every MiB was a fresh zeroed allocation (and, above glibc's mmap threshold, a
 /// fresh mapping whose pages fault in and whose unmapping flushes every core's TLB).
-type Pool = Arc<Mutex<Vec<Vec<u8>>>>;
+pub(crate) type Pool<B = Vec<u8>> = Arc<Mutex<Vec<B>>>;
 
 /// Buffers kept per download: the channel's depth, one being read, one being written.
 const POOL_MAX: usize = 6;
 
-/// The filled part of a pooled buffer, owned by a [`Bytes`]; the buffer goes back to its pool
-/// when hyper drops the frame.
-struct Pooled {
-    buf: Vec<u8>,
-    len: usize,
-    pool: Pool,
+/// A buffer whose first `len` bytes are a frame's data.
+pub(crate) trait Filled: Send + 'static {
+    /// The first `len` bytes.
+    fn filled(&self, len: usize) -> &[u8];
 }
 
-impl AsRef<[u8]> for Pooled {
-    fn as_ref(&self) -> &[u8] {
-        &self.buf[..self.len]
+impl Filled for Vec<u8> {
+    fn filled(&self, len: usize) -> &[u8] {
+        &self[..len]
     }
 }
 
-impl Drop for Pooled {
+impl Filled for direct_io::AlignedBuf {
+    fn filled(&self, len: usize) -> &[u8] {
+        &self.bytes()[..len]
+    }
+}
+
+/// The filled part of a pooled buffer, owned by a [`Bytes`]; the buffer goes back to its pool
+/// (if it holds fewer than `max`) when hyper drops the frame.
+struct Pooled<B: Filled> {
+    buf: Option<B>,
+    len: usize,
+    pool: Pool<B>,
+    max: usize,
+}
+
+impl<B: Filled> AsRef<[u8]> for Pooled<B> {
+    fn as_ref(&self) -> &[u8] {
+        self.buf.as_ref().map_or(&[], |b| b.filled(self.len))
+    }
+}
+
+impl<B: Filled> Drop for Pooled<B> {
     fn drop(&mut self) {
         let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-        if pool.len() < POOL_MAX {
-            pool.push(std::mem::take(&mut self.buf));
+        if let Some(b) = self.buf.take().filter(|_| pool.len() < self.max) {
+            pool.push(b);
         }
     }
+}
+
+/// A frame of the first `len` bytes of `buf`, which goes back to `pool` (holding at most
+/// `max`) when the frame is dropped.
+pub(crate) fn pooled_bytes<B: Filled>(buf: B, len: usize, pool: &Pool<B>, max: usize) -> Bytes {
+    Bytes::from_owner(Pooled {
+        buf: Some(buf),
+        len,
+        pool: pool.clone(),
+        max,
+    })
+}
+
+/// A buffer from `pool`, if it has one.
+pub(crate) fn take_pooled<B>(pool: &Pool<B>) -> Option<B> {
+    pool.lock().unwrap_or_else(|p| p.into_inner()).pop()
 }
 
 /// One buffer read on a blocking thread; the reader comes back with it.
@@ -145,14 +180,13 @@ async fn pump(reader: Reader, tx: mpsc::Sender<std::io::Result<Bytes>>, timeout:
 
 /// Reads up to one buffer (fewer, larger frames) into a pooled buffer; `None` at the end.
 fn fill(reader: &mut Reader, pool: &Pool) -> std::io::Result<Option<Bytes>> {
-    let reused = pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
+    let reused = take_pooled(pool);
     let mut buf = reused.unwrap_or_else(|| vec![0; READ_BUF]); // full-sized either way
     let len = read_full(reader, &mut buf)?;
     if len == 0 {
         return Ok(None);
     }
-    let pool = pool.clone();
-    Ok(Some(Bytes::from_owner(Pooled { buf, len, pool })))
+    Ok(Some(pooled_bytes(buf, len, pool, POOL_MAX)))
 }
 
 /// Reads until `buf` is full or `reader` ends; the bytes read (fewer than `buf.len()` only at

@@ -299,7 +299,7 @@ pub(crate) fn download(
                 tracing::error!(message_id = %m.id, chunk = n, stored, size, "stored chunk size differs from its record");
                 return Err(ApiError::Generic(StatusCode::INTERNAL_SERVER_ERROR));
             }
-            stream_file(f, size)
+            stream_file(f, direct_io::open_direct_read(&path), size)
         }
         (ChunkSource::File { path, .. }, true) => {
             let f = std::fs::File::open(&path).map_err(|_| ApiError::NO_MESSAGE)?;

@@ -6,8 +6,10 @@
 //! project's machine), each new page is first faulted in by the host: 4–6 ns a byte of the
 //! writer's system time, against about 1 ns into pages freed a moment before
 //! (`docs/PERFORMANCE.md`, "The mock POS job's write"). A direct write hands the device the
-//! writer's own (reused) buffer instead; the download then reads the chunk from the disk (the
-//! store's downloads ask the kernel to read ahead, `mapped.rs`).
+//! writer's own (reused) buffer instead; the download then reads the chunk from the disk the
+//! same way, into reused buffers (`mapped.rs`). (It used to be read back into the page cache
+//! with `POSIX_FADV_WILLNEED` once durable: Linux reads only the first `read_ahead_kb`, 8 MiB
+//! here, of such advice, and the rest came in as fresh pages during the download.)
 //!
 //! Bytes go through one aligned staging buffer of [`STAGE`] bytes: full buffers are written
 //! directly; the file's last partial block (a chunk need not be a multiple of the block size)
@@ -122,21 +124,6 @@ impl ChunkFile {
     pub(super) fn len(&self, stage: &Stage) -> u64 {
         self.written + stage.0.len() as u64
     }
-}
-
-/// Makes a finished chunk file durable, then asks the kernel to read it back into the page
-/// cache in the background (the download follows soon; the host fills those pages, which
-/// cost the guest far less than the writer's fresh pages did: `docs/PERFORMANCE.md`). The
-/// advice is only a hint: its failure changes nothing.
-pub(super) fn sync_and_read_ahead(f: &File) -> std::io::Result<()> {
-    f.sync_all()?;
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        // SAFETY: plain advice on an open descriptor this function borrows; no memory passes.
-        let _ = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED) };
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -388,14 +388,14 @@ impl ResultSink {
                     size: self.len,
                 });
                 if now {
-                    direct::sync_and_read_ahead(&f)?;
+                    f.sync_all()?;
                 } else {
                     if self.syncing.len() >= SYNCS_BEHIND {
                         self.wait_one()?;
                     }
                     let h = std::thread::Builder::new()
                         .name("pos-fsync".into())
-                        .spawn(move || direct::sync_and_read_ahead(&f))?;
+                        .spawn(move || f.sync_all())?;
                     self.syncing.push_back(h);
                 }
             }
