@@ -35,6 +35,7 @@
 
 mod direct;
 mod early;
+mod fixed;
 pub(crate) mod job;
 mod scan;
 
@@ -549,6 +550,7 @@ fn judge_all(
         result: None,
         cpu: scan::StageCpu::default(),
     };
+    let mut counts = fixed::Counts::default();
     while let Some(data) = input.next() {
         a.size += data.len() as u64;
         if a.size > max_decoded {
@@ -584,7 +586,23 @@ fn judge_all(
         }
         let mut run_start = pos;
         let mut line_start = pos;
-        while let Some(rest) = data.get(line_start..).filter(|r| !r.is_empty()) {
+        loop {
+            // a stretch of `.dat` lines, vectorised where the CPU allows
+            let at = line_start;
+            line_start = fixed::judge_lines(
+                &data,
+                at,
+                decider,
+                &mut kept.runs,
+                &mut run_start,
+                &mut counts,
+            );
+            if line_start > at && a.line_ending.is_empty() {
+                a.line_ending = "\r\n";
+            }
+            let Some(rest) = data.get(line_start..).filter(|r| !r.is_empty()) else {
+                break;
+            };
             // the `.dat` line `NNNNNNNNNN,\r\n` of ndop and the POS's documentation, judged
             // without looking for its end; any other line as it comes
             let fixed = rest.first_chunk::<13>().and_then(crlf_line_value);
@@ -634,6 +652,8 @@ fn judge_all(
     if a.line_ending.is_empty() {
         a.line_ending = "\r\n";
     }
+    a.lines += counts.lines;
+    a.kept_lines += counts.kept;
     Ok(a)
 }
 
@@ -710,6 +730,20 @@ mod tests {
         (u32::from(d[9] - b'0') == check).then(|| std::str::from_utf8(d).unwrap().parse().unwrap())
     }
 
+    /// The vectorised `.dat` line's answer for `line` followed by three bytes of `x` (the next
+    /// line's, which it must not look at); `crlf_line_value`'s where the CPU lacks the vectors.
+    fn vector_line_value(line: &[u8; 13], x: u64) -> Option<u64> {
+        let mut v = [0u8; 16];
+        v[..13].copy_from_slice(line);
+        v[13..].copy_from_slice(&x.to_le_bytes()[..3]);
+        #[cfg(target_arch = "x86_64")]
+        if fixed::simd_available() {
+            // SAFETY: 16 bytes readable at the pointer; the features were checked.
+            return unsafe { fixed::x86::line_value(v.as_ptr()) };
+        }
+        crlf_line_value(line)
+    }
+
     #[test]
     fn modulus_11_fast_form_agrees_with_the_definition() {
         let mut x = 0x9E37_79B9_7F4A_7C15u64;
@@ -734,8 +768,10 @@ mod tests {
             line[..10].copy_from_slice(&d);
             line[10..].copy_from_slice(b",\r\n");
             assert_eq!(crlf_line_value(&line), want);
+            assert_eq!(vector_line_value(&line, x), want);
             line[10 + (x >> 20) as usize % 3] = b'0' + (x >> 8) as u8 % 10;
             assert_eq!(crlf_line_value(&line), None);
+            assert_eq!(vector_line_value(&line, x), None);
         }
         assert!(valid > 20_000, "{valid}"); // about 1 in 11 random numbers passes
         for d in [
