@@ -71,6 +71,9 @@ fn direct_pool() -> &'static Pool<AlignedBuf> {
 /// A client that stops reading is cut off by the connection's write timeout
 /// (`server::WriteTimeout`): hyper then drops this body and with it every window.
 pub(crate) fn stream_file(file: File, direct: Option<File>, size: u64) -> ResponseBody {
+    // the direct handle was opened by path: only if it is the same inode (a retry may have
+    // renamed another file into place in between)
+    let direct = direct.filter(|d| same_file(&file, d));
     MappedBody {
         file: Arc::new((file, direct)),
         size,
@@ -79,6 +82,15 @@ pub(crate) fn stream_file(file: File, direct: Option<File>, size: u64) -> Respon
         next: None,
     }
     .boxed_unsync()
+}
+
+/// Whether `a` and `b` are the same file (device and inode); no where that cannot be told.
+fn same_file(a: &File, b: &File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (a.metadata(), b.metadata()) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
 }
 
 /// The body of [`stream_file`].
@@ -297,6 +309,16 @@ mod tests {
                 }
             }
         }
+        // a direct handle to another file (another inode renamed into place) is not used
+        let other = dir.path().join("other");
+        std::fs::write(&other, vec![0u8; data.len()]).unwrap();
+        evict(&path);
+        let body = stream_file(
+            File::open(&path).unwrap(),
+            direct_io::open_direct_read(&other),
+            data.len() as u64,
+        );
+        assert!(body.collect().await.unwrap().to_bytes()[..] == data[..]);
         let body = stream_file(
             File::open(&path).unwrap(),
             direct_io::open_direct_read(&path),
