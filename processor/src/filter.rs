@@ -137,19 +137,13 @@ impl Part {
         dropped: &mut Vec<u32>,
     ) {
         if allowed.contains_prefix(prefix) {
-            self.keep_row(start, end);
+            self.kept += 1;
+            match self.keep.last_mut() {
+                Some(run) if run.end == start => run.end = end,
+                _ => self.keep.push(start..end),
+            }
         } else {
             dropped.push(prefix);
-        }
-    }
-
-    /// Keeps the row at `start..end` of the block (after every row kept before it).
-    #[inline(always)]
-    fn keep_row(&mut self, start: usize, end: usize) {
-        self.kept += 1;
-        match self.keep.last_mut() {
-            Some(run) if run.end == start => run.end = end,
-            _ => self.keep.push(start..end),
         }
     }
 
@@ -244,61 +238,23 @@ fn walk_block(
     at_eof: bool,
 ) -> Part {
     let mut p = Part::default();
+    let mut ahead = Ahead::new();
     let mut dropped = Vec::new();
-    // the rows gathered first, then looked up (bucket by bucket when there are many)
-    SCRATCH.with_borrow_mut(|s| {
-        if u32::try_from(block.len()).is_ok() {
-            s.rows.clear();
-            walk_rows(parser, block, at_eof, &mut p, |(prefix, start, end)| {
-                s.rows.push((prefix, start as u32, end as u32))
-            });
-            let widen =
-                |(prefix, start, end): (u32, u32, u32)| (prefix, start as usize, end as usize);
-            decide_rows(&s.rows, widen, &mut s.lookup, allowed, &mut p, &mut dropped);
-        } else {
-            // a block too long for 32-bit offsets (never one of the engine's)
-            let mut rows = Vec::new();
-            walk_rows(parser, block, at_eof, &mut p, |row| rows.push(row));
-            decide_rows(
-                &rows,
-                |row| row,
-                &mut s.lookup,
-                allowed,
-                &mut p,
-                &mut dropped,
-            );
-        }
-    });
-    p.classify_dropped(&dropped, requested);
-    p
-}
-
-/// Reads the records of `block`, counting rows, blanks and invalid numbers in `p` (and its
-/// span), and passes each row with a valid number to `row` as `(prefix, start, end)`.
-#[inline(always)]
-fn walk_rows(
-    parser: &LineParser,
-    block: &[u8],
-    at_eof: bool,
-    p: &mut Part,
-    mut row: impl FnMut((u32, usize, usize)),
-) {
     let at = |prefix: u32, raw: &[u8]| {
         let start = raw.as_ptr() as usize - block.as_ptr() as usize;
         (prefix, start, start + raw.len())
     };
     let mut walk = parser.walk(block, at_eof);
-    let mut rows = 0u64;
     loop {
         walk.fast_lines(|l, raw| {
-            rows += 1;
-            row(at(l.prefix, raw));
+            p.rows += 1;
+            ahead.push(at(l.prefix, raw), &mut p, allowed, &mut dropped);
         });
         walk.fast_records(
             #[inline(always)]
             |l, raw| {
-                rows += 1;
-                row(at(l.prefix, raw));
+                p.rows += 1;
+                ahead.push(at(l.prefix, raw), &mut p, allowed, &mut dropped);
             },
         );
         let Some((field, _, raw)) = walk.next_other() else {
@@ -308,119 +264,20 @@ fn walk_rows(
             Field::Blank => p.blank += 1,
             Field::Invalid(r) => {
                 p.invalid[r.index()] += 1;
-                let line = walk.record_line().unwrap_or(rows);
-                p.rejects.push((rows, line, r));
+                let line = walk.record_line().unwrap_or(p.rows);
+                p.rejects.push((p.rows, line, r));
             }
-            Field::Valid { number, .. } => row(at((number / 10) as u32, raw)),
+            Field::Valid { number, .. } => {
+                let row = at((number / 10) as u32, raw);
+                ahead.push(row, &mut p, allowed, &mut dropped);
+            }
         }
-        rows += 1;
+        p.rows += 1;
     }
-    p.rows = rows;
-    p.span = walk.span(rows);
-}
-
-/// Rows of a block with a valid number from which [`decide_rows`] looks them up bucket by
-/// bucket rather than in row order.
-const BUCKETED_FROM: usize = 4096;
-/// A bucket of the bucketed lookup holds the prefixes with the same bits above these: 2^23
-/// prefixes, 1 MiB of the set, which stays in the core's L2 cache while its rows are looked up.
-const BUCKET_SHIFT: u32 = 23;
-/// Buckets of the bucketed lookup (any `u32` prefix has one).
-const BUCKETS: usize = 1 << (32 - BUCKET_SHIFT);
-
-/// A worker's buffers for [`walk_block`], kept from block to block (new memory is expensive
-/// to touch on some machines, and a block's rows take a few MiB).
-#[derive(Default)]
-struct Scratch {
-    /// The block's rows with a valid number: `(prefix, start, end)`, in row order.
-    rows: Vec<(u32, u32, u32)>,
-    lookup: Lookup,
-}
-
-/// The buffers of [`decide_rows`]'s bucketed lookup.
-#[derive(Default)]
-struct Lookup {
-    /// `prefix << 32 | row`, grouped by bucket.
-    keys: Vec<u64>,
-    /// Bit `i` set: row `i` is in the allowed set.
-    found: Vec<u64>,
-    /// Rows per bucket, then where each bucket starts in `keys`.
-    starts: Vec<u32>,
-}
-
-/// EXPERIMENT knob
-fn knob(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-thread_local! {
-    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
-}
-
-/// Decides `rows` (`(prefix, start, end)` in row order, see [`Part::decide`]): the same kept
-/// ranges, counts and dropped prefixes (in the same order) as deciding each row in turn. Many
-/// rows are looked up bucket by bucket: grouped by the high bits of their prefix (one counting
-/// pass and one scatter), so that each bucket's lookups fall in one MiB of the set and its
-/// cache lines are fetched once for all the bucket's rows, not once a row; a row's verdict is
-/// kept as a bit, and the rows are then decided in order from those bits. A national extract's
-/// rows in extract order miss the cache on almost every lookup otherwise.
-#[inline(always)]
-fn decide_rows<R: Copy>(
-    rows: &[R],
-    widen: impl Fn(R) -> (u32, usize, usize),
-    lookup: &mut Lookup,
-    allowed: &NumberSet,
-    p: &mut Part,
-    dropped: &mut Vec<u32>,
-) {
-    if rows.len() < knob("NDOP_BF", BUCKETED_FROM) || u32::try_from(rows.len()).is_err() {
-        let mut ahead = Ahead::new();
-        for &row in rows {
-            ahead.push(widen(row), p, allowed, dropped);
-        }
-        ahead.finish(p, allowed, dropped);
-        return;
-    }
-    let Lookup {
-        keys,
-        found,
-        starts,
-    } = lookup;
-    let shift = knob("NDOP_BS", BUCKET_SHIFT as usize) as u32;
-    starts.clear();
-    let nb = 1usize << (32 - shift);
-    starts.resize(nb + 1, 0);
-    for &row in rows {
-        starts[(widen(row).0 >> shift) as usize + 1] += 1;
-    }
-    for b in 1..=nb {
-        starts[b] += starts[b - 1];
-    }
-    keys.clear();
-    keys.resize(rows.len(), 0);
-    for (i, &row) in rows.iter().enumerate() {
-        let prefix = widen(row).0;
-        let at = &mut starts[(prefix >> shift) as usize];
-        keys[*at as usize] = u64::from(prefix) << 32 | i as u64;
-        *at += 1;
-    }
-    found.clear();
-    found.resize(rows.len().div_ceil(64), 0);
-    for (i, &key) in keys.iter().enumerate() {
-        if let Some(&ahead) = keys.get(i + LAG) {
-            allowed.prefetch((ahead >> 32) as u32);
-        }
-        let row = key as u32 as usize;
-        found[row / 64] |= u64::from(allowed.contains_prefix((key >> 32) as u32)) << (row % 64);
-    }
-    for (i, &row) in rows.iter().enumerate() {
-        let (prefix, start, end) = widen(row);
-        if found[i / 64] >> (i % 64) & 1 != 0 {
-            p.keep_row(start, end);
-        } else {
-            dropped.push(prefix);
-        }
-    }
+    ahead.finish(&mut p, allowed, &mut dropped);
+    p.classify_dropped(&dropped, requested);
+    p.span = walk.span(p.rows);
+    p
 }
 
 /// The default rejects report of a filter writing `out`: `OUT.rejects.csv` beside it.
@@ -534,9 +391,7 @@ pub fn filter_hashing(
     let mut delimiter = None;
     let result = (|| {
         r.write(b"file,record,line,reason\n")?;
-        let mut o = opts.clone();
-        o.block_size = knob("NDOP_FB", o.block_size);
-        let engine = Engine::new(&o)?;
+        let engine = Engine::new(opts)?;
         let mut c = FilterCounts::default();
         let mut invalid = [0u64; Reason::ALL.len()];
         let mut done = 0u64;
@@ -842,7 +697,6 @@ mod tests {
     use crate::csv::Column;
     use crate::input::IoMode;
     use crate::scan::Format;
-    use proptest::strategy::Strategy as _;
 
     #[test]
     fn keeps_rows_of_returned_patients_byte_for_byte() {
@@ -1075,118 +929,6 @@ mod tests {
             )
             .unwrap();
             assert_eq!(std::fs::read(&out).unwrap(), want, "{k}");
-        }
-    }
-
-    /// The kept ranges, kept count and dropped prefixes (in order) of `rows` decided one by one
-    /// in row order (the [`Ahead`] path), and by [`decide_rows`].
-    fn both_ways(
-        rows: &[(u32, u32, u32)],
-        allowed: &NumberSet,
-    ) -> [(Vec<std::ops::Range<usize>>, u64, Vec<u32>); 2] {
-        let widen = |(prefix, start, end): (u32, u32, u32)| (prefix, start as usize, end as usize);
-        let mut one = (Part::default(), Vec::new());
-        let mut ahead = Ahead::new();
-        for &row in rows {
-            ahead.push(widen(row), &mut one.0, allowed, &mut one.1);
-        }
-        ahead.finish(&mut one.0, allowed, &mut one.1);
-        let mut two = (Part::default(), Vec::new());
-        decide_rows(
-            rows,
-            widen,
-            &mut Lookup::default(),
-            allowed,
-            &mut two.0,
-            &mut two.1,
-        );
-        [one, two].map(|(p, dropped)| (p.keep, p.kept, dropped))
-    }
-
-    /// Rows for [`both_ways`] from `(prefix, gap before it, length)`: rows follow each other,
-    /// adjacent when the gap is 0 (so kept neighbours merge into one range).
-    fn rows_of(spec: &[(u32, u8, u8)]) -> Vec<(u32, u32, u32)> {
-        let mut at = 0u32;
-        spec.iter()
-            .map(|&(prefix, gap, len)| {
-                let start = at + u32::from(gap);
-                at = start + 1 + u32::from(len);
-                (prefix, start, at)
-            })
-            .collect()
-    }
-
-    #[test]
-    fn the_bucketed_lookup_decides_as_row_order_does_at_every_size() {
-        let allowed = NumberSet::new();
-        // members in several buckets, the first and last prefixes, and neighbours of non-members
-        let mut prefixes = Vec::new();
-        let mut x = 12345u64;
-        for _ in 0..30_000 {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            let prefix = ((x >> 33) % 1_000_000_000) as u32;
-            let prefix = if x & 1 == 0 {
-                prefix
-            } else {
-                400_000_000 + prefix % (1 << 24)
-            };
-            if x & 6 != 0 {
-                allowed.insert_prefix(prefix);
-            }
-            prefixes.push(prefix);
-        }
-        allowed.insert_prefix(0);
-        allowed.insert_prefix(999_999_999);
-        prefixes.extend([0, 999_999_999, 1, 999_999_998, u32::MAX]);
-        for n in [
-            0,
-            1,
-            17,
-            BUCKETED_FROM - 1,
-            BUCKETED_FROM,
-            BUCKETED_FROM + 1,
-            prefixes.len(),
-        ] {
-            let spec: Vec<_> = prefixes[prefixes.len() - n..]
-                .iter()
-                .enumerate()
-                .map(|(i, &p)| (p, (i % 3 == 0) as u8, (i % 7) as u8))
-                .collect();
-            let [one, two] = both_ways(&rows_of(&spec), &allowed);
-            assert!(one.1 > 0 || n < 10, "{n}: some rows kept");
-            assert!(one.2.len() > 1 || n < 10, "{n}: some rows dropped");
-            assert_eq!(one, two, "{n} rows");
-        }
-    }
-
-    proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
-        #[test]
-        fn the_bucketed_lookup_decides_as_row_order_does(
-            spec in proptest::collection::vec(
-                (
-                    proptest::prop_oneof![
-                        0u32..1_000_000_000,
-                        (0u32..4).prop_map(|b| 100_000_000 + (b << BUCKET_SHIFT) - 2),
-                        proptest::sample::select(vec![0, 1, 63, 64, 999_999_999]),
-                    ],
-                    0u8..3,
-                    0u8..20,
-                ),
-                BUCKETED_FROM - 8..BUCKETED_FROM + 600,
-            ),
-            members in proptest::collection::vec(proptest::bool::ANY, 64),
-        ) {
-            let allowed = NumberSet::new();
-            for (i, &(prefix, ..)) in spec.iter().enumerate() {
-                if members[i % 64] {
-                    allowed.insert_prefix(prefix);
-                }
-            }
-            let [one, two] = both_ways(&rows_of(&spec), &allowed);
-            proptest::prop_assert_eq!(one, two);
         }
     }
 }
