@@ -767,6 +767,20 @@ mod tests {
             .await
             .unwrap();
         expected.extend_from_slice(b"tail");
+        // then more than a stage again (written directly where the filesystem allows), cut back
+        // into what was written at an offset that is not a block border, and an odd tail
+        let more: Vec<u8> = (0..3 * STAGE + 5).map(|i| (i % 253) as u8).collect();
+        sink.write(bytes::Bytes::from(more.clone()), &part)
+            .await
+            .unwrap();
+        expected.extend_from_slice(&more);
+        let back = STAGE + DIRECT_ALIGN + 7;
+        sink.rewind(back as u64, &part).await.unwrap();
+        expected.truncate(back);
+        sink.write(bytes::Bytes::from(vec![b'z'; STAGE + 3]), &part)
+            .await
+            .unwrap();
+        expected.extend_from_slice(&vec![b'z'; STAGE + 3]);
         let dest = dir.path().join("m");
         finish(sink, &part, &dest).await.unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), expected);
