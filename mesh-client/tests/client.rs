@@ -707,7 +707,7 @@ mod mock {
 
     every_scenario!(scenario_tests!(Mock));
 
-    /// A download larger than the inbox writer's direct-I/O stage (2 MiB), in chunks whose
+    /// A download larger than the inbox writer's direct-I/O stage (4 MiB), in chunks whose
     /// borders are not block borders and with a tail that is not a whole block, plain and
     /// gzip'd: the file is exactly the bytes sent, private, and the tee saw them in order.
     #[tokio::test]
