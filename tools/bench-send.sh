@@ -15,6 +15,8 @@
 # NO_BUILD=1 uses the release binaries as they are (no cargo build first).
 # NDOP=PATH times another ndop binary (e.g. one built before a change) against the same mock.
 # RUN_LEVEL=N runs the whole `ndop run` with --compress-level N (default: ndop's default, mesh_client::DEFAULT_COMPRESS_LEVEL).
+# COLLECT_ONLY=1 (with LEVELS "") times only the lone collect, started once the mock's POS
+# result is ready (its user and sys CPU seconds from /usr/bin/time: the figure to compare).
 # RUN_ONLY=1 skips the per-level sends and the lone collect (only the whole runs); LEVELS ""
 # skips the per-level sends alone. The disk is synced before each timed command (deleting the
 # previous round's files issues discards on this VM's ext4, which otherwise land in the next).
@@ -79,13 +81,20 @@ for r in $(seq "$ROUNDS"); do
   tmp=$(mktemp -d)
   start_mesh "$tmp/store"
   "$N" send "$PREP" --work "$tmp/w" --mesh "$url" --mailbox X26ABC1 >/dev/null 2>&1
+  # the POS's result ready first: collect's own cost (download and check), not the wait
+  for _ in $(seq 600); do grep -q "POS result sent" "$tmp/store.log" && break; sleep 0.1; done
   sync
+  load=$(cut -d' ' -f1 /proc/loadavg)
   s=$(date +%s.%N)
-  "$N" collect --work "$tmp/w" --mesh "$url" --mailbox X26ABC1 --interval 0.05 --timeout 600 \
+  /usr/bin/time -f '%U %S %M' -o "$tmp/cpu" \
+    "$N" collect --work "$tmp/w" --mesh "$url" --mailbox X26ABC1 --interval 0.05 --timeout 600 \
     >/dev/null 2>"$tmp/collect.err" || { cat "$tmp/collect.err"; exit 1; }
   e=$(date +%s.%N)
   stop_mesh
-  echo "round=$r collect_s=$(secs "$s" "$e") replies_bytes=$(du -sb "$tmp/w/replies" | cut -f1)"
+  echo "round=$r collect_s=$(secs "$s" "$e") replies_bytes=$(du -sb "$tmp/w/replies" | cut -f1) collect_user_s=$(cut -d' ' -f1 "$tmp/cpu") collect_sys_s=$(cut -d' ' -f2 "$tmp/cpu") peak_rss_kib=$(cut -d' ' -f3 "$tmp/cpu") load=$load"
+  rm -rf "$tmp"
+  sync
+  [ "${COLLECT_ONLY:-0}" = 1 ] && continue
   rm -rf "$tmp"
   sync
   fi

@@ -121,6 +121,32 @@ impl AlignedBuf {
         }
         Ok(self.len)
     }
+    /// Keeps only the first `len` bytes held (all of them if it holds fewer).
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+}
+
+/// Writes all of `bytes` at `offset` of a file: through its direct handle `direct` if it has
+/// one (then `bytes` must start at an aligned address and `offset` and its length be multiples
+/// of [`DIRECT_ALIGN`], as from an [`AlignedBuf`]), else through its ordinary handle `plain`.
+/// A filesystem that refuses direct writes (`InvalidInput`) loses the direct handle (`direct`
+/// becomes `None`) and the bytes are written through `plain`.
+#[cfg(unix)]
+pub fn write_all_at_direct(
+    direct: &mut Option<File>,
+    plain: &File,
+    bytes: &[u8],
+    offset: u64,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    if let Some(d) = direct {
+        match d.write_all_at(bytes, offset) {
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => *direct = None,
+            r => return r,
+        }
+    }
+    plain.write_all_at(bytes, offset)
 }
 
 /// A second, direct (`O_DIRECT`) write handle to the file at `path`, if its filesystem takes
@@ -178,6 +204,11 @@ mod tests {
         assert_eq!(buf.len(), 2 * DIRECT_ALIGN);
         assert_eq!(buf.bytes()[DIRECT_ALIGN + 4], 7);
         assert_eq!(buf.bytes()[DIRECT_ALIGN + 5], 9);
+        buf.truncate(DIRECT_ALIGN + 1);
+        assert_eq!(buf.len(), DIRECT_ALIGN + 1);
+        assert_eq!(buf.bytes()[DIRECT_ALIGN], 7);
+        buf.truncate(3 * DIRECT_ALIGN);
+        assert_eq!(buf.len(), DIRECT_ALIGN + 1);
         buf.clear();
         assert!(buf.is_empty() && !buf.is_full());
     }
@@ -201,6 +232,16 @@ mod tests {
                 Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput),
             }
         }
+        // the shared write: direct where taken, else (and after a refusal) the ordinary handle
+        let plain = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        plain.write_all_at(&data[..DIRECT_ALIGN], 0).unwrap();
+        let mut direct = open_direct(&path);
+        write_all_at_direct(&mut direct, &plain, buf.bytes(), DIRECT_ALIGN as u64).unwrap();
+        write_all_at_direct(&mut None, &plain, b"end", 3 * DIRECT_ALIGN as u64).unwrap();
+        let mut want = data[..DIRECT_ALIGN].to_vec();
+        want.extend_from_slice(&data);
+        want.extend_from_slice(b"end");
+        assert_eq!(std::fs::read(&path).unwrap(), want);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

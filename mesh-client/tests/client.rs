@@ -707,6 +707,49 @@ mod mock {
 
     every_scenario!(scenario_tests!(Mock));
 
+    /// A download larger than the inbox writer's direct-I/O stage (4 MiB), in chunks whose
+    /// borders are not block borders and with a tail that is not a whole block, plain and
+    /// gzip'd: the file is exactly the bytes sent, private, and the tee saw them in order.
+    #[tokio::test]
+    async fn a_large_download_through_the_direct_path_is_the_bytes_sent() {
+        let mock = Mock::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let data = content(5 * 1024 * 1024 + 4097 + 13);
+        let path = write(dir.path(), "large.dat", &data);
+        let (sender, recipient) = (client(mock.url(), SENDER), client(mock.url(), RECIPIENT));
+        for compress in [false, true] {
+            let opts = SendOptions {
+                compress,
+                chunk_size: Some(1_500_001),
+                local_id: Some(format!("large-{compress}")),
+                ..options(RECIPIENT)
+            };
+            let id = sender.send_file(&path, &opts, &|_| {}).await.unwrap();
+            let dest = dir.path().join(format!("large-{compress}.out"));
+            let (tee, mut pieces) = tokio::sync::mpsc::channel::<mesh_client::Piece>(16);
+            let seen = tokio::spawn(async move {
+                let mut seen = Vec::new();
+                while let Some((at, piece)) = pieces.recv().await {
+                    assert_eq!(at, seen.len() as u64, "pieces in order");
+                    seen.extend_from_slice(&piece);
+                }
+                seen
+            });
+            let meta = recipient.download_to_tee(&id, &dest, tee).await.unwrap();
+            assert_eq!((meta.chunks, meta.bytes), (4, data.len() as u64));
+            assert!(std::fs::read(&dest).unwrap() == data, "download differs");
+            assert!(seen.await.unwrap() == data, "tee differs");
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(&dest).unwrap().permissions().mode();
+                assert_eq!(mode & 0o777, 0o600);
+            }
+            recipient.acknowledge(&id).await.unwrap();
+        }
+        mock.stop().await;
+    }
+
     /// A submission to the INT POS mailbox draws two replies to the sender, both carrying its
     /// LocalId: the job-created JSON (`Mex-Subject: SUCCESS`) and the cleaned file, here cut
     /// into several chunks by the mock and reassembled by the client.
