@@ -304,6 +304,16 @@ impl Spare {
     }
 }
 
+/// Where a [`Batch`] goes: the set, the pool that inserts it, the blocks that may still
+/// insert by themselves, and the spare buffers its lists go back to.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    set: &'a NumberSet,
+    engine: &'a Engine,
+    writers: &'a Writers,
+    spare: &'a Spare,
+}
+
 /// Deferred blocks' prefixes not inserted yet.
 #[derive(Default)]
 struct Batch {
@@ -315,9 +325,9 @@ impl Batch {
     /// Adds a deferred block's prefixes; inserts the batch once it is full. Returns the
     /// duplicates among the prefixes inserted.
     ///
-    /// Only the ordering thread inserts, and no worker inserts at the same time (it waits for
-    /// [`Writers`] to be none), so the set is written with plain stores.
-    fn add(&mut self, set: &NumberSet, spare: &Spare, writers: &Writers, list: Partitioned) -> u64 {
+    /// No worker inserts by itself meanwhile (the ordering thread waits for [`Writers`] to be
+    /// none first), so the set is written with plain stores.
+    fn add(&mut self, into: Target<'_>, list: Partitioned) -> u64 {
         if list.len() == 0 {
             return 0;
         }
@@ -326,31 +336,24 @@ impl Batch {
         if self.prefixes < BATCH {
             return 0;
         }
-        self.insert(set, spare, writers)
+        self.insert(into)
     }
 
-    /// Inserts what is gathered, handing the buffers back to `spare`; returns the duplicates
-    /// among it.
-    fn insert(&mut self, set: &NumberSet, spare: &Spare, writers: &Writers) -> u64 {
-        writers.wait_for_none();
-        let duplicates = set.insert_alone(&self.lists);
-        self.recycle(spare);
-        duplicates
-    }
-
-    /// [`Batch::insert`] once the scan has ended, by the engine's idle workers, each on its
-    /// own buckets ([`NumberSet::insert_alone_parallel`]), instead of by this thread alone
-    /// while they wait.
-    fn insert_last(
-        &mut self,
-        set: &NumberSet,
-        spare: &Spare,
-        writers: &Writers,
-        engine: &Engine,
-    ) -> u64 {
-        writers.wait_for_none();
-        let duplicates = engine.install(|| set.insert_alone_parallel(&self.lists));
-        self.recycle(spare);
+    /// Inserts what is gathered, handing the buffers back to the spares; returns the
+    /// duplicates among it.
+    ///
+    /// The engine's workers insert it, each on its own runs of buckets
+    /// ([`NumberSet::insert_alone_parallel`]), while the ordering thread waits: the job joins
+    /// the pool's queue behind the blocks in flight (deferred blocks, which only list their
+    /// prefixes), so the batch goes in on every core, and no third thread shares the cores
+    /// with the workers' scan (before, the ordering thread inserted alone beside them: the
+    /// cores were oversubscribed while it did, and idle once the blocks in flight were done).
+    fn insert(&mut self, into: Target<'_>) -> u64 {
+        into.writers.wait_for_none();
+        let duplicates = into
+            .engine
+            .install(|| into.set.insert_alone_parallel(&self.lists));
+        self.recycle(into.spare);
         duplicates
     }
 
@@ -527,6 +530,12 @@ fn validate_deferring(
     let writers = Writers::default();
     let mut batch = Batch::default();
     let spare = Spare::default();
+    let into = Target {
+        set: &set,
+        engine: &engine,
+        writers: &writers,
+        spare: &spare,
+    };
     let mut done = 0u64;
     let mut current = String::new();
     engine.run(
@@ -571,7 +580,7 @@ fn validate_deferring(
                         }
                     }
                     counts.add(&out);
-                    counts.duplicates += batch.add(&set, &spare, &writers, out.prefixes);
+                    counts.duplicates += batch.add(into, out.prefixes);
                     if counts.valid - counts.duplicates >= defer_after {
                         writers.defer_from_now();
                     }
@@ -587,8 +596,8 @@ fn validate_deferring(
             Ok(())
         },
     )?;
-    // The workers have all ended: the last deferred prefixes, inserted by them.
-    counts.duplicates += batch.insert_last(&set, &spare, &writers, &engine);
+    // The workers have all ended: the last deferred prefixes.
+    counts.duplicates += batch.insert(into);
     let unsynced = report.map(InvalidCsv::finish).transpose()?;
     counts.unique = counts.valid - counts.duplicates;
     debug_assert_eq!(counts.unique, set.len());
