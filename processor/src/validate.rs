@@ -149,11 +149,12 @@ impl Spanned for Tally {
 ///   each new member, since the other workers insert into the same set at the same time. Best
 ///   while the set is small and stays in the cache: no extra pass, no extra memory.
 /// - **Deferred** (`defer` holds the spare buffers): the block lists its valid numbers'
-///   prefixes, partitioned by bucket ([`Partitioned`]), and the ordering thread inserts them
-///   in batches ([`Batch`]), alone, with plain writes, while the pool works on the next blocks.
-///   Best once the set is big (a national extract): the workers no longer wait on the set's
-///   cache misses nor take a locked write per new member, and the batches are inserted bucket
-///   by bucket, each bucket's part of the map in L2.
+///   prefixes, partitioned by bucket ([`Partitioned`]); the ordering thread gathers them in
+///   batches ([`Batch`]), which the pool's workers insert with plain writes, each worker on
+///   its own buckets, between deferred blocks. Best once the set is big (a national
+///   extract): the workers no longer wait on the set's cache misses nor take a locked write
+///   per new member, and the batches are inserted bucket by bucket, each bucket's part of the
+///   map in L2.
 ///
 /// A CSV block is always deferred: it may be a guess the engine throws away (see
 /// [`crate::scan`]), so it must leave `set` alone. [`validate`] switches lines from the first
@@ -273,10 +274,11 @@ fn tally_walk<const DEFER: bool>(
 }
 
 /// Prefixes the ordering thread gathers from deferred blocks before inserting them, bucket
-/// by bucket ([`NumberSet::insert_alone`]): the more there are, the more of them each cache
-/// line of the map brought in serves (on the national file 8 Mi prefixes over England's 37.5
-/// MiB of map are about 13 a line). 32 MiB of memory.
-const BATCH: usize = 1 << 23;
+/// by bucket ([`NumberSet::insert_alone_parallel`]): the more there are, the more of them
+/// each cache line of the map brought in serves (on the national file 16 Mi prefixes over
+/// England's 37.5 MiB of map are about 27 a line; each bucket's 4,096 lines come from L3 or
+/// memory once a batch). 64 MiB of memory; 8 Mi measured a quarter more insertion time.
+const BATCH: usize = 1 << 24;
 
 /// Prefix buffers handed back after their batch was inserted, for the workers' next deferred
 /// blocks: a block's list is about 600 KiB, and a fresh one is fresh pages to fault in.
@@ -284,8 +286,9 @@ const BATCH: usize = 1 << 23;
 struct Spare(Mutex<Vec<Vec<u32>>>);
 
 impl Spare {
-    /// Buffers kept at most (about what one batch holds).
-    const KEEP: usize = 64;
+    /// Buffers kept at most (more than one batch holds: [`BATCH`] over a 2 MiB block's
+    /// ~160k prefixes is about 105 lists).
+    const KEEP: usize = 128;
 
     /// A buffer (empty), reused if one is spare.
     fn take(&self) -> Vec<u32> {
@@ -305,9 +308,11 @@ impl Spare {
 }
 
 /// Where a [`Batch`] goes: the set, the pool that inserts it, the blocks that may still
-/// insert by themselves, and the spare buffers its lists go back to.
+/// insert by themselves, and the spare buffers its lists go back to; and the prefixes a batch
+/// gathers before it is inserted ([`BATCH`]; the tests try a few).
 #[derive(Clone, Copy)]
 struct Target<'a> {
+    batch: usize,
     set: &'a NumberSet,
     engine: &'a Engine,
     writers: &'a Writers,
@@ -333,7 +338,7 @@ impl Batch {
         }
         self.prefixes += list.len();
         self.lists.push(list);
-        if self.prefixes < BATCH {
+        if self.prefixes < into.batch {
             return 0;
         }
         self.insert(into)
@@ -489,7 +494,7 @@ pub(crate) fn validate_sync_later(
     invalid_csv: Option<&Path>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<(Validated, Option<Unsynced>)> {
-    validate_deferring(inputs, opts, invalid_csv, progress, DEFER_AFTER)
+    validate_deferring(inputs, opts, invalid_csv, progress, (DEFER_AFTER, BATCH))
 }
 
 /// A written file whose `fsync` is still to come.
@@ -508,13 +513,14 @@ impl Unsynced {
 }
 
 /// [`validate_sync_later`], with line blocks deferring their prefixes once the set holds
-/// `defer_after` numbers (the tests try 0, a few and never).
+/// `defer_after` numbers (the tests try 0, a few and never), inserted in batches of `batch`
+/// prefixes (the tests try a few, so that batches go in while blocks are still scanned).
 fn validate_deferring(
     inputs: &[PathBuf],
     opts: &ScanOptions,
     invalid_csv: Option<&Path>,
     progress: &mut dyn FnMut(u64),
-    defer_after: u64,
+    (defer_after, batch_size): (u64, usize),
 ) -> Result<(Validated, Option<Unsynced>)> {
     let engine = Engine::new(opts)?;
     let set = NumberSet::new();
@@ -531,6 +537,7 @@ fn validate_deferring(
     let mut batch = Batch::default();
     let spare = Spare::default();
     let into = Target {
+        batch: batch_size,
         set: &set,
         engine: &engine,
         writers: &writers,
@@ -669,6 +676,7 @@ mod tests {
             picks in proptest::collection::vec((0u32..1_000_000_000, 0u8..8), 1..3000),
             defer_after in prop_oneof![Just(0u64), 1u64..200, Just(u64::MAX)],
             threads in prop_oneof![Just(1usize), Just(3)],
+            batch in prop_oneof![Just(1usize), 2usize..400, Just(BATCH)],
         ) {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("in.dat");
@@ -698,7 +706,7 @@ mod tests {
                 max_line: 64,
                 ..ScanOptions::default()
             };
-            let (v, _) = validate_deferring(&[path], &opts, None, &mut |_| {}, defer_after).unwrap();
+            let (v, _) = validate_deferring(&[path], &opts, None, &mut |_| {}, (defer_after, batch)).unwrap();
             let oracle: BTreeSet<u32> = valid.iter().copied().collect();
             prop_assert_eq!(v.counts.valid, valid.len() as u64);
             prop_assert_eq!(v.counts.unique, oracle.len() as u64);
