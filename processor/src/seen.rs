@@ -484,7 +484,9 @@ impl NumberSet {
     /// is brought into the cache once for all of its prefixes instead of once for each; within
     /// a bucket each word is prefetched [`LAG`] prefixes ahead. Returns how many prefixes were
     /// duplicates (already in the set, or listed before). Plain stores: see
-    /// [`NumberSet::insert_prefix_alone`].
+    /// [`NumberSet::insert_prefix_alone`]. (`validate` inserts with
+    /// [`NumberSet::insert_alone_parallel`]; this one thread's way is the tests' reference.)
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn insert_alone(&self, lists: &[Partitioned]) -> u64 {
         self.insert_buckets_alone(lists, 0..BUCKETS)
     }

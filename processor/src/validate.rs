@@ -149,11 +149,12 @@ impl Spanned for Tally {
 ///   each new member, since the other workers insert into the same set at the same time. Best
 ///   while the set is small and stays in the cache: no extra pass, no extra memory.
 /// - **Deferred** (`defer` holds the spare buffers): the block lists its valid numbers'
-///   prefixes, partitioned by bucket ([`Partitioned`]), and the ordering thread inserts them
-///   in batches ([`Batch`]), alone, with plain writes, while the pool works on the next blocks.
-///   Best once the set is big (a national extract): the workers no longer wait on the set's
-///   cache misses nor take a locked write per new member, and the batches are inserted bucket
-///   by bucket, each bucket's part of the map in L2.
+///   prefixes, partitioned by bucket ([`Partitioned`]); the ordering thread gathers them in
+///   batches ([`Batch`]), which the pool's workers insert with plain writes, each worker on
+///   its own buckets, between deferred blocks. Best once the set is big (a national
+///   extract): the workers no longer wait on the set's cache misses nor take a locked write
+///   per new member, and the batches are inserted bucket by bucket, each bucket's part of the
+///   map in L2.
 ///
 /// A CSV block is always deferred: it may be a guess the engine throws away (see
 /// [`crate::scan`]), so it must leave `set` alone. [`validate`] switches lines from the first
@@ -273,10 +274,11 @@ fn tally_walk<const DEFER: bool>(
 }
 
 /// Prefixes the ordering thread gathers from deferred blocks before inserting them, bucket
-/// by bucket ([`NumberSet::insert_alone`]): the more there are, the more of them each cache
-/// line of the map brought in serves (on the national file 8 Mi prefixes over England's 37.5
-/// MiB of map are about 13 a line). 32 MiB of memory.
-const BATCH: usize = 1 << 23;
+/// by bucket ([`NumberSet::insert_alone_parallel`]): the more there are, the more of them
+/// each cache line of the map brought in serves (on the national file 16 Mi prefixes over
+/// England's 37.5 MiB of map are about 27 a line; each bucket's 4,096 lines come from L3 or
+/// memory once a batch). 64 MiB of memory; 8 Mi measured a quarter more insertion time.
+const BATCH: usize = 1 << 24;
 
 /// Prefix buffers handed back after their batch was inserted, for the workers' next deferred
 /// blocks: a block's list is about 600 KiB, and a fresh one is fresh pages to fault in.
@@ -284,8 +286,9 @@ const BATCH: usize = 1 << 23;
 struct Spare(Mutex<Vec<Vec<u32>>>);
 
 impl Spare {
-    /// Buffers kept at most (about what one batch holds).
-    const KEEP: usize = 64;
+    /// Buffers kept at most (more than one batch holds: [`BATCH`] over a 2 MiB block's
+    /// ~160k prefixes is about 105 lists).
+    const KEEP: usize = 128;
 
     /// A buffer (empty), reused if one is spare.
     fn take(&self) -> Vec<u32> {
@@ -304,6 +307,18 @@ impl Spare {
     }
 }
 
+/// Where a [`Batch`] goes: the set, the pool that inserts it, the blocks that may still
+/// insert by themselves, and the spare buffers its lists go back to; and the prefixes a batch
+/// gathers before it is inserted ([`BATCH`]; the tests try a few).
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    batch: usize,
+    set: &'a NumberSet,
+    engine: &'a Engine,
+    writers: &'a Writers,
+    spare: &'a Spare,
+}
+
 /// Deferred blocks' prefixes not inserted yet.
 #[derive(Default)]
 struct Batch {
@@ -315,42 +330,35 @@ impl Batch {
     /// Adds a deferred block's prefixes; inserts the batch once it is full. Returns the
     /// duplicates among the prefixes inserted.
     ///
-    /// Only the ordering thread inserts, and no worker inserts at the same time (it waits for
-    /// [`Writers`] to be none), so the set is written with plain stores.
-    fn add(&mut self, set: &NumberSet, spare: &Spare, writers: &Writers, list: Partitioned) -> u64 {
+    /// No worker inserts by itself meanwhile (the ordering thread waits for [`Writers`] to be
+    /// none first), so the set is written with plain stores.
+    fn add(&mut self, into: Target<'_>, list: Partitioned) -> u64 {
         if list.len() == 0 {
             return 0;
         }
         self.prefixes += list.len();
         self.lists.push(list);
-        if self.prefixes < BATCH {
+        if self.prefixes < into.batch {
             return 0;
         }
-        self.insert(set, spare, writers)
+        self.insert(into)
     }
 
-    /// Inserts what is gathered, handing the buffers back to `spare`; returns the duplicates
-    /// among it.
-    fn insert(&mut self, set: &NumberSet, spare: &Spare, writers: &Writers) -> u64 {
-        writers.wait_for_none();
-        let duplicates = set.insert_alone(&self.lists);
-        self.recycle(spare);
-        duplicates
-    }
-
-    /// [`Batch::insert`] once the scan has ended, by the engine's idle workers, each on its
-    /// own buckets ([`NumberSet::insert_alone_parallel`]), instead of by this thread alone
-    /// while they wait.
-    fn insert_last(
-        &mut self,
-        set: &NumberSet,
-        spare: &Spare,
-        writers: &Writers,
-        engine: &Engine,
-    ) -> u64 {
-        writers.wait_for_none();
-        let duplicates = engine.install(|| set.insert_alone_parallel(&self.lists));
-        self.recycle(spare);
+    /// Inserts what is gathered, handing the buffers back to the spares; returns the
+    /// duplicates among it.
+    ///
+    /// The engine's workers insert it, each on its own runs of buckets
+    /// ([`NumberSet::insert_alone_parallel`]), while the ordering thread waits: the job joins
+    /// the pool's queue behind the blocks in flight (deferred blocks, which only list their
+    /// prefixes), so the batch goes in on every core, and no third thread shares the cores
+    /// with the workers' scan (before, the ordering thread inserted alone beside them: the
+    /// cores were oversubscribed while it did, and idle once the blocks in flight were done).
+    fn insert(&mut self, into: Target<'_>) -> u64 {
+        into.writers.wait_for_none();
+        let duplicates = into
+            .engine
+            .install(|| into.set.insert_alone_parallel(&self.lists));
+        self.recycle(into.spare);
         duplicates
     }
 
@@ -486,7 +494,7 @@ pub(crate) fn validate_sync_later(
     invalid_csv: Option<&Path>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<(Validated, Option<Unsynced>)> {
-    validate_deferring(inputs, opts, invalid_csv, progress, DEFER_AFTER)
+    validate_deferring(inputs, opts, invalid_csv, progress, (DEFER_AFTER, BATCH))
 }
 
 /// A written file whose `fsync` is still to come.
@@ -505,13 +513,14 @@ impl Unsynced {
 }
 
 /// [`validate_sync_later`], with line blocks deferring their prefixes once the set holds
-/// `defer_after` numbers (the tests try 0, a few and never).
+/// `defer_after` numbers (the tests try 0, a few and never), inserted in batches of `batch`
+/// prefixes (the tests try a few, so that batches go in while blocks are still scanned).
 fn validate_deferring(
     inputs: &[PathBuf],
     opts: &ScanOptions,
     invalid_csv: Option<&Path>,
     progress: &mut dyn FnMut(u64),
-    defer_after: u64,
+    (defer_after, batch_size): (u64, usize),
 ) -> Result<(Validated, Option<Unsynced>)> {
     let engine = Engine::new(opts)?;
     let set = NumberSet::new();
@@ -527,6 +536,13 @@ fn validate_deferring(
     let writers = Writers::default();
     let mut batch = Batch::default();
     let spare = Spare::default();
+    let into = Target {
+        batch: batch_size,
+        set: &set,
+        engine: &engine,
+        writers: &writers,
+        spare: &spare,
+    };
     let mut done = 0u64;
     let mut current = String::new();
     engine.run(
@@ -571,7 +587,7 @@ fn validate_deferring(
                         }
                     }
                     counts.add(&out);
-                    counts.duplicates += batch.add(&set, &spare, &writers, out.prefixes);
+                    counts.duplicates += batch.add(into, out.prefixes);
                     if counts.valid - counts.duplicates >= defer_after {
                         writers.defer_from_now();
                     }
@@ -587,8 +603,8 @@ fn validate_deferring(
             Ok(())
         },
     )?;
-    // The workers have all ended: the last deferred prefixes, inserted by them.
-    counts.duplicates += batch.insert_last(&set, &spare, &writers, &engine);
+    // The workers have all ended: the last deferred prefixes.
+    counts.duplicates += batch.insert(into);
     let unsynced = report.map(InvalidCsv::finish).transpose()?;
     counts.unique = counts.valid - counts.duplicates;
     debug_assert_eq!(counts.unique, set.len());
@@ -660,6 +676,7 @@ mod tests {
             picks in proptest::collection::vec((0u32..1_000_000_000, 0u8..8), 1..3000),
             defer_after in prop_oneof![Just(0u64), 1u64..200, Just(u64::MAX)],
             threads in prop_oneof![Just(1usize), Just(3)],
+            batch in prop_oneof![Just(1usize), 2usize..400, Just(BATCH)],
         ) {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("in.dat");
@@ -689,7 +706,7 @@ mod tests {
                 max_line: 64,
                 ..ScanOptions::default()
             };
-            let (v, _) = validate_deferring(&[path], &opts, None, &mut |_| {}, defer_after).unwrap();
+            let (v, _) = validate_deferring(&[path], &opts, None, &mut |_| {}, (defer_after, batch)).unwrap();
             let oracle: BTreeSet<u32> = valid.iter().copied().collect();
             prop_assert_eq!(v.counts.valid, valid.len() as u64);
             prop_assert_eq!(v.counts.unique, oracle.len() as u64);
