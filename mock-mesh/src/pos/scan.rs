@@ -2,7 +2,9 @@
 //! (845 MB, 65 million lines, 11 gzip'd chunks) goes at the pace of its slowest stage rather
 //! than the sum of them:
 //!
-//! 1. a decoder thread reads the message (each chunk gunzipped, in order) into 4 MiB buffers;
+//! 1. a decoder thread hands on the message's decoded content in 4 MiB buffers, in order: each
+//!    chunk (gzip member) is gunzipped on a thread of its own, two at once when the next one
+//!    is already there ([`Parts`], [`DECODING`]);
 //! 2. the calling thread hashes each buffer (SHA-256 of the whole file, in order), judges
 //!    every line ([`Decider`](super::Decider)) and hands each buffer on with the ranges of its
 //!    kept lines ([`Kept`]: the kept bytes are not copied here);
@@ -12,7 +14,7 @@
 //! Bounded: at most [`DEPTH`] buffers wait between two stages, and the buffers go back to the
 //! decoder once written, so nothing is allocated per buffer once the pipeline is primed (at
 //! most `2 × DEPTH + 3` buffers of [`BUF`] bytes per job: one in each stage, the rest
-//! waiting). A stage that fails or stops closes its channels, and the others stop at their
+//! waiting, plus up to [`AHEAD`] for each chunk being decoded). A stage that fails or stops closes its channels, and the others stop at their
 //! next hand-over.
 
 use std::io::Read;
