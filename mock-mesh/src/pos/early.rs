@@ -20,13 +20,13 @@
 //! pipeline's, see [`scan`](super::scan)); further submissions are analysed after acceptance.
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use super::scan::{Next, Parts};
 use super::{analyse_with, open_chunk, Analysis, Decider, ResultSink};
 use crate::config::PosEnv;
 use crate::state::State;
@@ -158,7 +158,6 @@ pub(super) fn on_chunk(state: &Arc<State>, m: &Message, env: PosEnv) {
         total: m.total_chunks,
         gzip: m.content_encoding == crate::headers::ContentEncoding::Gzip,
         next: 1,
-        current: None,
         read: Vec::new(),
     };
     let decider = state.pos.decider(env);
@@ -169,8 +168,8 @@ pub(super) fn on_chunk(state: &Arc<State>, m: &Message, env: PosEnv) {
         .name("pos-early".into())
         .spawn(move || {
             let read = Arc::new(Mutex::new(Vec::new()));
-            let reader = Box::new(Recorder(feed, read.clone()));
-            match analyse_with(reader, &decider, max, sink) {
+            let parts = Box::new(Recorder(feed, read.clone()));
+            match analyse_with(parts, &decider, max, sink) {
                 Ok(a) => {
                     let ids = std::mem::take(&mut *lock(&read));
                     Some((a, ids, decider))
@@ -246,7 +245,8 @@ pub(super) async fn take(state: &Arc<State>, m: &Message, env: PosEnv) -> Option
     got.ok().flatten()
 }
 
-/// The decoded content of a message still uploading: each chunk once it is committed.
+/// The decoded content of a message still uploading: each chunk once it is committed (the
+/// next one opened early, while one is decoded, only if it is already committed).
 struct Feed {
     state: Weak<State>,
     early: Arc<Early>,
@@ -255,74 +255,67 @@ struct Feed {
     gzip: bool,
     /// The next chunk to open.
     next: u32,
-    current: Option<Box<dyn Read + Send>>,
     /// Every chunk opened, in order.
     read: Vec<Held>,
 }
 
 impl Feed {
-    /// Waits until chunk `n` is committed; where to read it.
-    fn wait_for(&self, n: u32) -> std::io::Result<ChunkSource> {
+    /// Where to read chunk `n` if it is committed (`None`: not yet).
+    fn source(&self, n: u32) -> std::io::Result<Option<ChunkSource>> {
         let gone = |why: &str| std::io::Error::other(why.to_string());
-        loop {
-            let seen = *lock(&self.early.ticks);
-            {
-                let state = self
-                    .state
-                    .upgrade()
-                    .ok_or_else(|| gone("the server stopped"))?;
-                let m = state
-                    .store
-                    .get(&self.id)
-                    .ok_or_else(|| gone("the message is gone"))?;
-                if !matches!(m.status, Status::Uploading | Status::Accepted) {
-                    return Err(gone("the upload was abandoned"));
-                }
-                if let Some(size) = m.chunks.get(n as usize - 1).copied().flatten() {
-                    return state
-                        .store
-                        .chunk_source(&self.id, n, size)
-                        .ok_or_else(|| gone("chunk data missing"));
-                }
-                if m.status != Status::Uploading {
-                    return Err(gone("chunk data missing"));
-                }
-            }
-            self.early.wait(seen);
+        let state = self
+            .state
+            .upgrade()
+            .ok_or_else(|| gone("the server stopped"))?;
+        let m = state
+            .store
+            .get(&self.id)
+            .ok_or_else(|| gone("the message is gone"))?;
+        if !matches!(m.status, Status::Uploading | Status::Accepted) {
+            return Err(gone("the upload was abandoned"));
         }
+        if let Some(size) = m.chunks.get(n as usize - 1).copied().flatten() {
+            return state
+                .store
+                .chunk_source(&self.id, n, size)
+                .map(Some)
+                .ok_or_else(|| gone("chunk data missing"));
+        }
+        if m.status != Status::Uploading {
+            return Err(gone("chunk data missing"));
+        }
+        Ok(None)
     }
 }
 
-impl Read for Feed {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        loop {
-            if let Some(r) = &mut self.current {
-                let n = r.read(buf)?;
-                if n > 0 || buf.is_empty() {
-                    return Ok(n);
-                }
-                self.current = None;
-            }
-            if self.next > self.total {
-                return Ok(0);
-            }
-            let source = self.wait_for(self.next)?;
-            let (reader, id) = open_chunk(source, self.gzip)?;
-            self.early.opened.fetch_add(1, Ordering::Relaxed);
-            self.read.push(id);
-            self.current = Some(reader);
-            self.next += 1;
+impl Parts for Feed {
+    fn next_part(&mut self, wait: bool) -> std::io::Result<Next> {
+        if self.next > self.total {
+            return Ok(Next::End);
         }
+        let source = loop {
+            let seen = *lock(&self.early.ticks);
+            match self.source(self.next)? {
+                Some(s) => break s,
+                None if !wait => return Ok(Next::NotYet),
+                None => self.early.wait(seen),
+            }
+        };
+        let (reader, id) = open_chunk(source, self.gzip)?;
+        self.early.opened.fetch_add(1, Ordering::Relaxed);
+        self.read.push(id);
+        self.next += 1;
+        Ok(Next::Part(reader))
     }
 }
 
 /// A [`Feed`] that leaves the chunks it read behind when it is dropped (the
-/// pipeline owns its reader).
+/// pipeline owns its parts).
 struct Recorder(Feed, Arc<Mutex<Vec<Held>>>);
 
-impl Read for Recorder {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.0.read(buf)
+impl Parts for Recorder {
+    fn next_part(&mut self, wait: bool) -> std::io::Result<Next> {
+        self.0.next_part(wait)
     }
 }
 

@@ -466,22 +466,22 @@ struct Analysis {
 /// (decoding, judging and writing pipelined: [`scan`]). An error (unreadable data, or more
 /// than the engine's decode limit) frees the sink's files.
 fn analyse(
-    reader: Box<dyn Read + Send>,
+    parts: Box<dyn scan::Parts>,
     engine: &PosEngine,
     env: PosEnv,
     sink: ResultSink,
 ) -> std::io::Result<Analysis> {
-    analyse_with(reader, &engine.decider(env), engine.max_decoded, sink)
+    analyse_with(parts, &engine.decider(env), engine.max_decoded, sink)
 }
 
 /// [`analyse`] with the job's answers and decode limit.
 fn analyse_with(
-    reader: Box<dyn Read + Send>,
+    parts: Box<dyn scan::Parts>,
     decider: &Decider,
     max: u64,
     mut sink: ResultSink,
 ) -> std::io::Result<Analysis> {
-    match scan::pipeline(reader, &mut sink, |input, out| {
+    match scan::pipeline(parts, &mut sink, |input, out| {
         judge_all(input, out, decider, max)
     }) {
         Err(e) => {
@@ -657,14 +657,14 @@ fn judge_all(
     Ok(a)
 }
 
-/// Opens the decoded content of a whole message.
-fn open_message(sources: Vec<ChunkSource>, gzip: bool) -> std::io::Result<Box<dyn Read + Send>> {
-    let mut reader: Box<dyn Read + Send> = Box::new(std::io::empty());
+/// Opens the decoded content of a whole message, chunk by chunk.
+fn open_message(sources: Vec<ChunkSource>, gzip: bool) -> std::io::Result<Box<dyn scan::Parts>> {
+    let mut parts = std::collections::VecDeque::new();
     for s in sources {
         let (part, _) = open_chunk(s, gzip)?;
-        reader = Box::new(reader.chain(part));
+        parts.push_back(part);
     }
-    Ok(reader)
+    Ok(Box::new(parts))
 }
 
 /// Opens the decoded content of one stored chunk, and what was opened (kept open: see
@@ -697,8 +697,11 @@ fn open_chunk(s: ChunkSource, gzip: bool) -> std::io::Result<(Box<dyn Read + Sen
 #[cfg(test)]
 mod tests {
     use super::*;
+    use scan::Parts;
     use sha2::{Digest, Sha256};
     use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
 
     #[test]
     fn modulus_11() {
@@ -819,20 +822,24 @@ mod tests {
             },
             7,
         );
-        let reader = Box::new(std::io::Cursor::new(input.to_vec()));
-        let (a, out) = run_reader(reader, &engine, env, 7);
+        let (a, out) = run_reader(
+            scan::one(std::io::Cursor::new(input.to_vec())),
+            &engine,
+            env,
+            7,
+        );
         (a.unwrap(), out)
     }
 
     /// [`analyse`] of `reader` into memory chunks of `chunk` bytes: the analysis (or its
     /// error) and the result's bytes.
     fn run_reader(
-        reader: Box<dyn Read + Send>,
+        parts: Box<dyn scan::Parts>,
         engine: &PosEngine,
         env: PosEnv,
         chunk: u64,
     ) -> (std::io::Result<Analysis>, Vec<u8>) {
-        let mut a = analyse(reader, engine, env, ResultSink::new(chunk, None));
+        let mut a = analyse(parts, engine, env, ResultSink::new(chunk, None));
         let mut out = Vec::new();
         if let Some(s) = a.as_mut().ok().and_then(|a| a.result.take()) {
             for c in s.finish().unwrap() {
@@ -1072,7 +1079,7 @@ mod tests {
         });
         let dir = tempfile::tempdir().unwrap();
         let sink = ResultSink::new(3_000_001, Some(dir.path().to_path_buf()));
-        let reader = Box::new(Dribble(
+        let reader = scan::one(Dribble(
             Box::leak(input.clone().into_boxed_slice()),
             999_983,
         ));
@@ -1111,7 +1118,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sink = ResultSink::new(1_000_000, Some(dir.path().to_path_buf()));
         let r = analyse(
-            Box::new(std::io::Cursor::new(input)),
+            scan::one(std::io::Cursor::new(input)),
             &engine,
             PosEnv::Live,
             sink,
@@ -1141,7 +1148,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sink = ResultSink::new(1_000_000, Some(dir.path().to_path_buf()));
         let r = analyse(
-            Box::new(Broken(scan::BUF * 2 + 11 * 1000)),
+            scan::one(Broken(scan::BUF * 2 + 11 * 1000)),
             &engine,
             PosEnv::Live,
             sink,
@@ -1180,7 +1187,7 @@ mod tests {
             &content[2 * third + 7..],
         );
         let (want, want_out) = run_reader(
-            Box::new(std::io::Cursor::new(content.clone())),
+            scan::one(std::io::Cursor::new(content.clone())),
             &engine,
             PosEnv::Live,
             1_000_003,
@@ -1238,7 +1245,7 @@ mod tests {
                 (want.clone(), want_out.clone())
             } else {
                 let (w, o) = run_reader(
-                    Box::new(std::io::Cursor::new(decoded.clone())),
+                    scan::one(std::io::Cursor::new(decoded.clone())),
                     &engine,
                     PosEnv::Live,
                     1_000_003,
@@ -1291,5 +1298,149 @@ mod tests {
             assert!(got.is_err());
             assert!(out.is_empty());
         }
+    }
+
+    /// The parts of a submission one at a time: the next is never there before the one
+    /// before has been decoded.
+    struct Serial(std::collections::VecDeque<Box<dyn Read + Send>>);
+
+    impl Parts for Serial {
+        fn next_part(&mut self, wait: bool) -> std::io::Result<scan::Next> {
+            if !wait {
+                return Ok(scan::Next::NotYet);
+            }
+            self.0.next_part(true)
+        }
+    }
+
+    /// A part that notes when it is first read (`started`), and before it ends waits (10 s
+    /// at most) for `other` to be started, noting in `overlapped` whether it was.
+    struct Probe {
+        inner: Box<dyn Read + Send>,
+        started: Arc<AtomicBool>,
+        other: Option<Arc<AtomicBool>>,
+        overlapped: Arc<AtomicBool>,
+    }
+
+    impl Read for Probe {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.started.store(true, Ordering::SeqCst);
+            let n = self.inner.read(buf)?;
+            if let Some(other) = self.other.take_if(|_| n == 0) {
+                let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                while !other.load(Ordering::SeqCst) && std::time::Instant::now() < until {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                self.overlapped
+                    .store(other.load(Ordering::SeqCst), Ordering::SeqCst);
+            }
+            Ok(n)
+        }
+    }
+
+    /// A chunked submission (each chunk a gzip member of several decode buffers, lines
+    /// spanning the chunk borders) decoded two chunks at a time gives the same analysis and
+    /// result as one chunk at a time and as its content read whole; a corrupt middle chunk
+    /// is the same error either way, with no result.
+    #[test]
+    fn chunks_decoded_two_at_a_time_give_the_same_answer_as_one_at_a_time() {
+        let engine = PosEngine::new(
+            &PosConfig {
+                optout_rate: 0.3,
+                ..PosConfig::default()
+            },
+            1_000_003,
+        );
+        let (content, _) = big_file(4 * scan::BUF + 3 * 54_321, |_| false);
+        let quarter = content.len() / 4;
+        let cuts = [
+            0,
+            quarter + 5,
+            2 * quarter + 6,
+            3 * quarter + 7,
+            content.len(),
+        ];
+        assert!(
+            cuts[1..4].iter().all(|&c| content[c - 1] != b'\n'),
+            "lines span the borders"
+        );
+        let chunks: Vec<Vec<u8>> = cuts
+            .windows(2)
+            .map(|w| gz(&content[w[0]..w[1]], false))
+            .collect();
+        let counts = |a: &Analysis| {
+            (
+                a.size,
+                a.hash.clone(),
+                a.lines,
+                a.kept_lines,
+                a.invalid,
+                a.line_ending,
+            )
+        };
+        let (whole, whole_out) = run_reader(
+            scan::one(std::io::Cursor::new(content.clone())),
+            &engine,
+            PosEnv::Live,
+            1_000_003,
+        );
+        let whole = counts(&whole.unwrap());
+        assert!(!whole.4 && whole.3 < whole.2, "valid, some lines opted out");
+        let open = |chunks: &[Vec<u8>]| -> std::collections::VecDeque<Box<dyn Read + Send>> {
+            chunks
+                .iter()
+                .map(|c| {
+                    open_chunk(ChunkSource::Memory(Bytes::from(c.clone())), true)
+                        .unwrap()
+                        .0
+                })
+                .collect()
+        };
+        // two at a time: the first chunk does not end before the second has started
+        let started: Vec<Arc<AtomicBool>> = (0..4).map(|_| Arc::default()).collect();
+        let overlapped = Arc::new(AtomicBool::new(false));
+        let probed: std::collections::VecDeque<Box<dyn Read + Send>> = open(&chunks)
+            .into_iter()
+            .enumerate()
+            .map(|(i, inner)| {
+                Box::new(Probe {
+                    inner,
+                    started: started[i].clone(),
+                    other: (i == 0).then(|| started[1].clone()),
+                    overlapped: overlapped.clone(),
+                }) as Box<dyn Read + Send>
+            })
+            .collect();
+        let (two, two_out) = run_reader(Box::new(probed), &engine, PosEnv::Live, 1_000_003);
+        assert!(
+            overlapped.load(Ordering::SeqCst),
+            "two chunks decoded at once"
+        );
+        let (serial, serial_out) = run_reader(
+            Box::new(Serial(open(&chunks))),
+            &engine,
+            PosEnv::Live,
+            1_000_003,
+        );
+        assert_eq!(counts(&two.unwrap()), whole);
+        assert_eq!(counts(&serial.unwrap()), whole);
+        assert!(
+            two_out == whole_out && serial_out == whole_out,
+            "the same result"
+        );
+        // a corrupt middle chunk (its CRC-32): the same error both ways, no result
+        let mut bad = chunks.clone();
+        let at = bad[2].len() - 6;
+        bad[2][at] ^= 1;
+        let (two, two_out) = run_reader(Box::new(open(&bad)), &engine, PosEnv::Live, 1_000_003);
+        let (serial, serial_out) = run_reader(
+            Box::new(Serial(open(&bad))),
+            &engine,
+            PosEnv::Live,
+            1_000_003,
+        );
+        let (two, serial) = (two.err().unwrap(), serial.err().unwrap());
+        assert_eq!(two.to_string(), serial.to_string());
+        assert!(two_out.is_empty() && serial_out.is_empty());
     }
 }
