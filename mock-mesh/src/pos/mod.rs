@@ -815,13 +815,7 @@ mod tests {
     }
 
     fn run(input: &[u8], env: PosEnv, rate: f64) -> (Analysis, Vec<u8>) {
-        let engine = PosEngine::new(
-            &PosConfig {
-                optout_rate: rate,
-                ..PosConfig::default()
-            },
-            7,
-        );
+        let engine = engine_at(rate, 7);
         let (a, out) = run_reader(
             scan::one(std::io::Cursor::new(input.to_vec())),
             &engine,
@@ -1046,6 +1040,18 @@ mod tests {
 
     /// About `bytes` of valid lines (CRLF and LF, with and without the comma) and those of them
     /// not `opted_out`.
+    /// An engine opting out `rate` of the numbers it does not know, writing result chunks of
+    /// `chunk_bytes`.
+    fn engine_at(rate: f64, chunk_bytes: u64) -> PosEngine {
+        PosEngine::new(
+            &PosConfig {
+                optout_rate: rate,
+                ..PosConfig::default()
+            },
+            chunk_bytes,
+        )
+    }
+
     fn big_file(bytes: usize, opted_out: impl Fn(u64) -> bool) -> (Vec<u8>, Vec<u8>) {
         let (mut input, mut kept) = (Vec::new(), Vec::new());
         let mut i = 0;
@@ -1067,13 +1073,7 @@ mod tests {
 
     #[test]
     fn a_file_of_many_buffers_is_one_pass_cut_into_exact_chunks() {
-        let engine = PosEngine::new(
-            &PosConfig {
-                optout_rate: 0.3,
-                ..PosConfig::default()
-            },
-            3_000_001,
-        );
+        let engine = engine_at(0.3, 3_000_001);
         let (input, kept) = big_file(scan::BUF + 100_000, |n| {
             engine.live.contains(&n) || opted_out_by_rate(n, 0, 0.3)
         });
@@ -1172,13 +1172,7 @@ mod tests {
     /// for any faster one: a whole-member libdeflate path was tried and measured slower.)
     #[test]
     fn gzip_chunks_decode_whole_or_streaming_to_the_same_answer() {
-        let engine = PosEngine::new(
-            &PosConfig {
-                optout_rate: 0.3,
-                ..PosConfig::default()
-            },
-            1_000_003,
-        );
+        let engine = engine_at(0.3, 1_000_003);
         let (content, _) = big_file(scan::BUF + 12_345, |_| false);
         let third = content.len() / 3;
         let (a, b, c) = (
@@ -1344,13 +1338,7 @@ mod tests {
     /// is the same error either way, with no result.
     #[test]
     fn chunks_decoded_two_at_a_time_give_the_same_answer_as_one_at_a_time() {
-        let engine = PosEngine::new(
-            &PosConfig {
-                optout_rate: 0.3,
-                ..PosConfig::default()
-            },
-            1_000_003,
-        );
+        let engine = engine_at(0.3, 1_000_003);
         let (content, _) = big_file(4 * scan::BUF + 3 * 54_321, |_| false);
         let quarter = content.len() / 4;
         let cuts = [
