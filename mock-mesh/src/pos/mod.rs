@@ -1040,6 +1040,18 @@ mod tests {
 
     /// About `bytes` of valid lines (CRLF and LF, with and without the comma) and those of them
     /// not `opted_out`.
+    /// What an analysis says of a file: size, hash, lines, kept lines, invalid, line ending.
+    fn summary(a: &Analysis) -> (u64, String, u64, u64, bool, &'static str) {
+        (
+            a.size,
+            a.hash.clone(),
+            a.lines,
+            a.kept_lines,
+            a.invalid,
+            a.line_ending,
+        )
+    }
+
     /// An engine opting out `rate` of the numbers it does not know, writing result chunks of
     /// `chunk_bytes`.
     fn engine_at(rate: f64, chunk_bytes: u64) -> PosEngine {
@@ -1186,17 +1198,7 @@ mod tests {
             PosEnv::Live,
             1_000_003,
         );
-        let counts = |a: &Analysis| {
-            (
-                a.size,
-                a.hash.clone(),
-                a.lines,
-                a.kept_lines,
-                a.invalid,
-                a.line_ending,
-            )
-        };
-        let want = counts(&want.unwrap());
+        let want = summary(&want.unwrap());
         assert!(!want.4 && want.3 < want.2, "valid, some lines opted out");
         let half = b.len() / 2;
         let twice = [gz(&a[..1000], false), gz(&a[..1000], false)].concat();
@@ -1244,7 +1246,7 @@ mod tests {
                     PosEnv::Live,
                     1_000_003,
                 );
-                (counts(&w.unwrap()), o)
+                (summary(&w.unwrap()), o)
             };
             assert_eq!(want.1, hex::encode(Sha256::digest(&decoded)));
             for on_disk in [false, true] {
@@ -1268,7 +1270,7 @@ mod tests {
                     PosEnv::Live,
                     1_000_003,
                 );
-                assert_eq!(counts(&got.unwrap()), want, "{what}, on disk {on_disk}");
+                assert_eq!(summary(&got.unwrap()), want, "{what}, on disk {on_disk}");
                 assert!(
                     out == want_out,
                     "{what}, on disk {on_disk}: the same result"
@@ -1356,23 +1358,13 @@ mod tests {
             .windows(2)
             .map(|w| gz(&content[w[0]..w[1]], false))
             .collect();
-        let counts = |a: &Analysis| {
-            (
-                a.size,
-                a.hash.clone(),
-                a.lines,
-                a.kept_lines,
-                a.invalid,
-                a.line_ending,
-            )
-        };
         let (whole, whole_out) = run_reader(
             scan::one(std::io::Cursor::new(content.clone())),
             &engine,
             PosEnv::Live,
             1_000_003,
         );
-        let whole = counts(&whole.unwrap());
+        let whole = summary(&whole.unwrap());
         assert!(!whole.4 && whole.3 < whole.2, "valid, some lines opted out");
         let open = |chunks: &[Vec<u8>]| -> std::collections::VecDeque<Box<dyn Read + Send>> {
             chunks
@@ -1410,8 +1402,8 @@ mod tests {
             PosEnv::Live,
             1_000_003,
         );
-        assert_eq!(counts(&two.unwrap()), whole);
-        assert_eq!(counts(&serial.unwrap()), whole);
+        assert_eq!(summary(&two.unwrap()), whole);
+        assert_eq!(summary(&serial.unwrap()), whole);
         assert!(
             two_out == whole_out && serial_out == whole_out,
             "the same result"
