@@ -149,6 +149,27 @@ pub fn write_all_at_direct(
     plain.write_all_at(bytes, offset)
 }
 
+/// Writes all of `bytes` at `offset` (a multiple of [`DIRECT_ALIGN`], `bytes` from an
+/// [`AlignedBuf`]): its whole blocks by [`write_all_at_direct`] if `blocks_direct`, and the rest
+/// (all of it if not `blocks_direct`; else less than a block, a file's end) through `plain`.
+#[cfg(unix)]
+pub fn write_all_at_blocks(
+    direct: &mut Option<File>,
+    plain: &File,
+    bytes: &[u8],
+    offset: u64,
+    blocks_direct: bool,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let whole = if blocks_direct {
+        bytes.len() / DIRECT_ALIGN * DIRECT_ALIGN
+    } else {
+        0
+    };
+    write_all_at_direct(direct, plain, &bytes[..whole], offset)?;
+    plain.write_all_at(&bytes[whole..], offset + whole as u64)
+}
+
 /// A second, direct (`O_DIRECT`) write handle to the file at `path`, if its filesystem takes
 /// direct I/O (Linux; `None` elsewhere, and the file is written through the page cache). A
 /// filesystem may still refuse a write with `InvalidInput`: callers then fall back to an
@@ -242,6 +263,18 @@ mod tests {
         want.extend_from_slice(&data);
         want.extend_from_slice(b"end");
         assert_eq!(std::fs::read(&path).unwrap(), want);
+        // whole blocks directly and an odd tail through the page cache, or all of it buffered
+        for blocks_direct in [true, false] {
+            let mut buf = AlignedBuf::new(2 * DIRECT_ALIGN);
+            buf.fill(&data[..DIRECT_ALIGN + 9]);
+            let mut direct = open_direct(&path);
+            let at = 4 * DIRECT_ALIGN as u64;
+            write_all_at_blocks(&mut direct, &plain, buf.bytes(), at, blocks_direct).unwrap();
+            let file = std::fs::read(&path).unwrap();
+            assert_eq!(file.len(), 5 * DIRECT_ALIGN + 9);
+            assert_eq!(&file[4 * DIRECT_ALIGN..], &data[..DIRECT_ALIGN + 9]);
+            plain.set_len(0).unwrap();
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

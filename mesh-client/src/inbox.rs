@@ -13,7 +13,10 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use direct_io::{open_direct, start_writeback, write_all_at_direct, AlignedBuf, DIRECT_ALIGN};
+use direct_io::{
+    open_direct, start_writeback, write_all_at_blocks, write_all_at_direct, AlignedBuf,
+    DIRECT_ALIGN,
+};
 use futures_util::StreamExt;
 use reqwest::header::{HeaderMap, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE};
 use reqwest::{Method, Response};
@@ -651,14 +654,8 @@ impl Staged {
     /// a rest (a full stage is whole blocks).
     fn write_stage(&mut self, last: bool) -> std::io::Result<()> {
         let bytes = self.stage.bytes();
-        let whole = if last && self.base == 0 {
-            0
-        } else {
-            bytes.len() / DIRECT_ALIGN * DIRECT_ALIGN
-        };
-        write_all_at_direct(&mut self.direct, &self.file, &bytes[..whole], self.base)?;
-        self.file
-            .write_all_at(&bytes[whole..], self.base + whole as u64)?;
+        let small = last && self.base == 0;
+        write_all_at_blocks(&mut self.direct, &self.file, bytes, self.base, !small)?;
         self.base += bytes.len() as u64;
         self.stage.clear();
         if self.base - self.flushed >= WRITEBACK_STEP {

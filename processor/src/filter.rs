@@ -25,7 +25,7 @@ use crate::nhs::{Field, Reason};
 use crate::scan::{Engine, Event, LineParser, ScanOptions, Span, Spanned};
 use crate::seen::{NumberSet, LAG};
 use crate::validate::add_reasons;
-use direct_io::{open_direct, AlignedBuf, DIRECT_ALIGN};
+use direct_io::{open_direct, write_all_at_direct, AlignedBuf, DIRECT_ALIGN};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -556,7 +556,6 @@ struct ThreadedOut {
 impl ThreadedOut {
     fn new(file: AtomicFile, direct: bool, hash: bool) -> ThreadedOut {
         use sha2::Digest;
-        use std::os::unix::fs::FileExt;
         let (full, full_rx) = std::sync::mpsc::sync_channel::<AlignedBuf>(OUT_QUEUED);
         let (free_tx, free) = std::sync::mpsc::channel();
         let tmp = file.tmp().to_path_buf();
@@ -592,18 +591,8 @@ impl ThreadedOut {
                     let at = wrote.written;
                     // direct I/O takes whole aligned blocks; only the last buffer has a rest
                     let whole = bytes.len() / DIRECT_ALIGN * DIRECT_ALIGN;
-                    let r = match &direct {
-                        Some(d) => match d.write_all_at(&bytes[..whole], at) {
-                            // a filesystem that refuses direct I/O's writes: the usual way
-                            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
-                                direct = None;
-                                plain.write_all_at(&bytes[..whole], at)
-                            }
-                            r => r,
-                        },
-                        None => plain.write_all_at(&bytes[..whole], at),
-                    };
-                    match r {
+                    // a filesystem that refuses direct I/O's writes: the usual way
+                    match write_all_at_direct(&mut direct, &plain, &bytes[..whole], at) {
                         Ok(()) => {
                             wrote.written += whole as u64;
                             wrote.tail = bytes[whole..].to_vec();

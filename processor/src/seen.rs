@@ -486,7 +486,7 @@ impl NumberSet {
     /// duplicates (already in the set, or listed before). Plain stores: see
     /// [`NumberSet::insert_prefix_alone`]. (`validate` inserts with
     /// [`NumberSet::insert_alone_parallel`]; this one thread's way is the tests' reference.)
-    #[cfg_attr(not(test), allow(dead_code))]
+    #[cfg(test)]
     pub(crate) fn insert_alone(&self, lists: &[Partitioned]) -> u64 {
         self.insert_buckets_alone(lists, 0..BUCKETS)
     }

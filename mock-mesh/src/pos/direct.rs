@@ -18,14 +18,13 @@
 //! fsyncs the file ([`ChunkFile::finish`] returns the handle) before the chunk is committed.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use direct_io::{open_direct, AlignedBuf, DIRECT_ALIGN};
+use direct_io::{open_direct, write_all_at_blocks, AlignedBuf};
 
 use crate::store::create_private;
 
-/// Bytes staged before a direct write (a multiple of [`DIRECT_ALIGN`]).
+/// Bytes staged before a direct write (a multiple of [`direct_io::DIRECT_ALIGN`]).
 pub(super) const STAGE: usize = 4 << 20;
 
 /// The staging buffer: aligned for direct I/O, [`STAGE`] bytes.
@@ -79,33 +78,8 @@ impl ChunkFile {
     /// handle and is not `small`), the rest through the page cache; `stage` is empty after.
     fn flush(&mut self, stage: &mut Stage, small: bool) -> std::io::Result<()> {
         let bytes = stage.0.bytes();
-        let whole = if small {
-            0
-        } else {
-            bytes.len() / DIRECT_ALIGN * DIRECT_ALIGN
-        };
-        let mut done = 0;
-        if let Some(d) = &self.direct {
-            while done < whole {
-                match d.write_at(&bytes[done..whole], self.written) {
-                    Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-                    Ok(n) => {
-                        done += n;
-                        self.written += n as u64;
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
-                        // the filesystem refused after all (or a short write left the
-                        // offset unaligned): the rest goes through the page cache
-                        self.direct = None;
-                        break;
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-        self.file.write_all_at(&bytes[done..], self.written)?;
-        self.written += (bytes.len() - done) as u64;
+        write_all_at_blocks(&mut self.direct, &self.file, bytes, self.written, !small)?;
+        self.written += bytes.len() as u64;
         stage.0.clear();
         Ok(())
     }
@@ -129,6 +103,7 @@ impl ChunkFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use direct_io::DIRECT_ALIGN;
 
     /// Any sequence of appends gives the file exactly those bytes, whether it is written
     /// directly or not, for lengths that are and are not multiples of the block and the
