@@ -20,6 +20,7 @@
 //! optout_numbers = [9000000009]
 //! optout_file = "optouts.txt"
 //! chunk_bytes = 78643200
+//! result_encoding = "gzip"          # or "identity": how result chunks are stored and sent
 //! [limits]
 //! body_timeout_secs = 60             # a request body (or head) that stalls longer is dropped
 //! response_timeout_secs = 60         # a download whose client stops reading is cut off
@@ -49,6 +50,7 @@ use serde::Deserialize;
 use crate::auth::AuthConfig;
 use crate::clock::Clock;
 use crate::error::Error;
+use crate::headers::ContentEncoding;
 use crate::tls::TlsConfig;
 
 /// Workflow of the National Data Opt-out POS ("SPINE NDOP External Upholding").
@@ -147,6 +149,20 @@ pub struct PosConfig {
     pub optout_seed: u64,
     /// Extra opted-out numbers (all POS mailboxes), e.g. from `--optout-file`.
     pub optout_numbers: Vec<u64>,
+    /// How result messages are stored: gzip'd (the default; each chunk one gzip member, as a
+    /// sender uploading with `Content-Encoding: gzip` stores it, passed through to clients
+    /// that accept gzip and decoded for the others), or identity.
+    pub result_encoding: ContentEncoding,
+}
+
+/// A POS result encoding by name (`identity` or `gzip`, as `serve --pos-result-encoding` and
+/// the TOML key `pos.result_encoding` take it).
+pub fn parse_result_encoding(name: &str) -> Option<ContentEncoding> {
+    match name {
+        "identity" => Some(ContentEncoding::Identity),
+        "gzip" => Some(ContentEncoding::Gzip),
+        _ => None,
+    }
 }
 
 impl Default for PosConfig {
@@ -156,6 +172,7 @@ impl Default for PosConfig {
             optout_rate: 0.0,
             optout_seed: 0,
             optout_numbers: Vec::new(),
+            result_encoding: ContentEncoding::Gzip,
         }
     }
 }
@@ -335,6 +352,7 @@ struct FilePos {
     optout_numbers: Vec<u64>,
     optout_file: Option<PathBuf>,
     chunk_bytes: Option<u64>,
+    result_encoding: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -503,6 +521,10 @@ impl Config {
                 return Err(bad("pos.chunk_bytes must be > 0".into()));
             }
             c.pos_chunk_bytes = n;
+        }
+        if let Some(e) = file.pos.result_encoding {
+            c.pos.result_encoding = parse_result_encoding(&e)
+                .ok_or_else(|| bad(format!("pos.result_encoding {e:?}: identity or gzip")))?;
         }
         file.limits.apply(&mut c.limits).map_err(bad)?;
         for m in file.mailbox {
