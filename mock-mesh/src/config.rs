@@ -20,7 +20,7 @@
 //! optout_numbers = [9000000009]
 //! optout_file = "optouts.txt"
 //! chunk_bytes = 78643200
-//! result_encoding = "gzip"          # or "identity": how result chunks are stored and sent
+//! result_encoding = "identity"      # or "gzip": how result chunks are stored and sent
 //! [limits]
 //! body_timeout_secs = 60             # a request body (or head) that stalls longer is dropped
 //! response_timeout_secs = 60         # a download whose client stops reading is cut off
@@ -149,9 +149,10 @@ pub struct PosConfig {
     pub optout_seed: u64,
     /// Extra opted-out numbers (all POS mailboxes), e.g. from `--optout-file`.
     pub optout_numbers: Vec<u64>,
-    /// How result messages are stored: gzip'd (the default; each chunk one gzip member, as a
-    /// sender uploading with `Content-Encoding: gzip` stores it, passed through to clients
-    /// that accept gzip and decoded for the others), or identity.
+    /// How result messages are stored: identity (the default), or gzip'd (each chunk one gzip
+    /// member, as a sender uploading with `Content-Encoding: gzip` stores it, passed through to
+    /// clients that accept gzip and decoded for the others: less disk traffic, more CPU, which
+    /// measured slower on the project's 2-core VM, `docs/PERFORMANCE.md`, session 11 gzres).
     pub result_encoding: ContentEncoding,
 }
 
@@ -172,7 +173,7 @@ impl Default for PosConfig {
             optout_rate: 0.0,
             optout_seed: 0,
             optout_numbers: Vec::new(),
-            result_encoding: ContentEncoding::Gzip,
+            result_encoding: ContentEncoding::Identity,
         }
     }
 }
@@ -655,6 +656,7 @@ mod tests {
             [pos]
             delay_secs = 1.5
             optout_rate = 0.25
+            result_encoding = "gzip"
             [limits]
             body_timeout_secs = 0.5
             max_chunks = 300
@@ -677,6 +679,14 @@ mod tests {
         assert!(!c.mailboxes[0].any_workflow);
         assert!(!c.auth.check_replay && c.auth.check_timestamp);
         assert_eq!(c.pos.delay, Duration::from_millis(1500));
+        assert_eq!(c.pos.result_encoding, ContentEncoding::Gzip);
+        assert_eq!(
+            Config::default().pos.result_encoding,
+            ContentEncoding::Identity
+        );
+        let e =
+            Config::from_toml_str("[pos]\nresult_encoding = \"br\"", Path::new("x")).unwrap_err();
+        assert!(e.to_string().contains("identity or gzip"), "{e}");
         assert_eq!(c.workflows[0].receivers, vec!["A1".to_string()]);
         assert!(Config::from_toml_str("nonsense = 1", Path::new("x")).is_err());
         assert_eq!(c.limits.body_timeout, Duration::from_millis(500));

@@ -80,8 +80,8 @@ struct ServeArgs {
     /// Fraction (0..=1) of all numbers treated as opted out, chosen by a hash of the number.
     #[arg(long, value_name = "R")]
     optout_rate: Option<f64>,
-    /// How POS results are stored and sent: gzip (each chunk one gzip member, passed through
-    /// to clients that accept gzip, decoded for the others) or identity.
+    /// How POS results are stored and sent: identity (the default) or gzip (each chunk one gzip
+    /// member, passed through to clients that accept gzip, decoded for the others).
     #[arg(long, value_name = "ENCODING", value_parser = ["identity", "gzip"])]
     pos_result_encoding: Option<String>,
     /// Seed of the --optout-rate hash.

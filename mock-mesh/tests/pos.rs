@@ -416,7 +416,7 @@ async fn a_chunked_submission_is_answered_from_the_accepted_chunks() {
     }
 }
 
-/// The result as MESH stores a gzip'd upload (the default, `pos.result_encoding`): each chunk
+/// The result as MESH stores a gzip'd upload (`pos.result_encoding` gzip): each chunk
 /// one gzip member, passed through to a client that accepts gzip (`Content-Encoding: gzip`)
 /// and decoded for one that does not; either way the kept lines, byte for byte, as with
 /// `identity`, whose chunks are sent as stored whatever the client accepts. No

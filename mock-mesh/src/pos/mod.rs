@@ -13,9 +13,9 @@
 //!    `status` is `failed` and nothing else is sent;
 //! 4. after [`PosConfig::delay`](crate::PosConfig::delay) it sends the result: the submitted
 //!    lines minus the opted-out numbers, byte for byte (same line endings), split into chunks of
-//!    `pos_chunk_bytes` of content, each stored as one gzip member unless
-//!    [`PosConfig::result_encoding`](crate::PosConfig::result_encoding) says identity; or, if
-//!    any line is invalid, the single line
+//!    `pos_chunk_bytes` of content, each stored as one gzip member if
+//!    [`PosConfig::result_encoding`](crate::PosConfig::result_encoding) says gzip; or, if any
+//!    line is invalid, the single line
 //!    `The file contains one or more invalid NHS Numbers.` followed by the file's first line
 //!    ending (CRLF if it has none).
 //!
@@ -332,7 +332,7 @@ const SYNCS_BEHIND: usize = 2;
 /// chunk is durable. On disk the chunks are written around the page cache where the filesystem
 /// allows ([`direct`]).
 ///
-/// Gzip'd (the default, [`PosConfig::result_encoding`]): each chunk is stored as one gzip
+/// Gzip'd (if [`PosConfig::result_encoding`] says so): each chunk is stored as one gzip
 /// member of its content, made as it is written by the line encoder ([`GzipLines`]: a `.dat`
 /// result to about 15 %, in bounded memory), as a MESH sender uploading with
 /// `Content-Encoding: gzip` stores it; the message is then marked gzip'd, and the download
