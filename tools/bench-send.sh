@@ -13,6 +13,9 @@
 # Level 1 is mesh-client's line encoder on .dat chunks (one match distance, the line length;
 # libdeflate's 1 on anything else); 2-8 libdeflate's levels; 9 libdeflate's 10 (mesh_client::gzip).
 # NO_BUILD=1 uses the release binaries as they are (no cargo build first).
+# MOCK_ARGS="..." passes more `serve` arguments to the mock (e.g. --pos-result-encoding identity);
+# MOCK=PATH runs another mock-mesh binary. The whole run's line also gives the mock's CPU seconds
+# (user+sys over its life) and peak RSS.
 # NDOP=PATH times another ndop binary (e.g. one built before a change) against the same mock.
 # RUN_LEVEL=N runs the whole `ndop run` with --compress-level N (default: ndop's default, mesh_client::DEFAULT_COMPRESS_LEVEL).
 # COLLECT_ONLY=1 (with LEVELS "") times only the lone collect, started once the mock's POS
@@ -32,7 +35,7 @@ LEVELS=${4-0 1 3 6 9}
 DATA=${BENCH_DATA:-bench-data}
 [ "${NO_BUILD:-0}" = 1 ] || cargo build --release -q -p ndop -p mock-mesh -p ndop-benches --bin national_extract --bin ndop --bin mock-mesh
 N=${NDOP:-$PWD/target/release/ndop}
-M=$PWD/target/release/mock-mesh
+M=${MOCK:-$PWD/target/release/mock-mesh}
 mkdir -p "$DATA"
 FILE="$DATA/send-$LINES-$DISTINCT.dat"
 PREP="$DATA/send-$LINES-$DISTINCT.prepared"
@@ -50,7 +53,8 @@ start_mesh() {
   local store=$1
   shift
   local port=$((20000 + RANDOM % 20000))
-  "$M" serve --listen "127.0.0.1:$port" --store "$store" --optout-rate 0.05 --optout-seed 1 "$@" \
+  # shellcheck disable=SC2086 # MOCK_ARGS is split into arguments on purpose
+  "$M" serve --listen "127.0.0.1:$port" --store "$store" --optout-rate 0.05 --optout-seed 1 ${MOCK_ARGS:-} "$@" \
     >"$store.log" 2>&1 &
   mesh=$!
   url="http://127.0.0.1:$port"
@@ -110,8 +114,11 @@ for r in $(seq "$ROUNDS"); do
     "$N" run "$FILE" --work "$tmp/w" --mesh "$url" --mailbox X26ABC1 --interval 0.05 --timeout 600 \
     ${RUN_LEVEL:+--compress-level "$RUN_LEVEL"} >/dev/null 2>"$tmp/run.err" || { cat "$tmp/run.err"; exit 1; }
   e=$(date +%s.%N)
+  # the mock's CPU seconds (user+sys) over its whole life and its peak RSS, read before it stops
+  mock=$(awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' /proc/$mesh/stat)
+  mock="$mock $(awk '/^VmHWM/ {print $2}' /proc/$mesh/status)"
   stop_mesh
-  python3 - "$tmp/w/run.json" "$r" "$(secs "$s" "$e")" "$tmp/cpu" "$load" "$tmp/store.log" <<'PY'
+  python3 - "$tmp/w/run.json" "$r" "$(secs "$s" "$e")" "$tmp/cpu" "$load" "$tmp/store.log" "$mock" <<'PY'
 import json, re, sys
 from datetime import datetime
 run = json.load(open(sys.argv[1]))
@@ -120,7 +127,8 @@ stages = " ".join(f"{k}={v:.2f}" for k, v in run["stage_seconds"])
 stages += "".join(f" {k}_cpu={c['user'] + c['sys']:.2f}" for k, c in run.get("stage_cpu_seconds", []))
 user, sys_, rss = open(sys.argv[4]).read().split()
 print(f"round={sys.argv[2]} run_s={float(sys.argv[3]):.2f} {stages} "
-      f"cpu_user={user} cpu_sys={sys_} peak_rss_kib={rss} load_at_start={sys.argv[5]}")
+      f"cpu_user={user} cpu_sys={sys_} peak_rss_kib={rss} load_at_start={sys.argv[5]} "
+      f"mock_cpu={sys.argv[7].split()[0]} mock_rss_kib={sys.argv[7].split()[1]}")
 # collect split: the mock's POS job (its log, UTC) against ndop's own figures
 def when(text):
     return datetime.fromisoformat(text.replace("Z", "+00:00"))

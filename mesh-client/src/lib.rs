@@ -49,9 +49,7 @@ mod auth;
 mod client;
 mod config;
 mod error;
-mod gzip;
 mod inbox;
-mod lines;
 mod lookup;
 mod outbox;
 mod tracking;
@@ -62,8 +60,8 @@ pub use config::{
     MAX_CHUNK_SIZE,
 };
 pub use error::{Error, MeshErrorDetail};
-pub use gzip::{gzip, MAX_GZIP_LEVEL};
 pub use inbox::{MessageMeta, MessageType, Piece};
+pub use line_gzip::{gzip, MAX_GZIP_LEVEL};
 pub use lookup::Endpoint;
 pub use outbox::{ChunkPlan, SendOptions};
 pub use tracking::{LocalIdLookup, LocalIdTracking, Tracking};

@@ -419,7 +419,7 @@ fn libdeflate_level(level: u32) -> u32 {
     }
 }
 
-/// Reads chunk `n` and gzips it if asked ([`crate::gzip::gzip`]), on a blocking thread;
+/// Reads chunk `n` and gzips it if asked ([`line_gzip::gzip`]), on a blocking thread;
 /// returns the request body and the number of file bytes it holds.
 ///
 /// The chunk is mapped, not read: the compressor reads the page cache in place (no copy into a
@@ -438,7 +438,7 @@ async fn read_chunk(path: &Path, plan: &ChunkPlan, n: u32) -> Result<(Bytes, u64
         }
         if len == 0 {
             return if compress {
-                crate::gzip::gzip(&[], libdeflate_level(level))
+                line_gzip::gzip(&[], libdeflate_level(level))
             } else {
                 Ok(Vec::new())
             };
@@ -454,7 +454,7 @@ async fn read_chunk(path: &Path, plan: &ChunkPlan, n: u32) -> Result<(Bytes, u64
         };
         let _ = map.advise(memmap2::Advice::Sequential);
         if compress {
-            crate::gzip::gzip(&map, libdeflate_level(level))
+            line_gzip::gzip(&map, libdeflate_level(level))
         } else {
             Ok(map.to_vec())
         }

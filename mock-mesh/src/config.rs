@@ -20,6 +20,7 @@
 //! optout_numbers = [9000000009]
 //! optout_file = "optouts.txt"
 //! chunk_bytes = 78643200
+//! result_encoding = "identity"      # or "gzip": how result chunks are stored and sent
 //! [limits]
 //! body_timeout_secs = 60             # a request body (or head) that stalls longer is dropped
 //! response_timeout_secs = 60         # a download whose client stops reading is cut off
@@ -49,6 +50,7 @@ use serde::Deserialize;
 use crate::auth::AuthConfig;
 use crate::clock::Clock;
 use crate::error::Error;
+use crate::headers::ContentEncoding;
 use crate::tls::TlsConfig;
 
 /// Workflow of the National Data Opt-out POS ("SPINE NDOP External Upholding").
@@ -147,6 +149,21 @@ pub struct PosConfig {
     pub optout_seed: u64,
     /// Extra opted-out numbers (all POS mailboxes), e.g. from `--optout-file`.
     pub optout_numbers: Vec<u64>,
+    /// How result messages are stored: identity (the default), or gzip'd (each chunk one gzip
+    /// member, as a sender uploading with `Content-Encoding: gzip` stores it, passed through to
+    /// clients that accept gzip and decoded for the others: less disk traffic, more CPU, which
+    /// measured slower on the project's 2-core VM, `docs/PERFORMANCE.md`, session 11 gzres).
+    pub result_encoding: ContentEncoding,
+}
+
+/// A POS result encoding by name (`identity` or `gzip`, as `serve --pos-result-encoding` and
+/// the TOML key `pos.result_encoding` take it).
+pub fn parse_result_encoding(name: &str) -> Option<ContentEncoding> {
+    match name {
+        "identity" => Some(ContentEncoding::Identity),
+        "gzip" => Some(ContentEncoding::Gzip),
+        _ => None,
+    }
 }
 
 impl Default for PosConfig {
@@ -156,6 +173,7 @@ impl Default for PosConfig {
             optout_rate: 0.0,
             optout_seed: 0,
             optout_numbers: Vec::new(),
+            result_encoding: ContentEncoding::Identity,
         }
     }
 }
@@ -335,6 +353,7 @@ struct FilePos {
     optout_numbers: Vec<u64>,
     optout_file: Option<PathBuf>,
     chunk_bytes: Option<u64>,
+    result_encoding: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -504,6 +523,10 @@ impl Config {
             }
             c.pos_chunk_bytes = n;
         }
+        if let Some(e) = file.pos.result_encoding {
+            c.pos.result_encoding = parse_result_encoding(&e)
+                .ok_or_else(|| bad(format!("pos.result_encoding {e:?}: identity or gzip")))?;
+        }
         file.limits.apply(&mut c.limits).map_err(bad)?;
         for m in file.mailbox {
             let mut mb = MailboxConfig::new(&m.id, &m.password);
@@ -633,6 +656,7 @@ mod tests {
             [pos]
             delay_secs = 1.5
             optout_rate = 0.25
+            result_encoding = "gzip"
             [limits]
             body_timeout_secs = 0.5
             max_chunks = 300
@@ -655,6 +679,14 @@ mod tests {
         assert!(!c.mailboxes[0].any_workflow);
         assert!(!c.auth.check_replay && c.auth.check_timestamp);
         assert_eq!(c.pos.delay, Duration::from_millis(1500));
+        assert_eq!(c.pos.result_encoding, ContentEncoding::Gzip);
+        assert_eq!(
+            Config::default().pos.result_encoding,
+            ContentEncoding::Identity
+        );
+        let e =
+            Config::from_toml_str("[pos]\nresult_encoding = \"br\"", Path::new("x")).unwrap_err();
+        assert!(e.to_string().contains("identity or gzip"), "{e}");
         assert_eq!(c.workflows[0].receivers, vec!["A1".to_string()]);
         assert!(Config::from_toml_str("nonsense = 1", Path::new("x")).is_err());
         assert_eq!(c.limits.body_timeout, Duration::from_millis(500));

@@ -33,7 +33,10 @@
 //! echoes); tell them apart by `Mex-Subject: SUCCESS` and `Mex-Content-Type: application/json`
 //! (job created) versus the body (result: NHS-number lines, or the one error line). The result
 //! is cut into chunks of [`Config::pos_chunk_bytes`] (`Mex-Chunk-Range: n:N`, 206 until the last
-//! chunk), like any large message. In the sender's tracking the submission turns `acknowledged`
+//! chunk), like any large message; if [`PosConfig::result_encoding`] says gzip, each chunk is
+//! stored as one gzip member of its content: a client that sends `Accept-Encoding: gzip` gets
+//! it with `Content-Encoding: gzip`, any other the content (as for a gzip'd upload, §8 of the
+//! protocol notes). In the sender's tracking the submission turns `acknowledged`
 //! as soon as the POS has collected it. No MESH collect report is sent.
 //!
 //! The result follows the job-created message after [`PosConfig::delay`]. A job whose stages
@@ -98,8 +101,9 @@ pub use auth::AuthConfig;
 pub use body::ResponseBody;
 pub use clock::Clock;
 pub use config::{
-    load_optout_file, Config, LimitOverrides, Limits, MailboxConfig, PosConfig, PosEnv, StoreMode,
-    WorkflowConfig, MAX_CHUNKS, POS_INT_MAILBOX, POS_LIVE_MAILBOX, POS_WORKFLOW,
+    load_optout_file, parse_result_encoding, Config, LimitOverrides, Limits, MailboxConfig,
+    PosConfig, PosEnv, StoreMode, WorkflowConfig, MAX_CHUNKS, POS_INT_MAILBOX, POS_LIVE_MAILBOX,
+    POS_WORKFLOW,
 };
 pub use error::{ApiError, Error};
 pub use response::ApiVersion;

@@ -80,6 +80,10 @@ struct ServeArgs {
     /// Fraction (0..=1) of all numbers treated as opted out, chosen by a hash of the number.
     #[arg(long, value_name = "R")]
     optout_rate: Option<f64>,
+    /// How POS results are stored and sent: identity (the default) or gzip (each chunk one gzip
+    /// member, passed through to clients that accept gzip, decoded for the others).
+    #[arg(long, value_name = "ENCODING", value_parser = ["identity", "gzip"])]
+    pos_result_encoding: Option<String>,
     /// Seed of the --optout-rate hash.
     #[arg(long, value_name = "S")]
     optout_seed: Option<u64>,
@@ -168,6 +172,10 @@ fn build_config(a: &ServeArgs) -> anyhow::Result<mock_mesh::Config> {
     }
     if let Some(s) = a.optout_seed {
         c.pos.optout_seed = s;
+    }
+    if let Some(e) = &a.pos_result_encoding {
+        c.pos.result_encoding = mock_mesh::parse_result_encoding(e)
+            .with_context(|| format!("--pos-result-encoding {e}: identity or gzip"))?;
     }
     if let Some(k) = &a.shared_key {
         c.shared_key = k.clone();

@@ -415,3 +415,104 @@ async fn a_chunked_submission_is_answered_from_the_accepted_chunks() {
         m.server.stop().await;
     }
 }
+
+/// The result as MESH stores a gzip'd upload (`pos.result_encoding` gzip): each chunk
+/// one gzip member, passed through to a client that accepts gzip (`Content-Encoding: gzip`)
+/// and decoded for one that does not; either way the kept lines, byte for byte, as with
+/// `identity`, whose chunks are sent as stored whatever the client accepts. No
+/// `Mex-Content-Compressed` (the content itself is not compressed); the sender's tracking
+/// says `contentEncoding: gzip`. On disk and in memory.
+#[tokio::test]
+async fn the_result_is_sent_gzip_d_or_plain_as_the_client_accepts() {
+    use std::io::Read;
+    let numbers: Vec<String> = (0..3000u64)
+        .map(|i| format!("999{:06}", 100_000 + i * 7))
+        .filter_map(|p| {
+            (0..10)
+                .map(|d| format!("{p}{d}"))
+                .find(|n| mock_mesh::pos::is_valid_nhs_number(n.as_bytes()))
+        })
+        .collect();
+    let file: String = numbers.iter().map(|n| format!("{n},\r\n")).collect();
+    let mut expected = None;
+    for (encoding, on_disk) in [("gzip", true), ("gzip", false), ("identity", true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config {
+            pos_chunk_bytes: 10_000, // several chunks
+            ..Config::default()
+        };
+        if on_disk {
+            config = config.with_store_dir(dir.path());
+        }
+        config.pos.optout_rate = 0.2;
+        config.pos.result_encoding = mock_mesh::parse_result_encoding(encoding).unwrap();
+        let m = Mesh::start(config).await;
+        submit(&m, POS_INT, file.clone().into_bytes(), "GZ-1", true).await;
+        let ids = m.wait_for(A, 2).await;
+        let result = &ids[1];
+        let path = format!("/messageexchange/{A}/inbox/{result}");
+        let first = m.download(A, result, None).await;
+        let total: u32 = header(&first, "mex-total-chunks").unwrap().parse().unwrap();
+        assert!(total > 2, "{total} chunks");
+        let (mut plain, mut passed, mut stored) = (Vec::new(), Vec::new(), 0);
+        for n in 1..=total {
+            let chunk = if n == 1 {
+                path.clone()
+            } else {
+                format!("{path}/{n}")
+            };
+            // no Accept-Encoding: the content
+            let r = m.req(Method::GET, &chunk, A).send().await.unwrap();
+            assert_eq!(header(&r, "content-encoding"), None, "{encoding}");
+            assert_eq!(header(&r, "mex-content-compressed"), None);
+            plain.extend_from_slice(&r.bytes().await.unwrap());
+            // Accept-Encoding: gzip: one gzip member a chunk if stored so
+            let r = m
+                .req(Method::GET, &chunk, A)
+                .header("accept-encoding", "gzip")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(header(&r, "mex-content-compressed"), None);
+            let gz = header(&r, "content-encoding") == Some("gzip");
+            assert_eq!(
+                gz,
+                encoding == "gzip",
+                "{encoding}: passed through as stored"
+            );
+            let body = r.bytes().await.unwrap();
+            stored += body.len();
+            if gz {
+                let mut rest = &body[..];
+                flate2::read::GzDecoder::new(&mut rest)
+                    .read_to_end(&mut passed)
+                    .unwrap();
+                assert!(rest.is_empty(), "one gzip member a chunk");
+            } else {
+                passed.extend_from_slice(&body);
+            }
+        }
+        assert!(plain == passed, "{encoding}: the same content either way");
+        let kept = plain.len();
+        assert!(kept > 0 && kept < file.len() * 9 / 10, "some opted out");
+        if encoding == "gzip" {
+            assert!(stored < kept / 2, "{stored} stored of {kept}");
+        }
+        match &expected {
+            None => expected = Some(plain),
+            Some(e) => assert!(*e == plain, "{encoding}: the same result"),
+        }
+        // the POS's tracking of its result (v1: the encoding and flags)
+        let track = format!("/messageexchange/{POS_INT}/outbox/tracking?messageID={result}");
+        let v = json(m.req1(Method::GET, &track, POS_INT).send().await.unwrap()).await;
+        let want = if encoding == "gzip" { "gzip" } else { "" };
+        assert_eq!(v["contentEncoding"], want);
+        assert_eq!(
+            v["fileSize"].as_u64(),
+            Some(stored as u64),
+            "the stored size"
+        );
+        assert_eq!(v["compressFlag"], "");
+        m.server.stop().await;
+    }
+}

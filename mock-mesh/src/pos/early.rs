@@ -27,7 +27,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::scan::{Next, Parts};
-use super::{analyse_with, open_chunk, Analysis, Decider, ResultSink};
+use super::{analyse_with, open_chunk, Analysis, Decider};
 use crate::config::PosEnv;
 use crate::state::State;
 use crate::store::{ChunkSource, Message, Status};
@@ -162,7 +162,7 @@ pub(super) fn on_chunk(state: &Arc<State>, m: &Message, env: PosEnv) {
     };
     let decider = state.pos.decider(env);
     let max = state.pos.max_decoded;
-    let sink = ResultSink::new(state.pos.chunk_bytes, result_dir(state));
+    let sink = state.pos.result_sink(result_dir(state));
     let id = m.id.clone();
     let spawned = std::thread::Builder::new()
         .name("pos-early".into())

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::json;
 
-use super::{analyse, open_message, Analysis, ResultSink, INVALID_FILE_LINE};
+use super::{analyse, open_message, Analysis, INVALID_FILE_LINE};
 use crate::config::{PosEnv, POS_WORKFLOW};
 use crate::error::Error;
 use crate::headers::ContentEncoding;
@@ -92,6 +92,8 @@ struct Reply {
     subject: Option<String>,
     file_name: Option<String>,
     content_type: Option<String>,
+    /// How its chunks are stored.
+    content_encoding: ContentEncoding,
 }
 
 async fn deliver(
@@ -112,6 +114,7 @@ async fn deliver(
         local_id,
         file_name: reply.file_name,
         content_type: reply.content_type,
+        content_encoding: reply.content_encoding,
         total_chunks: total,
         chunks: sizes,
         ..Message::new(
@@ -158,7 +161,7 @@ async fn analyse_stored(
         });
     }
     let gzip = m.content_encoding == ContentEncoding::Gzip;
-    let sink = ResultSink::new(state.pos.chunk_bytes, super::early::result_dir(state));
+    let sink = state.pos.result_sink(super::early::result_dir(state));
     let job_state = state.clone();
     let reading = state.pos_readers.acquire().await;
     let analysis = crate::store::blocking(move || {
@@ -262,6 +265,7 @@ async fn run_job(state: Arc<State>, m: Message, env: PosEnv) -> Result<(), Error
             subject: Some("SUCCESS".into()),
             file_name: None,
             content_type: Some("application/json".into()),
+            content_encoding: ContentEncoding::Identity,
         },
         vec![stage_bytes(&state, job_body)?],
     )
@@ -304,16 +308,19 @@ async fn send_result(state: &Arc<State>, m: &Message, mut analysis: Analysis) ->
     if !state.pos.delay.is_zero() {
         tokio::time::sleep(state.pos.delay).await;
     }
-    let chunks = match (analysis.invalid, analysis.result.take()) {
+    let (chunks, content_encoding) = match (analysis.invalid, analysis.result.take()) {
         (false, Some(sink)) => {
-            crate::store::blocking(move || sink.finish().map_err(io_err)).await?
+            let encoding = sink.encoding();
+            let chunks = crate::store::blocking(move || sink.finish().map_err(io_err)).await?;
+            (chunks, encoding)
         }
         (_, other) => {
             if let Some(s) = other {
                 s.discard();
             }
             let line = format!("{INVALID_FILE_LINE}{}", analysis.line_ending);
-            vec![stage_bytes(state, line.into_bytes())?]
+            let chunks = vec![stage_bytes(state, line.into_bytes())?];
+            (chunks, ContentEncoding::Identity)
         }
     };
     let result = deliver(
@@ -325,6 +332,7 @@ async fn send_result(state: &Arc<State>, m: &Message, mut analysis: Analysis) ->
             subject: m.subject.clone(),
             file_name: m.file_name.clone(),
             content_type: None,
+            content_encoding,
         },
         chunks,
     )

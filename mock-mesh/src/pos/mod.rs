@@ -13,7 +13,9 @@
 //!    `status` is `failed` and nothing else is sent;
 //! 4. after [`PosConfig::delay`](crate::PosConfig::delay) it sends the result: the submitted
 //!    lines minus the opted-out numbers, byte for byte (same line endings), split into chunks of
-//!    `pos_chunk_bytes`; or, if any line is invalid, the single line
+//!    `pos_chunk_bytes` of content, each stored as one gzip member if
+//!    [`PosConfig::result_encoding`](crate::PosConfig::result_encoding) says gzip; or, if any
+//!    line is invalid, the single line
 //!    `The file contains one or more invalid NHS Numbers.` followed by the file's first line
 //!    ending (CRLF if it has none).
 //!
@@ -46,8 +48,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
+use line_gzip::GzipLines;
 
 use crate::config::{PosConfig, PosEnv};
+use crate::headers::ContentEncoding;
 use crate::store::{ChunkSource, Received};
 
 /// The POS's whole answer to a file with any invalid line.
@@ -230,6 +234,8 @@ pub(crate) struct PosEngine {
     seed: u64,
     delay: Duration,
     chunk_bytes: u64,
+    /// Whether results are stored gzip'd ([`PosConfig::result_encoding`]).
+    result_gzip: bool,
     /// Most bytes decoded from one submission (a gzip bomb is cut off here).
     max_decoded: u64,
     /// The FHIR API's opt-out state (INT): where a patient has a Consent, it decides.
@@ -262,6 +268,7 @@ impl PosEngine {
             seed: c.optout_seed,
             delay: c.delay,
             chunk_bytes: chunk_bytes.max(1),
+            result_gzip: c.result_encoding == ContentEncoding::Gzip,
             max_decoded: u64::MAX,
             consents: None,
             early: early::Registry::default(),
@@ -278,6 +285,12 @@ impl PosEngine {
     pub(crate) fn with_consents(mut self, consents: crate::fhir::consent::OptOuts) -> PosEngine {
         self.consents = Some(consents);
         self
+    }
+
+    /// Where a job writes its result: chunks of the engine's size, gzip'd or not as configured,
+    /// in files in `tmp_dir` (else in memory).
+    fn result_sink(&self, tmp_dir: Option<PathBuf>) -> ResultSink {
+        ResultSink::new(self.chunk_bytes, self.result_gzip, tmp_dir)
     }
 
     /// The answers for one job in `env`. The FHIR API's opt-out state (INT) is copied as it is
@@ -313,11 +326,17 @@ impl PosEngine {
 /// Fsyncs of finished result chunks that may run behind the writer at once.
 const SYNCS_BEHIND: usize = 2;
 
-/// Writes the result file into chunks of `chunk_bytes`. A finished chunk's fsync runs on its
-/// own thread behind the writer (at most [`SYNCS_BEHIND`] at once), so the disk works while
-/// the next chunk is judged and written; [`ResultSink::finish`] returns once every chunk is
-/// durable. On disk the chunks are written around the page cache where the filesystem allows
-/// ([`direct`]).
+/// Writes the result file into chunks of `chunk_bytes` of content. A finished chunk's fsync
+/// runs on its own thread behind the writer (at most [`SYNCS_BEHIND`] at once), so the disk
+/// works while the next chunk is judged and written; [`ResultSink::finish`] returns once every
+/// chunk is durable. On disk the chunks are written around the page cache where the filesystem
+/// allows ([`direct`]).
+///
+/// Gzip'd (if [`PosConfig::result_encoding`] says so): each chunk is stored as one gzip
+/// member of its content, made as it is written by the line encoder ([`GzipLines`]: a `.dat`
+/// result to about 15 %, in bounded memory), as a MESH sender uploading with
+/// `Content-Encoding: gzip` stores it; the message is then marked gzip'd, and the download
+/// passes it through or decodes it (`api/inbox.rs`).
 struct ResultSink {
     chunk_bytes: u64,
     tmp_dir: Option<PathBuf>,
@@ -326,12 +345,17 @@ struct ResultSink {
     file: Option<direct::ChunkFile>,
     /// What the current chunk file has not written yet (made with the first file).
     stage: Option<direct::Stage>,
+    /// Content bytes of the current chunk.
     len: u64,
+    /// Bytes stored of the current chunk (its gzip so far, or `len`).
+    stored: u64,
+    /// The current chunk's gzip member, if results are gzip'd, and its bytes not yet stored.
+    gzip: Option<(Box<GzipLines>, Vec<u8>)>,
     syncing: std::collections::VecDeque<std::thread::JoinHandle<std::io::Result<()>>>,
 }
 
 impl ResultSink {
-    fn new(chunk_bytes: u64, tmp_dir: Option<PathBuf>) -> ResultSink {
+    fn new(chunk_bytes: u64, gzip: bool, tmp_dir: Option<PathBuf>) -> ResultSink {
         ResultSink {
             chunk_bytes,
             tmp_dir,
@@ -340,7 +364,18 @@ impl ResultSink {
             file: None,
             stage: None,
             len: 0,
+            stored: 0,
+            gzip: gzip.then(|| (Box::new(GzipLines::new()), Vec::new())),
             syncing: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// How the chunks are stored.
+    fn encoding(&self) -> ContentEncoding {
+        if self.gzip.is_some() {
+            ContentEncoding::Gzip
+        } else {
+            ContentEncoding::Identity
         }
     }
 
@@ -352,21 +387,19 @@ impl ResultSink {
         Ok(())
     }
 
-    /// Appends `data` (the writer gets it in [`scan::BUF`] pieces).
+    /// Appends `data` to the content (the writer gets it in [`scan::BUF`] pieces).
     fn write(&mut self, mut data: &[u8]) -> std::io::Result<()> {
         while !data.is_empty() {
             let room = (self.chunk_bytes - self.len).min(data.len() as u64) as usize;
             let (now, rest) = data.split_at(room);
-            if self.tmp_dir.is_none() {
-                self.mem.extend_from_slice(now);
-            } else {
-                if self.file.is_none() {
-                    if let Some(dir) = self.tmp_dir.clone() {
-                        self.open_file(&dir)?; // the path cloned once a chunk, not per call
-                    }
-                }
-                if let (Some(f), Some(stage)) = (&mut self.file, &mut self.stage) {
-                    f.write(stage, now)?;
+            match self.gzip.take() {
+                None => self.store(now)?,
+                Some((mut z, mut out)) => {
+                    z.write(now, &mut out);
+                    let stored = self.store(&out);
+                    out.clear();
+                    self.gzip = Some((z, out));
+                    stored?;
                 }
             }
             self.len += room as u64;
@@ -378,15 +411,48 @@ impl ResultSink {
         Ok(())
     }
 
-    /// Ends the current chunk; its fsync runs behind unless `now`.
+    /// Appends `bytes` to what is stored of the current chunk.
+    fn store(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        if self.tmp_dir.is_none() {
+            self.mem.extend_from_slice(bytes);
+        } else {
+            if self.file.is_none() {
+                if let Some(dir) = self.tmp_dir.clone() {
+                    self.open_file(&dir)?; // the path cloned once a chunk, not per call
+                }
+            }
+            if let (Some(f), Some(stage)) = (&mut self.file, &mut self.stage) {
+                f.write(stage, bytes)?;
+            }
+        }
+        self.stored += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Ends the current chunk (its gzip member's end stored); its fsync runs behind unless
+    /// `now`.
     fn cut(&mut self, now: bool) -> std::io::Result<()> {
+        if let Some((mut z, mut out)) = self.gzip.take() {
+            z.finish(&mut out);
+            let stored = self.store(&out);
+            out.clear();
+            self.gzip = Some((z, out));
+            stored?;
+        }
+        if let (Some(dir), None) = (self.tmp_dir.clone(), &self.file) {
+            // an empty chunk on disk still needs a file
+            self.open_file(&dir)?;
+        }
         match self.file.take() {
             Some(f) => {
                 let stage = self.stage.get_or_insert_with(direct::Stage::new);
                 let (f, tmp) = f.finish(stage)?;
                 self.done.push(Received::File {
                     tmp,
-                    size: self.len,
+                    size: self.stored,
                 });
                 if now {
                     f.sync_all()?;
@@ -406,6 +472,7 @@ impl ResultSink {
             }
         }
         self.len = 0;
+        self.stored = 0;
         Ok(())
     }
 
@@ -422,10 +489,6 @@ impl ResultSink {
     /// The chunks, every one durable; at least one (an empty file is one empty chunk).
     fn finish(mut self) -> std::io::Result<Vec<Received>> {
         if self.len > 0 || self.done.is_empty() {
-            if let (Some(dir), None) = (self.tmp_dir.clone(), &self.file) {
-                // an empty last chunk on disk still needs a file
-                self.open_file(&dir)?;
-            }
             self.cut(true)?;
         }
         while !self.syncing.is_empty() {
@@ -833,7 +896,7 @@ mod tests {
         env: PosEnv,
         chunk: u64,
     ) -> (std::io::Result<Analysis>, Vec<u8>) {
-        let mut a = analyse(parts, engine, env, ResultSink::new(chunk, None));
+        let mut a = analyse(parts, engine, env, ResultSink::new(chunk, false, None));
         let mut out = Vec::new();
         if let Some(s) = a.as_mut().ok().and_then(|a| a.result.take()) {
             for c in s.finish().unwrap() {
@@ -1083,43 +1146,107 @@ mod tests {
         (input, kept)
     }
 
+    /// A result chunk's content: the file's bytes, or the one gzip member it holds (flate2
+    /// checks its CRC-32 and length; no bytes may follow it).
+    fn chunk_content(stored: Vec<u8>, gzip: bool) -> Vec<u8> {
+        if !gzip {
+            return stored;
+        }
+        let mut rest = &stored[..];
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&mut rest)
+            .read_to_end(&mut out)
+            .unwrap();
+        assert!(rest.is_empty(), "one gzip member a chunk");
+        out
+    }
+
+    /// A result over many buffers is cut into chunks of exactly `chunk_bytes` of content but
+    /// the last, whose contents are the kept lines byte for byte; plain, or each chunk one gzip
+    /// member (the line encoder's: far smaller), on disk and in memory.
     #[test]
     fn a_file_of_many_buffers_is_one_pass_cut_into_exact_chunks() {
         let engine = engine_at(0.3, 3_000_001);
         let (input, kept) = big_file(scan::BUF + 100_000, |n| {
             engine.live.contains(&n) || opted_out_by_rate(n, 0, 0.3)
         });
-        let dir = tempfile::tempdir().unwrap();
-        let sink = ResultSink::new(3_000_001, Some(dir.path().to_path_buf()));
-        let reader = scan::one(Dribble(
-            Box::leak(input.clone().into_boxed_slice()),
-            999_983,
-        ));
-        let mut a = analyse(reader, &engine, PosEnv::Live, sink).unwrap();
-        assert!(!a.invalid);
-        assert_eq!(a.size, input.len() as u64);
-        assert_eq!(a.hash, hex::encode(Sha256::digest(&input)));
-        assert_eq!(
-            a.lines,
-            input.iter().filter(|&&b| b == b'\n').count() as u64
-        );
-        assert_eq!(a.line_ending, "\r\n");
-        let chunks = a.result.take().unwrap().finish().unwrap();
-        let mut out = Vec::new();
-        for (i, c) in chunks.iter().enumerate() {
-            let Received::File { tmp, size } = c else {
-                panic!("a disk sink writes files")
+        for (gzip, on_disk) in [(false, true), (true, true), (true, false)] {
+            let dir = tempfile::tempdir().unwrap();
+            let sink = ResultSink::new(3_000_001, gzip, on_disk.then(|| dir.path().to_path_buf()));
+            let reader = scan::one(Dribble(
+                Box::leak(input.clone().into_boxed_slice()),
+                999_983,
+            ));
+            let mut a = analyse(reader, &engine, PosEnv::Live, sink).unwrap();
+            assert!(!a.invalid);
+            assert_eq!(a.size, input.len() as u64);
+            assert_eq!(a.hash, hex::encode(Sha256::digest(&input)));
+            assert_eq!(
+                a.lines,
+                input.iter().filter(|&&b| b == b'\n').count() as u64
+            );
+            assert_eq!(a.line_ending, "\r\n");
+            let sink = a.result.take().unwrap();
+            let want_encoding = if gzip {
+                ContentEncoding::Gzip
+            } else {
+                ContentEncoding::Identity
             };
-            let bytes = std::fs::read(tmp).unwrap();
-            assert_eq!(bytes.len() as u64, *size);
-            if i + 1 < chunks.len() {
-                assert_eq!(*size, 3_000_001, "every chunk but the last is full");
+            assert_eq!(sink.encoding(), want_encoding);
+            let chunks = sink.finish().unwrap();
+            let (mut out, mut stored_total) = (Vec::new(), 0);
+            for (i, c) in chunks.iter().enumerate() {
+                let stored = match c {
+                    Received::File { tmp, size } => {
+                        let bytes = std::fs::read(tmp).unwrap();
+                        assert_eq!(bytes.len() as u64, *size, "the recorded size is stored");
+                        bytes
+                    }
+                    Received::Memory(b) => {
+                        assert!(!on_disk, "a disk sink writes files");
+                        b.to_vec()
+                    }
+                };
+                stored_total += stored.len();
+                let content = chunk_content(stored, gzip);
+                if i + 1 < chunks.len() {
+                    assert_eq!(content.len(), 3_000_001, "every chunk but the last is full");
+                }
+                out.extend_from_slice(&content);
             }
-            out.extend_from_slice(&bytes);
+            assert_eq!(out.len(), kept.len());
+            assert!(out == kept, "the kept lines, byte for byte (gzip {gzip})");
+            if gzip {
+                // (lines of three shapes in turn: the line encoder's one distance fits a third)
+                assert!(
+                    stored_total < kept.len() / 2,
+                    "{stored_total} of {}",
+                    kept.len()
+                );
+            }
+            let files = if on_disk { chunks.len() } else { 0 };
+            assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), files);
         }
-        assert_eq!(out.len(), kept.len());
-        assert!(out == kept, "the kept lines, byte for byte");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), chunks.len());
+    }
+
+    /// An empty result is one chunk, on disk or not, plain or one empty gzip member.
+    #[test]
+    fn an_empty_result_is_one_empty_chunk() {
+        for (gzip, on_disk) in [(false, true), (true, true), (false, false), (true, false)] {
+            let dir = tempfile::tempdir().unwrap();
+            let sink = ResultSink::new(1000, gzip, on_disk.then(|| dir.path().to_path_buf()));
+            let chunks = sink.finish().unwrap();
+            assert_eq!(chunks.len(), 1);
+            let stored = match &chunks[0] {
+                Received::File { tmp, size } => {
+                    let b = std::fs::read(tmp).unwrap();
+                    assert_eq!(b.len() as u64, *size);
+                    b
+                }
+                Received::Memory(b) => b.to_vec(),
+            };
+            assert!(chunk_content(stored, gzip).is_empty());
+        }
     }
 
     #[test]
@@ -1128,7 +1255,7 @@ mod tests {
         let engine =
             PosEngine::new(&PosConfig::default(), 1_000_000).with_max_decoded(scan::BUF as u64 + 1);
         let dir = tempfile::tempdir().unwrap();
-        let sink = ResultSink::new(1_000_000, Some(dir.path().to_path_buf()));
+        let sink = ResultSink::new(1_000_000, true, Some(dir.path().to_path_buf()));
         let r = analyse(
             scan::one(std::io::Cursor::new(input)),
             &engine,
@@ -1158,7 +1285,7 @@ mod tests {
     fn a_read_error_mid_file_is_the_answer_and_leaves_no_file() {
         let engine = PosEngine::new(&PosConfig::default(), 1_000_000);
         let dir = tempfile::tempdir().unwrap();
-        let sink = ResultSink::new(1_000_000, Some(dir.path().to_path_buf()));
+        let sink = ResultSink::new(1_000_000, true, Some(dir.path().to_path_buf()));
         let r = analyse(
             scan::one(Broken(scan::BUF * 2 + 11 * 1000)),
             &engine,

@@ -25,7 +25,7 @@
 //!
 //! The output is standard deflate, decoded by every inflater; any input round-trips (a parse
 //! with one match distance is valid for any bytes), but only line-shaped input compresses well:
-//! [`crate::gzip`] uses this only when the input has a line length and the result is small, else
+//! [`crate::gzip()`] uses this only when the input has a line length and the result is small, else
 //! libdeflate. Deterministic: the same input gives the same bytes, on every platform (the
 //! vector and scalar masks are the same bits). Memory: a few tables on the stack.
 
@@ -33,7 +33,7 @@ use std::ops::Range;
 
 /// Words of 64 input bytes in one deflate block (4 MiB of input: about a million tokens of
 /// `.dat` lines).
-const BLOCK_WORDS: usize = 1 << 16;
+pub(crate) const BLOCK_WORDS: usize = 1 << 16;
 
 /// Words of input counted before the first block, for its codes (256 KiB).
 const SAMPLE_WORDS: usize = 1 << 12;
@@ -108,36 +108,129 @@ fn deflate_bmi(data: &[u8], d: usize, out: &mut Vec<u8>) {
 /// [`deflate`] for any CPU.
 #[inline(always)]
 fn deflate_any(data: &[u8], d: usize, out: &mut Vec<u8>) {
-    let dist = Distance::new(d);
     let words = data.len().div_ceil(64);
-    let mut enc = Encoder::new();
-    // the first block's codes: from the tokens of its first words, counted by encoding them
-    // (with codes from no counts) into a scratch buffer
-    let sample = words.min(SAMPLE_WORDS);
-    let mut scratch = Vec::with_capacity(sample * 64);
-    let mut bits = enc.begin_block(&[0; TABLE], Bits::default(), &mut scratch, dist, false);
-    Parse::new(data, d).run(0..sample, &mut enc, bits, &mut scratch);
-    let mut counts = enc.counts();
-
-    bits = Bits::default();
-    let mut parse = Parse::new(data, d);
+    let mut z = Deflater::new(d);
     let mut w = 0;
     loop {
         let end = (w + BLOCK_WORDS).min(words);
         let last = end == words;
-        bits = enc.begin_block(&counts, bits, out, dist, last);
-        bits = parse.run(w..end, &mut enc, bits, out);
-        if last {
-            bits = parse.finish(&mut enc, bits, out);
-        }
-        bits = enc.end_block(bits, out);
-        counts = enc.counts();
+        z.block_any(data, w..end, last, out);
         if last {
             break;
         }
         w = end;
     }
-    bits.finish(&enc.stage, out);
+}
+
+/// The deflate stream between blocks: the parse's carries, the codes' counts and the bits not
+/// yet a byte. Each block is deflated from a window of the input ([`Deflater::block`]): the
+/// whole input for [`deflate`], or the stretch [`GzipLines`] holds, which moves on by whole
+/// words ([`Deflater::shift`]) so that positions in it are word-aligned as in the whole input.
+pub(crate) struct Deflater {
+    d: usize,
+    dist: Distance,
+    enc: Encoder,
+    /// The parse, from the first block on.
+    parse: Option<Parse>,
+    bits: Bits,
+    /// The token counts of the block before (of the first block's sample before it).
+    counts: [u64; TABLE],
+}
+
+impl Deflater {
+    pub(crate) fn new(d: usize) -> Deflater {
+        assert!((3..=MAX_LINE).contains(&d), "line length {d} out of range");
+        Deflater {
+            d,
+            dist: Distance::new(d),
+            enc: Encoder::new(),
+            parse: None,
+            bits: Bits::default(),
+            counts: [0; TABLE],
+        }
+    }
+
+    /// Deflates the words `range` of `window` as one block (the last of the stream if `last`:
+    /// the input then ends with `window`); every whole byte written goes to `out`. Words are
+    /// 64 bytes of `window` from its start; the parse needs the 64 bytes before `range` (the
+    /// match distance back, and the byte before a literal) and, unless `last`, the word after
+    /// it (whole). The first block's codes come from its first [`SAMPLE_WORDS`] words,
+    /// counted by encoding them (with codes from no counts) into a scratch buffer.
+    pub(crate) fn block(
+        &mut self,
+        window: &[u8],
+        range: Range<usize>,
+        last: bool,
+        out: &mut Vec<u8>,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("bmi1")
+            && std::arch::is_x86_feature_detected!("bmi2")
+        {
+            // SAFETY: the CPU has BMI1 and BMI2 (checked just above), all `block_bmi` needs
+            // beyond x86-64.
+            unsafe { self.block_bmi(window, range, last, out) };
+            return;
+        }
+        self.block_any(window, range, last, out);
+    }
+
+    /// [`Deflater::block_any`] compiled with BMI1 and BMI2 (as [`deflate_bmi`]).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "bmi1,bmi2")]
+    fn block_bmi(&mut self, window: &[u8], range: Range<usize>, last: bool, out: &mut Vec<u8>) {
+        self.block_any(window, range, last, out);
+    }
+
+    /// [`Deflater::block`] for any CPU.
+    #[inline(always)]
+    fn block_any(&mut self, window: &[u8], range: Range<usize>, last: bool, out: &mut Vec<u8>) {
+        let d = self.d;
+        let parse = match &mut self.parse {
+            Some(p) => p,
+            None => {
+                let sample = window.len().div_ceil(64).min(SAMPLE_WORDS);
+                let mut scratch = Vec::with_capacity(sample * 64);
+                let bits = self.enc.begin_block(
+                    &[0; TABLE],
+                    Bits::default(),
+                    &mut scratch,
+                    self.dist,
+                    false,
+                );
+                Parse::new(window, d).run(window, 0..sample, &mut self.enc, bits, &mut scratch);
+                self.counts = self.enc.counts();
+                self.parse.insert(Parse::new(window, d))
+            }
+        };
+        let mut bits = self
+            .enc
+            .begin_block(&self.counts, self.bits, out, self.dist, last);
+        bits = parse.run(window, range, &mut self.enc, bits, out);
+        if last {
+            bits = parse.finish(window, &mut self.enc, bits, out);
+        }
+        bits = self.enc.end_block(bits, out);
+        self.counts = self.enc.counts();
+        if last {
+            bits.finish(&self.enc.stage, out);
+            bits = Bits::default();
+        } else {
+            append(out, &self.enc.stage[..bits.staged as usize]);
+            bits.staged = 0;
+        }
+        self.bits = bits;
+    }
+
+    /// The window moves on by `by` bytes (a multiple of 64): what was at `by` is now at 0.
+    pub(crate) fn shift(&mut self, by: usize) {
+        debug_assert!(by % 64 == 0);
+        if let Some(p) = &mut self.parse {
+            // the pending token may start before the new window (a long run): positions are
+            // taken modulo 2^64, and only its last bytes are read
+            p.start = p.start.wrapping_sub(by);
+        }
+    }
 }
 
 /// The distance code of the line length, its extra bits and their value (RFC 1951 §3.2.5).
@@ -172,22 +265,19 @@ impl Distance {
 /// in order, each as long as the distance to the next. Carries between words: `m` of the next
 /// word (for `s`), `s` and `c` of the one before (for `c` and `t`), and the start of the token
 /// whose end is not yet known.
-struct Parse<'a> {
-    data: &'a [u8],
+struct Parse {
     d: usize,
-    words: usize,
     m_next: u64,
     s_prev: u64,
     c_prev: u64,
     start: usize,
 }
 
-impl<'a> Parse<'a> {
-    fn new(data: &'a [u8], d: usize) -> Self {
+impl Parse {
+    /// The parse of input starting at `data` (its first word's mask).
+    fn new(data: &[u8], d: usize) -> Self {
         Parse {
-            data,
             d,
-            words: data.len().div_ceil(64),
             m_next: eq_word(data, d, 0),
             s_prev: 0,
             c_prev: 0,
@@ -195,16 +285,18 @@ impl<'a> Parse<'a> {
         }
     }
 
-    /// Writes the tokens that end in the words `range` (the next words in order), in order.
+    /// Writes the tokens that end in the words `range` of `data` (the next words in order), in
+    /// order. `data` ends with the input, or a whole word after `range`.
     #[inline(always)]
     fn run(
         &mut self,
+        data: &[u8],
         range: Range<usize>,
         enc: &mut Encoder,
         bits: Bits,
         out: &mut Vec<u8>,
     ) -> Bits {
-        let (data, d, n, words) = (self.data, self.d, self.data.len(), self.words);
+        let (d, n, words) = (self.d, data.len(), data.len().div_ceil(64));
         let (mut m_next, mut s_prev, mut c_prev) = (self.m_next, self.s_prev, self.c_prev);
         let mut start = self.start;
         // the writer's state as plain values (see [`Bits`])
@@ -242,7 +334,7 @@ impl<'a> Parse<'a> {
                 let i = t.trailing_zeros() as usize;
                 t &= t - 1;
                 let p = base + i;
-                let len = p - start;
+                let len = p.wrapping_sub(start); // `start` may be before the window
                 if len > MAX_MATCH {
                     let (acc, n, staged) = state;
                     let b = long_run(data, start, p, enc, Bits { acc, n, staged }, out);
@@ -270,12 +362,12 @@ impl<'a> Parse<'a> {
         }
     }
 
-    /// Writes the last token (once every word has been run).
-    fn finish(&mut self, enc: &mut Encoder, bits: Bits, out: &mut Vec<u8>) -> Bits {
-        let (start, n) = (self.start, self.data.len());
+    /// Writes the last token (once every word of `data`, which ends the input, has been run).
+    fn finish(&mut self, data: &[u8], enc: &mut Encoder, bits: Bits, out: &mut Vec<u8>) -> Bits {
+        let (start, n) = (self.start, data.len());
         self.start = n;
-        if start < n {
-            long_run(self.data, start, n, enc, bits, out)
+        if start != n {
+            long_run(data, start, n, enc, bits, out)
         } else {
             bits
         }
@@ -286,7 +378,8 @@ impl<'a> Parse<'a> {
 /// more equal to those `d` back, which the parse makes 3 or more) as the greedy parse takes them:
 /// a literal if one byte, else matches of 258 while 3 bytes or more are left, then a match of
 /// the rest, or one or two literals. Out of the parse's loop (state in and out by value), so
-/// that the loop's state stays in registers.
+/// that the loop's state stays in registers. Only the last two bytes are read: `start` may be
+/// before `data` (a run longer than the window, [`Deflater::shift`]), modulo 2^64.
 #[cold]
 #[inline(never)]
 fn long_run(
@@ -297,16 +390,16 @@ fn long_run(
     mut bits: Bits,
     out: &mut Vec<u8>,
 ) -> Bits {
-    if end - start == 1 {
+    if end.wrapping_sub(start) == 1 {
         bits.room(&enc.stage, out);
         enc.token(&mut bits, usize::from(data[start]));
         return bits;
     }
-    while end - start >= 3 {
-        let len = (end - start).min(MAX_MATCH);
+    while end.wrapping_sub(start) >= 3 {
+        let len = end.wrapping_sub(start).min(MAX_MATCH);
         bits.room(&enc.stage, out);
         enc.token(&mut bits, 256 + len);
-        start += len;
+        start = start.wrapping_add(len);
     }
     for &b in &data[start..end] {
         bits.room(&enc.stage, out);
