@@ -197,15 +197,21 @@ impl Mesh {
     }
 
     /// Polls `mailbox`'s inbox until it holds at least `n` messages.
+    ///
+    /// Gives up after a minute: long enough for a POS job on a machine busy with the rest of
+    /// the suite (a 5-second bound failed there), short of hanging a test that cannot pass.
     pub(crate) async fn wait_for(&self, mailbox: &str, n: usize) -> Vec<String> {
-        for _ in 0..200 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
             let ids = self.inbox(mailbox).await;
             if ids.len() >= n {
                 return ids;
             }
+            if std::time::Instant::now() > deadline {
+                panic!("{mailbox} never got {n} messages in 60 s");
+            }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        panic!("{mailbox} never got {n} messages");
     }
 }
 
