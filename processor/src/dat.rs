@@ -9,9 +9,7 @@
 
 use crate::ctl;
 use crate::error::{Error, Result};
-use crate::files::{
-    allocate_ahead, create_private, start_writeback, sync_dir, write_atomic, WRITEBACK_WINDOW,
-};
+use crate::files::{sync_dir, write_atomic, AtomicFile, ThreadedOut};
 use crate::nhs::PrefixDigits;
 use crate::pos::{is_mailbox_id, PosEnv};
 use crate::seen::{NumberSet, SLICES};
@@ -19,8 +17,6 @@ use chrono::NaiveDate;
 use rayon::prelude::*;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Line ending of written `.dat` lines.
@@ -133,13 +129,13 @@ pub fn check_tag(tag: &str) -> Result<()> {
 /// The work is split across the current rayon pool by prefix range, in waves of fixed slices
 /// of the prefixes (`NumberSet::for_each_word_in_slice`). While the calling thread computes the
 /// SHA-256 of the wave formatted before (sequential by nature: one stream per file, and the
-/// longest single task), the rest of the pool writes that wave to the files and formats the
-/// next one into the buffers of the wave before it (reused: no fresh pages to fault in and
-/// zero). Every line has the same length, so where a file ends is a matter of counting; the
-/// bytes of every file are the same whatever the number of threads. Each file's size is known
-/// before its first line (the members are counted first), so its disk space is allocated
-/// ahead in one call (`fallocate`): ext4 then skips its block-by-block reservation on
-/// every `write`.
+/// longest single task), the rest of the pool hands that wave to the files' writing threads
+/// (direct I/O: see `DatWriter`) and formats the next one into the buffers of the wave
+/// before it (reused: no fresh pages to fault in and zero). Every line has the same length,
+/// so where a file ends is a matter of counting; the bytes of every file are the same
+/// whatever the number of threads. Each file's size is known before its first line (the
+/// members are counted first), so its disk space is allocated ahead in one call
+/// (`fallocate`): ext4 then maps blocks that exist as the writes come.
 pub fn write_dat_files(
     set: &NumberSet,
     opts: &DatOptions,
@@ -332,7 +328,7 @@ impl Splitter<'_> {
         self.cut.cut(lines, |file, now, records| {
             if file == files.len() {
                 if let Some(full) = files.last_mut() {
-                    full.start_rest();
+                    full.close()?;
                 }
                 let stem = file_stem(opts, opts.seq.saturating_add(file as u32))?;
                 // The records before this file fill the files before it.
@@ -342,7 +338,10 @@ impl Splitter<'_> {
                 files.push(DatWriter::create(&opts.dir, stem, size, created)?);
             }
             match files.get_mut(file) {
-                Some(w) => w.write(now, records),
+                Some(w) => {
+                    w.write(now, records);
+                    Ok(())
+                }
                 None => Ok(()),
             }
         })
@@ -363,87 +362,71 @@ fn file_stem(opts: &DatOptions, seq: u32) -> Result<String> {
     ))
 }
 
-/// Bytes written a call. A slice's lines in one call (up to 12 MB) measured twice the kernel
-/// time of this on the 100M-line national file (docs/PERFORMANCE.md).
-const WRITE_BUF: usize = 128 << 10;
-
+/// One `.dat` being written: its lines go to a [`ThreadedOut`], whose thread writes them with
+/// direct I/O (`O_DIRECT`, 8 MiB a write from reused aligned buffers, the last partial block
+/// through the page cache) while the pool formats and hashes the next ones. Buffered writes
+/// copied every byte into fresh page-cache pages, which on this project's VM cost more than
+/// the SHA-256 (docs/PERFORMANCE.md), and left all of it for the final sync; direct writes
+/// reach the disk as they go, so the sync has only the tail and the metadata left. A
+/// filesystem that refuses direct I/O gets the same bytes through the page cache.
 struct DatWriter {
     stem: String,
-    tmp: PathBuf,
-    file: File,
+    /// Being written until the file is full or the output ends ([`DatWriter::close`]).
+    open: Option<ThreadedOut>,
+    /// Closed: every byte written, the sync and rename still to come.
+    closed: Option<AtomicFile>,
     records: u64,
     bytes: u64,
-    /// Bytes whose writeback has been started (see [`WRITEBACK_WINDOW`]).
-    started: u64,
-    /// Bytes allocated ahead (the file's size from the start), or 0.
-    reserved: u64,
 }
 
 impl DatWriter {
     /// Creates the file under its temporary name, its `size` bytes allocated ahead where the
     /// filesystem can.
     fn create(dir: &Path, stem: String, size: u64, created: &mut Vec<PathBuf>) -> Result<Self> {
-        let tmp = dir.join(format!(".{stem}.dat.tmp"));
-        let file = create_private(&tmp)?;
-        created.push(tmp.clone());
-        let reserved = if allocate_ahead(&file, size) { size } else { 0 };
+        let mut file = AtomicFile::create(&dir.join(format!("{stem}.dat")))?;
+        created.push(file.tmp().to_path_buf());
+        file.reserve(size);
         Ok(DatWriter {
             stem,
-            tmp,
-            file,
+            open: Some(ThreadedOut::new(file, true, false)),
+            closed: None,
             records: 0,
             bytes: 0,
-            started: 0,
-            reserved,
         })
     }
 
-    /// Writes `records` whole lines, [`WRITE_BUF`] bytes a call.
-    fn write(&mut self, lines: &[u8], records: u64) -> Result<()> {
-        for piece in lines.chunks(WRITE_BUF) {
-            self.file
-                .write_all(piece)
-                .map_err(|e| Error::write(&self.tmp, e))?;
+    /// Writes `records` whole lines.
+    fn write(&mut self, lines: &[u8], records: u64) {
+        if let Some(out) = self.open.as_mut() {
+            out.write(lines);
         }
         self.records += records;
         self.bytes += lines.len() as u64;
-        // Hand the data to the disk as the file grows, so the final sync has little left.
-        if self.bytes - self.started >= WRITEBACK_WINDOW {
-            self.start_rest();
-        }
-        Ok(())
     }
 
-    /// Starts the writeback of what was written since the last start.
-    fn start_rest(&mut self) {
-        if self.bytes > self.started {
-            start_writeback(&self.file, self.started, self.bytes - self.started);
-            self.started = self.bytes;
+    /// Writes what is left and ends the file's writing thread (once the file is full).
+    fn close(&mut self) -> Result<()> {
+        if let Some(out) = self.open.take() {
+            self.closed = Some(out.close()?.0);
         }
+        Ok(())
     }
 
     /// Syncs and renames the file into place and writes its `.ctl`; `hasher` has seen every
     /// byte of it.
     fn finish(
-        self,
+        mut self,
         opts: &DatOptions,
         hasher: Sha256,
         created: &mut Vec<PathBuf>,
     ) -> Result<DatFile> {
-        // Only if the count above and the lines written disagree, which they cannot: the file
-        // must hold exactly what was hashed.
-        if self.reserved != 0 && self.reserved != self.bytes {
-            self.file
-                .set_len(self.bytes)
-                .map_err(|e| Error::write(&self.tmp, e))?;
+        self.close()?;
+        if let Some(file) = self.closed.take() {
+            file.commit()?;
         }
-        self.file
-            .sync_all()
-            .map_err(|e| Error::write(&self.tmp, e))?;
         let sha256 = hex::encode(hasher.finalize());
         let name = format!("{}.dat", self.stem);
         let path = opts.dir.join(&name);
-        std::fs::rename(&self.tmp, &path).map_err(|e| Error::write(&path, e))?;
         created.push(path);
         let subject = match &opts.tag {
             Some(tag) => format!("{tag}_{}", self.stem),
