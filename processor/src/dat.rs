@@ -141,6 +141,28 @@ pub fn write_dat_files(
     opts: &DatOptions,
     created: &mut Vec<PathBuf>,
 ) -> Result<Vec<DatFile>> {
+    write_dat_files_by(set, opts, created, DatWrite::Direct)
+}
+
+/// How the `.dat` bytes reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatWrite {
+    /// Direct I/O (see `DatWriter`): not copied into the page cache, which costs more than the
+    /// hashing on this project's VM. For files read again later, if at all (`ndop prepare`).
+    Direct,
+    /// Through the page cache (with writeback started as the file grows), for a caller that
+    /// reads the files again at once: `ndop run` sends them right after, and reading 845 MB
+    /// back from the disk cost its send stage more than direct I/O saved (docs/PERFORMANCE.md).
+    Cached,
+}
+
+/// [`write_dat_files`], the bytes written as `how` says.
+pub fn write_dat_files_by(
+    set: &NumberSet,
+    opts: &DatOptions,
+    created: &mut Vec<PathBuf>,
+    how: DatWrite,
+) -> Result<Vec<DatFile>> {
     let eol = opts.line_ending.bytes();
     let line_len = 11 + eol.len() as u64;
     let per_file = (opts.max_bytes / line_len).min(opts.max_records.unwrap_or(u64::MAX));
@@ -171,6 +193,7 @@ pub fn write_dat_files(
         cut: cut.clone(),
         files: Vec::new(),
         created,
+        how,
     };
     let mut hash = Hashes {
         cut,
@@ -318,12 +341,14 @@ struct Splitter<'a> {
     cut: Cutter,
     files: Vec<DatWriter>,
     created: &'a mut Vec<PathBuf>,
+    how: DatWrite,
 }
 
 impl Splitter<'_> {
     /// Appends whole lines, starting a new file whenever the current one is full.
     fn write_lines(&mut self, lines: &[u8]) -> Result<()> {
-        let (opts, files, created) = (self.opts, &mut self.files, &mut *self.created);
+        let (opts, files, created, how) =
+            (self.opts, &mut self.files, &mut *self.created, self.how);
         let (members, per_file, line_len) = (self.members, self.cut.per_file, self.cut.line_len);
         self.cut.cut(lines, |file, now, records| {
             if file == files.len() {
@@ -335,7 +360,7 @@ impl Splitter<'_> {
                 let records =
                     per_file.min(members.saturating_sub((file as u64).saturating_mul(per_file)));
                 let size = records.saturating_mul(line_len as u64);
-                files.push(DatWriter::create(&opts.dir, stem, size, created)?);
+                files.push(DatWriter::create(&opts.dir, stem, size, how, created)?);
             }
             match files.get_mut(file) {
                 Some(w) => {
@@ -382,13 +407,19 @@ struct DatWriter {
 impl DatWriter {
     /// Creates the file under its temporary name, its `size` bytes allocated ahead where the
     /// filesystem can.
-    fn create(dir: &Path, stem: String, size: u64, created: &mut Vec<PathBuf>) -> Result<Self> {
+    fn create(
+        dir: &Path,
+        stem: String,
+        size: u64,
+        how: DatWrite,
+        created: &mut Vec<PathBuf>,
+    ) -> Result<Self> {
         let mut file = AtomicFile::create(&dir.join(format!("{stem}.dat")))?;
         created.push(file.tmp().to_path_buf());
         file.reserve(size);
         Ok(DatWriter {
             stem,
-            open: Some(ThreadedOut::new(file, true, false)),
+            open: Some(ThreadedOut::new(file, how == DatWrite::Direct, false)),
             closed: None,
             records: 0,
             bytes: 0,
@@ -491,34 +522,37 @@ mod tests {
             }
         }
         want.sort_unstable();
-        let dir = tempfile::tempdir().unwrap();
-        let opts = DatOptions {
-            dir: dir.path().to_path_buf(),
-            mailbox: "X26ABC1".into(),
-            date: NaiveDate::from_ymd_opt(2026, 11, 23).unwrap(),
-            seq: 1,
-            env: PosEnv::Int,
-            tag: None,
-            line_ending: LineEnding::Crlf,
-            max_bytes: 20_000_000_000,
-            max_records: Some(700),
-        };
-        let mut created = Vec::new();
-        let files = write_dat_files(&set, &opts, &mut created).unwrap();
-        assert_eq!(files.len(), want.len().div_ceil(700));
-        let mut all = Vec::new();
-        for (i, f) in files.iter().enumerate() {
-            let bytes = std::fs::read(dir.path().join(&f.name)).unwrap();
-            let records = (want.len() - i * 700).min(700) as u64;
-            assert_eq!((f.records, f.bytes), (records, records * 13));
-            assert_eq!(bytes.len() as u64, f.bytes);
-            assert_eq!(f.sha256, hex::encode(Sha256::digest(&bytes)));
-            all.extend_from_slice(&bytes);
+        // Direct I/O and the page cache: the same files.
+        for how in [DatWrite::Direct, DatWrite::Cached] {
+            let dir = tempfile::tempdir().unwrap();
+            let opts = DatOptions {
+                dir: dir.path().to_path_buf(),
+                mailbox: "X26ABC1".into(),
+                date: NaiveDate::from_ymd_opt(2026, 11, 23).unwrap(),
+                seq: 1,
+                env: PosEnv::Int,
+                tag: None,
+                line_ending: LineEnding::Crlf,
+                max_bytes: 20_000_000_000,
+                max_records: Some(700),
+            };
+            let mut created = Vec::new();
+            let files = write_dat_files_by(&set, &opts, &mut created, how).unwrap();
+            assert_eq!(files.len(), want.len().div_ceil(700));
+            let mut all = Vec::new();
+            for (i, f) in files.iter().enumerate() {
+                let bytes = std::fs::read(dir.path().join(&f.name)).unwrap();
+                let records = (want.len() - i * 700).min(700) as u64;
+                assert_eq!((f.records, f.bytes), (records, records * 13));
+                assert_eq!(bytes.len() as u64, f.bytes);
+                assert_eq!(f.sha256, hex::encode(Sha256::digest(&bytes)));
+                all.extend_from_slice(&bytes);
+            }
+            let expected: Vec<u8> = want
+                .iter()
+                .flat_map(|n| format!("{n:010},\r\n").into_bytes())
+                .collect();
+            assert_eq!(all, expected);
         }
-        let expected: Vec<u8> = want
-            .iter()
-            .flat_map(|n| format!("{n:010},\r\n").into_bytes())
-            .collect();
-        assert_eq!(all, expected);
     }
 }
