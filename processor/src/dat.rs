@@ -9,9 +9,7 @@
 
 use crate::ctl;
 use crate::error::{Error, Result};
-use crate::files::{
-    allocate_ahead, create_private, start_writeback, sync_dir, write_atomic, WRITEBACK_WINDOW,
-};
+use crate::files::{sync_dir, write_atomic, AtomicFile, ThreadedOut};
 use crate::nhs::PrefixDigits;
 use crate::pos::{is_mailbox_id, PosEnv};
 use crate::seen::{NumberSet, SLICES};
@@ -19,8 +17,6 @@ use chrono::NaiveDate;
 use rayon::prelude::*;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Line ending of written `.dat` lines.
@@ -133,17 +129,39 @@ pub fn check_tag(tag: &str) -> Result<()> {
 /// The work is split across the current rayon pool by prefix range, in waves of fixed slices
 /// of the prefixes (`NumberSet::for_each_word_in_slice`). While the calling thread computes the
 /// SHA-256 of the wave formatted before (sequential by nature: one stream per file, and the
-/// longest single task), the rest of the pool writes that wave to the files and formats the
-/// next one into the buffers of the wave before it (reused: no fresh pages to fault in and
-/// zero). Every line has the same length, so where a file ends is a matter of counting; the
-/// bytes of every file are the same whatever the number of threads. Each file's size is known
-/// before its first line (the members are counted first), so its disk space is allocated
-/// ahead in one call (`fallocate`): ext4 then skips its block-by-block reservation on
-/// every `write`.
+/// longest single task), the rest of the pool hands that wave to the files' writing threads
+/// (direct I/O: see `DatWriter`) and formats the next one into the buffers of the wave
+/// before it (reused: no fresh pages to fault in and zero). Every line has the same length,
+/// so where a file ends is a matter of counting; the bytes of every file are the same
+/// whatever the number of threads. Each file's size is known before its first line (the
+/// members are counted first), so its disk space is allocated ahead in one call
+/// (`fallocate`): ext4 then maps blocks that exist as the writes come.
 pub fn write_dat_files(
     set: &NumberSet,
     opts: &DatOptions,
     created: &mut Vec<PathBuf>,
+) -> Result<Vec<DatFile>> {
+    write_dat_files_by(set, opts, created, DatWrite::Direct)
+}
+
+/// How the `.dat` bytes reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatWrite {
+    /// Direct I/O (see `DatWriter`): not copied into the page cache, which costs more than the
+    /// hashing on this project's VM. For files read again later, if at all (`ndop prepare`).
+    Direct,
+    /// Through the page cache (with writeback started as the file grows), for a caller that
+    /// reads the files again at once: `ndop run` sends them right after, and reading 845 MB
+    /// back from the disk cost its send stage more than direct I/O saved (docs/PERFORMANCE.md).
+    Cached,
+}
+
+/// [`write_dat_files`], the bytes written as `how` says.
+pub fn write_dat_files_by(
+    set: &NumberSet,
+    opts: &DatOptions,
+    created: &mut Vec<PathBuf>,
+    how: DatWrite,
 ) -> Result<Vec<DatFile>> {
     let eol = opts.line_ending.bytes();
     let line_len = 11 + eol.len() as u64;
@@ -175,6 +193,7 @@ pub fn write_dat_files(
         cut: cut.clone(),
         files: Vec::new(),
         created,
+        how,
     };
     let mut hash = Hashes {
         cut,
@@ -322,27 +341,32 @@ struct Splitter<'a> {
     cut: Cutter,
     files: Vec<DatWriter>,
     created: &'a mut Vec<PathBuf>,
+    how: DatWrite,
 }
 
 impl Splitter<'_> {
     /// Appends whole lines, starting a new file whenever the current one is full.
     fn write_lines(&mut self, lines: &[u8]) -> Result<()> {
-        let (opts, files, created) = (self.opts, &mut self.files, &mut *self.created);
+        let (opts, files, created, how) =
+            (self.opts, &mut self.files, &mut *self.created, self.how);
         let (members, per_file, line_len) = (self.members, self.cut.per_file, self.cut.line_len);
         self.cut.cut(lines, |file, now, records| {
             if file == files.len() {
                 if let Some(full) = files.last_mut() {
-                    full.start_rest();
+                    full.close()?;
                 }
                 let stem = file_stem(opts, opts.seq.saturating_add(file as u32))?;
                 // The records before this file fill the files before it.
                 let records =
                     per_file.min(members.saturating_sub((file as u64).saturating_mul(per_file)));
                 let size = records.saturating_mul(line_len as u64);
-                files.push(DatWriter::create(&opts.dir, stem, size, created)?);
+                files.push(DatWriter::create(&opts.dir, stem, size, how, created)?);
             }
             match files.get_mut(file) {
-                Some(w) => w.write(now, records),
+                Some(w) => {
+                    w.write(now, records);
+                    Ok(())
+                }
                 None => Ok(()),
             }
         })
@@ -363,87 +387,77 @@ fn file_stem(opts: &DatOptions, seq: u32) -> Result<String> {
     ))
 }
 
-/// Bytes written a call. A slice's lines in one call (up to 12 MB) measured twice the kernel
-/// time of this on the 100M-line national file (docs/PERFORMANCE.md).
-const WRITE_BUF: usize = 128 << 10;
-
+/// One `.dat` being written: its lines go to a [`ThreadedOut`], whose thread writes them with
+/// direct I/O (`O_DIRECT`, 8 MiB a write from reused aligned buffers, the last partial block
+/// through the page cache) while the pool formats and hashes the next ones. Buffered writes
+/// copied every byte into fresh page-cache pages, which on this project's VM cost more than
+/// the SHA-256 (docs/PERFORMANCE.md), and left all of it for the final sync; direct writes
+/// reach the disk as they go, so the sync has only the tail and the metadata left. A
+/// filesystem that refuses direct I/O gets the same bytes through the page cache.
 struct DatWriter {
     stem: String,
-    tmp: PathBuf,
-    file: File,
+    /// Being written until the file is full or the output ends ([`DatWriter::close`]).
+    open: Option<ThreadedOut>,
+    /// Closed: every byte written, the sync and rename still to come.
+    closed: Option<AtomicFile>,
     records: u64,
     bytes: u64,
-    /// Bytes whose writeback has been started (see [`WRITEBACK_WINDOW`]).
-    started: u64,
-    /// Bytes allocated ahead (the file's size from the start), or 0.
-    reserved: u64,
 }
 
 impl DatWriter {
     /// Creates the file under its temporary name, its `size` bytes allocated ahead where the
     /// filesystem can.
-    fn create(dir: &Path, stem: String, size: u64, created: &mut Vec<PathBuf>) -> Result<Self> {
-        let tmp = dir.join(format!(".{stem}.dat.tmp"));
-        let file = create_private(&tmp)?;
-        created.push(tmp.clone());
-        let reserved = if allocate_ahead(&file, size) { size } else { 0 };
+    fn create(
+        dir: &Path,
+        stem: String,
+        size: u64,
+        how: DatWrite,
+        created: &mut Vec<PathBuf>,
+    ) -> Result<Self> {
+        let mut file = AtomicFile::create(&dir.join(format!("{stem}.dat")))?;
+        created.push(file.tmp().to_path_buf());
+        file.reserve(size);
         Ok(DatWriter {
             stem,
-            tmp,
-            file,
+            open: Some(ThreadedOut::new(file, how == DatWrite::Direct, false)),
+            closed: None,
             records: 0,
             bytes: 0,
-            started: 0,
-            reserved,
         })
     }
 
-    /// Writes `records` whole lines, [`WRITE_BUF`] bytes a call.
-    fn write(&mut self, lines: &[u8], records: u64) -> Result<()> {
-        for piece in lines.chunks(WRITE_BUF) {
-            self.file
-                .write_all(piece)
-                .map_err(|e| Error::write(&self.tmp, e))?;
+    /// Writes `records` whole lines.
+    fn write(&mut self, lines: &[u8], records: u64) {
+        if let Some(out) = self.open.as_mut() {
+            out.write(lines);
         }
         self.records += records;
         self.bytes += lines.len() as u64;
-        // Hand the data to the disk as the file grows, so the final sync has little left.
-        if self.bytes - self.started >= WRITEBACK_WINDOW {
-            self.start_rest();
-        }
-        Ok(())
     }
 
-    /// Starts the writeback of what was written since the last start.
-    fn start_rest(&mut self) {
-        if self.bytes > self.started {
-            start_writeback(&self.file, self.started, self.bytes - self.started);
-            self.started = self.bytes;
+    /// Writes what is left and ends the file's writing thread (once the file is full).
+    fn close(&mut self) -> Result<()> {
+        if let Some(out) = self.open.take() {
+            self.closed = Some(out.close()?.0);
         }
+        Ok(())
     }
 
     /// Syncs and renames the file into place and writes its `.ctl`; `hasher` has seen every
     /// byte of it.
     fn finish(
-        self,
+        mut self,
         opts: &DatOptions,
         hasher: Sha256,
         created: &mut Vec<PathBuf>,
     ) -> Result<DatFile> {
-        // Only if the count above and the lines written disagree, which they cannot: the file
-        // must hold exactly what was hashed.
-        if self.reserved != 0 && self.reserved != self.bytes {
-            self.file
-                .set_len(self.bytes)
-                .map_err(|e| Error::write(&self.tmp, e))?;
+        self.close()?;
+        if let Some(file) = self.closed.take() {
+            file.commit()?;
         }
-        self.file
-            .sync_all()
-            .map_err(|e| Error::write(&self.tmp, e))?;
         let sha256 = hex::encode(hasher.finalize());
         let name = format!("{}.dat", self.stem);
         let path = opts.dir.join(&name);
-        std::fs::rename(&self.tmp, &path).map_err(|e| Error::write(&path, e))?;
         created.push(path);
         let subject = match &opts.tag {
             Some(tag) => format!("{tag}_{}", self.stem),
@@ -508,34 +522,37 @@ mod tests {
             }
         }
         want.sort_unstable();
-        let dir = tempfile::tempdir().unwrap();
-        let opts = DatOptions {
-            dir: dir.path().to_path_buf(),
-            mailbox: "X26ABC1".into(),
-            date: NaiveDate::from_ymd_opt(2026, 11, 23).unwrap(),
-            seq: 1,
-            env: PosEnv::Int,
-            tag: None,
-            line_ending: LineEnding::Crlf,
-            max_bytes: 20_000_000_000,
-            max_records: Some(700),
-        };
-        let mut created = Vec::new();
-        let files = write_dat_files(&set, &opts, &mut created).unwrap();
-        assert_eq!(files.len(), want.len().div_ceil(700));
-        let mut all = Vec::new();
-        for (i, f) in files.iter().enumerate() {
-            let bytes = std::fs::read(dir.path().join(&f.name)).unwrap();
-            let records = (want.len() - i * 700).min(700) as u64;
-            assert_eq!((f.records, f.bytes), (records, records * 13));
-            assert_eq!(bytes.len() as u64, f.bytes);
-            assert_eq!(f.sha256, hex::encode(Sha256::digest(&bytes)));
-            all.extend_from_slice(&bytes);
+        // Direct I/O and the page cache: the same files.
+        for how in [DatWrite::Direct, DatWrite::Cached] {
+            let dir = tempfile::tempdir().unwrap();
+            let opts = DatOptions {
+                dir: dir.path().to_path_buf(),
+                mailbox: "X26ABC1".into(),
+                date: NaiveDate::from_ymd_opt(2026, 11, 23).unwrap(),
+                seq: 1,
+                env: PosEnv::Int,
+                tag: None,
+                line_ending: LineEnding::Crlf,
+                max_bytes: 20_000_000_000,
+                max_records: Some(700),
+            };
+            let mut created = Vec::new();
+            let files = write_dat_files_by(&set, &opts, &mut created, how).unwrap();
+            assert_eq!(files.len(), want.len().div_ceil(700));
+            let mut all = Vec::new();
+            for (i, f) in files.iter().enumerate() {
+                let bytes = std::fs::read(dir.path().join(&f.name)).unwrap();
+                let records = (want.len() - i * 700).min(700) as u64;
+                assert_eq!((f.records, f.bytes), (records, records * 13));
+                assert_eq!(bytes.len() as u64, f.bytes);
+                assert_eq!(f.sha256, hex::encode(Sha256::digest(&bytes)));
+                all.extend_from_slice(&bytes);
+            }
+            let expected: Vec<u8> = want
+                .iter()
+                .flat_map(|n| format!("{n:010},\r\n").into_bytes())
+                .collect();
+            assert_eq!(all, expected);
         }
-        let expected: Vec<u8> = want
-            .iter()
-            .flat_map(|n| format!("{n:010},\r\n").into_bytes())
-            .collect();
-        assert_eq!(all, expected);
     }
 }

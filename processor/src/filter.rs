@@ -20,12 +20,11 @@
 //! whatever the thread count.
 
 use crate::error::{Error, Result};
-use crate::files::{parent_dir, sync_dir, AtomicFile};
+use crate::files::{parent_dir, sync_dir, AtomicFile, ThreadedOut};
 use crate::nhs::{Field, Reason};
 use crate::scan::{Engine, Event, LineParser, ScanOptions, Span, Spanned};
 use crate::seen::{NumberSet, LAG};
 use crate::validate::add_reasons;
-use direct_io::{open_direct, write_all_at_direct, AlignedBuf, DIRECT_ALIGN};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -522,168 +521,11 @@ impl Output {
     }
 }
 
-/// Bytes of one buffer of a [`ThreadedOut`] (a multiple of [`DIRECT_ALIGN`]).
-const OUT_BUFFER: usize = 8 << 20;
-/// Buffers of a [`ThreadedOut`] queued to its thread at most.
-const OUT_QUEUED: usize = 1;
-
-/// What a [`ThreadedOut`]'s writer did: the bytes it wrote at the start of the file, and the
-/// rest (less than [`DIRECT_ALIGN`], the end of the last buffer, when direct I/O could not take
-/// it) for the caller to write.
-struct Wrote {
-    written: u64,
-    tail: Vec<u8>,
-}
-
-/// An output file written from [`OUT_BUFFER`]-byte buffers by a thread of its own, which writes
-/// each at its offset: with direct I/O when `direct` and the filesystem allows it (the bytes are
-/// not copied into the page cache), else the usual way. When asked, a second thread hashes each
-/// buffer before it goes to the writer (a direct write waits for the disk: hashing on the same
-/// thread would leave the disk idle meanwhile). The [`AtomicFile`] names, syncs and renames the
-/// file as for any other output.
-struct ThreadedOut {
-    file: AtomicFile,
-    buf: AlignedBuf,
-    full: Option<std::sync::mpsc::SyncSender<AlignedBuf>>,
-    free: std::sync::mpsc::Receiver<AlignedBuf>,
-    /// Buffers made so far.
-    made: usize,
-    thread: std::thread::JoinHandle<std::io::Result<Wrote>>,
-    /// The hashing thread, when asked for.
-    hasher: Option<std::thread::JoinHandle<sha2::Sha256>>,
-}
-
-impl ThreadedOut {
-    fn new(file: AtomicFile, direct: bool, hash: bool) -> ThreadedOut {
-        use sha2::Digest;
-        let (full, full_rx) = std::sync::mpsc::sync_channel::<AlignedBuf>(OUT_QUEUED);
-        let (free_tx, free) = std::sync::mpsc::channel();
-        let tmp = file.tmp().to_path_buf();
-        let durable = direct;
-        // with a hash: a thread hashes each buffer and passes it on to the writer
-        let (full_rx, hasher) = if hash {
-            let (to_writer, writer_rx) = std::sync::mpsc::sync_channel::<AlignedBuf>(OUT_QUEUED);
-            let hasher = std::thread::spawn(move || {
-                let mut hasher = sha2::Sha256::new();
-                for buf in full_rx {
-                    hasher.update(buf.bytes());
-                    if to_writer.send(buf).is_err() {
-                        break;
-                    }
-                }
-                hasher
-            });
-            (writer_rx, Some(hasher))
-        } else {
-            (full_rx, None)
-        };
-        let thread = std::thread::spawn(move || {
-            let plain = std::fs::OpenOptions::new().write(true).open(&tmp)?;
-            let mut direct = direct.then(|| open_direct(&tmp)).flatten();
-            let mut wrote = Wrote {
-                written: 0,
-                tail: Vec::new(),
-            };
-            let mut failed = None;
-            for buf in full_rx {
-                let bytes = buf.bytes();
-                if failed.is_none() {
-                    let at = wrote.written;
-                    // direct I/O takes whole aligned blocks; only the last buffer has a rest
-                    let whole = bytes.len() / DIRECT_ALIGN * DIRECT_ALIGN;
-                    // a filesystem that refuses direct I/O's writes: the usual way
-                    match write_all_at_direct(&mut direct, &plain, &bytes[..whole], at) {
-                        Ok(()) => {
-                            wrote.written += whole as u64;
-                            wrote.tail = bytes[whole..].to_vec();
-                            if durable && direct.is_none() {
-                                crate::files::start_writeback(&plain, at, whole as u64);
-                            }
-                        }
-                        Err(e) => failed = Some(e),
-                    }
-                }
-                let _ = free_tx.send(buf);
-            }
-            match failed {
-                Some(e) => Err(e),
-                None => Ok(wrote),
-            }
-        });
-        ThreadedOut {
-            file,
-            buf: AlignedBuf::new(OUT_BUFFER),
-            full: Some(full),
-            free,
-            made: 1,
-            thread,
-            hasher,
-        }
-    }
-
-    /// Appends `bytes`.
-    fn write(&mut self, mut bytes: &[u8]) {
-        while !bytes.is_empty() {
-            bytes = &bytes[self.buf.fill(bytes)..];
-            if self.buf.is_full() {
-                self.send();
-            }
-        }
-    }
-
-    /// Hands the buffer being filled to the thread and takes an empty one.
-    fn send(&mut self) {
-        let next = match self.free.try_recv() {
-            Ok(buf) => buf,
-            Err(_) if self.made < 2 * OUT_QUEUED + 3 => {
-                self.made += 1;
-                AlignedBuf::new(OUT_BUFFER)
-            }
-            // the thread holds every other buffer: wait for one (or, if it stopped, make one)
-            Err(_) => self
-                .free
-                .recv()
-                .unwrap_or_else(|_| AlignedBuf::new(OUT_BUFFER)),
-        };
-        let full = std::mem::replace(&mut self.buf, next);
-        self.buf.clear();
-        if let Some(tx) = &self.full {
-            // a thread that stopped (a write failed) says why when it is joined
-            let _ = tx.send(full);
-        }
-    }
-
-    /// Writes what is left, then commits the file; the hash, when asked for.
-    fn commit(mut self) -> Result<Option<(String, u64)>> {
-        use sha2::Digest;
-        if !self.buf.is_empty() {
-            self.send();
-        }
-        self.full = None;
-        let tmp = self.file.tmp().to_path_buf();
-        let wrote = self
-            .thread
-            .join()
-            .unwrap_or_else(|_| Err(std::io::Error::other("the output's writer stopped")))
-            .map_err(|e| Error::write(&tmp, e))?;
-        let hasher = match self.hasher {
-            Some(h) => Some(h.join().map_err(|_| {
-                Error::write(&tmp, std::io::Error::other("the output's hash stopped"))
-            })?),
-            None => None,
-        };
-        self.file.written_elsewhere(wrote.written)?;
-        self.file.write(&wrote.tail)?;
-        self.file.commit()?;
-        let bytes = wrote.written + wrote.tail.len() as u64;
-        Ok(hasher.map(|h| (hex::encode(h.finalize()), bytes)))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::csv::Column;
+    use crate::files::OUT_BUFFER;
     use crate::input::IoMode;
     use crate::scan::Format;
 

@@ -4,7 +4,7 @@
 //! If anything fails after the directory was checked, every file this run created there is
 //! removed again: a failed run leaves no partial `.dat` behind.
 
-use crate::dat::{write_dat_files, DatFile, DatOptions};
+use crate::dat::{write_dat_files_by, DatFile, DatOptions, DatWrite};
 use crate::error::{Error, Result};
 use crate::files::{ensure_empty_dir, write_atomic};
 use crate::scan::ScanOptions;
@@ -52,16 +52,27 @@ pub fn prepare(
     opts: &PrepareOptions,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Summary> {
-    prepare_keeping_set(inputs, opts, progress).map(|(summary, _)| summary)
+    prepare_by(inputs, opts, progress, DatWrite::Direct).map(|(summary, _)| summary)
 }
 
 /// [`prepare`], also returning the set of the numbers written to the `.dat` files: the request
 /// side of a later reconciliation, without reading the files back
-/// ([`crate::reconcile::requested_from`]).
+/// ([`crate::reconcile::requested_from`]). For a run that sends the files at once: they are
+/// written through the page cache ([`DatWrite::Cached`]), where the send reads them.
 pub fn prepare_keeping_set(
     inputs: &[PathBuf],
     opts: &PrepareOptions,
     progress: &mut dyn FnMut(u64),
+) -> Result<(Summary, NumberSet)> {
+    prepare_by(inputs, opts, progress, DatWrite::Cached)
+}
+
+/// [`prepare_keeping_set`], the `.dat` bytes written as `how` says.
+fn prepare_by(
+    inputs: &[PathBuf],
+    opts: &PrepareOptions,
+    progress: &mut dyn FnMut(u64),
+    how: DatWrite,
 ) -> Result<(Summary, NumberSet)> {
     let start = Instant::now();
     let dir = &opts.dat.dir;
@@ -79,7 +90,7 @@ pub fn prepare_keeping_set(
             .thread_name(|i| format!("ndop-writer-{i}"))
             .build()
             .map_err(|e| Error::Usage(format!("cannot start worker threads: {e}")))?;
-        let files = pool.install(|| write_dat_files(&v.set, &opts.dat, &mut created))?;
+        let files = pool.install(|| write_dat_files_by(&v.set, &opts.dat, &mut created, how))?;
         if let Some(r) = report {
             r.sync()?;
         }
