@@ -306,15 +306,7 @@ mod tests {
     #[test]
     fn empty_and_incompressible_chunks_round_trip() {
         assert!(gunzip_one_member(&gzip(&[], 3).unwrap()).is_empty());
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let noise: Vec<u8> = (0..300_000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let noise = crate::XorShift(0x9e37_79b9_7f4a_7c15).bytes(300_000);
         let gz = gzip(&noise, 6).unwrap();
         assert_eq!(gunzip_one_member(&gz), noise);
     }
@@ -337,15 +329,8 @@ mod tests {
     }
 
     /// Random bytes (xorshift).
-    fn noise(len: usize, mut x: u64) -> Vec<u8> {
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
+    fn noise(len: usize, seed: u64) -> Vec<u8> {
+        crate::XorShift(seed).bytes(len)
     }
 
     /// Line-shaped content over several blocks, cut into pieces of every kind (one piece,

@@ -86,35 +86,22 @@ fn memchr_nl(data: &[u8], from: usize) -> Option<usize> {
 /// Deflates `data` (raw deflate, RFC 1951) with matches at distance `d` only (3..=[`MAX_LINE`]),
 /// appending to `out`.
 pub(crate) fn deflate(data: &[u8], d: usize, out: &mut Vec<u8>) {
-    assert!((3..=MAX_LINE).contains(&d), "line length {d} out of range");
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("bmi1") && std::arch::is_x86_feature_detected!("bmi2") {
-        // SAFETY: the CPU has BMI1 and BMI2 (checked just above), all `deflate_bmi` needs
-        // beyond x86-64.
-        unsafe { deflate_bmi(data, d, out) };
-        return;
-    }
-    deflate_any(data, d, out);
+    deflate_by(data, d, out, Deflater::block);
 }
 
-/// [`deflate_any`] compiled with BMI1 and BMI2 (`tzcnt`, `blsr`, and shifts by a register
-/// without `cl`: about a sixth fewer instructions in the parse's loop); the same bytes.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "bmi1,bmi2")]
-fn deflate_bmi(data: &[u8], d: usize, out: &mut Vec<u8>) {
-    deflate_any(data, d, out);
-}
+/// How a [`Deflater`] deflates one block: [`Deflater::block`] (the build for this CPU), or in
+/// the tests the plain build.
+type BlockFn = fn(&mut Deflater, &[u8], Range<usize>, bool, &mut Vec<u8>);
 
-/// [`deflate`] for any CPU.
-#[inline(always)]
-fn deflate_any(data: &[u8], d: usize, out: &mut Vec<u8>) {
+/// [`deflate`], block by block with `block`.
+fn deflate_by(data: &[u8], d: usize, out: &mut Vec<u8>, block: BlockFn) {
     let words = data.len().div_ceil(64);
     let mut z = Deflater::new(d);
     let mut w = 0;
     loop {
         let end = (w + BLOCK_WORDS).min(words);
         let last = end == words;
-        z.block_any(data, w..end, last, out);
+        block(&mut z, data, w..end, last, out);
         if last {
             break;
         }
@@ -175,7 +162,9 @@ impl Deflater {
         self.block_any(window, range, last, out);
     }
 
-    /// [`Deflater::block_any`] compiled with BMI1 and BMI2 (as [`deflate_bmi`]).
+    /// [`Deflater::block_any`] compiled with BMI1 and BMI2 (`tzcnt`, `blsr`, and shifts by a
+    /// register without `cl`: about a sixth fewer instructions in the parse's loop); the same
+    /// bytes.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "bmi1,bmi2")]
     fn block_bmi(&mut self, window: &[u8], range: Range<usize>, last: bool, out: &mut Vec<u8>) {
@@ -838,13 +827,8 @@ mod tests {
 
     #[test]
     fn any_bytes_round_trip_at_any_distance() {
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut noise = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng = crate::XorShift(0x9e37_79b9_7f4a_7c15u64);
+        let mut noise = || rng.next();
         for len in [0usize, 1, 2, 3, 12, 13, 14, 100, 4096, 70_000] {
             // random bytes from a small alphabet (some matches), and fully random ones
             let small: Vec<u8> = (0..len)
@@ -900,7 +884,7 @@ mod tests {
         data.extend(std::iter::repeat_n(&b"9990000000,\r\n"[..], 100).flatten());
         for d in [13, 3, 64] {
             let (mut plain, mut chosen) = (Vec::new(), Vec::new());
-            deflate_any(&data, d, &mut plain);
+            deflate_by(&data, d, &mut plain, Deflater::block_any);
             deflate(&data, d, &mut chosen);
             assert!(plain == chosen, "d={d}");
             assert_eq!(inflate(&plain), data);
@@ -909,13 +893,8 @@ mod tests {
 
     #[test]
     fn vector_scalar_and_bytewise_masks_agree() {
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let mut noise = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng = crate::XorShift(0x2545_f491_4f6c_dd1du64);
+        let mut noise = || rng.next();
         for d in [3, 4, 7, 13, 33, MAX_LINE] {
             for _ in 0..200 {
                 // a small alphabet, so that about half the bytes equal the one d back
