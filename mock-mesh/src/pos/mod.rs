@@ -392,15 +392,10 @@ impl ResultSink {
         while !data.is_empty() {
             let room = (self.chunk_bytes - self.len).min(data.len() as u64) as usize;
             let (now, rest) = data.split_at(room);
-            match self.gzip.take() {
-                None => self.store(now)?,
-                Some((mut z, mut out)) => {
-                    z.write(now, &mut out);
-                    let stored = self.store(&out);
-                    out.clear();
-                    self.gzip = Some((z, out));
-                    stored?;
-                }
+            if self.gzip.is_some() {
+                self.gzip_step(|z, out| z.write(now, out))?;
+            } else {
+                self.store(now)?;
             }
             self.len += room as u64;
             data = rest;
@@ -409,6 +404,22 @@ impl ResultSink {
             }
         }
         Ok(())
+    }
+
+    /// Gzip'd results: runs `step` on the current chunk's gzip member and stores the compressed
+    /// bytes it gives. Nothing for plain results.
+    fn gzip_step(
+        &mut self,
+        step: impl FnOnce(&mut GzipLines, &mut Vec<u8>),
+    ) -> std::io::Result<()> {
+        let Some((mut z, mut out)) = self.gzip.take() else {
+            return Ok(());
+        };
+        step(&mut z, &mut out);
+        let stored = self.store(&out);
+        out.clear();
+        self.gzip = Some((z, out));
+        stored
     }
 
     /// Appends `bytes` to what is stored of the current chunk.
@@ -435,13 +446,7 @@ impl ResultSink {
     /// Ends the current chunk (its gzip member's end stored); its fsync runs behind unless
     /// `now`.
     fn cut(&mut self, now: bool) -> std::io::Result<()> {
-        if let Some((mut z, mut out)) = self.gzip.take() {
-            z.finish(&mut out);
-            let stored = self.store(&out);
-            out.clear();
-            self.gzip = Some((z, out));
-            stored?;
-        }
+        self.gzip_step(|z, out| z.finish(out))?;
         if let (Some(dir), None) = (self.tmp_dir.clone(), &self.file) {
             // an empty chunk on disk still needs a file
             self.open_file(&dir)?;
