@@ -213,7 +213,7 @@ impl Deflater {
 
     /// The window moves on by `by` bytes (a multiple of 64): what was at `by` is now at 0.
     pub(crate) fn shift(&mut self, by: usize) {
-        debug_assert!(by % 64 == 0);
+        debug_assert!(by.is_multiple_of(64));
         if let Some(p) = &mut self.parse {
             // the pending token may start before the new window (a long run): positions are
             // taken modulo 2^64, and only its last bytes are read

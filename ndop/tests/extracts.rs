@@ -1746,7 +1746,7 @@ fn many_blocks_csv() -> Vec<u8> {
                 _ => format!("\"\n{fake},starts with a break\""),
             }
         };
-        let end = if k % 3 == 0 { "\n" } else { "\r\n" };
+        let end = if k.is_multiple_of(3) { "\n" } else { "\r\n" };
         d.extend_from_slice(format!("{k},{nhs},{notes},C{k}{end}").as_bytes());
     }
     d

@@ -1396,7 +1396,7 @@ mod tests {
                         out.push(b'"');
                     }
                 }
-                if malformed > 0 && r.next() % malformed == 0 {
+                if malformed > 0 && r.next().is_multiple_of(malformed) {
                     out.extend_from_slice(
                         r.pick(&[b"5\" x", b"\"ab\"c", b"\"open", b"\"", b"x\"\""]),
                     );

@@ -225,7 +225,11 @@ fn filter_block(
             || walk_block(parser, allowed, requested, block, at_eof),
         );
     }
-    walk_block(parser, allowed, requested, block, at_eof)
+    // The line walk compiled for the CPU's fast-line kernel (see `swar::for_cpu`).
+    crate::swar::for_cpu(
+        #[inline(always)]
+        || walk_block(parser, allowed, requested, block, at_eof),
+    )
 }
 
 #[inline(always)]
@@ -662,7 +666,7 @@ mod tests {
             if let Some(check) = crate::nhs::check_digit_of_prefix(prefix) {
                 let line = format!("{prefix}{check},\r\n");
                 text.extend_from_slice(line.as_bytes());
-                if prefix % 7 != 0 {
+                if !prefix.is_multiple_of(7) {
                     allowed.insert(prefix as u64 * 10 + check as u64);
                     want.extend_from_slice(line.as_bytes());
                 }

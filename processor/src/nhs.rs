@@ -344,7 +344,7 @@ fn trim(s: &[u8]) -> &[u8] {
 }
 
 fn is_repdigit(n: u64) -> bool {
-    n % 1_111_111_111 == 0
+    n.is_multiple_of(1_111_111_111)
 }
 
 /// Classifies one field (already separated from its line ending and, in `.dat` lines, from

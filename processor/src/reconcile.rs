@@ -411,6 +411,20 @@ impl ReplyLines {
     /// Checks the next bytes of the reply. `Err(n)`: line `n` (1-based) is not a reply line;
     /// once found, every later call gives the same error.
     pub fn feed(&mut self, block: &[u8]) -> std::result::Result<(), u64> {
+        // Compiled for the CPU's fast-line kernel (see `swar::for_cpu`).
+        crate::swar::for_cpu(
+            #[inline(always)]
+            || self.feed_with(block, crate::swar::Kernel::detect()),
+        )
+    }
+
+    /// [`ReplyLines::feed`], the fast lines taken by `kernel`.
+    #[inline(always)]
+    fn feed_with(
+        &mut self,
+        block: &[u8],
+        kernel: crate::swar::Kernel,
+    ) -> std::result::Result<(), u64> {
         if let Some(bad) = self.bad {
             return Err(bad);
         }
@@ -432,19 +446,31 @@ impl ReplyLines {
         loop {
             let records = &mut self.records;
             match &mut self.numbers {
-                None => crate::swar::run(block, &mut pos, &mut self.ending, false, |_, _| {
-                    *records += 1
-                }),
+                None => crate::swar::run(
+                    block,
+                    &mut pos,
+                    &mut self.ending,
+                    false,
+                    kernel,
+                    &mut |_, _| *records += 1,
+                ),
                 Some(numbers) => {
                     // the word being filled and the counts in locals (registers), not in memory
                     let set = &numbers.set;
                     let (mut word, mut bits) = (numbers.word, numbers.bits);
                     let (mut lines, mut placeholders) = (0u64, 0u64);
-                    crate::swar::run(block, &mut pos, &mut self.ending, false, |line, _| {
-                        lines += 1;
-                        placeholders += u64::from(line.placeholder);
-                        gather(set, &mut word, &mut bits, line.prefix);
-                    });
+                    crate::swar::run(
+                        block,
+                        &mut pos,
+                        &mut self.ending,
+                        false,
+                        kernel,
+                        &mut |line: crate::swar::FastLine, _: &[u8]| {
+                            lines += 1;
+                            placeholders += u64::from(line.placeholder);
+                            gather(set, &mut word, &mut bits, line.prefix);
+                        },
+                    );
                     (numbers.word, numbers.bits) = (word, bits);
                     numbers.placeholders += placeholders;
                     *records += lines;

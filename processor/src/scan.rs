@@ -185,6 +185,7 @@ impl LineParser {
             // The fast path's lines are 10 or 11 bytes long without their line ending.
             fast: self.csv.is_none() && self.max_line >= 11,
             ending: swar::Ending::default(),
+            kernel: swar::Kernel::detect(),
             at_eof,
             lines: 0,
             record_line: 0,
@@ -215,6 +216,8 @@ pub(crate) struct Walk<'p, 'b> {
     fast: bool,
     /// The line ending the fast path expects: the last one it saw.
     ending: swar::Ending,
+    /// How the fast path takes lines ([`swar::Kernel::detect`]'s unless a test says).
+    kernel: swar::Kernel,
     at_eof: bool,
     /// CSV: physical lines before `pos`, within the block.
     lines: u64,
@@ -232,10 +235,23 @@ impl<'b> Walk<'_, 'b> {
     /// Hands `f(line, raw)` every line from here on that the fast path takes; stops before the
     /// first one it does not (or at the end).
     #[inline(always)]
-    pub(crate) fn fast_lines(&mut self, f: impl FnMut(FastLine, &'b [u8])) {
+    pub(crate) fn fast_lines(&mut self, mut f: impl FnMut(FastLine, &'b [u8])) {
+        self.fast_lines_into(&mut f);
+    }
+
+    /// [`Walk::fast_lines`] into a [`swar::Take`], which may take four lines at once.
+    #[inline(always)]
+    pub(crate) fn fast_lines_into(&mut self, take: &mut impl swar::Take<'b>) {
         if self.fast {
             let reject = self.parser.rules.reject_placeholders;
-            swar::run(self.block, &mut self.pos, &mut self.ending, reject, f);
+            swar::run(
+                self.block,
+                &mut self.pos,
+                &mut self.ending,
+                reject,
+                self.kernel,
+                take,
+            );
         }
     }
 
@@ -369,9 +385,17 @@ pub(crate) trait Spanned {
 /// one `classify` calls valid (not normalised) with the same number, and every other line gets
 /// exactly `classify`'s outcome. For the fuzz target `walk_block` and the tests.
 #[doc(hidden)]
+/// Every kernel the CPU runs ([`swar::Kernel::available`]) is checked.
 pub fn check_walk(block: &[u8], rules: Rules) {
+    for kernel in swar::Kernel::available() {
+        check_walk_with(block, rules, kernel);
+    }
+}
+
+fn check_walk_with(block: &[u8], rules: Rules, kernel: swar::Kernel) {
     let parser = LineParser::lines(rules, crate::MAX_LINE);
     let mut walk = parser.walk(block, true);
+    walk.kernel = kernel;
     let mut at = 0;
     let mut next = |raw: &[u8]| {
         assert_eq!(

@@ -110,7 +110,7 @@ pub(crate) fn parse(window: &[u8; WINDOW], ending: Ending) -> Option<FastLine> {
     let prefix = sse2::prefix_if_valid(window, ending);
     #[cfg(not(target_arch = "x86_64"))]
     let prefix = portable::prefix_if_valid(window, ending);
-    prefix.map(|prefix| line(window, prefix, ending))
+    prefix.map(|prefix| line(prefix, window[9], ending))
 }
 
 /// [`parse`] for ten bytes on their own (a field cut out of a CSV row): the number, if they are
@@ -123,11 +123,12 @@ pub(crate) fn parse_ten(ten: &[u8; 10]) -> Option<FastLine> {
     parse(&window, ENDINGS[3])
 }
 
-/// The line for a window whose ten digits pass, given their first nine as a number.
+/// The line whose ten digits pass, given their first nine as a number and the tenth (the
+/// check digit, as ASCII).
 #[inline(always)]
-fn line(window: &[u8; WINDOW], prefix: u32, ending: Ending) -> FastLine {
+fn line(prefix: u32, check: u8, ending: Ending) -> FastLine {
     FastLine {
-        number: prefix as u64 * 10 + (window[9] - b'0') as u64,
+        number: prefix as u64 * 10 + (check - b'0') as u64,
         prefix,
         len: ending.len,
         // A valid repdigit's check digit is its digit (54·d ≡ -d mod 11), so the prefix
@@ -136,24 +137,34 @@ fn line(window: &[u8; WINDOW], prefix: u32, ending: Ending) -> FastLine {
     }
 }
 
+/// The inverse of 11 modulo 2^32 (see [`is_multiple_of`]).
+#[cfg(target_arch = "x86_64")]
+const INVERSE_OF_11: u32 = inverse::<11>();
+
+/// The inverse of 111111111 modulo 2^32 (see [`is_multiple_of`]).
+#[cfg(target_arch = "x86_64")]
+const INVERSE_OF_111111111: u32 = inverse::<111_111_111>();
+
+/// The inverse of an odd `D` modulo 2^32, by Newton's iteration: each step doubles the correct
+/// low bits (`d·d ≡ 1 mod 8` to start).
+const fn inverse<const D: u32>() -> u32 {
+    assert!(D % 2 == 1);
+    let mut x = D;
+    let mut i = 0;
+    while i < 4 {
+        x = x.wrapping_mul(2u32.wrapping_sub(D.wrapping_mul(x)));
+        i += 1;
+    }
+    assert!(D.wrapping_mul(x) == 1);
+    x
+}
+
 /// `x % D == 0` for an odd `D`, as one multiplication and one comparison: an odd divisor has
 /// an inverse modulo 2^32, and the multiples of `D` are exactly the `x` it maps to at most
 /// `u32::MAX / D`. (The compiler's own remainder takes five or six instructions here.)
 #[inline(always)]
 fn is_multiple_of<const D: u32>(x: u32) -> bool {
-    let inverse = const {
-        assert!(D % 2 == 1);
-        // Newton's iteration: each step doubles the correct low bits (d·d ≡ 1 mod 8 to start).
-        let mut x = D;
-        let mut i = 0;
-        while i < 4 {
-            x = x.wrapping_mul(2u32.wrapping_sub(D.wrapping_mul(x)));
-            i += 1;
-        }
-        assert!(D.wrapping_mul(x) == 1);
-        x
-    };
-    x.wrapping_mul(inverse) <= u32::MAX / D
+    x.wrapping_mul(const { inverse::<D>() }) <= u32::MAX / D
 }
 
 /// A valid repdigit's prefix: 0, 111111111, …, 999999999.
@@ -273,10 +284,216 @@ mod sse2 {
     }
 }
 
+/// How [`run`] takes lines: one at a time, or four at a time when the CPU has the vectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kernel {
+    /// One line at a time ([`parse`]: SSE2 on x86-64, 64-bit words elsewhere).
+    One,
+    /// Four lines at a time (AVX-512 F and BW: [`avx512::four`]) while they are fast lines
+    /// with the same ending; the rest one at a time.
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+impl Kernel {
+    /// The fastest kernel this CPU runs (`std` caches the feature detection).
+    #[inline]
+    pub(crate) fn detect() -> Kernel {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+        {
+            return Kernel::Avx512;
+        }
+        Kernel::One
+    }
+
+    /// Every kernel this CPU can run (for the tests and the fuzz target: each must take the
+    /// same lines).
+    pub(crate) fn available() -> Vec<Kernel> {
+        let mut all = vec![Kernel::One];
+        if Kernel::detect() != Kernel::One {
+            all.push(Kernel::detect());
+        }
+        all
+    }
+}
+
+/// Calls `f`, compiled for AVX-512 F and BW when [`Kernel::detect`] picks [`Kernel::Avx512`],
+/// so that a block walk built on [`run`] (marked `#[inline(always)]` down to the kernel)
+/// inlines the four-line kernel into its loop: one dispatch a block, not a call every four
+/// lines. The same results either way.
+#[inline(always)]
+pub(crate) fn for_cpu<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    if Kernel::detect() == Kernel::Avx512 {
+        // SAFETY: the CPU has AVX-512 F and BW (what `Kernel::Avx512` needs).
+        return unsafe { with_avx512(f) };
+    }
+    f()
+}
+
+/// `f()` compiled for AVX-512 F and BW (see [`for_cpu`]).
+///
+/// # Safety
+/// The CPU must have AVX-512 F and BW.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+/// AVX-512 (F and BW): four lines of one ending at once.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::*;
+    use std::arch::x86_64::*;
+
+    /// Bytes [`four`] reads: four lines of at most 13 bytes and the 16-byte window of the
+    /// last (3 · 13 + 16 = 55), rounded up to one 64-byte vector.
+    pub(super) const CHUNK: usize = 64;
+
+    /// The first nine digits of each of the four lines at the start of `chunk`, as numbers,
+    /// and which of them are placeholders (bit `i` for line `i`), when all four are ten digits
+    /// that pass Modulus 11 followed by `ENDINGS[E]`; else `None`
+    /// (the caller then takes them one at a time, so a line [`parse`] would refuse is never
+    /// taken here: the tests check the two agree).
+    ///
+    /// [`sse2::prefix_if_valid`] on four 128-bit lanes, one line's window in each:
+    /// - the same `max(d, cap) == want` compare checks every byte of all four lines at once;
+    /// - `maddubs` of the digits with the weights 10..1, then `madd` with ones and two shifts
+    ///   within each lane, gives each line's Modulus 11 sum, tested as [`is_multiple_of`] does
+    ///   (a multiplication by the inverse of 11 and one compare);
+    /// - `maddubs` with 10, 1 then `madd` with 100, 1 makes the first eight digits two
+    ///   four-digit numbers `q0`, `q1` beside `d8`; one `mullo` by 100000, 10, 1 and two shifts
+    ///   within each lane add them into the nine-digit prefix.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F and BW.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline]
+    pub(super) unsafe fn four<const E: usize>(chunk: &[u8; CHUNK]) -> Option<([u32; 4], u32)> {
+        let ending = ENDINGS[E];
+        let len = ending.len;
+        const NINES: i64 = 0x0909_0909_0909_0909;
+        let mut tail = 0i64;
+        for i in 0..3 {
+            tail |= i64::from(((ending.bits >> (8 * i)) as u8).wrapping_sub(b'0')) << (8 * i);
+        }
+        // The bytes each lane's line must have right: its digits and its ending.
+        let need = 0x3FF_u64 | (((1 << (len - 10)) - 1) << 10);
+        let need = need * 0x0001_0001_0001_0001;
+        let p = chunk.as_ptr();
+        // SAFETY (all the loads): line 3's window ends at 3 · len + 16 <= 55 < CHUNK.
+        let lane = |i: usize| _mm_loadu_si128(p.add(i * len).cast());
+        let v = _mm512_castsi128_si512(lane(0));
+        let v = _mm512_inserti32x4::<1>(v, lane(1));
+        let v = _mm512_inserti32x4::<2>(v, lane(2));
+        let v = _mm512_inserti32x4::<3>(v, lane(3));
+        let d = _mm512_sub_epi8(v, _mm512_set1_epi8(b'0' as i8));
+        let cap = _mm512_broadcast_i32x4(_mm_set_epi64x(0x0909, NINES));
+        let want = _mm512_broadcast_i32x4(_mm_set_epi64x(0x0909 | tail << 16, NINES));
+        let line = _mm512_cmpeq_epi8_mask(_mm512_max_epu8(d, cap), want);
+        // Each lane's sum in its first 32-bit element (the digits are at most 9 once `line`
+        // holds, so no product or sum saturates; the bytes after them weigh 0).
+        let weights = _mm512_broadcast_i32x4(_mm_setr_epi8(
+            10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 0, 0, 0, 0, 0,
+        ));
+        let sums = _mm512_madd_epi16(_mm512_maddubs_epi16(d, weights), _mm512_set1_epi16(1));
+        let sums = _mm512_add_epi32(sums, _mm512_bsrli_epi128::<8>(sums));
+        let sums = _mm512_add_epi32(sums, _mm512_bsrli_epi128::<4>(sums));
+        let eleven = _mm512_cmple_epu32_mask(
+            _mm512_mullo_epi32(sums, _mm512_set1_epi32(INVERSE_OF_11 as i32)),
+            _mm512_set1_epi32((u32::MAX / 11) as i32),
+        );
+        if line & need != need || eleven & 0x1111 != 0x1111 {
+            return None;
+        }
+        let tens = _mm512_broadcast_i32x4(_mm_setr_epi8(
+            10, 1, 10, 1, 10, 1, 10, 1, 1, 0, 0, 0, 0, 0, 0, 0,
+        ));
+        let hundreds = _mm512_broadcast_i32x4(_mm_setr_epi16(100, 1, 100, 1, 1, 0, 0, 0));
+        // [q0, q1, d8, 0] in each lane
+        let q = _mm512_madd_epi16(_mm512_maddubs_epi16(d, tens), hundreds);
+        let q = _mm512_mullo_epi32(q, _mm512_broadcast_i32x4(_mm_setr_epi32(100_000, 10, 1, 0)));
+        let q = _mm512_add_epi32(q, _mm512_bsrli_epi128::<8>(q));
+        let q = _mm512_add_epi32(q, _mm512_bsrli_epi128::<4>(q));
+        let firsts = _mm512_permutexvar_epi32(
+            _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
+            q,
+        );
+        // Placeholders among the four, as [`is_multiple_of_111111111`] tests them.
+        let placeholders = _mm512_cmple_epu32_mask(
+            _mm512_mullo_epi32(firsts, _mm512_set1_epi32(INVERSE_OF_111111111 as i32)),
+            _mm512_set1_epi32((u32::MAX / 111_111_111) as i32),
+        );
+        let mut out = [0u32; 4];
+        _mm_storeu_si128(out.as_mut_ptr().cast(), _mm512_castsi512_si128(firsts));
+        Some((out, u32::from(placeholders) & 0xF))
+    }
+}
+
+/// Where [`run`] hands the lines it takes: one at a time ([`Take::one`]) or, from the
+/// four-line kernel, four at a time ([`Take::four`], by default one at a time). Any
+/// `FnMut(FastLine, &[u8])` takes lines one at a time; a caller that can use four at once
+/// (`validate`: one 16-byte copy of their prefixes) implements `four` itself.
+pub(crate) trait Take<'b> {
+    /// One line and its raw bytes (with its line ending).
+    fn one(&mut self, line: FastLine, raw: &'b [u8]);
+
+    /// Four lines in a row.
+    #[inline(always)]
+    fn four(&mut self, four: Four<'b>) {
+        for i in 0..4 {
+            self.one(four.line(i), four.raw(i));
+        }
+    }
+}
+
+impl<'b, F: FnMut(FastLine, &'b [u8])> Take<'b> for F {
+    #[inline(always)]
+    fn one(&mut self, line: FastLine, raw: &'b [u8]) {
+        self(line, raw)
+    }
+}
+
+/// Four lines in a row that the fast path takes, all with the same ending.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Four<'b> {
+    /// Their prefixes, in order (as [`FastLine::prefix`]).
+    pub(crate) prefixes: [u32; 4],
+    /// Bit `i` set: line `i` holds a placeholder (as [`FastLine::placeholder`]).
+    pub(crate) placeholders: u32,
+    /// The four lines as read.
+    raw: &'b [u8],
+    /// Each line's length.
+    len: usize,
+}
+
+impl<'b> Four<'b> {
+    /// Line `i` (below 4).
+    #[inline(always)]
+    pub(crate) fn line(&self, i: usize) -> FastLine {
+        FastLine {
+            number: self.prefixes[i] as u64 * 10 + (self.raw[i * self.len + 9] - b'0') as u64,
+            prefix: self.prefixes[i],
+            len: self.len,
+            placeholder: self.placeholders >> i & 1 != 0,
+        }
+    }
+
+    /// Line `i`'s raw bytes.
+    #[inline(always)]
+    pub(crate) fn raw(&self, i: usize) -> &'b [u8] {
+        &self.raw[i * self.len..(i + 1) * self.len]
+    }
+}
+
 /// Takes lines from `block[*pos..]` while the fast path accepts them, calling `f(line, raw)`
 /// for each and moving `*pos` past it; stops before the first line it does not take. Lines
 /// with a placeholder are not taken when `reject_placeholders` (the general path rejects them).
-/// `*ending` is the ending expected first, and on return the last one seen.
+/// `*ending` is the ending expected first, and on return the last one seen. `kernel` is
+/// [`Kernel::detect`]'s (or, in the tests, any [`Kernel::available`]).
 ///
 /// The lines are taken by a loop compiled once per ending ([`run_ending`]), so the ending's
 /// mask, bytes and length are constants, not three more registers in a loop that needs every
@@ -288,17 +505,18 @@ pub(crate) fn run<'b>(
     pos: &mut usize,
     ending: &mut Ending,
     reject_placeholders: bool,
-    mut f: impl FnMut(FastLine, &'b [u8]),
+    kernel: Kernel,
+    f: &mut impl Take<'b>,
 ) {
     let mut rest = &block[*pos..];
     let mut expect = *ending;
     loop {
         let reject = reject_placeholders;
         match ENDINGS.iter().position(|e| *e == expect) {
-            Some(0) => run_ending::<0, _>(&mut rest, reject, &mut f),
-            Some(1) => run_ending::<1, _>(&mut rest, reject, &mut f),
-            Some(2) => run_ending::<2, _>(&mut rest, reject, &mut f),
-            Some(3) => run_ending::<3, _>(&mut rest, reject, &mut f),
+            Some(0) => run_ending::<0, _>(&mut rest, reject, kernel, f),
+            Some(1) => run_ending::<1, _>(&mut rest, reject, kernel, f),
+            Some(2) => run_ending::<2, _>(&mut rest, reject, kernel, f),
+            Some(3) => run_ending::<3, _>(&mut rest, reject, kernel, f),
             _ => {}
         }
         match rest.first_chunk::<WINDOW>().and_then(ending_of) {
@@ -314,12 +532,35 @@ pub(crate) fn run<'b>(
 /// [`run`]'s loop for the lines ending as `ENDINGS[E]`: takes them from `rest` while the fast
 /// path accepts them.
 #[inline(always)]
-fn run_ending<'b, const E: usize, F: FnMut(FastLine, &'b [u8])>(
+fn run_ending<'b, const E: usize, F: Take<'b>>(
     rest: &mut &'b [u8],
     reject_placeholders: bool,
+    kernel: Kernel,
     f: &mut F,
 ) {
     let ending = ENDINGS[E];
+    #[cfg(target_arch = "x86_64")]
+    if kernel == Kernel::Avx512 {
+        while let Some(chunk) = rest.first_chunk::<{ avx512::CHUNK }>() {
+            // SAFETY: `Kernel::Avx512` is only chosen when the CPU has AVX-512 F and BW.
+            let Some((prefixes, placeholders)) = (unsafe { avx512::four::<E>(chunk) }) else {
+                break;
+            };
+            if reject_placeholders && placeholders != 0 {
+                break;
+            }
+            let (raw, tail) = rest.split_at(4 * ending.len);
+            f.four(Four {
+                prefixes,
+                placeholders,
+                raw,
+                len: ending.len,
+            });
+            *rest = tail;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = kernel;
     while let Some(window) = rest.first_chunk::<WINDOW>() {
         let Some(line) = parse(window, ending) else {
             break;
@@ -328,7 +569,7 @@ fn run_ending<'b, const E: usize, F: FnMut(FastLine, &'b [u8])>(
             break;
         }
         let (raw, tail) = rest.split_at(ending.len);
-        f(line, raw);
+        f.one(line, raw);
         *rest = tail;
     }
 }
@@ -372,6 +613,12 @@ mod tests {
             }),
             _ => None,
         }
+    }
+
+    /// Mostly plain valid lines (0), some placeholders (1), some broken (2), some with another
+    /// line ending from then on (3).
+    fn prop_oneof_kind() -> impl proptest::strategy::Strategy<Value = u8> {
+        proptest::sample::select(vec![0u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3])
     }
 
     #[test]
@@ -484,7 +731,178 @@ mod tests {
         assert!(accepted > 800, "{accepted}");
     }
 
+    /// What [`run`] hands over with `kernel`: each line (with its offset in `block`) and
+    /// whether it came in a [`Four`], and where the run stopped and with which ending.
+    fn taken(
+        block: &[u8],
+        reject: bool,
+        kernel: Kernel,
+    ) -> (Vec<(FastLine, usize)>, usize, Ending, usize) {
+        struct Record<'r> {
+            base: usize,
+            lines: Vec<(FastLine, usize)>,
+            fours: usize,
+            _block: &'r [u8],
+        }
+        impl<'b> Take<'b> for Record<'_> {
+            fn one(&mut self, line: FastLine, raw: &'b [u8]) {
+                assert_eq!(raw.len(), line.len);
+                self.lines.push((line, raw.as_ptr() as usize - self.base));
+            }
+            fn four(&mut self, four: Four<'b>) {
+                self.fours += 1;
+                for i in 0..4 {
+                    let line = four.line(i);
+                    assert_eq!(line.prefix, four.prefixes[i]);
+                    assert_eq!(line.placeholder, four.placeholders >> i & 1 != 0);
+                    self.one(line, four.raw(i));
+                }
+            }
+        }
+        let mut record = Record {
+            base: block.as_ptr() as usize,
+            lines: Vec::new(),
+            fours: 0,
+            _block: block,
+        };
+        let (mut pos, mut ending) = (0, Ending::default());
+        // as a block walk does: a run, then one line the general way, then a run again
+        loop {
+            run(block, &mut pos, &mut ending, reject, kernel, &mut record);
+            match block[pos..].iter().position(|&b| b == b'\n') {
+                Some(nl) => pos += nl + 1,
+                None => break,
+            }
+        }
+        (record.lines, pos, ending, record.fours)
+    }
+
+    /// A line the fast path never takes, long enough that every line before it is at least
+    /// [`WINDOW`] bytes from the end.
+    const LAST: &[u8] = b"the end of the block\n";
+
+    /// A block of `.dat`-like lines from `picks`: mostly valid numbers (some of them
+    /// placeholders), some invalid ones, and now and then another line ending; then [`LAST`].
+    fn block_of(picks: &[(u32, u8)]) -> Vec<u8> {
+        let mut block = Vec::new();
+        let mut ending: &[u8] = b",\r\n";
+        for &(p, kind) in picks {
+            let p = p % 1_000_000_000;
+            let p = if kind == 1 { (p % 10) * 111_111_111 } else { p };
+            let mut d = [0u8; 10];
+            match crate::nhs::check_digit_of_prefix(p) {
+                Some(check) => {
+                    crate::nhs::write_digits(u64::from(p) * 10 + u64::from(check), &mut d)
+                }
+                None => crate::nhs::write_digits(u64::from(p) * 10, &mut d),
+            }
+            if kind == 2 {
+                d[(p % 10) as usize] = b"x:/ 9"[(p % 5) as usize];
+            }
+            if kind == 3 {
+                ending = [&b",\r\n"[..], b",\n", b"\r\n", b"\n", b"\r"][(p % 5) as usize];
+            }
+            block.extend_from_slice(&d);
+            block.extend_from_slice(ending);
+        }
+        block.extend_from_slice(LAST);
+        block
+    }
+
+    #[test]
+    fn the_four_line_kernel_takes_runs_of_each_ending() {
+        for ending in [&b",\r\n"[..], b",\n", b"\r\n", b"\n"] {
+            let mut block = Vec::new();
+            let mut prefixes = Vec::new();
+            let mut p = 400_000_000u32;
+            while prefixes.len() < 40 {
+                if let Some(check) = crate::nhs::check_digit_of_prefix(p) {
+                    let mut d = [0u8; 10];
+                    crate::nhs::write_digits(u64::from(p) * 10 + u64::from(check), &mut d);
+                    block.extend_from_slice(&d);
+                    block.extend_from_slice(ending);
+                    prefixes.push(p);
+                }
+                p += 7_654_321;
+            }
+            block.extend_from_slice(LAST);
+            for kernel in Kernel::available() {
+                let (lines, pos, _, fours) = taken(&block, false, kernel);
+                let got: Vec<u32> = lines.iter().map(|(l, _)| l.prefix).collect();
+                assert_eq!(got, prefixes, "{kernel:?}");
+                assert_eq!(pos, block.len());
+                assert!(lines.iter().all(|(l, _)| l.len == 10 + ending.len()));
+                if kernel != Kernel::One {
+                    // all but the last few lines (the kernel reads 64 bytes) came four at a time
+                    assert!(
+                        fours * 4 >= 40 - 64 / (10 + ending.len()),
+                        "{kernel:?} {fours}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_kernel_takes_the_same_lines_over_the_range() {
+        // As `agrees_with_the_general_path_on_many_numbers`, in blocks: every check digit of
+        // prefixes spread over the range, so groups of four mix valid and invalid lines.
+        let mut picks = Vec::new();
+        let mut prefix = 0u32;
+        while prefix < 1_000_000_000 {
+            picks.push((prefix, 0));
+            prefix += 999_983;
+        }
+        let mut block = Vec::new();
+        for &(p, _) in &picks {
+            for check in 0..10 {
+                block.extend_from_slice(format!("{p:09}{check},\r\n").as_bytes());
+            }
+        }
+        block.extend_from_slice(LAST);
+        let want = taken(&block, false, Kernel::One);
+        for kernel in Kernel::available() {
+            let got = taken(&block, false, kernel);
+            assert_eq!(
+                (&got.0, got.1, got.2),
+                (&want.0, want.1, want.2),
+                "{kernel:?}"
+            );
+        }
+        // and the valid ones alone, four at a time where the CPU can
+        let valid = block_of(&picks);
+        let want = taken(&valid, false, Kernel::One);
+        assert_eq!(
+            want.0.len(),
+            picks
+                .iter()
+                .filter(|(p, _)| crate::nhs::check_digit_of_prefix(*p).is_some())
+                .count()
+        );
+        for kernel in Kernel::available() {
+            let got = taken(&valid, false, kernel);
+            assert_eq!(
+                (&got.0, got.1, got.2),
+                (&want.0, want.1, want.2),
+                "{kernel:?}"
+            );
+        }
+    }
+
     proptest::proptest! {
+        #[test]
+        fn every_kernel_takes_the_same_lines(
+            picks in proptest::collection::vec((proptest::num::u32::ANY, prop_oneof_kind()), 0..200),
+            reject in proptest::bool::ANY,
+        ) {
+            let block = block_of(&picks);
+            let want = taken(&block, reject, Kernel::One);
+            for kernel in Kernel::available() {
+                let got = taken(&block, reject, kernel);
+                proptest::prop_assert_eq!((&got.0, got.1, got.2), (&want.0, want.1, want.2), "{:?}", kernel);
+            }
+        }
+
         #[test]
         fn agrees_with_the_general_path_on_any_bytes(
             bytes in proptest::collection::vec(

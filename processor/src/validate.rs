@@ -15,6 +15,7 @@ use crate::files::create_private;
 use crate::nhs::{Field, Reason};
 use crate::scan::{Engine, Event, LineParser, ScanOptions, Span, Spanned};
 use crate::seen::{Inserter, NumberSet, Partitioned};
+use crate::swar::{FastLine, Four, Take};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
@@ -174,11 +175,17 @@ fn tally(
             || tally_walk::<true>(parser, set, keep_bad, defer, block, at_eof),
         );
     }
-    if defer.is_some() {
-        tally_walk::<true>(parser, set, keep_bad, defer, block, at_eof)
-    } else {
-        tally_walk::<false>(parser, set, keep_bad, None, block, at_eof)
-    }
+    // The line walk compiled for the CPU's fast-line kernel (see `swar::for_cpu`).
+    crate::swar::for_cpu(
+        #[inline(always)]
+        || {
+            if defer.is_some() {
+                tally_walk::<true>(parser, set, keep_bad, defer, block, at_eof)
+            } else {
+                tally_walk::<false>(parser, set, keep_bad, None, block, at_eof)
+            }
+        },
+    )
 }
 
 /// [`tally`]'s walk; `DEFER`: list the prefixes instead of inserting them.
@@ -199,26 +206,23 @@ fn tally_walk<const DEFER: bool>(
         // At most one number per 11 bytes (ten digits and a line break): no regrowth.
         prefixes.reserve(block.len() / 11 + 1);
     }
-    let (mut fast, mut fast_placeholder, mut fast_duplicates) = (0u64, 0u64, 0u64);
-    let mut inserter = Inserter::new(set);
+    let mut fast = FastTally::<DEFER> {
+        prefixes: &mut prefixes,
+        inserter: Inserter::new(set),
+        lines: 0,
+        placeholders: 0,
+        duplicates: 0,
+    };
     let mut walk = parser.walk(block, at_eof);
     loop {
-        walk.fast_lines(|l, _| {
-            if DEFER {
-                prefixes.push(l.prefix);
-            } else {
-                fast_duplicates += inserter.push(fast, l.prefix);
-            }
-            fast += 1;
-            fast_placeholder += l.placeholder as u64;
-        });
+        walk.fast_lines_into(&mut fast);
         // CSV (deferred: the ordering thread inserts the prefixes).
         walk.fast_records(
             #[inline(always)]
             |l, _| {
-                prefixes.push(l.prefix);
-                fast += 1;
-                fast_placeholder += l.placeholder as u64;
+                fast.prefixes.push(l.prefix);
+                fast.lines += 1;
+                fast.placeholders += l.placeholder as u64;
             },
         );
         let Some((field, value, _)) = walk.next_other() else {
@@ -235,7 +239,7 @@ fn tally_walk<const DEFER: bool>(
                 t.normalised += normalised as u64;
                 t.placeholder += placeholder as u64;
                 if DEFER {
-                    prefixes.push((number / 10) as u32);
+                    fast.prefixes.push((number / 10) as u32);
                 } else if !set.insert(number) {
                     t.duplicates += 1;
                 }
@@ -244,7 +248,7 @@ fn tally_walk<const DEFER: bool>(
                 t.invalid[reason.index()] += 1;
                 if keep_bad {
                     let value = &value[..value.len().min(VALUE_MAX)];
-                    let record = t.lines + fast;
+                    let record = t.lines + fast.lines;
                     t.bad.push(BadLine {
                         record,
                         line: walk.record_line().unwrap_or(record),
@@ -258,10 +262,17 @@ fn tally_walk<const DEFER: bool>(
         }
         t.lines += 1;
     }
-    t.lines += fast;
-    t.valid += fast;
-    t.placeholder += fast_placeholder;
-    t.duplicates += inserter.finish(fast, fast_duplicates);
+    let FastTally {
+        inserter,
+        lines,
+        placeholders,
+        duplicates,
+        ..
+    } = fast;
+    t.lines += lines;
+    t.valid += lines;
+    t.placeholder += placeholders;
+    t.duplicates += inserter.finish(lines, duplicates);
     if DEFER {
         let room = spare.map(Spare::take).unwrap_or_default();
         t.prefixes = Partitioned::new_in(&prefixes, room);
@@ -271,6 +282,44 @@ fn tally_walk<const DEFER: bool>(
     }
     t.span = walk.span(t.lines);
     t
+}
+
+/// What [`tally_walk`] counts of the lines the fast path takes, and where their numbers go:
+/// `DEFER`, listed in `prefixes`; else inserted through `inserter`.
+struct FastTally<'t, 's, const DEFER: bool> {
+    prefixes: &'t mut Vec<u32>,
+    inserter: Inserter<'s>,
+    lines: u64,
+    placeholders: u64,
+    /// Duplicates found by the inserter so far.
+    duplicates: u64,
+}
+
+impl<'b, const DEFER: bool> Take<'b> for FastTally<'_, '_, DEFER> {
+    #[inline(always)]
+    fn one(&mut self, l: FastLine, _: &'b [u8]) {
+        if DEFER {
+            self.prefixes.push(l.prefix);
+        } else {
+            self.duplicates += self.inserter.push(self.lines, l.prefix);
+        }
+        self.lines += 1;
+        self.placeholders += l.placeholder as u64;
+    }
+
+    /// Deferred, the four prefixes are copied at once.
+    #[inline(always)]
+    fn four(&mut self, four: Four<'b>) {
+        if DEFER {
+            self.prefixes.extend_from_slice(&four.prefixes);
+            self.lines += 4;
+            self.placeholders += u64::from(four.placeholders.count_ones());
+        } else {
+            for i in 0..4 {
+                self.one(four.line(i), &[]);
+            }
+        }
+    }
 }
 
 /// Prefixes the ordering thread gathers from deferred blocks before inserting them, bucket
@@ -683,10 +732,13 @@ mod tests {
             let mut file = Vec::new();
             let mut valid = Vec::new();
             let mut d = [0u8; 10];
+            let mut placeholders = 0u64;
             for (i, &(p, kind)) in picks.iter().enumerate() {
                 // Mostly new numbers, some repeats of earlier ones, some padded (slow path),
                 // and an invalid line where a prefix has no check digit.
                 let p = if kind == 0 && !valid.is_empty() { valid[i % valid.len()] } else { p };
+                // A placeholder now and then (the fast path counts them, four at a time too).
+                let p = if kind == 2 { (p % 10) * 111_111_111 } else { p };
                 let Some(check) = check_digit_of_prefix(p) else {
                     file.extend_from_slice(b"123\n");
                     continue;
@@ -697,6 +749,7 @@ mod tests {
                 }
                 file.extend_from_slice(&d);
                 file.extend_from_slice(b",\r\n");
+                placeholders += u64::from(p % 111_111_111 == 0);
                 valid.push(p);
             }
             std::fs::write(&path, &file).unwrap();
@@ -709,6 +762,7 @@ mod tests {
             let (v, _) = validate_deferring(&[path], &opts, None, &mut |_| {}, (defer_after, batch)).unwrap();
             let oracle: BTreeSet<u32> = valid.iter().copied().collect();
             prop_assert_eq!(v.counts.valid, valid.len() as u64);
+            prop_assert_eq!(v.counts.placeholder, placeholders);
             prop_assert_eq!(v.counts.unique, oracle.len() as u64);
             prop_assert_eq!(v.counts.duplicates, (valid.len() - oracle.len()) as u64);
             prop_assert!(v.counts.check());

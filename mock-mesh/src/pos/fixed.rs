@@ -90,7 +90,7 @@ pub(super) mod x86 {
         let pairs = _mm_maddubs_epi16(x, w);
         let sad = _mm_sad_epu8(pairs, _mm_setzero_si128());
         let sum = (_mm_cvtsi128_si32(sad) + _mm_extract_epi32::<2>(sad)) as u32;
-        if sum % 11 != 0 {
+        if !sum.is_multiple_of(11) {
             return None;
         }
         let tens = unsafe { _mm_loadu_si128(TENS.as_ptr().cast()) };

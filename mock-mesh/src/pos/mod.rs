@@ -109,7 +109,7 @@ fn digits_value(word: u64, d8: u8, d9: u8) -> Option<u64> {
         + (((v >> 8) & LANES).wrapping_mul(ODD) >> 48)
         + u64::from(d8) * 2
         + u64::from(d9);
-    if sum % 11 != 0 {
+    if !sum.is_multiple_of(11) {
         return None;
     }
     // eight digits to their value: pairs, then fours, then the eight
