@@ -446,6 +446,10 @@ impl Partitioned {
         }
         let mut at = starts[..BUCKETS].to_vec();
         room.clear();
+        // Zeroed first although every slot is then written once: the zeroing brings the list's
+        // lines into the cache for writing at streaming speed, and the scattered writes below
+        // then hit them. Writing into the uninitialised capacity instead measured a quarter
+        // slower `validate` on the national file (interleaved runs, 29 Nov 2026).
         room.resize(prefixes.len(), 0);
         for &p in prefixes {
             let slot = &mut at[bucket(p)];

@@ -228,6 +228,42 @@ mod sse2 {
     use super::*;
     use std::arch::x86_64::*;
 
+    /// For a lane holding a line with `ending`: `cap` and `want` of the line compare (see
+    /// [`prefix_if_valid`]), and the bits of its mask that must be set (the digits and
+    /// the ending).
+    #[inline(always)]
+    pub(super) fn line_bytes(ending: Ending) -> (__m128i, __m128i, u16) {
+        const NINES: i64 = 0x0909_0909_0909_0909;
+        let mut tail = 0i64;
+        for i in 0..3 {
+            tail |= i64::from(((ending.bits >> (8 * i)) as u8).wrapping_sub(b'0')) << (8 * i);
+        }
+        let need = 0x3FF | (((1 << (ending.len - 10)) - 1) << 10);
+        // SAFETY: SSE2 is part of the x86-64 baseline.
+        unsafe {
+            let cap = _mm_set_epi64x(0x0909, NINES);
+            let want = _mm_set_epi64x(0x0909 | tail << 16, NINES);
+            (cap, want, need)
+        }
+    }
+
+    /// The Modulus 11 weights of the ten digits (`maddubs`), 0 for the bytes after them.
+    pub(super) const MOD11_WEIGHTS: [i8; 16] = [10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 0, 0, 0, 0, 0];
+    /// Digit pairs to two-digit numbers (`maddubs`), and `d8` on its own.
+    pub(super) const TENS: [i8; 16] = [10, 1, 10, 1, 10, 1, 10, 1, 1, 0, 0, 0, 0, 0, 0, 0];
+    /// Two-digit numbers to `q0`, `q1` (`madd`), and `d8` on its own.
+    pub(super) const HUNDREDS: [i16; 8] = [100, 1, 100, 1, 1, 0, 0, 0];
+    /// `q0`, `q1`, `d8` to their places in the prefix (`mullo`).
+    pub(super) const PLACES: [i32; 4] = [100_000, 10, 1, 0];
+
+    /// The 16 bytes of `bytes` (one of the arrays above) as a 128-bit lane.
+    #[inline(always)]
+    pub(super) fn lane<T: Copy>(bytes: &T) -> __m128i {
+        const { assert!(std::mem::size_of::<T>() == 16) };
+        // SAFETY: `bytes` is 16 readable bytes, and `loadu` has no alignment requirement.
+        unsafe { _mm_loadu_si128((bytes as *const T).cast()) }
+    }
+
     /// [`portable::prefix_if_valid`], vectorised:
     /// - `d = window - '0'` per byte; the first ten bytes are digits and the ending follows
     ///   when `max(d, cap) == want` in every byte up to the line's end, with `cap` and `want`
@@ -239,22 +275,14 @@ mod sse2 {
     ///   numbers.
     #[inline(always)]
     pub(super) fn prefix_if_valid(window: &[u8; WINDOW], ending: Ending) -> Option<u32> {
-        const NINES: u64 = 0x0909_0909_0909_0909;
-        // The ending's bytes minus '0', each wrapping on its own, in the lanes after the digits
-        // (lanes past the ending are not looked at).
-        let mut tail = 0u64;
-        for i in 0..3 {
-            tail |= u64::from(((ending.bits >> (8 * i)) as u8).wrapping_sub(b'0')) << (8 * i);
-        }
-        let need = 0x3FF | (((1 << (ending.len - 10)) - 1) << 10);
+        let (cap, want, need) = line_bytes(ending);
+        let need = i32::from(need);
         // SAFETY: SSE2 is part of the x86-64 baseline, so every intrinsic here is available on
         // every CPU this code runs on; `window` is 16 readable bytes and `loadu` has no
         // alignment requirement.
         let (line, sum, fours) = unsafe {
             let v = _mm_loadu_si128(window.as_ptr().cast());
             let d = _mm_sub_epi8(v, _mm_set1_epi8(b'0' as i8));
-            let cap = _mm_set_epi64x(0x0909, NINES as i64);
-            let want = _mm_set_epi64x((0x0909 | tail << 16) as i64, NINES as i64);
             let line = _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_max_epu8(d, cap), want));
             let zero = _mm_setzero_si128();
             let first8 = _mm_unpacklo_epi8(d, zero);
@@ -289,47 +317,86 @@ mod sse2 {
 pub(crate) enum Kernel {
     /// One line at a time ([`parse`]: SSE2 on x86-64, 64-bit words elsewhere).
     One,
-    /// Four lines at a time (AVX-512 F and BW: [`avx512::four`]) while they are fast lines
+    /// Four lines at a time as two pairs (AVX2: [`avx2::four`]) while they are fast lines
     /// with the same ending; the rest one at a time.
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    /// Four lines at a time (AVX-512 F and BW: [`avx512::four`]), likewise.
     #[cfg(target_arch = "x86_64")]
     Avx512,
 }
 
 impl Kernel {
-    /// The fastest kernel this CPU runs (`std` caches the feature detection).
+    /// The kernel [`run`]'s callers use: the fastest this CPU runs, unless the environment
+    /// variable `NDOP_LINE_KERNEL` names a slower one (`one`, `avx2`: for benchmarks). Decided
+    /// once per process.
     #[inline]
     pub(crate) fn detect() -> Kernel {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bw")
-        {
-            return Kernel::Avx512;
-        }
-        Kernel::One
+        static CHOSEN: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
+        *CHOSEN.get_or_init(|| {
+            let all = Kernel::available();
+            let asked = std::env::var("NDOP_LINE_KERNEL").ok();
+            all.iter()
+                .copied()
+                .find(|k| asked.as_deref() == Some(k.name()))
+                .unwrap_or(all[all.len() - 1])
+        })
     }
 
-    /// Every kernel this CPU can run (for the tests and the fuzz target: each must take the
-    /// same lines).
+    /// Every kernel this CPU can run, slowest first (for the tests and the fuzz target: each
+    /// must take the same lines).
     pub(crate) fn available() -> Vec<Kernel> {
+        #[allow(unused_mut)]
         let mut all = vec![Kernel::One];
-        if Kernel::detect() != Kernel::One {
-            all.push(Kernel::detect());
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") {
+                all.push(Kernel::Avx2);
+            }
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+            {
+                all.push(Kernel::Avx512);
+            }
         }
         all
     }
+
+    /// Its name for `NDOP_LINE_KERNEL`.
+    fn name(self) -> &'static str {
+        match self {
+            Kernel::One => "one",
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => "avx2",
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => "avx512",
+        }
+    }
 }
 
-/// Calls `f`, compiled for AVX-512 F and BW when [`Kernel::detect`] picks [`Kernel::Avx512`],
-/// so that a block walk built on [`run`] (marked `#[inline(always)]` down to the kernel)
-/// inlines the four-line kernel into its loop: one dispatch a block, not a call every four
-/// lines. The same results either way.
+/// Calls `f`, compiled for the vectors of [`Kernel::detect`]'s kernel, so that a block walk
+/// built on [`run`] (marked `#[inline(always)]` down to the kernel) inlines the four-line
+/// kernel into its loop: one dispatch a block, not a call every four lines. The same results
+/// either way.
 #[inline(always)]
 pub(crate) fn for_cpu<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    if Kernel::detect() == Kernel::Avx512 {
-        // SAFETY: the CPU has AVX-512 F and BW (what `Kernel::Avx512` needs).
-        return unsafe { with_avx512(f) };
+    match Kernel::detect() {
+        // SAFETY: `detect` picks these only when the CPU has the features they need.
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx512 => unsafe { with_avx512(f) },
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2 => unsafe { with_avx2(f) },
+        Kernel::One => f(),
     }
+}
+
+/// `f()` compiled for AVX2 (see [`for_cpu`]).
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
@@ -341,6 +408,63 @@ pub(crate) fn for_cpu<R>(f: impl FnOnce() -> R) -> R {
 #[target_feature(enable = "avx512f,avx512bw")]
 unsafe fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
     f()
+}
+
+/// AVX2: four lines of one ending as two pairs, a pair to a 256-bit vector.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::*;
+    use std::arch::x86_64::*;
+
+    /// [`avx512::four`] with two 256-bit vectors, a line in each 128-bit lane; the same
+    /// steps, with `min`/`cmpeq`/`movemask` where AVX-512 has mask compares.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    pub(super) unsafe fn four<const E: usize>(
+        chunk: &[u8; avx512::CHUNK],
+    ) -> Option<([u32; 4], u32)> {
+        let ending = ENDINGS[E];
+        let len = ending.len;
+        let (cap, want, need) = sse2::line_bytes(ending);
+        let need = u64::from(need) * 0x0001_0001;
+        let p = chunk.as_ptr();
+        // SAFETY (the loads): line 3's window ends at 3 · len + 16 <= 55 < CHUNK.
+        let pair =
+            |i: usize| _mm256_loadu2_m128i(p.add((i + 1) * len).cast(), p.add(i * len).cast());
+        let cap = _mm256_broadcastsi128_si256(cap);
+        let want = _mm256_broadcastsi128_si256(want);
+        let weights = _mm256_broadcastsi128_si256(sse2::lane(&sse2::MOD11_WEIGHTS));
+        let tens = _mm256_broadcastsi128_si256(sse2::lane(&sse2::TENS));
+        let hundreds = _mm256_broadcastsi128_si256(sse2::lane(&sse2::HUNDREDS));
+        let places = _mm256_broadcastsi128_si256(sse2::lane(&sse2::PLACES));
+        let thirds = _mm256_set1_epi32((u32::MAX / 11) as i32);
+        let mut out = [0u32; 4];
+        for half in 0..2 {
+            let d = _mm256_sub_epi8(pair(2 * half), _mm256_set1_epi8(b'0' as i8));
+            let line = _mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_max_epu8(d, cap), want));
+            let sums = _mm256_madd_epi16(_mm256_maddubs_epi16(d, weights), _mm256_set1_epi16(1));
+            let sums = _mm256_add_epi32(sums, _mm256_bsrli_epi128::<8>(sums));
+            let sums = _mm256_add_epi32(sums, _mm256_bsrli_epi128::<4>(sums));
+            let m = _mm256_mullo_epi32(sums, _mm256_set1_epi32(INVERSE_OF_11 as i32));
+            let eleven = _mm256_movemask_epi8(_mm256_cmpeq_epi32(_mm256_min_epu32(m, thirds), m));
+            if (line as u32 as u64) & need != need || eleven & 0x1_0001 != 0x1_0001 {
+                return None;
+            }
+            let q = _mm256_madd_epi16(_mm256_maddubs_epi16(d, tens), hundreds);
+            let q = _mm256_mullo_epi32(q, places);
+            let q = _mm256_add_epi32(q, _mm256_bsrli_epi128::<8>(q));
+            let q = _mm256_add_epi32(q, _mm256_bsrli_epi128::<4>(q));
+            out[2 * half] = _mm256_extract_epi32::<0>(q) as u32;
+            out[2 * half + 1] = _mm256_extract_epi32::<4>(q) as u32;
+        }
+        let placeholders = (0..4).fold(0, |m, i| {
+            m | u32::from(is_multiple_of_111111111(out[i])) << i
+        });
+        Some((out, placeholders))
+    }
 }
 
 /// AVX-512 (F and BW): four lines of one ending at once.
@@ -375,30 +499,22 @@ mod avx512 {
     pub(super) unsafe fn four<const E: usize>(chunk: &[u8; CHUNK]) -> Option<([u32; 4], u32)> {
         let ending = ENDINGS[E];
         let len = ending.len;
-        const NINES: i64 = 0x0909_0909_0909_0909;
-        let mut tail = 0i64;
-        for i in 0..3 {
-            tail |= i64::from(((ending.bits >> (8 * i)) as u8).wrapping_sub(b'0')) << (8 * i);
-        }
-        // The bytes each lane's line must have right: its digits and its ending.
-        let need = 0x3FF_u64 | (((1 << (len - 10)) - 1) << 10);
-        let need = need * 0x0001_0001_0001_0001;
+        let (cap, want, need) = sse2::line_bytes(ending);
+        let need = u64::from(need) * 0x0001_0001_0001_0001;
         let p = chunk.as_ptr();
         // SAFETY (all the loads): line 3's window ends at 3 · len + 16 <= 55 < CHUNK.
-        let lane = |i: usize| _mm_loadu_si128(p.add(i * len).cast());
-        let v = _mm512_castsi128_si512(lane(0));
-        let v = _mm512_inserti32x4::<1>(v, lane(1));
-        let v = _mm512_inserti32x4::<2>(v, lane(2));
-        let v = _mm512_inserti32x4::<3>(v, lane(3));
+        let line_at = |i: usize| _mm_loadu_si128(p.add(i * len).cast());
+        let v = _mm512_castsi128_si512(line_at(0));
+        let v = _mm512_inserti32x4::<1>(v, line_at(1));
+        let v = _mm512_inserti32x4::<2>(v, line_at(2));
+        let v = _mm512_inserti32x4::<3>(v, line_at(3));
         let d = _mm512_sub_epi8(v, _mm512_set1_epi8(b'0' as i8));
-        let cap = _mm512_broadcast_i32x4(_mm_set_epi64x(0x0909, NINES));
-        let want = _mm512_broadcast_i32x4(_mm_set_epi64x(0x0909 | tail << 16, NINES));
+        let cap = _mm512_broadcast_i32x4(cap);
+        let want = _mm512_broadcast_i32x4(want);
         let line = _mm512_cmpeq_epi8_mask(_mm512_max_epu8(d, cap), want);
         // Each lane's sum in its first 32-bit element (the digits are at most 9 once `line`
         // holds, so no product or sum saturates; the bytes after them weigh 0).
-        let weights = _mm512_broadcast_i32x4(_mm_setr_epi8(
-            10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 0, 0, 0, 0, 0,
-        ));
+        let weights = _mm512_broadcast_i32x4(sse2::lane(&sse2::MOD11_WEIGHTS));
         let sums = _mm512_madd_epi16(_mm512_maddubs_epi16(d, weights), _mm512_set1_epi16(1));
         let sums = _mm512_add_epi32(sums, _mm512_bsrli_epi128::<8>(sums));
         let sums = _mm512_add_epi32(sums, _mm512_bsrli_epi128::<4>(sums));
@@ -409,13 +525,11 @@ mod avx512 {
         if line & need != need || eleven & 0x1111 != 0x1111 {
             return None;
         }
-        let tens = _mm512_broadcast_i32x4(_mm_setr_epi8(
-            10, 1, 10, 1, 10, 1, 10, 1, 1, 0, 0, 0, 0, 0, 0, 0,
-        ));
-        let hundreds = _mm512_broadcast_i32x4(_mm_setr_epi16(100, 1, 100, 1, 1, 0, 0, 0));
+        let tens = _mm512_broadcast_i32x4(sse2::lane(&sse2::TENS));
+        let hundreds = _mm512_broadcast_i32x4(sse2::lane(&sse2::HUNDREDS));
         // [q0, q1, d8, 0] in each lane
         let q = _mm512_madd_epi16(_mm512_maddubs_epi16(d, tens), hundreds);
-        let q = _mm512_mullo_epi32(q, _mm512_broadcast_i32x4(_mm_setr_epi32(100_000, 10, 1, 0)));
+        let q = _mm512_mullo_epi32(q, _mm512_broadcast_i32x4(sse2::lane(&sse2::PLACES)));
         let q = _mm512_add_epi32(q, _mm512_bsrli_epi128::<8>(q));
         let q = _mm512_add_epi32(q, _mm512_bsrli_epi128::<4>(q));
         let firsts = _mm512_permutexvar_epi32(
@@ -540,10 +654,18 @@ fn run_ending<'b, const E: usize, F: Take<'b>>(
 ) {
     let ending = ENDINGS[E];
     #[cfg(target_arch = "x86_64")]
-    if kernel == Kernel::Avx512 {
+    if kernel != Kernel::One {
         while let Some(chunk) = rest.first_chunk::<{ avx512::CHUNK }>() {
-            // SAFETY: `Kernel::Avx512` is only chosen when the CPU has AVX-512 F and BW.
-            let Some((prefixes, placeholders)) = (unsafe { avx512::four::<E>(chunk) }) else {
+            // SAFETY: `Kernel::Avx512` and `Kernel::Avx2` are only chosen when the CPU has
+            // the features they need.
+            let got = unsafe {
+                if kernel == Kernel::Avx512 {
+                    avx512::four::<E>(chunk)
+                } else {
+                    avx2::four::<E>(chunk)
+                }
+            };
+            let Some((prefixes, placeholders)) = got else {
                 break;
             };
             if reject_placeholders && placeholders != 0 {
