@@ -14,6 +14,12 @@
 //! digits, `pmaddwd` for the sum and for the digits-to-number steps. Elsewhere a portable
 //! version does the same with 64-bit words (SWAR: SIMD within a register); tests run both.
 //!
+//! Where the CPU has them, runs of lines with one ending go four at a time ([`Kernel`]): the
+//! same steps on a 128-bit lane per line, with AVX-512 (one 512-bit vector) or AVX2 (two
+//! 256-bit ones), chosen at run time. Four lines the kernel does not take whole go one at a
+//! time, so the lines taken are the same whatever the kernel (tested, and `check_walk` runs
+//! every kernel the CPU has).
+//!
 //! The fast path only ever accepts lines the general classifier calls valid and not normalised;
 //! everything else (invalid, blank, spaced, CSV, a short final line) goes the general way.
 //! Tests, a property test and the `walk_block` fuzz target check the two agree on every line.
