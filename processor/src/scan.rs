@@ -383,9 +383,9 @@ pub(crate) trait Spanned {
 /// Walks `block` as one-number-per-line input and panics unless the walk agrees with
 /// [`LineParser::classify`] on every line: the lines tile the block in order, each fast line is
 /// one `classify` calls valid (not normalised) with the same number, and every other line gets
-/// exactly `classify`'s outcome. For the fuzz target `walk_block` and the tests.
+/// exactly `classify`'s outcome. For the fuzz target `walk_block` and the tests. Every kernel
+/// the CPU runs ([`swar::Kernel::available`]) is checked.
 #[doc(hidden)]
-/// Every kernel the CPU runs ([`swar::Kernel::available`]) is checked.
 pub fn check_walk(block: &[u8], rules: Rules) {
     for kernel in swar::Kernel::available() {
         check_walk_with(block, rules, kernel);

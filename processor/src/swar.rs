@@ -446,7 +446,7 @@ mod avx2 {
         let tens = _mm256_broadcastsi128_si256(sse2::lane(&sse2::TENS));
         let hundreds = _mm256_broadcastsi128_si256(sse2::lane(&sse2::HUNDREDS));
         let places = _mm256_broadcastsi128_si256(sse2::lane(&sse2::PLACES));
-        let thirds = _mm256_set1_epi32((u32::MAX / 11) as i32);
+        let most = _mm256_set1_epi32((u32::MAX / 11) as i32);
         let mut out = [0u32; 4];
         for half in 0..2 {
             let d = _mm256_sub_epi8(pair(2 * half), _mm256_set1_epi8(b'0' as i8));
@@ -455,7 +455,7 @@ mod avx2 {
             let sums = _mm256_add_epi32(sums, _mm256_bsrli_epi128::<8>(sums));
             let sums = _mm256_add_epi32(sums, _mm256_bsrli_epi128::<4>(sums));
             let m = _mm256_mullo_epi32(sums, _mm256_set1_epi32(INVERSE_OF_11 as i32));
-            let eleven = _mm256_movemask_epi8(_mm256_cmpeq_epi32(_mm256_min_epu32(m, thirds), m));
+            let eleven = _mm256_movemask_epi8(_mm256_cmpeq_epi32(_mm256_min_epu32(m, most), m));
             if (line as u32 as u64) & need != need || eleven & 0x1_0001 != 0x1_0001 {
                 return None;
             }
