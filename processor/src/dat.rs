@@ -18,6 +18,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 /// Line ending of written `.dat` lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -141,7 +142,7 @@ pub fn write_dat_files(
     opts: &DatOptions,
     created: &mut Vec<PathBuf>,
 ) -> Result<Vec<DatFile>> {
-    write_dat_files_by(set, opts, created, DatWrite::Direct)
+    write_dat_files_by(set, opts, created, DatWrite::Direct, &mut || false)
 }
 
 /// How the `.dat` bytes reach the disk.
@@ -156,12 +157,16 @@ pub enum DatWrite {
     Cached,
 }
 
-/// [`write_dat_files`], the bytes written as `how` says.
+/// [`write_dat_files`], the bytes written as `how` says, and `spare` given the time a thread
+/// of the pool has left while the SHA-256 (on another) still runs: it is called again and
+/// again then, to do a little of the caller's own work each time (`prepare` writes its
+/// `invalid.csv` rows), until it returns false (nothing left).
 pub fn write_dat_files_by(
     set: &NumberSet,
     opts: &DatOptions,
     created: &mut Vec<PathBuf>,
     how: DatWrite,
+    spare: &mut (dyn FnMut() -> bool + Send),
 ) -> Result<Vec<DatFile>> {
     let eol = opts.line_ending.bytes();
     let line_len = 11 + eol.len() as u64;
@@ -202,20 +207,30 @@ pub fn write_dat_files_by(
     // Slices formatted per wave: enough to keep the pool busy, bounded so that two waves in
     // memory stay small (a slice of a dense set is at most about 12 MB of lines).
     let wave = (rayon::current_num_threads() * 2).clamp(2, 16);
-    let (mut ready, mut spare): (Vec<Vec<u8>>, Vec<Vec<u8>>) = (Vec::new(), Vec::new());
+    let (mut ready, mut used): (Vec<Vec<u8>>, Vec<Vec<u8>>) = (Vec::new(), Vec::new());
     let mut next = 0;
+    let mut more = true;
     loop {
         let end = (next + wave).min(SLICES);
-        let mut fresh = std::mem::take(&mut spare);
+        let mut fresh = std::mem::take(&mut used);
         fresh.resize_with(end - next, Vec::new);
+        let hashing = AtomicBool::new(true);
         let ((), written) = rayon::join(
-            || ready.iter().for_each(|lines| hash.update(lines)),
+            || {
+                ready.iter().for_each(|lines| hash.update(lines));
+                hashing.store(false, Relaxed);
+            },
             || {
                 let written = ready.iter().try_for_each(|lines| out.write_lines(lines));
                 fresh
                     .par_iter_mut()
                     .zip(next..end)
                     .for_each(|(lines, slice)| format_slice(set, slice, eol, lines));
+                // The hash is the longer of the two (docs/PERFORMANCE.md): what is left of
+                // its time is spare on this thread (none when it runs after the hash).
+                while more && hashing.load(Relaxed) {
+                    more = spare();
+                }
                 written
             },
         );
@@ -223,7 +238,7 @@ pub fn write_dat_files_by(
         if next == SLICES {
             break;
         }
-        spare = std::mem::replace(&mut ready, fresh);
+        used = std::mem::replace(&mut ready, fresh);
         next = end;
     }
     let mut files = Vec::with_capacity(out.files.len());
@@ -537,7 +552,7 @@ mod tests {
                 max_records: Some(700),
             };
             let mut created = Vec::new();
-            let files = write_dat_files_by(&set, &opts, &mut created, how).unwrap();
+            let files = write_dat_files_by(&set, &opts, &mut created, how, &mut || false).unwrap();
             assert_eq!(files.len(), want.len().div_ceil(700));
             let mut all = Vec::new();
             for (i, f) in files.iter().enumerate() {

@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::files::{ensure_empty_dir, write_atomic};
 use crate::scan::ScanOptions;
 use crate::seen::NumberSet;
-use crate::validate::{validate_sync_later, Counts, InputSummary};
+use crate::validate::{validate_report_later, Counts, InputSummary};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -40,6 +40,10 @@ pub struct Summary {
     /// Wall-clock seconds for the whole run.
     pub elapsed_seconds: f64,
 }
+
+/// `invalid.csv` rows written at a time in the `.dat` writing's spare time: a fraction of a
+/// millisecond, against about 10 ms for the hash of a wave of slices.
+const ROWS_A_TURN: usize = 256;
 
 /// File name of the quarantine report.
 pub const INVALID_CSV: &str = "invalid.csv";
@@ -81,19 +85,20 @@ fn prepare_by(
     let result = (|| {
         let invalid_csv = dir.join(INVALID_CSV);
         created.push(invalid_csv.clone());
-        // invalid.csv is synced after the `.dat` files are written: its writeback runs
-        // meanwhile, instead of holding up the output between the two phases.
-        let (v, report) = validate_sync_later(inputs, &opts.scan, Some(&invalid_csv), progress)?;
+        // invalid.csv's rows wait (up to a bound) while every core scans, and are written in
+        // the time the `.dat` hashing leaves spare; the file is synced after the `.dat` files
+        // are written: its writeback runs meanwhile.
+        let (v, mut report) = validate_report_later(inputs, &opts.scan, &invalid_csv, progress)?;
         // The `.dat` files are written by as many threads as validation used.
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(v.threads)
             .thread_name(|i| format!("ndop-writer-{i}"))
             .build()
             .map_err(|e| Error::Usage(format!("cannot start worker threads: {e}")))?;
-        let files = pool.install(|| write_dat_files_by(&v.set, &opts.dat, &mut created, how))?;
-        if let Some(r) = report {
-            r.sync()?;
-        }
+        let mut rows = || report.write_some(ROWS_A_TURN);
+        let files =
+            pool.install(|| write_dat_files_by(&v.set, &opts.dat, &mut created, how, &mut rows))?;
+        report.finish()?.sync()?;
         let summary = Summary {
             counts: v.counts,
             files,

@@ -17,7 +17,7 @@ use crate::scan::{Engine, Event, LineParser, ScanOptions, Span, Spanned};
 use crate::seen::{Inserter, NumberSet, Partitioned};
 use crate::swar::{FastLine, Four, Take};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
@@ -526,24 +526,45 @@ pub fn validate(
     invalid_csv: Option<&Path>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Validated> {
-    let (v, report) = validate_sync_later(inputs, opts, invalid_csv, progress)?;
+    let mut report = invalid_csv.map(|p| InvalidCsv::create(p, 0)).transpose()?;
+    let v = validate_deferring(
+        inputs,
+        opts,
+        report.as_mut(),
+        progress,
+        (DEFER_AFTER, BATCH),
+    )?;
     if let Some(r) = report {
-        r.sync()?;
+        r.finish()?.sync()?;
     }
     Ok(v)
 }
 
-/// [`validate`], leaving the `invalid.csv` report (when there is one) written, its writeback
-/// started, but not yet synced: the caller syncs it ([`Unsynced::sync`]) once it has other
-/// work done (`prepare` writes its `.dat` files first), so that the sync finds the data on
-/// disk already instead of waiting for it between the two phases.
-pub(crate) fn validate_sync_later(
+/// Memory the quarantined rows of `prepare`'s `invalid.csv` may hold while they wait to be
+/// written ([`validate_report_later`]). The national benchmark file's 500,000 rows take about
+/// 30 MiB; beyond this, the oldest are written as blocks come in, as `validate` writes them.
+const ROWS_WAITING: usize = 48 << 20;
+
+/// [`validate`], leaving the `invalid.csv` report (when there is one) for the caller to finish:
+/// up to [`ROWS_WAITING`] bytes of its rows wait in memory instead of being written on the
+/// ordering thread while every core scans, and `prepare` writes them in the time its `.dat`
+/// writing leaves spare ([`InvalidCsv::write_some`]), then finishes and syncs the file once
+/// the `.dat` files are written, so that the sync finds the data on disk already.
+pub(crate) fn validate_report_later(
     inputs: &[PathBuf],
     opts: &ScanOptions,
-    invalid_csv: Option<&Path>,
+    invalid_csv: &Path,
     progress: &mut dyn FnMut(u64),
-) -> Result<(Validated, Option<Unsynced>)> {
-    validate_deferring(inputs, opts, invalid_csv, progress, (DEFER_AFTER, BATCH))
+) -> Result<(Validated, InvalidCsv)> {
+    let mut report = InvalidCsv::create(invalid_csv, ROWS_WAITING)?;
+    let v = validate_deferring(
+        inputs,
+        opts,
+        Some(&mut report),
+        progress,
+        (DEFER_AFTER, BATCH),
+    )?;
+    Ok((v, report))
 }
 
 /// A written file whose `fsync` is still to come.
@@ -561,24 +582,20 @@ impl Unsynced {
     }
 }
 
-/// [`validate_sync_later`], with line blocks deferring their prefixes once the set holds
+/// [`validate`] into `report` (left for the caller to finish), with line blocks deferring their prefixes once the set holds
 /// `defer_after` numbers (the tests try 0, a few and never), inserted in batches of `batch`
 /// prefixes (the tests try a few, so that batches go in while blocks are still scanned).
 fn validate_deferring(
     inputs: &[PathBuf],
     opts: &ScanOptions,
-    invalid_csv: Option<&Path>,
+    mut report: Option<&mut InvalidCsv>,
     progress: &mut dyn FnMut(u64),
     (defer_after, batch_size): (u64, usize),
-) -> Result<(Validated, Option<Unsynced>)> {
+) -> Result<Validated> {
     let engine = Engine::new(opts)?;
     let set = NumberSet::new();
     let mut counts = Counts::default();
     let mut per_input: Vec<InputSummary> = Vec::new();
-    let mut report = match invalid_csv {
-        Some(p) => Some(InvalidCsv::create(p)?),
-        None => None,
-    };
     let keep_bad = report.is_some();
     // Switched on by this (the ordering) thread once the set is big; read by the line blocks'
     // workers as they start. While the ordering thread writes, no worker does (`Writers`).
@@ -593,7 +610,6 @@ fn validate_deferring(
         spare: &spare,
     };
     let mut done = 0u64;
-    let mut current = String::new();
     engine.run(
         inputs,
         |parser, block, at_eof| {
@@ -609,10 +625,13 @@ fn validate_deferring(
         |event| {
             match event {
                 Event::Start(s) => {
-                    current = s.path.display().to_string();
+                    let name = s.path.display().to_string();
+                    if let Some(r) = report.as_mut() {
+                        r.names.push(name.clone());
+                    }
                     counts.headers += s.header.is_some() as u64;
                     per_input.push(InputSummary {
-                        path: current.clone(),
+                        path: name,
                         lines: 0,
                         invalid: 0,
                         bytes: 0,
@@ -622,18 +641,18 @@ fn validate_deferring(
                     });
                 }
                 Event::Block {
-                    out,
+                    mut out,
                     block,
                     record_base,
                     line_base,
                 } => {
                     let bytes = block.len() as u64;
                     if let Some(r) = report.as_mut() {
-                        for b in &out.bad {
-                            let value = &out.values[b.start..b.start + b.len];
-                            let at = (record_base + b.record + 1, line_base + b.line + 1);
-                            r.row(&current, at, b.reason, value)?;
-                        }
+                        let (bad, values) = (
+                            std::mem::take(&mut out.bad),
+                            std::mem::take(&mut out.values),
+                        );
+                        r.add((record_base, line_base), bad, values)?;
                     }
                     counts.add(&out);
                     counts.duplicates += batch.add(into, out.prefixes);
@@ -654,7 +673,6 @@ fn validate_deferring(
     )?;
     // The workers have all ended: the last deferred prefixes.
     counts.duplicates += batch.insert(into);
-    let unsynced = report.map(InvalidCsv::finish).transpose()?;
     counts.unique = counts.valid - counts.duplicates;
     debug_assert_eq!(counts.unique, set.len());
     debug_assert!(counts.check());
@@ -664,17 +682,51 @@ fn validate_deferring(
         set,
         threads: engine.threads(),
     };
-    Ok((v, unsynced))
+    Ok(v)
 }
 
-/// The `invalid.csv` report: `file,record,line,reason,value`.
-struct InvalidCsv {
+/// The `invalid.csv` report: `file,record,line,reason,value`, a row for each quarantined
+/// line, in input order.
+///
+/// Blocks' quarantined lines may wait in memory, up to `wait_at_most` bytes of them (the oldest
+/// are written once there are more), to be written later: by [`InvalidCsv::write_some`], a
+/// few rows at a time, or by [`InvalidCsv::finish`].
+pub(crate) struct InvalidCsv {
     path: PathBuf,
     out: BufWriter<std::fs::File>,
+    /// The inputs' names, as the rows give them.
+    names: Vec<String>,
+    /// Blocks with rows not written yet, oldest first.
+    waiting: VecDeque<Waiting>,
+    /// Memory the waiting blocks hold.
+    waiting_bytes: usize,
+    wait_at_most: usize,
+    /// A write that failed in [`InvalidCsv::write_some`], for [`InvalidCsv::finish`] to return.
+    failed: Option<Error>,
+}
+
+/// A block's quarantined lines, some of whose rows are not written yet.
+struct Waiting {
+    /// The input's index in [`InvalidCsv::names`].
+    input: usize,
+    /// The records and physical lines before the block.
+    bases: (u64, u64),
+    bad: Vec<BadLine>,
+    values: Vec<u8>,
+    /// Rows of `bad` already written.
+    written: usize,
+}
+
+impl Waiting {
+    /// The memory the block's lines hold.
+    fn bytes(&self) -> usize {
+        self.bad.capacity() * std::mem::size_of::<BadLine>() + self.values.capacity()
+    }
 }
 
 impl InvalidCsv {
-    fn create(path: &Path) -> Result<Self> {
+    /// Creates the file (mode 0600) and writes the header row.
+    pub(crate) fn create(path: &Path, wait_at_most: usize) -> Result<Self> {
         let file = create_private(path)?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
         out.write_all(b"file,record,line,reason,value\n")
@@ -682,22 +734,111 @@ impl InvalidCsv {
         Ok(InvalidCsv {
             path: path.to_path_buf(),
             out,
+            names: Vec::new(),
+            waiting: VecDeque::new(),
+            waiting_bytes: 0,
+            wait_at_most,
+            failed: None,
         })
     }
 
-    fn row(&mut self, file: &str, at: (u64, u64), reason: Reason, value: &[u8]) -> Result<()> {
-        let (record, line) = at;
-        let r = (|| {
-            write_field(&mut self.out, file.as_bytes())?;
-            write!(self.out, ",{record},{line},{reason},")?;
-            write_field(&mut self.out, value)?;
-            self.out.write_all(b"\n")
-        })();
-        r.map_err(|e| Error::write(&self.path, e))
+    /// Adds a block's quarantined lines (of the input named last), `bases` the records and
+    /// physical lines before it, and writes the oldest waiting rows while more than
+    /// `wait_at_most` bytes wait.
+    fn add(&mut self, bases: (u64, u64), bad: Vec<BadLine>, values: Vec<u8>) -> Result<()> {
+        if bad.is_empty() {
+            return Ok(());
+        }
+        let block = Waiting {
+            input: self.names.len().saturating_sub(1),
+            bases,
+            bad,
+            values,
+            written: 0,
+        };
+        self.waiting_bytes += block.bytes();
+        self.waiting.push_back(block);
+        while self.waiting_bytes > self.wait_at_most {
+            self.write_rows(usize::MAX, true)?;
+        }
+        Ok(())
     }
 
-    /// Writes what is buffered and starts its writeback; the sync is the caller's.
-    fn finish(self) -> Result<Unsynced> {
+    /// Writes up to `rows` of the waiting rows; true while rows still wait. After the last
+    /// one, the file's writeback starts, so that the sync after finds it on disk. An error is
+    /// kept for [`InvalidCsv::finish`] (and ends the writing here).
+    pub(crate) fn write_some(&mut self, rows: usize) -> bool {
+        if self.failed.is_some() || self.waiting.is_empty() {
+            return false;
+        }
+        let written = self.write_rows(rows, false).and_then(|()| {
+            if self.waiting.is_empty() {
+                self.out.flush().map_err(|e| Error::write(&self.path, e))?;
+                crate::files::start_writeback(self.out.get_ref(), 0, 0);
+            }
+            Ok(())
+        });
+        match written {
+            Ok(()) => !self.waiting.is_empty(),
+            Err(e) => {
+                self.failed = Some(e);
+                false
+            }
+        }
+    }
+
+    /// Writes up to `rows` waiting rows, oldest first, or with `one_block` the rest of the
+    /// oldest block's (at most `rows`).
+    fn write_rows(&mut self, mut rows: usize, one_block: bool) -> Result<()> {
+        let InvalidCsv {
+            path,
+            out,
+            names,
+            waiting,
+            waiting_bytes,
+            ..
+        } = self;
+        while rows > 0 {
+            let Some(block) = waiting.front_mut() else {
+                return Ok(());
+            };
+            let name = names.get(block.input).map_or("", String::as_str);
+            let (record_base, line_base) = block.bases;
+            let end = block.bad.len().min(block.written.saturating_add(rows));
+            for b in &block.bad[block.written..end] {
+                let value = block
+                    .values
+                    .get(b.start..b.start + b.len)
+                    .unwrap_or_default();
+                let (record, line) = (record_base + b.record + 1, line_base + b.line + 1);
+                let r = (|| {
+                    write_field(out, name.as_bytes())?;
+                    write!(out, ",{record},{line},{},", b.reason)?;
+                    write_field(out, value)?;
+                    out.write_all(b"\n")
+                })();
+                r.map_err(|e| Error::write(&*path, e))?;
+            }
+            rows -= end - block.written;
+            block.written = end;
+            if block.written == block.bad.len() {
+                *waiting_bytes -= block.bytes();
+                waiting.pop_front();
+                if one_block {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the rows still waiting and what is buffered, and starts the writeback; the sync
+    /// is the caller's.
+    pub(crate) fn finish(mut self) -> Result<Unsynced> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        self.write_rows(usize::MAX, false)?;
         let path = self.path;
         let file = self
             .out
@@ -759,7 +900,7 @@ mod tests {
                 max_line: 64,
                 ..ScanOptions::default()
             };
-            let (v, _) = validate_deferring(&[path], &opts, None, &mut |_| {}, (defer_after, batch)).unwrap();
+            let v = validate_deferring(&[path], &opts, None, &mut |_| {}, (defer_after, batch)).unwrap();
             let oracle: BTreeSet<u32> = valid.iter().copied().collect();
             prop_assert_eq!(v.counts.valid, valid.len() as u64);
             prop_assert_eq!(v.counts.placeholder, placeholders);
@@ -769,6 +910,90 @@ mod tests {
             let mut members = Vec::new();
             v.set.for_each_prefix(|p| members.push(p));
             prop_assert_eq!(members, oracle.into_iter().collect::<Vec<_>>());
+        }
+    }
+
+    /// `invalid.csv` holds the same rows in the same order whether they are written as their
+    /// blocks come in (`validate`), wait in memory (all of them, or up to a bound) and are
+    /// written a few at a time (`prepare`'s spare time), or are written by `finish`.
+    #[test]
+    fn invalid_rows_are_the_same_however_long_they_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut inputs, mut bad) = (Vec::new(), 0u64);
+        for input in 0..2u32 {
+            let mut file = Vec::new();
+            let mut d = [0u8; 10];
+            for i in 0..3000u32 {
+                let p = 999_000_000 + (i * 7919 + input * 13) % 1_000_000;
+                let check = check_digit_of_prefix(p);
+                bad += u64::from(i % 5 < 2 || check.is_none());
+                match (i % 5, check) {
+                    (0, _) => file.extend_from_slice(format!("bad,{i}\r\n").as_bytes()),
+                    (1, _) => file.extend_from_slice(b"12345\n"),
+                    (_, Some(c)) => {
+                        write_digits(u64::from(p) * 10 + u64::from(c), &mut d);
+                        file.extend_from_slice(&d);
+                        file.extend_from_slice(b",\r\n");
+                    }
+                    (_, None) => file.extend_from_slice(b"\"quoted\"\n"),
+                }
+            }
+            let path = dir.path().join(format!("in{input}.dat"));
+            std::fs::write(&path, &file).unwrap();
+            inputs.push(path);
+        }
+        let opts = ScanOptions {
+            threads: 2,
+            block_size: 512,
+            max_line: 64,
+            ..ScanOptions::default()
+        };
+        let report = |wait: usize, turn: usize| {
+            let path = dir.path().join(format!("invalid-{wait}-{turn}.csv"));
+            let mut r = InvalidCsv::create(&path, wait).unwrap();
+            let v = validate_deferring(&inputs, &opts, Some(&mut r), &mut |_| {}, (0, BATCH));
+            let v = v.unwrap();
+            let waited = r.waiting_bytes;
+            assert!(waited <= wait, "{waited} bytes waiting, {wait} allowed");
+            let mut turns = 0;
+            while turn > 0 && r.write_some(turn) {
+                turns += 1;
+            }
+            assert!(r.waiting.is_empty() || turn == 0);
+            r.finish().unwrap().sync().unwrap();
+            (
+                v.counts.invalid,
+                waited,
+                turns,
+                std::fs::read(&path).unwrap(),
+            )
+        };
+        let (invalid, waited, _, inline) = report(0, 0);
+        assert_eq!((invalid, waited), (bad, 0));
+        let rows: Vec<&[u8]> = inline.split(|&b| b == b'\n').collect();
+        assert_eq!(
+            rows.len() as u64,
+            1 + bad + 1,
+            "the header, a row each, the last newline"
+        );
+        assert!(
+            rows[1].ends_with(b",1,1,non_digit,\"bad,0\""),
+            "{:?}",
+            rows[1]
+        );
+        for (wait, turn) in [
+            (usize::MAX, 0),
+            (usize::MAX, 1),
+            (usize::MAX, 256),
+            (4000, 7),
+        ] {
+            let (_, waited, turns, got) = report(wait, turn);
+            assert!(waited > 0, "rows waited ({wait}, {turn})");
+            assert!(turn == 0 || turns > 0);
+            assert!(
+                got == inline,
+                "invalid.csv differs ({wait} bytes, {turn} a turn)"
+            );
         }
     }
 }
