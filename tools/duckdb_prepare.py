@@ -41,7 +41,8 @@ con.sql(
     f"""COPY (SELECT n AS value FROM lines WHERE NOT valid)
     TO '{out_invalid}' (HEADER true)"""
 )
-lines, valid, unique = con.sql(
+# DuckDB 2 relations have no fetchone(): the one row from fetchall().
+((lines, valid, unique),) = con.sql(
     "SELECT count(*), count(*) FILTER (valid), count(DISTINCT n) FILTER (valid) FROM lines"
-).fetchone()
+).fetchall()
 print(f"lines {lines} valid {valid} unique {unique} invalid {lines - valid}")
