@@ -545,8 +545,8 @@ pub fn validate(
 /// 30 MiB; beyond this, the oldest are written as blocks come in, as `validate` writes them.
 const ROWS_WAITING: usize = 48 << 20;
 
-/// [`validate`], leaving the `invalid.csv` report (when there is one) for the caller to finish:
-/// up to [`ROWS_WAITING`] bytes of its rows wait in memory instead of being written on the
+/// [`validate`] with its `invalid.csv` report, left for the caller to finish: up to
+/// [`ROWS_WAITING`] bytes of the report's rows wait in memory instead of being written on the
 /// ordering thread while every core scans, and `prepare` writes them in the time its `.dat`
 /// writing leaves spare ([`InvalidCsv::write_some`]), then finishes and syncs the file once
 /// the `.dat` files are written, so that the sync finds the data on disk already.
@@ -556,7 +556,10 @@ pub(crate) fn validate_report_later(
     invalid_csv: &Path,
     progress: &mut dyn FnMut(u64),
 ) -> Result<(Validated, InvalidCsv)> {
-    let mut report = InvalidCsv::create(invalid_csv, ROWS_WAITING)?;
+    // Rows wait only when the `.dat` writing will have a thread to spare beside the hash: with
+    // one worker, they are written on the ordering thread as they come, beside it.
+    let wait = if opts.threads == 1 { 0 } else { ROWS_WAITING };
+    let mut report = InvalidCsv::create(invalid_csv, wait)?;
     let v = validate_deferring(
         inputs,
         opts,
@@ -764,11 +767,11 @@ impl InvalidCsv {
         Ok(())
     }
 
-    /// Writes up to `rows` of the waiting rows; true while rows still wait. After the last
-    /// one, the file's writeback starts, so that the sync after finds it on disk. An error is
-    /// kept for [`InvalidCsv::finish`] (and ends the writing here).
+    /// Writes up to `rows` of the waiting rows; true while rows still wait. Once none waits,
+    /// the file's writeback starts, so that the sync after finds it on disk. An error is kept
+    /// for [`InvalidCsv::finish`] (and ends the writing here).
     pub(crate) fn write_some(&mut self, rows: usize) -> bool {
-        if self.failed.is_some() || self.waiting.is_empty() {
+        if self.failed.is_some() {
             return false;
         }
         let written = self.write_rows(rows, false).and_then(|()| {
