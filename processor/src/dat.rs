@@ -523,7 +523,7 @@ mod tests {
 
     /// Files cut by record count, each allocated ahead at the size counted for it: every file
     /// holds exactly its lines (no allocated tail left over), the last one too, and their
-    /// hashes are of what they hold.
+    /// hashes are of what they hold; whatever the caller does in the spare time.
     #[test]
     fn split_files_are_exactly_their_lines() {
         let set = NumberSet::new();
@@ -537,8 +537,13 @@ mod tests {
             }
         }
         want.sort_unstable();
-        // Direct I/O and the page cache: the same files.
-        for how in [DatWrite::Direct, DatWrite::Cached] {
+        // Direct I/O and the page cache, with and without work of the caller's in the spare
+        // time: the same files.
+        for (how, busy) in [
+            (DatWrite::Direct, false),
+            (DatWrite::Cached, false),
+            (DatWrite::Direct, true),
+        ] {
             let dir = tempfile::tempdir().unwrap();
             let opts = DatOptions {
                 dir: dir.path().to_path_buf(),
@@ -552,7 +557,13 @@ mod tests {
                 max_records: Some(700),
             };
             let mut created = Vec::new();
-            let files = write_dat_files_by(&set, &opts, &mut created, how, &mut || false).unwrap();
+            let mut turns = 0u32;
+            let mut spare = || {
+                turns += 1;
+                std::hint::black_box((0..1_000u32).sum::<u32>());
+                busy && turns < 10_000
+            };
+            let files = write_dat_files_by(&set, &opts, &mut created, how, &mut spare).unwrap();
             assert_eq!(files.len(), want.len().div_ceil(700));
             let mut all = Vec::new();
             for (i, f) in files.iter().enumerate() {
