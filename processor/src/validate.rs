@@ -761,8 +761,13 @@ impl InvalidCsv {
         };
         self.waiting_bytes += block.bytes();
         self.waiting.push_back(block);
-        while self.waiting_bytes > self.wait_at_most {
-            self.write_rows(usize::MAX, true)?;
+        // The oldest blocks, whole, while more than the bound waits.
+        while let Some(oldest) = self
+            .waiting
+            .front()
+            .filter(|_| self.waiting_bytes > self.wait_at_most)
+        {
+            self.write_rows(oldest.bad.len() - oldest.written)?;
         }
         Ok(())
     }
@@ -774,7 +779,7 @@ impl InvalidCsv {
         if self.failed.is_some() {
             return false;
         }
-        let written = self.write_rows(rows, false).and_then(|()| {
+        let written = self.write_rows(rows).and_then(|()| {
             if self.waiting.is_empty() {
                 self.out.flush().map_err(|e| Error::write(&self.path, e))?;
                 crate::files::start_writeback(self.out.get_ref(), 0, 0);
@@ -790,9 +795,8 @@ impl InvalidCsv {
         }
     }
 
-    /// Writes up to `rows` waiting rows, oldest first, or with `one_block` the rest of the
-    /// oldest block's (at most `rows`).
-    fn write_rows(&mut self, mut rows: usize, one_block: bool) -> Result<()> {
+    /// Writes up to `rows` waiting rows, oldest first.
+    fn write_rows(&mut self, mut rows: usize) -> Result<()> {
         let InvalidCsv {
             path,
             out,
@@ -827,9 +831,6 @@ impl InvalidCsv {
             if block.written == block.bad.len() {
                 *waiting_bytes -= block.bytes();
                 waiting.pop_front();
-                if one_block {
-                    return Ok(());
-                }
             }
         }
         Ok(())
@@ -841,7 +842,7 @@ impl InvalidCsv {
         if let Some(e) = self.failed.take() {
             return Err(e);
         }
-        self.write_rows(usize::MAX, false)?;
+        self.write_rows(usize::MAX)?;
         let path = self.path;
         let file = self
             .out
