@@ -1149,6 +1149,76 @@ pub fn field(record: &[u8], index: usize, delim: u8) -> Result<&[u8], Reason> {
         .ok_or(Reason::MissingField)
 }
 
+/// Appends one row of a quarantine report (`invalid.csv`, filter's rejects):
+/// `file,record,line,reason`, then `,value` when one is given, and the line feed. `file` is
+/// the file's field as [`write_field`] writes it (escaped once per input, not per row);
+/// `value` is escaped here.
+///
+/// A row is built by hand, not with `write!`: `validate --out` writes a row for every invalid
+/// line, on the thread that orders the blocks, and formatting machinery made that thread the
+/// bottleneck of a dirty extract (docs/PERFORMANCE.md).
+pub(crate) fn push_report_row(
+    row: &mut Vec<u8>,
+    file: &[u8],
+    (record, line): (u64, u64),
+    reason: Reason,
+    value: Option<&[u8]>,
+) {
+    // `,record,line,reason` in one piece: two numbers of at most 20 digits and the longest
+    // reason (23 bytes), with their commas.
+    let mut middle = [0u8; 72];
+    let mut at = 0;
+    for n in [record, line] {
+        middle[at] = b',';
+        at += 1 + decimal(n, &mut middle[at + 1..at + 21]);
+    }
+    let reason = reason.as_str().as_bytes();
+    middle[at] = b',';
+    middle[at + 1..at + 1 + reason.len()].copy_from_slice(reason);
+    at += 1 + reason.len();
+    row.extend_from_slice(file);
+    row.extend_from_slice(&middle[..at]);
+    if let Some(value) = value {
+        row.push(b',');
+        // Writing into a vector cannot fail.
+        let _ = write_field(row, value);
+    }
+    row.push(b'\n');
+}
+
+/// The two digits of each number below 100, in order: `00`, `01`, … `99`.
+const DIGIT_PAIRS: [u8; 200] = {
+    let mut pairs = [0u8; 200];
+    let mut i = 0;
+    while i < 100 {
+        pairs[2 * i] = b'0' + (i / 10) as u8;
+        pairs[2 * i + 1] = b'0' + (i % 10) as u8;
+        i += 1;
+    }
+    pairs
+};
+
+/// Writes `n` in decimal at the start of `out` (20 bytes: room for any `u64`); the number of
+/// digits.
+fn decimal(mut n: u64, out: &mut [u8]) -> usize {
+    let len = n.checked_ilog10().map_or(1, |l| l as usize + 1);
+    let mut at = len;
+    while n >= 100 {
+        let pair = (n % 100) as usize * 2;
+        n /= 100;
+        at -= 2;
+        out[at] = DIGIT_PAIRS[pair];
+        out[at + 1] = DIGIT_PAIRS[pair + 1];
+    }
+    if n >= 10 {
+        out[0] = DIGIT_PAIRS[n as usize * 2];
+        out[1] = DIGIT_PAIRS[n as usize * 2 + 1];
+    } else {
+        out[0] = b'0' + n as u8;
+    }
+    len
+}
+
 /// Writes one CSV field, quoted when it holds a comma, quote, CR or LF (RFC 4180).
 pub fn write_field(out: &mut impl std::io::Write, value: &[u8]) -> std::io::Result<()> {
     if value
@@ -1171,6 +1241,27 @@ pub fn write_field(out: &mut impl std::io::Write, value: &[u8]) -> std::io::Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn report_rows_as_write_would_make_them() {
+        for n in [0u64, 7, 10, 99, 100, 101, 12_345, u64::MAX / 3, u64::MAX] {
+            let mut out = [b'x'; 21];
+            let len = decimal(n, &mut out);
+            assert_eq!(out[..len], *n.to_string().as_bytes());
+            assert_eq!(out[len..], [b'x'; 21][len..]);
+        }
+        let mut file = Vec::new();
+        write_field(&mut file, b"in, \"odd\".csv").unwrap();
+        let mut row = b"earlier\n".to_vec();
+        let r = Reason::CheckDigitMismatch;
+        push_report_row(&mut row, &file, (12, 340), r, Some(b"94\"34,x"));
+        push_report_row(&mut row, &file, (1, 1), Reason::MissingField, Some(b""));
+        push_report_row(&mut row, b"f", (9_999_999_999, 10_000_000_000), r, None);
+        let want = "earlier\n\"in, \"\"odd\"\".csv\",12,340,check_digit_mismatch,\"94\"\"34,x\"\n\
+                    \"in, \"\"odd\"\".csv\",1,1,missing_field,\n\
+                    f,9999999999,10000000000,check_digit_mismatch\n";
+        assert_eq!(String::from_utf8(row).unwrap(), want);
+    }
 
     #[test]
     fn fields_plain_and_quoted() {

@@ -19,6 +19,7 @@
 //! Blocks are filtered in parallel and written in input order, so the output is the same
 //! whatever the thread count.
 
+use crate::csv::push_report_row;
 use crate::error::{Error, Result};
 use crate::files::{parent_dir, sync_dir, AtomicFile, ThreadedOut};
 use crate::nhs::{Field, Reason};
@@ -399,7 +400,7 @@ pub fn filter_hashing(
         let mut invalid = [0u64; Reason::ALL.len()];
         let mut done = 0u64;
         let inputs = [extract.to_path_buf()];
-        let mut file_field = Vec::new();
+        let (mut file_field, mut rows) = (Vec::new(), Vec::new());
         crate::csv::write_field(&mut file_field, extract.display().to_string().as_bytes())
             .map_err(|e| Error::write(&tmp_rejects, e))?;
         engine.run(
@@ -427,15 +428,12 @@ pub fn filter_hashing(
                         line_base,
                     } => {
                         w.write_ranges(block, &p.keep)?;
+                        rows.clear();
                         for (record, line, reason) in p.rejects {
-                            let row = format!(
-                                ",{},{},{reason}\n",
-                                record_base + record + 1,
-                                line_base + line + 1
-                            );
-                            r.write(&file_field)?;
-                            r.write(row.as_bytes())?;
+                            let at = (record_base + record + 1, line_base + line + 1);
+                            push_report_row(&mut rows, &file_field, at, reason, None);
                         }
+                        r.write(&rows)?;
                         c.rows += p.rows;
                         c.kept += p.kept;
                         c.opted_out += p.opted_out;

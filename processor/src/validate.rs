@@ -9,7 +9,7 @@
 //! file, record number (1-based, data records only), starting physical line (1-based, header
 //! and skipped lines included), reason and raw value.
 
-use crate::csv::write_field;
+use crate::csv::{push_report_row, write_field};
 use crate::error::{Error, Result};
 use crate::files::create_private;
 use crate::nhs::{Field, Reason};
@@ -540,6 +540,9 @@ pub fn validate(
     Ok(v)
 }
 
+/// Bytes of `invalid.csv` written at a time.
+const INVALID_BUFFER: usize = 1 << 20;
+
 /// Memory the quarantined rows of `prepare`'s `invalid.csv` may hold while they wait to be
 /// written ([`validate_report_later`]). The national benchmark file's 500,000 rows take about
 /// 30 MiB; beyond this, the oldest are written as blocks come in, as `validate` writes them.
@@ -630,7 +633,7 @@ fn validate_deferring(
                 Event::Start(s) => {
                     let name = s.path.display().to_string();
                     if let Some(r) = report.as_mut() {
-                        r.names.push(name.clone());
+                        r.start_input(&name);
                     }
                     counts.headers += s.header.is_some() as u64;
                     per_input.push(InputSummary {
@@ -697,8 +700,10 @@ fn validate_deferring(
 pub(crate) struct InvalidCsv {
     path: PathBuf,
     out: BufWriter<std::fs::File>,
-    /// The inputs' names, as the rows give them.
-    names: Vec<String>,
+    /// The inputs' names as the rows give them: each one's CSV field, escaped.
+    files: Vec<Vec<u8>>,
+    /// Rows being gathered for one write (its memory is reused).
+    rows: Vec<u8>,
     /// Blocks with rows not written yet, oldest first.
     waiting: VecDeque<Waiting>,
     /// Memory the waiting blocks hold.
@@ -710,7 +715,7 @@ pub(crate) struct InvalidCsv {
 
 /// A block's quarantined lines, some of whose rows are not written yet.
 struct Waiting {
-    /// The input's index in [`InvalidCsv::names`].
+    /// The input's index in [`InvalidCsv::files`].
     input: usize,
     /// The records and physical lines before the block.
     bases: (u64, u64),
@@ -731,18 +736,27 @@ impl InvalidCsv {
     /// Creates the file (mode 0600) and writes the header row.
     pub(crate) fn create(path: &Path, wait_at_most: usize) -> Result<Self> {
         let file = create_private(path)?;
-        let mut out = BufWriter::with_capacity(1 << 20, file);
+        let mut out = BufWriter::with_capacity(INVALID_BUFFER, file);
         out.write_all(b"file,record,line,reason,value\n")
             .map_err(|e| Error::write(path, e))?;
         Ok(InvalidCsv {
             path: path.to_path_buf(),
             out,
-            names: Vec::new(),
+            files: Vec::new(),
+            rows: Vec::new(),
             waiting: VecDeque::new(),
             waiting_bytes: 0,
             wait_at_most,
             failed: None,
         })
+    }
+
+    /// Starts the rows of the next input, named `name`.
+    fn start_input(&mut self, name: &str) {
+        let mut field = Vec::new();
+        // Writing into a vector cannot fail.
+        let _ = write_field(&mut field, name.as_bytes());
+        self.files.push(field);
     }
 
     /// Adds a block's quarantined lines (of the input named last), `bases` the records and
@@ -753,7 +767,7 @@ impl InvalidCsv {
             return Ok(());
         }
         let block = Waiting {
-            input: self.names.len().saturating_sub(1),
+            input: self.files.len().saturating_sub(1),
             bases,
             bad,
             values,
@@ -797,19 +811,28 @@ impl InvalidCsv {
 
     /// Writes up to `rows` waiting rows, oldest first.
     fn write_rows(&mut self, mut rows: usize) -> Result<()> {
+        /// Bytes of rows gathered before they are written: as many as the buffered writer
+        /// holds, so that it writes them as they are instead of copying them in.
+        const GATHER: usize = INVALID_BUFFER;
         let InvalidCsv {
             path,
             out,
-            names,
+            files,
+            rows: gathered,
             waiting,
             waiting_bytes,
             ..
         } = self;
+        let mut write = |gathered: &mut Vec<u8>| {
+            let r = out.write_all(gathered);
+            gathered.clear();
+            r.map_err(|e| Error::write(&*path, e))
+        };
         while rows > 0 {
             let Some(block) = waiting.front_mut() else {
-                return Ok(());
+                break;
             };
-            let name = names.get(block.input).map_or("", String::as_str);
+            let file = files.get(block.input).map_or(&[][..], Vec::as_slice);
             let (record_base, line_base) = block.bases;
             let end = block.bad.len().min(block.written.saturating_add(rows));
             for b in &block.bad[block.written..end] {
@@ -817,14 +840,11 @@ impl InvalidCsv {
                     .values
                     .get(b.start..b.start + b.len)
                     .unwrap_or_default();
-                let (record, line) = (record_base + b.record + 1, line_base + b.line + 1);
-                let r = (|| {
-                    write_field(out, name.as_bytes())?;
-                    write!(out, ",{record},{line},{},", b.reason)?;
-                    write_field(out, value)?;
-                    out.write_all(b"\n")
-                })();
-                r.map_err(|e| Error::write(&*path, e))?;
+                let at = (record_base + b.record + 1, line_base + b.line + 1);
+                push_report_row(gathered, file, at, b.reason, Some(value));
+                if gathered.len() >= GATHER {
+                    write(gathered)?;
+                }
             }
             rows -= end - block.written;
             block.written = end;
@@ -833,7 +853,7 @@ impl InvalidCsv {
                 waiting.pop_front();
             }
         }
-        Ok(())
+        write(gathered)
     }
 
     /// Writes the rows still waiting and what is buffered, and starts the writeback; the sync
