@@ -142,7 +142,17 @@ pub fn write_dat_files(
     opts: &DatOptions,
     created: &mut Vec<PathBuf>,
 ) -> Result<Vec<DatFile>> {
-    write_dat_files_by(set, opts, created, DatWrite::Direct, &mut || false)
+    let members = (0..SLICES)
+        .into_par_iter()
+        .map(|slice| {
+            let mut n = 0u64;
+            set.for_each_word_in_slice(slice, |_, bits| n += u64::from(bits.count_ones()));
+            n
+        })
+        .sum();
+    write_dat_files_by((set, members), opts, created, DatWrite::Direct, &mut || {
+        false
+    })
 }
 
 /// How the `.dat` bytes reach the disk.
@@ -157,12 +167,17 @@ pub enum DatWrite {
     Cached,
 }
 
-/// [`write_dat_files`], the bytes written as `how` says, and `spare` given the time a thread
-/// of the pool has left while the SHA-256 (on another) still runs: it is called again and
-/// again then, to do a little of the caller's own work each time (`prepare` writes its
-/// `invalid.csv` rows), until it returns false (nothing left).
+/// [`write_dat_files`] of a set whose number of members the caller knows (validation counted
+/// them: no pass over the set to count them again), the bytes written as `how` says, and
+/// `spare` given the time a thread of the pool has left while the SHA-256 (on another) still
+/// runs: it is called again and again then, to do a little of the caller's own work each time
+/// (`prepare` writes its `invalid.csv` rows), until it returns false (nothing left).
+///
+/// The number of members sizes only the files' allocation ahead: the bytes and where the
+/// files end come from the set itself, and a file allocated longer than its lines is cut to
+/// them.
 pub fn write_dat_files_by(
-    set: &NumberSet,
+    (set, members): (&NumberSet, u64),
     opts: &DatOptions,
     created: &mut Vec<PathBuf>,
     how: DatWrite,
@@ -184,14 +199,6 @@ pub fn write_dat_files_by(
         file: 0,
         records: 0,
     };
-    let members: u64 = (0..SLICES)
-        .into_par_iter()
-        .map(|slice| {
-            let mut n = 0u64;
-            set.for_each_word_in_slice(slice, |_, bits| n += u64::from(bits.count_ones()));
-            n
-        })
-        .sum();
     let mut out = Splitter {
         opts,
         members,
@@ -523,7 +530,8 @@ mod tests {
 
     /// Files cut by record count, each allocated ahead at the size counted for it: every file
     /// holds exactly its lines (no allocated tail left over), the last one too, and their
-    /// hashes are of what they hold; whatever the caller does in the spare time.
+    /// hashes are of what they hold; whatever the caller does in the spare time, and whatever
+    /// number of members it says (only the allocation ahead follows it).
     #[test]
     fn split_files_are_exactly_their_lines() {
         let set = NumberSet::new();
@@ -538,11 +546,15 @@ mod tests {
         }
         want.sort_unstable();
         // Direct I/O and the page cache, with and without work of the caller's in the spare
-        // time: the same files.
-        for (how, busy) in [
-            (DatWrite::Direct, false),
-            (DatWrite::Cached, false),
-            (DatWrite::Direct, true),
+        // time, told the right number of members or a wrong one: the same files.
+        let members = want.len() as u64;
+        for (how, busy, said) in [
+            (DatWrite::Direct, false, members),
+            (DatWrite::Cached, false, members),
+            (DatWrite::Direct, true, members),
+            (DatWrite::Direct, false, members + 1_000),
+            (DatWrite::Direct, false, members - 500),
+            (DatWrite::Cached, false, 0),
         ] {
             let dir = tempfile::tempdir().unwrap();
             let opts = DatOptions {
@@ -563,7 +575,8 @@ mod tests {
                 std::hint::black_box((0..1_000u32).sum::<u32>());
                 busy && turns < 10_000
             };
-            let files = write_dat_files_by(&set, &opts, &mut created, how, &mut spare).unwrap();
+            let set = (&set, said);
+            let files = write_dat_files_by(set, &opts, &mut created, how, &mut spare).unwrap();
             assert_eq!(files.len(), want.len().div_ceil(700));
             let mut all = Vec::new();
             for (i, f) in files.iter().enumerate() {

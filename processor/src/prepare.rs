@@ -98,8 +98,9 @@ fn prepare_by(
             .build()
             .map_err(|e| Error::Usage(format!("cannot start worker threads: {e}")))?;
         let mut rows = || report.write_some(ROWS_A_TURN);
+        let set = (&v.set, v.counts.unique);
         let files =
-            pool.install(|| write_dat_files_by(&v.set, &opts.dat, &mut created, how, &mut rows))?;
+            pool.install(|| write_dat_files_by(set, &opts.dat, &mut created, how, &mut rows))?;
         report.finish()?.sync()?;
         let summary = Summary {
             counts: v.counts,

@@ -688,6 +688,12 @@ fn validate_deferring(
         set,
         threads: engine.threads(),
     };
+    // The spare prefix buffers (tens of megabytes in some hundred allocations, each one's
+    // `munmap` a TLB shootdown) are freed beside what comes next (`prepare`'s output), not
+    // before it.
+    let _ = std::thread::Builder::new()
+        .name("ndop-free".into())
+        .spawn(move || drop(spare));
     Ok(v)
 }
 
