@@ -1219,6 +1219,15 @@ fn decimal(mut n: u64, out: &mut [u8]) -> usize {
     len
 }
 
+/// `value` as one CSV field ([`write_field`]): a report's file name, escaped once for all its
+/// rows ([`push_report_row`]).
+pub(crate) fn escaped(value: &[u8]) -> Vec<u8> {
+    let mut field = Vec::with_capacity(value.len());
+    // Writing into a vector cannot fail.
+    let _ = write_field(&mut field, value);
+    field
+}
+
 /// Writes one CSV field, quoted when it holds a comma, quote, CR or LF (RFC 4180).
 pub fn write_field(out: &mut impl std::io::Write, value: &[u8]) -> std::io::Result<()> {
     if value
@@ -1250,8 +1259,7 @@ mod tests {
             assert_eq!(out[..len], *n.to_string().as_bytes());
             assert_eq!(out[len..], [b'x'; 21][len..]);
         }
-        let mut file = Vec::new();
-        write_field(&mut file, b"in, \"odd\".csv").unwrap();
+        let file = escaped(b"in, \"odd\".csv");
         let mut row = b"earlier\n".to_vec();
         let r = Reason::CheckDigitMismatch;
         push_report_row(&mut row, &file, (12, 340), r, Some(b"94\"34,x"));

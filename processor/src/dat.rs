@@ -142,17 +142,9 @@ pub fn write_dat_files(
     opts: &DatOptions,
     created: &mut Vec<PathBuf>,
 ) -> Result<Vec<DatFile>> {
-    let members = (0..SLICES)
-        .into_par_iter()
-        .map(|slice| {
-            let mut n = 0u64;
-            set.for_each_word_in_slice(slice, |_, bits| n += u64::from(bits.count_ones()));
-            n
-        })
-        .sum();
-    write_dat_files_by((set, members), opts, created, DatWrite::Direct, &mut || {
-        false
-    })
+    let mut no_spare_work = || false;
+    let set = (set, set.len());
+    write_dat_files_by(set, opts, created, DatWrite::Direct, &mut no_spare_work)
 }
 
 /// How the `.dat` bytes reach the disk.

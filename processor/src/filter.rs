@@ -19,8 +19,8 @@
 //! Blocks are filtered in parallel and written in input order, so the output is the same
 //! whatever the thread count.
 
-use crate::csv::push_report_row;
-use crate::error::{Error, Result};
+use crate::csv::{escaped, push_report_row};
+use crate::error::Result;
 use crate::files::{parent_dir, sync_dir, AtomicFile, ThreadedOut};
 use crate::nhs::{Field, Reason};
 use crate::scan::{Engine, Event, LineParser, ScanOptions, Span, Spanned};
@@ -400,9 +400,8 @@ pub fn filter_hashing(
         let mut invalid = [0u64; Reason::ALL.len()];
         let mut done = 0u64;
         let inputs = [extract.to_path_buf()];
-        let (mut file_field, mut rows) = (Vec::new(), Vec::new());
-        crate::csv::write_field(&mut file_field, extract.display().to_string().as_bytes())
-            .map_err(|e| Error::write(&tmp_rejects, e))?;
+        let file_field = escaped(extract.display().to_string().as_bytes());
+        let mut rows = Vec::new();
         engine.run(
             &inputs,
             |parser, block, at_eof| filter_block(parser, allowed, requested, block, at_eof),

@@ -9,7 +9,7 @@
 //! file, record number (1-based, data records only), starting physical line (1-based, header
 //! and skipped lines included), reason and raw value.
 
-use crate::csv::{push_report_row, write_field};
+use crate::csv::{escaped, push_report_row};
 use crate::error::{Error, Result};
 use crate::files::create_private;
 use crate::nhs::{Field, Reason};
@@ -709,7 +709,7 @@ pub(crate) struct InvalidCsv {
     /// The inputs' names as the rows give them: each one's CSV field, escaped.
     files: Vec<Vec<u8>>,
     /// Rows being gathered for one write (its memory is reused).
-    rows: Vec<u8>,
+    gathered: Vec<u8>,
     /// Blocks with rows not written yet, oldest first.
     waiting: VecDeque<Waiting>,
     /// Memory the waiting blocks hold.
@@ -749,7 +749,7 @@ impl InvalidCsv {
             path: path.to_path_buf(),
             out,
             files: Vec::new(),
-            rows: Vec::new(),
+            gathered: Vec::new(),
             waiting: VecDeque::new(),
             waiting_bytes: 0,
             wait_at_most,
@@ -759,10 +759,7 @@ impl InvalidCsv {
 
     /// Starts the rows of the next input, named `name`.
     fn start_input(&mut self, name: &str) {
-        let mut field = Vec::new();
-        // Writing into a vector cannot fail.
-        let _ = write_field(&mut field, name.as_bytes());
-        self.files.push(field);
+        self.files.push(escaped(name.as_bytes()));
     }
 
     /// Adds a block's quarantined lines (of the input named last), `bases` the records and
@@ -824,7 +821,7 @@ impl InvalidCsv {
             path,
             out,
             files,
-            rows: gathered,
+            gathered,
             waiting,
             waiting_bytes,
             ..
